@@ -1,0 +1,3 @@
+"""harvester: a Scrapy-based signal harvester."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,399 @@
+"""``harvest``: the operator's command line. Thin: parse arguments, call services, render."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import psycopg
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from harvester.config import HarvestConfig, get_config
+from harvester.services import database, embedded, queries, spool
+from harvester.services.replay import replay_pending
+from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED = 1  # the job ran and something failed (a source, a replay)
+EXIT_USAGE = 2  # the job could not run: bad config, database unreachable
+
+
+def friendly(func: F) -> F:
+    """Turn the errors an operator can fix into one red sentence and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SourcesError, database.DatabaseUnavailable, embedded.EmbeddedError) as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            sys.exit(EXIT_USAGE)
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err.print(f"[red]error:[/] the database is unreachable ({first}); check "
+                      "HARVEST_DATABASE_URL or run `harvest db start`.", highlight=False)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config() -> HarvestConfig:
+    return get_config()
+
+
+def _sources_path(ctx: click.Context) -> Path:
+    return ctx.obj["sources"]
+
+
+def _load(ctx: click.Context) -> SourcesFile:
+    return load_sources(_sources_path(ctx))
+
+
+def _connect(start: bool = True) -> psycopg.Connection[Any]:
+    url = database.resolve_url(_config(), start=start)
+    return psycopg.connect(url, connect_timeout=5)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--sources", "sources", type=click.Path(path_type=Path), default=None,
+              help="Sources file (default: $HARVEST_SOURCES or ./sources.toml).")
+@click.pass_context
+def main(ctx: click.Context, sources: Path | None) -> None:
+    """harvester: crawl sources, keep the signals that matter, in PostgreSQL."""
+    ctx.ensure_object(dict)
+    ctx.obj["sources"] = sources or _config().sources
+
+
+# -- database ---------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Manage the embedded PostgreSQL (unused when HARVEST_DATABASE_URL is set)."""
+
+
+@db.command("start")
+@friendly
+def db_start() -> None:
+    """Start the embedded PostgreSQL under $HARVEST_HOME/pg (created on first start)."""
+    cfg = _config()
+    if cfg.database_url:
+        console.print("HARVEST_DATABASE_URL is set: the embedded server is not used.")
+        return
+    uri = embedded.start(cfg.pg_dir)
+    console.print(f"embedded PostgreSQL running in {cfg.pg_dir}: {uri}", highlight=False)
+
+
+@db.command("stop")
+@friendly
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    cfg = _config()
+    stopped = embedded.stop(cfg.pg_dir)
+    console.print("stopped" if stopped else f"not running ({cfg.pg_dir})", highlight=False)
+
+
+@db.command("status")
+@friendly
+def db_status() -> None:
+    """Say which database is used and whether it answers; exit 1 when it does not."""
+    cfg = _config()
+    if cfg.database_url:
+        try:
+            with psycopg.connect(cfg.database_url, connect_timeout=5):
+                pass
+        except psycopg.OperationalError:
+            console.print(f"external {database.describe_url(cfg.database_url)}: unreachable")
+            sys.exit(EXIT_FAILED)
+        console.print(f"external {database.describe_url(cfg.database_url)}: up")
+        return
+    state = embedded.status(cfg.pg_dir)
+    if not state.running:
+        console.print(f"embedded PostgreSQL in {cfg.pg_dir}: stopped", highlight=False)
+        sys.exit(EXIT_FAILED)
+    console.print(f"embedded PostgreSQL in {cfg.pg_dir}: running (pid {state.pid})",
+                  highlight=False)
+
+
+@db.command("url")
+@friendly
+def db_url() -> None:
+    """Print the connection URL (starting the embedded server if needed)."""
+    click.echo(database.resolve_url(_config()))
+
+
+@main.command()
+@friendly
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    url = database.resolve_url(_config())
+    database.migrate(url)
+    console.print(f"database {database.describe_url(url)} at revision {database.head_revision()}",
+                  highlight=False)
+
+
+# -- sources ----------------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@friendly
+def sources(ctx: click.Context) -> None:
+    """List the sources (same as `harvest sources list`)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(sources_list)
+
+
+@sources.command("list")
+@click.pass_context
+@friendly
+def sources_list(ctx: click.Context) -> None:
+    """List sources with their last success and failures (when the database runs)."""
+    parsed = _load(ctx)
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        with _connect(start=False) as conn:
+            states = queries.source_states(conn)
+    except (database.DatabaseUnavailable, psycopg.Error):
+        pass  # listing works without a database; health columns stay empty
+    table = Table(title=f"sources ({_sources_path(ctx)})", title_justify="left")
+    for col in ("name", "kind", "enabled", "weight", "interval", "urls", "last success",
+                "failures"):
+        table.add_column(col)
+    for s in parsed.sources:
+        state = states.get(s.name, {})
+        last = state.get("last_success")
+        table.add_row(s.name, s.kind, "yes" if s.enabled else "no", f"{s.weight:g}", s.interval,
+                      str(len(s.urls)), last.strftime("%Y-%m-%d %H:%M") if last else "-",
+                      str(state.get("consecutive_failures", "-")))
+    console.print(table)
+
+
+@sources.command("check")
+@click.pass_context
+@friendly
+def sources_check(ctx: click.Context) -> None:
+    """Validate the sources file; exit 2 with the reason when it is wrong."""
+    parsed = _load(ctx)
+    console.print(f"{_sources_path(ctx)}: OK, {len(parsed.sources)} sources "
+                  f"({len(parsed.enabled())} enabled), {len(parsed.topics)} topics",
+                  highlight=False)
+
+
+# -- crawling ---------------------------------------------------------------------------
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="-s")
+        out[key] = val
+    return out
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Crawl every enabled source.")
+@click.option("-s", "--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="Override a Scrapy setting (repeatable).")
+@click.option("-v", "--verbose", is_flag=True, help="Show Scrapy's log instead of a log file.")
+@click.pass_context
+@friendly
+def crawl(ctx: click.Context, names: tuple[str, ...], all_: bool, overrides: tuple[str, ...],
+          verbose: bool) -> None:
+    """Crawl the named sources (or --all enabled ones) and print a summary per source.
+
+    Exit status: 0 when every source was reached, 1 when one was unreachable, 2 when the
+    crawl could not start (bad sources file, database unreachable).
+    """
+    outcomes = run_crawl_command(ctx, names, all_, _parse_set(overrides), verbose)
+    if any(o.failed for o in outcomes):
+        sys.exit(EXIT_FAILED)
+
+
+def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
+                      overrides: dict[str, str], verbose: bool) -> list[Any]:
+    from harvester import ui
+    from harvester.runner import crawl_settings, run_crawls
+
+    parsed = _load(ctx)
+    if all_ == bool(names):
+        raise click.UsageError("name the sources to crawl, or pass --all (not both)")
+    chosen = parsed.enabled() if all_ else [parsed.get(n) for n in names]
+    if not chosen:
+        raise click.UsageError("no enabled sources in the sources file")
+    cfg = _config()
+    url = database.resolve_url(cfg)
+    database.ensure_schema(url)
+    log_file = None
+    if not verbose:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_file = cfg.home.absolute() / "logs" / f"crawl-{stamp}.log"
+    settings = crawl_settings(
+        {"HARVEST_SOURCES_FILE": str(_sources_path(ctx)), **overrides}, log_file
+    )
+    live: Live | None = None
+
+    def on_start(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        nonlocal live
+        if console.is_terminal and not verbose:
+            live = Live(get_renderable=ui.live_view(get_rows), console=console,
+                        refresh_per_second=4, transient=True)
+            live.start()
+
+    try:
+        outcomes = run_crawls(chosen, settings, on_start)
+    finally:
+        if live is not None:
+            live.stop()
+    ui.summary(console, outcomes)
+    if log_file is not None:
+        console.print(f"log: {log_file}", highlight=False, style="dim")
+    return outcomes
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - parse_interval(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither an age like 24h/7d nor an ISO date", param_hint="--since"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--since", default=None, help="Only signals newer than an age (24h, 7d) or date.")
+@click.option("--source", default=None, help="Only this source.")
+@click.option("--min-score", default=None, type=float, help="Only signals scoring at least this.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@friendly
+def top(limit: int, since: str | None, source: str | None, min_score: float | None,
+        as_json: bool) -> None:
+    """The highest-scoring signals, with why they scored."""
+    flt = queries.TopFilter(limit=limit, since=_since(since), source=source, min_score=min_score)
+    with _connect() as conn:
+        rows = queries.top(conn, flt)
+    if as_json:
+        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
+        return
+    from harvester import ui
+
+    console.print(ui.top_table(rows))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@friendly
+def stats(as_json: bool) -> None:
+    """Totals: signals per source, rejections per reason, runs, spooled batches."""
+    with _connect() as conn:
+        data = queries.stats(conn)
+        runs = queries.recent_runs(conn, 5)
+    data["spooled_batches"] = len(spool.pending(_config().spool_dir))
+    if as_json:
+        click.echo(json.dumps(data, default=_json_default, indent=2))
+        return
+    console.print(f"signals: {data['signals']}   runs: {data['runs']}   "
+                  f"spooled batches: {data['spooled_batches']}")
+    for title, mapping in (("by source", data["by_source"]), ("rejects by reason",
+                                                               data["rejects"])):
+        table = Table(title=title, title_justify="left")
+        table.add_column("name")
+        table.add_column("count", justify="right")
+        for key, count in mapping.items():
+            table.add_row(key, str(count))
+        console.print(table)
+    table = Table(title="recent runs", title_justify="left")
+    for col in ("started", "sources", "reason", "scraped", "new", "re-seen", "rejected",
+                "errors", "304s"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), ",".join(r["sources"]),
+                      r["finish_reason"] or "-", *(str(r[k]) for k in (
+                          "scraped", "stored", "reseen", "rejected", "errors", "not_modified")))
+    console.print(table)
+
+
+@main.command()
+@friendly
+def replay() -> None:
+    """Store batches spooled while the database was unreachable (each exactly once)."""
+    cfg = _config()
+    pending = spool.pending(cfg.spool_dir)
+    if not pending:
+        console.print(f"nothing to replay in {cfg.spool_dir}", highlight=False)
+        return
+    url = database.resolve_url(cfg)
+    database.ensure_schema(url)
+
+    async def run() -> Any:
+        async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
+            return await replay_pending(conn, cfg.spool_dir)
+
+    report = asyncio.run(run())
+    console.print(f"replayed {report.batches} batches: {report.signals} signals "
+                  f"({report.new} new), {report.rejects} rejections, "
+                  f"{report.already_applied} already applied")
+    if report.unreadable:
+        err.print(f"[red]{report.unreadable} spool files were unreadable and renamed .bad[/]")
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--limit", default=10, show_default=True, help="How many top signals to show.")
+@click.pass_context
+@friendly
+def demo(ctx: click.Context, limit: int) -> None:
+    """Crawl the bundled demo site, served on 127.0.0.1, and show the top signals."""
+    import tempfile
+
+    from harvester.demo import render_site
+    from harvester.services.localsite import LocalSite
+
+    with tempfile.TemporaryDirectory(prefix="harvest-demo-") as tmp:
+        site_dir = Path(tmp) / "site"
+        with LocalSite(site_dir) as site:
+            sources_file = render_site(site_dir, site.url)
+            console.print(f"demo site serving {site_dir} at {site.url}", highlight=False)
+            ctx.obj["sources"] = sources_file
+            outcomes = run_crawl_command(ctx, (), True, {}, False)
+    ctx.invoke(top, limit=limit, since=None, source=None, min_score=None, as_json=False)
+    if any(o.failed for o in outcomes):
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

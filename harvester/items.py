@@ -1,0 +1,47 @@
+"""Items: the contract between spiders and pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(slots=True, kw_only=True)
+class Signal:
+    """One piece of content seen at a source.
+
+    Spiders fill what they extracted; ``validate`` normalises it, ``dedupe`` sets
+    ``canonical_url``/``key``, ``score`` sets ``score``/``score_breakdown``.
+    """
+
+    source: str
+    kind: str
+    url: str | None = None
+    external_id: str | None = None
+    title: str | None = None
+    text: str | None = None
+    author: str | None = None
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    fetched_at: datetime | None = None
+    tags: list[str] = field(default_factory=list)
+    language: str | None = None
+    engagement: dict[str, Any] = field(default_factory=dict)
+    feed_url: str | None = None
+    canonical_url: str | None = None
+    key: str | None = None
+    simhash: int | None = None
+    score: float | None = None
+    score_breakdown: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class Rejection:
+    """Input that could not become a Signal: kept with its reason, never dropped silently."""
+
+    source: str
+    reason: str
+    field: str | None = None
+    url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,125 @@
+"""ValidatePipeline: required fields, URL shape, UTC dates, cleaned and capped text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from scrapy.crawler import Crawler
+from scrapy.settings import BaseSettings
+
+from harvester import stats as hstats
+from harvester.exceptions import InvalidSignal
+from harvester.items import Signal
+
+_SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
+_NEWLINES = re.compile(r"\n{3,}")
+# Control characters PostgreSQL text cannot hold (NUL) or that only garble output.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateConfig:
+    max_title: int
+    max_text: int
+    future_tolerance: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> ValidateConfig:
+        return cls(
+            max_title=settings.getint("HARVEST_VALIDATE_MAX_TITLE", 1000),
+            max_text=settings.getint("HARVEST_VALIDATE_MAX_TEXT", 20000),
+            future_tolerance=timedelta(
+                hours=settings.getfloat("HARVEST_VALIDATE_FUTURE_HOURS", 24.0)
+            ),
+        )
+
+
+def clean_line(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = _SPACE.sub(" ", _CONTROL.sub("", value)).replace("\n", " ").strip()
+    return value[:limit] or None
+
+
+def clean_text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = _CONTROL.sub("", value)
+    lines = (_SPACE.sub(" ", line).strip() for line in value.split("\n"))
+    value = _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+    return value[:limit] or None
+
+
+def check_url(url: str) -> str | None:
+    """Reason the URL is unusable, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "not_http_url"
+    if not parts.hostname:
+        return "url_without_host"
+    return None
+
+
+class ValidatePipeline:
+    """Turns raw spider output into clean signals, or rejects it with a field and reason.
+
+    Settings: ``HARVEST_VALIDATE_MAX_TITLE`` (1000), ``HARVEST_VALIDATE_MAX_TEXT`` (20000),
+    ``HARVEST_VALIDATE_FUTURE_HOURS`` (24: a date further ahead is dropped, not the item).
+    Stats: ``harvest/validate/future_date``, ``harvest/validate/truncated``.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.config = ValidateConfig.from_settings(crawler.settings)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ValidatePipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        if not isinstance(item, Signal):
+            return item
+        self._check(item)
+        return item
+
+    def _check(self, item: Signal) -> None:
+        cfg = self.config
+        if item.url:
+            item.url = item.url.strip()
+            if reason := check_url(item.url):
+                raise InvalidSignal("url", reason, item.url[:200])
+        elif not item.external_id:
+            raise InvalidSignal("url", "missing_url_and_id")
+        item.title = clean_line(item.title, cfg.max_title)
+        text = item.text
+        item.text = clean_text(text, cfg.max_text)
+        if text and item.text and len(text) > cfg.max_text:
+            self.crawler.stats.inc_value("harvest/validate/truncated")
+        if not item.title and not item.text:
+            raise InvalidSignal("title", "empty_title_and_text")
+        item.author = clean_line(item.author, 300)
+        item.tags = [t for t in dict.fromkeys(clean_line(t, 100) for t in item.tags) if t]
+        now = datetime.now(UTC)
+        item.fetched_at = _utc(item.fetched_at) or now
+        item.published_at = self._date(item, _utc(item.published_at), now)
+        item.updated_at = self._date(item, _utc(item.updated_at), now)
+
+    def _date(self, item: Signal, value: datetime | None, now: datetime) -> datetime | None:
+        if value is not None and value > now + self.config.future_tolerance:
+            # A clock-skewed or mistyped date must not pin an item to the top forever;
+            # the item itself is still good.
+            hstats.inc(self.crawler.stats, item.source, "future_date")
+            return None
+        return value
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,113 @@
+"""Which database to use: ``HARVEST_DATABASE_URL`` or the embedded server, and migrations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import psycopg
+
+from harvester.config import HarvestConfig
+from harvester.services import embedded
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Several crawlers in one process resolve the URL at once: start the server only once.
+_start_lock = threading.Lock()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached; the message is one sentence with the fix."""
+
+
+def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
+    """The URL to connect to, starting the embedded server on demand."""
+    if config.database_url:
+        return config.database_url
+    if not start:
+        state = embedded.status(config.pg_dir)
+        if not state.running or state.uri is None:
+            raise DatabaseUnavailable(
+                f"the embedded PostgreSQL in {config.pg_dir} is not running; "
+                "start it with `harvest db start`"
+            )
+        return state.uri
+    try:
+        with _start_lock:
+            state = embedded.status(config.pg_dir)
+            if state.running and state.uri is not None:
+                return state.uri
+            return embedded.start(config.pg_dir)
+    except embedded.EmbeddedError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable database URL>"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+
+
+def _alembic_config(url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """``alembic upgrade head`` against ``url``."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(url), revision)
+    except Exception as exc:  # alembic wraps driver errors in SQLAlchemy's hierarchy
+        if exc.__class__.__name__ == "OperationalError":
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {describe_url(url)} to migrate it; "
+                "check HARVEST_DATABASE_URL or run `harvest db start`"
+            ) from exc
+        raise
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config("postgresql://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def ensure_schema(url: str) -> bool:
+    """Migrate when the schema is behind; return True when a migration ran."""
+    if current_revision(url) == head_revision():
+        return False
+    logger.info("Migrating database %s to %s", describe_url(url), head_revision())
+    migrate(url)
+    return True

@@ -1,0 +1,76 @@
+"""Read-side queries for the CLI (and later the API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+@dataclass(frozen=True, slots=True)
+class TopFilter:
+    limit: int = 20
+    since: datetime | None = None
+    source: str | None = None
+    min_score: float | None = None
+
+
+def top(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str, Any]]:
+    clauses = ["TRUE"]
+    params: dict[str, Any] = {"limit": flt.limit}
+    if flt.since is not None:
+        clauses.append("coalesce(published_at, first_seen) >= %(since)s")
+        params["since"] = flt.since
+    if flt.source is not None:
+        clauses.append("source = %(source)s")
+        params["source"] = flt.source
+    if flt.min_score is not None:
+        clauses.append("score >= %(min_score)s")
+        params["min_score"] = flt.min_score
+    query = f"""
+        SELECT url, title, source, score, published_at, first_seen, last_seen, seen_count,
+               tags, score_breakdown
+        FROM signals WHERE {" AND ".join(clauses)}
+        ORDER BY score DESC, published_at DESC NULLS LAST, id DESC
+        LIMIT %(limit)s
+    """  # only fixed clause strings are joined; values are parameters
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)  # type: ignore[arg-type]
+        return cur.fetchall()
+
+
+def stats(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    with conn.cursor() as cur:
+        total = cur.execute("SELECT count(*) FROM signals").fetchone()
+        by_source = dict(cur.execute(
+            "SELECT source, count(*) FROM signals GROUP BY source ORDER BY source").fetchall())
+        rejects = dict(cur.execute(
+            "SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC"
+        ).fetchall())
+        runs = cur.execute("SELECT count(*), max(finished_at) FROM crawl_runs").fetchone()
+    return {
+        "signals": total[0] if total else 0,
+        "by_source": by_source,
+        "rejects": rejects,
+        "runs": runs[0] if runs else 0,
+        "last_run_finished_at": runs[1].isoformat() if runs and runs[1] else None,
+    }
+
+
+def source_states(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT source, last_attempt, last_success, consecutive_failures "
+                    "FROM sources_state")
+        return {row["source"]: row for row in cur.fetchall()}
+
+
+def recent_runs(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("""
+            SELECT id, spider, sources, started_at, finished_at, finish_reason, scraped,
+                   stored, reseen, duplicates, rejected, errors, not_modified
+            FROM crawl_runs ORDER BY started_at DESC LIMIT %s""", (limit,))
+        return cur.fetchall()

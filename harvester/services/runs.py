@@ -1,0 +1,68 @@
+"""The ``crawl_runs`` record of one crawl, built from its stats."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from harvester.stats import per_source
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_record(
+    *,
+    run_id: str,
+    spider: str,
+    sources: Sequence[str],
+    job_id: str | None,
+    started_at: datetime,
+    reason: str,
+    stats: dict[str, Any],
+    validators: dict[str, dict[str, dict[str, str]]],
+) -> dict[str, Any]:
+    """A row for ``crawl_runs`` plus ``source_states`` for ``sources_state``.
+
+    A source succeeded when something was fetched (or not modified) and nothing failed.
+    """
+    def total(name: str) -> int:
+        return int(stats.get(f"harvest/{name}", 0))
+
+    table = per_source(stats, sources)
+    states = {
+        name: {
+            "attempted_at": started_at,
+            "success": (row["fetched"] + row["not_modified"]) > 0 and row["errors"] == 0,
+            "validators": validators.get(name, {}),
+        }
+        for name, row in table.items()
+    }
+    return {
+        "id": run_id,
+        "spider": spider,
+        "sources": list(sources),
+        "job_id": job_id,
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC),
+        "finish_reason": reason,
+        "scraped": int(stats.get("item_scraped_count", 0)),
+        "stored": total("new"),
+        "reseen": total("reseen"),
+        "duplicates": total("duplicates"),
+        "rejected": total("rejected"),
+        "errors": total("errors"),
+        "not_modified": total("not_modified"),
+        "stats": _jsonable({**stats, "harvest/by_source": table}),
+        "source_states": _jsonable(states),
+    }

@@ -1,0 +1,82 @@
+"""The on-disk spool: batches the database could not take, kept as JSON Lines until replayed.
+
+One file per batch, ``<UTC timestamp>-<batch id>.jsonl``; the first line is a header, then
+one line per row tagged ``signal``, ``reject`` or ``run``. Files are written to a temporary
+name, fsynced and renamed, so a crash never leaves a half batch that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harvester.services.batch import Batch, from_jsonable, to_jsonable
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+class SpoolError(RuntimeError):
+    """A spool file is unreadable; it is left in place (renamed ``.bad``) for the operator."""
+
+
+def write(spool_dir: Path, batch: Batch) -> Path:
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    path = spool_dir / f"{stamp}-{batch.batch_id}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
+        for row in batch.signals:
+            fh.write(json.dumps({"t": "signal", "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
+        for row in batch.rejects:
+            fh.write(json.dumps({"t": "reject", "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
+        if batch.run is not None:
+            fh.write(json.dumps({"t": "run", "row": to_jsonable(batch.run)}, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: Path) -> Batch:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            header = json.loads(fh.readline())
+            batch = Batch(batch_id=header["batch_id"])
+            for line in fh:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                row = from_jsonable(record["row"])
+                if record["t"] == "signal":
+                    batch.signals.append(row)
+                elif record["t"] == "reject":
+                    batch.rejects.append(row)
+                else:
+                    batch.run = row
+    except (OSError, ValueError, KeyError) as exc:
+        raise SpoolError(f"spool file {path} is unreadable: {exc}") from exc
+    return batch
+
+
+def pending(spool_dir: Path) -> list[Path]:
+    """Spooled batches in the order they were written."""
+    if not spool_dir.is_dir():
+        return []
+    return sorted(spool_dir.glob("*.jsonl"))
+
+
+def iter_pending(spool_dir: Path) -> Iterator[tuple[Path, Batch | None]]:
+    for path in pending(spool_dir):
+        try:
+            yield path, read(path)
+        except SpoolError as exc:
+            logger.error("%s; renamed to .bad", exc)
+            path.rename(path.with_suffix(".bad"))
+            yield path, None

@@ -1,0 +1,166 @@
+"""Batched writes: COPY into a staging table, one ``INSERT … ON CONFLICT`` per batch.
+
+Each batch runs in one transaction that also records its id in ``applied_batches``: a batch
+applied twice (a spool replayed again, a commit whose acknowledgement was lost) is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
+
+logger = logging.getLogger(__name__)
+
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS signals_staging (
+    key text, source text, kind text, url text, canonical_url text, external_id text,
+    title text, text text, author text, published_at timestamptz, updated_at timestamptz,
+    fetched_at timestamptz, language text, tags text[], engagement jsonb, score real,
+    score_breakdown jsonb, run_id uuid
+) ON COMMIT DELETE ROWS
+"""
+
+_COLS = sql.SQL(", ").join(map(sql.Identifier, SIGNAL_COLUMNS))
+_COPY_SIGNALS = sql.SQL("COPY signals_staging ({}) FROM STDIN").format(_COLS)
+_COPY_REJECTS = sql.SQL("COPY rejects ({}) FROM STDIN").format(
+    sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS))
+)
+# DISTINCT ON: one INSERT cannot touch the same row twice. Counts are per incoming source.
+_UPSERT = sql.SQL("""
+WITH incoming AS (
+    SELECT DISTINCT ON (key) * FROM signals_staging ORDER BY key, fetched_at DESC
+), ins AS (
+    INSERT INTO signals ({cols}, first_seen, last_seen)
+    SELECT {cols}, fetched_at, fetched_at FROM incoming
+    ON CONFLICT (key) DO UPDATE SET
+        seen_count = signals.seen_count + 1,
+        last_seen = GREATEST(signals.last_seen, EXCLUDED.last_seen),
+        updated_at = COALESCE(EXCLUDED.updated_at, signals.updated_at),
+        score = EXCLUDED.score,
+        score_breakdown = EXCLUDED.score_breakdown
+    RETURNING key, (xmax = 0) AS is_new
+)
+SELECT incoming.source,
+       count(*) FILTER (WHERE ins.is_new),
+       count(*) FILTER (WHERE NOT ins.is_new)
+FROM ins JOIN incoming USING (key)
+GROUP BY incoming.source
+""").format(cols=_COLS)
+
+_RUN_COLUMNS = ("id", "spider", "sources", "job_id", "started_at", "finished_at",
+                "finish_reason", "scraped", "stored", "reseen", "duplicates", "rejected",
+                "errors", "not_modified", "stats")
+_UPSERT_RUN = sql.SQL("""
+INSERT INTO crawl_runs ({cols}) VALUES ({vals})
+ON CONFLICT (id) DO UPDATE SET {updates}
+""").format(
+    cols=sql.SQL(", ").join(map(sql.Identifier, _RUN_COLUMNS)),
+    vals=sql.SQL(", ").join(sql.Placeholder(c) for c in _RUN_COLUMNS),
+    updates=sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _RUN_COLUMNS[1:]
+    ),
+)
+_UPSERT_SOURCE_STATE = """
+INSERT INTO sources_state (source, last_attempt, last_success, consecutive_failures, validators)
+VALUES (%(source)s, %(attempted_at)s::timestamptz,
+        CASE WHEN %(success)s THEN %(attempted_at)s::timestamptz END,
+        CASE WHEN %(success)s THEN 0 ELSE 1 END, %(validators)s)
+ON CONFLICT (source) DO UPDATE SET
+    last_attempt = EXCLUDED.last_attempt,
+    last_success = COALESCE(EXCLUDED.last_success, sources_state.last_success),
+    consecutive_failures = CASE WHEN EXCLUDED.last_success IS NULL
+                                THEN sources_state.consecutive_failures + 1 ELSE 0 END,
+    validators = sources_state.validators || EXCLUDED.validators
+"""
+
+
+def _signal_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
+    values = []
+    for col in SIGNAL_COLUMNS:
+        value = row.get(col)
+        if col in ("engagement", "score_breakdown"):
+            value = json.dumps(value or {}, ensure_ascii=False)
+        elif col == "tags":
+            value = list(value or [])
+        values.append(value)
+    return tuple(values)
+
+
+def _reject_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        json.dumps(row.get(c) or {}, ensure_ascii=False, default=str) if c == "raw" else row.get(c)
+        for c in REJECT_COLUMNS
+    )
+
+
+async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    async with cur.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch) -> BatchResult:
+    """Store one batch atomically; raise ``psycopg.OperationalError`` when the DB is gone."""
+    result = BatchResult()
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO applied_batches (batch_id) VALUES (%s) ON CONFLICT DO NOTHING",
+            (batch.batch_id,),
+        )
+        if cur.rowcount == 0:
+            result.already_applied = True
+            return result
+        if batch.signals:
+            await cur.execute(_STAGING_DDL)
+            await _copy(cur, _COPY_SIGNALS, [_signal_tuple(r) for r in batch.signals])
+            await cur.execute(_UPSERT)
+            for source, new, reseen in await cur.fetchall():
+                result.new[source] = new
+                result.reseen[source] = reseen
+        if batch.rejects:
+            await _copy(cur, _COPY_REJECTS, [_reject_tuple(r) for r in batch.rejects])
+            for row in batch.rejects:
+                result.rejected[row["source"]] = result.rejected.get(row["source"], 0) + 1
+        if batch.run is not None:
+            await _write_run(cur, batch.run)
+    return result
+
+
+async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None:
+    params = {c: run.get(c) for c in _RUN_COLUMNS}
+    for counter in _RUN_COLUMNS[7:14]:
+        params[counter] = int(params[counter] or 0)
+    params["stats"] = Jsonb(run.get("stats") or {})
+    params["sources"] = list(run.get("sources") or [])
+    await cur.execute(_UPSERT_RUN, params)
+    for source, state in (run.get("source_states") or {}).items():
+        await cur.execute(
+            _UPSERT_SOURCE_STATE,
+            {
+                "source": source,
+                "attempted_at": state["attempted_at"],
+                "success": bool(state["success"]),
+                "validators": Jsonb(state.get("validators") or {}),
+            },
+        )
+
+
+async def load_validators(conn: psycopg.AsyncConnection[Any],
+                          sources: Sequence[str]) -> dict[str, dict[str, str]]:
+    """ETag/Last-Modified per feed URL from earlier runs of these sources."""
+    cur = await conn.execute(
+        "SELECT validators FROM sources_state WHERE source = ANY(%s)", (list(sources),)
+    )
+    merged: dict[str, dict[str, str]] = {}
+    for (validators,) in await cur.fetchall():
+        merged.update(validators or {})
+    return merged

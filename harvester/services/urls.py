@@ -1,0 +1,48 @@
+"""Canonical URLs and dedupe keys."""
+
+from __future__ import annotations
+
+import hashlib
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from w3lib.url import canonicalize_url
+
+# Parameters that identify a campaign or a click, never the content.
+TRACKING_PREFIXES = ("utm_", "mtm_", "pk_", "hsa_")
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid",
+        "igshid", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "ref_src", "ref_url",
+        "cmpid", "ncid", "spm", "sr_share", "vero_id", "oly_anon_id", "oly_enc_id",
+        "_ga", "_gl", "rss", "at_medium", "at_campaign", "rb_clickid", "s_cid",
+    }
+)
+
+
+def _is_tracking(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str) -> str:
+    """The URL two copies of the same item share: no fragment, no tracking parameters,
+    sorted query, lower-cased scheme and host, default port dropped (w3lib)."""
+    parts = urlsplit(url.strip())
+    if parts.query:
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if not _is_tracking(k)]
+        parts = parts._replace(query=urlencode(kept))
+    netloc = parts.netloc.lower()
+    if (parts.scheme.lower(), netloc.rpartition(":")[2]) in (("http", "80"), ("https", "443")):
+        netloc = netloc.rpartition(":")[0]
+    # "http://x/a" and "https://x/a" are the same story on today's web.
+    parts = parts._replace(scheme="https", netloc=netloc, fragment="")
+    return canonicalize_url(urlunsplit(parts))
+
+
+def url_key(canonical: str) -> str:
+    return "u:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def id_key(source: str, external_id: str) -> str:
+    return "i:" + hashlib.sha256(f"{source}\x00{external_id}".encode()).hexdigest()[:32]

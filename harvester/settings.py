@@ -1,0 +1,43 @@
+"""Scrapy settings for harvester (declarative; environment is read in harvester.config)."""
+
+from harvester import __version__
+
+BOT_NAME = "harvester"
+SPIDER_MODULES = ["harvester.spiders"]
+NEWSPIDER_MODULE = "harvester.spiders"
+
+# Politeness: identify ourselves, obey robots.txt, adapt to the server's latency.
+USER_AGENT = f"harvester/{__version__} (signal harvester; Scrapy; respects robots.txt)"
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 4
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 60.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 2.0
+DOWNLOAD_TIMEOUT = 30
+DNS_TIMEOUT = 10
+RETRY_TIMES = 2
+COOKIES_ENABLED = False
+
+# Nothing that runs code sent over the network.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+
+DOWNLOADER_MIDDLEWARES = {
+    "harvester.middlewares.conditional.ConditionalGetMiddleware": 560,
+}
+ITEM_PIPELINES = {
+    "harvester.pipelines.validate.ValidatePipeline": 100,
+    "harvester.pipelines.dedupe.DedupePipeline": 200,
+    "harvester.pipelines.score.ScorePipeline": 300,
+    "harvester.pipelines.store.StorePipeline": 900,
+}
+LOG_FORMATTER = "harvester.logformatter.HarvestLogFormatter"
+LOG_LEVEL = "INFO"
+
+# Harvest components (documented in README.md, "Settings").
+HARVEST_STORE_BATCH_SIZE = 500
+HARVEST_STORE_FLUSH_SECONDS = 5.0
+HARVEST_SCORE_HALF_LIFE_HOURS = 24.0
+HARVEST_VALIDATE_MAX_TEXT = 20000

@@ -1,0 +1,66 @@
+"""Terminal rendering for the CLI (rich): tables and the live crawl view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from harvester.runner import SourceOutcome
+
+SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
+                   ("rejected", "rejected"), ("errors", "errors"), ("not_modified", "304s"))
+
+
+def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("source")
+    for _, label in SUMMARY_COLUMNS:
+        table.add_column(label, justify="right")
+    table.add_column("entries", justify="right")
+    table.add_column("spooled", justify="right")
+    for source, row in rows.items():
+        table.add_row(source, *(str(row.get(k, 0)) for k, _ in SUMMARY_COLUMNS),
+                      str(row.get("entries", 0)), str(row.get("spooled", 0)))
+    return table
+
+
+def live_view(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> Callable[[], Table]:
+    return lambda: crawl_table(get_rows(), "crawling…")
+
+
+def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
+    rows = {o.source: o.counters for o in outcomes if not o.skipped}
+    if rows:
+        console.print(crawl_table(rows, "crawl summary"))
+    for outcome in outcomes:
+        if outcome.skipped:
+            console.print(f"[yellow]skipped[/] {outcome.source}: {outcome.skipped}")
+        elif outcome.failed:
+            console.print(f"[red]unreachable[/] {outcome.source}: {outcome.error}")
+        elif outcome.counters.get("errors"):
+            console.print(f"[yellow]partly failed[/] {outcome.source}: {outcome.error}")
+        if outcome.counters.get("spooled"):
+            console.print(
+                f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "
+                "in the spool for the database; `harvest replay` stores them"
+            )
+
+
+def top_table(rows: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title="top signals", title_justify="left")
+    table.add_column("score", justify="right")
+    table.add_column("source")
+    table.add_column("published")
+    table.add_column("title")
+    table.add_column("why")
+    for row in rows:
+        topics = (row.get("score_breakdown") or {}).get("topics") or {}
+        why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
+        published = row["published_at"].strftime("%Y-%m-%d %H:%M") if row["published_at"] else "-"
+        title = row["title"] or row["url"] or ""
+        table.add_row(f"{row['score']:.1f}", row["source"], published,
+                      f"[link={row['url']}]{title[:90]}[/link]", why or "-")
+    return table

