@@ -384,6 +384,7 @@ def demo(ctx: click.Context, limit: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="harvest-demo-") as tmp:
         site_dir = Path(tmp) / "site"
+        site_dir.mkdir()
         with LocalSite(site_dir) as site:
             sources_file = render_site(site_dir, site.url)
             console.print(f"demo site serving {site_dir} at {site.url}", highlight=False)

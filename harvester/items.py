@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as _field
 from datetime import datetime
 from typing import Any
 
@@ -25,15 +26,15 @@ class Signal:
     published_at: datetime | None = None
     updated_at: datetime | None = None
     fetched_at: datetime | None = None
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = _field(default_factory=list)
     language: str | None = None
-    engagement: dict[str, Any] = field(default_factory=dict)
+    engagement: dict[str, Any] = _field(default_factory=dict)
     feed_url: str | None = None
     canonical_url: str | None = None
     key: str | None = None
     simhash: int | None = None
     score: float | None = None
-    score_breakdown: dict[str, Any] = field(default_factory=dict)
+    score_breakdown: dict[str, Any] = _field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -44,4 +45,4 @@ class Rejection:
     reason: str
     field: str | None = None
     url: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = _field(default_factory=dict)

@@ -9,8 +9,8 @@ from scrapy.crawler import Crawler
 
 from harvester.items import Signal
 from harvester.services.scoring import Scorer
-from harvester.sources import load_sources
 from harvester.sourcefile import sources_path
+from harvester.sources import load_sources
 
 
 class ScorePipeline:

@@ -31,7 +31,9 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "score_breakdown",
     "run_id",
 )
-REJECT_COLUMNS: tuple[str, ...] = ("run_id", "source", "reason", "field", "url", "raw", "created_at")
+REJECT_COLUMNS: tuple[str, ...] = (
+    "run_id", "source", "reason", "field", "url", "raw", "created_at",
+)
 DATETIME_COLUMNS = frozenset({"published_at", "updated_at", "fetched_at", "created_at",
                               "started_at", "finished_at", "attempted_at"})
 

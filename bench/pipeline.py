@@ -1,0 +1,204 @@
+"""``make bench``: crawl throughput with and without the pipeline, store step alone, peak RSS.
+
+One local server (127.0.0.1) serves ~200 feeds × 100 entries (bench/genfeeds.py); each
+crawl is a ``scrapy crawl feed`` subprocess (what Scrapyd runs) against a fresh embedded
+PostgreSQL (or a scratch database on HARVEST_DATABASE_URL):
+
+  (a) the feed spider with no item pipelines: the ceiling
+  (b) the full pipeline: validate → dedupe → score → batched store
+  (c) validate → dedupe → score → per-item INSERT + commit (bench/naive_store.py)
+
+then the store step alone on 100,000 items: batched COPY/upsert vs per-item INSERT + commit.
+Figures go to stdout and bench/out/results.json; docs/benchmarks.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from genfeeds import generate  # noqa: E402
+
+from harvester.services import database, embedded  # noqa: E402
+from harvester.services.batch import Batch  # noqa: E402
+from harvester.services.localsite import LocalSite  # noqa: E402
+from harvester.services.store import write_batch  # noqa: E402
+
+PIPELINES = {
+    "validate": "harvester.pipelines.validate.ValidatePipeline",
+    "dedupe": "harvester.pipelines.dedupe.DedupePipeline",
+    "score": "harvester.pipelines.score.ScorePipeline",
+    "store": "harvester.pipelines.store.StorePipeline",
+}
+NAIVE = "naive_store.NaiveInsertPipeline"
+TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches"
+
+
+def pipelines(*names: str) -> str:
+    order = {n: 100 * (i + 1) for i, n in enumerate(names)}
+    return json.dumps({PIPELINES.get(n, n): prio for n, prio in order.items()})
+
+
+def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    stats_file = cwd / f"stats-{label}.json"
+    cmd = [
+        sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=bench",
+        "-s", f"ITEM_PIPELINES={item_pipelines}",
+        "-s", "AUTOTHROTTLE_ENABLED=False",
+        "-s", "CONCURRENT_REQUESTS=16", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=16",
+        "-s", "HARVEST_CONDITIONAL_ENABLED=False",
+        "-s", "LOG_LEVEL=WARNING",
+        "-s", "EXTENSIONS={\"bench_stats.StatsToFile\": 0}",
+        "-s", f"BENCH_STATS_FILE={stats_file}",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(cwd / f"log-{label}.txt", "w"))  # noqa: SIM115
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"crawl {label} failed; see {cwd / f'log-{label}.txt'}")
+    stats = json.loads(stats_file.read_text())
+    elapsed = stats["elapsed_time_seconds"]
+    items = stats.get("item_scraped_count", 0)
+    return {
+        "label": label, "items": items, "seconds": round(elapsed, 2),
+        "items_per_s": round(items / elapsed, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "responses": stats.get("downloader/response_count", 0),
+    }
+
+
+def rows(n: int, run_id: str) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 30
+    return [
+        {
+            "key": f"u:{uuid.uuid4().hex}", "source": "bench", "kind": "feed",
+            "url": f"https://example.org/a/{i}", "canonical_url": f"https://example.org/a/{i}",
+            "external_id": None, "title": f"Item {i} about open source", "text": body,
+            "author": "bench", "published_at": now, "updated_at": None, "fetched_at": now,
+            "language": None, "tags": ["bench"], "engagement": {}, "score": 12.5,
+            "score_breakdown": {"points": 1}, "run_id": run_id,
+        }
+        for i in range(n)
+    ]
+
+
+async def store_batched(url: str, data: list[dict[str, Any]], batch_size: int) -> float:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        start = time.perf_counter()
+        for i in range(0, len(data), batch_size):
+            await write_batch(conn, Batch(signals=data[i:i + batch_size]))
+        return time.perf_counter() - start
+
+
+def store_naive(url: str, data: list[dict[str, Any]]) -> float:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from naive_store import INSERT
+
+    with psycopg.connect(url) as conn:
+        start = time.perf_counter()
+        for r in data:
+            conn.execute(INSERT, (
+                r["key"], r["source"], r["kind"], r["url"], r["canonical_url"],
+                r["external_id"], r["title"], r["text"], r["author"], r["published_at"],
+                r["updated_at"], r["fetched_at"], r["language"], r["tags"],
+                json.dumps(r["engagement"]), r["score"], json.dumps(r["score_breakdown"]),
+            ))
+            conn.commit()
+        return time.perf_counter() - start
+
+
+def truncate(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLES}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--feeds", type=int, default=200)
+    parser.add_argument("--entries", type=int, default=100)
+    parser.add_argument("--store-items", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="harvest-bench-", dir="/tmp"))
+    try:
+        results = run(work, args)
+    finally:
+        embedded.stop(work / "pg", mode="fast")
+        shutil.rmtree(work, ignore_errors=True)
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    site_root = work / "site"
+    paths = generate(site_root, feeds=args.feeds, entries=args.entries)
+    (site_root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
+    url = os.environ.get("HARVEST_DATABASE_URL") or embedded.start(work / "pg")
+    database.migrate(url)
+    results: dict[str, Any] = {"feeds": args.feeds, "entries_per_feed": args.entries}
+    with LocalSite(site_root) as site:
+        sources = work / "sources.toml"
+        urls = ", ".join(f'"{site.url}/{p}"' for p in paths)
+        sources.write_text(
+            f'[[sources]]\nname = "bench"\nkind = "feed"\nurls = [{urls}]\n\n'
+            '[topics.security]\nkeywords = ["ransomware", "vulnerability", "zero-day"]\n'
+            'weight = 2.0\n\n[topics.oss]\nkeywords = ["open source", "release"]\nweight = 1.0\n'
+        )
+        env = {**os.environ, "HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(work / "home"),
+               "HARVEST_SOURCES": str(sources),
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)])}
+        runs = {}
+        for label, pipes in (
+            ("a_no_pipelines", "{}"),
+            ("b_full_pipeline", pipelines("validate", "dedupe", "score", "store")),
+            ("c_per_item_insert", pipelines("validate", "dedupe", "score", NAIVE)),
+        ):
+            truncate(url)
+            runs[label] = crawl(label, pipes, env, work)
+            print(runs[label], flush=True)
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM signals").fetchone()
+        results["crawls"] = runs
+        results["stored_after_c"] = stored[0] if stored else 0
+    a, b, c = (runs[k]["items_per_s"] for k in ("a_no_pipelines", "b_full_pipeline",
+                                                "c_per_item_insert"))
+    results["ratio_b_over_a"] = round(b / a, 3)
+    results["ratio_c_over_a"] = round(c / a, 3)
+
+    truncate(url)
+    data = rows(args.store_items, str(uuid.uuid4()))
+    batched = asyncio.run(store_batched(url, data, args.batch_size))
+    truncate(url)
+    naive = store_naive(url, data)
+    results["store_alone"] = {
+        "items": args.store_items,
+        "batched_items_per_s": round(args.store_items / batched, 1),
+        "per_item_insert_items_per_s": round(args.store_items / naive, 1),
+        "ratio": round(naive / batched, 2),
+    }
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The sources file: what loads, and the one sentence a wrong file produces."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from harvester.sources import SourcesError, load_sources, parse_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_text(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "sources.toml"
+    path.write_text(text)
+    return load_sources(path)
+
+
+def test_shipped_sources_file_is_valid() -> None:
+    parsed = load_sources(ROOT / "sources.toml")
+    assert len(parsed.enabled("feed")) >= 3
+    assert parsed.topics, "the shipped file should show how topics are written"
+
+
+def test_good_file(tmp_path: Path) -> None:
+    parsed = load_text(tmp_path, """
+[[sources]]
+name = "a"
+kind = "feed"
+weight = 1.5
+interval = "90m"
+urls = ["https://example.org/feed"]
+
+[topics.sec]
+keywords = ["CVE"]
+weight = 2
+""")
+    source = parsed.get("a")
+    assert source.interval_td == timedelta(minutes=90)
+    assert source.enabled and source.weight == 1.5
+    assert parsed.topics["sec"].keywords == ["CVE"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('name = "a"\nkind = "rss"\nurls = ["https://x.org/f"]',
+         "source 'a', field 'kind': unknown kind 'rss'"),
+        ('name = "a"\nkind = "feed"', "source 'a', field 'urls': a feed source needs"),
+        ('kind = "feed"\nurls = ["https://x.org/f"]', "source #1, field 'name': is required"),
+        ('name = "a"\nkind = "feed"\ninterval = "soon"\nurls = ["https://x.org/f"]',
+         "source 'a', field 'interval': 'soon' is not an interval"),
+        ('name = "a"\nkind = "feed"\nurls = ["ftp://x.org/f"]',
+         "source 'a', field 'urls': 'ftp://x.org/f' is not an http(s) URL"),
+        ('name = "a"\nkind = "feed"\ncolour = "red"\nurls = ["https://x.org/f"]',
+         "source 'a', field 'colour'"),
+    ],
+)
+def test_bad_entry_names_file_source_and_field(tmp_path: Path, body: str, expected: str) -> None:
+    with pytest.raises(SourcesError) as info:
+        load_text(tmp_path, "[[sources]]\n" + body + "\n")
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / "sources.toml"))
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_duplicate_names(tmp_path: Path) -> None:
+    entry = '[[sources]]\nname = "a"\nkind = "feed"\nurls = ["https://x.org/f"]\n'
+    with pytest.raises(SourcesError, match="source 'a', field 'name': duplicate name"):
+        load_text(tmp_path, entry + entry)
+
+
+def test_missing_and_unparseable_files(tmp_path: Path) -> None:
+    with pytest.raises(SourcesError, match="no such sources file"):
+        load_sources(tmp_path / "nope.toml")
+    with pytest.raises(SourcesError, match="not valid TOML"):
+        load_text(tmp_path, "[[sources]\n")
+
+
+def test_unknown_source_lists_known_ones(tmp_path: Path) -> None:
+    parsed = load_text(tmp_path, '[[sources]]\nname = "a"\nkind = "feed"\nurls = ["https://x.org/f"]\n')
+    with pytest.raises(SourcesError, match="unknown source 'b': the sources file defines a"):
+        parsed.get("b")
+
+
+@pytest.mark.parametrize("bad", ["0m", "5", "m", "5w", ""])
+def test_interval_rejects_nonsense(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_interval(bad)

@@ -1,0 +1,99 @@
+"""Canonical URLs (the dedupe key) and the scoring formula."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from harvester.services.scoring import Scorer
+from harvester.services.urls import canonical_url, id_key, url_key
+from harvester.sources import Topic
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://ex.org/a?utm_source=rss&utm_medium=feed", "https://ex.org/a"),
+        ("https://ex.org/a?id=1&fbclid=XYZ&gclid=1", "https://ex.org/a?id=1"),
+        ("https://ex.org/a#comments", "https://ex.org/a"),
+        ("http://EX.org:80/a?b=2&a=1", "https://ex.org/a?a=1&b=2"),
+        ("https://ex.org:443/a", "https://ex.org/a"),
+    ],
+)
+def test_same_story_same_key(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+    assert url_key(canonical_url(a)) == url_key(canonical_url(b))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("https://ex.org/a?id=1", "https://ex.org/a?id=2"),
+        ("https://ex.org/a", "https://ex.org/b"),
+        ("https://ex.org:8080/a", "https://ex.org/a"),
+    ],
+)
+def test_different_stories_different_keys(a: str, b: str) -> None:
+    assert url_key(canonical_url(a)) != url_key(canonical_url(b))
+
+
+def test_id_key_is_per_source() -> None:
+    assert id_key("a", "42") != id_key("b", "42")
+    assert id_key("a", "42") == id_key("a", "42")
+
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+TOPICS = {
+    "security": Topic(keywords=["ransomware", "zero-day", "CVE"], weight=2.0),
+    "ai": Topic(keywords=["AI", "machine learning"], weight=1.0),
+}
+
+
+def score(title: str, text: str = "", age: float | None = 0.0, weight: float = 1.0,
+          half_life: float = 24.0) -> tuple[float, dict]:  # type: ignore[type-arg]
+    published = None if age is None else NOW - timedelta(hours=age)
+    return Scorer(TOPICS, half_life).score(title=title, text=text, published_at=published,
+                                          source_weight=weight, now=NOW)
+
+
+def test_irrelevant_item_scores_zero() -> None:
+    value, breakdown = score("Local bakery wins prize", "Bread was said to be good.")
+    assert value == 0.0
+    assert breakdown["topics"] == {}
+
+
+def test_breakdown_explains_the_score() -> None:
+    value, breakdown = score("Ransomware gang exploits zero-day", "A CVE was assigned.")
+    assert breakdown["topics"]["security"]["keywords"] == ["cve", "ransomware", "zero-day"]
+    # 2 title matches × 2 points + 1 text match, × topic weight 2
+    assert breakdown["topics"]["security"]["points"] == 10.0
+    assert breakdown["score"] == value > 50
+
+
+def test_title_counts_more_than_text_and_more_topics_more_score() -> None:
+    in_title, _ = score("Ransomware hits hospital")
+    in_text, _ = score("Hospital news", "ransomware")
+    both, _ = score("Ransomware and AI", "machine learning")
+    assert in_title > in_text > 0
+    assert both > in_title
+
+
+def test_acronyms_match_whole_words_only() -> None:
+    assert score("AI model released")[0] > 0
+    assert score("They said it was fair")[0] == 0  # neither "said" nor "fair" is "AI"
+
+
+def test_recency_halves_the_fresh_part() -> None:
+    fresh, _ = score("Ransomware", age=0)
+    day_old, info = score("Ransomware", age=24)
+    ancient, _ = score("Ransomware", age=24 * 365)
+    assert info["freshness"] == pytest.approx(0.2 + 0.8 * 0.5)
+    assert fresh > day_old > ancient > 0
+    assert ancient == pytest.approx(fresh * 0.2, rel=0.01)
+
+
+def test_source_weight_scales_and_score_is_capped() -> None:
+    base, _ = score("Ransomware zero-day CVE AI", age=0)
+    heavy, _ = score("Ransomware zero-day CVE AI", age=0, weight=5.0)
+    assert heavy == 100.0 > base
