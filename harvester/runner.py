@@ -70,8 +70,7 @@ def run_crawls(
 
     ``on_start`` receives a function returning live per-source counters (for a progress view).
     """
-    to_file = settings.get("LOG_FILE") is not None
-    process = AsyncCrawlerProcess(settings, install_root_handler=to_file)
+    process = AsyncCrawlerProcess(settings)
     running: list[_Running] = []
     outcomes: dict[str, SourceOutcome] = {}
     for source in sources:

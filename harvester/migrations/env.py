@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 config = context.config
 
@@ -15,6 +15,9 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=None)
         with context.begin_transaction():
+            # Two crawls starting on a fresh database must not both create the schema:
+            # the second waits here, then finds it current.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7468617276657374)"))
             context.run_migrations()
 
 

@@ -61,7 +61,8 @@ class StoreConfig:
 def signal_row(item: Signal, run_id: str) -> dict[str, Any]:
     return {
         "key": item.key, "source": item.source, "kind": item.kind, "url": item.url,
-        "canonical_url": item.canonical_url, "external_id": item.external_id,
+        "canonical_url": item.canonical_url, "feed_url": item.feed_url,
+        "external_id": item.external_id,
         "title": item.title, "text": item.text, "author": item.author,
         "published_at": item.published_at, "updated_at": item.updated_at,
         "fetched_at": item.fetched_at, "language": item.language, "tags": item.tags,
@@ -161,6 +162,7 @@ class StorePipeline:
         self._validators.setdefault(source, {})[url] = entry
 
     async def _spider_closed(self, spider: Spider, reason: str) -> None:
+        await self._flush()  # anything dropped after close_spider's flush
         batch = Batch(run=run_record(
             run_id=self.run_id,
             spider=spider.name,
@@ -171,7 +173,6 @@ class StorePipeline:
             stats=self.crawler.stats.get_stats(),
             validators=self._validators,
         ))
-        batch.rejects, self._buffer.rejects = self._buffer.rejects, []
         async with self._lock:
             await self._write(batch)
             if self._conn is not None:

@@ -17,6 +17,7 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "kind",
     "url",
     "canonical_url",
+    "feed_url",
     "external_id",
     "title",
     "text",

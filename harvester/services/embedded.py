@@ -52,6 +52,11 @@ def start(pg_dir: Path) -> str:
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
         server = get_server(pg_dir, cleanup_mode=None)
+        if not status(pg_dir).running:
+            # get_server() caches one handle per process and does not notice a server
+            # that was stopped since; start it again through that handle.
+            with server._lock:
+                server.ensure_postgres_running()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pg_dir / "log"
         raise EmbeddedError(

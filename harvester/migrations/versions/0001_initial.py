@@ -41,6 +41,7 @@ CREATE TABLE signals (
     kind text NOT NULL,
     url text,
     canonical_url text,
+    feed_url text,
     external_id text,
     title text,
     text text,

@@ -1,0 +1,217 @@
+"""Real crawls (``harvest crawl``, ``scrapy crawl``) against local sites into PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from harvester.services.localsite import LocalSite
+from tests.conftest import ROOT, harvest, write_sources
+from tests.feeds import items, rfc822, rss
+
+TOPICS = {"security": {"keywords": ["ransomware", "zero-day"], "weight": 2.0}}
+
+
+def feed_source(name: str, urls: list[str], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "feed", "urls": urls, **extra}
+
+
+def count(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    row = db.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_crawl_stores_signals_rejections_and_a_run(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    good = items("tech", 4)
+    good[0]["title"] = "Ransomware gang exploits zero-day"
+    broken = [
+        {"title": "No link, no guid", "description": "lost"},
+        {"title": "Script link", "link": "javascript:alert(1)"},
+    ]
+    (site.root / "tech.xml").write_text(rss(good + broken))
+    sources = write_sources(tmp_path / "s.toml",
+                            [feed_source("tech", [f"{site.url}/tech.xml"])], TOPICS)
+
+    result = harvest("--sources", str(sources), "crawl", "tech", home=home)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "crawl summary" in result.stdout and "tech" in result.stdout
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'tech'") == 4
+    reasons = dict(db.execute("SELECT reason, count(*) FROM rejects GROUP BY reason").fetchall())
+    assert reasons == {"missing_link_and_id": 1, "not_http_url": 1}
+    top_title, top_score, breakdown = db.execute(
+        "SELECT title, score, score_breakdown FROM signals ORDER BY score DESC LIMIT 1"
+    ).fetchone()
+    assert top_title == "Ransomware gang exploits zero-day"
+    assert top_score > 0 and breakdown["topics"]["security"]["keywords"]
+    run = db.execute("SELECT sources, finish_reason, scraped, stored, rejected, errors "
+                     "FROM crawl_runs").fetchall()
+    assert run == [(["tech"], "finished", 4, 4, 2, 0)]
+
+
+def test_duplicates_within_a_run_and_across_runs(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    shared = items("shared", 3)
+    tracked = [dict(i, link=i["link"] + "?utm_source=feed-b&utm_medium=rss#top") for i in shared]
+    (site.root / "a.xml").write_text(rss(shared + items("a", 2)))
+    (site.root / "b.xml").write_text(rss(tracked + items("b", 2)))
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("a", [f"{site.url}/a.xml"]),
+        feed_source("b", [f"{site.url}/b.xml"]),
+    ])
+    # One crawl over both sources, as `scrapy crawl feed` without -a does.
+    first = harvest("--sources", str(sources), "crawl", "a", "b", home=home)
+    assert first.returncode == 0, first.stderr
+    assert count(db, "SELECT count(*) FROM signals") == 7  # 3 shared + 2 + 2
+    # harvest crawl runs one crawler per source: the second copy is re-seen in the database.
+    assert count(db, "SELECT count(*) FROM signals WHERE seen_count = 2") == 3
+
+    # The feed changes (new entry): everything old is re-seen, only the new one is new.
+    (site.root / "a.xml").write_text(rss(shared + items("a", 3)))
+    second = harvest("--sources", str(sources), "crawl", "a", home=home)
+    assert second.returncode == 0, second.stderr
+    assert count(db, "SELECT count(*) FROM signals") == 8
+    stored, reseen = db.execute(
+        "SELECT stored, reseen FROM crawl_runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    assert (stored, reseen) == (1, 5)
+    assert count(db, "SELECT max(seen_count) FROM signals") == 3
+
+
+def test_in_run_duplicates_are_dropped_and_counted(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    shared = items("s", 2)
+    (site.root / "a.xml").write_text(rss(shared))
+    (site.root / "b.xml").write_text(rss([dict(i, link=i["link"] + "?fbclid=x") for i in shared]))
+    sources = write_sources(tmp_path / "s.toml",
+                            [feed_source("ab", [f"{site.url}/a.xml", f"{site.url}/b.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "ab", home=home)
+    assert result.returncode == 0, result.stderr
+    assert count(db, "SELECT count(*) FROM signals") == 2
+    assert count(db, "SELECT duplicates FROM crawl_runs") == 2
+    assert count(db, "SELECT max(seen_count) FROM signals") == 1
+
+
+def test_unchanged_feed_is_not_modified_on_the_next_run(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "f.xml").write_text(rss(items("f", 3)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("f", [f"{site.url}/f.xml"])])
+    assert harvest("--sources", str(sources), "crawl", "f", home=home).returncode == 0
+    again = harvest("--sources", str(sources), "crawl", "f", home=home)
+    assert again.returncode == 0, again.stderr
+    runs = db.execute("SELECT not_modified, errors, scraped FROM crawl_runs "
+                      "ORDER BY started_at").fetchall()
+    assert runs == [(0, 0, 3), (1, 0, 0)]
+    last_success = count(db, "SELECT consecutive_failures FROM sources_state WHERE source='f'")
+    assert last_success == 0
+    assert count(db, "SELECT count(*) FROM signals") == 3
+
+
+def test_unreachable_and_failing_sources_are_one_line_each(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "ok.xml").write_text(rss(items("ok", 1)))
+    site.set_status("/broken.xml", 500)
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("ok", [f"{site.url}/ok.xml"]),
+        feed_source("down", ["http://127.0.0.1:9/feed.xml"]),
+        feed_source("broken", [f"{site.url}/broken.xml"]),
+    ])
+    result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
+                     home=home)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("unreachable down:") and "connection refused" in line
+               for line in lines), result.stdout
+    assert any(line.startswith("unreachable broken:") and "HTTP 500" in line
+               for line in lines), result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
+    failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
+    assert failures == {"ok": 0, "down": 1, "broken": 1}
+
+
+def test_bad_sources_file_is_one_sentence(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\nurls = ["https://x.org/f"]\n')
+    result = harvest("--sources", str(bad), "crawl", "--all", home=home)
+    assert result.returncode == 2
+    assert "source 'x', field 'kind': unknown kind 'rss'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_scrapy_crawl_subprocess_like_scrapyd(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "f.xml").write_text(rss(items("sd", 5)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("sd", [f"{site.url}/f.xml"])])
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=sd", "-a", "_job=job-1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'sd'") == 5
+    assert db.execute("SELECT job_id, scraped FROM crawl_runs").fetchall() == [("job-1", 5)]
+
+
+def test_top_and_stats_json_contract(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    entries = items("n", 3)
+    entries[1]["title"] = "Ransomware news"
+    entries.append({"title": "no link", "description": "x"})
+    (site.root / "f.xml").write_text(rss(entries))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("n", [f"{site.url}/f.xml"])],
+                            TOPICS)
+    assert harvest("--sources", str(sources), "crawl", "n", home=home).returncode == 0
+
+    top = harvest("top", "--json", "--limit", "2", home=home)
+    assert top.returncode == 0, top.stderr
+    rows = json.loads(top.stdout)
+    assert len(rows) == 2
+    assert {"url", "title", "source", "score", "published_at"} <= rows[0].keys()
+    assert rows[0]["title"] == "Ransomware news" and rows[0]["score"] > rows[1]["score"]
+    filtered = json.loads(harvest("top", "--json", "--min-score", "1", home=home).stdout)
+    assert [r["title"] for r in filtered] == ["Ransomware news"]
+
+    stats = json.loads(harvest("stats", "--json", home=home).stdout)
+    assert stats["signals"] == 3
+    assert stats["by_source"] == {"n": 3}
+    assert sum(stats["rejects"].values()) == 1
+
+
+def test_every_command_has_help(home: Path) -> None:
+    for args in (["--help"], ["crawl", "--help"], ["top", "--help"], ["stats", "--help"],
+                 ["replay", "--help"], ["migrate", "--help"], ["sources", "--help"],
+                 ["sources", "check", "--help"], ["db", "--help"], ["db", "start", "--help"],
+                 ["demo", "--help"]):
+        result = harvest(*args, home=home)
+        assert result.returncode == 0 and "Usage:" in result.stdout, args
+
+
+def test_rss_dates_survive_as_utc(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "d.xml").write_text(rss([{
+        "title": "dated", "link": "https://news.example.org/d",
+        "date": "Tue, 24 Nov 2026 10:00:00 +0200",
+    }, {"title": "undated", "link": "https://news.example.org/u"},
+        {"title": "future", "link": "https://news.example.org/f", "date": rfc822(-24 * 30)}]))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("d", [f"{site.url}/d.xml"])])
+    assert harvest("--sources", str(sources), "crawl", "d", home=home).returncode == 0
+    dates = dict(db.execute(
+        "SELECT title, to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
+        "FROM signals"))
+    assert dates == {"dated": "2026-11-24 08:00", "undated": None, "future": None}
