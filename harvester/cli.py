@@ -295,14 +295,15 @@ def _json_default(value: Any) -> Any:
 @main.command()
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--since", default=None, help="Only signals newer than an age (24h, 7d) or date.")
-@click.option("--source", default=None, help="Only this source.")
+@click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
 @click.option("--min-score", default=None, type=float, help="Only signals scoring at least this.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @friendly
-def top(limit: int, since: str | None, source: str | None, min_score: float | None,
+def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: float | None,
         as_json: bool) -> None:
     """The highest-scoring signals, with why they scored."""
-    flt = queries.TopFilter(limit=limit, since=_since(since), source=source, min_score=min_score)
+    flt = queries.TopFilter(limit=limit, since=_since(since), sources=sources,
+                            min_score=min_score)
     with _connect() as conn:
         rows = queries.top(conn, flt)
     if as_json:
@@ -390,7 +391,8 @@ def demo(ctx: click.Context, limit: int) -> None:
             console.print(f"demo site serving {site_dir} at {site.url}", highlight=False)
             ctx.obj["sources"] = sources_file
             outcomes = run_crawl_command(ctx, (), True, {}, False)
-    ctx.invoke(top, limit=limit, since=None, source=None, min_score=None, as_json=False)
+    demo_sources = tuple(o.source for o in outcomes)
+    ctx.invoke(top, limit=limit, since=None, sources=demo_sources, min_score=None, as_json=False)
     if any(o.failed for o in outcomes):
         sys.exit(EXIT_FAILED)
 

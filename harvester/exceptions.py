@@ -8,15 +8,24 @@ from scrapy.exceptions import DropItem
 class InvalidSignal(DropItem):
     """The item failed validation; it is stored in ``rejects`` with ``field`` and ``reason``."""
 
-    log_level = "INFO"
-
     def __init__(self, field: str, reason: str, detail: str = "") -> None:
         self.field = field
         self.reason = reason
-        super().__init__(f"invalid {field}: {reason}" + (f" ({detail})" if detail else ""))
+        super().__init__(
+            f"invalid {field}: {reason}" + (f" ({detail})" if detail else ""), log_level="WARNING"
+        )
 
 
 class DuplicateSignal(DropItem):
     """The item was already seen in this run (same canonical URL or source id)."""
 
-    log_level = "DEBUG"
+    def __init__(self, message: str) -> None:
+        super().__init__(message, log_level="DEBUG")
+
+
+class StoredRejection(DropItem):
+    """A :class:`~harvester.items.Rejection` reached the store: kept in ``rejects``, not
+    counted as a scraped item."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, log_level="WARNING")

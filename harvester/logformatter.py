@@ -9,7 +9,8 @@ from scrapy.http import Response
 from scrapy.logformatter import LogFormatter, LogFormatterResult
 from twisted.python.failure import Failure
 
-from harvester.items import Signal
+from harvester.exceptions import InvalidSignal
+from harvester.items import Rejection, Signal
 
 
 class HarvestLogFormatter(LogFormatter):
@@ -22,7 +23,11 @@ class HarvestLogFormatter(LogFormatter):
     ) -> LogFormatterResult:
         result = super().dropped(item, exception, response, spider)
         if isinstance(item, Signal):
-            result["msg"] = "Dropped %(source)s %(url)s: %(exception)s"
+            kept = " (kept in rejects)" if isinstance(exception, InvalidSignal) else ""
+            result["msg"] = "Dropped %(source)s %(url)s: %(exception)s" + kept
             result["args"] = {"source": item.source, "url": item.url or item.external_id,
                               "exception": exception}
+        elif isinstance(item, Rejection):
+            result["msg"] = "Rejected %(source)s %(url)s: %(reason)s (kept in rejects)"
+            result["args"] = {"source": item.source, "url": item.url, "reason": item.reason}
         return result

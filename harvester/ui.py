@@ -16,7 +16,7 @@ SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen")
 
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("source")
+    table.add_column("source", no_wrap=True)
     for _, label in SUMMARY_COLUMNS:
         table.add_column(label, justify="right")
     table.add_column("entries", justify="right")
@@ -59,7 +59,7 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
     for row in rows:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
-        published = row["published_at"].strftime("%Y-%m-%d %H:%M") if row["published_at"] else "-"
+        published = row["published_at"].strftime("%m-%d %H:%M") if row["published_at"] else "-"
         title = row["title"] or row["url"] or ""
         table.add_row(f"{row['score']:.1f}", row["source"], published,
                       f"[link={row['url']}]{title[:90]}[/link]", why or "-")

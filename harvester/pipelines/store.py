@@ -15,12 +15,11 @@ from typing import Any
 import psycopg
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DropItem
 from scrapy.settings import BaseSettings
 
 from harvester import stats as hstats
 from harvester.config import get_config
-from harvester.exceptions import InvalidSignal
+from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.items import Rejection, Signal
 from harvester.services import database, spool
 from harvester.services.batch import Batch, BatchResult
@@ -130,7 +129,7 @@ class StorePipeline:
         elif isinstance(item, Rejection):
             self._buffer.rejects.append(reject_row(item, self.run_id))
             # A rejection is stored, not scraped: it must not count as an item.
-            raise _StoredRejection(item.reason)
+            raise StoredRejection(item.reason)
         if len(self._buffer) >= self.config.batch_size:
             await self._flush()
         return item
@@ -266,12 +265,6 @@ class StorePipeline:
             self.crawler.stats.inc_value("harvest/store/replayed", report.batches)
             logger.info("Replayed %d spooled batches (%d signals, %d already applied)",
                         report.batches, report.signals, report.already_applied)
-
-
-class _StoredRejection(DropItem):
-    """A Rejection item reached the store: it is buffered for ``rejects``, not scraped."""
-
-    log_level = "DEBUG"
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 class TopFilter:
     limit: int = 20
     since: datetime | None = None
-    source: str | None = None
+    sources: tuple[str, ...] = ()
     min_score: float | None = None
 
 
@@ -24,9 +24,9 @@ def top(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str, Any]]:
     if flt.since is not None:
         clauses.append("coalesce(published_at, first_seen) >= %(since)s")
         params["since"] = flt.since
-    if flt.source is not None:
-        clauses.append("source = %(source)s")
-        params["source"] = flt.source
+    if flt.sources:
+        clauses.append("source = ANY(%(sources)s)")
+        params["sources"] = list(flt.sources)
     if flt.min_score is not None:
         clauses.append("score >= %(min_score)s")
         params["min_score"] = flt.min_score

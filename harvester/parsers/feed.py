@@ -1,0 +1,476 @@
+"""Feed documents (RSS 0.9x/1.0/2.0, RDF, Atom 0.3/1.0, JSON Feed) → plain entry dicts.
+
+Pure: no Scrapy, no I/O. :func:`parse_feed` never raises; a document that cannot be
+used comes back with ``error`` set, an entry that cannot be used as an
+:class:`EntryReject`.
+
+Pipeline: gunzip if still compressed → decide the charset ourselves (see
+:mod:`harvester.parsers.encoding`) → hand UTF-8 with a matching declaration to
+fastfeedparser (about 17x faster than feedparser on the shared corpus, see
+``docs/parsers.md``) → fall back to feedparser when fastfeedparser fails, finds fewer
+entries than the document has items, or ignores an ``xml:base`` that matters → as a
+last resort re-serialise with lxml's recovering parser and try again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import fastfeedparser
+import feedparser
+from lxml import etree
+
+from harvester.parsers.encoding import (
+    BodyTooLarge,
+    clean_xml_text,
+    decode_document,
+    gunzip_if_needed,
+    to_utf8_xml,
+)
+from harvester.parsers.html import collapse_ws, html_to_text, inline_text, plain_text
+
+logger = logging.getLogger(__name__)
+
+FASTFEEDPARSER = "fastfeedparser"
+FEEDPARSER = "feedparser"
+
+#: Raw strings kept in a reject are cut to this length: enough for an operator to see
+#: what the entry was, not a copy of the article.
+RAW_LIMIT = 500
+
+_ITEM_TAG_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s>/]")
+_HTML_HEAD_RE = re.compile(
+    r"^\s*(?:<\?[^>]*>\s*|<!--.*?-->\s*)*(?:<!doctype\s+html|<html[\s>])",
+    re.IGNORECASE | re.DOTALL,
+)
+_FIRST_ELEMENT_RE = re.compile(r"<([A-Za-z][\w:.-]*)")
+_HTML_ROOTS = frozenset({"html", "head", "body"})
+_HTTP_RE = re.compile(r"^https?://", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class EntryReject:
+    """An entry that cannot become a signal, with what an operator needs to judge it."""
+
+    reason: str
+    field: str | None
+    raw: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ParsedFeed:
+    """Everything :func:`parse_feed` learned from one document."""
+
+    entries: list[dict[str, Any]]
+    rejects: list[EntryReject]
+    error: str | None
+    parser: str
+    encoding: str | None
+    feed_title: str | None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One parser's raw output, before normalisation."""
+
+    parser: str
+    entries: list[Mapping[str, Any]] = field(default_factory=list)
+    feed: Mapping[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    is_feed: bool = False
+    cut_entries: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
+    """Parse a feed document fetched from ``url``; never raises."""
+    try:
+        return _parse(body, url, content_type)
+    except Exception as exc:  # one bad document must not stop a crawl
+        logger.warning("Feed %s: parser crashed: %s", url, exc, exc_info=True)
+        return _failed(f"parser failure: {type(exc).__name__}: {exc}", None)
+
+
+def _failed(error: str, encoding: str | None) -> ParsedFeed:
+    return ParsedFeed([], [], error, FASTFEEDPARSER, encoding, None)
+
+
+def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
+    if not body or not body.strip():
+        return _failed("empty document: the response body has no content", None)
+    was_gzip = body.startswith(b"\x1f\x8b")
+    try:
+        body = gunzip_if_needed(body)
+    except BodyTooLarge as exc:
+        return _failed(f"document too large: {exc}", None)
+    if was_gzip and not body.strip():
+        return _failed("corrupt gzip body: nothing could be decompressed", None)
+    decoded = decode_document(body, content_type)
+    text = decoded.text.lstrip("\ufeff \t\r\n")
+    if not text:
+        return _failed("empty document: the response body has no content", decoded.encoding)
+    if text[0] in "{[":
+        problem = _json_problem(text)
+        if problem:
+            return _failed(f"not a feed: {problem}", decoded.encoding)
+        attempt = _run_fastfeedparser(text.encode("utf-8"))
+        if not attempt.is_feed:
+            return _failed(f"not a feed: not a JSON Feed ({attempt.failure})", decoded.encoding)
+    else:
+        attempt = _parse_xml(clean_xml_text(text))
+        if not attempt.entries and not attempt.is_feed:
+            return _failed(_not_a_feed_reason(text, attempt), decoded.encoding)
+        _drop_truncated_tail(attempt, text)
+    return _build(attempt, url, decoded.encoding)
+
+
+def _json_problem(text: str) -> str | None:
+    """Why a JSON-looking document is not a JSON Feed, or None when it may be one."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return f"invalid JSON ({exc})"
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        return "JSON without a JSON Feed items list"
+    return None
+
+
+def _drop_truncated_tail(attempt: _Attempt, text: str) -> None:
+    """Move a last entry whose link or id was cut off by truncation to ``cut_entries``.
+
+    Recovering parsers hand back the half-written last item of a truncated document. If
+    the cut fell in its text the entry is still worth having; if it fell in its link or
+    id (the document ends with that value) the value is wrong and the entry a reject.
+    """
+    if not attempt.entries:
+        return
+    opened = max(text.rfind("<item"), text.rfind("<entry"))
+    closed = max(text.rfind("</item>"), text.rfind("</entry>"))
+    if opened <= closed:
+        return
+    last = attempt.entries[-1]
+    end = text.rstrip()
+    if any(
+        isinstance(value, str) and value.strip() and end.endswith(value.strip())
+        for value in (last.get("link"), last.get("id"))
+    ):
+        attempt.cut_entries.append(attempt.entries.pop())
+
+
+def _parse_xml(text: str) -> _Attempt:
+    """Best attempt over fastfeedparser, feedparser and a recovered re-serialisation."""
+    data = to_utf8_xml(text)
+    fast = _run_fastfeedparser(data)
+    if not _needs_fallback(fast, text):
+        return fast
+    slow = _run_feedparser(data)
+    best = _better(fast, slow, prefer_slow="xml:base" in text)
+    if best.entries:
+        return best
+    recovered = _recover(data)
+    if recovered is None:
+        return best
+    for runner in (_run_fastfeedparser, _run_feedparser):
+        again = runner(recovered)
+        if again.entries:
+            return again
+    return best
+
+
+def _needs_fallback(fast: _Attempt, text: str) -> bool:
+    """Whether feedparser should get a go after fastfeedparser.
+
+    Yes when fastfeedparser failed, found no entries or fewer than the document has
+    item/entry tags (it dropped some on malformed markup), returned an entry without link
+    and id (it loses ``<link>`` when an item also carries an ``atom:link``), or when the
+    document uses ``xml:base`` and some link is relative: fastfeedparser ignores
+    ``xml:base``, feedparser resolves it.
+    """
+    if fast.failure is not None or not fast.entries:
+        return True
+    if _usable(fast) < len(fast.entries):
+        return True
+    if len(fast.entries) < len(_ITEM_TAG_RE.findall(text)):
+        return True
+    return "xml:base" in text and any(
+        not urlsplit(str(e.get("link") or "")).scheme for e in fast.entries if e.get("link")
+    )
+
+
+def _usable(attempt: _Attempt) -> int:
+    """Entries with something to identify them by (a link, any link, or an id)."""
+    return sum(
+        1 for e in attempt.entries
+        if e.get("link") or _alternate_link(e.get("links")) or e.get("id")
+    )
+
+
+def _better(fast: _Attempt, slow: _Attempt, *, prefer_slow: bool) -> _Attempt:
+    """More usable entries wins; on a tie fastfeedparser, unless xml:base makes feedparser
+    right (it resolves relative links against it)."""
+    fast_n, slow_n = _usable(fast), _usable(slow)
+    if slow_n > fast_n or (prefer_slow and slow_n and slow_n == fast_n):
+        return slow
+    if fast.entries or fast.is_feed:
+        return fast
+    return slow
+
+
+def _run_fastfeedparser(data: bytes) -> _Attempt:
+    """fastfeedparser on bytes (never str: a str that looks like a URL would be fetched)."""
+    try:
+        result = fastfeedparser.parse(data, include_media=False, include_enclosures=False)
+    except Exception as exc:  # any parser failure means "try the next one"
+        logger.debug("fastfeedparser failed: %s", exc)
+        return _Attempt(FASTFEEDPARSER, failure=str(exc) or type(exc).__name__)
+    return _Attempt(
+        FASTFEEDPARSER,
+        entries=list(result.get("entries") or []),
+        feed=result.get("feed") or {},
+        is_feed=True,
+    )
+
+
+def _run_feedparser(data: bytes) -> _Attempt:
+    """feedparser in bozo mode; sanitising HTML is skipped: we reduce it to text anyway."""
+    try:
+        with warnings.catch_warnings():
+            # feedparser warns about its own updated/published fallback on every access.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            result = feedparser.parse(
+                data,
+                response_headers={"content-type": "application/xml; charset=utf-8"},
+                sanitize_html=False,
+                resolve_relative_uris=False,
+            )
+    except Exception as exc:  # any parser failure means "try the next one"
+        logger.debug("feedparser failed: %s", exc)
+        return _Attempt(FEEDPARSER, failure=str(exc) or type(exc).__name__)
+    failure = None
+    if result.get("bozo"):
+        failure = str(result.get("bozo_exception") or "malformed document")
+    return _Attempt(
+        FEEDPARSER,
+        entries=list(result.get("entries") or []),
+        feed=result.get("feed") or {},
+        failure=failure,
+        is_feed=bool(result.get("version")),
+    )
+
+
+def _recover(data: bytes) -> bytes | None:
+    """Re-serialise what lxml's recovering parser makes of a broken document."""
+    parser = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
+    try:
+        root = etree.fromstring(data, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    if root is None:
+        return None
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _not_a_feed_reason(text: str, attempt: _Attempt) -> str:
+    """One sentence saying why the document gave nothing."""
+    if _HTML_HEAD_RE.match(text[:4096]) or _first_element(text) in _HTML_ROOTS:
+        return "not a feed: the document is HTML"
+    if not text.startswith("<"):
+        return "not a feed: the document is not XML or JSON"
+    detail = f" ({attempt.failure})" if attempt.failure else ""
+    return f"not a feed: no RSS, Atom or RDF structure found{detail}"
+
+
+def _first_element(text: str) -> str | None:
+    """Name of the first element (skipping declarations, PIs and comments), lower-cased."""
+    head = re.sub(r"<!--.*?-->|<[?!][^>]*>", "", text[:4096], flags=re.DOTALL)
+    match = _FIRST_ELEMENT_RE.search(head)
+    return match.group(1).lower() if match else None
+
+
+# --- normalisation ----------------------------------------------------------------------
+
+
+def _build(attempt: _Attempt, url: str, encoding: str) -> ParsedFeed:
+    """Normalise a parser's raw entries into entry dicts and rejects."""
+    feed_link = attempt.feed.get("link")
+    base = urljoin(url, feed_link.strip()) if isinstance(feed_link, str) and feed_link else url
+    entries: list[dict[str, Any]] = []
+    rejects: list[EntryReject] = []
+    for raw in attempt.entries:
+        try:
+            entry = _entry(raw, base)
+        except Exception as exc:  # one odd entry must not lose the others
+            logger.debug("Feed %s: entry could not be normalised: %s", url, exc)
+            rejects.append(EntryReject("unparseable_entry", None, _raw_strings(raw)))
+            continue
+        if entry["url"] is None and entry["external_id"] is None:
+            rejects.append(EntryReject("missing_link_and_id", "link", _raw_strings(raw)))
+            continue
+        entries.append(entry)
+    rejects.extend(
+        EntryReject("truncated_entry", None, _raw_strings(raw)) for raw in attempt.cut_entries
+    )
+    return ParsedFeed(
+        entries=entries,
+        rejects=rejects,
+        error=None,
+        parser=attempt.parser,
+        encoding=encoding,
+        feed_title=inline_text(_str(attempt.feed.get("title"))),
+    )
+
+
+def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """One raw fastfeedparser/feedparser entry → the harvester's entry dict."""
+    link = _str(raw.get("link")) or _alternate_link(raw.get("links"))
+    entry_id = _str(raw.get("id"))
+    url = _absolute(link, base)
+    if url is None and entry_id and _HTTP_RE.match(entry_id) and raw.get("guidislink", True):
+        # An http(s) guid/id is the permalink unless the feed says otherwise
+        # (RSS isPermaLink="false" → feedparser's guidislink False).
+        url = entry_id
+    if entry_id is not None and entry_id == link:
+        # fastfeedparser fills a missing id with the raw link; never store a relative one.
+        entry_id = url
+    return {
+        "external_id": entry_id,
+        "url": url,
+        "title": inline_text(_str(raw.get("title"))),
+        "text": _text(raw),
+        "author": inline_text(_author(raw)),
+        "published_at": _date(raw, "published"),
+        "updated_at": _date(raw, "updated"),
+        "tags": _tags(raw.get("tags")),
+    }
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _alternate_link(links: Any) -> str | None:
+    """The first alternate (or rel-less) link of an entry's link list."""
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, Mapping) and link.get("rel") in (None, "alternate"):
+            href = _str(link.get("href"))
+            if href:
+                return href
+    return None
+
+
+def _absolute(link: str | None, base: str) -> str | None:
+    if link is None:
+        return None
+    link = collapse_ws(link)
+    if not link:
+        return None
+    try:
+        return urljoin(base, link)
+    except ValueError:  # e.g. an invalid IPv6 netloc: keep what the feed said
+        return link
+
+
+def _author(raw: Mapping[str, Any]) -> str | None:
+    author = _str(raw.get("author"))
+    if author:
+        return author
+    detail = raw.get("author_detail")
+    if isinstance(detail, Mapping):
+        return _str(detail.get("name")) or _str(detail.get("email"))
+    return None
+
+
+def _text(raw: Mapping[str, Any]) -> str | None:
+    """Content when the feed has it (the fuller text), else summary/description."""
+    for part in raw.get("content") or []:
+        if isinstance(part, Mapping):
+            text = _as_text(_str(part.get("value")), part.get("type"))
+            if text:
+                return text
+    summary = _str(raw.get("summary")) or _str(raw.get("description"))
+    detail = raw.get("summary_detail")
+    kind = detail.get("type") if isinstance(detail, Mapping) else None
+    return _as_text(summary, kind)
+
+
+def _as_text(value: str | None, kind: Any) -> str | None:
+    """HTML (the default in feeds) to text; declared plain text only has whitespace tidied."""
+    if value is None:
+        return None
+    if kind in ("text", "text/plain"):
+        return plain_text(value)
+    return html_to_text(value)
+
+
+def _tags(raw_tags: Any) -> list[str]:
+    """Category terms (or labels), stripped, deduplicated in document order."""
+    seen: dict[str, None] = {}
+    for tag in raw_tags if isinstance(raw_tags, list) else []:
+        value = (tag.get("term") or tag.get("label")) if isinstance(tag, Mapping) else tag
+        text = inline_text(value) if isinstance(value, str) else None
+        if text:
+            seen.setdefault(text, None)
+    return list(seen)
+
+
+def _date(raw: Mapping[str, Any], key: str) -> datetime | None:
+    """A timezone-aware UTC datetime from whichever form the parser gave; naive means UTC."""
+    # Plain dict lookups: feedparser's dict answers "updated" with the published date
+    # when there is none, and that must not become updated_at.
+    lookup = dict.get if isinstance(raw, dict) else type(raw).get
+    parsed = lookup(raw, f"{key}_parsed")
+    if isinstance(parsed, time.struct_time):
+        try:
+            return datetime(*parsed[:6], tzinfo=UTC)
+        except ValueError:
+            pass
+    value = lookup(raw, key)
+    if isinstance(value, datetime):
+        return _utc(value)
+    return _parse_date_string(value) if isinstance(value, str) else None
+
+
+def _parse_date_string(value: str) -> datetime | None:
+    value = value.strip()
+    if not value:
+        return None
+    parsers: Iterable[Callable[[str], datetime]] = (
+        lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
+        parsedate_to_datetime,
+    )
+    for parse in parsers:
+        try:
+            return _utc(parse(value))
+        except (ValueError, TypeError, IndexError, OverflowError):
+            continue
+    return None
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _raw_strings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's string fields, cut short: JSON-serialisable, for the operator."""
+    out: dict[str, Any] = {}
+    for key in ("id", "title", "link", "published", "updated", "author", "summary", "description"):
+        value = raw.get(key)
+        if isinstance(value, str) and value.strip():
+            out[key] = value.strip()[:RAW_LIMIT]
+    return out
