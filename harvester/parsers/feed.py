@@ -174,7 +174,8 @@ def _parse_xml(text: str) -> _Attempt:
         return fast
     slow = _run_feedparser(data)
     best = _better(fast, slow, prefer_slow="xml:base" in text)
-    if best.entries:
+    if best.entries or (fast.failure is None and slow.failure is None):
+        # Entries found, or a well-formed feed that simply has none: nothing to recover.
         return best
     recovered = _recover(data)
     if recovered is None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     batch_size: int
+    max_in_flight: int
     flush_seconds: float
     reconnect_seconds: float
     connect_timeout: int
@@ -47,6 +49,7 @@ class StoreConfig:
         spool_dir = settings.get("HARVEST_STORE_SPOOL_DIR")
         config = cls(
             batch_size=settings.getint("HARVEST_STORE_BATCH_SIZE", 500),
+            max_in_flight=max(1, settings.getint("HARVEST_STORE_MAX_IN_FLIGHT", 2)),
             flush_seconds=settings.getfloat("HARVEST_STORE_FLUSH_SECONDS", 5.0),
             reconnect_seconds=settings.getfloat("HARVEST_STORE_RECONNECT_SECONDS", 10.0),
             connect_timeout=settings.getint("HARVEST_STORE_CONNECT_TIMEOUT", 5),
@@ -101,6 +104,8 @@ class StorePipeline:
         self._url: str | None = None
         self._next_connect = 0.0
         self._ticker: asyncio.Task[None] | None = None
+        # Batches being written while the crawl goes on; bounded for back-pressure.
+        self._in_flight: deque[asyncio.Task[None]] = deque()
         self._validators: dict[str, dict[str, dict[str, str]]] = {}
         crawler.signals.connect(self._item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
@@ -140,6 +145,7 @@ class StorePipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await self._flush()
+        await self._drain(0)
 
     # -- signal handlers -------------------------------------------------------------
 
@@ -162,6 +168,7 @@ class StorePipeline:
 
     async def _spider_closed(self, spider: Spider, reason: str) -> None:
         await self._flush()  # anything dropped after close_spider's flush
+        await self._drain(0)
         batch = Batch(run=run_record(
             run_id=self.run_id,
             spider=spider.name,
@@ -187,9 +194,19 @@ class StorePipeline:
                 await self._flush()
 
     async def _flush(self) -> None:
+        """Hand the buffer to a background write; wait only when too many are in flight,
+        so the crawl keeps parsing while PostgreSQL works."""
         if not len(self._buffer):
             return
         batch, self._buffer = self._buffer, Batch()
+        self._in_flight.append(asyncio.get_running_loop().create_task(self._write_locked(batch)))
+        await self._drain(self.config.max_in_flight)
+
+    async def _drain(self, keep: int) -> None:
+        while len(self._in_flight) > keep:
+            await self._in_flight.popleft()  # re-raises what a write could not handle
+
+    async def _write_locked(self, batch: Batch) -> None:
         async with self._lock:
             await self._write(batch)
 
@@ -224,6 +241,11 @@ class StorePipeline:
                 logger.error("Database write failed (%s): spooling %d rows",
                              str(exc).strip().splitlines()[0], len(batch))
                 await self._drop_connection()
+            except psycopg.Error as exc:
+                # The database is up but refused this batch (a bug or a value it cannot
+                # hold): keep the rows on disk for the operator rather than lose them.
+                logger.error("Database refused a batch (%s): spooling %d rows",
+                             str(exc).strip().splitlines()[0], len(batch))
             else:
                 stats.inc_value("harvest/store/batches")
                 self._count(result)

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 
 from harvester.config import HarvestConfig
+from harvester.migrations import HEAD
 from harvester.services import embedded
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ def current_revision(url: str) -> str | None:
 
 def ensure_schema(url: str) -> bool:
     """Migrate when the schema is behind; return True when a migration ran."""
-    if current_revision(url) == head_revision():
+    if current_revision(url) == HEAD:
         return False
-    logger.info("Migrating database %s to %s", describe_url(url), head_revision())
+    logger.info("Migrating database %s to %s", describe_url(url), HEAD)
     migrate(url)
     return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
@@ -24,10 +25,23 @@ def _is_tracking(name: str) -> bool:
     return lowered in TRACKING_PARAMS or lowered.startswith(TRACKING_PREFIXES)
 
 
+# Already canonical but for the scheme: lower-case host, plain ASCII path, no query, no
+# fragment, no escapes. Most feed links look like this, and w3lib's full treatment is the
+# costliest step of keying an item.
+_SIMPLE = re.compile(r"https?://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)$")
+
+
 def canonical_url(url: str) -> str:
     """The URL two copies of the same item share: no fragment, no tracking parameters,
     sorted query, lower-cased scheme and host, default port dropped (w3lib)."""
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    simple = _SIMPLE.match(url)
+    if simple and "/." not in url:  # dot segments need w3lib's resolution
+        host, port, path = simple.groups()
+        if port in (":80", ":443"):
+            port = None
+        return f"https://{host}{port or ''}{path}"
+    parts = urlsplit(url)
     if parts.query:
         kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
                 if not _is_tracking(k)]

@@ -59,15 +59,11 @@ CREATE TABLE signals (
     cluster_id bigint,
     score real NOT NULL DEFAULT 0,
     score_breakdown jsonb NOT NULL DEFAULT '{}',
-    run_id uuid,
-    search tsvector GENERATED ALWAYS AS (
-        to_tsvector('simple', coalesce(title, '') || ' ' || left(coalesce(text, ''), 20000))
-    ) STORED
+    run_id uuid
 );
 CREATE INDEX signals_source ON signals (source);
 CREATE INDEX signals_score ON signals (score DESC);
 CREATE INDEX signals_published_at ON signals (published_at DESC);
-CREATE INDEX signals_search ON signals USING gin (search);
 
 CREATE TABLE rejects (
     id bigserial PRIMARY KEY,

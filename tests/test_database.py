@@ -1,0 +1,53 @@
+"""Migrations and the batch writer against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from harvester.migrations import HEAD
+from harvester.services import database
+from harvester.services.batch import Batch
+from harvester.services.store import write_batch
+
+
+def test_head_constant_matches_alembic() -> None:
+    assert database.head_revision() == HEAD
+
+
+def test_schema_is_current_after_migrate(pg_url: str) -> None:
+    assert database.current_revision(pg_url) == HEAD
+    assert database.ensure_schema(pg_url) is False
+
+
+def row(key: str, source: str, **extra: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {"key": key, "source": source, "kind": "feed", "url": f"https://x.org/{key}",
+            "canonical_url": f"https://x.org/{key}", "title": f"t {key}", "text": "b\\t\n\x00",
+            "fetched_at": now, "published_at": now, "tags": ['a "quoted"', "b\\c"],
+            "engagement": {}, "score": 1.5, "score_breakdown": {"k": [1, 2]},
+            "run_id": "6f1a1f4c-8c1a-4d3e-9a55-111111111111", **extra}
+
+
+def test_batch_counts_new_and_reseen_per_source_and_applies_once(
+    db: psycopg.Connection[Any], pg_url: str
+) -> None:
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            first = await write_batch(conn, Batch(signals=[row("a", "s1"), row("b", "s2")]))
+            assert (first.new, first.reseen) == ({"s1": 1, "s2": 1}, {})
+            again = Batch(signals=[row("a", "s2"), row("c", "s2")])
+            second = await write_batch(conn, again)
+            assert (second.new, second.reseen) == ({"s2": 1}, {"s2": 1})
+            assert (await write_batch(conn, again)).already_applied
+
+    asyncio.run(go())
+    rows = db.execute("SELECT key, seen_count, tags, text, score_breakdown FROM signals "
+                      "ORDER BY key").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("a", 2), ("b", 1), ("c", 1)]
+    assert rows[0][2] == ['a "quoted"', "b\\c"]
+    assert rows[0][3] == "b\\t\n"  # NUL cannot be stored; everything else survives
+    assert rows[0][4] == {"k": [1, 2]}

@@ -1,0 +1,241 @@
+"""parse_feed on small hand-made documents: formats, charsets, gzip, links, salvage."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
+from harvester.parsers.feed import ParsedFeed, parse_feed
+from harvester.parsers.html import html_to_text, inline_text
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
+ENTRY_KEYS = {
+    "external_id", "url", "title", "text", "author", "published_at", "updated_at", "tags",
+}
+
+
+def parse(name: str, url: str | None = None, content_type: str | None = None) -> ParsedFeed:
+    body = (FIXTURES / name).read_bytes()
+    return parse_feed(body, url or f"https://feeds.example/{name}", content_type)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_rss2_entries() -> None:
+    feed = parse("rss2.xml")
+    assert feed.error is None and feed.rejects == []
+    assert feed.parser == "fastfeedparser"
+    assert feed.encoding == "utf-8"
+    assert feed.feed_title == "Harbour Gazette"
+    first, second, third = feed.entries
+    assert set(first) == ENTRY_KEYS
+    assert first["external_id"] == "gazette-1001"
+    assert first["url"] == "https://gazette.example/2025/01/ferry-timetable"
+    assert first["title"] == "Ferry timetable & fares change"
+    assert first["author"] == "Ines Calloway"
+    assert first["published_at"] == utc(2025, 1, 6, 8, 30)  # +0100 → UTC
+    assert first["tags"] == ["Transport", "Harbour"]  # deduplicated, order kept
+    assert second["title"] == "Café opens on the quay"
+    assert second["text"] == "A new café serves fishermen from 5am."
+    # No <link>: the permalink guid is the URL; a naive date is taken as UTC.
+    assert third["url"] == "https://gazette.example/2025/01/lighthouse"
+    assert third["published_at"] == utc(2025, 1, 4, 12, 0)
+
+
+def test_html_summary_becomes_plain_text() -> None:
+    text = parse("rss2.xml").entries[0]["text"]
+    # Paragraphs on their own lines, script dropped, &nbsp; decoded.
+    assert text == "The winter timetable starts on Monday.\nFares rise by 5 %."
+
+
+def test_rss1_rdf() -> None:
+    feed = parse("rss1_rdf.xml")
+    assert feed.feed_title == "Field Journal"
+    assert [e["title"] for e in feed.entries] == ["Moss on the north wall", "Lichen survey"]
+    moss = feed.entries[0]
+    assert moss["url"] == "https://journal.example/notes/moss"
+    assert moss["published_at"] == utc(2024, 11, 2, 6, 15)
+    assert moss["author"] == "R. Okafor"
+    assert moss["tags"] == ["botany"]
+
+
+def test_atom10_with_xml_base() -> None:
+    feed = parse("atom10.xml")
+    assert feed.error is None
+    # fastfeedparser ignores xml:base; with relative links feedparser's answer is used.
+    assert feed.parser == "feedparser"
+    assert feed.feed_title == "Release notes"  # type="html" title reduced to text
+    v2, v19 = feed.entries
+    assert v2["external_id"] == "tag:code.example,2024:v2"
+    # Relative alternate link resolved against the feed's xml:base, not the enclosure.
+    assert v2["url"] == "https://code.example/project/releases/2.0"
+    assert v2["published_at"] == utc(2024, 6, 1, 16, 0)
+    assert v2["updated_at"] == utc(2024, 6, 2, 10, 0)
+    assert v2["author"] == "Mira Holt"
+    assert v2["tags"] == ["release", "stable"]
+    assert v2["text"] == "Highlights\nFaster start-up\nNew & improved CLI"
+    # The entry's own xml:base wins over the feed's.
+    assert v19["url"] == "https://mirror.example/archive/1.9.html"
+    assert v19["title"] == "Version 1.9 <beta>"  # plain text, not a tag
+    assert v19["text"] == "Plain text: a < b and c > d."
+
+
+def test_falls_back_to_feedparser_when_fastfeedparser_fails() -> None:
+    # Atom without its namespace: fastfeedparser raises, feedparser copes.
+    body = (
+        b"<feed><title>Loose</title><entry><title>Loose atom</title>"
+        b'<link href="https://loose.example/1"/><id>urn:x:1</id>'
+        b"<updated>2024-02-03T04:05:06Z</updated></entry></feed>"
+    )
+    feed = parse_feed(body, "https://loose.example/feed")
+    assert feed.parser == "feedparser"
+    (entry,) = feed.entries
+    assert entry["url"] == "https://loose.example/1"
+    assert entry["updated_at"] == utc(2024, 2, 3, 4, 5, 6)
+    assert entry["published_at"] is None  # not feedparser's updated→published stand-in
+
+
+def test_atom03() -> None:
+    feed = parse("atom03.xml")
+    (entry,) = feed.entries
+    assert entry["title"] == "Spring is here"
+    assert entry["url"] == "https://oldblog.example/2004/03/spring"
+    assert entry["published_at"] == utc(2004, 3, 9, 17, 30)
+    assert entry["updated_at"] == utc(2004, 3, 10, 12, 0)
+    assert entry["text"] == "Crocuses everywhere."
+
+
+def test_json_feed() -> None:
+    feed = parse("jsonfeed.json", content_type="application/feed+json")
+    assert feed.error is None
+    assert feed.feed_title == "Kiln Notes"
+    glaze, maintenance = feed.entries
+    assert glaze["external_id"] == "kiln-42"
+    assert glaze["url"] == "https://kiln.example/posts/glaze"
+    assert glaze["title"] == "Glaze tests"
+    assert glaze["text"] == "Cone 6 results.\nTwo cracked."
+    assert glaze["published_at"] == utc(2024, 9, 10, 5, 0)
+    assert glaze["updated_at"] == utc(2024, 9, 11, 5, 0)
+    assert glaze["author"] == "Ana Ruiz"
+    assert glaze["tags"] == ["ceramics", "glaze"]
+    # An id without a URL is still an entry.
+    assert maintenance["external_id"] == "kiln-43" and maintenance["url"] is None
+
+
+def test_utf16_without_bom() -> None:
+    feed = parse("utf16le_nobom.xml")
+    assert feed.encoding == "utf-16-le"
+    assert feed.feed_title == "Широкие символы"
+    assert feed.entries[0]["title"] == "Über Straßen – Ölpreise"
+
+
+def test_windows_1251_declared() -> None:
+    feed = parse("cp1251.xml")
+    assert feed.encoding == "cp1251"
+    assert feed.entries[0]["title"] == "Мост откроют в пятницу"
+    assert feed.entries[0]["tags"] == ["Транспорт"]
+
+
+def test_windows_1251_undeclared_is_detected() -> None:
+    body = (FIXTURES / "cp1251.xml").read_bytes().replace(b' encoding="windows-1251"', b"")
+    feed = parse_feed(body, "https://gorod.example/rss")
+    assert feed.entries[0]["title"] == "Мост откроют в пятницу"
+
+
+def test_utf8_declared_but_cp1252() -> None:
+    feed = parse("utf8_declared_cp1252.xml")
+    assert feed.encoding == "cp1252"
+    assert feed.feed_title == "Café Révolution"
+    assert feed.entries[0]["title"] == "Crème brûlée – “naïve” recipe"
+    assert feed.entries[0]["text"] == "Señor’s favourite."
+
+
+def test_http_charset_disagreeing_with_utf8_body() -> None:
+    # Servers default to ISO-8859-1; the UTF-8 bytes are the truth.
+    feed = parse("rss2.xml", content_type="text/xml; charset=ISO-8859-1")
+    assert feed.encoding == "utf-8"
+    assert feed.entries[1]["title"] == "Café opens on the quay"
+
+
+def test_gzip_body_is_decompressed() -> None:
+    body = gzip.compress((FIXTURES / "rss2.xml").read_bytes())
+    feed = parse_feed(body, "https://gazette.example/rss.xml", "application/xml")
+    assert feed.error is None
+    assert len(feed.entries) == 3
+
+
+def test_gzip_bomb_is_capped() -> None:
+    bomb = gzip.compress(b"<rss>" + b" " * 2_000_000)
+    with pytest.raises(BodyTooLarge):
+        gunzip_if_needed(bomb, limit=1_000_000)
+    assert gunzip_if_needed(b"<rss/>") == b"<rss/>"
+
+
+def test_relative_links_without_xml_base() -> None:
+    feed = parse("relative.xml", url="https://site.example/feeds/main.xml")
+    # Channel link "/blog/" resolved against the feed URL, items against that.
+    assert [e["url"] for e in feed.entries] == [
+        "https://site.example/blog/posts/first.html",
+        "https://site.example/about",
+    ]
+
+
+def test_truncated_feed_salvages_entries_and_rejects_the_rest() -> None:
+    feed = parse("truncated.xml")
+    assert feed.error is None
+    assert [e["title"] for e in feed.entries] == ["Kept one", "Kept two"]
+    # The bare & in the first link is repaired, not dropped.
+    assert feed.entries[0]["url"] == "https://broken.example/kept-1?a=1&b=2"
+    assert feed.entries[1]["text"] == "Text with an HTML entity."
+    reasons = {r.reason: r for r in feed.rejects}
+    assert set(reasons) == {"missing_link_and_id", "truncated_entry"}
+    assert reasons["missing_link_and_id"].field == "link"
+    assert reasons["missing_link_and_id"].raw["title"] == "No link and no guid"
+    assert reasons["truncated_entry"].raw["title"] == "Cut off"
+    json.dumps([asdict(r) for r in feed.rejects])  # raw data is JSON-serialisable
+
+
+def test_html_page_is_not_a_feed() -> None:
+    feed = parse("not_a_feed.html", content_type="text/html; charset=utf-8")
+    assert feed.entries == [] and feed.rejects == []
+    assert feed.error == "not a feed: the document is HTML"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"   \n", b"\x00\xff\xfe garbage \x89PNG", b"<rss><channel><item><title>x",
+     b"{not json", b"\x1f\x8b\x08\x00broken", b"<?xml version='1.0'?>"],
+)
+def test_never_raises(body: bytes) -> None:
+    feed = parse_feed(body, "https://feeds.example/x")
+    assert isinstance(feed, ParsedFeed)
+    assert feed.entries or feed.rejects or feed.error
+
+
+def test_empty_body() -> None:
+    feed = parse_feed(b"", "https://feeds.example/x")
+    assert feed.error is not None and feed.error.startswith("empty document")
+    assert feed.entries == [] and feed.encoding is None
+
+
+def test_decode_prefers_bom_and_strips_it() -> None:
+    decoded = decode_document(b"\xef\xbb\xbf<rss/>", "text/xml; charset=iso-8859-1")
+    assert decoded.encoding == "utf-8" and decoded.text == "<rss/>"
+
+
+def test_inline_text_and_html_to_text() -> None:
+    assert inline_text("  A&amp;B <b>bold</b>\n title ") == "A&B bold title"
+    assert inline_text("x < y") == "x < y"
+    assert html_to_text("<div>one<br>two</div><style>p{}</style><p>three &amp; four</p>") == (
+        "one\ntwo\nthree & four"
+    )
+    assert html_to_text("no markup at all") == "no markup at all"
+    assert html_to_text("") is None
