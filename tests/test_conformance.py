@@ -19,10 +19,11 @@ import pytest
 from tests.conftest import harvest, write_sources
 from tests.realdata import FEEDS, REALDATA, all_feed_files, feed_cases, links_match, titles_match
 
-# Measured agreement is printed by the test (see docs/parsers.md); the floor sits a few
-# points under it so a regression fails while the known, documented disagreements
-# (reference quirks, entries we reject on purpose) do not.
-AGREEMENT_FLOOR = 0.90
+# Measured: 773/777 = 99.5 %. The four misses are by design: one entry has neither link
+# nor id (rejected), three share their URL or id with an entry of another corpus feed
+# and were deduplicated into it. The floor leaves ~20 pairs of slack for disputed
+# reference values ("derived" ground truth) while any real regression still fails.
+AGREEMENT_FLOOR = 0.97
 
 pytestmark = pytest.mark.skipif(not FEEDS.is_dir(), reason="../shared/realdata is not present")
 
@@ -81,6 +82,7 @@ def test_real_feeds_agree_with_reference_outputs(
     rejected_feeds = {row[0] for row in db.execute("SELECT DISTINCT url FROM rejects")}
 
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    misses: list[str] = []
     for case in feed_cases():
         ours = stored.get(url_of[case.path], [])
         for title, link in case.expected:
@@ -89,6 +91,8 @@ def test_real_feeds_agree_with_reference_outputs(
                 titles_match(title, t) and links_match(link, u) for t, u in everything)
             totals[case.folder][0] += found
             totals[case.folder][1] += 1
+            if not found:
+                misses.append(f"{case.name}: {title!r} {link!r}")
     matched = sum(m for m, _ in totals.values())
     expected = sum(n for _, n in totals.values())
     agreement = matched / expected
@@ -97,4 +101,6 @@ def test_real_feeds_agree_with_reference_outputs(
         print(f"  {folder:18} {m:5}/{n:<5} {m / n:6.1%}")
     print(f"  {'overall':18} {matched:5}/{expected:<5} {agreement:6.1%}; "
           f"{len(files)} documents crawled, {len(rejected_feeds)} with rejections")
+    for miss in misses:
+        print(f"  missed {miss}")
     assert agreement >= AGREEMENT_FLOOR
