@@ -212,22 +212,25 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("-s", "--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override a Scrapy setting (repeatable).")
 @click.option("-v", "--verbose", is_flag=True, help="Show Scrapy's log instead of a log file.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress table (default: only on a terminal).")
 @click.pass_context
 @friendly
 def crawl(ctx: click.Context, names: tuple[str, ...], all_: bool, overrides: tuple[str, ...],
-          verbose: bool) -> None:
+          verbose: bool, progress: bool | None) -> None:
     """Crawl the named sources (or --all enabled ones) and print a summary per source.
 
     Exit status: 0 when every source was reached, 1 when one was unreachable, 2 when the
     crawl could not start (bad sources file, database unreachable).
     """
-    outcomes = run_crawl_command(ctx, names, all_, _parse_set(overrides), verbose)
+    outcomes = run_crawl_command(ctx, names, all_, _parse_set(overrides), verbose, progress)
     if any(o.failed for o in outcomes):
         sys.exit(EXIT_FAILED)
 
 
 def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
-                      overrides: dict[str, str], verbose: bool) -> list[Any]:
+                      overrides: dict[str, str], verbose: bool,
+                      progress: bool | None = None) -> list[Any]:
     from harvester import ui
     from harvester.runner import crawl_settings, run_crawls
 
@@ -251,7 +254,7 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
 
     def on_start(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> None:
         nonlocal live
-        if console.is_terminal and not verbose:
+        if progress or (progress is None and console.is_terminal and not verbose):
             live = Live(get_renderable=ui.live_view(get_rows), console=console,
                         refresh_per_second=4, transient=True)
             live.start()

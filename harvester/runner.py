@@ -50,6 +50,13 @@ class _Running:
     crawler: Crawler
 
 
+def _stats_so_far(crawler: Crawler) -> dict[str, Any]:
+    try:
+        return crawler.stats.get_stats()
+    except RuntimeError:  # Scrapy sets crawler.stats only once the crawl has started
+        return {}
+
+
 def crawl_settings(overrides: dict[str, Any], log_file: Path | None) -> Settings:
     settings = get_project_settings()
     if log_file is not None:
@@ -85,7 +92,7 @@ def run_crawls(
         process.crawl(crawler, source=source.name)
 
     def live() -> dict[str, dict[str, Any]]:
-        return {r.source: per_source(r.crawler.stats.get_stats(), [r.source])[r.source]
+        return {r.source: per_source(_stats_so_far(r.crawler), [r.source])[r.source]
                 for r in running}
 
     if on_start is not None:

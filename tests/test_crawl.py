@@ -215,3 +215,42 @@ def test_rss_dates_survive_as_utc(
         "SELECT title, to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
         "FROM signals"))
     assert dates == {"dated": "2026-11-24 08:00", "undated": None, "future": None}
+
+
+def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    cyrillic = rss([{"title": "Новости дня", "link": "https://news.example.org/ru/1",
+                     "description": "Привет, мир"}]).replace('encoding="utf-8"',
+                                                            'encoding="windows-1251"')
+    (site.root / "ru.xml").write_bytes(cyrillic.encode("cp1251"))
+    # Raw gzip served as plain XML (no Content-Encoding): the spider must still read it.
+    (site.root / "gz.xml").write_bytes(gzip.compress(rss(items("gz", 2)).encode()))
+    whole = rss(items("cut", 3))
+    (site.root / "cut.xml").write_text(whole[: whole.index("cut story 2")])  # truncated
+    (site.root / "page.xml").write_text("<html><body><p>Not a feed</p></body></html>")
+    urls = [f"{site.url}/{name}" for name in ("ru.xml", "gz.xml", "cut.xml", "page.xml")]
+    sources = write_sources(tmp_path / "s.toml", [feed_source("odd", urls)])
+
+    result = harvest("--sources", str(sources), "crawl", "odd", home=home)
+
+    assert result.returncode == 0, result.stderr
+    titles = {row[0] for row in db.execute("SELECT title FROM signals")}
+    assert "Новости дня" in titles
+    assert {"gz story 0", "gz story 1", "cut story 0", "cut story 1"} <= titles
+    rejected = {row[0]: row[1] for row in db.execute("SELECT url, reason FROM rejects")}
+    assert rejected.get(f"{site.url}/page.xml") == "unusable_document"
+    assert count(db, "SELECT rejected FROM crawl_runs") == len(rejected) >= 1
+
+
+def test_live_progress_view_runs_and_leaves_the_summary(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "p.xml").write_text(rss(items("p", 2)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("p", [f"{site.url}/p.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "p", "--progress", home=home)
+    assert result.returncode == 0, result.stderr
+    assert "crawl summary" in result.stdout
+    assert count(db, "SELECT count(*) FROM signals") == 2
