@@ -241,8 +241,14 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     if not chosen:
         raise click.UsageError("no enabled sources in the sources file")
     cfg = _config()
-    url = database.resolve_url(cfg)
-    database.ensure_schema(url)
+    try:
+        database.ensure_schema(database.resolve_url(cfg))
+    except (database.DatabaseUnavailable, psycopg.OperationalError) as exc:
+        # Crawling still makes sense: every batch is spooled and `harvest replay` (or the
+        # next crawl) stores it once the database is back.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[yellow]warning:[/] the database is unreachable ({first}); crawling "
+                  f"anyway, items go to {cfg.spool_dir} until `harvest replay`.", highlight=False)
     log_file = None
     if not verbose:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -58,7 +60,7 @@ def test_database_stopped_mid_crawl_loses_nothing(
          "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
          "-s", "HARVEST_STORE_BATCH_SIZE=20", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
          "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
-        cwd=ROOT, env={**__import__("os").environ, **env}, stdout=subprocess.PIPE,
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -95,3 +97,28 @@ def test_database_stopped_mid_crawl_loses_nothing(
     assert finish_reason == "finished"
     assert total == distinct == scraped
     assert max_seen == 1
+
+
+def test_crawl_with_the_database_down_spools_everything_for_replay(
+    site: LocalSite, db: psycopg.Connection[Any], pg_url: str, home: Path, tmp_path: Path
+) -> None:
+    (site.root / "f.xml").write_text(rss([*items("down", 3), {"title": "no link"}]))
+    sources = write_sources(tmp_path / "s.toml", [{"name": "d", "kind": "feed",
+                                                   "urls": [f"{site.url}/f.xml"]}])
+    nowhere = {"HARVEST_DATABASE_URL": "postgresql://harvest@127.0.0.1:9/nowhere"}
+    result = harvest("--sources", str(sources), "crawl", "d", home=home, env=nowhere)
+    assert result.returncode == 0, result.stderr
+    assert "the database is unreachable" in result.stderr
+    assert "spooled d: 3 items wait" in result.stdout
+    assert count_rows(db) == 0
+
+    replay = harvest("replay", home=home, env={"HARVEST_DATABASE_URL": pg_url})
+    assert replay.returncode == 0, replay.stderr
+    assert count_rows(db) == 3
+    assert db.execute("SELECT count(*) FROM rejects").fetchone() == (1,)
+    assert db.execute("SELECT sources, scraped FROM crawl_runs").fetchall() == [(["d"], 3)]
+
+
+def count_rows(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT count(*) FROM signals").fetchone()
+    return int(row[0]) if row else 0

@@ -75,16 +75,15 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 def migrate(url: str, revision: str = "head") -> None:
     """``alembic upgrade head`` against ``url``."""
     from alembic import command
+    from sqlalchemy.exc import OperationalError  # alembic reports driver errors through it
 
     try:
         command.upgrade(_alembic_config(url), revision)
-    except Exception as exc:  # alembic wraps driver errors in SQLAlchemy's hierarchy
-        if exc.__class__.__name__ == "OperationalError":
-            raise DatabaseUnavailable(
-                f"cannot reach the database at {describe_url(url)} to migrate it; "
-                "check HARVEST_DATABASE_URL or run `harvest db start`"
-            ) from exc
-        raise
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the database at {describe_url(url)} to migrate it; "
+            "check HARVEST_DATABASE_URL or run `harvest db start`"
+        ) from exc
 
 
 def head_revision() -> str:
