@@ -221,7 +221,8 @@ def crawl(ctx: click.Context, names: tuple[str, ...], all_: bool, overrides: tup
     """Crawl the named sources (or --all enabled ones) and print a summary per source.
 
     Exit status: 0 when every source was reached, 1 when one was unreachable, 2 when the
-    crawl could not start (bad sources file, database unreachable).
+    crawl could not start (bad sources file, unknown source). With the database down the
+    crawl still runs and spools its items.
     """
     outcomes = run_crawl_command(ctx, names, all_, _parse_set(overrides), verbose, progress)
     if any(o.failed for o in outcomes):
