@@ -82,6 +82,7 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
         "items_per_s": round(items / elapsed, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "responses": stats.get("downloader/response_count", 0),
+        "marks": stats.get("bench_marks", {}),
     }
 
 
