@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from genfeeds import generate  # noqa: E402
+from scrapy.utils.project import get_project_settings  # noqa: E402
 
 from harvester.services import database, embedded  # noqa: E402
 from harvester.services.batch import Batch  # noqa: E402
@@ -48,6 +49,8 @@ PIPELINES = {
     "store": "harvester.pipelines.store.StorePipeline",
 }
 NAIVE = "naive_store.NaiveInsertPipeline"
+# The project's extensions plus the one that records the stats: every run gets the same.
+EXTENSIONS = {**get_project_settings().getdict("EXTENSIONS"), "bench_stats.StatsToFile": 0}
 TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches"
 
 
@@ -65,7 +68,7 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
         "-s", "CONCURRENT_REQUESTS=16", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=16",
         "-s", "HARVEST_CONDITIONAL_ENABLED=False",
         "-s", "LOG_LEVEL=WARNING",
-        "-s", "EXTENSIONS={\"bench_stats.StatsToFile\": 0}",
+        "-s", f"EXTENSIONS={json.dumps(EXTENSIONS)}",
         "-s", f"BENCH_STATS_FILE={stats_file}",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

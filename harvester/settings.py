@@ -27,6 +27,9 @@ REMOTE_CONTROL_ENABLED = False
 DOWNLOADER_MIDDLEWARES = {
     "harvester.middlewares.conditional.ConditionalGetMiddleware": 560,
 }
+EXTENSIONS = {
+    "harvester.extensions.gc.GcFreezeExtension": 100,
+}
 ITEM_PIPELINES = {
     "harvester.pipelines.validate.ValidatePipeline": 100,
     "harvester.pipelines.dedupe.DedupePipeline": 200,

@@ -164,6 +164,8 @@ def test_scrapy_crawl_subprocess_like_scrapyd(
     assert result.returncode == 0, result.stderr[-2000:]
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'sd'") == 5
     assert db.execute("SELECT job_id, scraped FROM crawl_runs").fetchall() == [("job-1", 5)]
+    assert "Froze " in result.stderr  # GcFreezeExtension is on by default
+    assert "TelnetConsole" not in result.stderr  # no network console in a crawler
 
 
 def test_top_and_stats_json_contract(
