@@ -50,3 +50,20 @@ class NaiveInsertPipeline:
         ))
         self.conn.commit()
         return item
+
+
+class DiscardRowsPipeline:
+    """Builds the store rows and throws them away: run (d) of the benchmark, which shows
+    what the pipeline costs without the database write."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    async def process_item(self, item: Any) -> Any:
+        from harvester.pipelines.store import signal_row
+
+        if isinstance(item, Signal):
+            self.rows.append(signal_row(item, "00000000-0000-0000-0000-000000000000"))
+            if len(self.rows) >= 500:
+                self.rows = []
+        return item

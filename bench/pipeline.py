@@ -7,6 +7,7 @@ PostgreSQL (or a scratch database on HARVEST_DATABASE_URL):
   (a) the feed spider with no item pipelines: the ceiling
   (b) the full pipeline: validate → dedupe → score → batched store
   (c) validate → dedupe → score → per-item INSERT + commit (bench/naive_store.py)
+  (d) validate → dedupe → score → rows built, not written: the pipeline without the database
 
 then the store step alone on 100,000 items: batched COPY/upsert vs per-item INSERT + commit.
 Figures go to stdout and bench/out/results.json; docs/benchmarks.md quotes them.
@@ -49,6 +50,7 @@ PIPELINES = {
     "store": "harvester.pipelines.store.StorePipeline",
 }
 NAIVE = "naive_store.NaiveInsertPipeline"
+DISCARD = "naive_store.DiscardRowsPipeline"
 # The project's extensions plus the one that records the stats: every run gets the same.
 EXTENSIONS = {**get_project_settings().getdict("EXTENSIONS"), "bench_stats.StatsToFile": 0}
 TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches"
@@ -87,6 +89,12 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
         "responses": stats.get("downloader/response_count", 0),
         "marks": stats.get("bench_marks", {}),
     }
+
+
+def median_run(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (a real run, not a blend of several)."""
+    ordered = sorted(measured, key=lambda m: m["items_per_s"])
+    return ordered[len(ordered) // 2]
 
 
 def rows(n: int, run_id: str) -> list[dict[str, Any]]:
@@ -141,6 +149,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100)
     parser.add_argument("--store-items", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="crawl rounds (median is kept)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="harvest-bench-", dir="/tmp"))
@@ -173,23 +182,31 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(work / "home"),
                "HARVEST_SOURCES": str(sources),
                "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)])}
-        runs = {}
-        for label, pipes in (
-            ("a_no_pipelines", "{}"),
-            ("b_full_pipeline", pipelines("validate", "dedupe", "score", "store")),
-            ("c_per_item_insert", pipelines("validate", "dedupe", "score", NAIVE)),
-        ):
-            truncate(url)
-            runs[label] = crawl(label, pipes, env, work)
-            print(runs[label], flush=True)
+        every: dict[str, list[dict[str, Any]]] = {}
+        # Interleaved rounds, median per run: this machine's noise is ±15 % per crawl.
+        for _ in range(args.rounds):
+            for label, pipes in (
+                ("a_no_pipelines", "{}"),
+                ("b_full_pipeline", pipelines("validate", "dedupe", "score", "store")),
+                ("c_per_item_insert", pipelines("validate", "dedupe", "score", NAIVE)),
+                ("d_no_db_write", pipelines("validate", "dedupe", "score", DISCARD)),
+            ):
+                truncate(url)
+                every.setdefault(label, []).append(crawl(label, pipes, env, work))
+                print(every[label][-1], flush=True)
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM signals").fetchone()
+        runs = {label: median_run(measured) for label, measured in every.items()}
         results["crawls"] = runs
+        results["items_per_s_every_round"] = {
+            label: [m["items_per_s"] for m in measured] for label, measured in every.items()
+        }
         results["stored_after_c"] = stored[0] if stored else 0
     a, b, c = (runs[k]["items_per_s"] for k in ("a_no_pipelines", "b_full_pipeline",
                                                 "c_per_item_insert"))
     results["ratio_b_over_a"] = round(b / a, 3)
     results["ratio_c_over_a"] = round(c / a, 3)
+    results["ratio_d_over_a"] = round(runs["d_no_db_write"]["items_per_s"] / a, 3)
 
     truncate(url)
     data = rows(args.store_items, str(uuid.uuid4()))
