@@ -73,10 +73,18 @@ def pending(spool_dir: Path) -> list[Path]:
 
 
 def iter_pending(spool_dir: Path) -> Iterator[tuple[Path, Batch | None]]:
+    """Pending batches; ``None`` for a file that cannot be read (renamed ``.bad``). Files
+    another process replayed meanwhile (several crawls start at once) are skipped."""
     for path in pending(spool_dir):
+        if not path.exists():
+            continue
         try:
-            yield path, read(path)
+            batch = read(path)
         except SpoolError as exc:
+            if not path.exists():
+                continue
             logger.error("%s; renamed to .bad", exc)
             path.rename(path.with_suffix(".bad"))
             yield path, None
+        else:
+            yield path, batch
