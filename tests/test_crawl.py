@@ -256,3 +256,20 @@ def test_live_progress_view_runs_and_leaves_the_summary(
     assert result.returncode == 0, result.stderr
     assert "crawl summary" in result.stdout
     assert count(db, "SELECT count(*) FROM signals") == 2
+
+
+def test_scrapy_crawl_of_an_unknown_source_stops_cleanly(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    sources = write_sources(tmp_path / "s.toml",
+                            [feed_source("known", ["http://127.0.0.1:9/f.xml"])])
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=unknown"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert "unknown source 'unknown': the sources file defines known" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
+        ("config_error", [])
+    ]

@@ -9,6 +9,7 @@ from typing import Any
 
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
@@ -34,6 +35,7 @@ class FeedSpider(Spider):
         super().__init__(**kwargs)
         self.requested = [s.strip() for s in source.split(",") if s.strip()] if source else []
         self.feed_sources: list[Source] = []
+        self.config_error: str | None = None
 
     @property
     def source_names(self) -> list[str]:
@@ -52,18 +54,22 @@ class FeedSpider(Spider):
                 return sources.enabled("feed")
             chosen = [sources.get(name) for name in self.requested]
         except SourcesError as exc:
-            logger.error("%s", exc)
-            crawler.stats.set_value("harvest/config_error", str(exc))
+            self.config_error = str(exc)
             return []
         wrong = [s.name for s in chosen if s.kind != "feed"]
         if wrong:
-            message = f"source {wrong[0]!r} is not a feed source; crawl it with its own spider"
-            logger.error("%s", message)
-            crawler.stats.set_value("harvest/config_error", message)
+            self.config_error = (
+                f"source {wrong[0]!r} is not a feed source; crawl it with its own spider"
+            )
             return []
         return chosen
 
     async def start(self) -> AsyncIterator[Request]:
+        if self.config_error:
+            # Reported here, once the crawl (and its stats) exist; nothing is fetched.
+            logger.error("%s", self.config_error)
+            self.crawler.stats.set_value("harvest/config_error", self.config_error)
+            raise CloseSpider("config_error")
         for source in self.feed_sources:
             for url in source.urls:
                 yield Request(
