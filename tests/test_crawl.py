@@ -273,3 +273,16 @@ def test_scrapy_crawl_of_an_unknown_source_stops_cleanly(
     assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
         ("config_error", [])
     ]
+
+
+def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\n')
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(bad)}
+    result = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "feed"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert "source 'x', field 'kind': unknown kind 'rss'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [("config_error",)]

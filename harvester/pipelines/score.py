@@ -10,7 +10,7 @@ from scrapy.crawler import Crawler
 from harvester.items import Signal
 from harvester.services.scoring import Scorer
 from harvester.sourcefile import sources_path
-from harvester.sources import load_sources
+from harvester.sources import SourcesError, SourcesFile, load_sources
 
 
 class ScorePipeline:
@@ -21,7 +21,12 @@ class ScorePipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        sources = load_sources(sources_path(crawler.settings))
+        try:
+            sources = load_sources(sources_path(crawler.settings))
+        except SourcesError:
+            # The spider reports the broken file and closes with "config_error" before
+            # any item exists; failing here would only add a traceback.
+            sources = SourcesFile()
         self._weights = {s.name: s.weight for s in sources.sources}
         self._scorer = Scorer(
             sources.topics, crawler.settings.getfloat("HARVEST_SCORE_HALF_LIFE_HOURS", 24.0)
