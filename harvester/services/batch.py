@@ -65,10 +65,6 @@ class BatchResult:
     def total_new(self) -> int:
         return sum(self.new.values())
 
-    @property
-    def total_reseen(self) -> int:
-        return sum(self.reseen.values())
-
 
 def to_jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
