@@ -28,8 +28,6 @@ class SourceOutcome:
     source: str
     counters: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
-    scraped: int = 0
-    run_id: str | None = None
     skipped: str | None = None
 
     @property
@@ -105,7 +103,5 @@ def run_crawls(
             r.source,
             counters=per_source(stats, [r.source])[r.source],
             finish_reason=stats.get("finish_reason"),
-            scraped=int(stats.get("item_scraped_count", 0)),
-            run_id=stats.get("harvest/run_id"),
         )
     return [outcomes[s.name] for s in sources]

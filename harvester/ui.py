@@ -42,6 +42,10 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
             console.print(f"[red]unreachable[/] {outcome.source}: {outcome.error}")
         elif outcome.counters.get("errors"):
             console.print(f"[yellow]partly failed[/] {outcome.source}: {outcome.error}")
+        if outcome.finish_reason not in (None, "finished"):
+            # Interrupted (Ctrl-C: "shutdown") or stopped early: the counts are partial.
+            console.print(f"[yellow]stopped early[/] {outcome.source}: finish reason "
+                          f"{outcome.finish_reason}")
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "

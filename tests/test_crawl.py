@@ -113,8 +113,8 @@ def test_unchanged_feed_is_not_modified_on_the_next_run(
     runs = db.execute("SELECT not_modified, errors, scraped FROM crawl_runs "
                       "ORDER BY started_at").fetchall()
     assert runs == [(0, 0, 3), (1, 0, 0)]
-    last_success = count(db, "SELECT consecutive_failures FROM sources_state WHERE source='f'")
-    assert last_success == 0
+    failures = count(db, "SELECT consecutive_failures FROM sources_state WHERE source='f'")
+    assert failures == 0  # a 304 is a successful visit, not a failure
     assert count(db, "SELECT count(*) FROM signals") == 3
 
 
@@ -286,3 +286,17 @@ def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(
     assert "source 'x', field 'kind': unknown kind 'rss'" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [("config_error",)]
+
+
+def test_a_crawl_stopped_early_says_so(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "f.xml").write_text(rss(items("early", 5)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("early", [f"{site.url}/f.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "early",
+                     "-s", "CLOSESPIDER_ITEMCOUNT=1", home=home)
+    assert result.returncode == 0, result.stderr
+    assert "stopped early early: finish reason closespider_itemcount" in result.stdout
+    assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [
+        ("closespider_itemcount",)
+    ]

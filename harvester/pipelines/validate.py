@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
 
-from harvester import stats as hstats
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal
 
@@ -133,7 +132,7 @@ class ValidatePipeline:
         if value is not None and value > now + self.config.future_tolerance:
             # A clock-skewed or mistyped date must not pin an item to the top forever;
             # the item itself is still good.
-            hstats.inc(self.crawler.stats, item.source, "future_date")
+            self.crawler.stats.inc_value("harvest/validate/future_date")
             return None
         return value
 
