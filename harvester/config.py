@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +16,13 @@ class HarvestConfig(BaseSettings):
     ``HARVEST_DATABASE_URL``  PostgreSQL URL; when unset the embedded server under
                               ``$HARVEST_HOME/pg`` is used
     ``HARVEST_SOURCES``       the sources file, default ``./sources.toml``
+    ``HARVEST_<KIND>_ENABLED`` ``false`` switches a whole kind of source off
+                              (``HARVEST_REDDIT_ENABLED=false``); default on
+    ``HARVEST_DISABLE_AFTER`` consecutive failed runs after which a source is disabled
+                              until ``harvest sources enable NAME``; 0 = never (default 5)
+
+    API credentials keep their vendors' usual names and are never logged:
+    ``X_BEARER_TOKEN``, ``REDDIT_CLIENT_ID``, ``REDDIT_CLIENT_SECRET``.
     """
 
     model_config = SettingsConfigDict(env_prefix="HARVEST_", extra="ignore", frozen=True)
@@ -23,6 +30,17 @@ class HarvestConfig(BaseSettings):
     home: Path = Field(default=Path("var"))
     database_url: str | None = None
     sources: Path = Field(default=Path("sources.toml"))
+    disable_after: int = Field(default=5, ge=0)
+    feed_enabled: bool = True
+    reddit_enabled: bool = True
+    hackernews_enabled: bool = True
+    x_enabled: bool = True
+    pages_enabled: bool = True
+    sitemap_enabled: bool = True
+    rendered_enabled: bool = True
+
+    def kind_enabled(self, kind: str) -> bool:
+        return bool(getattr(self, f"{kind}_enabled", True))
 
     @property
     def spool_dir(self) -> Path:
@@ -33,6 +51,21 @@ class HarvestConfig(BaseSettings):
         return self.home.absolute() / "pg"
 
 
+class Credentials(BaseSettings):
+    """API credentials, read from the environment under their vendors' usual names."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    x_bearer_token: SecretStr | None = None
+    reddit_client_id: SecretStr | None = None
+    reddit_client_secret: SecretStr | None = None
+
+
 @lru_cache(maxsize=1)
 def get_config() -> HarvestConfig:
     return HarvestConfig()
+
+
+@lru_cache(maxsize=1)
+def get_credentials() -> Credentials:
+    return Credentials()

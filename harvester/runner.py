@@ -12,13 +12,13 @@ from scrapy.crawler import AsyncCrawlerProcess, Crawler
 from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
-from harvester.sources import Source
+from harvester.sources import KINDS, Source
 from harvester.stats import per_source
 
 logger = logging.getLogger(__name__)
 
-# Spider per source kind; kinds without one yet are reported, not crawled.
-SPIDERS: dict[str, str] = {"feed": "feed"}
+# Spider per source kind (each spider is named after its kind).
+SPIDERS: dict[str, str] = {kind: kind for kind in KINDS}
 
 
 @dataclass(slots=True)
@@ -78,9 +78,10 @@ def run_crawls(
     process = AsyncCrawlerProcess(settings)
     running: list[_Running] = []
     outcomes: dict[str, SourceOutcome] = {}
+    available = set(process.spider_loader.list())
     for source in sources:
         spider = SPIDERS.get(source.kind)
-        if spider is None:
+        if spider not in available:
             outcomes[source.name] = SourceOutcome(
                 source.name, skipped=f"no spider for kind {source.kind!r} yet"
             )
@@ -99,9 +100,11 @@ def run_crawls(
         process.start()
     for r in running:
         stats = r.crawler.stats.get_stats()
+        counters = per_source(stats, [r.source])[r.source]
         outcomes[r.source] = SourceOutcome(
             r.source,
-            counters=per_source(stats, [r.source])[r.source],
+            counters=counters,
             finish_reason=stats.get("finish_reason"),
+            skipped=counters["skipped"],
         )
     return [outcomes[s.name] for s in sources]

@@ -8,7 +8,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 KINDS = ("feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -27,8 +35,35 @@ def parse_interval(value: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+# Options that only some kinds take; anything else set on a source is an error, so a typo
+# or an option copied from another kind is reported instead of silently ignored.
+KIND_OPTIONS: dict[str, frozenset[str]] = {
+    "feed": frozenset({"urls"}),
+    "reddit": frozenset({"api_base", "auth_base", "subreddit", "listing", "time_filter",
+                         "query", "limit", "max_pages"}),
+    "hackernews": frozenset({"api_base", "feed", "query", "tags", "limit", "max_pages"}),
+    "x": frozenset({"api_base", "query", "limit", "max_pages"}),
+    "pages": frozenset({"urls", "item_selector", "fields", "next_page", "follow",
+                        "max_pages"}),
+    "sitemap": frozenset({"urls", "url_pattern", "follow", "limit"}),
+    "rendered": frozenset({"urls", "wait_for", "item_selector", "fields", "next_page",
+                           "next_click", "max_pages"}),
+}
+# Options every kind takes.
+COMMON_FIELDS = frozenset({"name", "kind", "enabled", "weight", "interval",
+                           "requests_per_minute"})
+# Options a kind cannot do without.
+KIND_REQUIRED: dict[str, tuple[str, ...]] = {
+    "feed": ("urls",),
+    "x": ("query",),
+    "pages": ("urls", "item_selector", "fields"),
+    "sitemap": ("urls",),
+    "rendered": ("urls", "wait_for", "item_selector", "fields"),
+}
+
+
 class Source(BaseModel):
-    """One ``[[sources]]`` entry."""
+    """One ``[[sources]]`` entry; kind-specific options are documented in README.md."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,7 +72,33 @@ class Source(BaseModel):
     enabled: bool = True
     weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     interval: str = "1h"
-    urls: list[str] = Field(default_factory=list, validate_default=True)
+    # Budget across all of this source's requests; None = AutoThrottle alone.
+    requests_per_minute: Annotated[float, Field(gt=0)] | None = None
+    urls: list[str] = Field(default_factory=list)
+    # API kinds: where the API lives (a mirror, a proxy, a local test server).
+    api_base: str | None = None
+    auth_base: str | None = None
+    # reddit
+    subreddit: Annotated[str, Field(pattern=r"^[A-Za-z0-9_+]+$")] | None = None
+    listing: Literal["hot", "new", "top", "rising", "search"] | None = None
+    time_filter: Literal["hour", "day", "week", "month", "year", "all"] | None = None
+    # reddit search, hackernews Algolia search, x recent search
+    query: Annotated[str, Field(min_length=1)] | None = None
+    # hackernews
+    feed: Literal["top", "new", "best"] | None = None
+    tags: str | None = None
+    # items per page (reddit, hackernews, x) or URLs per run (sitemap)
+    limit: Annotated[int, Field(ge=1)] | None = None
+    max_pages: Annotated[int, Field(ge=1)] | None = None
+    # pages / rendered: selectors (CSS, or XPath when it starts with "/" or "(")
+    item_selector: str | None = None
+    fields: dict[str, str] | None = None
+    next_page: str | None = None
+    next_click: str | None = None
+    wait_for: str | None = None
+    follow: bool | None = None
+    # sitemap: only page URLs matching this regular expression
+    url_pattern: str | None = None
 
     @field_validator("interval")
     @classmethod
@@ -48,16 +109,61 @@ class Source(BaseModel):
     @field_validator("urls")
     @classmethod
     def _check_urls(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if info.data.get("kind") == "feed" and not value:
-            raise ValueError("a feed source needs at least one URL in urls = [...]")
         for url in value:
             if not re.match(r"^https?://[^/\s]+", url):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return value
 
+    @field_validator("api_base", "auth_base")
+    @classmethod
+    def _check_base(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("url_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_kind_options(self) -> Source:
+        allowed = COMMON_FIELDS | KIND_OPTIONS[self.kind]
+        for option in sorted(self.model_fields_set - allowed):
+            raise _OptionError(option, f"does not apply to {_a(self.kind)} source")
+        for option in KIND_REQUIRED.get(self.kind, ()):
+            if not getattr(self, option):
+                raise _OptionError(option, f"is required for {_a(self.kind)} source")
+        if self.kind == "reddit":
+            if self.listing == "search" and not self.query:
+                raise _OptionError("query", "is required for a reddit search")
+            if self.listing != "search" and not self.subreddit:
+                raise _OptionError("subreddit", "is required unless listing = \"search\"")
+        if self.kind == "hackernews" and bool(self.feed) == bool(self.query or self.tags):
+            raise _OptionError("feed", "set either feed (top, new, best) or query/tags")
+        return self
+
     @property
     def interval_td(self) -> timedelta:
         return parse_interval(self.interval)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "x" else f"a {kind}"
+
+
+class _OptionError(ValueError):
+    """A kind-level problem with one option; reported against that option."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+        self.message = message
 
 
 class Topic(BaseModel):
@@ -103,6 +209,9 @@ def _describe(path: Path, data: dict[str, Any], error: ValidationError) -> str:
         loc = loc[2:]
     field = ".".join(str(p) for p in loc if not isinstance(p, int)) or "entry"
     message = first["msg"].removeprefix("Value error, ")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, _OptionError):
+        field, message = cause.option, cause.message
     if first["type"] == "literal_error" and field == "kind":
         message = f"unknown kind {first['input']!r} (expected one of {', '.join(KINDS)})"
     elif first["type"] == "missing":

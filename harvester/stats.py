@@ -9,7 +9,7 @@ from typing import Any
 from scrapy.statscollectors import StatsCollector
 
 COUNTERS = ("fetched", "not_modified", "entries", "new", "reseen", "duplicates", "rejected",
-            "errors", "spooled")
+            "errors", "spooled", "missing", "waits")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:
@@ -22,6 +22,11 @@ def set_last_error(stats: StatsCollector, source: str, message: str) -> None:
     stats.set_value(f"harvest/source/{source}/last_error", message)
 
 
+def set_skipped(stats: StatsCollector, source: str, reason: str) -> None:
+    """The source was not crawled at all (switched off, disabled, no credentials)."""
+    stats.set_value(f"harvest/source/{source}/skipped", reason)
+
+
 def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{source: {counter: n, ..., "last_error": str | None}}`` from a stats dict."""
     table: dict[str, dict[str, Any]] = {}
@@ -29,5 +34,6 @@ def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[
         prefix = f"harvest/source/{name}/"
         row: dict[str, Any] = {c: int(stats.get(prefix + c, 0)) for c in COUNTERS}
         row["last_error"] = stats.get(prefix + "last_error")
+        row["skipped"] = stats.get(prefix + "skipped")
         table[name] = row
     return table

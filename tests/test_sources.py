@@ -48,7 +48,7 @@ weight = 2
     [
         ('name = "a"\nkind = "rss"\nurls = ["https://x.org/f"]',
          "source 'a', field 'kind': unknown kind 'rss'"),
-        ('name = "a"\nkind = "feed"', "source 'a', field 'urls': a feed source needs"),
+        ('name = "a"\nkind = "feed"', "source 'a', field 'urls': is required for a feed source"),
         ('kind = "feed"\nurls = ["https://x.org/f"]', "source #1, field 'name': is required"),
         ('name = "a"\nkind = "feed"\ninterval = "soon"\nurls = ["https://x.org/f"]',
          "source 'a', field 'interval': 'soon' is not an interval"),

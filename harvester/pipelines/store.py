@@ -178,6 +178,8 @@ class StorePipeline:
             reason=reason,
             stats=self.crawler.stats.get_stats(),
             validators=self._validators,
+            cursors=getattr(spider, "cursors", None),
+            disable_after=get_config().disable_after,
         ))
         async with self._lock:
             await self._write(batch)

@@ -31,22 +31,31 @@ def run_record(
     reason: str,
     stats: dict[str, Any],
     validators: dict[str, dict[str, dict[str, str]]],
+    cursors: dict[str, dict[str, Any]] | None = None,
+    disable_after: int = 0,
 ) -> dict[str, Any]:
     """A row for ``crawl_runs`` plus ``source_states`` for ``sources_state``.
 
     A source succeeded when something was fetched (or not modified) and nothing failed.
+    A skipped source (switched off, disabled, no credentials) was not attempted: its state is
+    left alone. ``cursors`` (resume points such as ``since_id``) are kept only on success.
     """
     def total(name: str) -> int:
         return int(stats.get(f"harvest/{name}", 0))
 
     table = per_source(stats, sources)
+    cursors = cursors or {}
     states = {
         name: {
             "attempted_at": started_at,
             "success": (row["fetched"] + row["not_modified"]) > 0 and row["errors"] == 0,
             "validators": validators.get(name, {}),
+            "cursor": cursors.get(name, {}),
+            "last_error": row["last_error"],
+            "disable_after": disable_after,
         }
         for name, row in table.items()
+        if not row["skipped"]
     }
     return {
         "id": run_id,

@@ -69,16 +69,29 @@ ON CONFLICT (id) DO UPDATE SET {updates}
     ),
 )
 _UPSERT_SOURCE_STATE = """
-INSERT INTO sources_state (source, last_attempt, last_success, consecutive_failures, validators)
+INSERT INTO sources_state AS s (source, last_attempt, last_success, consecutive_failures,
+                                validators, cursor, last_error, disabled, disabled_at)
 VALUES (%(source)s, %(attempted_at)s::timestamptz,
         CASE WHEN %(success)s THEN %(attempted_at)s::timestamptz END,
-        CASE WHEN %(success)s THEN 0 ELSE 1 END, %(validators)s)
+        CASE WHEN %(success)s THEN 0 ELSE 1 END, %(validators)s,
+        CASE WHEN %(success)s THEN %(cursor)s ELSE '{}'::jsonb END, %(last_error)s,
+        NOT %(success)s AND %(disable_after)s = 1,
+        CASE WHEN NOT %(success)s AND %(disable_after)s = 1 THEN now() END)
 ON CONFLICT (source) DO UPDATE SET
     last_attempt = EXCLUDED.last_attempt,
-    last_success = COALESCE(EXCLUDED.last_success, sources_state.last_success),
+    last_success = COALESCE(EXCLUDED.last_success, s.last_success),
     consecutive_failures = CASE WHEN EXCLUDED.last_success IS NULL
-                                THEN sources_state.consecutive_failures + 1 ELSE 0 END,
-    validators = sources_state.validators || EXCLUDED.validators
+                                THEN s.consecutive_failures + 1 ELSE 0 END,
+    validators = s.validators || EXCLUDED.validators,
+    cursor = s.cursor || EXCLUDED.cursor,
+    last_error = EXCLUDED.last_error,
+    disabled = s.disabled OR (EXCLUDED.last_success IS NULL AND %(disable_after)s > 0
+                              AND s.consecutive_failures + 1 >= %(disable_after)s),
+    disabled_at = CASE
+        WHEN s.disabled THEN s.disabled_at
+        WHEN EXCLUDED.last_success IS NULL AND %(disable_after)s > 0
+             AND s.consecutive_failures + 1 >= %(disable_after)s THEN now()
+    END
 """
 
 
@@ -167,6 +180,9 @@ async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None
                 "attempted_at": state["attempted_at"],
                 "success": bool(state["success"]),
                 "validators": Jsonb(state.get("validators") or {}),
+                "cursor": Jsonb(state.get("cursor") or {}),
+                "last_error": state.get("last_error"),
+                "disable_after": int(state.get("disable_after") or 0),
             },
         )
 

@@ -1,0 +1,163 @@
+"""SourceSpider: what every spider shares — choosing its sources, skipping the ones that must
+not run, resume state from earlier runs, request bookkeeping and failure reporting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from scrapy import Request, Spider
+from scrapy.crawler import Crawler
+from scrapy.exceptions import CloseSpider
+from scrapy.http import Response
+from twisted.python.failure import Failure
+
+from harvester import stats as hstats
+from harvester.config import get_config
+from harvester.failures import describe_failure
+from harvester.items import Rejection, Signal
+from harvester.middlewares.conditional import SOURCE_META
+from harvester.services.state import SourceState, fetch_states
+from harvester.sourcefile import sources_path
+from harvester.sources import Source, SourcesError, load_sources
+
+logger = logging.getLogger(__name__)
+
+
+class SourceSpider(Spider):
+    """Base of the per-kind spiders.
+
+    ``scrapy crawl KIND -a source=NAME`` (or ``NAME,NAME``); without ``-a source`` every
+    enabled source of the kind. Subclasses set ``name`` and ``kind`` and implement
+    :meth:`start_source`; they build requests with :meth:`request` (which tags them with their
+    source, for politeness budgets, conditional GET and per-source stats) and items with
+    :meth:`signal` / :meth:`reject`.
+
+    A source is skipped, with one line saying why, when its kind is switched off
+    (``HARVEST_<KIND>_ENABLED=false``), when it was disabled after failing too often, or when
+    :meth:`skip_reason` says so (missing credentials).
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, source: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.requested = [s.strip() for s in source.split(",") if s.strip()] if source else []
+        self.sources: list[Source] = []
+        self.config_error: str | None = None
+        self.states: dict[str, SourceState] = {}
+        # Resume points to keep when a source's run succeeds (since_id, …).
+        self.cursors: dict[str, dict[str, Any]] = {}
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SourceSpider:
+        spider: SourceSpider = super().from_crawler(crawler, *args, **kwargs)
+        spider.sources = spider._select(crawler)
+        return spider
+
+    def _select(self, crawler: Crawler) -> list[Source]:
+        try:
+            sources = load_sources(sources_path(crawler.settings))
+            if not self.requested:
+                return sources.enabled(self.kind)
+            chosen = [sources.get(name) for name in self.requested]
+        except SourcesError as exc:
+            self.config_error = str(exc)
+            return []
+        wrong = [s for s in chosen if s.kind != self.kind]
+        if wrong:
+            self.config_error = (
+                f"source {wrong[0].name!r} is a {wrong[0].kind} source; "
+                f"crawl it with `scrapy crawl {wrong[0].kind}` or `harvest crawl`"
+            )
+            return []
+        return chosen
+
+    # -- what subclasses provide ---------------------------------------------------------
+
+    def skip_reason(self, source: Source) -> str | None:
+        """Why this source cannot run now (e.g. missing credentials), or None."""
+        return None
+
+    def start_source(self, source: Source) -> AsyncIterator[Request]:
+        """The first requests of one source."""
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------------------
+
+    def state(self, source: Source) -> SourceState:
+        return self.states.get(source.name) or SourceState()
+
+    def request(self, source: Source, url: str, callback: Callable[..., Any],
+                **kwargs: Any) -> Request:
+        meta = {SOURCE_META: source.name, **kwargs.pop("meta", {})}
+        kwargs.setdefault("errback", self.on_error)
+        kwargs.setdefault("dont_filter", True)
+        return Request(url, callback=callback, meta=meta, **kwargs)
+
+    def fetched(self, source: Source | str) -> None:
+        name = source if isinstance(source, str) else source.name
+        hstats.inc(self.crawler.stats, name, "fetched")
+
+    def count(self, source: Source | str, event: str, n: int = 1) -> None:
+        name = source if isinstance(source, str) else source.name
+        hstats.inc(self.crawler.stats, name, event, n)
+
+    def signal(self, source: Source, **fields: Any) -> Signal:
+        fields.setdefault("fetched_at", datetime.now(UTC))
+        return Signal(source=source.name, kind=self.kind, **fields)
+
+    def reject(self, source: Source, reason: str, *, field: str | None = None,
+               url: str | None = None, raw: dict[str, Any] | None = None) -> Rejection:
+        return Rejection(source=source.name, reason=reason, field=field, url=url,
+                         raw=raw or {})
+
+    def fail(self, source: Source | str, url: str, message: str) -> None:
+        """Count a failure of this source that is not a failed request (e.g. an API error
+        document answered with 200)."""
+        name = source if isinstance(source, str) else source.name
+        hstats.inc(self.crawler.stats, name, "errors")
+        hstats.set_last_error(self.crawler.stats, name, f"{url}: {message}")
+        logger.error("Source %s: %s failed: %s", name, url, message)
+
+    def on_error(self, failure: Failure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        self.fail(request.meta.get(SOURCE_META, "?"), request.url, describe_failure(failure))
+
+    # -- the crawl -----------------------------------------------------------------------
+
+    async def start(self) -> AsyncIterator[Request]:
+        if self.config_error:
+            # Reported here, once the crawl (and its stats) exist; nothing is fetched.
+            logger.error("%s", self.config_error)
+            self.crawler.stats.set_value("harvest/config_error", self.config_error)
+            raise CloseSpider("config_error")
+        if self.sources:
+            self.states = await fetch_states(self.source_names) or {}
+        for source in self.sources:
+            reason = self._skip(source)
+            if reason:
+                logger.warning("Source %s skipped: %s", source.name, reason)
+                hstats.set_skipped(self.crawler.stats, source.name, reason)
+                continue
+            async for request in self.start_source(source):
+                yield request
+
+    def _skip(self, source: Source) -> str | None:
+        if not get_config().kind_enabled(source.kind):
+            return (f"{source.kind} sources are switched off "
+                    f"(HARVEST_{source.kind.upper()}_ENABLED=false)")
+        state = self.state(source)
+        if state.disabled:
+            return (f"disabled after {state.consecutive_failures} failed runs in a row; "
+                    f"re-enable it with `harvest sources enable {source.name}`")
+        return self.skip_reason(source)
+
+    def parse(self, response: Response, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} sets a callback on every request")
