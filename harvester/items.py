@@ -30,6 +30,8 @@ class Signal:
     language: str | None = None
     engagement: dict[str, Any] = _field(default_factory=dict)
     feed_url: str | None = None
+    # What a post points at (a Reddit/HN/X post linking an article); ``url`` is the post.
+    link_url: str | None = None
     canonical_url: str | None = None
     key: str | None = None
     simhash: int | None = None

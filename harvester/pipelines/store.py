@@ -64,6 +64,7 @@ def signal_row(item: Signal, run_id: str) -> dict[str, Any]:
     return {
         "key": item.key, "source": item.source, "kind": item.kind, "url": item.url,
         "canonical_url": item.canonical_url, "feed_url": item.feed_url,
+        "link_url": item.link_url,
         "external_id": item.external_id,
         "title": item.title, "text": item.text, "author": item.author,
         "published_at": item.published_at, "updated_at": item.updated_at,

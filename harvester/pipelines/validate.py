@@ -114,6 +114,12 @@ class ValidatePipeline:
                 raise InvalidSignal("url", reason, item.url[:200])
         elif not item.external_id:
             raise InvalidSignal("url", "missing_url_and_id")
+        if item.link_url:
+            # Only a pointer: a bad one is dropped from the item, the post itself is kept.
+            item.link_url = item.link_url.strip()
+            if check_url(item.link_url):
+                item.link_url = None
+                self.crawler.stats.inc_value("harvest/validate/bad_link_url")
         item.title = clean_line(item.title, cfg.max_title)
         text = item.text
         item.text = clean_text(text, cfg.max_text)

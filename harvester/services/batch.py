@@ -18,6 +18,7 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "url",
     "canonical_url",
     "feed_url",
+    "link_url",
     "external_id",
     "title",
     "text",

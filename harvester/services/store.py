@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     key text, source text, kind text, url text, canonical_url text, feed_url text,
-    external_id text,
+    link_url text, external_id text,
     title text, text text, author text, published_at timestamptz, updated_at timestamptz,
     fetched_at timestamptz, language text, tags text[], engagement jsonb, score real,
     score_breakdown jsonb, run_id uuid

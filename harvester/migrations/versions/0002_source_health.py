@@ -1,5 +1,6 @@
-"""Source health: why a source was disabled, its last error, and per-source cursors
-(``since_id`` and the like) that API spiders resume from.
+"""Source health (when a source was disabled, its last error), per-source cursors
+(``since_id`` and the like) that API spiders resume from, and ``signals.link_url``: what a
+Reddit/HN/X post points at.
 
 Revision ID: 0002
 Revises: 0001
@@ -20,6 +21,7 @@ ALTER TABLE sources_state
     ADD COLUMN cursor jsonb NOT NULL DEFAULT '{}',
     ADD COLUMN last_error text,
     ADD COLUMN disabled_at timestamptz;
+ALTER TABLE signals ADD COLUMN link_url text;
 """
 
 DOWNGRADE = """
@@ -27,6 +29,7 @@ ALTER TABLE sources_state
     DROP COLUMN cursor,
     DROP COLUMN last_error,
     DROP COLUMN disabled_at;
+ALTER TABLE signals DROP COLUMN link_url;
 """
 
 
