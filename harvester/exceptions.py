@@ -1,8 +1,13 @@
-"""Why an item left the pipeline early: each class gets its own dropped-reasons stat."""
+"""Why an item left the pipeline early (each class gets its own dropped-reasons stat), and
+why a request was not sent."""
 
 from __future__ import annotations
 
-from scrapy.exceptions import DropItem
+from scrapy.exceptions import DropItem, IgnoreRequest
+
+
+class RateLimited(IgnoreRequest):
+    """The source asked us to stay away longer than this run is willing to wait."""
 
 
 class InvalidSignal(DropItem):

@@ -9,6 +9,8 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error
 from twisted.python.failure import Failure
 
+from harvester.exceptions import RateLimited
+
 _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.CannotResolveHostError, error.DNSLookupError),
      "host name not found (DNS lookup failed; offline?)"),
@@ -27,6 +29,8 @@ def describe_failure(failure: Failure) -> str:
     exc: Any = failure.value
     if isinstance(exc, HttpError):
         return f"HTTP {exc.response.status}"
+    if isinstance(exc, RateLimited):
+        return str(exc)
     for kinds, message in _MESSAGES:
         if isinstance(exc, kinds):
             return message

@@ -26,6 +26,9 @@ REMOTE_CONTROL_ENABLED = False
 
 DOWNLOADER_MIDDLEWARES = {
     "harvester.middlewares.conditional.ConditionalGetMiddleware": 560,
+    # After RetryMiddleware (550) for requests, before it for responses: a 429/503 that says
+    # how long to wait is waited out here; Scrapy's retry handles the rest.
+    "harvester.middlewares.polite.PoliteMiddleware": 570,
 }
 EXTENSIONS = {
     "harvester.extensions.gc.GcFreezeExtension": 100,
@@ -44,3 +47,5 @@ HARVEST_STORE_BATCH_SIZE = 500
 HARVEST_STORE_FLUSH_SECONDS = 5.0
 HARVEST_SCORE_HALF_LIFE_HOURS = 24.0
 HARVEST_VALIDATE_MAX_TEXT = 20000
+HARVEST_RETRY_AFTER_MAX = 300.0
+HARVEST_RATE_LIMIT_RETRIES = 5

@@ -1,0 +1,150 @@
+"""PoliteMiddleware: per-source request budgets and honouring what rate-limited servers say.
+
+Every request tagged with a source (``meta["harvest_source"]``) passes one gate per source:
+
+* ``requests_per_minute`` in the source entry spaces that source's requests evenly, across
+  all of its requests in the crawl (API pages, items, article pages);
+* a 429 or 503 with ``Retry-After`` (seconds or HTTP date), or a 429 with the API's reset
+  header (X ``x-rate-limit-reset``, Reddit ``X-Ratelimit-Reset``), pauses the whole source
+  for that long and then retries the request (``HARVEST_RATE_LIMIT_RETRIES``, default 5);
+  a 429 that says nothing backs off exponentially (1, 2, 4 … 60 s);
+* a response saying no requests are left in the window (``x-rate-limit-remaining: 0``,
+  ``X-Ratelimit-Remaining: 0``) pauses the source until the window resets;
+* a server asking for more than ``HARVEST_RETRY_AFTER_MAX`` seconds (default 300) is not
+  waited for in this run: the request fails ("rate limited") and so do the source's other
+  requests until then, instead of being sent to a server that will refuse them.
+
+Stats: ``harvest/source/<name>/waits`` (and ``harvest/waits``), ``harvest/polite/waited_s``,
+``harvest/polite/paced`` (requests delayed by the budget), ``retry/…`` for the retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from scrapy import Request
+from scrapy.crawler import Crawler
+from scrapy.downloadermiddlewares.retry import get_retry_request
+from scrapy.http import Response
+
+from harvester import stats as hstats
+from harvester.exceptions import RateLimited
+from harvester.middlewares.conditional import SOURCE_META
+from harvester.services import ratelimit
+from harvester.sourcefile import sources_path
+from harvester.sources import SourcesError, load_sources
+
+logger = logging.getLogger(__name__)
+
+# A 429 with no hint: wait 1, 2, 4 … seconds, never more than this.
+BACKOFF_CAP_S = 60.0
+
+
+@dataclass(slots=True)
+class _Gate:
+    """When the next request of one source may go out."""
+
+    interval: float  # seconds between requests; 0 = no budget
+    next_at: float = 0.0  # monotonic time the next request may start (budget)
+    paused_until: float = 0.0  # monotonic time the server asked us to wait until
+    closed_until: float = 0.0  # the server asked for longer than we wait: fail fast
+    closed_reason: str = ""
+
+
+class PoliteMiddleware:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        settings = crawler.settings
+        self.max_wait = settings.getfloat("HARVEST_RETRY_AFTER_MAX", 300.0)
+        self.max_retries = settings.getint("HARVEST_RATE_LIMIT_RETRIES", 5)
+        self._gates: dict[str, _Gate] = {}
+        self._budgets: dict[str, float] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PoliteMiddleware:
+        return cls(crawler)
+
+    def _gate(self, source: str) -> _Gate:
+        gate = self._gates.get(source)
+        if gate is None:
+            if self._budgets is None:
+                self._budgets = self._load_budgets()
+            rpm = self._budgets.get(source)
+            gate = self._gates[source] = _Gate(interval=60.0 / rpm if rpm else 0.0)
+        return gate
+
+    def _load_budgets(self) -> dict[str, float]:
+        try:
+            sources = load_sources(sources_path(self.crawler.settings)).sources
+        except SourcesError:  # the spider reports a broken file; nothing gets crawled
+            return {}
+        return {s.name: s.requests_per_minute for s in sources if s.requests_per_minute}
+
+    async def process_request(self, request: Request) -> None:
+        source = request.meta.get(SOURCE_META)
+        if source is None:
+            return None
+        gate = self._gate(source)
+        now = time.monotonic()
+        if gate.closed_until > now:
+            raise RateLimited(gate.closed_reason)
+        start = max(now, gate.paused_until, gate.next_at)
+        if gate.interval:
+            gate.next_at = start + gate.interval
+        delay = start - now
+        if delay > 0:
+            if gate.paused_until <= now:
+                self.crawler.stats.inc_value("harvest/polite/paced")
+            await asyncio.sleep(delay)
+            # Paused again while we slept (another request got a 429): wait that out too.
+            while gate.paused_until > time.monotonic():
+                await asyncio.sleep(gate.paused_until - time.monotonic())
+        return None
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        source = request.meta.get(SOURCE_META)
+        if source is None:
+            return response
+
+        def header(name: str) -> str | None:
+            value = response.headers.get(name)
+            return value.decode("latin-1") if value is not None else None
+
+        gate = self._gate(source)
+        wait = ratelimit.wait_for(response.status, header)
+        if wait is None and response.status == 429:
+            wait = min(BACKOFF_CAP_S, 2.0 ** request.meta.get("retry_times", 0))
+        if wait is None:
+            if ratelimit.exhausted(header):
+                reset = ratelimit.reset_seconds(header)
+                if reset is not None and 0 < reset <= self.max_wait:
+                    self._pause(gate, source, reset, "rate-limit window used up")
+            return response
+        if wait > self.max_wait:
+            gate.closed_until = time.monotonic() + wait
+            gate.closed_reason = (f"rate limited: the server asked to wait {wait:.0f} s, more "
+                                  f"than HARVEST_RETRY_AFTER_MAX ({self.max_wait:.0f} s)")
+            raise RateLimited(gate.closed_reason)
+        retry = get_retry_request(
+            request, spider=self.crawler.spider, reason=f"{response.status}_wait",
+            max_retry_times=self.max_retries,
+        )
+        if retry is None:
+            # Retries used up: the spider sees the 429/503 as a failure, and Scrapy's own
+            # retry step must not send it again at once.
+            request.meta["dont_retry"] = True
+            return response
+        self._pause(gate, source, wait, f"HTTP {response.status}")
+        return retry
+
+    def _pause(self, gate: _Gate, source: str, seconds: float, why: str) -> None:
+        until = time.monotonic() + seconds
+        if until > gate.paused_until:
+            gate.paused_until = until
+        hstats.inc(self.crawler.stats, source, "waits")
+        self.crawler.stats.inc_value("harvest/polite/waited_s", round(seconds, 3))
+        logger.info("Source %s: %s, waiting %.1f s before its next request", source, why,
+                    seconds)

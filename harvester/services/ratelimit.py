@@ -1,0 +1,69 @@
+"""What a server says about how long to wait: ``Retry-After`` and the rate-limit headers of
+the APIs we crawl, turned into seconds. Pure functions; the politeness middleware acts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
+# Header lookups take a lower-cased name and return the value or None.
+HeaderGetter = Callable[[str], str | None]
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3).
+    None when absent or unreadable; a date in the past means 0."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT by definition
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
+def reset_seconds(header: HeaderGetter, now: float | None = None) -> float | None:
+    """Seconds until the API's rate-limit window resets, from the headers that say so:
+    X API v2 ``x-rate-limit-reset`` (epoch seconds) and Reddit ``X-Ratelimit-Reset``
+    (seconds from now)."""
+    epoch = _number(header("x-rate-limit-reset"))
+    if epoch is not None:
+        return max(0.0, epoch - (time.time() if now is None else now))
+    return _number(header("x-ratelimit-reset"))
+
+
+def exhausted(header: HeaderGetter) -> bool:
+    """Whether the response says no requests are left in the current window."""
+    for name in ("x-rate-limit-remaining", "x-ratelimit-remaining"):
+        remaining = _number(header(name))
+        if remaining is not None and remaining < 1:
+            return True
+    return False
+
+
+def wait_for(status: int, header: HeaderGetter, now: float | None = None) -> float | None:
+    """How long a 429/503 asks us to wait before trying again: ``Retry-After`` first, then
+    the API's reset header; None when the server does not say."""
+    if status not in (429, 503):
+        return None
+    delay = retry_after_seconds(header("retry-after"), now)
+    if delay is None and status == 429:
+        delay = reset_seconds(header, now)
+    return delay

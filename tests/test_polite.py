@@ -1,0 +1,170 @@
+"""Politeness against a real crawl: Retry-After waited out, budgets kept, rate-limit windows
+respected, a server asking for too long is left alone — all through ``harvest crawl``."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from harvester.services.ratelimit import exhausted, reset_seconds, retry_after_seconds, wait_for
+from tests.apiserver import ApiRequest, ApiServer, Reply
+from tests.conftest import harvest, write_sources
+from tests.feeds import items, rss
+
+FAST = ("-s", "AUTOTHROTTLE_ENABLED=False")
+
+
+def _feed(name: str) -> Reply:
+    return Reply.text(rss(items(name, 3)), content_type="application/rss+xml")
+
+
+def _first_then_feed(name: str, status: int, headers: dict[str, str], times: int = 1):
+    calls = {"n": 0}
+
+    def handler(request: ApiRequest) -> Reply:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            return Reply.text("slow down", status=status, headers=headers)
+        return _feed(name)
+    return handler
+
+
+def _crawl(api: ApiServer, tmp_path: Path, home: Path, paths: list[str],
+           **extra: Any) -> Any:
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "polite", "kind": "feed", "urls": [api.url + p for p in paths], **extra}])
+    return harvest("--sources", str(sources), "crawl", "polite", *FAST, home=home)
+
+
+def _stored(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT count(*) FROM signals WHERE source = 'polite'").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_retry_after_seconds_is_waited_out_not_hammered(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as api:
+        api.add("/feed.xml", _first_then_feed("a", 429, {"Retry-After": "2"}))
+        result = _crawl(api, tmp_path, home, ["/feed.xml"])
+        hits = api.hits("/feed.xml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(hits) == 2, "one refusal, one retry: no hammering"
+    assert hits[1].at - hits[0].at >= 1.9
+    assert _stored(db) == 3
+
+
+def test_retry_after_http_date_on_503(db: psycopg.Connection[Any], home: Path,
+                                      tmp_path: Path) -> None:
+    def handler(request: ApiRequest) -> Reply:
+        if len(api.hits("/feed.xml")) == 1:
+            # Whole seconds only: 3 s ahead keeps the wait at >= 2 s after rounding down.
+            return Reply.text("maintenance", status=503,
+                              headers={"Retry-After": formatdate(time.time() + 3, usegmt=True)})
+        return _feed("b")
+
+    with ApiServer() as api:
+        api.add("/feed.xml", handler)
+        result = _crawl(api, tmp_path, home, ["/feed.xml"])
+        hits = api.hits("/feed.xml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(hits) == 2 and hits[1].at - hits[0].at >= 1.9
+    assert _stored(db) == 3
+
+
+def test_a_pause_holds_back_every_request_of_the_source(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as api:
+        api.add("/a.xml", _first_then_feed("a", 429, {"Retry-After": "2"}))
+        api.add("/b.xml", lambda r: _feed("b"))
+        api.add("/c.xml", lambda r: _feed("c"))
+        # /b and /c are requested after /a's 429 (budget spacing 0.5 s): both must wait.
+        result = _crawl(api, tmp_path, home, ["/a.xml", "/b.xml", "/c.xml"],
+                        requests_per_minute=120)
+        first_429 = api.hits("/a.xml")[0].at
+        later = [r.at for r in api.requests if r.path in ("/b.xml", "/c.xml")]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(at - first_429 >= 1.9 for at in later)
+    assert _stored(db) == 9
+
+
+def test_requests_per_minute_spaces_requests(db: psycopg.Connection[Any], home: Path,
+                                             tmp_path: Path) -> None:
+    paths = [f"/f{i}.xml" for i in range(4)]
+    with ApiServer() as api:
+        for i, path in enumerate(paths):
+            api.add(path, lambda r, i=i: _feed(f"f{i}"))
+        result = _crawl(api, tmp_path, home, paths, requests_per_minute=60)
+        times = sorted(r.at for r in api.requests if r.path in paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(times) == 4
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.9, gaps  # 60 per minute = one per second
+    assert _stored(db) == 12
+
+
+def test_rate_limit_window_used_up_pauses_until_reset(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    def first(request: ApiRequest) -> Reply:
+        reply = _feed("x")
+        reply.headers.update({"x-rate-limit-remaining": "0",
+                              "x-rate-limit-reset": str(int(time.time()) + 3)})
+        return reply
+
+    with ApiServer() as api:
+        api.add("/one.xml", first)
+        api.add("/two.xml", lambda r: _feed("y"))
+        result = _crawl(api, tmp_path, home, ["/one.xml", "/two.xml"],
+                        requests_per_minute=600)
+        one, two = api.hits("/one.xml")[0].at, api.hits("/two.xml")[0].at
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert two - one >= 1.9
+    assert _stored(db) == 6
+
+
+def test_too_long_retry_after_fails_the_source_without_retrying(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as api:
+        api.add("/feed.xml", _first_then_feed("a", 429, {"Retry-After": "3600"}, times=99))
+        result = _crawl(api, tmp_path, home, ["/feed.xml"])
+        hits = api.hits("/feed.xml")
+    assert result.returncode == 1
+    assert len(hits) == 1
+    assert "rate limited" in result.stdout and "HARVEST_RETRY_AFTER_MAX" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2", 2.0), (" 120 ", 120.0), ("", None), ("soon", None), ("-5", None), (None, None)],
+)
+def test_retry_after_values(value: str | None, expected: float | None) -> None:
+    assert retry_after_seconds(value) == expected
+
+
+def test_retry_after_dates() -> None:
+    now = 1_700_000_000.0
+    assert retry_after_seconds(formatdate(now + 30, usegmt=True), now) == pytest.approx(30)
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) == 0.0
+
+
+def test_api_reset_headers() -> None:
+    now = 1_700_000_000.0
+    x_api = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(now) + 40)}
+    reddit = {"x-ratelimit-remaining": "0.0", "x-ratelimit-reset": "25"}
+    assert exhausted(x_api.get) and exhausted(reddit.get)
+    assert not exhausted({"x-ratelimit-remaining": "12"}.get)
+    assert reset_seconds(x_api.get, now) == pytest.approx(40)
+    assert reset_seconds(reddit.get, now) == 25.0
+    assert wait_for(429, x_api.get, now) == pytest.approx(40)
+    assert wait_for(429, {"retry-after": "7", **reddit}.get, now) == 7.0
+    assert wait_for(200, {"retry-after": "7"}.get, now) is None
