@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from harvester.config import HarvestConfig, get_config
-from harvester.services import database, embedded, queries, spool
+from harvester.services import database, embedded, queries, spool, state
 from harvester.services.replay import replay_pending
 from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
 
@@ -63,7 +63,9 @@ def _load(ctx: click.Context) -> SourcesFile:
 
 
 def _connect(start: bool = True) -> psycopg.Connection[Any]:
+    """A connection to a database whose schema is at head (older ones are migrated)."""
     url = database.resolve_url(_config(), start=start)
+    database.ensure_schema(url)
     return psycopg.connect(url, connect_timeout=5)
 
 
@@ -169,17 +171,48 @@ def sources_list(ctx: click.Context) -> None:
             states = queries.source_states(conn)
     except (database.DatabaseUnavailable, psycopg.Error):
         pass  # listing works without a database; health columns stay empty
+    config = _config()
     table = Table(title=f"sources ({_sources_path(ctx)})", title_justify="left")
-    for col in ("name", "kind", "enabled", "weight", "interval", "urls", "last success",
-                "failures"):
-        table.add_column(col)
+    for col in ("name", "kind", "status", "weight", "interval", "last success", "failures",
+                "last error"):
+        table.add_column(col, overflow="fold")
+    disabled: list[str] = []
     for s in parsed.sources:
         state = states.get(s.name, {})
         last = state.get("last_success")
-        table.add_row(s.name, s.kind, "yes" if s.enabled else "no", f"{s.weight:g}", s.interval,
-                      str(len(s.urls)), last.strftime("%Y-%m-%d %H:%M") if last else "-",
-                      str(state.get("consecutive_failures", "-")))
+        if state.get("disabled"):
+            status = "[red]disabled[/] (failing)"
+            disabled.append(s.name)
+        elif not config.kind_enabled(s.kind):
+            status = f"off (HARVEST_{s.kind.upper()}_ENABLED)"
+        else:
+            status = "enabled" if s.enabled else "off (sources file)"
+        error = state.get("last_error") if state.get("consecutive_failures") else None
+        table.add_row(s.name, s.kind, status, f"{s.weight:g}", s.interval,
+                      last.strftime("%Y-%m-%d %H:%M") if last else "-",
+                      str(state.get("consecutive_failures", "-")),
+                      (error or "-")[:120])
     console.print(table)
+    for name in disabled:
+        console.print(f"[red]{name}[/] was disabled after failing "
+                      f"{states[name]['consecutive_failures']} runs in a row; after fixing the "
+                      f"cause run `harvest sources enable {name}`", highlight=False)
+
+
+@sources.command("enable")
+@click.argument("name")
+@click.pass_context
+@friendly
+def sources_enable(ctx: click.Context, name: str) -> None:
+    """Re-enable a source that was disabled after failing too often."""
+    _load(ctx).get(name)  # an unknown name is an error, not a silent no-op
+    with _connect() as conn:
+        changed = state.enable(conn, name)
+    if changed:
+        console.print(f"{name}: enabled again; its failure count starts from zero",
+                      highlight=False)
+    else:
+        console.print(f"{name}: was not disabled; nothing to do", highlight=False)
 
 
 @sources.command("check")

@@ -62,8 +62,8 @@ def stats(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 def source_states(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT source, last_attempt, last_success, consecutive_failures "
-                    "FROM sources_state")
+        cur.execute("SELECT source, last_attempt, last_success, consecutive_failures, "
+                    "disabled, disabled_at, last_error FROM sources_state")
         return {row["source"]: row for row in cur.fetchall()}
 
 
