@@ -18,16 +18,19 @@ from harvester.signals import validators_seen
 logger = logging.getLogger(__name__)
 
 SOURCE_META = "harvest_source"
+# Set by spiders whose callback understands a 304 (SourceSpider.request(conditional=True)).
+CONDITIONAL_META = "harvest_conditional"
 
 
 class ConditionalGetMiddleware:
     """Sends ``If-None-Match``/``If-Modified-Since`` from the validators kept per source in
     ``sources_state``; a 304 then means "nothing new", not an error.
 
-    Only requests carrying ``meta["harvest_source"]`` are touched. Validators are loaded once,
-    on the first such request; new ones are announced with the ``validators_seen`` signal and
-    saved by the store step with the run. Settings: ``HARVEST_CONDITIONAL_ENABLED`` (True).
-    Stats: ``harvest/conditional/sent``.
+    Only requests carrying ``meta["harvest_source"]`` and ``meta["harvest_conditional"]`` are
+    touched (an API request whose callback does not expect a 304 is not). Validators are
+    loaded once, on the first such request; new ones are announced with the
+    ``validators_seen`` signal and saved by the store step with the run.
+    Settings: ``HARVEST_CONDITIONAL_ENABLED`` (True). Stats: ``harvest/conditional/sent``.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -43,7 +46,7 @@ class ConditionalGetMiddleware:
 
     async def process_request(self, request: Request) -> None:
         source = request.meta.get(SOURCE_META)
-        if source is None:
+        if source is None or not request.meta.get(CONDITIONAL_META):
             return None
         validators = await self._load()
         known = validators.get(request.url)
@@ -57,7 +60,7 @@ class ConditionalGetMiddleware:
 
     def process_response(self, request: Request, response: Response) -> Response:
         source = request.meta.get(SOURCE_META)
-        if source is not None and response.status == 200:
+        if source is not None and response.status == 200 and request.meta.get(CONDITIONAL_META):
             etag = response.headers.get(b"ETag")
             modified = response.headers.get(b"Last-Modified")
             if etag or modified:

@@ -18,7 +18,7 @@ from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
-from harvester.middlewares.conditional import SOURCE_META
+from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
 from harvester.services.state import SourceState, fetch_states
 from harvester.sourcefile import sources_path
 from harvester.sources import Source, SourcesError, load_sources
@@ -94,9 +94,15 @@ class SourceSpider(Spider):
     def state(self, source: Source) -> SourceState:
         return self.states.get(source.name) or SourceState()
 
-    def request(self, source: Source, url: str, callback: Callable[..., Any],
-                **kwargs: Any) -> Request:
+    def request(self, source: Source, url: str, callback: Callable[..., Any], *,
+                conditional: bool = False, **kwargs: Any) -> Request:
+        """A request of this source. ``conditional=True`` sends the ETag/Last-Modified kept
+        from earlier runs; the callback then gets a 304 when nothing changed (count it with
+        ``self.count(source, "not_modified")``)."""
         meta = {SOURCE_META: source.name, **kwargs.pop("meta", {})}
+        if conditional:
+            meta[CONDITIONAL_META] = True
+            meta["handle_httpstatus_list"] = [*meta.get("handle_httpstatus_list", ()), 304]
         kwargs.setdefault("errback", self.on_error)
         kwargs.setdefault("dont_filter", True)
         return Request(url, callback=callback, meta=meta, **kwargs)

@@ -29,8 +29,7 @@ class FeedSpider(SourceSpider):
 
     async def start_source(self, source: Source) -> AsyncIterator[Request]:
         for url in source.urls:
-            yield self.request(source, url, self.parse,
-                               meta={"handle_httpstatus_list": [304]})
+            yield self.request(source, url, self.parse, conditional=True)
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Signal | Rejection]:
         source = response.meta[SOURCE_META]
