@@ -12,6 +12,8 @@ from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
                    ("rejected", "rejected"), ("errors", "errors"), ("not_modified", "304s"))
+# Shown only when some source has them: API items that were gone, rate-limit waits.
+OPTIONAL_COLUMNS = (("missing", "missing"), ("waits", "waits"))
 
 
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
@@ -19,10 +21,14 @@ def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     table.add_column("source", no_wrap=True)
     for _, label in SUMMARY_COLUMNS:
         table.add_column(label, justify="right")
+    extra = [(k, label) for k, label in OPTIONAL_COLUMNS
+             if any(row.get(k) for row in rows.values())]
+    for _, label in extra:
+        table.add_column(label, justify="right")
     table.add_column("entries", justify="right")
     table.add_column("spooled", justify="right")
     for source, row in rows.items():
-        table.add_row(source, *(str(row.get(k, 0)) for k, _ in SUMMARY_COLUMNS),
+        table.add_row(source, *(str(row.get(k, 0)) for k, _ in (*SUMMARY_COLUMNS, *extra)),
                       str(row.get("entries", 0)), str(row.get("spooled", 0)))
     return table
 
