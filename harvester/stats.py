@@ -9,7 +9,7 @@ from typing import Any
 from scrapy.statscollectors import StatsCollector
 
 COUNTERS = ("fetched", "not_modified", "entries", "new", "reseen", "duplicates", "rejected",
-            "errors", "spooled", "missing", "waits")
+            "errors", "spooled", "missing", "waits", "unfetched", "partial_errors")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:

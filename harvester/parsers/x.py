@@ -1,0 +1,220 @@
+"""X API v2 search responses (``tweets/search/recent``; ``tweets/search/all`` has the same
+shape): pure functions from a response body to Signal field dicts, the partial errors sent
+next to the data, the paging meta, or one sentence saying why the body is an error document.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+#: Longest title cut from a tweet's first line (the whole tweet stays in ``text``).
+TITLE_MAX = 120
+#: Tweet ids are snowflakes: milliseconds since this epoch, shifted left by 22 bits.
+SNOWFLAKE_EPOCH_MS = 1288834974657
+# X's "no linguistic content" codes (und, zxx, and q* such as qme = media only, qht =
+# hashtags only, qst = very short text) carry no language; two legacy codes are renamed.
+_NO_LANGUAGE = re.compile(r"^(und|zxx|q[a-z]{2})$")
+_LEGACY_LANGUAGE = {"in": "id", "iw": "he"}
+_SPACE = re.compile(r"\s+")
+# v2 text is HTML-escaped for exactly these three characters (& last, so "&amp;lt;" stays).
+_ESCAPES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
+_MEDIA_HOSTS = ("pic.twitter.com/", "pic.x.com/")
+
+
+@dataclass(frozen=True, slots=True)
+class TweetReject:
+    """A tweet in ``data`` that cannot become a Signal."""
+
+    reason: str
+    field: str | None
+    raw: dict[str, Any]
+
+
+@dataclass(slots=True)
+class SearchPage:
+    """One parsed search response. ``problem`` is set (and nothing else is) when the body is
+    an error document or not a search response at all."""
+
+    tweets: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[TweetReject] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    newest_id: str | None = None
+    next_token: str | None = None
+    result_count: int | None = None
+    problem: str | None = None
+
+
+def parse_search(body: bytes) -> SearchPage:
+    """Parse a search response body answered with HTTP 200."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return SearchPage(problem="X answered with a body that is not JSON")
+    if not isinstance(doc, dict):
+        return SearchPage(problem="X answered with JSON that is not an object")
+    data, meta = doc.get("data"), doc.get("meta")
+    errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+    if data is None and not isinstance(meta, dict):
+        # No data and no meta: an error document (or something else entirely).
+        detail = _detail(doc) or "neither data nor meta in the response"
+        return SearchPage(problem=f"X answered without results: {detail}")
+    page = SearchPage(errors=errors)
+    if isinstance(meta, dict):
+        page.newest_id = _str(meta.get("newest_id"))
+        page.next_token = _str(meta.get("next_token"))
+        count = meta.get("result_count")
+        page.result_count = count if isinstance(count, int) else None
+    if data is None:
+        return page  # zero results: meta.result_count = 0 and no data key
+    if not isinstance(data, list):
+        page.rejects.append(TweetReject("data_not_a_list", "data", {"data": data}))
+        return page
+    users = _users(doc.get("includes"))
+    for tweet in data:
+        if not isinstance(tweet, dict):
+            page.rejects.append(TweetReject("tweet_not_an_object", "data", {"tweet": tweet}))
+        elif not _str(tweet.get("id")):
+            page.rejects.append(TweetReject("missing_id", "id", tweet))
+        else:
+            page.tweets.append(tweet_fields(tweet, users))
+    return page
+
+
+def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]:
+    """Signal fields of one tweet; ``users`` maps author ids to usernames (expansions)."""
+    tweet_id = str(tweet["id"])
+    username = users.get(str(tweet.get("author_id")))
+    note = tweet.get("note_tweet")
+    # Long posts (> 280 characters) come truncated in "text" and whole in note_tweet.
+    raw_text = note.get("text") if isinstance(note, dict) else None
+    text = unescape(_str(raw_text) or _str(tweet.get("text")) or "") or None
+    entities = tweet.get("entities") if isinstance(tweet.get("entities"), dict) else {}
+    return {
+        "external_id": tweet_id,
+        "url": (f"https://x.com/{username}/status/{tweet_id}" if username
+                else f"https://x.com/i/web/status/{tweet_id}"),
+        "title": title_of(text),
+        "text": text,
+        "author": username,
+        "published_at": parse_time(tweet.get("created_at")),
+        "language": language(tweet.get("lang")),
+        "tags": _hashtags(entities),
+        "engagement": _metrics(tweet.get("public_metrics")),
+        "link_url": first_link(entities),
+    }
+
+
+def unescape(text: str) -> str:
+    for escaped, char in _ESCAPES:
+        text = text.replace(escaped, char)
+    return text
+
+
+def title_of(text: str | None) -> str | None:
+    """The first non-empty line, whitespace collapsed, cut at a word boundary with "…"."""
+    if not text:
+        return None
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = _SPACE.sub(" ", line).strip()
+    if len(line) <= TITLE_MAX:
+        return line or None
+    cut = line[: TITLE_MAX - 1]
+    space = cut.rfind(" ")
+    if space > TITLE_MAX // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def parse_time(value: Any) -> datetime | None:
+    """``created_at`` (ISO 8601, ``2021-09-22T16:37:29.000Z``) as aware UTC, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def language(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or _NO_LANGUAGE.match(value):
+        return None
+    return _LEGACY_LANGUAGE.get(value, value)
+
+
+def first_link(entities: dict[str, Any]) -> str | None:
+    """What the tweet points at: the first URL entity that is not the tweet's own media
+    (photos and videos appear as ``pic.x.com`` links to the tweet itself)."""
+    for entity in entities.get("urls") or []:
+        if not isinstance(entity, dict) or entity.get("media_key"):
+            continue
+        if str(entity.get("display_url", "")).startswith(_MEDIA_HOSTS):
+            continue
+        link = _str(entity.get("unwound_url")) or _str(entity.get("expanded_url"))
+        if link:
+            return link
+    return None
+
+
+def snowflake_time(tweet_id: str) -> datetime | None:
+    """When a tweet id was minted; None for ids that are not snowflakes."""
+    try:
+        ms = (int(tweet_id) >> 22) + SNOWFLAKE_EPOCH_MS
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def problem_message(status: int, body: bytes) -> str:
+    """One sentence for an X error response (problem JSON or legacy ``errors`` list)."""
+    if status == 401:
+        return "X rejected the bearer token (401): check X_BEARER_TOKEN"
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    detail = _detail(doc) if isinstance(doc, dict) else None
+    what = {400: "X rejected the request", 403: "X refused access",
+            404: "X does not know this endpoint"}.get(status, "X answered")
+    return f"{what} (HTTP {status})" + (f": {detail}" if detail else "")
+
+
+def _detail(doc: dict[str, Any]) -> str | None:
+    """The most specific human text in an error document, on one line."""
+    errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+    candidates = [doc.get("detail"), doc.get("title")]
+    if errors:
+        candidates = [errors[0].get("message"), errors[0].get("detail"), *candidates,
+                      errors[0].get("title")]
+    for text in candidates:
+        if isinstance(text, str) and text.strip():
+            return _SPACE.sub(" ", text).strip()[:300]
+    return None
+
+
+def _users(includes: Any) -> dict[str, str]:
+    if not isinstance(includes, dict):
+        return {}
+    return {str(u["id"]): u["username"] for u in includes.get("users") or []
+            if isinstance(u, dict) and u.get("id") and _str(u.get("username"))}
+
+
+def _hashtags(entities: dict[str, Any]) -> list[str]:
+    return [h["tag"] for h in entities.get("hashtags") or []
+            if isinstance(h, dict) and _str(h.get("tag"))]
+
+
+def _metrics(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value.strip() else None
