@@ -29,9 +29,12 @@ class SourceOutcome:
     counters: dict[str, Any] = field(default_factory=dict)
     finish_reason: str | None = None
     skipped: str | None = None
+    config_error: str | None = None
 
     @property
     def failed(self) -> bool:
+        if self.config_error:
+            return True
         if self.skipped:
             return False
         reached = self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
@@ -39,7 +42,7 @@ class SourceOutcome:
 
     @property
     def error(self) -> str | None:
-        return self.skipped or self.counters.get("last_error")
+        return self.config_error or self.skipped or self.counters.get("last_error")
 
 
 @dataclass(slots=True)
@@ -106,5 +109,6 @@ def run_crawls(
             counters=counters,
             finish_reason=stats.get("finish_reason"),
             skipped=counters["skipped"],
+            config_error=stats.get("harvest/config_error"),
         )
     return [outcomes[s.name] for s in sources]

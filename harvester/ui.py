@@ -42,7 +42,9 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
     if rows:
         console.print(crawl_table(rows, "crawl summary"))
     for outcome in outcomes:
-        if outcome.skipped:
+        if outcome.config_error:
+            console.print(f"[red]not crawled[/] {outcome.source}: {outcome.config_error}")
+        elif outcome.skipped:
             console.print(f"[yellow]skipped[/] {outcome.source}: {outcome.skipped}")
         elif outcome.failed:
             console.print(f"[red]unreachable[/] {outcome.source}: {outcome.error}")

@@ -1,0 +1,318 @@
+"""Article pages → title, author, publication date, body text.
+
+A page usually says who wrote it and when in machine-readable form: JSON-LD
+(``NewsArticle``, ``BlogPosting`` …), OpenGraph / ``article:*`` meta tags, ``<meta
+name="author">``. Those are read first; trafilatura supplies the body text and fills what
+the metadata leaves open. Which one wins for which field was chosen by measuring both on
+the real-article corpus (docs/extraction.md).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Iterator
+from copy import deepcopy
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import trafilatura
+from dateutil import parser as dateparser
+from lxml import etree
+from lxml import html as lxml_html
+
+from harvester.parsers.encoding import decode_document
+from harvester.parsers.html import collapse_ws
+
+logger = logging.getLogger(__name__)
+
+#: Longer pages are cut before parsing: no article needs more, and lxml's cost grows with
+#: the tree.
+MAX_HTML_CHARS = 3_000_000
+
+_META_CHARSET_RE = re.compile(
+    rb"<meta[^>]{0,200}?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.IGNORECASE
+)
+_BY_RE = re.compile(r"^\s*(?:by|von|par|por|di|door|av)\s+", re.IGNORECASE)
+_ARTICLE_TYPES = frozenset({
+    "article", "newsarticle", "blogposting", "reportagenewsarticle", "analysisnewsarticle",
+    "opinionnewsarticle", "reviewnewsarticle", "backgroundnewsarticle", "techarticle",
+    "scholarlyarticle", "socialmediaposting", "liveblogposting", "report", "posting",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """What an article page says about itself; every field may be missing."""
+
+    title: str | None = None
+    author: str | None = None
+    #: UTC-aware.
+    published_at: datetime | None = None
+    text: str | None = None
+    language: str | None = None
+    site_name: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Each field as each reader found it, before choosing; kept apart for measuring."""
+
+    jsonld: dict[str, str]
+    meta: dict[str, str]
+    trafilatura: dict[str, str]
+
+
+def extract_article(body: bytes, url: str, content_type: str | None = None) -> Article:
+    """Extract an article from an HTML page's bytes; never raises on bad input.
+
+    The charset comes from the ``Content-Type`` header, else the page's ``<meta charset>``,
+    and is checked against the bytes (:func:`decode_document`): real pages declare the
+    wrong one.
+    """
+    tree = parse_html(body, content_type)
+    if tree is None:
+        return Article()
+    return choose(candidates(tree, url))
+
+
+def decode_html(body: bytes, content_type: str | None = None) -> str:
+    """An HTML page's text: the header's charset, else the page's ``<meta charset>``,
+    each checked against the bytes by :func:`decode_document` (which also sniffs BOMs
+    and falls back to detection)."""
+    if not (content_type and "charset" in content_type.lower()):
+        match = _META_CHARSET_RE.search(body[:8192])
+        if match:
+            content_type = "text/html; charset=" + match.group(1).decode("ascii")
+    return decode_document(body, content_type).text
+
+
+def parse_html(body: bytes, content_type: str | None = None) -> lxml_html.HtmlElement | None:
+    """Decode and parse an HTML page; None when there is nothing to parse."""
+    if not body or not body.strip():
+        return None
+    text = decode_html(body, content_type)[:MAX_HTML_CHARS]
+    try:
+        return lxml_html.document_fromstring(text)
+    except (etree.ParserError, ValueError) as exc:
+        logger.debug("page did not parse as HTML: %s", exc)
+        return None
+
+
+def candidates(tree: lxml_html.HtmlElement, url: str) -> Candidates:
+    """Every reader's view of the page."""
+    return Candidates(jsonld=jsonld_fields(tree), meta=meta_fields(tree),
+                      trafilatura=trafilatura_fields(tree, url))
+
+
+def choose(found: Candidates) -> Article:
+    """One value per field, in the order that measured best (docs/extraction.md)."""
+    def first(field: str, *readers: dict[str, str]) -> str | None:
+        for reader in readers:
+            value = reader.get(field)
+            if value:
+                return value
+        return None
+
+    j, m, t = found.jsonld, found.meta, found.trafilatura
+    published = (parse_date(j.get("published")) or parse_date(m.get("published"))
+                 or parse_date(t.get("published")))
+    return Article(
+        title=first("title", m, j) or first("page_title", m) or t.get("title"),
+        author=first("author", j, m, t),
+        published_at=published,
+        text=t.get("text") or None,
+        language=first("language", m, j, t),
+        site_name=first("site_name", m, j, t),
+        description=first("description", m, j, t),
+    )
+
+
+# -- JSON-LD ---------------------------------------------------------------------------
+
+
+def jsonld_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
+    """Title, author, dates … of the first article-like JSON-LD object on the page."""
+    for node in _jsonld_nodes(tree):
+        types = node.get("@type")
+        names = types if isinstance(types, list) else [types]
+        if not any(isinstance(n, str) and n.lower() in _ARTICLE_TYPES for n in names):
+            continue
+        fields = {
+            "title": _text(node.get("headline") or node.get("name")),
+            "author": _names(node.get("author") or node.get("creator"), people_only=True),
+            "published": _text(node.get("datePublished") or node.get("dateCreated")),
+            "modified": _text(node.get("dateModified")),
+            "language": _text(node.get("inLanguage")),
+            "site_name": _names(node.get("publisher")),
+            "description": _text(node.get("description")),
+        }
+        return {k: v for k, v in fields.items() if v}
+    return {}
+
+
+def _jsonld_nodes(tree: lxml_html.HtmlElement) -> Iterator[dict[str, Any]]:
+    for script in tree.xpath('//script[contains(@type, "ld+json")]'):
+        raw = (script.text or "").strip()
+        if not raw:
+            continue
+        try:
+            data = json.loads(raw.removeprefix("<!--").removesuffix("-->").strip(), strict=False)
+        except ValueError:
+            logger.debug("unparsable JSON-LD block skipped")
+            continue
+        yield from _walk(data)
+
+
+def _walk(data: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
+    if depth > 4:
+        return
+    if isinstance(data, list):
+        for element in data:
+            yield from _walk(element, depth + 1)
+    elif isinstance(data, dict):
+        yield data
+        for key in ("@graph", "mainEntity", "mainEntityOfPage", "itemListElement"):
+            if isinstance(data.get(key), (list, dict)):
+                yield from _walk(data[key], depth + 1)
+
+
+def _names(value: Any, people_only: bool = False) -> str | None:
+    """A person/organisation value (string, object, or a list of them) as ``A, B``.
+
+    With ``people_only``, ``Organization`` objects are left out: as an article's author
+    they are the publisher's name, and a byline found elsewhere on the page is better.
+    """
+    items = value if isinstance(value, list) else [value]
+    names: list[str] = []
+    for item in items:
+        if isinstance(item, dict):
+            if people_only and "organization" in str(item.get("@type", "")).lower():
+                continue
+            name = _text(item.get("name"))
+        else:
+            name = _text(item)
+        if name and _plausible_name(name) and name not in names:
+            names.append(name)
+    return ", ".join(names) or None
+
+
+def _plausible_name(value: str) -> bool:
+    """Not a profile URL, a handle or a numeric id (``105092``)."""
+    return not (value.startswith(("http://", "https://", "@")) or value.isdigit())
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        value = value.get("@value") or value.get("name")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return None
+    return collapse_ws(_unescape(str(value))) or None
+
+
+def _unescape(value: str) -> str:
+    """JSON-LD strings sometimes carry HTML entities (``&amp;``, ``&#8217;``)."""
+    return html.unescape(value) if "&" in value else value
+
+
+# -- <meta> and <title> ----------------------------------------------------------------
+
+_META_KEYS: dict[str, tuple[str, ...]] = {
+    "title": ("og:title", "twitter:title", "dc.title", "sailthru.title", "parsely-title"),
+    "author": ("author", "article:author", "dc.creator", "sailthru.author", "parsely-author",
+               "byl", "twitter:creator"),
+    "published": ("article:published_time", "datepublished", "og:published_time",
+                  "pubdate", "publishdate", "publish-date", "publication_date",
+                  "sailthru.date", "parsely-pub-date", "dc.date.issued", "dc.date",
+                  "date", "dcterms.created"),
+    "site_name": ("og:site_name", "application-name"),
+    "description": ("og:description", "description", "twitter:description"),
+    "language": ("og:locale", "content-language", "dc.language"),
+}
+
+
+def meta_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
+    """Fields from ``<meta name|property|itemprop=… content=…>``, ``<title>``, ``lang``."""
+    seen: dict[str, str] = {}
+    for element in tree.iter("meta"):
+        key = (element.get("property") or element.get("name") or element.get("itemprop")
+               or element.get("http-equiv") or "").strip().lower()
+        content = element.get("content")
+        if key and content and content.strip() and key not in seen:
+            seen[key] = collapse_ws(content)
+    fields: dict[str, str] = {}
+    for field, keys in _META_KEYS.items():
+        for key in keys:
+            value = seen.get(key)
+            if field == "author" and value:
+                value = _author_text(value)
+            if value:
+                fields[field] = value
+                break
+    title = tree.findtext(".//title")
+    if title and title.strip():
+        fields["page_title"] = collapse_ws(title)
+    lang = tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
+    if lang and lang.strip():
+        fields["language"] = lang.strip()
+    return fields
+
+
+def _author_text(value: str) -> str | None:
+    """An author meta value, or None when it is a profile URL or a handle."""
+    if not _plausible_name(value):
+        return None
+    return _BY_RE.sub("", value).strip() or None
+
+
+# -- trafilatura -----------------------------------------------------------------------
+
+
+def trafilatura_fields(tree: lxml_html.HtmlElement, url: str) -> dict[str, str]:
+    """trafilatura's body text and metadata (it prunes the tree, so it gets a copy)."""
+    try:
+        doc = trafilatura.bare_extraction(
+            deepcopy(tree), url=url, with_metadata=True, include_comments=False,
+        )
+    except Exception:  # a bug in a third-party parser must not lose the page
+        logger.warning("trafilatura failed on %s", url, exc_info=True)
+        return {}
+    if doc is None:
+        return {}
+    fields = {"title": doc.title, "author": doc.author, "published": doc.date,
+              "text": doc.text, "language": doc.language, "site_name": doc.sitename,
+              "description": doc.description}
+    return {k: v for k, v in fields.items() if isinstance(v, str) and v.strip()}
+
+
+# -- dates -----------------------------------------------------------------------------
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """A date or timestamp string → UTC-aware datetime; a date without zone is taken as UTC.
+
+    Epoch seconds (and milliseconds) are accepted; years outside 1990–2100 are treated as
+    parse errors (``0001-01-01`` placeholders, two-digit-year accidents).
+    """
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if text.isdigit() and len(text) in (10, 13):
+            stamp = int(text) / (1000 if len(text) == 13 else 1)
+            parsed = datetime.fromtimestamp(stamp, UTC)
+        else:
+            parsed = dateparser.parse(text)
+    except (ValueError, OverflowError, OSError):
+        return None
+    if not 1990 <= parsed.year <= 2100:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -1,0 +1,185 @@
+"""PagesSpider: HTML listing pages read with the selectors of the source entry, optionally
+following each item to its article page."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from parsel import Selector
+from scrapy import Request
+from scrapy.http import Response
+from twisted.python.failure import Failure
+from w3lib.html import get_base_url
+
+from harvester.failures import describe_failure
+from harvester.items import Rejection, Signal
+from harvester.middlewares.conditional import CONDITIONAL_META
+from harvester.parsers import selectors
+from harvester.parsers.article import Article, decode_html, extract_article, parse_date
+from harvester.sources import Source
+from harvester.spiders.base import SourceSpider
+
+logger = logging.getLogger(__name__)
+
+#: Field names a ``fields`` table may use; ``link`` is another name for ``url``.
+FIELDS = ("url", "link", "title", "text", "author", "published", "tags")
+
+
+def config_error(source: Source) -> str | None:
+    """What is wrong with a pages source's selectors, in one sentence, or None."""
+    fields = source.fields or {}
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        return (f"fields.{unknown[0]} is not a field a pages source fills "
+                f"(use {', '.join(FIELDS)})")
+    if "url" in fields and "link" in fields:
+        return "fields.url and fields.link are the same field; keep one"
+    if not {"url", "link", "title"} & set(fields):
+        return "fields needs a url (or link) or a title selector"
+    named = {"item_selector": source.item_selector, "next_page": source.next_page,
+             **{f"fields.{k}": v for k, v in fields.items()}}
+    for option, selector in named.items():
+        if selector is not None and (problem := selectors.selector_error(selector)):
+            return f"{option} = {selector!r} cannot be used: {problem}"
+    return None
+
+
+class PagesSpider(SourceSpider):
+    """``scrapy crawl pages -a source=NAME``: one item per node matched by
+    ``item_selector`` on each listing page, ``next_page`` followed up to ``max_pages``
+    (default 1), and with ``follow = true`` each item's page fetched to fill the fields the
+    listing lacks (:func:`extract_article`).
+
+    Stats (per source): ``fetched``, ``entries``, ``not_modified``, ``errors`` (listing
+    requests that failed, listing pages matching no item, unusable selectors), ``missing``
+    and ``article_failed`` (article pages that could not be fetched; the item is kept with
+    what the listing had), ``empty_listing``.
+    """
+
+    name = "pages"
+    kind = "pages"
+
+    async def start_source(self, source: Source) -> AsyncIterator[Request]:
+        problem = config_error(source)
+        if problem:
+            self.fail(source, "sources file", problem)
+            return
+        for url in source.urls:
+            yield self._listing(source, url, page=1, seen={url})
+
+    def _listing(self, source: Source, url: str, page: int, seen: set[str]) -> Request:
+        return self.request(
+            source, url, self.parse_listing,
+            cb_kwargs={"source": source, "page": page, "seen": seen},
+            meta={CONDITIONAL_META: page == 1, "handle_httpstatus_list": [304]},
+        )
+
+    def parse_listing(self, response: Response, source: Source, page: int,
+                      seen: set[str]) -> Iterator[Signal | Rejection | Request]:
+        if response.status == 304:
+            self.count(source, "not_modified")
+            return
+        self.fetched(source)
+        text = decode_html(response.body, _content_type(response))
+        document = Selector(text=text, type="html")
+        base = get_base_url(text, response.url)
+        nodes = selectors.select(document, source.item_selector or "")
+        if not nodes:
+            self.count(source, "empty_listing")
+            self.fail(source, response.url,
+                      f"item_selector {source.item_selector!r} matched nothing; "
+                      "the page may have changed its layout")
+        else:
+            self.count(source, "entries", len(nodes))
+        for index, node in enumerate(nodes):
+            yield from self._item(source, response.url, base, index, node)
+        yield from self._next(source, document, base, page, seen)
+
+    def _item(self, source: Source, listing_url: str, base: str, index: int,
+              node: Selector) -> Iterator[Signal | Rejection | Request]:
+        listing = listing_fields(source.fields or {}, node, base)
+        if not listing.get("url") and not listing.get("title"):
+            yield self.reject(source, "missing_url_and_title", field="url", url=listing_url,
+                              raw={"index": index, "html": node.get()[:2000]})
+            return
+        listing["feed_url"] = listing_url
+        if source.follow and listing.get("url"):
+            yield self.request(source, listing["url"], self.parse_article,
+                               errback=self.on_article_error,
+                               cb_kwargs={"source": source, "listing": listing})
+            return
+        yield self.signal(source, **listing)
+
+    def _next(self, source: Source, document: Selector, base: str, page: int,
+              seen: set[str]) -> Iterator[Request]:
+        if not source.next_page or page >= (source.max_pages or 1):
+            return
+        target = selectors.first(document, source.next_page, link=True)
+        if not target:
+            return
+        url = _absolute(base, target)
+        if url is None or url in seen:
+            return
+        seen.add(url)
+        yield self._listing(source, url, page + 1, seen)
+
+    def parse_article(self, response: Response, source: Source,
+                      listing: dict[str, Any]) -> Iterator[Signal]:
+        self.fetched(source)
+        article = extract_article(response.body, response.url, _content_type(response))
+        yield self.signal(source, **merge(listing, article))
+
+    def on_article_error(self, failure: Failure) -> Iterator[Signal]:
+        # The listing answered, so the source did not fail: one unreadable article is a
+        # gap in one item, kept with what the listing said and counted.
+        request = failure.request  # type: ignore[attr-defined]
+        source: Source = request.cb_kwargs["source"]
+        self.count(source, "missing")
+        self.count(source, "article_failed")
+        logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
+                       "listing's fields", source.name, request.url, describe_failure(failure))
+        yield self.signal(source, **request.cb_kwargs["listing"])
+
+
+def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[str, Any]:
+    """Signal fields from one listing item node (only those that were found)."""
+    found: dict[str, Any] = {}
+    url_selector = fields.get("url") or fields.get("link")
+    if url_selector and (target := selectors.first(node, url_selector, link=True)):
+        found["url"] = _absolute(base, target)
+    if "title" in fields:
+        found["title"] = selectors.joined(node, fields["title"])
+    if "text" in fields:
+        found["text"] = selectors.joined(node, fields["text"], "\n")
+    if "author" in fields:
+        found["author"] = ", ".join(dict.fromkeys(selectors.values(node, fields["author"])))
+    if "published" in fields:
+        found["published_at"] = parse_date(selectors.first(node, fields["published"]))
+    if "tags" in fields:
+        found["tags"] = list(dict.fromkeys(selectors.values(node, fields["tags"])))
+    return {k: v for k, v in found.items() if v}
+
+
+def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
+    """The listing's fields, with what it lacks filled from the article page."""
+    filled = dict(listing)
+    for name, value in (("title", article.title), ("author", article.author),
+                        ("published_at", article.published_at), ("text", article.text),
+                        ("language", article.language)):
+        if value and not filled.get(name):
+            filled[name] = value
+    return filled
+
+
+def _absolute(base: str, target: str) -> str | None:
+    """A link resolved against the page; None for ``javascript:``, ``mailto:`` …"""
+    url = urljoin(base, target.strip())
+    return url if urlsplit(url).scheme in ("http", "https") else None
+
+
+def _content_type(response: Response) -> str | None:
+    value = response.headers.get(b"Content-Type")
+    return value.decode("latin-1") if value else None

@@ -1,0 +1,215 @@
+"""The pages spider: real ``harvest crawl`` runs over a small listing site on 127.0.0.1
+into PostgreSQL, plus the selector rules it is configured with."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from parsel import Selector
+
+from harvester.parsers import selectors
+from harvester.services.localsite import LocalSite
+from harvester.sources import Source
+from harvester.spiders.pages import config_error, listing_fields
+from tests.conftest import harvest, write_sources
+
+CSS_FIELDS = {"url": "h2 a", "title": "h2 a::text", "text": "p.teaser",
+              "author": ".by::text", "published": "time::attr(datetime)", "tags": ".tag::text"}
+
+
+def listing(items: list[str], next_href: str | None = None) -> str:
+    nav = f'<a class="next" href="{next_href}">Older</a>' if next_href else ""
+    return (f'<html><head><meta charset="utf-8"><title>News</title></head><body>'
+            f'<header><a href="/">Home</a></header><main>{"".join(items)}</main>'
+            f"<nav>{nav}</nav></body></html>")
+
+
+def card(href: str | None, title: str | None, *, teaser: str = "", author: str = "",
+         published: str = "", tags: tuple[str, ...] = ()) -> str:
+    link = f'<h2><a href="{href}">{title or ""}</a></h2>' if href else (
+        f"<h2>{title}</h2>" if title else "")
+    parts = [link]
+    if teaser:
+        parts.append(f'<p class="teaser">{teaser}</p>')
+    if author:
+        parts.append(f'<span class="by">{author}</span>')
+    if published:
+        parts.append(f'<time datetime="{published}">{published}</time>')
+    parts += [f'<a class="tag" href="/t/{t}">{t}</a>' for t in tags]
+    return f'<article class="card">{"".join(parts)}</article>'
+
+
+def article_page(title: str, author: str, published: str, body: str) -> str:
+    ld = {"@context": "https://schema.org", "@type": "NewsArticle", "headline": title,
+          "author": {"@type": "Person", "name": author}, "datePublished": published}
+    paragraphs = "".join(f"<p>{body} Paragraph {i} goes on long enough to be read as the "
+                         f"article body by the extractor.</p>" for i in range(5))
+    return (f'<html lang="en"><head><meta charset="utf-8"><title>{title} | News</title>'
+            f'<script type="application/ld+json">{json.dumps(ld)}</script></head><body>'
+            f"<nav><a href='/'>Home</a></nav><article><h1>{title}</h1>{paragraphs}"
+            f"</article></body></html>")
+
+
+def build_site(root: Path) -> None:
+    (root / "news").mkdir()
+    (root / "news" / "index.html").write_text(listing([
+        card("/news/a/one.html", "Full card", teaser="Teaser one.",
+             author="Ada", published="2024-05-01T10:00:00+02:00", tags=("ai", "ai", "db")),
+        card("a/two.html", "Second story"),
+        card(None, None, teaser="An advert with neither link nor headline."),
+    ], next_href="/news/page2.html"), "utf-8")
+    (root / "news" / "page2.html").write_text(listing([
+        card("/news/a/three.html", None),
+        card("/news/a/gone.html", "Gone story", teaser="Only the teaser survives."),
+    ], next_href="/news/page3.html"), "utf-8")
+    (root / "news" / "page3.html").write_text(listing([card("/x.html", "Beyond max")]))
+    (root / "news" / "a").mkdir()
+    (root / "news" / "a" / "one.html").write_text(article_page(
+        "One, as the article page has it", "Somebody Else", "2020-01-01", "One."), "utf-8")
+    (root / "news" / "a" / "two.html").write_text(article_page(
+        "Second story, full headline", "Grace Hopper", "2024-04-30T08:00:00Z",
+        "Compilers."), "utf-8")
+    (root / "news" / "a" / "three.html").write_text(article_page(
+        "Third story", "Alan Turing", "2024-04-29", "Machines."), "utf-8")
+
+
+def pages_source(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "pages", "urls": [url], "item_selector": "article.card",
+            **extra}
+
+
+def signals(db: psycopg.Connection[Any], source: str) -> dict[str, tuple[Any, ...]]:
+    rows = db.execute("SELECT url, title, author, published_at, text, tags, feed_url "
+                      "FROM signals WHERE source = %s", (source,)).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_listing_pages_followed_to_articles(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    build_site(site.root)
+    sources = tmp_path / "s.toml"
+    write_sources(sources, [pages_source("news", f"{site.url}/news/index.html",
+                                         next_page="a.next", max_pages=2, follow=True)])
+    # fields is a table: appended by hand, write_sources only writes flat values.
+    with sources.open("a", encoding="utf-8") as out:
+        out.write("[sources.fields]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in CSS_FIELDS.items()))
+
+    result = harvest("--sources", str(sources), "crawl", "news", home=home)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    got = signals(db, "news")
+    base = f"{site.url}/news"
+    assert set(got) == {f"{base}/a/one.html", f"{base}/a/two.html",
+                        f"{base}/a/three.html", f"{base}/a/gone.html"}
+    # A complete listing card keeps its own fields over the article page's; tags are
+    # de-duplicated.
+    title, author, published, text, tags, feed_url = got[f"{base}/a/one.html"]
+    assert (title, author, text, tags) == ("Full card", "Ada", "Teaser one.", ["ai", "db"])
+    assert published == datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    assert feed_url == f"{base}/index.html"
+    # Relative link resolved; the listing title wins, the article page fills the rest.
+    title, author, published, text, _, _ = got[f"{base}/a/two.html"]
+    assert (title, author) == ("Second story", "Grace Hopper")
+    assert published == datetime(2024, 4, 30, 8, 0, tzinfo=UTC)
+    assert "Compilers. Paragraph 3" in text
+    # Found on page 2 with a link only: everything comes from the article.
+    title, author, published, _, _, feed_url = got[f"{base}/a/three.html"]
+    assert (title, author, feed_url) == ("Third story", "Alan Turing", f"{base}/page2.html")
+    assert published == datetime(2024, 4, 29, tzinfo=UTC)
+    # The article is 404: the item is kept with what the listing had.
+    assert got[f"{base}/a/gone.html"][:4] == ("Gone story", None, None,
+                                                "Only the teaser survives.")
+    assert db.execute("SELECT reason, field, url FROM rejects").fetchall() == [
+        ("missing_url_and_title", "url", f"{base}/index.html")]
+    assert site.hits("/news/page3.html") == 0  # max_pages = 2
+    stats = db.execute("SELECT errors, stats FROM crawl_runs").fetchone()
+    assert stats[0] == 0
+    assert stats[1]["harvest/source/news/missing"] == 1
+    assert stats[1]["harvest/source/news/fetched"] == 5  # 2 listings + 3 articles
+    state = db.execute("SELECT consecutive_failures, last_success IS NOT NULL "
+                       "FROM sources_state WHERE source = 'news'").fetchone()
+    assert state == (0, True)
+
+
+def test_xpath_selectors_and_a_listing_that_matches_nothing(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    build_site(site.root)
+    (site.root / "redesigned.html").write_text(listing(['<div class="tile">New look</div>']))
+    sources = tmp_path / "s.toml"
+    xpath_fields = {"link": "./h2/a/@href", "title": "(.//h2)[1]",
+                    "published": ".//time/@datetime"}
+    write_sources(sources, [
+        pages_source("xp", f"{site.url}/news/index.html",
+                     item_selector="//article[@class='card']"),
+        pages_source("redesigned", f"{site.url}/redesigned.html"),
+    ])
+    text = sources.read_text("utf-8")
+    text = text.replace('name = "redesigned"', 'name = "redesigned"\nfields = {title = "h2"}')
+    text = text.replace('name = "xp"', 'name = "xp"\nfields = ' + "{" + ", ".join(
+        f"{k} = {json.dumps(v)}" for k, v in xpath_fields.items()) + "}")
+    sources.write_text(text, "utf-8")
+
+    result = harvest("--sources", str(sources), "crawl", "xp", "redesigned", home=home)
+
+    got = signals(db, "xp")
+    assert set(got) == {f"{site.url}/news/a/one.html", f"{site.url}/news/a/two.html"}
+    assert got[f"{site.url}/news/a/one.html"][:3] == (
+        "Full card", None, datetime(2024, 5, 1, 8, tzinfo=UTC))
+    assert site.hits("/news/a/two.html") == 0  # follow is off
+    assert site.hits("/news/page2.html") == 0  # no next_page
+    state = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
+    assert state == {"xp": 0, "redesigned": 1}
+    last_error = db.execute(
+        "SELECT last_error FROM sources_state WHERE source = 'redesigned'").fetchone()[0]
+    assert "matched nothing" in last_error
+    assert "redesigned" in result.stdout
+
+
+@pytest.mark.parametrize(("fields", "extra", "message"), [
+    ({"title": "h2", "summary": "p"}, {}, "fields.summary is not a field"),
+    ({"text": "p"}, {}, "needs a url (or link) or a title"),
+    ({"url": "a", "link": "a"}, {}, "are the same field"),
+    ({"title": "h2[["}, {}, "fields.title = 'h2[[' cannot be used: it is not valid CSS"),
+    ({"title": "h2"}, {"next_page": "//a[@"}, "it is not valid XPath"),
+])
+def test_config_errors_are_one_sentence(fields: dict[str, str], extra: dict[str, str],
+                                        message: str) -> None:
+    source = Source(name="s", kind="pages", urls=["https://example.org/"],
+                    item_selector="li", fields=fields, **extra)
+    problem = config_error(source)
+    assert problem is not None and message in problem
+
+
+def test_unknown_field_fails_the_source_without_fetching(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    build_site(site.root)
+    sources = write_sources(tmp_path / "s.toml", [pages_source("typo",
+                                                               f"{site.url}/news/index.html")])
+    sources.write_text(sources.read_text("utf-8").replace(
+        'name = "typo"', 'name = "typo"\nfields = {title = "h2", headline = "h1"}'), "utf-8")
+
+    harvest("--sources", str(sources), "crawl", "typo", home=home)
+
+    assert site.hits("/news/index.html") == 0
+    error = db.execute("SELECT last_error FROM sources_state WHERE source='typo'").fetchone()
+    assert error is not None and "fields.headline is not a field" in error[0]
+
+
+def test_listing_fields_resolve_links_and_prefer_hrefs() -> None:
+    node = Selector(text='<base href="https://cdn.example/x/"><li><a href="../p?id=1">'
+                         ' A <b>title</b> </a><a href="javascript:void(0)">js</a></li>')
+    item = selectors.select(node, "li")[0]
+    assert listing_fields({"url": "a", "title": "a"}, item, "https://cdn.example/x/") == {
+        "url": "https://cdn.example/p?id=1", "title": "A title js"}
+    assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/") == {}
+    assert selectors.is_xpath("(//a)[1]") and selectors.is_xpath("./a")
+    assert not selectors.is_xpath("a > b::attr(href)")
