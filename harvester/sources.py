@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,8 +51,10 @@ KIND_OPTIONS: dict[str, frozenset[str]] = {
                            "next_click", "max_pages"}),
 }
 # Options every kind takes.
-COMMON_FIELDS = frozenset({"name", "kind", "enabled", "weight", "interval",
+COMMON_FIELDS = frozenset({"name", "kind", "enabled", "weight", "interval", "cron",
                            "requests_per_minute"})
+# What a pages/rendered source's `fields` may fill.
+PAGE_FIELDS = frozenset({"url", "link", "title", "text", "author", "published", "tags"})
 # Options a kind cannot do without.
 KIND_REQUIRED: dict[str, tuple[str, ...]] = {
     "feed": ("urls",),
@@ -72,6 +75,8 @@ class Source(BaseModel):
     enabled: bool = True
     weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     interval: str = "1h"
+    # When set, the scheduler follows this cron expression (UTC) instead of `interval`.
+    cron: str | None = None
     # Budget across all of this source's requests; None = AutoThrottle alone.
     requests_per_minute: Annotated[float, Field(gt=0)] | None = None
     urls: list[str] = Field(default_factory=list)
@@ -121,6 +126,16 @@ class Source(BaseModel):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/") if value else value
 
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronSim(value, datetime.now(UTC))
+            except CronSimError as exc:
+                raise ValueError(f"{value!r} is not a cron expression ({exc})") from None
+        return value
+
     @field_validator("url_pattern")
     @classmethod
     def _check_pattern(cls, value: str | None) -> str | None:
@@ -146,7 +161,17 @@ class Source(BaseModel):
                 raise _OptionError("subreddit", "is required unless listing = \"search\"")
         if self.kind == "hackernews" and bool(self.feed) == bool(self.query or self.tags):
             raise _OptionError("feed", "set either feed (top, new, best) or query/tags")
+        if self.kind == "pages":
+            for key in sorted(set(self.fields or {}) - PAGE_FIELDS):
+                raise _OptionError("fields", f"{key!r} is not a field a pages source fills "
+                                             f"(use {', '.join(sorted(PAGE_FIELDS))})")
         return self
+
+    def next_due(self, after: datetime) -> datetime:
+        """The first time after ``after`` this source is due again (cron, else interval)."""
+        if self.cron:
+            return next(CronSim(self.cron, after))
+        return after + self.interval_td
 
     @property
     def interval_td(self) -> timedelta:
