@@ -38,7 +38,8 @@ class SourceOutcome:
         if self.skipped:
             return False
         reached = self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
-        return reached == 0 and self.counters.get("errors", 0) > 0
+        blocked = self.counters.get("errors", 0) + self.counters.get("robots_forbidden", 0)
+        return reached == 0 and blocked > 0
 
     @property
     def error(self) -> str | None:

@@ -9,7 +9,8 @@ from typing import Any
 from scrapy.statscollectors import StatsCollector
 
 COUNTERS = ("fetched", "not_modified", "entries", "new", "reseen", "duplicates", "rejected",
-            "errors", "spooled", "missing", "waits", "unfetched", "partial_errors")
+            "errors", "spooled", "missing", "waits", "unfetched", "partial_errors",
+            "unchanged", "filtered", "over_limit", "robots_forbidden")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:

@@ -13,7 +13,8 @@ from harvester.runner import SourceOutcome
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
                    ("rejected", "rejected"), ("errors", "errors"), ("not_modified", "304s"))
 # Shown only when some source has them: API items that were gone, rate-limit waits.
-OPTIONAL_COLUMNS = (("missing", "missing"), ("waits", "waits"))
+OPTIONAL_COLUMNS = (("missing", "missing"), ("waits", "waits"),
+                    ("robots_forbidden", "robots.txt"))
 
 
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:

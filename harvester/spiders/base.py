@@ -10,12 +10,13 @@ from typing import Any, ClassVar
 
 from scrapy import Request, Spider
 from scrapy.crawler import Crawler
-from scrapy.exceptions import CloseSpider
+from scrapy.exceptions import CloseSpider, IgnoreRequest
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from harvester import stats as hstats
 from harvester.config import get_config
+from harvester.exceptions import RateLimited
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
@@ -24,6 +25,12 @@ from harvester.sourcefile import sources_path
 from harvester.sources import Source, SourcesError, load_sources
 
 logger = logging.getLogger(__name__)
+
+
+def is_robots_forbidden(failure: Failure) -> bool:
+    """Scrapy's RobotsTxtMiddleware refused the request (ROBOTSTXT_OBEY)."""
+    return bool(failure.check(IgnoreRequest)) and not failure.check(RateLimited) and (
+        "robots.txt" in str(failure.value))
 
 
 class SourceSpider(Spider):
@@ -91,7 +98,9 @@ class SourceSpider(Spider):
 
     # -- helpers for subclasses ----------------------------------------------------------
 
-    def state(self, source: Source) -> SourceState:
+    def source_state(self, source: Source) -> SourceState:
+        # Not `state`: Scrapy's SpiderState extension owns `spider.state` when JOBDIR is set
+        # (Scrapyd's jobs_dir does that).
         return self.states.get(source.name) or SourceState()
 
     def request(self, source: Source, url: str, callback: Callable[..., Any], *,
@@ -134,7 +143,17 @@ class SourceSpider(Spider):
 
     def on_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
-        self.fail(request.meta.get(SOURCE_META, "?"), request.url, describe_failure(failure))
+        source = request.meta.get(SOURCE_META, "?")
+        if is_robots_forbidden(failure):
+            # The site asked us not to: counted and reported, not an error. A source left
+            # with nothing fetched because of it still fails its run (see runner/runs).
+            self.count(source, "robots_forbidden")
+            hstats.set_last_error(self.crawler.stats, source,
+                                  f"{request.url}: forbidden by robots.txt")
+            logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
+                        request.url)
+            return
+        self.fail(source, request.url, describe_failure(failure))
 
     # -- the crawl -----------------------------------------------------------------------
 
@@ -159,7 +178,7 @@ class SourceSpider(Spider):
         if not get_config().kind_enabled(source.kind):
             return (f"{source.kind} sources are switched off "
                     f"(HARVEST_{source.kind.upper()}_ENABLED=false)")
-        state = self.state(source)
+        state = self.source_state(source)
         if state.disabled:
             return (f"disabled after {state.consecutive_failures} failed runs in a row; "
                     f"re-enable it with `harvest sources enable {source.name}`")

@@ -102,7 +102,7 @@ class HackerNewsSpider(SourceSpider):
     # -- Algolia -------------------------------------------------------------------------
 
     def _since(self, source: Source) -> int | None:
-        last = self.state(source).last_success
+        last = self.source_state(source).last_success
         return int(last.timestamp()) - INDEX_LAG_S if last else None
 
     def _search(self, source: Source, page: int, since: int | None) -> Request:

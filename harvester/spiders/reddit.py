@@ -208,7 +208,7 @@ class RedditSpider(SourceSpider):
             logger.warning("Source %s: Reddit repeated the cursor %s or sent an empty page; "
                            "paging stopped", source.name, parsed.after)
             return False
-        last = self.state(source).last_success
+        last = self.source_state(source).last_success
         oldest = parsed.oldest
         if _newest_first(source) and last and oldest and oldest < last - CAUGHT_UP_MARGIN:
             logger.info("Source %s: page %d reaches posts older than the last run; "

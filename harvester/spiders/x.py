@@ -91,7 +91,7 @@ class XSpider(SourceSpider):
         yield self._page(source, since_id, next_token=None, page=1)
 
     def _since_id(self, source: Source) -> str | None:
-        since_id = self.state(source).cursor.get("since_id")
+        since_id = self.source_state(source).cursor.get("since_id")
         if not isinstance(since_id, str) or not since_id:
             return None
         minted = snowflake_time(since_id)

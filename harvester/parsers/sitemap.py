@@ -1,0 +1,246 @@
+"""Sitemaps (XML ``urlset`` / ``sitemapindex``, plain text, gzip, news extension) → entries.
+
+Pure: no Scrapy, no I/O. :func:`parse_sitemap` never raises; a document that cannot be
+used comes back with ``error`` set (and whatever entries came before the damage), a URL
+that cannot be used as an :class:`EntryReject`.
+
+* gzip is recognised by its magic bytes, not by the name: ``.gz`` files are often served
+  already inflated (or were never compressed), and plain names can hide gzip.
+* Elements are matched by local name, so the standard namespace, Google's old one, a
+  prefixed ``sit:urlset`` or no namespace at all read the same.
+* Text sitemaps are one URL per line (a UTF-8 BOM is allowed).
+* RSS/Atom feeds are valid sitemaps too (sitemaps.org, "Other formats"): their links are
+  the URLs, their updated/published dates the ``lastmod``.
+* Entities are not resolved and nothing is fetched by the XML parser (no XXE); the
+  inflated size is capped (:data:`~harvester.parsers.encoding.MAX_DECOMPRESSED`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urljoin
+
+from lxml import etree
+from protego import Protego
+
+from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
+from harvester.parsers.feed import EntryReject, parse_feed
+
+Kind = Literal["urlset", "sitemapindex", "text", "feed", "unknown"]
+
+#: Raw values kept in a reject are cut to this length.
+RAW_LIMIT = 500
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_FEED_ROOTS = frozenset({"rss", "feed", "RDF", "channel"})
+_HTTP_RE = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
+_DATE_ONLY_RE = re.compile(r"^\d{4}(?:-\d{2}(?:-\d{2})?)?$")
+_ROOT_RE = re.compile(rb"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
+_PROLOG_RE = re.compile(rb"^(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*",
+                        re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SitemapEntry:
+    """One ``<url>`` (a page) or ``<sitemap>`` (a child sitemap) and what it says."""
+
+    loc: str
+    lastmod: datetime | None = None
+    #: The lastmod said only which day (``2024-05-01``): compare it by day, not instant.
+    lastmod_is_day: bool = False
+    news_title: str | None = None
+    news_published: datetime | None = None
+    news_keywords: tuple[str, ...] = ()
+    news_language: str | None = None
+
+
+@dataclass(slots=True)
+class ParsedSitemap:
+    """Everything :func:`parse_sitemap` learned from one document."""
+
+    kind: Kind
+    urls: list[SitemapEntry] = field(default_factory=list)
+    sitemaps: list[SitemapEntry] = field(default_factory=list)
+    rejects: list[EntryReject] = field(default_factory=list)
+    error: str | None = None
+    gzipped: bool = False
+    #: ``lastmod`` values that were present but not a date (the URL is kept without one).
+    bad_dates: int = 0
+
+
+def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
+    """Parse a sitemap document fetched from ``url`` (used to resolve relative locations)."""
+    gzipped = body.startswith(_GZIP_MAGIC)
+    try:
+        data = gunzip_if_needed(body)
+    except BodyTooLarge:
+        return ParsedSitemap(kind="unknown", gzipped=gzipped,
+                             error="document too large once decompressed")
+    if gzipped and not data:
+        return ParsedSitemap(kind="unknown", gzipped=True, error="gzip stream is corrupt")
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        result = ParsedSitemap(kind="unknown", error="empty document")
+    elif head.startswith(b"<"):
+        result = _parse_xml(data, url)
+    else:
+        result = _parse_text(data, url)
+    result.gzipped = gzipped
+    return result
+
+
+def robots_sitemaps(body: bytes, robots_url: str) -> list[str]:
+    """The ``Sitemap:`` URLs of a robots.txt, absolute and without repeats."""
+    text = body.decode("utf-8-sig", errors="replace")
+    found = (urljoin(robots_url, u.strip()) for u in Protego.parse(text).sitemaps)
+    return list(dict.fromkeys(u for u in found if _HTTP_RE.match(u)))
+
+
+def parse_lastmod(value: str | None) -> tuple[datetime | None, bool]:
+    """A W3C datetime (``2024``, ``2024-05``, ``2024-05-01``, ``2024-05-01T10:00Z``…) →
+    (UTC datetime, whether only the day was given); ``(None, False)`` if it is not one."""
+    text = (value or "").strip()
+    if not text:
+        return None, False
+    if _DATE_ONLY_RE.match(text):
+        parts = [int(p) for p in text.split("-")] + [1, 1]
+        try:
+            return datetime(parts[0], parts[1], parts[2], tzinfo=UTC), True
+        except ValueError:
+            return None, False
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return None, False
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC), False
+    return parsed.astimezone(UTC), False
+
+
+def newer_than(entry: SitemapEntry, since: datetime) -> bool:
+    """Whether the entry changed after ``since``; a day-only lastmod counts as the whole day
+    (a page changed today after our last run must not be missed)."""
+    if entry.lastmod is None:
+        return True
+    end = entry.lastmod + timedelta(days=1) if entry.lastmod_is_day else entry.lastmod
+    return end > since
+
+
+# -- XML -------------------------------------------------------------------------------
+
+
+def _local(tag: Any) -> str:
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def _root_name(data: bytes) -> str:
+    head = data[:4096].lstrip(b"\xef\xbb\xbf")
+    prolog = _PROLOG_RE.match(head)
+    match = _ROOT_RE.match(head, prolog.end() if prolog else 0)
+    return match.group(2).decode("ascii", "replace") if match else ""
+
+
+def _parse_xml(data: bytes, url: str) -> ParsedSitemap:
+    root = _root_name(data)
+    if root in _FEED_ROOTS:
+        return _parse_feed(data, url)
+    if root not in ("urlset", "sitemapindex"):
+        return ParsedSitemap(kind="unknown",
+                             error=f"not a sitemap (root element <{root or '?'}>)")
+    result = ParsedSitemap(kind="urlset" if root == "urlset" else "sitemapindex")
+    # Both kinds of child are taken from either root: real urlsets carry the odd
+    # <sitemap> (trafilatura's hreflang case), and nothing is gained by dropping it.
+    targets = {"url": result.urls, "sitemap": result.sitemaps}
+    events = etree.iterparse(
+        io.BytesIO(data), events=("end",), resolve_entities=False, no_network=True,
+        remove_comments=True, remove_pis=True, huge_tree=False,
+    )
+    try:
+        for _, element in events:
+            target = targets.get(_local(element.tag))
+            if target is None or _local(element.getparent().tag) not in ("urlset",
+                                                                          "sitemapindex"):
+                continue
+            entry = _entry(element, url, result)
+            if entry is not None:
+                target.append(entry)
+            element.clear(keep_tail=False)
+    except etree.XMLSyntaxError as exc:
+        result.error = f"not well-formed XML ({exc.msg})"
+    return result
+
+
+def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | None:
+    # Only direct children and the news block count: image:loc or video:title must not
+    # be taken for the page's own loc or title.
+    values: dict[str, str] = {}
+    for child in element:
+        name = _local(child.tag)
+        if name == "news":
+            for item in child.iter():
+                key = "news_" + _local(item.tag)
+                if item is not child and key not in values and (item.text or "").strip():
+                    values[key] = item.text.strip()
+        elif name in ("loc", "lastmod") and name not in values:
+            values[name] = (child.text or "").strip()
+    loc = values.get("loc") or (element.text or "").strip()
+    if not loc:
+        result.rejects.append(EntryReject("missing_loc", "loc", _raw(element)))
+        return None
+    loc = urljoin(base, loc) if base else loc
+    if not _HTTP_RE.match(loc):
+        result.rejects.append(EntryReject("not_http_url", "loc", {"loc": loc[:RAW_LIMIT]}))
+        return None
+    lastmod, is_day = parse_lastmod(values.get("lastmod"))
+    if values.get("lastmod") and lastmod is None:
+        result.bad_dates += 1
+    keywords = values.get("news_keywords", "")
+    return SitemapEntry(
+        loc=loc, lastmod=lastmod, lastmod_is_day=is_day, news_title=values.get("news_title"),
+        news_published=parse_lastmod(values.get("news_publication_date"))[0],
+        news_keywords=tuple(k.strip() for k in keywords.split(",") if k.strip()),
+        news_language=values.get("news_language"),
+    )
+
+
+def _raw(element: Any) -> dict[str, Any]:
+    text = etree.tostring(element, encoding="unicode", with_tail=False)
+    return {"element": text[:RAW_LIMIT]}
+
+
+def _parse_feed(data: bytes, url: str) -> ParsedSitemap:
+    feed = parse_feed(data, url or "https://sitemap.invalid/")
+    result = ParsedSitemap(kind="feed", error=feed.error, rejects=list(feed.rejects))
+    for item in feed.entries:
+        link = item.get("url")
+        if not link:
+            continue
+        when = item.get("updated_at") or item.get("published_at")
+        result.urls.append(SitemapEntry(loc=link, lastmod=when, news_title=item.get("title"),
+                                        news_published=item.get("published_at")))
+    return result
+
+
+# -- plain text --------------------------------------------------------------------------
+
+
+def _parse_text(data: bytes, url: str) -> ParsedSitemap:
+    result = ParsedSitemap(kind="text")
+    for number, line in enumerate(decode_document(data).text.splitlines(), start=1):
+        loc = line.strip().lstrip("\ufeff")
+        if not loc:
+            continue
+        if _HTTP_RE.match(loc) and not any(ch.isspace() for ch in loc):
+            result.urls.append(SitemapEntry(loc=loc))
+        else:
+            result.rejects.append(
+                EntryReject("not_http_url", "loc", {"line": number, "text": loc[:RAW_LIMIT]})
+            )
+    if not result.urls and result.rejects:
+        result.error = "not a sitemap (no line is a URL)"
+    return result
+

@@ -1,0 +1,316 @@
+"""Sitemap kind: the parser on hand-written documents, and real crawls (``harvest crawl``)
+of a local site — robots.txt → sitemap index → sitemaps (one gzip) → pages — into
+PostgreSQL."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from harvester.parsers.sitemap import newer_than, parse_lastmod, parse_sitemap, robots_sitemaps
+from harvester.services.localsite import LocalSite
+from harvester.spiders.sitemap import slug_title
+from tests.conftest import harvest, write_sources
+
+NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+NEWS_NS = 'xmlns:news="http://www.google.com/schemas/sitemap-news/0.9"'
+OLD = "2024-03-01T10:00:00+00:00"
+
+
+def urlset(entries: list[tuple[str, str | None]]) -> str:
+    """A urlset of (loc, lastmod or None)."""
+    rows = "".join(
+        f"<url><loc>{loc}</loc>" + (f"<lastmod>{mod}</lastmod>" if mod else "") + "</url>"
+        for loc, mod in entries
+    )
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset {NS}>{rows}</urlset>'
+
+
+def index(entries: list[tuple[str, str | None]]) -> str:
+    rows = "".join(
+        f"<sitemap><loc>{loc}</loc>" + (f"<lastmod>{mod}</lastmod>" if mod else "") + "</sitemap>"
+        for loc, mod in entries
+    )
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex {NS}>{rows}</sitemapindex>'
+
+
+def article(title: str, author: str, published: str) -> str:
+    return (
+        "<!doctype html><html lang='en'><head>"
+        f"<title>{title} | Example News</title><meta property='og:title' content='{title}'>"
+        f"<meta name='author' content='{author}'>"
+        f"<meta property='article:published_time' content='{published}'></head><body>"
+        f"<article><h1>{title}</h1>"
+        + "".join(f"<p>Paragraph {i} of the story about {title.lower()}, with enough words "
+                  "to count as body text for the extractor.</p>" for i in range(4))
+        + "</article></body></html>"
+    )
+
+
+def crawl(sources: Path, name: str, home: Path) -> subprocess.CompletedProcess[str]:
+    # AutoThrottle's 1 s start delay only slows a crawl of a handful of local pages.
+    return harvest("--sources", str(sources), "crawl", name,
+                   "-s", "AUTOTHROTTLE_START_DELAY=0.05", home=home)
+
+
+def count(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    row = db.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def last_run(db: psycopg.Connection[Any]) -> dict[str, Any]:
+    row = db.execute("SELECT stats, errors FROM crawl_runs ORDER BY started_at DESC LIMIT 1"
+                     ).fetchone()
+    assert row is not None
+    return {**row[0], "errors": row[1]}
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def test_gzip_is_recognised_by_its_bytes_not_its_name() -> None:
+    xml = urlset([("https://a.example/1", OLD), ("https://a.example/2", None)]).encode()
+    packed = parse_sitemap(gzip.compress(xml), "https://a.example/sitemap.xml")
+    plain_named_gz = parse_sitemap(xml, "https://a.example/sitemap.xml.gz")
+    for parsed in (packed, plain_named_gz):
+        assert parsed.kind == "urlset" and parsed.error is None
+        assert [u.loc for u in parsed.urls] == ["https://a.example/1", "https://a.example/2"]
+    assert packed.gzipped and not plain_named_gz.gzipped
+    text = parse_sitemap(gzip.compress(b"\xef\xbb\xbfhttps://a.example/x\n\nnot a url\n"))
+    assert text.kind == "text" and [u.loc for u in text.urls] == ["https://a.example/x"]
+    assert [(r.reason, r.raw["line"]) for r in text.rejects] == [("not_http_url", 3)]
+
+
+def test_namespaces_news_fields_and_relative_locs() -> None:
+    prefixed = (
+        '<sit:urlset xmlns:sit="http://www.sitemaps.org/schemas/sitemap/0.9" '
+        f'{NEWS_NS} xmlns:image="http://www.google.com/schemas/sitemap-image/1.1">'
+        "<sit:url><sit:loc> /world/storm.html </sit:loc><sit:lastmod>2024-05-02</sit:lastmod>"
+        "<image:image><image:loc>https://cdn.example/pic.jpg</image:loc></image:image>"
+        "<news:news><news:publication><news:name>Times</news:name>"
+        "<news:language>de</news:language></news:publication>"
+        "<news:publication_date>2024-05-01T08:30:00+02:00</news:publication_date>"
+        "<news:title>Storm hits coast</news:title>"
+        "<news:keywords>weather, storm ,</news:keywords></news:news></sit:url>"
+        "<sit:url><sit:lastmod>2024-05-02</sit:lastmod></sit:url></sit:urlset>"
+    ).encode()
+    parsed = parse_sitemap(prefixed, "https://news.example/sitemap.xml")
+    assert parsed.kind == "urlset"
+    [entry] = parsed.urls
+    assert entry.loc == "https://news.example/world/storm.html"  # not the image's loc
+    assert entry.news_title == "Storm hits coast"
+    assert entry.news_keywords == ("weather", "storm")
+    assert entry.news_language == "de"
+    assert entry.news_published == datetime(2024, 5, 1, 6, 30, tzinfo=UTC)
+    assert entry.lastmod == datetime(2024, 5, 2, tzinfo=UTC) and entry.lastmod_is_day
+    assert [r.reason for r in parsed.rejects] == ["missing_loc"]
+    bare = parse_sitemap(b"<urlset><url><loc>https://x.example/a</loc></url></urlset>")
+    assert [u.loc for u in bare.urls] == ["https://x.example/a"]
+
+
+def test_broken_documents_keep_what_came_before_the_damage() -> None:
+    cut = urlset([("https://a.example/1", OLD), ("https://a.example/2", OLD)])[:-40]
+    parsed = parse_sitemap(cut.encode())
+    assert parsed.error and parsed.error.startswith("not well-formed XML")
+    assert [u.loc for u in parsed.urls] == ["https://a.example/1"]
+    html = parse_sitemap(b"<!doctype html><html><body>Not found</body></html>")
+    assert html.kind == "unknown" and html.error == "not a sitemap (root element <html>)"
+    assert parse_sitemap(b"\x1f\x8b\x08garbage").error == "gzip stream is corrupt"
+    assert parse_sitemap(b"  \n").error == "empty document"
+    entity = (b'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+              b"<urlset><url><loc>https://a.example/&x;</loc></url></urlset>")
+    assert "root:" not in repr(parse_sitemap(entity))
+
+
+def test_index_robots_and_dates() -> None:
+    parsed = parse_sitemap(index([("https://a.example/s1.xml", "2024-05-01"),
+                                  ("https://a.example/s2.xml.gz", None)]).encode())
+    assert parsed.kind == "sitemapindex" and not parsed.urls
+    assert [s.loc for s in parsed.sitemaps] == ["https://a.example/s1.xml",
+                                                "https://a.example/s2.xml.gz"]
+    robots = b"User-agent: *\nDisallow: /x\nSitemap: /s.xml\nsitemap: https://b.example/s\n"
+    assert robots_sitemaps(robots, "https://a.example/robots.txt") == [
+        "https://a.example/s.xml", "https://b.example/s"]
+    assert parse_lastmod("2024-05") == (datetime(2024, 5, 1, tzinfo=UTC), True)
+    assert parse_lastmod("2024-05-01T10:00:00") == (datetime(2024, 5, 1, 10, tzinfo=UTC), False)
+    assert parse_lastmod("yesterday") == (None, False)
+    # A day-only lastmod is the whole day: a page changed today is newer than this morning.
+    [day] = parse_sitemap(urlset([("https://a.example/1", "2024-05-01")]).encode()).urls
+    assert newer_than(day, datetime(2024, 5, 1, 9, tzinfo=UTC))
+    assert not newer_than(day, datetime(2024, 5, 2, 0, 1, tzinfo=UTC))
+    assert slug_title("https://a.example/news/big-storm_hits.coast.html") == "big storm hits coast"
+    assert slug_title("https://a.example/2024/12345/") is None
+
+
+# -- crawls ----------------------------------------------------------------------------------
+
+
+def _write_site(root: Path, base: str, *, news_lastmod: str, stale_lastmod: str) -> None:
+    """robots.txt → index.xml (listing itself too) → news.xml.gz + stale.xml → pages."""
+    (root / "robots.txt").write_text(f"User-agent: *\nAllow: /\nSitemap: {base}/index.xml\n")
+    (root / "index.xml").write_text(index([
+        (f"{base}/news.xml.gz", news_lastmod),
+        (f"{base}/stale.xml", stale_lastmod),
+        (f"{base}/index.xml", None),
+    ]))
+    (root / "stale.xml").write_text(urlset([(f"{base}/a/old.html", OLD)]))
+    (root / "a").mkdir(exist_ok=True)
+    for name, title in (("one", "Harbour reopens"), ("two", "Bridge closed"),
+                        ("three", "Library expands"), ("old", "Old archive page"),
+                        ("plain", "Undated page")):
+        (root / "a" / f"{name}.html").write_text(
+            article(title, "Ana Writer", "2024-02-29T09:00:00Z"))
+
+
+def _news(root: Path, base: str, entries: list[tuple[str, str | None]]) -> None:
+    (root / "news.xml.gz").write_bytes(gzip.compress(urlset(entries).encode()))
+
+
+def test_crawl_through_robots_index_and_gzip_then_only_what_changed(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    base = site.url
+    _write_site(site.root, base, news_lastmod=OLD, stale_lastmod=OLD)
+    _news(site.root, base, [(f"{base}/a/one.html", OLD), (f"{base}/a/two.html", OLD),
+                            (f"{base}/a/plain.html", None), (f"{base}/a/skip.pdf", OLD)])
+    sources = write_sources(tmp_path / "s.toml", [{
+        "name": "site", "kind": "sitemap", "urls": [f"{base}/robots.txt"],
+        "url_pattern": r"\.html$",
+    }])
+
+    first = crawl(sources, "site", home)
+    assert first.returncode == 0, first.stderr[-3000:] + first.stdout
+    rows = db.execute("SELECT url, title, author, published_at, feed_url FROM signals "
+                      "ORDER BY url").fetchall()
+    assert [(r[0].rsplit("/", 1)[1], r[1], r[2]) for r in rows] == [
+        ("old.html", "Old archive page", "Ana Writer"),
+        ("one.html", "Harbour reopens", "Ana Writer"),
+        ("plain.html", "Undated page", "Ana Writer"),
+        ("two.html", "Bridge closed", "Ana Writer"),
+    ]
+    assert all(r[3] == datetime(2024, 2, 29, 9, tzinfo=UTC) for r in rows)
+    assert {r[4] for r in rows} == {f"{base}/news.xml.gz", f"{base}/stale.xml"}
+    assert site.hits("/index.xml") == 1  # listed in itself, fetched once
+    assert site.hits("/a/skip.pdf") == 0  # url_pattern
+    stats = last_run(db)
+    assert stats["errors"] == 0 and stats["harvest/source/site/filtered"] == 1
+
+    # Later: one.html changed and three.html is new (both dated), another undated page
+    # appears; the index says news.xml.gz changed, stale.xml did not.
+    now = datetime.now(UTC).isoformat()
+    (site.root / "a" / "four.html").write_text(article("Fourth", "B", "2024-03-01T00:00:00Z"))
+    _write_site(site.root, base, news_lastmod=now, stale_lastmod=OLD)
+    _news(site.root, base, [(f"{base}/a/one.html", now), (f"{base}/a/two.html", OLD),
+                            (f"{base}/a/three.html", now), (f"{base}/a/plain.html", None),
+                            (f"{base}/a/four.html", None)])
+    second = crawl(sources, "site", home)
+    assert second.returncode == 0, second.stderr[-3000:]
+    hits = {name: site.hits(f"/a/{name}.html")
+            for name in ("one", "two", "three", "four", "plain", "old")}
+    assert hits == {"one": 2, "two": 1, "three": 1, "four": 1, "plain": 1, "old": 1}
+    assert site.hits("/stale.xml") == 1  # its lastmod in the index did not move
+    assert count(db, "SELECT count(*) FROM signals") == 6
+    stats = last_run(db)
+    assert stats["errors"] == 0 and stats["harvest/source/site/unchanged"] == 3
+
+
+def test_disallowed_path_is_never_requested(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    base = site.url
+    (site.root / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n")
+    (site.root / "sitemap.xml").write_text(
+        urlset([(f"{base}/private/x.html", None), (f"{base}/public/y.html", None)]))
+    for folder, title in (("private", "Secret"), ("public", "Open news")):
+        (site.root / folder).mkdir()
+        (site.root / folder / ("x.html" if folder == "private" else "y.html")).write_text(
+            article(title, "C", "2024-01-01T00:00:00Z"))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "polite", "kind": "sitemap", "urls": [f"{base}/sitemap.xml"], "follow": True},
+    ])
+    result = crawl(sources, "polite", home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert site.hits("/private/x.html") == 0
+    assert site.hits("/public/y.html") == 1
+    assert db.execute("SELECT title FROM signals").fetchall() == [("Open news",)]
+    stats = last_run(db)
+    assert stats["harvest/source/polite/robots_forbidden"] == 1 and stats["errors"] == 0
+
+
+def test_without_follow_news_fields_make_the_signal_and_limit_caps(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    base = site.url
+    (site.root / "news.xml").write_text(
+        f'<?xml version="1.0"?><urlset {NS} {NEWS_NS}>'
+        f"<url><loc>{base}/n/merger.html</loc><lastmod>2024-05-03</lastmod><news:news>"
+        "<news:publication_date>2024-05-02T12:00:00Z</news:publication_date>"
+        "<news:title>Companies in merger talks</news:title>"
+        "<news:keywords>business, merger</news:keywords></news:news></url>"
+        f"<url><loc>{base}/n/quiet-harbour-day.html</loc><lastmod>2024-05-01</lastmod></url>"
+        f"<url><loc>{base}/n/oldest.html</loc><lastmod>2024-04-01</lastmod></url>"
+        "</urlset>")
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "news", "kind": "sitemap", "urls": [f"{base}/news.xml"], "follow": False,
+         "limit": 2},
+    ])
+    result = crawl(sources, "news", home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = db.execute("SELECT title, tags, published_at, updated_at FROM signals "
+                      "ORDER BY published_at DESC").fetchall()
+    assert rows == [
+        ("Companies in merger talks", ["business", "merger"],
+         datetime(2024, 5, 2, 12, tzinfo=UTC), datetime(2024, 5, 3, tzinfo=UTC)),
+        ("quiet harbour day", [], datetime(2024, 5, 1, tzinfo=UTC),
+         datetime(2024, 5, 1, tzinfo=UTC)),
+    ]
+    assert site.hits("/n/merger.html") == 0  # follow = false: the page is not fetched
+    assert last_run(db)["harvest/source/news/over_limit"] == 1  # the oldest one
+
+
+@pytest.mark.parametrize("body", [b"<urlset><url><loc>https://a.example/1</loc>",
+                                  b"<html><body>Sorry, moved</body></html>"])
+def test_malformed_sitemap_is_a_rejection_and_a_failure(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path, body: bytes
+) -> None:
+    (site.root / "bad.xml").write_bytes(body)
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "bad", "kind": "sitemap", "urls": [f"{site.url}/bad.xml"], "follow": False},
+    ])
+    result = crawl(sources, "bad", home)
+    assert result.returncode != 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    # One line naming the source, the URL and what is wrong with it.
+    assert f"bad: {site.url}/bad.xml: not a usable sitemap: " in result.stdout
+    reasons = db.execute("SELECT reason, field FROM rejects").fetchall()
+    assert ("unusable_document", "document") in reasons
+    assert count(db, "SELECT consecutive_failures FROM sources_state WHERE source='bad'") == 1
+
+
+def test_unchanged_index_still_leads_to_changed_sitemaps(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    """The index is byte-for-byte the same on the second run (and says no lastmod), but the
+    sitemap it lists gained a page: the page must still be found. Guards against making
+    sitemap documents conditional (a 304 on the index would hide its children)."""
+    base = site.url
+    (site.root / "index.xml").write_text(index([(f"{base}/pages.txt", None)]))
+    (site.root / "pages.txt").write_text(f"{base}/first-story.html\n")
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "idx", "kind": "sitemap", "urls": [f"{base}/index.xml"], "follow": False},
+    ])
+    assert crawl(sources, "idx", home).returncode == 0
+    (site.root / "pages.txt").write_text(f"{base}/first-story.html\n{base}/second-story.html\n")
+    second = crawl(sources, "idx", home)
+    assert second.returncode == 0, second.stderr[-3000:]
+    titles = [r[0] for r in db.execute("SELECT title FROM signals ORDER BY title")]
+    assert titles == ["first story", "second story"]
+    # Second run: only the new undated URL was taken, the known one was not taken again.
+    assert last_run(db)["harvest/source/idx/entries"] == 1
