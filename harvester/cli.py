@@ -21,6 +21,7 @@ from rich.table import Table
 from harvester.config import HarvestConfig, get_config
 from harvester.services import database, embedded, queries, spool, state
 from harvester.services.replay import replay_pending
+from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
 
 console = Console(soft_wrap=True)
@@ -38,7 +39,8 @@ def friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SourcesError, database.DatabaseUnavailable, embedded.EmbeddedError) as exc:
+        except (SourcesError, database.DatabaseUnavailable, embedded.EmbeddedError,
+                ScrapydError) as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False)
             sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
@@ -122,11 +124,11 @@ def db_status() -> None:
             sys.exit(EXIT_FAILED)
         console.print(f"external {database.describe_url(cfg.database_url)}: up")
         return
-    state = embedded.status(cfg.pg_dir)
-    if not state.running:
+    server = embedded.status(cfg.pg_dir)
+    if not server.running:
         console.print(f"embedded PostgreSQL in {cfg.pg_dir}: stopped", highlight=False)
         sys.exit(EXIT_FAILED)
-    console.print(f"embedded PostgreSQL in {cfg.pg_dir}: running (pid {state.pid})",
+    console.print(f"embedded PostgreSQL in {cfg.pg_dir}: running (pid {server.pid})",
                   highlight=False)
 
 
@@ -440,6 +442,13 @@ def demo(ctx: click.Context, limit: int) -> None:
         sys.exit(EXIT_FAILED)
 
 
+# Command groups kept in their own modules register themselves on `main`.
+from harvester import cli_jobs, cli_scrapyd  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    # Run as `python -m harvester.cli`, this file is `__main__`; the command modules
+    # registered themselves on `harvester.cli.main`, so that is the one to run.
+    from harvester.cli import main as registered
+
+    registered()

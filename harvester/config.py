@@ -20,9 +20,11 @@ class HarvestConfig(BaseSettings):
                               (``HARVEST_REDDIT_ENABLED=false``); default on
     ``HARVEST_DISABLE_AFTER`` consecutive failed runs after which a source is disabled
                               until ``harvest sources enable NAME``; 0 = never (default 5)
+    ``HARVEST_SCRAPYD_URLS``  Scrapyd nodes, comma-separated (default http://127.0.0.1:6800)
 
     API credentials keep their vendors' usual names and are never logged:
-    ``X_BEARER_TOKEN``, ``REDDIT_CLIENT_ID``, ``REDDIT_CLIENT_SECRET``.
+    ``X_BEARER_TOKEN``, ``REDDIT_CLIENT_ID``, ``REDDIT_CLIENT_SECRET``, and Scrapyd's own
+    ``SCRAPYD_USERNAME``/``SCRAPYD_PASSWORD``.
     """
 
     model_config = SettingsConfigDict(env_prefix="HARVEST_", extra="ignore", frozen=True)
@@ -31,6 +33,7 @@ class HarvestConfig(BaseSettings):
     database_url: str | None = None
     sources: Path = Field(default=Path("sources.toml"))
     disable_after: int = Field(default=5, ge=0)
+    scrapyd_urls: str = "http://127.0.0.1:6800"
     feed_enabled: bool = True
     reddit_enabled: bool = True
     hackernews_enabled: bool = True
@@ -61,6 +64,18 @@ class Credentials(BaseSettings):
     reddit_client_secret: SecretStr | None = None
 
 
+class ScrapydEnv(BaseSettings):
+    """The variables Scrapyd itself reads (``SCRAPYD_*``); we read the same ones so the
+    server, the scheduler and ``harvest jobs`` agree."""
+
+    model_config = SettingsConfigDict(env_prefix="SCRAPYD_", extra="ignore", frozen=True)
+
+    username: str | None = None
+    password: SecretStr | None = None
+    bind_address: str = "127.0.0.1"
+    http_port: int = 6800
+
+
 @lru_cache(maxsize=1)
 def get_config() -> HarvestConfig:
     return HarvestConfig()
@@ -69,3 +84,8 @@ def get_config() -> HarvestConfig:
 @lru_cache(maxsize=1)
 def get_credentials() -> Credentials:
     return Credentials()
+
+
+@lru_cache(maxsize=1)
+def get_scrapyd_env() -> ScrapydEnv:
+    return ScrapydEnv()

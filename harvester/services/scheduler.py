@@ -1,0 +1,280 @@
+"""The scheduler: submit each enabled source to Scrapyd when it is due, on the least loaded
+node, never twice and never lost.
+
+State lives in PostgreSQL (``schedules``), so a restart picks up where the last process
+stopped. Submitting is two-phase: the job id (``SOURCE.DUE_EPOCH``, chosen by us) is
+committed as ``submitting`` before ``schedule.json`` is called, and marked ``submitted``
+after. A scheduler that died in between finds the job on a node (then it was submitted) or
+not (then it submits it under the same id): a run is neither lost nor doubled.
+
+Rules per source and tick:
+
+* paused (``harvest jobs pause``), disabled after failing, switched off by
+  ``HARVEST_<KIND>_ENABLED`` or ``enabled = false`` → not submitted;
+* not due yet → nothing; a never-scheduled source is due at once;
+* its previous job still pending or running → this window is skipped and counted
+  (``skipped_running``): at most one job per source;
+* due several times over (the scheduler was down) → one run, then the next due time after
+  now: a missed window runs once on catch-up;
+* nodes that do not answer are skipped and reported; with none up nothing is submitted and
+  the source stays due.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from harvester.config import get_config
+from harvester.services.scrapyd import Node, ScrapydError
+from harvester.sources import Source
+
+logger = logging.getLogger(__name__)
+
+# Any constant shared by every scheduler of one database: only one of them may run.
+LOCK_KEY = 0x68617276  # "harv"
+ACTIVE = ("pending", "running")
+
+
+class SchedulerError(RuntimeError):
+    """Something an operator must fix before the scheduler can work; one sentence."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class NodeView:
+    """One node as seen in this tick."""
+
+    node: Node
+    up: bool = False
+    load: int = 0
+    error: str | None = None
+    jobs: dict[str, str] = field(default_factory=dict)  # job id → pending|running|finished
+
+
+class Cluster:
+    """The Scrapyd nodes, asked once per tick for their load and jobs."""
+
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        self.views = [NodeView(n) for n in nodes]
+
+    def refresh(self) -> None:
+        for view in self.views:
+            view.jobs.clear()
+            try:
+                view.load = view.node.load()
+                listing = view.node.jobs()
+            except ScrapydError as exc:
+                view.up, view.error = False, str(exc)
+                continue
+            view.up, view.error = True, None
+            for state in ("pending", "running", "finished"):
+                for job in listing.get(state, []):
+                    view.jobs[str(job.get("id"))] = state
+
+    @property
+    def down(self) -> list[NodeView]:
+        return [v for v in self.views if not v.up]
+
+    def find(self, job_id: str) -> tuple[NodeView, str] | None:
+        for view in self.views:
+            if view.up and job_id in view.jobs:
+                return view, view.jobs[job_id]
+        return None
+
+    def least_loaded(self) -> NodeView | None:
+        up = [v for v in self.views if v.up]
+        return min(up, key=lambda v: v.load) if up else None
+
+    def mark_down(self, view: NodeView, error: str) -> None:
+        view.up, view.error = False, error
+
+
+@dataclass(slots=True)
+class TickReport:
+    submitted: list[tuple[str, str, str]] = field(default_factory=list)  # source, job, node
+    confirmed: list[str] = field(default_factory=list)  # interrupted submissions found on a node
+    skipped_running: list[str] = field(default_factory=list)
+    finished: list[tuple[str, str]] = field(default_factory=list)  # source, outcome
+    not_submitted: list[tuple[str, str]] = field(default_factory=list)  # source, why
+    nodes_down: list[tuple[str, str]] = field(default_factory=list)  # url, why
+
+
+_COLUMNS = ("source", "next_due", "paused", "job_id", "job_node", "job_state", "job_due",
+            "job_submitted_at", "last_outcome", "last_finished_at", "skipped_running")
+
+
+def load_rows(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM schedules")  # fixed column list
+        return {row["source"]: row for row in cur.fetchall()}
+
+
+def _update(conn: psycopg.Connection[Any], source: str, **values: Any) -> None:
+    assigns = ", ".join(f"{k} = %({k})s" for k in values)  # keys are our own column names
+    conn.execute(
+        "INSERT INTO schedules (source) VALUES (%(source)s) ON CONFLICT (source) DO NOTHING",
+        {"source": source},
+    )
+    conn.execute(f"UPDATE schedules SET {assigns}, updated_at = now() "  # type: ignore[arg-type]
+                 "WHERE source = %(source)s", {**values, "source": source})
+
+
+def set_paused(conn: psycopg.Connection[Any], source: str, paused: bool) -> None:
+    _update(conn, source, paused=paused)
+
+
+def catch_up(source: Source, due: datetime, now: datetime) -> datetime:
+    """The next due time after a run for ``due``: the following window, or — when that is
+    already past (the scheduler was down) — the first window after now."""
+    following = source.next_due(due)
+    return following if following > now else source.next_due(now)
+
+
+def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
+    row = conn.execute("SELECT finish_reason, errors FROM crawl_runs WHERE job_id = %s "
+                       "ORDER BY started_at DESC LIMIT 1", (job_id,)).fetchone()
+    if row is None:
+        return "finished (no run recorded)"
+    reason, errors = row
+    return f"{reason}, {errors} errors" if errors else str(reason)
+
+
+class Scheduler:
+    """One tick at a time; ``runnable`` says which sources may run (enabled, not disabled)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], cluster: Cluster,
+                 spider_for: Callable[[Source], str],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.conn = conn
+        self.cluster = cluster
+        self.spider_for = spider_for
+        self.clock = clock
+
+    def lock(self) -> None:
+        """Become the only scheduler of this database, or say who is."""
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not row or not row[0]:
+            raise SchedulerError("another `harvest scheduler` is already running against this "
+                                 "database; stop it first (only one may submit jobs)")
+
+    def disabled(self) -> set[str]:
+        rows = self.conn.execute("SELECT source FROM sources_state WHERE disabled").fetchall()
+        return {r[0] for r in rows}
+
+    def tick(self, sources: Iterable[Source]) -> TickReport:
+        now = self.clock()
+        report = TickReport()
+        self.cluster.refresh()
+        report.nodes_down = [(v.node.url, v.error or "down") for v in self.cluster.down]
+        rows = load_rows(self.conn)
+        disabled = self.disabled()
+        config = get_config()
+        for source in sources:
+            if not source.enabled or not config.kind_enabled(source.kind):
+                continue
+            row = rows.get(source.name) or {c: None for c in _COLUMNS} | {
+                "source": source.name, "paused": False, "skipped_running": 0}
+            running = self._settle(source, row, report)
+            if row["paused"] or source.name in disabled:
+                continue
+            due = row["next_due"] or now
+            if due > now:
+                continue
+            if running:
+                self.conn.execute(
+                    "UPDATE schedules SET skipped_running = skipped_running + 1, "
+                    "next_due = %s, updated_at = now() WHERE source = %s",
+                    (catch_up(source, due, now), source.name))
+                report.skipped_running.append(source.name)
+                logger.warning("%s is due but its job %s is still %s: skipped this window",
+                               source.name, row["job_id"], running)
+                continue
+            job_id = f"{source.name}.{int(due.timestamp())}"
+            self._submit(source, job_id, due, catch_up(source, due, now), report)
+        return report
+
+    def run_now(self, source: Source) -> tuple[str, str]:
+        """Submit one source at once (``harvest jobs run``); its schedule is left as is."""
+        self.cluster.refresh()
+        row = load_rows(self.conn).get(source.name)
+        report = TickReport()
+        if row is not None:
+            running = self._settle(source, row, report)
+            if running:
+                raise SchedulerError(f"{source.name} already has job {row['job_id']} {running} "
+                                     f"on {row['job_node']}; wait for it or cancel it")
+        now = self.clock()
+        job_id = f"{source.name}.manual.{int(now.timestamp())}"
+        next_due = row["next_due"] if row else None
+        if not self._submit(source, job_id, now, next_due, report):
+            why = report.not_submitted[-1][1] if report.not_submitted else "no node took it"
+            raise SchedulerError(f"{source.name} was not submitted: {why}")
+        return report.submitted[-1][1], report.submitted[-1][2]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _settle(self, source: Source, row: dict[str, Any], report: TickReport) -> str | None:
+        """Bring the row's job up to date with what the nodes say; return "pending" or
+        "running" when that job is still active, else None."""
+        job_id, state = row["job_id"], row["job_state"]
+        if not job_id or state not in ("submitting", "submitted"):
+            return None
+        found = self.cluster.find(job_id)
+        if state == "submitting":
+            if found is None:
+                # Never reached a node (the scheduler stopped between the two phases): submit
+                # it now under the same id, on whichever node is least loaded.
+                self._submit(source, job_id, row["job_due"], row["next_due"], report)
+                return "pending" if report.submitted and report.submitted[-1][1] == job_id \
+                    else None
+            view, _ = found
+            _update(self.conn, source.name, job_state="submitted", job_node=view.node.url,
+                    job_submitted_at=row["job_submitted_at"] or self.clock())
+            report.confirmed.append(source.name)
+            state = "submitted"
+        if found is None:
+            # The node forgot it or is down: its outcome is unknown; do not block the source.
+            _update(self.conn, source.name, job_state="lost", last_outcome="lost (node down?)")
+            return None
+        view, job_state = found
+        if job_state in ACTIVE:
+            return job_state
+        outcome = _outcome(self.conn, job_id)
+        _update(self.conn, source.name, job_state="finished", last_outcome=outcome,
+                last_finished_at=self.clock())
+        report.finished.append((source.name, outcome))
+        return None
+
+    def _submit(self, source: Source, job_id: str, due: datetime | None,
+                next_due: datetime | None, report: TickReport) -> bool:
+        view = self.cluster.least_loaded()
+        if view is None:
+            report.not_submitted.append((source.name, "no Scrapyd node is reachable"))
+            return False
+        # Phase 1: the intent, committed (autocommit) before any node hears of it.
+        _update(self.conn, source.name, job_id=job_id, job_node=view.node.url,
+                job_state="submitting", job_due=due, next_due=next_due,
+                job_submitted_at=None)
+        try:
+            view.node.schedule(self.spider_for(source), jobid=job_id, source=source.name)
+        except ScrapydError as exc:
+            self.cluster.mark_down(view, str(exc))
+            report.nodes_down.append((view.node.url, str(exc)))
+            report.not_submitted.append((source.name, str(exc)))
+            return False
+        # Phase 2: submitted.
+        _update(self.conn, source.name, job_state="submitted", job_submitted_at=self.clock())
+        view.load += 1
+        view.jobs[job_id] = "pending"
+        report.submitted.append((source.name, job_id, view.node.url))
+        return True

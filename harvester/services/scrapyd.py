@@ -1,0 +1,113 @@
+"""A small client for Scrapyd's JSON API, one node at a time, and the list of nodes.
+
+Nodes come from ``HARVEST_SCRAPYD_URLS`` (comma-separated, default
+``http://127.0.0.1:6800``); credentials from each URL's user-info or else
+``SCRAPYD_USERNAME``/``SCRAPYD_PASSWORD`` (the same variables Scrapyd itself reads). Node
+URLs shown to people never carry the password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from harvester.config import get_config, get_scrapyd_env
+
+PROJECT = "harvester"
+TIMEOUT_S = 10.0
+
+
+class ScrapydError(RuntimeError):
+    """A node that is down, refuses us, or answers with an error; one sentence."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    url: str  # without credentials: safe to print
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> Node:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ScrapydError(f"{value.strip()!r} is not a Scrapyd URL like "
+                               "http://127.0.0.1:6800 (check HARVEST_SCRAPYD_URLS)")
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        env = get_scrapyd_env()
+        secret = env.password
+        username = parts.username or env.username or None
+        password = parts.password or (secret.get_secret_value() if secret else None)
+        return cls(url, username, password)
+
+    def _call(self, method: str, endpoint: str, **params: Any) -> dict[str, Any]:
+        auth = (self.username, self.password or "") if self.username else None
+        try:
+            if method == "GET":
+                response = requests.get(f"{self.url}/{endpoint}", params=params, auth=auth,
+                                        timeout=TIMEOUT_S)
+            else:
+                response = requests.post(f"{self.url}/{endpoint}", data=params, auth=auth,
+                                         timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise ScrapydError(f"Scrapyd at {self.url} is not reachable "
+                               f"({type(exc).__name__}); is it running?") from None
+        if response.status_code == 401:
+            raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); set "
+                               "SCRAPYD_USERNAME and SCRAPYD_PASSWORD to its account")
+        try:
+            data = response.json()
+        except ValueError:
+            raise ScrapydError(f"Scrapyd at {self.url} answered HTTP {response.status_code} "
+                               "with something that is not JSON") from None
+        if data.get("status") != "ok":
+            raise ScrapydError(f"Scrapyd at {self.url}: {endpoint} failed: "
+                               f"{data.get('message', data)}")
+        return data
+
+    def status(self) -> dict[str, Any]:
+        """``daemonstatus.json``: running, pending, finished counts."""
+        return self._call("GET", "daemonstatus.json")
+
+    def load(self) -> int:
+        data = self.status()
+        return int(data.get("running", 0)) + int(data.get("pending", 0))
+
+    def schedule(self, spider: str, *, jobid: str, **args: str) -> str:
+        data = self._call("POST", "schedule.json", project=PROJECT, spider=spider,
+                          jobid=jobid, **args)
+        return str(data["jobid"])
+
+    def jobs(self) -> dict[str, list[dict[str, Any]]]:
+        """``listjobs.json``: ``pending``, ``running``, ``finished`` lists."""
+        return self._call("GET", "listjobs.json", project=PROJECT)
+
+    def cancel(self, jobid: str) -> None:
+        self._call("POST", "cancel.json", project=PROJECT, job=jobid)
+
+
+    def add_version(self, version: str, egg: bytes) -> int:
+        """Upload a project egg (what ``scrapyd-deploy`` does); returns the spider count."""
+        auth = (self.username, self.password or "") if self.username else None
+        try:
+            response = requests.post(f"{self.url}/addversion.json",
+                                     data={"project": PROJECT, "version": version},
+                                     files={"egg": ("harvester.egg", egg)}, auth=auth,
+                                     timeout=60)
+            data = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ScrapydError(f"could not deploy to Scrapyd at {self.url} "
+                               f"({type(exc).__name__})") from None
+        if data.get("status") != "ok":
+            raise ScrapydError(f"Scrapyd at {self.url} refused the egg: "
+                               f"{data.get('message', data)}")
+        return int(data.get("spiders", 0))
+
+
+def nodes() -> list[Node]:
+    """The configured Scrapyd nodes (``HARVEST_SCRAPYD_URLS``)."""
+    return [Node.parse(v) for v in get_config().scrapyd_urls.split(",") if v.strip()]

@@ -1,0 +1,164 @@
+"""Run a local Scrapyd for this project (``harvest scrapyd start|stop|status|deploy``).
+
+Scrapyd runs from ``$HARVEST_HOME/scrapyd`` with ``deploy/scrapyd.conf`` copied there, so
+its eggs, logs, job database and job dirs live under ``$HARVEST_HOME``. Jobs inherit its
+environment: we hand it absolute ``HARVEST_HOME``/``HARVEST_SOURCES`` and the database URL
+(the embedded server's, started here when needed), and migrate the database first, so a job
+finds everything without any manual step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scrapy.utils.conf import closest_scrapy_cfg
+
+from harvester.config import HarvestConfig, get_scrapyd_env
+from harvester.services import database
+from harvester.services.scrapyd import Node, ScrapydError
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def of(cls, config: HarvestConfig) -> Paths:
+        return cls(config.home.absolute() / "scrapyd")
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "scrapyd.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "scrapyd.log"
+
+
+def project_dir() -> Path:
+    """The project checkout (where scrapy.cfg is): deploy/ and setup.py live there."""
+    cfg = closest_scrapy_cfg()
+    if not cfg:
+        raise ScrapydError("no scrapy.cfg here or above; run this from the harvester "
+                           "project directory")
+    return Path(cfg).parent
+
+
+def local_node() -> Node:
+    env = get_scrapyd_env()
+    host = "127.0.0.1" if env.bind_address in ("0.0.0.0", "") else env.bind_address
+    return Node.parse(f"http://{host}:{env.http_port}")
+
+
+def running_pid(paths: Paths) -> int | None:
+    try:
+        pid = int(paths.pid.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
+
+
+def start(config: HarvestConfig) -> tuple[int, Node]:
+    """Start Scrapyd in the background; return its pid and node once it answers."""
+    env_cfg = get_scrapyd_env()
+    if not env_cfg.username or env_cfg.password is None:
+        raise ScrapydError("set SCRAPYD_USERNAME and SCRAPYD_PASSWORD: this project never "
+                           "runs Scrapyd without authentication")
+    paths = Paths.of(config)
+    node = local_node()
+    if (pid := running_pid(paths)) is not None:
+        return pid, node
+    paths.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project_dir() / "deploy" / "scrapyd.conf", paths.root / "scrapyd.conf")
+    url = database.resolve_url(config)
+    database.ensure_schema(url)
+    env = {
+        **os.environ,
+        "HARVEST_HOME": str(config.home.absolute()),
+        "HARVEST_SOURCES": str(config.sources.absolute()),
+        "HARVEST_DATABASE_URL": url,
+    }
+    scrapyd = Path(sys.executable).with_name("scrapyd")
+    with paths.log.open("ab") as log:
+        process = subprocess.Popen(
+            [str(scrapyd)], cwd=paths.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    paths.pid.write_text(str(process.pid))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            paths.pid.unlink(missing_ok=True)
+            raise ScrapydError(f"Scrapyd exited at start (status {process.returncode}); "
+                               f"see {paths.log}")
+        try:
+            node.status()
+        except ScrapydError:
+            time.sleep(0.3)
+            continue
+        return process.pid, node
+    stop(config)
+    raise ScrapydError(f"Scrapyd did not answer on {node.url} within {START_TIMEOUT_S:.0f} s; "
+                       f"see {paths.log}")
+
+
+def stop(config: HarvestConfig, timeout: float = 20.0) -> bool:
+    """Stop the Scrapyd started by :func:`start`; False when none was running."""
+    paths = Paths.of(config)
+    pid = running_pid(paths)
+    if pid is None:
+        paths.pid.unlink(missing_ok=True)
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(paths) is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child (tests)
+        time.sleep(0.2)
+    if running_pid(paths) is not None:
+        os.killpg(pid, signal.SIGKILL)
+    paths.pid.unlink(missing_ok=True)
+    return True
+
+
+def build_egg() -> bytes:
+    """The project egg, built by ``scrapyd-deploy --build-egg`` in the project directory."""
+    root = project_dir()
+    deploy = Path(sys.executable).with_name("scrapyd-deploy")
+    with tempfile.TemporaryDirectory(prefix="harvest-egg-") as tmp:
+        egg = Path(tmp) / "harvester.egg"
+        result = subprocess.run(
+            [str(deploy), f"--build-egg={egg}"], cwd=root, capture_output=True, text=True,
+            timeout=300, check=False,
+        )
+        if result.returncode != 0 or not egg.exists():
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ScrapydError(f"building the project egg failed: {tail[0]}")
+        return egg.read_bytes()
+
+
+def deploy(nodes: list[Node], version: str | None = None) -> dict[str, int | str]:
+    """Upload one freshly built egg to every node; node URL → spider count or the error."""
+    egg = build_egg()
+    version = version or str(int(time.time()))
+    outcome: dict[str, int | str] = {}
+    for node in nodes:
+        try:
+            outcome[node.url] = node.add_version(version, egg)
+        except ScrapydError as exc:
+            outcome[node.url] = str(exc)
+    return outcome

@@ -1,0 +1,290 @@
+"""Scrapyd runs the crawls: real Scrapyd nodes on loopback, the project egg deployed, jobs
+scheduled through the JSON API and by `harvest scheduler`, results in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from harvester.services.localsite import LocalSite
+from tests.conftest import ROOT, harvest, write_sources
+from tests.feeds import items, rss
+
+AUTH = ("ops", "test-secret")
+CREDENTIALS = {"SCRAPYD_USERNAME": AUTH[0], "SCRAPYD_PASSWORD": AUTH[1]}
+NAMES = ("alpha", "beta", "gamma", "delta", "slow")
+JOB_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Node:
+    home: Path
+    port: int
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, endpoint: str, **params: str) -> dict[str, Any]:
+        if endpoint == "schedule.json":
+            response = requests.post(f"{self.url}/{endpoint}", data=params, auth=AUTH,
+                                     timeout=10)
+        else:
+            response = requests.get(f"{self.url}/{endpoint}", params=params, auth=AUTH,
+                                    timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def jobs(self) -> dict[str, list[dict[str, Any]]]:
+        return self.api("listjobs.json", project="harvester")
+
+    def job_ids(self) -> list[str]:
+        listing = self.jobs()
+        return [j["id"] for state in ("pending", "running", "finished") for j in listing[state]]
+
+    def start(self) -> None:
+        result = harvest("scrapyd", "start", home=self.home, env=self.env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "deployed harvester" in result.stdout
+
+    def stop(self) -> None:
+        harvest("scrapyd", "stop", home=self.home, env=self.env)
+
+
+@pytest.fixture(scope="module")
+def sources_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, LocalSite]]:
+    root = tmp_path_factory.mktemp("scrapyd-site")
+    (root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
+    for name in NAMES:
+        (root / f"{name}.xml").write_text(rss(items(name, 3)))
+    path = tmp_path_factory.mktemp("scrapyd-sources") / "sources.toml"
+    with LocalSite(root) as site:
+        site.set_delay("/slow.xml", 6.0)
+        write_sources(path, [{"name": n, "kind": "feed", "interval": "1h",
+                              "urls": [f"{site.url}/{n}.xml"]} for n in NAMES])
+        yield path, site
+
+
+@pytest.fixture(scope="module")
+def nodes(sources_file: tuple[Path, LocalSite],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+    path, _ = sources_file
+    started: list[Node] = []
+    try:
+        for i in range(2):
+            port = _free_port()
+            env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port), "HARVEST_SOURCES": str(path)}
+            node = Node(tmp_path_factory.mktemp(f"scrapyd-home-{i}"), port, env)
+            node.start()
+            started.append(node)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def _wait_finished(node: Node, job_ids: list[str]) -> None:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        finished = {j["id"] for j in node.jobs()["finished"]}
+        if set(job_ids) <= finished:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"jobs {job_ids} did not finish on {node.url} in {JOB_TIMEOUT_S} s")
+
+
+def _scheduler_env(nodes: list[Node], path: Path) -> dict[str, str]:
+    return {**CREDENTIALS, "HARVEST_SOURCES": str(path),
+            "HARVEST_SCRAPYD_URLS": ",".join(n.url for n in nodes)}
+
+
+def _all_jobs(nodes: list[Node]) -> dict[str, list[str]]:
+    """Node URL → every job id it knows (pending, running, finished)."""
+    return {n.url: n.job_ids() for n in nodes}
+
+
+def _jobs_of(nodes: list[Node], source: str) -> list[str]:
+    return [j for ids in _all_jobs(nodes).values() for j in ids
+            if j.split(".")[0] == source]
+
+
+def test_schedule_json_crawl_lands_in_postgres_with_its_job_id(
+    nodes: list[Node], db: psycopg.Connection[Any]
+) -> None:
+    node = nodes[0]
+    # Security: the API wants credentials.
+    assert requests.get(f"{node.url}/daemonstatus.json", timeout=10).status_code == 401
+    spiders = node.api("listspiders.json", project="harvester")["spiders"]
+    assert {"feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered"} <= set(spiders)
+
+    job = node.api("schedule.json", project="harvester", spider="feed", source="alpha")["jobid"]
+    _wait_finished(node, [job])
+
+    assert db.execute("SELECT count(*) FROM signals WHERE source = 'alpha'").fetchone() == (3,)
+    run = db.execute("SELECT job_id, sources, finish_reason FROM crawl_runs").fetchone()
+    assert run == (job, ["alpha"], "finished")
+
+
+def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
+    nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    path, _ = sources_file
+    env = _scheduler_env(nodes, path)
+    home = tmp_path / "sched"
+    four = ("alpha", "beta", "gamma", "delta")
+    for name in ("slow",):  # keep the slow source out of this test
+        assert harvest("--sources", str(path), "jobs", "pause", name, home=home,
+                       env=env).returncode == 0
+
+    first = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    placed = {n.url: [j for j in n.job_ids() if j.split(".")[0] in four] for n in nodes}
+    assert all(len(ids) == 2 for ids in placed.values()), placed  # least loaded: 2 and 2
+    for node, ids in zip(nodes, placed.values(), strict=True):
+        _wait_finished(node, ids)
+
+    # Every source due again; node 2 stopped: node 1 takes all the work.
+    db.execute("UPDATE schedules SET next_due = now() - interval '1 second'")
+    nodes[1].stop()
+    try:
+        second = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert f"node down {nodes[1].url}" in second.stdout
+        after = [j for j in nodes[0].job_ids() if j.split(".")[0] in four]
+        assert len(after) == len(placed[nodes[0].url]) + 4
+        _wait_finished(nodes[0], after)
+    finally:
+        nodes[1].start()
+    stored = dict(db.execute("SELECT source, count(*) FROM signals GROUP BY source").fetchall())
+    assert stored == dict.fromkeys(four, 3)
+    states = db.execute("SELECT count(*) FROM schedules WHERE job_node = %s",
+                        (nodes[0].url,)).fetchone()
+    assert states == (4,)
+
+
+def test_restarted_scheduler_neither_loses_nor_doubles_a_run(
+    nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    path, _ = sources_file
+    env = _scheduler_env(nodes, path)
+    home = tmp_path / "sched"
+    before = {name: set(_jobs_of(nodes, name)) for name in ("alpha", "beta")}
+    for name in ("gamma", "delta", "slow"):
+        harvest("--sources", str(path), "jobs", "pause", name, home=home, env=env)
+
+    command = [sys.executable, "-m", "harvester.cli", "--sources", str(path), "scheduler",
+               "--tick", "0.5"]
+    full_env = {**os.environ, "HARVEST_HOME": str(home), **env}
+    first = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            submitted = db.execute("SELECT count(*) FROM schedules WHERE job_state = 'submitted'"
+                                   " AND source IN ('alpha', 'beta')").fetchone()
+            if submitted == (2,):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the scheduler did not submit both sources")
+    finally:
+        first.kill()  # no goodbye: as if the machine went down
+        first.wait()
+
+    # A submission interrupted between its two phases: committed intent, never sent.
+    db.execute("UPDATE schedules SET job_state = 'submitting', job_id = 'beta.interrupted', "
+               "next_due = now() + interval '1 hour' WHERE source = 'beta'")
+    second = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4)  # several ticks
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, output
+
+    new = {name: set(_jobs_of(nodes, name)) - before[name] for name in ("alpha", "beta")}
+    assert len(new["alpha"]) == 1, new  # submitted once, not again after the restart
+    assert len(new["beta"]) == 2 and "beta.interrupted" in new["beta"], new  # none lost
+    for node in nodes:
+        _wait_finished(node, [j for j in node.job_ids() if j in new["alpha"] | new["beta"]])
+    recorded = {r[0] for r in db.execute("SELECT job_id FROM crawl_runs").fetchall()}
+    assert new["alpha"] | new["beta"] <= recorded
+
+
+def test_running_job_blocks_its_source_missed_windows_run_once_and_pause_works(
+    nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    path, _ = sources_file
+    env = _scheduler_env(nodes[:1], path)
+    home = tmp_path / "sched"
+    for name in ("alpha", "beta", "gamma", "delta"):
+        harvest("--sources", str(path), "jobs", "pause", name, home=home, env=env)
+    before = set(_jobs_of(nodes, "slow"))
+
+    # Due ten hours ago (the scheduler was down): one run, next due in the future.
+    db.execute("INSERT INTO schedules (source, next_due) VALUES "
+               "('slow', now() - interval '10 hours')")
+    harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    row = db.execute("SELECT next_due > now(), job_state FROM schedules "
+                     "WHERE source = 'slow'").fetchone()
+    assert row == (True, "submitted")
+    assert len(set(_jobs_of(nodes, "slow")) - before) == 1
+
+    # Due again while that job still runs (the site answers after 6 s): skipped, counted.
+    db.execute("UPDATE schedules SET next_due = now() - interval '1 second' "
+               "WHERE source = 'slow'")
+    busy = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert "skipped slow: its previous job is still running" in busy.stdout, busy.stdout
+    manual = harvest("--sources", str(path), "jobs", "run", "slow", home=home, env=env)
+    assert manual.returncode == 1 and "already has job" in manual.stderr
+    assert db.execute("SELECT skipped_running FROM schedules WHERE source = 'slow'"
+                      ).fetchone() == (1,)
+    assert len(set(_jobs_of(nodes, "slow")) - before) == 1
+
+    listing = harvest("--sources", str(path), "jobs", "list", home=home, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "slow" in listing.stdout and nodes[0].url in listing.stdout
+
+    # Paused: due, yet not submitted; resumed: submitted.
+    _wait_finished(nodes[0], list(set(_jobs_of(nodes, "slow")) - before))
+    harvest("--sources", str(path), "jobs", "pause", "slow", home=home, env=env)
+    db.execute("UPDATE schedules SET next_due = now() - interval '1 second'")
+    harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert len(set(_jobs_of(nodes, "slow")) - before) == 1
+    harvest("--sources", str(path), "jobs", "resume", "slow", home=home, env=env)
+    resumed = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert "submitted slow" in resumed.stdout
+    assert len(set(_jobs_of(nodes, "slow")) - before) == 2
+    outcome = db.execute("SELECT last_outcome FROM schedules WHERE source = 'slow'").fetchone()
+    assert outcome == ("finished",)
+
+
+def test_scrapyd_will_not_start_without_credentials(tmp_path: Path) -> None:
+    result = harvest("scrapyd", "start", home=tmp_path / "home",
+                     env={"SCRAPYD_USERNAME": "", "SCRAPYD_PASSWORD": ""})
+    assert result.returncode == 2
+    assert "set SCRAPYD_USERNAME and SCRAPYD_PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr
