@@ -106,8 +106,15 @@ def current_revision(url: str) -> str | None:
 
 def ensure_schema(url: str) -> bool:
     """Migrate when the schema is behind; return True when a migration ran."""
-    if current_revision(url) == HEAD:
+    current = current_revision(url)
+    if current == HEAD:
         return False
+    if not MIGRATIONS.is_dir():
+        # Running from a zipped egg (a Scrapyd job): Alembic needs its scripts on disk.
+        raise DatabaseUnavailable(
+            f"the database {describe_url(url)} is at schema {current or 'none'} but this code "
+            f"needs {HEAD}; run `harvest migrate` (or `harvest scrapyd start`, which does it)"
+        )
     logger.info("Migrating database %s to %s", describe_url(url), HEAD)
     migrate(url)
     return True
