@@ -21,6 +21,11 @@ class HarvestConfig(BaseSettings):
     ``HARVEST_DISABLE_AFTER`` consecutive failed runs after which a source is disabled
                               until ``harvest sources enable NAME``; 0 = never (default 5)
     ``HARVEST_SCRAPYD_URLS``  Scrapyd nodes, comma-separated (default http://127.0.0.1:6800)
+    ``HARVEST_STALE_FACTOR``  a source is stale when its last success is older than this many
+                              intervals (default 3)
+    ``HARVEST_API_HOST``, ``HARVEST_API_PORT``  where `harvest serve` listens (127.0.0.1:8000)
+    ``PROMETHEUS_MULTIPROC_DIR`` metrics files shared by crawl processes and `harvest serve`
+                              (default ``$HARVEST_HOME/metrics``)
 
     API credentials keep their vendors' usual names and are never logged:
     ``X_BEARER_TOKEN``, ``REDDIT_CLIENT_ID``, ``REDDIT_CLIENT_SECRET``, and Scrapyd's own
@@ -34,6 +39,12 @@ class HarvestConfig(BaseSettings):
     sources: Path = Field(default=Path("sources.toml"))
     disable_after: int = Field(default=5, ge=0)
     scrapyd_urls: str = "http://127.0.0.1:6800"
+    stale_factor: float = Field(default=3.0, gt=0)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # prometheus-client's own variable; default $HARVEST_HOME/metrics.
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
     feed_enabled: bool = True
     reddit_enabled: bool = True
     hackernews_enabled: bool = True
@@ -48,6 +59,15 @@ class HarvestConfig(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.home.absolute() / "spool"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return (self.prometheus_multiproc_dir or self.home / "metrics").absolute()
+
+    @property
+    def scrapyd_configured(self) -> bool:
+        """Whether HARVEST_SCRAPYD_URLS was set (health checks Scrapyd only then)."""
+        return "scrapyd_urls" in self.model_fields_set
 
     @property
     def pg_dir(self) -> Path:

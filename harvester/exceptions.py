@@ -33,4 +33,5 @@ class StoredRejection(DropItem):
     counted as a scraped item."""
 
     def __init__(self, reason: str) -> None:
+        self.reason = reason
         super().__init__(reason, log_level="WARNING")

@@ -32,6 +32,7 @@ DOWNLOADER_MIDDLEWARES = {
 }
 EXTENSIONS = {
     "harvester.extensions.gc.GcFreezeExtension": 100,
+    "harvester.extensions.metrics.MetricsExtension": 200,
 }
 ITEM_PIPELINES = {
     "harvester.pipelines.validate.ValidatePipeline": 100,

@@ -28,6 +28,12 @@ def set_skipped(stats: StatsCollector, source: str, reason: str) -> None:
     stats.set_value(f"harvest/source/{source}/skipped", reason)
 
 
+def succeeded(row: dict[str, Any]) -> bool:
+    """A source's run succeeded when something was fetched (or not modified) and nothing
+    failed."""
+    return (row["fetched"] + row["not_modified"]) > 0 and row["errors"] == 0
+
+
 def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{source: {counter: n, ..., "last_error": str | None}}`` from a stats dict."""
     table: dict[str, dict[str, Any]] = {}

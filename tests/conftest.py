@@ -127,3 +127,23 @@ def harvest(*args: str, home: Path, env: dict[str, str] | None = None,
         [sys.executable, "-m", "harvester.cli", *args],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+@pytest.fixture
+def private_pg() -> Iterator[tuple[Path, str]]:
+    """A migrated embedded PostgreSQL of its own that the test may stop and start (never
+    the session's): ``(data directory, URL)``."""
+    base = Path(tempfile.mkdtemp(prefix="harvest-private-", dir="/tmp"))
+    url = embedded.start(base / "pg")
+    database.migrate(url)
+    yield base / "pg", url
+    embedded.stop(base / "pg", mode="immediate")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -146,5 +146,6 @@ class PoliteMiddleware:
             gate.paused_until = until
         hstats.inc(self.crawler.stats, source, "waits")
         self.crawler.stats.inc_value("harvest/polite/waited_s", round(seconds, 3))
+        self.crawler.stats.inc_value(f"harvest/source/{source}/waited_s", round(seconds, 3))
         logger.info("Source %s: %s, waiting %.1f s before its next request", source, why,
                     seconds)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from harvester.stats import per_source
+from harvester.stats import per_source, succeeded
 
 
 def _jsonable(value: Any) -> Any:
@@ -48,7 +48,7 @@ def run_record(
     states = {
         name: {
             "attempted_at": started_at,
-            "success": (row["fetched"] + row["not_modified"]) > 0 and row["errors"] == 0,
+            "success": succeeded(row),
             "validators": validators.get(name, {}),
             "cursor": cursors.get(name, {}),
             "last_error": row["last_error"],

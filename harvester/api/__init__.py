@@ -1,0 +1,1 @@
+"""``harvest serve``: the HTTP side of the harvester (health, metrics; signals later)."""

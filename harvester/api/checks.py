@@ -1,0 +1,101 @@
+"""Health checks: each says ok or what is wrong, in words an operator can act on."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+
+from harvester.config import get_config
+from harvester.services import scrapyd, spool
+from harvester.sources import SourcesFile
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+
+
+@dataclass(slots=True)
+class Check:
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail, **self.data}
+
+
+def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
+    started = time.monotonic()
+    try:
+        conn = psycopg.connect(url, connect_timeout=3, autocommit=True)
+        conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return Check(False, f"unreachable: {first}"), None
+    ms = round((time.monotonic() - started) * 1000, 1)
+    return Check(True, "reachable", {"latency_ms": ms}), conn
+
+
+def scrapyd_nodes() -> Check | None:
+    """None when no Scrapyd is configured (HARVEST_SCRAPYD_URLS unset): nothing to check."""
+    if not get_config().scrapyd_configured:
+        return None
+    nodes: dict[str, Any] = {}
+    for node in scrapyd.nodes():
+        try:
+            status = node.status()
+            nodes[node.url] = {"up": True, "running": status.get("running", 0),
+                               "pending": status.get("pending", 0)}
+        except scrapyd.ScrapydError as exc:
+            nodes[node.url] = {"up": False, "error": str(exc)}
+    down = [url for url, n in nodes.items() if not n["up"]]
+    detail = f"{len(down)} of {len(nodes)} nodes down: {', '.join(down)}" if down else (
+        f"{len(nodes)} nodes up")
+    return Check(not down, detail, {"nodes": nodes})
+
+
+def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
+    """Every enabled source has succeeded within HARVEST_STALE_FACTOR × its interval."""
+    config = get_config()
+    rows = {r[0]: r[1:] for r in conn.execute(
+        "SELECT source, last_success, last_attempt, disabled FROM sources_state").fetchall()}
+    now = datetime.now(UTC)
+    report: dict[str, Any] = {}
+    problems: list[str] = []
+    for source in sources.sources:
+        if not source.enabled or not config.kind_enabled(source.kind):
+            continue
+        last_success, last_attempt, disabled = rows.get(source.name, (None, None, False))
+        allowed = source.interval_td.total_seconds() * config.stale_factor
+        age = (now - last_success).total_seconds() if last_success else None
+        if disabled:
+            state = "disabled"
+        elif age is not None and age <= allowed:
+            state = "fresh"
+        elif age is None and last_attempt is None:
+            state = "never run"  # just added: not a problem until it has been tried
+        else:
+            state = "stale"
+        if state in ("disabled", "stale"):
+            problems.append(f"{source.name} {state}")
+        report[source.name] = {
+            "state": state, "last_success": last_success.isoformat() if last_success else None,
+            "age_s": round(age) if age is not None else None, "allowed_s": round(allowed)}
+    detail = "; ".join(problems) if problems else f"{len(report)} sources fresh or new"
+    return Check(not problems, detail, {"sources": report})
+
+
+def spool_backlog() -> Check:
+    pending = spool.pending(get_config().spool_dir)
+    if pending:
+        return Check(False, f"{len(pending)} spooled batches wait; run `harvest replay`",
+                     {"batches": len(pending)})
+    return Check(True, "empty", {"batches": 0})
+
+
+def overall(checks: dict[str, Check]) -> Status:
+    if not checks["database"].ok:
+        return "unhealthy"
+    return "healthy" if all(c.ok for c in checks.values()) else "degraded"

@@ -1,0 +1,115 @@
+"""``/metrics``: the crawl processes' counters merged (multiprocess mode) plus gauges read
+from PostgreSQL at scrape time (signals, freshness, spool, notifications, nodes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+
+from harvester.services.metrics import prepare_directory
+
+prepare_directory()  # before prometheus_client is imported: see harvester.services.metrics
+
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
+from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
+from prometheus_client.registry import Collector  # noqa: E402
+
+from harvester.config import get_config  # noqa: E402
+from harvester.services import scrapyd, spool  # noqa: E402
+from harvester.sources import SourcesFile  # noqa: E402
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DatabaseCollector(Collector):
+    """Gauges computed from PostgreSQL (and the spool directory) on every scrape."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]],
+                 sources: Callable[[], SourcesFile | None],
+                 notifications: Callable[[psycopg.Connection[Any]], dict[str, dict[str, int]]]
+                 ) -> None:
+        self.connect = connect
+        self.sources = sources
+        self.notifications = notifications
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("harvest_database_up", "Whether PostgreSQL answered the scrape")
+        yield from self._spool()
+        yield from self._nodes()
+        try:
+            with self.connect() as conn:
+                families = list(self._from_db(conn))
+        except psycopg.Error:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _from_db(self, conn: psycopg.Connection[Any]) -> Iterator[Metric]:
+        signals = GaugeMetricFamily("harvest_signals", "Signals stored", labels=["source"])
+        for source, count in conn.execute(
+                "SELECT source, count(*) FROM signals GROUP BY source").fetchall():
+            signals.add_metric([source], count)
+        yield signals
+        last = GaugeMetricFamily("harvest_source_last_success_timestamp_seconds",
+                                 "When each source last crawled successfully",
+                                 labels=["source"])
+        disabled = GaugeMetricFamily("harvest_source_disabled",
+                                     "1 when a source was disabled after failing",
+                                     labels=["source"])
+        for source, success, off in conn.execute(
+                "SELECT source, last_success, disabled FROM sources_state").fetchall():
+            if success is not None:
+                last.add_metric([source], success.timestamp())
+            disabled.add_metric([source], 1 if off else 0)
+        yield last
+        yield disabled
+        parsed = self.sources()
+        if parsed is not None:
+            interval = GaugeMetricFamily("harvest_source_interval_seconds",
+                                         "Each enabled source's crawl interval",
+                                         labels=["source"])
+            for source in parsed.sources:
+                if source.enabled:
+                    interval.add_metric([source.name], source.interval_td.total_seconds())
+            yield interval
+        pending = GaugeMetricFamily("harvest_notifications_pending",
+                                    "Alerts waiting to be sent", labels=["channel"])
+        failed = GaugeMetricFamily("harvest_notifications_failed",
+                                   "Alerts that failed or were given up", labels=["channel"])
+        for channel, counts in self.notifications(conn).items():
+            pending.add_metric([channel], counts.get("pending", 0))
+            failed.add_metric([channel], counts.get("failed", 0))
+        yield pending
+        yield failed
+
+    def _spool(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("harvest_spool_pending_batches",
+                                  "Batches spooled while the database was away, not replayed")
+        gauge.add_metric([], len(spool.pending(get_config().spool_dir)))
+        yield gauge
+
+    def _nodes(self) -> Iterator[Metric]:
+        if not get_config().scrapyd_configured:
+            return
+        gauge = GaugeMetricFamily("harvest_scrapyd_node_up", "Whether a Scrapyd node answers",
+                                  labels=["node"])
+        for node in scrapyd.nodes():
+            try:
+                node.status()
+                gauge.add_metric([node.url], 1)
+            except scrapyd.ScrapydError:
+                gauge.add_metric([node.url], 0)
+        yield gauge
+
+
+def render(collector: DatabaseCollector) -> bytes:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(collector)
+    return generate_latest(registry)

@@ -1,0 +1,32 @@
+"""``harvest serve``: the HTTP API (health, metrics) on 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+import click
+
+from harvester.cli import console, friendly, main
+from harvester.config import get_config
+from harvester.services import database
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="Address to bind (default $HARVEST_API_HOST or "
+                                           "127.0.0.1; 0.0.0.0 only behind a firewall).")
+@click.option("--port", type=int, default=None, help="Port (default $HARVEST_API_PORT or 8000).")
+@click.pass_context
+@friendly
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve /health and /metrics until stopped (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    from harvester.api.app import create_app
+
+    config = get_config()
+    url = database.resolve_url(config)
+    database.ensure_schema(url)
+    host = host or config.api_host
+    port = port or config.api_port
+    console.print(f"serving on http://{host}:{port} (database {database.describe_url(url)})",
+                  highlight=False)
+    uvicorn.run(create_app(url, ctx.obj["sources"]), host=host, port=port, log_level="warning",
+                server_header=False, proxy_headers=False)

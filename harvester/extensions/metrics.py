@@ -1,0 +1,123 @@
+"""MetricsExtension: a crawl's counters as ``harvest_*`` Prometheus metrics.
+
+Counts arrive two ways: per event (items scraped, rejections by reason, HTTP statuses,
+retried responses) and from the per-source harvest stats (stored, re-seen, duplicates,
+spooled, errors, rate-limit waits), which are pushed as deltas every
+``HARVEST_METRICS_SYNC_SECONDS`` (10) and when the spider closes, together with each
+source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from scrapy import Request, Spider, signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import NotConfigured
+from scrapy.http import Response
+
+from harvester.exceptions import InvalidSignal, StoredRejection
+from harvester.items import Signal
+from harvester.middlewares.conditional import SOURCE_META
+from harvester.services.metrics import CrawlMetrics, crawl_metrics
+from harvester.stats import per_source, succeeded
+
+# metric attribute → per-source harvest stat it follows
+_FROM_STATS = {"stored": "new", "reseen": "reseen", "duplicates": "duplicates",
+               "spooled": "spooled", "errors": "errors", "waits": "waits"}
+
+
+class MetricsExtension:
+    def __init__(self, crawler: Crawler) -> None:
+        if not crawler.settings.getbool("HARVEST_METRICS_ENABLED", True):
+            raise NotConfigured
+        self.crawler = crawler
+        self.metrics: CrawlMetrics = crawl_metrics()
+        self.sync_seconds = crawler.settings.getfloat("HARVEST_METRICS_SYNC_SECONDS", 10.0)
+        self._pushed: dict[tuple[str, str], float] = {}
+        self._started = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+        crawler.signals.connect(self._opened, signal=signals.spider_opened)
+        crawler.signals.connect(self._closed, signal=signals.spider_closed)
+        crawler.signals.connect(self._stopped, signal=signals.engine_stopped)
+        crawler.signals.connect(self._response, signal=signals.response_received)
+        crawler.signals.connect(self._scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self._dropped, signal=signals.item_dropped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> MetricsExtension:
+        return cls(crawler)
+
+    def _labels(self, source: str) -> tuple[str, str]:
+        spider = self.crawler.spider
+        return source, spider.name if spider else "?"
+
+    def _opened(self, spider: Spider) -> None:
+        self._started = time.monotonic()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_seconds)
+            self._sync()
+
+    def _response(self, response: Response, request: Request, spider: Spider) -> None:
+        source = request.meta.get(SOURCE_META)
+        if source is None:
+            return
+        labels = self._labels(source)
+        self.metrics.responses.labels(*labels, str(response.status)).inc()
+        if request.meta.get("retry_times"):
+            self.metrics.retries.labels(*labels).inc()
+
+    def _scraped(self, item: Any, spider: Spider) -> None:
+        if isinstance(item, Signal):
+            self.metrics.scraped.labels(*self._labels(item.source)).inc()
+
+    def _dropped(self, item: Any, exception: BaseException, spider: Spider) -> None:
+        source = getattr(item, "source", None)
+        if source is None:
+            return
+        # Duplicates are counted from the stats (the dedupe step keeps them per source).
+        if isinstance(exception, (InvalidSignal, StoredRejection)):
+            self.metrics.rejected.labels(*self._labels(source), exception.reason).inc()
+
+    def _sources(self) -> list[str]:
+        return list(getattr(self.crawler.spider, "source_names", []))
+
+    def _sync(self) -> dict[str, dict[str, Any]]:
+        stats = self.crawler.stats.get_stats()
+        table = per_source(stats, self._sources())
+        for source, row in table.items():
+            labels = self._labels(source)
+            values = {attr: float(row[stat]) for attr, stat in _FROM_STATS.items()}
+            values["wait_seconds"] = float(stats.get(f"harvest/source/{source}/waited_s", 0))
+            for attr, value in values.items():
+                delta = value - self._pushed.get((source, attr), 0.0)
+                if delta > 0:
+                    getattr(self.metrics, attr).labels(*labels).inc(delta)
+                    self._pushed[(source, attr)] = value
+        return table
+
+    async def _closed(self, spider: Spider, reason: str) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    def _stopped(self) -> None:
+        # After every spider_closed handler (the store writes its last batch in its own),
+        # so the final counts are in the stats.
+        reason = self.crawler.stats.get_value("finish_reason")
+        table = self._sync()
+        elapsed = time.monotonic() - self._started
+        for source, row in table.items():
+            if row["skipped"]:
+                continue
+            labels = self._labels(source)
+            outcome = "succeeded" if succeeded(row) and reason == "finished" else "failed"
+            self.metrics.runs.labels(*labels, outcome).inc()
+            self.metrics.duration.labels(*labels).observe(elapsed)

@@ -1,0 +1,132 @@
+"""`harvest serve`: /health follows the database, sources and spool; /metrics merges what
+crawl processes counted with what PostgreSQL holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+
+from harvester.services import embedded
+from harvester.services.localsite import LocalSite
+from tests.conftest import ROOT, free_port, harvest, write_sources
+from tests.feeds import items, rss
+
+
+@contextmanager
+def serving(home: Path, env: dict[str, str] | None = None,
+            sources: Path | None = None) -> Iterator[str]:
+    port = free_port()
+    args = ["--sources", str(sources)] if sources else []
+    full_env = {**os.environ, "HARVEST_HOME": str(home), **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", *args, "serve", "--port", str(port)],
+        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/health", timeout=10)
+                break
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"harvest serve did not start: {process.stdout.read()}"
+                                         ) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _health(base: str) -> tuple[int, dict[str, Any]]:
+    response = requests.get(f"{base}/health", timeout=30)
+    return response.status_code, response.json()
+
+
+def test_health_follows_the_database_down_and_back(
+    private_pg: tuple[Path, str], home: Path, tmp_path: Path
+) -> None:
+    pg_dir, url = private_pg
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "a", "kind": "feed", "urls": ["http://127.0.0.1:9/a.xml"]}])
+    with serving(home, {"HARVEST_DATABASE_URL": url}, sources) as base:
+        status, body = _health(base)
+        assert status == 200 and body["status"] == "healthy", body
+        assert body["version"] and body["checks"]["database"]["ok"]
+
+        embedded.stop(pg_dir, mode="fast")
+        status, body = _health(base)
+        assert status == 503 and body["status"] == "unhealthy"
+        assert body["checks"]["database"]["detail"].startswith("unreachable")
+
+        embedded.start(pg_dir)
+        status, body = _health(base)
+        assert status == 200 and body["status"] == "healthy", body
+
+
+def test_stale_disabled_sources_and_spool_degrade_health(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "fresh", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/f"]},
+        {"name": "old", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/o"]},
+        {"name": "broken", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/b"]},
+        {"name": "new", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/n"]},
+    ])
+    db.execute("""INSERT INTO sources_state (source, last_attempt, last_success, disabled) VALUES
+        ('fresh', now(), now() - interval '30 minutes', false),
+        ('old', now(), now() - interval '5 hours', false),
+        ('broken', now(), NULL, true)""")
+    with serving(home, sources=sources) as base:
+        status, body = _health(base)
+        assert status == 200 and body["status"] == "degraded"
+        states = {k: v["state"] for k, v in body["checks"]["sources"]["sources"].items()}
+        assert states == {"fresh": "fresh", "old": "stale", "broken": "disabled",
+                          "new": "never run"}
+        assert "old stale" in body["checks"]["sources"]["detail"]
+
+        db.execute("UPDATE sources_state SET last_success = now(), disabled = false")
+        spool_dir = home / "spool"
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        (spool_dir / "batch.jsonl").write_text("{}\n")
+        status, body = _health(base)
+        assert body["status"] == "degraded" and not body["checks"]["spool"]["ok"]
+        assert "harvest replay" in body["checks"]["spool"]["detail"]
+        (spool_dir / "batch.jsonl").unlink()
+        assert _health(base)[1]["status"] == "healthy"
+
+
+def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], home: Path,
+                               tmp_path: Path) -> None:
+    good = items("m", 3)
+    (site.root / "m.xml").write_text(rss([*good, {"title": "no link"}]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "met", "kind": "feed", "interval": "2h", "urls": [f"{site.url}/m.xml"]}])
+    crawl = harvest("--sources", str(sources), "crawl", "met", "-s",
+                    "AUTOTHROTTLE_ENABLED=False", home=home)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+
+    with serving(home, sources=sources) as base:
+        text = requests.get(f"{base}/metrics", timeout=30).text
+    labels = 'source="met",spider="feed"'
+    assert f"harvest_items_scraped_total{{{labels}}} 3.0" in text
+    assert f"harvest_items_stored_total{{{labels}}} 3.0" in text
+    assert f'harvest_items_rejected_total{{reason="missing_link_and_id",{labels}}} 1.0' in text
+    assert f'harvest_http_responses_total{{{labels},status="200"}} 1.0' in text
+    assert f'harvest_runs_total{{outcome="succeeded",{labels}}} 1.0' in text
+    assert f"harvest_run_duration_seconds_count{{{labels}}} 1.0" in text
+    assert 'harvest_signals{source="met"} 3.0' in text
+    assert 'harvest_source_interval_seconds{source="met"} 7200.0' in text
+    assert "harvest_database_up 1.0" in text
+    assert "harvest_spool_pending_batches 0.0" in text
+    assert 'harvest_source_last_success_timestamp_seconds{source="met"}' in text
