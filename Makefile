@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HARVEST := $(VENV)/bin/harvest
 STAMP := $(VENV)/.installed
+# Debian's Chromium drives the rendered sources (Playwright cannot download browsers here).
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run demo test bench lint install clean
+.PHONY: run demo test bench bench-rendered chromium lint install clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +16,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make chromium: nothing if Chromium is there; installs it as root; otherwise says how
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "Chromium is missing at $(CHROMIUM): install it with \`sudo apt-get install -y chromium\`." >&2; \
+		exit 1; \
+	fi
 
 ## make run: crawl every enabled source in sources.toml into the embedded PostgreSQL
 run: $(STAMP)
@@ -24,7 +36,7 @@ demo: $(STAMP)
 	$(HARVEST) demo
 
 ## make test: the whole suite (real PostgreSQL, real crawls on 127.0.0.1)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check harvester tests bench
 	$(PY) -m pytest
 
@@ -32,8 +44,35 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/pipeline.py
 
+## make bench-rendered: peak memory over 500 pages rendered in Chromium (docs/kinds/rendered.md)
+bench-rendered: $(STAMP) chromium
+	$(PY) bench/rendered.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check harvester tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(UI_VENV) build *.egg-info
+
+# ScrapydWeb: its own venv (it pins Flask 2.0 / SQLAlchemy 1.3 / w3lib 2.0), settings in
+# deploy/scrapydweb/, data under $HARVEST_HOME/scrapydweb (docs/scrapyd.md).
+UI_VENV ?= .venv-ui
+UI_STAMP := $(UI_VENV)/.installed
+UI_HOME = $(abspath $(or $(HARVEST_HOME),var))
+
+.PHONY: ui ui-install
+
+$(UI_STAMP): deploy/scrapydweb/requirements.txt
+	test -x $(UI_VENV)/bin/python || $(PYTHON) -m venv $(UI_VENV)
+	$(UI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r deploy/scrapydweb/requirements.txt
+	touch $(UI_STAMP)
+
+## make ui-install: only build ScrapydWeb's venv ($(UI_VENV))
+ui-install: $(UI_STAMP)
+
+## make ui: ScrapydWeb in the foreground on 127.0.0.1:$SCRAPYDWEB_PORT (default 5000); needs
+## SCRAPYDWEB_USERNAME/SCRAPYDWEB_PASSWORD and the Scrapyd account SCRAPYD_USERNAME/SCRAPYD_PASSWORD
+ui: $(UI_STAMP)
+	cd deploy/scrapydweb && HARVEST_HOME="$(UI_HOME)" PYTHONDONTWRITEBYTECODE=1 \
+		PYTHONWARNINGS="ignore:pkg_resources is deprecated:UserWarning" \
+		exec "$(abspath $(UI_VENV))/bin/scrapydweb"
