@@ -4,10 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HARVEST := $(VENV)/bin/harvest
 STAMP := $(VENV)/.installed
-# Debian's Chromium drives the rendered sources (Playwright cannot download browsers here).
+# Debian packages the tests use: Chromium drives the rendered sources and browser tests
+# (Playwright cannot download browsers here); Prometheus/promtool check the alert rules.
 CHROMIUM ?= /usr/bin/chromium
+PROMTOOL ?= /usr/bin/promtool
 
-.PHONY: run demo test bench bench-rendered chromium lint install clean
+.PHONY: run demo test bench bench-rendered chromium system-packages lint install clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,16 @@ chromium:
 		exit 1; \
 	fi
 
+## make system-packages: Chromium and Prometheus (promtool) from Debian, as for chromium
+system-packages: chromium
+	@if [ -x "$(PROMTOOL)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; \
+	else \
+		echo "Prometheus is missing at $(PROMTOOL): install it with \`sudo apt-get install -y prometheus\`." >&2; \
+		exit 1; \
+	fi
+
 ## make run: crawl every enabled source in sources.toml into the embedded PostgreSQL
 run: $(STAMP)
 	$(HARVEST) crawl --all
@@ -36,7 +48,7 @@ demo: $(STAMP)
 	$(HARVEST) demo
 
 ## make test: the whole suite (real PostgreSQL, real crawls on 127.0.0.1)
-test: $(STAMP) chromium
+test: $(STAMP) system-packages
 	$(PY) -m ruff check harvester tests bench
 	$(PY) -m pytest
 
