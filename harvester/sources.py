@@ -165,6 +165,12 @@ class Source(BaseModel):
             for key in sorted(set(self.fields or {}) - PAGE_FIELDS):
                 raise _OptionError("fields", f"{key!r} is not a field a pages source fills "
                                              f"(use {', '.join(sorted(PAGE_FIELDS))})")
+        if self.kind == "rendered":
+            if self.next_page and self.next_click:
+                raise _OptionError("next_click", "set next_page or next_click, not both")
+            if not {"url", "link", "id"} & set(self.fields or {}):
+                raise _OptionError("fields", "a rendered source needs a url, link or id field "
+                                             "to tell its rows apart")
         return self
 
     def next_due(self, after: datetime) -> datetime:

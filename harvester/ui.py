@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harvester.runner import SourceOutcome
@@ -44,17 +45,17 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
         console.print(crawl_table(rows, "crawl summary"))
     for outcome in outcomes:
         if outcome.config_error:
-            console.print(f"[red]not crawled[/] {outcome.source}: {outcome.config_error}")
+            console.print(f"[red]not crawled[/] {outcome.source}: {escape(outcome.config_error)}")
         elif outcome.skipped:
-            console.print(f"[yellow]skipped[/] {outcome.source}: {outcome.skipped}")
+            console.print(f"[yellow]skipped[/] {outcome.source}: {escape(outcome.skipped)}")
         elif outcome.failed:
-            console.print(f"[red]unreachable[/] {outcome.source}: {outcome.error}")
+            console.print(f"[red]unreachable[/] {outcome.source}: {escape(outcome.error)}")
         elif outcome.counters.get("errors"):
-            console.print(f"[yellow]partly failed[/] {outcome.source}: {outcome.error}")
+            console.print(f"[yellow]partly failed[/] {outcome.source}: {escape(outcome.error)}")
         if outcome.finish_reason not in (None, "finished"):
             # Interrupted (Ctrl-C: "shutdown") or stopped early: the counts are partial.
             console.print(f"[yellow]stopped early[/] {outcome.source}: finish reason "
-                          f"{outcome.finish_reason}")
+                          f"{escape(outcome.finish_reason)}")
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "

@@ -7,6 +7,8 @@ on text or an attribute gives the element's text — or, for links, its ``href``
 
 from __future__ import annotations
 
+import re
+
 from cssselect import SelectorError
 from lxml.etree import XPathError
 from parsel import Selector, SelectorList
@@ -14,6 +16,8 @@ from parsel import Selector, SelectorList
 from harvester.parsers.html import collapse_ws
 
 _XPATH_STARTS = ("/", "(", "./")
+
+_LINK_TEXT = re.compile(r"^(?:https?://|/)\S+$")
 
 
 def is_xpath(selector: str) -> bool:
@@ -73,9 +77,12 @@ def _value(match: Selector, link: bool) -> str | None:
         return collapse_ws(root) or None
     if not hasattr(root, "iter"):  # a number or boolean from an XPath function
         return collapse_ws(str(root)) or None
+    text = collapse_ws(" ".join(match.xpath(".//text()").getall())) or None
     if link:
         for attribute in ("href", "src"):
             target = match.attrib.get(attribute)
             if target and target.strip():
                 return target.strip()
-    return collapse_ws(" ".join(match.xpath(".//text()").getall())) or None
+        # Text stands in for a link only when it is one; "ABC-123" is not a URL to resolve.
+        return text if text and _LINK_TEXT.match(text) else None
+    return text
