@@ -443,7 +443,7 @@ def demo(ctx: click.Context, limit: int) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from harvester import cli_jobs, cli_scrapyd, cli_serve  # noqa: E402, F401
+from harvester import cli_jobs, cli_notify, cli_scrapyd, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -21,7 +21,8 @@ from harvester.services import database, embedded
 from harvester.services.localsite import LocalSite
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches", "schedules")
+TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches", "schedules",
+          "notifications", "alerts")
 
 
 def _scratch_database(server_url: str) -> tuple[str, str]:

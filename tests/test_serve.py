@@ -3,6 +3,7 @@ crawl processes counted with what PostgreSQL holds."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -130,3 +131,23 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
     assert "harvest_database_up 1.0" in text
     assert "harvest_spool_pending_batches 0.0" in text
     assert 'harvest_source_last_success_timestamp_seconds{source="met"}' in text
+
+
+def test_alerts_given_up_degrade_health_and_show_in_metrics(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "quiet", "kind": "feed", "urls": ["http://127.0.0.1:9/q"]}])
+    db.execute("""INSERT INTO notifications (kind, signal_id, channel, status, payload)
+                  VALUES ('signal', 1, 'slack', 'given_up', '{}'),
+                         ('signal', 2, 'slack', 'pending', '{}')""")
+    env = {"HARVEST_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hook"}
+    with serving(home, env, sources) as base:
+        status, body = _health(base)
+        text = requests.get(f"{base}/metrics", timeout=30).text
+    assert status == 200 and body["status"] == "degraded"
+    check = body["checks"]["alerts"]
+    assert not check["ok"] and "slack: 1" in check["detail"]
+    assert "127.0.0.1:9/hook" not in json.dumps(body)  # the webhook URL is a secret
+    assert 'harvest_notifications_failed{channel="slack"} 1.0' in text
+    assert 'harvest_notifications_pending{channel="slack"} 1.0' in text

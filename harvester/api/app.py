@@ -12,23 +12,16 @@ from fastapi.responses import JSONResponse, Response
 from harvester import __version__
 from harvester.api import checks, prom
 from harvester.config import get_config
-from harvester.services import database
+from harvester.services import alerts, database
 from harvester.sources import SourcesError, SourcesFile, load_sources
 
 
 def notification_counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
-    """Pending and failed alerts per channel (none before the alerts table exists)."""
-    exists = conn.execute("SELECT to_regclass('notifications') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return {}
-    counts: dict[str, dict[str, int]] = {}
-    for channel, status, n in conn.execute(
-            "SELECT channel, status, count(*) FROM notifications "
-            "WHERE status IN ('pending', 'failed', 'given_up') GROUP BY channel, status"
-    ).fetchall():
-        key = "pending" if status == "pending" else "failed"
-        counts.setdefault(channel, {"pending": 0, "failed": 0})[key] += n
-    return counts
+    """Per channel: alerts waiting to be sent (new or due for a retry) and given up."""
+    status = alerts.status(conn)
+    channels = set(status["pending"]) | set(status["given_up"]) | set(status["channels"])
+    return {ch: {"pending": status["pending"].get(ch, 0),
+                 "failed": status["given_up"].get(ch, 0)} for ch in sorted(channels)}
 
 
 def create_app(database_url: str, sources_path: Path | None = None) -> FastAPI:
@@ -78,13 +71,19 @@ def create_app(database_url: str, sources_path: Path | None = None) -> FastAPI:
 
 
 def _alerts(conn: psycopg.Connection[Any]) -> checks.Check:
-    counts = notification_counts(conn)
-    failed = {ch: c["failed"] for ch, c in counts.items() if c["failed"]}
-    if failed:
-        listed = ", ".join(f"{ch}: {n}" for ch, n in failed.items())
-        return checks.Check(False, f"alerts failed to send ({listed}); see `harvest notify`",
-                            {"channels": counts})
-    return checks.Check(True, "no failed deliveries", {"channels": counts})
+    status = alerts.status(conn)
+    data = {"channels": status["channels"], "pending": status["pending"],
+            "given_up": status["given_up"], "open_alerts": status["open_alerts"]}
+    if status["config_error"]:
+        return checks.Check(False, status["config_error"], data)
+    if any(status["given_up"].values()):
+        listed = ", ".join(f"{ch}: {n}" for ch, n in status["given_up"].items() if n)
+        return checks.Check(False, f"alerts given up after retries ({listed}); see "
+                                   "docs/alerts.md and run `harvest notify`", data)
+    if not status["channels"]:
+        return checks.Check(True, "no alert channel configured: alerts are recorded, not "
+                                  "sent", data)
+    return checks.Check(True, f"{', '.join(status['channels'])}: no failed deliveries", data)
 
 
 def build() -> FastAPI:

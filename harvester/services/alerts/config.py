@@ -1,0 +1,65 @@
+"""Alert settings, read once from the environment (``HARVEST_*``).
+
+Channels (any combination; none configured → alerts are recorded, not sent):
+``HARVEST_SLACK_WEBHOOK_URL``      Slack incoming-webhook URL (a secret: never logged)
+``HARVEST_TELEGRAM_BOT_TOKEN``     Telegram bot token (a secret) ...
+``HARVEST_TELEGRAM_CHAT_ID``       ... and the chat it writes to; both or neither
+``HARVEST_TELEGRAM_API_BASE``      Bot API base URL (default https://api.telegram.org)
+``HARVEST_WEBHOOK_URL``            generic JSON webhook (treated as a secret)
+``HARVEST_WEBHOOK_SECRET``         optional: signs each body, ``X-Harvest-Signature``
+
+Delivery: ``HARVEST_NOTIFY_MAX_ATTEMPTS`` (5), ``HARVEST_NOTIFY_BACKOFF_MAX`` (300 s, the
+longest pause between two attempts), ``HARVEST_NOTIFY_MAX_WAIT`` (10 s: how long one
+``harvest notify`` waits for retries that fall due), ``HARVEST_NOTIFY_TIMEOUT`` (10 s per
+HTTP request). Ops alerts: ``HARVEST_STALE_FACTOR`` (3 × the source's interval) and
+``HARVEST_REJECT_SPIKE_PERCENT`` (50 % of a run's items rejected).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AlertsConfigError(ValueError):
+    """A wrong alert setting; the message is one sentence naming the variable."""
+
+
+class AlertsConfig(BaseSettings):
+    """Channels and delivery policy of ``harvest notify``."""
+
+    model_config = SettingsConfigDict(env_prefix="HARVEST_", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
+
+    slack_webhook_url: SecretStr | None = None
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_api_base: str = Field(default="https://api.telegram.org",
+                                   pattern=r"^https?://[^/\s]+")
+    webhook_url: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    notify_max_attempts: int = Field(default=5, ge=1, le=100)
+    notify_backoff_max: float = Field(default=300.0, gt=0)
+    notify_max_wait: float = Field(default=10.0, ge=0)
+    notify_timeout: float = Field(default=10.0, gt=0)
+    stale_factor: float = Field(default=3.0, gt=0)
+    reject_spike_percent: float = Field(default=50.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _telegram_pair(self) -> AlertsConfig:
+        if bool(self.telegram_bot_token) != bool(self.telegram_chat_id):
+            raise ValueError("set both HARVEST_TELEGRAM_BOT_TOKEN and HARVEST_TELEGRAM_CHAT_ID,"
+                             " or neither")
+        return self
+
+
+def load_alerts_config() -> AlertsConfig:
+    """The settings, or ``AlertsConfigError`` with one sentence (never a secret's value)."""
+    try:
+        return AlertsConfig()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "_".join(str(p) for p in first["loc"]).upper()
+        where = f"HARVEST_{name}: " if name else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise AlertsConfigError(f"{where}{message}.") from None

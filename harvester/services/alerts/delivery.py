@@ -1,0 +1,159 @@
+"""Send due notifications: one claimed row at a time, marked in the claiming transaction.
+
+A row is locked (``FOR UPDATE SKIP LOCKED``), posted, and marked sent — or failed with its
+next attempt time — before the transaction commits: two ``harvest notify`` never send the same
+row, and a sent row is never sent again (a crash between the 2xx and the commit is the one
+window where a message can go out twice: delivery is at-least-once).
+
+Pacing: Slack and Telegram take about one message per second; a 429 holds its whole channel
+for ``Retry-After``. Retries back off 1, 2, 4 … s (capped); one invocation waits for retries
+falling due within ``max_wait`` seconds in total, later ones are left for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from harvester.services.alerts import store
+from harvester.services.alerts.channels import Channel, SendResult
+
+logger = logging.getLogger(__name__)
+
+BUSY_PAUSE = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    notification_id: int
+    channel: str
+    summary: str
+    attempts: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    sent: list[Outcome] = field(default_factory=list)
+    given_up: list[Outcome] = field(default_factory=list)
+    failures: int = 0  # failed attempts that will be retried
+    deferred: dict[str, float] = field(default_factory=dict)  # channel -> seconds until due
+
+
+def summary(payload: dict[str, Any]) -> str:
+    """One line naming the message (for the terminal)."""
+    if payload.get("type") == "ops":
+        return f"ops {payload['event']} {payload['alert']['key']}"
+    sig = payload["signal"]
+    return f"signal {sig['id']} '{sig['title'][:80]}' ({sig['source']}, {payload['score']:g})"
+
+
+class _Pacer:
+    """Per channel: the earliest moment (monotonic) the next message may go."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._ready: dict[str, float] = {}
+        self._held: dict[str, float] = {}
+
+    def sent(self, channel: Channel, retry_after: float | None) -> None:
+        now = self._clock()
+        self._ready[channel.name] = now + channel.min_interval
+        if retry_after:
+            self._held[channel.name] = now + retry_after
+
+    def pace_wait(self, name: str) -> float:
+        return max(0.0, self._ready.get(name, 0.0) - self._clock())
+
+    def hold_wait(self, name: str) -> float:
+        return max(0.0, self._held.get(name, 0.0) - self._clock())
+
+
+class Deliverer:
+    """Delivers the due notifications of the configured channels."""
+
+    def __init__(self, conn: psycopg.Connection[Any], channels: dict[str, Channel], *,
+                 max_attempts: int, backoff_max: float, max_wait: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.conn = conn
+        self.channels = channels
+        self.max_attempts = max_attempts
+        self.backoff_max = backoff_max
+        self.max_wait = max_wait
+        self._sleep = sleep
+        self._pacer = _Pacer(clock)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: 1, 2, 4 … capped."""
+        return min(self.backoff_max, 2.0 ** max(0, attempts - 1))
+
+    def run(self) -> DeliveryReport:
+        report = DeliveryReport()
+        waited = 0.0
+        while True:
+            ready = [n for n in self.channels
+                     if self._pacer.pace_wait(n) == 0 and self._pacer.hold_wait(n) == 0]
+            if ready and self._send_one(ready, report):
+                continue
+            wait, charged = self._next_wait()
+            if wait is None:
+                break
+            if wait <= 0:
+                # Due but not claimable: another `harvest notify` holds it. Look again soon,
+                # and count the pause so this cannot spin for ever.
+                wait = charged = BUSY_PAUSE
+            if waited + charged > self.max_wait:
+                report.deferred = {ch: max(0.0, s) for ch, s in
+                                   store.due_in(self.conn, list(self.channels)).items()}
+                break
+            self._sleep(wait)
+            waited += charged
+        return report
+
+    def _next_wait(self) -> tuple[float | None, float]:
+        """(seconds until some channel can send a due row, of which retry waits)."""
+        best: tuple[float, float] | None = None
+        for name, due in store.due_in(self.conn, list(self.channels)).items():
+            retry = max(0.0, due, self._pacer.hold_wait(name))
+            wait = max(retry, self._pacer.pace_wait(name))
+            if best is None or wait < best[0]:
+                best = (wait, retry)
+        return (None, 0.0) if best is None else best
+
+    def _send_one(self, ready: list[str], report: DeliveryReport) -> bool:
+        with self.conn.transaction():
+            row = store.claim(self.conn, ready)
+            if row is None:
+                return False
+            channel = self.channels[row.channel]
+            result = channel.send(row.payload)
+            self._pacer.sent(channel, result.retry_after)
+            self._mark(row, result, report)
+        return True
+
+    def _mark(self, row: store.Claimed, result: SendResult, report: DeliveryReport) -> None:
+        attempts = row.attempts + 1
+        line = summary(row.payload)
+        if result.ok:
+            store.mark_sent(self.conn, row.id)
+            report.sent.append(Outcome(row.id, row.channel, line, attempts))
+            return
+        error = result.error or "unknown error"
+        if result.permanent or attempts >= self.max_attempts:
+            store.mark_failed(self.conn, row.id, error, None)
+            report.given_up.append(Outcome(row.id, row.channel, line, attempts, error))
+            logger.error("Gave up on notification %s to %s after %s attempts: %s", row.id,
+                         row.channel, attempts, error)
+            return
+        retry_in = result.retry_after if result.retry_after is not None else (
+            self.backoff(attempts))
+        store.mark_failed(self.conn, row.id, error, retry_in)
+        report.failures += 1
+        logger.warning("Notification %s to %s failed (%s); retrying in %.1f s", row.id,
+                       row.channel, error, retry_in)

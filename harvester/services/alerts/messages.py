@@ -1,0 +1,114 @@
+"""What an alert says, stored once as a payload (jsonb) and rendered per channel at send time.
+
+A signal payload: ``{"type": "signal", "signal": {...}, "score", "breakdown", "why", "url"}``;
+an ops payload: ``{"type": "ops", "event": "opened"|"resolved", "alert": {...}, "text"}``.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import Any
+
+TITLE_MAX = 300
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def explain(breakdown: dict[str, Any]) -> str:
+    """The score breakdown in words: topics and keywords, age, source weight."""
+    topics = breakdown.get("topics") or {}
+    parts = []
+    for name, topic in sorted(topics.items(), key=lambda kv: -float(kv[1].get("points", 0))):
+        keywords = ", ".join(topic.get("keywords") or [])
+        parts.append(f"{name} ({keywords}; {float(topic.get('points', 0)):g} pts)")
+    words = "matched " + ", ".join(parts) if parts else "no topic matched"
+    age = breakdown.get("age_hours")
+    if age is not None:
+        words += f"; {float(age):.0f} h old (freshness {float(breakdown.get('freshness', 1)):.2f})"
+    else:
+        words += "; undated"
+    weight = breakdown.get("source_weight")
+    if weight is not None:
+        words += f"; source weight {float(weight):g}"
+    return words
+
+
+def signal_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """From a ``signals`` row (id, title, source, url, link_url, score, score_breakdown...)."""
+    breakdown = row.get("score_breakdown") or {}
+    title = (row.get("title") or row.get("url") or "(untitled)")[:TITLE_MAX]
+    url = row.get("url") or row.get("link_url")
+    return {
+        "type": "signal",
+        "signal": {"id": row["id"], "title": title, "source": row["source"], "url": url,
+                   "published_at": _iso(row.get("published_at")),
+                   "first_seen": _iso(row.get("first_seen"))},
+        "score": round(float(row["score"]), 2),
+        "breakdown": breakdown,
+        "why": explain(breakdown),
+        "url": url,
+    }
+
+
+def ops_payload(key: str, event: str, text: str, details: dict[str, Any],
+                opened_at: datetime, resolved_at: datetime | None) -> dict[str, Any]:
+    kind, _, source = key.partition(":")
+    return {
+        "type": "ops", "event": event, "text": text,
+        "alert": {"key": key, "kind": kind, "source": source, "details": details,
+                  "opened_at": _iso(opened_at), "resolved_at": _iso(resolved_at)},
+    }
+
+
+def _ops_line(payload: dict[str, Any]) -> str:
+    head = "RESOLVED" if payload["event"] == "resolved" else "ALERT"
+    return f"{head}: {payload['text']}"
+
+
+def plain(payload: dict[str, Any]) -> str:
+    """Plain text (terminal, Slack's notification fallback)."""
+    if payload["type"] == "ops":
+        return _ops_line(payload)
+    sig = payload["signal"]
+    lines = [sig["title"], f"{sig['source']} · score {payload['score']:g}",
+             f"why: {payload['why']}"]
+    if payload.get("url"):
+        lines.append(payload["url"])
+    return "\n".join(lines)
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_slack(payload: dict[str, Any]) -> str:
+    if payload["type"] == "ops":
+        return _slack_escape(_ops_line(payload))
+    sig = payload["signal"]
+    title = _slack_escape(sig["title"])
+    url = payload.get("url")
+    head = f"*<{url.replace('|', '%7C').replace('>', '%3E')}|{title}>*" if url else f"*{title}*"
+    return (f"{head}\n{_slack_escape(sig['source'])} · score *{payload['score']:g}*\n"
+            f"why: {_slack_escape(payload['why'])}")
+
+
+def render_telegram(payload: dict[str, Any]) -> str:
+    if payload["type"] == "ops":
+        return html.escape(_ops_line(payload), quote=False)
+    sig = payload["signal"]
+    title = html.escape(sig["title"], quote=False)
+    url = payload.get("url")
+    head = f'<b><a href="{html.escape(url)}">{title}</a></b>' if url else f"<b>{title}</b>"
+    return (f"{head}\n{html.escape(sig['source'], quote=False)} · score "
+            f"<b>{payload['score']:g}</b>\nwhy: {html.escape(payload['why'], quote=False)}")
+
+
+def render_webhook(payload: dict[str, Any]) -> dict[str, Any]:
+    if payload["type"] == "ops":
+        return {"type": "ops", "event": payload["event"], "alert": payload["alert"],
+                "text": payload["text"]}
+    return {"type": "signal", "signal": payload["signal"], "score": payload["score"],
+            "breakdown": payload["breakdown"], "url": payload["url"]}

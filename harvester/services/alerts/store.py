@@ -1,0 +1,135 @@
+"""SQL of the ``notifications`` table: record, claim (``FOR UPDATE SKIP LOCKED``), mark."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+NO_CHANNEL = "none"  # the channel of alerts recorded while nothing was configured
+
+_CANDIDATES = """
+SELECT s.id, s.title, s.source, s.url, s.link_url, s.score, s.score_breakdown,
+       s.published_at, s.first_seen
+FROM signals s
+WHERE s.score >= %(threshold)s
+  AND EXISTS (SELECT 1 FROM unnest(%(channels)s::text[]) AS c(name)
+              WHERE NOT EXISTS (SELECT 1 FROM notifications n
+                                WHERE n.kind = 'signal' AND n.signal_id = s.id
+                                  AND n.channel = c.name))
+ORDER BY s.score DESC, coalesce(s.published_at, s.first_seen) DESC, s.id DESC
+LIMIT %(limit)s
+"""
+
+_RECORD_SIGNAL = """
+INSERT INTO notifications (kind, signal_id, channel, status, payload)
+VALUES ('signal', %(signal_id)s, %(channel)s, %(status)s, %(payload)s)
+ON CONFLICT (signal_id, channel) WHERE kind = 'signal' DO NOTHING
+"""
+
+_RECORD_OPS = """
+INSERT INTO notifications (kind, alert_id, alert_key, event, channel, status, payload)
+VALUES ('ops', %(alert_id)s, %(key)s, %(event)s, %(channel)s, %(status)s, %(payload)s)
+ON CONFLICT (alert_id, event, channel) WHERE kind = 'ops' DO NOTHING
+"""
+
+# Oldest due first; a row another `harvest notify` is sending is skipped, not waited for.
+_CLAIM = """
+SELECT id, kind, channel, attempts, payload FROM notifications
+WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
+  AND channel = ANY(%s)
+ORDER BY next_attempt_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+"""
+
+_DUE_IN = """
+SELECT channel, extract(epoch FROM min(next_attempt_at) - now())::float8
+FROM notifications
+WHERE status IN ('pending', 'failed') AND channel = ANY(%s)
+GROUP BY channel
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    kind: str
+    channel: str
+    attempts: int
+    payload: dict[str, Any]
+
+
+def candidates(conn: psycopg.Connection[Any], threshold: float, limit: int,
+               channels: Sequence[str]) -> list[dict[str, Any]]:
+    """Signals at or above ``threshold`` missing on at least one channel, highest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_CANDIDATES, {"threshold": threshold, "limit": limit,
+                                  "channels": list(channels)})
+        return cur.fetchall()
+
+
+def record_signal(conn: psycopg.Connection[Any], signal_id: int, payload: dict[str, Any],
+                  channels: Sequence[str], status: str) -> int:
+    """One row per channel it is missing on; returns how many were new."""
+    made = 0
+    for channel in channels:
+        cur = conn.execute(_RECORD_SIGNAL, {"signal_id": signal_id, "channel": channel,
+                                            "status": status, "payload": Jsonb(payload)})
+        made += cur.rowcount
+    return made
+
+
+def record_ops(conn: psycopg.Connection[Any], alert_id: int, key: str, event: str,
+               payload: dict[str, Any], channels: Sequence[str], status: str) -> int:
+    made = 0
+    for channel in channels:
+        cur = conn.execute(_RECORD_OPS, {"alert_id": alert_id, "key": key, "event": event,
+                                         "channel": channel, "status": status,
+                                         "payload": Jsonb(payload)})
+        made += cur.rowcount
+    return made
+
+
+def claim(conn: psycopg.Connection[Any], channels: Sequence[str]) -> Claimed | None:
+    """Lock one due row (call inside a transaction; the lock lasts until it ends)."""
+    row = conn.execute(_CLAIM, (list(channels),)).fetchone()
+    return Claimed(*row) if row else None
+
+
+def mark_sent(conn: psycopg.Connection[Any], notification_id: int) -> None:
+    conn.execute("UPDATE notifications SET status = 'sent', sent_at = now(), "
+                 "attempts = attempts + 1, last_error = NULL WHERE id = %s",
+                 (notification_id,))
+
+
+def mark_failed(conn: psycopg.Connection[Any], notification_id: int, error: str,
+                retry_in: float | None) -> None:
+    """``retry_in`` None = given up."""
+    if retry_in is None:
+        conn.execute("UPDATE notifications SET status = 'given_up', attempts = attempts + 1, "
+                     "last_error = %s WHERE id = %s", (error, notification_id))
+        return
+    conn.execute("UPDATE notifications SET status = 'failed', attempts = attempts + 1, "
+                 "last_error = %s, next_attempt_at = now() + make_interval(secs => %s) "
+                 "WHERE id = %s", (error, retry_in, notification_id))
+
+
+def due_in(conn: psycopg.Connection[Any], channels: Sequence[str]) -> dict[str, float]:
+    """Per channel with undelivered rows: seconds until the earliest is due (≤ 0: now)."""
+    return {ch: float(s) for ch, s in conn.execute(_DUE_IN, (list(channels),)).fetchall()}
+
+
+def counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
+    """``{status: {channel: n}}`` for the statuses that need attention or explain a gap."""
+    out: dict[str, dict[str, int]] = {"pending": {}, "failed": {}, "given_up": {},
+                                      "recorded": {}}
+    rows = conn.execute("SELECT status, channel, count(*) FROM notifications "
+                        "WHERE status <> 'sent' GROUP BY status, channel").fetchall()
+    for status, channel, n in rows:
+        out[status][channel] = int(n)
+    return out

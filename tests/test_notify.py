@@ -1,0 +1,347 @@
+"""``harvest notify`` against stand-in Slack, Telegram and webhook servers on 127.0.0.1:
+each alert is delivered once per channel, retried after a 5xx, held back by a 429, given up
+and reported after too many failures; ops alerts open once and resolve once."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from harvester.services import alerts
+from harvester.services.alerts.config import AlertsConfig
+from tests.apiserver import ApiRequest, ApiServer, Reply
+from tests.conftest import harvest, write_sources
+from tests.feeds import items, rss
+
+SLACK_PATH = "/services/T000/B000/s3cr3tSlackPath"
+TOKEN = "123456:S3cretBotTokenXYZ"
+WEBHOOK_SECRET = "hmac-s3cret-value"
+FAST = ("-s", "AUTOTHROTTLE_ENABLED=False", "-s", "RETRY_TIMES=0")
+NO_CHANNELS = {"HARVEST_SLACK_WEBHOOK_URL": "", "HARVEST_TELEGRAM_BOT_TOKEN": "",
+               "HARVEST_TELEGRAM_CHAT_ID": "", "HARVEST_WEBHOOK_URL": "",
+               "HARVEST_WEBHOOK_SECRET": ""}
+BREAKDOWN = {"topics": {"security": {"keywords": ["cve", "ransomware"], "points": 6.0}},
+             "points": 6.0, "relevance": 0.78, "age_hours": 2.0, "half_life_hours": 24,
+             "freshness": 0.95, "source_weight": 1.2, "score": 0}
+
+
+def notify(*args: str, home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``harvest notify ARGS`` in a subprocess, the way an operator (or cron) runs it, with
+    no channel configured unless ``env`` sets one."""
+    return harvest("notify", *args, home=home, env={**NO_CHANNELS, **env})
+
+
+def add_signal(db: psycopg.Connection[Any], title: str, score: float,
+               source: str = "news") -> int:
+    url = f"https://news.example.org/{abs(hash(title))}"
+    row = db.execute(
+        "INSERT INTO signals (key, source, kind, url, title, fetched_at, published_at, score,"
+        " score_breakdown) VALUES (%s, %s, 'feed', %s, %s, now(), now(), %s, %s) RETURNING id",
+        (url, source, url, title, score, Jsonb({**BREAKDOWN, "score": score}))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def statuses(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return db.execute("SELECT kind, channel, status, attempts FROM notifications "
+                      "ORDER BY id").fetchall()
+
+
+def ok_telegram(request: ApiRequest) -> Reply:
+    return Reply.json({"ok": True, "result": {"message_id": 1}})
+
+
+def channels_env(api: ApiServer, webhook: bool = True) -> dict[str, str]:
+    env = {"HARVEST_SLACK_WEBHOOK_URL": api.url + SLACK_PATH,
+           "HARVEST_TELEGRAM_BOT_TOKEN": TOKEN, "HARVEST_TELEGRAM_CHAT_ID": "-1001",
+           "HARVEST_TELEGRAM_API_BASE": api.url}
+    if webhook:
+        env |= {"HARVEST_WEBHOOK_URL": api.url + "/hook", "HARVEST_WEBHOOK_SECRET":
+                WEBHOOK_SECRET}
+    return env
+
+
+def assert_no_secrets(*results: subprocess.CompletedProcess[str]) -> None:
+    for result in results:
+        for secret in (SLACK_PATH, TOKEN, WEBHOOK_SECRET):
+            assert secret not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def api() -> Iterator[ApiServer]:
+    with ApiServer() as server:
+        yield server
+
+
+def test_each_signal_is_announced_once_per_channel_highest_first(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    api.add(SLACK_PATH, lambda r: Reply.text("ok"))
+    api.add(f"/bot{TOKEN}/sendMessage", ok_telegram)
+    api.add("/hook", lambda r: Reply.json({}))
+    top = add_signal(db, "Ransomware hits <Acme> & co", 95)
+    add_signal(db, "CVE-2026-1 in a router", 85)
+    add_signal(db, "Patch Tuesday roundup", 81)
+    add_signal(db, "Cat pictures", 40)
+    env = channels_env(api)
+
+    first = notify("--threshold", "80", "--limit", "2", "--no-ops", home=home, env=env)
+    assert first.returncode == 0, first.stderr
+    slack = api.hits(SLACK_PATH)
+    assert len(slack) == 2 and len(api.hits("/hook")) == 2
+    assert len(api.hits(f"/bot{TOKEN}/sendMessage")) == 2
+    body = json.loads(slack[0].body)
+    assert "Ransomware hits &lt;Acme&gt; &amp; co" in body["blocks"][0]["text"]["text"]
+    assert "security (cve, ransomware; 6 pts)" in body["text"]
+    assert "score 95" in body["text"] and "https://news.example.org/" in body["text"]
+    assert "CVE-2026-1" in json.loads(slack[1].body)["text"], "highest score first"
+    assert slack[1].at - slack[0].at >= 0.9, "Slack gets at most one message a second"
+
+    tg = json.loads(api.hits(f"/bot{TOKEN}/sendMessage")[0].body)
+    assert tg["chat_id"] == "-1001" and tg["parse_mode"] == "HTML"
+    assert "Ransomware hits &lt;Acme&gt; &amp; co" in tg["text"]
+
+    hook = api.hits("/hook")[0]
+    signature = hmac.new(WEBHOOK_SECRET.encode(), hook.body, hashlib.sha256).hexdigest()
+    assert hook.headers["x-harvest-signature"] == f"sha256={signature}"
+    data = json.loads(hook.body)
+    assert data["type"] == "signal" and data["signal"]["id"] == top
+    assert data["score"] == 95 and data["breakdown"]["topics"]["security"]["points"] == 6.0
+    assert data["url"].startswith("https://news.example.org/")
+
+    second = notify("--threshold", "80", "--limit", "2", "--no-ops", home=home, env=env)
+    assert second.returncode == 0, second.stderr
+    assert len(api.hits(SLACK_PATH)) == 3, "only the third signal is new"
+    assert "Patch Tuesday" in json.loads(api.hits(SLACK_PATH)[2].body)["text"]
+
+    third = notify("--threshold", "80", "--limit", "2", "--no-ops", home=home, env=env)
+    assert third.returncode == 0, third.stderr
+    assert len(api.requests) == 9, "rerunning sends nothing new"
+    assert "0 messages sent" in third.stdout
+    assert {s for (_, _, s, _) in statuses(db)} == {"sent"} and len(statuses(db)) == 9
+    assert_no_secrets(first, second, third)
+
+
+def test_channel_answering_500_then_200_gets_the_message_once(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    answers = iter([500])
+
+    def hook(request: ApiRequest) -> Reply:
+        return Reply.text("oops", status=next(answers, 200))
+
+    api.add("/hook", hook)
+    add_signal(db, "Zero-day in the wild", 90)
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook"}
+    result = notify("--no-ops", home=home, env=env)
+    assert result.returncode == 0, result.stderr
+    hits = api.hits("/hook")
+    assert len(hits) == 2 and hits[0].body == hits[1].body
+    assert hits[1].at - hits[0].at >= 0.9, "retried after a 1 s backoff"
+    assert statuses(db) == [("signal", "webhook", "sent", 2)]
+    again = notify("--no-ops", home=home, env=env)
+    assert again.returncode == 0 and len(api.hits("/hook")) == 2
+
+
+def test_429_retry_after_is_waited_out(db: psycopg.Connection[Any], home: Path,
+                                       api: ApiServer) -> None:
+    slack_answers = iter([Reply.text("rate_limited", status=429,
+                                     headers={"Retry-After": "2"})])
+    tg_answers = iter([Reply.json({"ok": False, "error_code": 429,
+                                   "description": "Too Many Requests: retry after 2",
+                                   "parameters": {"retry_after": 2}}, status=429)])
+    api.add(SLACK_PATH, lambda r: next(slack_answers, Reply.text("ok")))
+    api.add(f"/bot{TOKEN}/sendMessage", lambda r: next(tg_answers, ok_telegram(r)))
+    add_signal(db, "Breach at a bank", 99)
+    result = notify("--no-ops", home=home, env=channels_env(api, webhook=False))
+    assert result.returncode == 0, result.stderr
+    for path in (SLACK_PATH, f"/bot{TOKEN}/sendMessage"):
+        hits = api.hits(path)
+        assert len(hits) == 2, path
+        assert hits[1].at - hits[0].at >= 1.9, f"{path}: Retry-After 2 s honoured"
+    assert sorted(statuses(db)) == [("signal", "slack", "sent", 2),
+                                     ("signal", "telegram", "sent", 2)]
+    assert_no_secrets(result)
+
+
+def test_failures_are_given_up_and_reported_without_secrets(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    api.add(SLACK_PATH, lambda r: Reply.text("no_service", status=404))  # revoked webhook
+    api.add("/hook", lambda r: Reply.text("down", status=503))
+    add_signal(db, "Supply-chain attack", 88)
+    env = {"HARVEST_SLACK_WEBHOOK_URL": api.url + SLACK_PATH,
+           "HARVEST_WEBHOOK_URL": api.url + "/hook",
+           # Nothing listens on port 9: the connection error names the URL with the token.
+           "HARVEST_TELEGRAM_BOT_TOKEN": TOKEN, "HARVEST_TELEGRAM_CHAT_ID": "7",
+           "HARVEST_TELEGRAM_API_BASE": "http://127.0.0.1:9",
+           "HARVEST_NOTIFY_MAX_ATTEMPTS": "3"}
+    result = notify("--no-ops", home=home, env=env)
+    assert result.returncode == 1
+    given_up = [line for line in result.stderr.splitlines() if line.startswith("given up")]
+    assert len(given_up) == 3, result.stderr
+    assert any("on slack after 1 attempts: HTTP 404: no_service" in g for g in given_up)
+    assert any("on webhook after 3 attempts: HTTP 503" in g for g in given_up)
+    assert all("Supply-chain attack" in g for g in given_up)
+    assert len(api.hits(SLACK_PATH)) == 1, "a 404 is not retried"
+    assert len(api.hits("/hook")) == 3
+    assert sorted(statuses(db)) == [("signal", "slack", "given_up", 1),
+                                     ("signal", "telegram", "given_up", 3),
+                                     ("signal", "webhook", "given_up", 3)]
+    errors = [e for (e,) in db.execute("SELECT last_error FROM notifications").fetchall()]
+    assert all(TOKEN not in e and SLACK_PATH not in e for e in errors)
+    assert any("ConnectionError" in e for e in errors)
+    again = notify("--no-ops", home=home, env=env)
+    assert again.returncode == 0 and len(api.hits("/hook")) == 3, "given up means given up"
+    health = alerts.status(db, AlertsConfig(webhook_url=api.url + "/hook"))
+    assert health["channels"] == ["webhook"] and health["pending"] == {}
+    assert health["given_up"] == {"slack": 1, "telegram": 1, "webhook": 1}
+    assert "/hook" not in json.dumps(health)
+    assert_no_secrets(result, again)
+
+
+def test_dry_run_prints_and_records_nothing(db: psycopg.Connection[Any], home: Path,
+                                            api: ApiServer, tmp_path: Path) -> None:
+    add_signal(db, "Exploit kit returns", 91)
+    db.execute("INSERT INTO crawl_runs (id, spider, sources, started_at, finished_at, "
+                "finish_reason, errors) VALUES (gen_random_uuid(), 'feed', '{news}', now(), "
+                "now(), 'shutdown', 0)")
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "news", "kind": "feed", "urls": ["http://127.0.0.1:9/feed.xml"]}])
+    result = notify("--dry-run", home=home,
+                    env={"HARVEST_WEBHOOK_URL": api.url + "/hook",
+                         "HARVEST_SOURCES": str(sources)})
+    assert result.returncode == 0, result.stderr
+    assert "dry run: nothing recorded, nothing sent (webhook)" in result.stdout
+    assert "Exploit kit returns" in result.stdout and "score 91" in result.stdout
+    assert "ALERT: crawl of 'news' failed (finish reason shutdown" in result.stdout
+    assert api.requests == []
+    assert db.execute("SELECT (SELECT count(*) FROM notifications), "
+                       "(SELECT count(*) FROM alerts)").fetchone() == (0, 0)
+
+
+def test_without_a_channel_alerts_are_recorded_and_the_operator_told(
+    db: psycopg.Connection[Any], home: Path
+) -> None:
+    add_signal(db, "Ransomware gang arrested", 90)
+    add_signal(db, "New CVE scoring system", 80)
+    result = notify("--no-ops", home=home, env={})
+    assert result.returncode == 0, result.stderr
+    assert ("no alert channel configured (set HARVEST_SLACK_WEBHOOK_URL, "
+            "HARVEST_TELEGRAM_BOT_TOKEN and HARVEST_TELEGRAM_CHAT_ID, or HARVEST_WEBHOOK_URL):"
+            " 2 alerts recorded, none sent") in result.stdout
+    assert statuses(db) == [("signal", "none", "recorded", 0)] * 2
+    again = notify("--no-ops", home=home, env={})
+    assert "0 alerts recorded, none sent" in again.stdout
+
+
+def test_failed_run_alert_opens_once_and_resolves_once(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer, tmp_path: Path
+) -> None:
+    healthy = {"ok": False}
+
+    def feed(request: ApiRequest) -> Reply:
+        if healthy["ok"]:
+            return Reply.text(rss(items("h", 2)), content_type="application/rss+xml")
+        return Reply.text("broken", status=500)
+
+    api.add("/feed.xml", feed)
+    api.add("/hook", lambda r: Reply.json({}))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "flaky", "kind": "feed", "urls": [f"{api.url}/feed.xml"]}])
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook", "HARVEST_SOURCES": str(sources)}
+
+    def ops_messages() -> list[dict[str, Any]]:
+        return [json.loads(r.body) for r in api.hits("/hook")]
+
+    crawl = harvest("--sources", str(sources), "crawl", "flaky", *FAST, home=home)
+    assert crawl.returncode == 1, crawl.stdout
+    opened = notify(home=home, env=env)
+    assert opened.returncode == 0, opened.stderr
+    runs = db.execute("SELECT finish_reason, errors, stats -> 'harvest/by_source' "
+                       "FROM crawl_runs").fetchall()
+    assert "ops alert opened: crawl of 'flaky' failed" in opened.stdout, (crawl.stdout, runs)
+    assert [(m["event"], m["alert"]["key"]) for m in ops_messages()] == [
+        ("opened", "run_failed:flaky")]
+    assert "HTTP 500" in ops_messages()[0]["text"]
+
+    harvest("--sources", str(sources), "crawl", "flaky", *FAST, home=home)
+    still = notify(home=home, env=env)
+    assert still.returncode == 0 and len(ops_messages()) == 1, "an open alert is sent once"
+
+    healthy["ok"] = True
+    crawl = harvest("--sources", str(sources), "crawl", "flaky", *FAST, home=home)
+    assert crawl.returncode == 0, crawl.stdout
+    resolved = notify("--threshold", "100", home=home, env=env)
+    assert resolved.returncode == 0, resolved.stderr
+    assert [(m["event"], m["alert"]["key"]) for m in ops_messages()] == [
+        ("opened", "run_failed:flaky"), ("resolved", "run_failed:flaky")]
+    notify("--threshold", "100", home=home, env=env)
+    assert len(ops_messages()) == 2, "a resolved alert is announced once"
+    rows = db.execute("SELECT key, resolved_at IS NOT NULL FROM alerts").fetchall()
+    assert rows == [("run_failed:flaky", True)]
+
+
+def test_reject_spike_opens_an_alert(db: psycopg.Connection[Any], home: Path,
+                                     api: ApiServer, tmp_path: Path) -> None:
+    # One good entry and three with no title nor text: 75 % rejected.
+    entries = items("r", 1) + [{"link": f"https://news.example.org/bare/{i}"}
+                               for i in range(3)]
+    api.add("/feed.xml", lambda r: Reply.text(rss(entries),
+                                              content_type="application/rss+xml"))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "messy", "kind": "feed", "urls": [f"{api.url}/feed.xml"]}])
+    harvest("--sources", str(sources), "crawl", "messy", *FAST, home=home)
+    result = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
+    assert result.returncode == 0, result.stderr
+    assert ("ops alert opened: 'messy': 75 % of its items were rejected in its last run "
+            "(3 of 4; limit 50 %)") in result.stdout
+    relaxed = notify(home=home, env={"HARVEST_SOURCES": str(sources),
+                                     "HARVEST_REJECT_SPIKE_PERCENT": "80"})
+    assert "ops alert resolved: 'messy': rejections back under the limit" in relaxed.stdout
+
+
+def test_stale_source_alert(db: psycopg.Connection[Any], home: Path, api: ApiServer,
+                            tmp_path: Path) -> None:
+    api.add("/hook", lambda r: Reply.json({}))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "slow", "kind": "feed", "interval": "1h",
+         "urls": ["http://127.0.0.1:9/feed.xml"]},
+        {"name": "off", "kind": "feed", "interval": "1h", "enabled": False,
+         "urls": ["http://127.0.0.1:9/feed.xml"]}])
+    db.execute("INSERT INTO sources_state (source, last_attempt, last_success) VALUES "
+                "('slow', now(), now() - interval '4 hours'), "
+                "('off', now(), now() - interval '9 hours')")
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook", "HARVEST_SOURCES": str(sources)}
+
+    lenient = notify(home=home, env={**env, "HARVEST_STALE_FACTOR": "5"})
+    assert lenient.returncode == 0 and api.hits("/hook") == [], "4 h < 5 × 1 h"
+    stale = notify(home=home, env=env)
+    assert stale.returncode == 0, stale.stderr
+    sent = [json.loads(r.body) for r in api.hits("/hook")]
+    assert [m["alert"]["key"] for m in sent] == ["stale:slow"], "a switched-off source is fine"
+    assert "'slow' has not been crawled successfully for 4 h (limit 3 × 1 h)" in (
+        sent[0]["text"])
+
+    db.execute("UPDATE sources_state SET last_success = now() WHERE source = 'slow'")
+    fresh = notify(home=home, env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    sent = [json.loads(r.body) for r in api.hits("/hook")]
+    assert [(m["event"], m["alert"]["key"]) for m in sent] == [
+        ("opened", "stale:slow"), ("resolved", "stale:slow")]
+
+
+def test_bad_setting_is_one_sentence(home: Path) -> None:
+    result = notify(home=home, env={"HARVEST_TELEGRAM_BOT_TOKEN": TOKEN})
+    assert result.returncode == 2
+    assert "set both HARVEST_TELEGRAM_BOT_TOKEN and HARVEST_TELEGRAM_CHAT_ID" in result.stderr
+    assert "Traceback" not in result.stderr and TOKEN not in result.stderr
