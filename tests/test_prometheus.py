@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,9 @@ import pytest
 import requests
 
 from harvester.services.localsite import LocalSite
-from tests.conftest import ROOT, write_sources
+from tests.conftest import ROOT, free_port, write_sources
 from tests.feeds import items, rss
-from tests.test_scrapyd import CREDENTIALS, Node
+from tests.scrapydnode import CREDENTIALS, Node
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -265,12 +264,6 @@ def test_dashboard_queries_parse_as_promql(dashboard: dict[str, Any], tmp_path: 
 
 # --- (c) a real Prometheus scrapes `harvest serve` after two concurrent Scrapyd jobs ------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _render_config(path: Path, target: str) -> Path:
     """deploy/prometheus/prometheus.yml with a 1 s scrape, the test's target and rules.yml
     by absolute path. Each replaced line must be there once: a reshaped config fails here."""
@@ -330,7 +323,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     if not Path(PROMETHEUS).is_file():
         pytest.skip("prometheus is missing: install Debian's prometheus package")
     base = tmp_path_factory.mktemp("prometheus")
-    serve_port, port = _free_port(), _free_port()
+    serve_port, port = free_port(), free_port()
     config = _render_config(base / "prometheus.yml", f"127.0.0.1:{serve_port}")
     log = base / "prometheus.log"
     with log.open("wb") as out:
@@ -395,7 +388,7 @@ def test_prometheus_sums_what_two_concurrent_scrapyd_jobs_stored(
         sources = write_sources(tmp_path / "sources.toml", [
             {"name": name, "kind": "feed", "interval": "1h", "urls": [f"{site.url}/{name}.xml"]}
             for name in FEEDS])
-        env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(_free_port()),
+        env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(free_port()),
                "HARVEST_SOURCES": str(sources), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         node = Node(tmp_path / "scrapyd-home", int(env["SCRAPYD_HTTP_PORT"]), env)
         serve: subprocess.Popen[bytes] | None = None

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +17,12 @@ import pytest
 import requests
 
 from harvester.services.localsite import LocalSite
-from tests.conftest import ROOT, harvest, write_sources
+from tests.conftest import ROOT, free_port, harvest, write_sources
 from tests.feeds import items, rss
+from tests.scrapydnode import CREDENTIALS, Node
 
-AUTH = ("ops", "test-secret")
-CREDENTIALS = {"SCRAPYD_USERNAME": AUTH[0], "SCRAPYD_PASSWORD": AUTH[1]}
 NAMES = ("alpha", "beta", "gamma", "delta", "slow")
 JOB_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Node:
-    home: Path
-    port: int
-    env: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def api(self, endpoint: str, **params: str) -> dict[str, Any]:
-        if endpoint == "schedule.json":
-            response = requests.post(f"{self.url}/{endpoint}", data=params, auth=AUTH,
-                                     timeout=10)
-        else:
-            response = requests.get(f"{self.url}/{endpoint}", params=params, auth=AUTH,
-                                    timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def jobs(self) -> dict[str, list[dict[str, Any]]]:
-        return self.api("listjobs.json", project="harvester")
-
-    def job_ids(self) -> list[str]:
-        listing = self.jobs()
-        return [j["id"] for state in ("pending", "running", "finished") for j in listing[state]]
-
-    def start(self) -> None:
-        result = harvest("scrapyd", "start", home=self.home, env=self.env, timeout=300)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "deployed harvester" in result.stdout
-
-    def stop(self) -> None:
-        harvest("scrapyd", "stop", home=self.home, env=self.env)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +46,7 @@ def nodes(sources_file: tuple[Path, LocalSite],
     started: list[Node] = []
     try:
         for i in range(2):
-            port = _free_port()
+            port = free_port()
             env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port), "HARVEST_SOURCES": str(path)}
             node = Node(tmp_path_factory.mktemp(f"scrapyd-home-{i}"), port, env)
             node.start()

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from harvester.services.localsite import LocalSite
 from harvester.spiders.rendered import DEFAULT_CHROMIUM
-from tests.conftest import ROOT, harvest, write_sources
+from tests.conftest import ROOT, free_port, harvest, write_sources
 from tests.feeds import items, rss
 
 pytestmark = pytest.mark.skipif(
@@ -47,12 +46,6 @@ class Service:
     url: str
     env: dict[str, str]
     output: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
