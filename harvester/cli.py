@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from harvester.config import HarvestConfig, get_config
-from harvester.services import database, embedded, queries, spool, state
+from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import replay_pending
 from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
@@ -350,7 +350,7 @@ def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: floa
     flt = queries.TopFilter(limit=limit, since=_since(since), sources=sources,
                             min_score=min_score)
     with _connect() as conn:
-        rows = queries.top(conn, flt)
+        rows = clustered.top_clusters(conn, flt)
     if as_json:
         click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
         return
@@ -443,7 +443,7 @@ def demo(ctx: click.Context, limit: int) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from harvester import cli_jobs, cli_notify, cli_scrapyd, cli_serve  # noqa: E402, F401
+from harvester import cli_brief, cli_jobs, cli_notify, cli_scrapyd, cli_serve  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -64,9 +64,10 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
 
 
 def top_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """One row per story (cluster): its best signal, and every source that carried it."""
     table = Table(title="top signals", title_justify="left")
     table.add_column("score", justify="right")
-    table.add_column("source")
+    table.add_column("sources")
     table.add_column("published")
     table.add_column("title")
     table.add_column("why")
@@ -74,7 +75,10 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
         published = row["published_at"].strftime("%m-%d %H:%M") if row["published_at"] else "-"
-        title = row["title"] or row["url"] or ""
-        table.add_row(f"{row['score']:.1f}", row["source"], published,
-                      f"[link={row['url']}]{title[:90]}[/link]", why or "-")
+        title = escape(row["title"] or row["url"] or "")
+        sources = row.get("cluster_sources") or [row["source"]]
+        size = row.get("cluster_size", 1)
+        carried = ", ".join(sources) + (f" ({size} signals)" if size > len(sources) else "")
+        table.add_row(f"{row['score']:.1f}", carried, published,
+                      f"[link={row['url']}]{title[:90]}[/link]", escape(why) or "-")
     return table
