@@ -360,39 +360,6 @@ def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: floa
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@friendly
-def stats(as_json: bool) -> None:
-    """Totals: signals per source, rejections per reason, runs, spooled batches."""
-    with _connect() as conn:
-        data = queries.stats(conn)
-        runs = queries.recent_runs(conn, 5)
-    data["spooled_batches"] = len(spool.pending(_config().spool_dir))
-    if as_json:
-        click.echo(json.dumps(data, default=_json_default, indent=2))
-        return
-    console.print(f"signals: {data['signals']}   runs: {data['runs']}   "
-                  f"spooled batches: {data['spooled_batches']}")
-    for title, mapping in (("by source", data["by_source"]), ("rejects by reason",
-                                                               data["rejects"])):
-        table = Table(title=title, title_justify="left")
-        table.add_column("name")
-        table.add_column("count", justify="right")
-        for key, count in mapping.items():
-            table.add_row(key, str(count))
-        console.print(table)
-    table = Table(title="recent runs", title_justify="left")
-    for col in ("started", "sources", "reason", "scraped", "new", "re-seen", "rejected",
-                "errors", "304s"):
-        table.add_column(col)
-    for r in runs:
-        table.add_row(r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), ",".join(r["sources"]),
-                      r["finish_reason"] or "-", *(str(r[k]) for k in (
-                          "scraped", "stored", "reseen", "rejected", "errors", "not_modified")))
-    console.print(table)
-
-
-@main.command()
 @friendly
 def replay() -> None:
     """Store batches spooled while the database was unreachable (each exactly once)."""
@@ -443,7 +410,14 @@ def demo(ctx: click.Context, limit: int) -> None:
 
 
 # Command groups kept in their own modules register themselves on `main`.
-from harvester import cli_brief, cli_jobs, cli_notify, cli_scrapyd, cli_serve  # noqa: E402, F401
+from harvester import (  # noqa: E402, F401
+    cli_brief,
+    cli_jobs,
+    cli_notify,
+    cli_ops,
+    cli_scrapyd,
+    cli_serve,
+)
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

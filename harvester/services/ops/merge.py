@@ -1,0 +1,102 @@
+"""Put exported signals back: stage the rows, then insert the ones whose key is missing.
+
+Restoring is idempotent: a row whose ``key`` is already stored is left as it is (it may
+have been re-seen since the export; the stored row is the newer truth). A restored row keeps
+its ``id`` when that id is free, so notifications, briefs and clusters that name it still
+do; an id taken by another signal (a file restored into a different database) gets a new
+one, and ``cluster_id`` values naming rows of the same file follow their new ids. The
+``signals`` id sequence is moved past every restored id, so later inserts cannot collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from harvester.services.ops import OpsError
+
+TABLE = "signals"
+STAGING = "restore_rows"
+_SEQ = sql.SQL("pg_get_serial_sequence('signals', 'id')::regclass")
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    rows: int  # rows in the file
+    inserted: int  # rows that were missing and are back
+    present: int  # rows whose key was already stored (left alone)
+    renumbered: int  # inserted rows whose id was taken by another signal
+
+
+def table_columns(conn: psycopg.Connection[Any], table: str = TABLE) -> list[str]:
+    """Stored (not generated) columns of ``table`` in table order: what exports carry."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s AND is_generated = 'NEVER' "
+        "ORDER BY ordinal_position", (table,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def column_list(columns: list[str], alias: str | None = None) -> sql.Composable:
+    if alias is None:
+        return sql.SQL(", ").join(map(sql.Identifier, columns))
+    return sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns)
+
+
+def stage(conn: psycopg.Connection[Any], columns: list[str]) -> None:
+    """Create the (transaction-scoped) staging table with the file's columns."""
+    current = set(table_columns(conn))
+    unknown = [c for c in columns if c not in current]
+    if unknown:
+        raise OpsError(f"the file has columns this database's signals table lacks "
+                       f"({', '.join(unknown)}): run `harvest migrate` with the code that "
+                       "wrote it, or restore into a database at that schema")
+    if "id" not in columns or "key" not in columns:
+        raise OpsError("the file has no id or key column, so it cannot be merged safely")
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                 .format(sql.Identifier(STAGING), column_list(columns), sql.Identifier(TABLE)))
+
+
+def _select_list(columns: list[str]) -> sql.Composable:
+    parts: list[sql.Composable] = []
+    for col in columns:
+        if col == "id":
+            parts.append(sql.SQL("m.new_id"))
+        elif col == "cluster_id":
+            parts.append(sql.SQL("coalesce(c.new_id, r.cluster_id)"))
+        else:
+            parts.append(sql.Identifier("r", col))
+    return sql.SQL(", ").join(parts)
+
+
+def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
+    """Insert the staged rows whose key is missing; call inside the staging transaction."""
+    conn.execute(sql.SQL(
+        "SELECT setval({seq}, greatest((SELECT max(id) FROM signals), "
+        "(SELECT max(id) FROM restore_rows), pg_sequence_last_value({seq})))").format(seq=_SEQ))
+    conn.execute(sql.SQL("""
+        CREATE TEMP TABLE restore_ids ON COMMIT DROP AS
+        SELECT r.id AS old_id, s.id AS present_id,
+               coalesce(s.id, CASE WHEN EXISTS (SELECT 1 FROM signals x WHERE x.id = r.id)
+                                   THEN nextval({seq}) ELSE r.id END) AS new_id
+        FROM restore_rows r LEFT JOIN signals s ON s.key = r.key""").format(seq=_SEQ))
+    cluster_join = (sql.SQL("LEFT JOIN restore_ids c ON c.old_id = r.cluster_id")
+                    if "cluster_id" in columns else sql.SQL(""))
+    cur = conn.execute(sql.SQL("""
+        INSERT INTO signals ({cols})
+        SELECT {select} FROM restore_rows r
+        JOIN restore_ids m ON m.old_id = r.id AND m.present_id IS NULL
+        {cluster_join}
+        ON CONFLICT (key) DO NOTHING""").format(
+        cols=column_list(columns), select=_select_list(columns), cluster_join=cluster_join))
+    inserted = cur.rowcount
+    counts = conn.execute(
+        "SELECT count(*), count(present_id), "
+        "count(*) FILTER (WHERE present_id IS NULL AND new_id <> old_id) FROM restore_ids"
+    ).fetchone()
+    assert counts is not None
+    return MergeResult(rows=counts[0], inserted=inserted, present=counts[1],
+                       renumbered=counts[2])

@@ -1,0 +1,88 @@
+"""Deleting old signals: what ``retain`` and ``archive`` remove, in batches, then VACUUM.
+
+Age is measured by ``last_seen`` — when a source last showed the item — not by
+``published_at`` (the source's claim: missing for many items, sometimes wrong) nor by
+``first_seen``: an item a feed still lists would be stored again by the next crawl and come
+back as *new* (counted, scored and announced a second time). A signal not seen for the
+retention age is gone from its sources and stays gone.
+
+The ids to delete are fixed first (a temporary table), then removed 1,000 at a time, each
+batch its own short transaction so crawls writing meanwhile never wait long; a row re-seen
+after it was chosen is kept (the delete re-checks ``last_seen``). ``VACUUM (ANALYZE)`` at
+the end makes the space reusable and refreshes the planner's counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+BATCH = 1000
+DOOMED = "ops_doomed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteReport:
+    deleted: int
+    kept_reseen: int  # chosen, but seen again before its batch was deleted
+    batches: int
+
+
+def preview(conn: psycopg.Connection[Any], cutoff: datetime) -> dict[str, Any]:
+    """What a deletion of signals last seen before ``cutoff`` would remove, per source."""
+    rows = conn.execute(
+        "SELECT source, count(*), min(last_seen), max(last_seen) FROM signals "
+        "WHERE last_seen < %s GROUP BY source ORDER BY source", (cutoff,)).fetchall()
+    return {
+        "cutoff": cutoff,
+        "total": sum(r[1] for r in rows),
+        "by_source": {r[0]: r[1] for r in rows},
+        "oldest_last_seen": min((r[2] for r in rows), default=None),
+        "newest_last_seen": max((r[3] for r in rows), default=None),
+    }
+
+
+def choose(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
+    """Fix the set of ids to delete (session temp table); call inside the export's snapshot
+    when the rows were exported first, so exactly the exported rows are chosen."""
+    conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
+    conn.execute(f"CREATE TEMP TABLE {DOOMED} AS SELECT id FROM signals WHERE last_seen < %s",
+                 (cutoff,))
+    conn.execute(f"CREATE INDEX ON {DOOMED} (id)")
+    row = conn.execute(f"SELECT count(*) FROM {DOOMED}").fetchone()
+    return row[0] if row else 0
+
+
+def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
+                  batch: int = BATCH) -> DeleteReport:
+    """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM."""
+    deleted = kept = batches = 0
+    while True:
+        row = conn.execute(f"""
+            WITH picked AS (
+                DELETE FROM {DOOMED} WHERE id IN (SELECT id FROM {DOOMED} ORDER BY id LIMIT %s)
+                RETURNING id),
+            gone AS (
+                DELETE FROM signals s USING picked
+                WHERE s.id = picked.id AND s.last_seen < %s RETURNING 1)
+            SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)""",
+            (batch, cutoff)).fetchone()
+        assert row is not None
+        if row[0] == 0:
+            break
+        batches += 1
+        deleted += row[1]
+        kept += row[0] - row[1]
+    conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
+    if deleted:
+        conn.execute("VACUUM (ANALYZE) signals")
+    return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches)
+
+
+def retain(conn: psycopg.Connection[Any], cutoff: datetime) -> DeleteReport:
+    """Delete every signal last seen before ``cutoff`` (no copy is kept)."""
+    choose(conn, cutoff)
+    return delete_chosen(conn, cutoff)

@@ -1,0 +1,258 @@
+"""Operations on the data, run as an operator runs them (``harvest …`` in a subprocess)
+against a real PostgreSQL: snapshots, prune, retention, archives, backups, verify, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from harvester.migrations import HEAD
+from harvester.services.batch import Batch
+from harvester.services.store import write_batch
+from tests.conftest import harvest
+
+RUN_ID = "6f1a1f4c-8c1a-4d3e-9a55-222222222222"
+def signal(n: int, source: str = "s1") -> dict[str, Any]:
+    """A signal with the awkward values exports get wrong: quotes, commas, newlines,
+    backslashes, non-ASCII, NULLs, arrays, nested jsonb, fractional reals."""
+    now = datetime.now(UTC)
+    return {
+        "key": f"key-{n}", "source": source, "kind": "feed",
+        "url": f"https://example.org/{n}", "canonical_url": f"https://example.org/{n}",
+        "title": f'Ünïcode "{n}", comma\nnew line \\ back',
+        "text": 'body,\t"quoted"' if n % 2 else None,
+        "fetched_at": now,
+        "published_at": now - timedelta(hours=n) if n % 3 else None,
+        "tags": ["a,b", 'q"x', "{brace}"] if n % 2 else [],
+        "engagement": {"points": n, "nested": {"list": [1, None, "x"]}},
+        "score": n / 7, "score_breakdown": {"topics": {"t": n / 3}},
+        "run_id": RUN_ID,
+    }
+
+
+def store(url: str, rows: list[dict[str, Any]]) -> None:
+    """Through the real write path (COPY + upsert), in batches as a crawl would."""
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            for i in range(0, len(rows), 500):
+                await write_batch(conn, Batch(signals=rows[i:i + 500]))
+
+    asyncio.run(go())
+
+
+def age(conn: psycopg.Connection[Any], keys: list[str], days: int) -> None:
+    conn.execute("UPDATE signals SET first_seen = first_seen - make_interval(days => %s), "
+                 "last_seen = last_seen - make_interval(days => %s) WHERE key = ANY(%s)",
+                 (days, days, keys))
+
+
+def cluster(conn: psycopg.Connection[Any], keys: list[str]) -> None:
+    """What the clustering step does: members point at the first signal's id."""
+    conn.execute("UPDATE signals SET cluster_id = (SELECT min(id) FROM signals WHERE key = "
+                 "ANY(%s)), simhash = -123456789012345 WHERE key = ANY(%s) AND id > "
+                 "(SELECT min(id) FROM signals WHERE key = ANY(%s))", (keys, keys, keys))
+
+
+def table(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM signals ORDER BY id").fetchall()
+
+
+def files_in(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+
+def test_snapshot_prune_restore_round_trip(db: psycopg.Connection[Any], pg_url: str,
+                                           home: Path) -> None:
+    store(pg_url, [signal(n) for n in range(40)])
+    cluster(db, ["key-1", "key-2", "key-3"])
+    before = table(db)
+    for args in (["snapshot"], ["snapshot"], ["snapshot", "--gzip"]):
+        done = harvest(*args, home=home)
+        assert done.returncode == 0, done.stderr
+        assert "snapshot of 40 signals" in done.stdout
+    shots = home / "snapshots"
+    assert len(files_in(shots)) == 6  # three data files, three manifests
+    newest = sorted(shots.glob("*.ndjson.gz"))[0]
+    manifest = json.loads((shots / (newest.name.split(".")[0] + ".manifest.json")).read_text())
+    assert (manifest["rows"], manifest["schema_revision"]) == (40, HEAD)
+    assert "id" in manifest["columns"] and "cluster_id" in manifest["columns"]
+
+    dry = harvest("prune", "--keep", "1", home=home)
+    assert dry.returncode == 0 and "2 snapshots would be deleted" in dry.stdout
+    assert len(files_in(shots)) == 6
+    done = harvest("prune", "--keep", "1", "--force", home=home)
+    assert done.returncode == 0, done.stderr
+    assert files_in(shots) == sorted([newest.name, newest.name.split(".")[0]
+                                      + ".manifest.json"])
+    assert len(table(db)) == 40  # prune removes snapshot files, never signals
+
+    db.execute("DELETE FROM signals WHERE key <> 'key-5'")
+    done = harvest("snapshot", "restore", str(newest), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "restored 39 of 40 signals" in done.stdout
+    assert table(db) == before
+    again = harvest("snapshot", "restore", str(newest), home=home)
+    assert "restored 0 of 40 signals" in again.stdout
+    assert table(db) == before
+    store(pg_url, [signal(1000)])  # the id sequence is past every restored id
+    assert len(table(db)) == 41
+
+
+def test_tampered_snapshot_is_refused(db: psycopg.Connection[Any], pg_url: str,
+                                      home: Path) -> None:
+    store(pg_url, [signal(n) for n in range(5)])
+    assert harvest("snapshot", home=home).returncode == 0
+    data = next((home / "snapshots").glob("*.ndjson"))
+    data.write_text(data.read_text().replace("example.org", "example.net", 1))
+    db.execute("DELETE FROM signals")
+    done = harvest("snapshot", "restore", str(data), home=home)
+    assert done.returncode == 2
+    assert "does not match the checksum in its manifest" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert table(db) == []
+
+
+def test_archive_restore_round_trip_keeps_rows_identical(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    store(pg_url, [signal(n) for n in range(2600)])
+    old = [f"key-{n}" for n in range(2100)]
+    age(db, old, 60)
+    age(db, ["key-2500"], 50)  # first seen long ago but seen lately: a feed still lists it
+    db.execute("UPDATE signals SET last_seen = now() WHERE key = 'key-2500'")
+    cluster(db, ["key-10", "key-11", "key-2550"])  # a cluster across the cut
+    before = table(db)
+
+    done = harvest("archive", "--older-than", "45d", "--gzip", home=home)
+    assert done.returncode == 0, done.stderr
+    assert "archived 2100 signals" in done.stdout
+    assert "deleted 2100 signals" in done.stdout and "3 batches" in done.stdout
+    left = table(db)
+    assert len(left) == 500 and {r[1] for r in left} == {f"key-{n}" for n in range(2100, 2600)}
+    archived = next((home / "archives").glob("*.csv.gz"))
+    manifest = json.loads(next((home / "archives").glob("*.manifest.json")).read_text())
+    assert manifest["rows"] == 2100 and manifest["file"] == archived.name
+
+    done = harvest("archive", "restore", str(archived), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "restored 2100 of 2100 signals" in done.stdout
+    assert table(db) == before
+    assert "restored 0 of 2100" in harvest("archive", "restore", str(archived),
+                                           home=home).stdout
+
+
+def test_archive_restored_where_ids_are_taken_gets_new_ids(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    store(pg_url, [signal(n) for n in range(3)])
+    age(db, ["key-0", "key-1", "key-2"], 60)
+    cluster(db, ["key-0", "key-1"])
+    assert harvest("archive", "--older-than", "45d", home=home).returncode == 0
+    head_id = db.execute("SELECT min(id) FROM signals").fetchone()
+    assert head_id == (None,)
+    # Another database (or a hand-written row) already uses the first archived id.
+    archived = next((home / "archives").glob("*.csv"))
+    first_id = int(archived.read_text().splitlines()[1].split(",")[0])
+    db.execute("INSERT INTO signals (id, key, source, kind, fetched_at) "
+               "VALUES (%s, 'other', 'x', 'feed', now())", (first_id,))
+    done = harvest("archive", "restore", str(archived), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "1 got new ids" in done.stdout
+    rows = dict(db.execute("SELECT key, coalesce(cluster_id, id) FROM signals").fetchall())
+    assert rows["key-0"] != first_id and rows["key-0"] == rows["key-1"]  # cluster follows
+    assert rows["other"] == first_id
+
+
+def test_retain_deletes_by_last_seen_only_with_force(db: psycopg.Connection[Any], pg_url: str,
+                                                     home: Path) -> None:
+    store(pg_url, [signal(n, source="a" if n < 5 else "b") for n in range(10)])
+    age(db, [f"key-{n}" for n in range(7)], 40)
+    db.execute("UPDATE signals SET last_seen = now() WHERE key = 'key-6'")  # still listed
+    dry = harvest("retain", "--keep-age", "30d", home=home)
+    assert dry.returncode == 0, dry.stderr
+    assert "6 signals were last seen before" in dry.stdout and "--force" in dry.stdout
+    assert "a: 5" in dry.stdout and "b: 1" in dry.stdout
+    assert len(table(db)) == 10
+    done = harvest("retain", "--keep-age", "30d", "--force", home=home)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 6 signals" in done.stdout
+    assert sorted(r[1] for r in table(db)) == ["key-6", "key-7", "key-8", "key-9"]
+    bad = harvest("retain", "--keep-age", "thirty", home=home)
+    assert bad.returncode == 2 and "not an age like 30d" in bad.stderr
+
+
+def test_backup_verify_then_restore(private_pg: tuple[Path, str], home: Path) -> None:
+    _, url = private_pg
+    env = {"HARVEST_DATABASE_URL": url}
+    store(url, [signal(n) for n in range(50)])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO rejects (source, reason, raw) VALUES ('s1', 'no_title', "
+                     "'{\"x\": 1}')")
+        before = table(conn)
+    done = harvest("backup", "--verify", home=home, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "row counts match in all" in done.stdout
+    dump = next((home / "backups").glob("*.dump"))
+    manifest = json.loads(next((home / "backups").glob("*.manifest.json")).read_text())
+    assert manifest["tables"]["signals"] == 50 and manifest["tables"]["rejects"] == 1
+    with psycopg.connect(url, autocommit=True) as conn:  # the scratch database is gone
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE "
+                            "'harvest_verify_%'").fetchone() == (0,)
+        conn.execute("DELETE FROM signals WHERE key LIKE 'key-1%'")
+    store(url, [signal(999)])
+
+    refused = harvest("restore", str(dump), home=home, env=env)
+    assert refused.returncode == 2 and "add --force" in refused.stderr
+    done = harvest("restore", str(dump), "--force", home=home, env=env)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(url) as conn:
+        assert table(conn) == before
+    checked = harvest("verify", home=home, env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    store(url, [signal(1000)])  # sequences came back with the data
+
+
+def test_verify_finds_problems_and_does_not_migrate(private_pg: tuple[Path, str],
+                                                     home: Path) -> None:
+    _, url = private_pg
+    env = {"HARVEST_DATABASE_URL": url}
+    store(url, [signal(n) for n in range(3)])  # their run id has no crawl_runs row
+    done = harvest("verify", home=home, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok amcheck:" in done.stdout and "B-tree indexes checked" in done.stdout
+    assert "warning runs: 3 signals rows name 1 crawl runs" in done.stdout
+    assert harvest("verify", "--strict", home=home, env=env).returncode == 1
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('signals', 'id'), 1)")
+        conn.execute("UPDATE alembic_version SET version_num = '0006'")
+    (home / "spool").mkdir()
+    (home / "spool" / "20260101T000000000000-broken.bad").write_text("{")
+    done = harvest("verify", "--json", home=home, env=env)
+    assert done.returncode == 1
+    problems = {f["check"] for f in json.loads(done.stdout) if f["level"] == "problem"}
+    assert problems == {"schema", "sequences", "spool"}
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
+
+
+def test_stats_keeps_its_keys_and_adds_per_source_detail(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    store(pg_url, [signal(n, source="a" if n < 3 else "b") for n in range(5)])
+    db.execute("INSERT INTO rejects (source, reason) VALUES ('b', 'no_title')")
+    db.execute("INSERT INTO sources_state (source, last_success) VALUES ('a', now())")
+    done = harvest("stats", "--json", home=home)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["signals"] == 5 and data["by_source"] == {"a": 3, "b": 2}
+    assert data["rejects"] == {"no_title": 1} and data["spooled_batches"] == 0
+    assert {"runs", "last_run_finished_at"} <= set(data)
+    assert (data["sources"]["a"]["signals"], data["sources"]["b"]["rejects"]) == (3, 1)
+    assert data["sources"]["a"]["last_success"] is not None
+    assert data["sources"]["b"]["last_success"] is None
+    assert data["database_size_bytes"] > 0
+    oldest = db.execute("SELECT min(first_seen) FROM signals").fetchone()
+    assert oldest is not None and data["oldest_signal"] == oldest[0].isoformat()
