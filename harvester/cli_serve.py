@@ -1,4 +1,4 @@
-"""``harvest serve``: the HTTP API (health, metrics) on 127.0.0.1 unless told otherwise."""
+"""``harvest serve``: the HTTP API on 127.0.0.1 unless told otherwise."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from harvester.services import database
 @click.pass_context
 @friendly
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve /health and /metrics until stopped (Ctrl-C or SIGTERM)."""
+    """Serve the API until stopped (Ctrl-C or SIGTERM): signals, sources, runs, briefs,
+    curator POSTs, /health, /metrics; OpenAPI docs at /docs."""
     import uvicorn
 
     from harvester.api.app import create_app

@@ -1,19 +1,40 @@
-"""The FastAPI application behind ``harvest serve``."""
+"""The FastAPI application behind ``harvest serve``.
+
+``/health`` and ``/metrics`` are always open and never rate limited (load balancers and
+Prometheus poll them; bind to loopback or firewall the port to keep ``/metrics`` private).
+Everything else is in ``routes_signals`` and ``routes_ops``: reads behind ``X-API-Key``
+when HARVEST_API_KEYS is set, writes behind a bearer token, all rate limited per client.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.types import Scope
 
 from harvester import __version__
-from harvester.api import checks, prom
+from harvester.api import checks, prom, routes_ops, routes_signals
+from harvester.api.deps import no_nul
+from harvester.api.ratelimit import RateLimitMiddleware, TokenBuckets
+from harvester.api.security import client_identity
+from harvester.api.settings import ApiSettings, get_api_settings
 from harvester.config import get_config
 from harvester.services import alerts, database
 from harvester.sources import SourcesError, SourcesFile, load_sources
+
+logger = logging.getLogger(__name__)
+# Connections shared by the request threads; more requests wait (up to POOL_TIMEOUT_S).
+POOL_SIZE = 8
+POOL_TIMEOUT_S = 5.0
 
 
 def notification_counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
@@ -24,12 +45,33 @@ def notification_counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, in
                  "failed": status["given_up"].get(ch, 0)} for ch in sorted(channels)}
 
 
-def create_app(database_url: str, sources_path: Path | None = None) -> FastAPI:
+def create_app(database_url: str, sources_path: Path | None = None,
+               settings: ApiSettings | None = None) -> FastAPI:
     """The app for one database (resolved once, at start-up) and sources file (re-read on
     each request, so edits show without a restart)."""
     sources_file = sources_path or get_config().sources
-    app = FastAPI(title="harvester", version=__version__,
+    settings = settings or get_api_settings()
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        database_url, min_size=1, max_size=POOL_SIZE, timeout=POOL_TIMEOUT_S, open=False,
+        kwargs={"autocommit": True, "connect_timeout": 3},
+        check=ConnectionPool.check_connection, name="api")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=False)  # a database that is down now must not stop the server
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(title="harvester", version=__version__, lifespan=lifespan,
+                  dependencies=[Depends(no_nul)],
                   summary="Signals harvested by harvester, its health and metrics.")
+    app.state.pool = pool
+    app.state.database_url = database_url
+    app.state.sources_file = sources_file
+    app.state.api_settings = settings
+    _install(app, settings)
 
     def connect() -> psycopg.Connection[Any]:
         return psycopg.connect(database_url, connect_timeout=3, autocommit=True)
@@ -68,6 +110,36 @@ def create_app(database_url: str, sources_path: Path | None = None) -> FastAPI:
         return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
     return app
+
+
+def _install(app: FastAPI, settings: ApiSettings) -> None:
+    app.include_router(routes_signals.reads_router)
+    app.include_router(routes_signals.writes_router)
+    app.include_router(routes_ops.reads_router)
+    app.include_router(routes_ops.writes_router)
+    app.add_exception_handler(psycopg.OperationalError, _database_down)
+    app.add_exception_handler(PoolTimeout, _database_down)
+    if (rate := settings.rate_limit) is not None:
+        def identify(scope: Scope) -> str:
+            headers = dict(scope["headers"])
+            key, auth = headers.get(b"x-api-key"), headers.get(b"authorization")
+            peer = scope["client"][0] if scope.get("client") else "unknown"
+            return client_identity(settings, key.decode("latin-1") if key else None,
+                                   auth.decode("latin-1") if auth else None, peer)
+
+        app.add_middleware(RateLimitMiddleware, buckets=TokenBuckets(rate), identify=identify)
+    if settings.origins:  # outermost: 429s and 401s carry CORS headers too
+        app.add_middleware(CORSMiddleware, allow_origins=settings.origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Database unavailable for %s: %s", request.url.path,
+                 (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    return JSONResponse({"detail": "the database is unavailable; try again later"},
+                        status_code=503)
 
 
 def _alerts(conn: psycopg.Connection[Any]) -> checks.Check:

@@ -1,0 +1,83 @@
+"""Who may call: ``X-API-Key`` for reads, ``Authorization: Bearer`` for writes.
+
+Every comparison is ``hmac.compare_digest`` over every configured secret (no early exit
+that would time which key matched), and a refusal says only "missing" or "invalid": never
+which keys exist, how many, or how close a guess was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from harvester.api.settings import ApiSettings
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="Read key (HARVEST_API_KEYS), when keys are set.")
+bearer = HTTPBearer(auto_error=False,
+                    description="Write token (HARVEST_API_TOKENS) for POST endpoints.")
+
+
+def matches(candidate: str | None, secrets: Sequence[bytes]) -> bool:
+    if not candidate or not secrets:
+        return False
+    value = candidate.encode("utf-8", "surrogateescape")
+    found = False
+    for secret in secrets:
+        found |= hmac.compare_digest(value, secret)
+    return found
+
+
+def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.api_settings
+    return settings
+
+
+def _refuse(code: int, detail: str, scheme: str) -> HTTPException:
+    return HTTPException(code, detail, headers={"WWW-Authenticate": scheme}
+                         if code == status.HTTP_401_UNAUTHORIZED else None)
+
+
+ApiKey = Annotated[str | None, Depends(api_key_header)]
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def require_read(request: Request, key: ApiKey, credentials: Bearer) -> None:
+    """Reads are open unless HARVEST_API_KEYS is set; a write token reads too."""
+    settings = _settings(request)
+    if not settings.read_keys:
+        return
+    token = credentials.credentials if credentials else None
+    if matches(key, settings.read_keys) or matches(token, settings.write_tokens):
+        return
+    if key is None and token is None:
+        raise _refuse(status.HTTP_401_UNAUTHORIZED, "API key required", "ApiKey")
+    raise _refuse(status.HTTP_403_FORBIDDEN, "invalid credentials", "ApiKey")
+
+
+def require_write(request: Request, credentials: Bearer) -> None:
+    """Writes need a bearer token of HARVEST_API_TOKENS; without any configured, none pass."""
+    settings = _settings(request)
+    if credentials is None:
+        raise _refuse(status.HTTP_401_UNAUTHORIZED, "bearer token required", "Bearer")
+    if not matches(credentials.credentials, settings.write_tokens):
+        raise _refuse(status.HTTP_403_FORBIDDEN, "invalid credentials", "Bearer")
+
+
+def client_identity(settings: ApiSettings, api_key: str | None, authorization: str | None,
+                    peer: str) -> str:
+    """The rate-limit bucket of a request: its valid key or token (hashed: buckets never
+    hold a secret), else its address. An invalid key falls back to the address, so guessing
+    keys does not buy fresh buckets."""
+    if api_key and matches(api_key, settings.read_keys + settings.write_tokens):
+        return "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    if authorization and authorization[:7].lower() == "bearer ":
+        token = authorization[7:].strip()
+        if matches(token, settings.write_tokens):
+            return "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "ip:" + peer

@@ -1,0 +1,94 @@
+"""Settings of ``harvest serve``'s API, read once from the environment.
+
+``HARVEST_API_KEYS``          comma-separated keys for reads (``X-API-Key``); unset = reads
+                              are open. Several keys let one be rotated without downtime.
+``HARVEST_API_TOKENS``        comma-separated bearer tokens for writes (``POST /signals``,
+                              ``POST /crawl``); ``HARVEST_API_TOKEN`` (one token) also works.
+                              Unset = writes are refused. A write token also reads.
+``HARVEST_API_RATE``          per-client token bucket, ``10/s burst 20`` (default); ``N/s``,
+                              ``N/min``, ``N/h``; ``off`` disables it.
+``HARVEST_API_CORS_ORIGINS``  comma-separated origins allowed by CORS; unset = no CORS headers.
+
+Keys and tokens are ``SecretStr``: never printed, logged or shown in ``/health``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*"
+                   r"(?:burst\s+(\d+))?\s*$", re.IGNORECASE)
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+        "h": 3600.0, "hour": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``per_second`` tokens refill a bucket of ``burst``."""
+
+    per_second: float
+    burst: int
+
+
+def parse_rate(value: str) -> Rate | None:
+    """``"10/s burst 20"`` → Rate(10, 20); ``"off"`` → None (no limit)."""
+    if value.strip().lower() in ("off", "0", "none", ""):
+        return None
+    match = _RATE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a rate like '10/s burst 20' or '600/min'")
+    per_second = float(match.group(1)) / _PER[match.group(2).lower()]
+    if per_second <= 0:
+        raise ValueError(f"{value!r}: the rate must be positive (or 'off')")
+    burst = int(match.group(3)) if match.group(3) else max(1, round(per_second * 2))
+    return Rate(per_second, max(1, burst))
+
+
+def _split(value: SecretStr | None) -> tuple[bytes, ...]:
+    if value is None:
+        return ()
+    return tuple(p.strip().encode() for p in value.get_secret_value().split(",") if p.strip())
+
+
+class ApiSettings(BaseSettings):
+    """``HARVEST_API_*`` settings of the HTTP API (host and port stay in HarvestConfig)."""
+
+    model_config = SettingsConfigDict(env_prefix="HARVEST_API_", extra="ignore", frozen=True)
+
+    keys: SecretStr | None = None
+    tokens: SecretStr | None = None
+    token: SecretStr | None = None
+    rate: str = "10/s burst 20"
+    cors_origins: str = ""
+
+    @field_validator("rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def read_keys(self) -> tuple[bytes, ...]:
+        return _split(self.keys)
+
+    @property
+    def write_tokens(self) -> tuple[bytes, ...]:
+        return _split(self.tokens) + _split(self.token)
+
+    @property
+    def rate_limit(self) -> Rate | None:
+        return parse_rate(self.rate)
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_api_settings() -> ApiSettings:
+    return ApiSettings()
