@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +57,9 @@ def instance(tmp_path: Path) -> Iterator[dict[str, str]]:
     (root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
     for name in ("krebs", "lwn"):
         (root / f"{name}.xml").write_text(rss(items(name, 4)))
-    home = tmp_path / "home"
+    # Outside pytest's temporary tree: the embedded server runs as its own OS user and needs
+    # traverse rights on every parent, which pytest resets on its base directory.
+    home = Path(tempfile.mkdtemp(prefix="harvest-runbook-", dir="/tmp"))
     with LocalSite(root) as site:
         sources = write_sources(tmp_path / "sources.toml", [
             {"name": n, "kind": "feed", "interval": "1h", "urls": [f"{site.url}/{n}.xml"]}
@@ -79,6 +83,7 @@ def instance(tmp_path: Path) -> Iterator[dict[str, str]]:
         finally:
             _run("harvest scrapyd stop", env)
             _run("harvest db stop", env)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
