@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 PROMTOOL ?= /usr/bin/promtool
 
-.PHONY: run demo test bench bench-rendered chromium system-packages lint install clean
+.PHONY: run demo test bench bench-api bench-rendered chromium system-packages lint install clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ test: $(STAMP) system-packages
 ## make bench: throughput and memory figures (docs/benchmarks.md)
 bench: $(STAMP)
 	$(PY) bench/pipeline.py
+	$(PY) bench/simhash.py
+	$(PY) bench/clusters.py
+
+## make bench-api: /signals latency and throughput with 1M signals (docs/api.md)
+bench-api: $(STAMP)
+	$(PY) bench/api.py
 
 ## make bench-rendered: peak memory over 500 pages rendered in Chromium (docs/kinds/rendered.md)
 bench-rendered: $(STAMP) chromium

@@ -48,6 +48,7 @@ HARVEST_STORE_BATCH_SIZE = 500
 HARVEST_STORE_FLUSH_SECONDS = 5.0
 HARVEST_SCORE_HALF_LIFE_HOURS = 24.0
 HARVEST_VALIDATE_MAX_TEXT = 20000
+HARVEST_CLUSTER_DISTANCE = 3  # simhash bits within which two signals are one story (0–11)
 HARVEST_REDDIT_USERNAME = ""  # Reddit account named in the reddit User-Agent ("by /u/NAME")
 HARVEST_CHROMIUM_PATH = "/usr/bin/chromium"  # rendered sources: Debian's Chromium
 HARVEST_RENDERED_WAIT_SECONDS = 20.0  # longest wait for a rendered page's wait_for selector

@@ -22,7 +22,7 @@ from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.items import Rejection, Signal
-from harvester.services import database, spool
+from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import replay_pending
 from harvester.services.runs import run_record
@@ -43,6 +43,7 @@ class StoreConfig:
     reconnect_seconds: float
     connect_timeout: int
     spool_dir: Path
+    cluster_distance: int
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> StoreConfig:
@@ -54,6 +55,8 @@ class StoreConfig:
             reconnect_seconds=settings.getfloat("HARVEST_STORE_RECONNECT_SECONDS", 10.0),
             connect_timeout=settings.getint("HARVEST_STORE_CONNECT_TIMEOUT", 5),
             spool_dir=Path(spool_dir) if spool_dir else get_config().spool_dir,
+            cluster_distance=clusters.check_distance(settings.getint(
+                "HARVEST_CLUSTER_DISTANCE", clusters.DEFAULT_DISTANCE)),
         )
         if config.batch_size < 1 or config.flush_seconds <= 0:
             raise ValueError("HARVEST_STORE_BATCH_SIZE and HARVEST_STORE_FLUSH_SECONDS must be > 0")
@@ -239,7 +242,7 @@ class StorePipeline:
                 await self._connect()
         if self._conn is not None:
             try:
-                result = await write_batch(self._conn, batch)
+                result = await write_batch(self._conn, batch, self.config.cluster_distance)
             except DB_DOWN as exc:
                 logger.error("Database write failed (%s): spooling %d rows",
                              str(exc).strip().splitlines()[0], len(batch))
@@ -281,7 +284,8 @@ class StorePipeline:
     async def _replay(self) -> None:
         assert self._conn is not None
         try:
-            report = await replay_pending(self._conn, self.config.spool_dir)
+            report = await replay_pending(self._conn, self.config.spool_dir,
+                                          self.config.cluster_distance)
         except DB_DOWN as exc:
             logger.error("Spool replay stopped, database went away (%s)", exc)
             await self._drop_connection()

@@ -19,6 +19,7 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "canonical_url",
     "feed_url",
     "link_url",
+    "simhash",
     "external_id",
     "title",
     "text",

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from harvester.services import spool
+from harvester.services import clusters, spool
 from harvester.services.store import write_batch
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ class ReplayReport:
     unreadable: int = 0
 
 
-async def replay_pending(conn: psycopg.AsyncConnection[Any], spool_dir: Path) -> ReplayReport:
+async def replay_pending(conn: psycopg.AsyncConnection[Any], spool_dir: Path,
+                         cluster_distance: int = clusters.DEFAULT_DISTANCE) -> ReplayReport:
     """Write every pending spool file, oldest first, deleting each once it is committed.
 
     A file whose batch id is already recorded was applied before (the delete was lost):
@@ -37,7 +38,7 @@ async def replay_pending(conn: psycopg.AsyncConnection[Any], spool_dir: Path) ->
         if batch is None:
             report.unreadable += 1
             continue
-        result = await write_batch(conn, batch)
+        result = await write_batch(conn, batch, cluster_distance)
         path.unlink(missing_ok=True)
         report.batches += 1
         if result.already_applied:

@@ -15,14 +15,16 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from harvester.services import clusters
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
+from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     key text, source text, kind text, url text, canonical_url text, feed_url text,
-    link_url text, external_id text,
+    link_url text, simhash bigint, external_id text,
     title text, text text, author text, published_at timestamptz, updated_at timestamptz,
     fetched_at timestamptz, language text, tags text[], engagement jsonb, score real,
     score_breakdown jsonb, run_id uuid
@@ -39,20 +41,23 @@ _COPY_REJECTS = sql.SQL("COPY rejects ({}) FROM STDIN (FORMAT BINARY)").format(
 _TYPES = {"published_at": "timestamptz", "updated_at": "timestamptz",
           "fetched_at": "timestamptz", "created_at": "timestamptz", "tags": "text[]",
           "engagement": "jsonb", "score_breakdown": "jsonb", "raw": "jsonb",
-          "score": "float4", "run_id": "uuid"}
+          "score": "float4", "run_id": "uuid", "simhash": "int8"}
 _SIGNAL_TYPES = [_TYPES.get(c, "text") for c in SIGNAL_COLUMNS]
 _REJECT_TYPES = [_TYPES.get(c, "text") for c in REJECT_COLUMNS]
 # Keys are unique within a batch (see _unique): one INSERT cannot touch a row twice.
+# A new row starts as its own cluster (cluster_id = id, in the same write): clustering then
+# only rewrites the rows that join an existing cluster.
 _UPSERT = sql.SQL("""
-INSERT INTO signals ({cols}, first_seen, last_seen)
-SELECT {cols}, fetched_at, fetched_at FROM signals_staging
+INSERT INTO signals (id, cluster_id, {cols}, first_seen, last_seen)
+SELECT n.id, n.id, {cols}, fetched_at, fetched_at
+FROM (SELECT nextval('signals_id_seq') AS id, * FROM signals_staging) AS n
 ON CONFLICT (key) DO UPDATE SET
         seen_count = signals.seen_count + 1,
         last_seen = GREATEST(signals.last_seen, EXCLUDED.last_seen),
         updated_at = COALESCE(EXCLUDED.updated_at, signals.updated_at),
         score = EXCLUDED.score,
         score_breakdown = EXCLUDED.score_breakdown
-RETURNING key, (xmax = 0) AS is_new
+RETURNING key, (xmax = 0) AS is_new, id, simhash
 """).format(cols=_COLS)
 
 _RUN_COLUMNS = ("id", "spider", "sources", "job_id", "started_at", "finished_at",
@@ -136,8 +141,21 @@ async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
             await copy.write_row(values)
 
 
-async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch) -> BatchResult:
-    """Store one batch atomically; raise ``psycopg.OperationalError`` when the DB is gone."""
+def _fingerprint(rows: Sequence[dict[str, Any]]) -> None:
+    """The simhash of title + text, for rows that do not carry one (all, from the crawl)."""
+    todo = [row for row in rows if row.get("simhash") is None]
+    if todo:
+        texts = [f"{row.get('title') or ''}\n{row.get('text') or ''}" for row in todo]
+        for row, value in zip(todo, fingerprints(texts), strict=True):
+            row["simhash"] = value
+
+
+async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
+                      cluster_distance: int = clusters.DEFAULT_DISTANCE) -> BatchResult:
+    """Store one batch atomically; raise ``psycopg.OperationalError`` when the DB is gone.
+
+    New signals join the cluster of a stored near-duplicate (simhash within
+    ``cluster_distance`` bits) in the same transaction."""
     result = BatchResult()
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(
@@ -149,13 +167,18 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch) -> Batch
             return result
         if batch.signals:
             signals = _unique(batch.signals)
+            _fingerprint(signals)
             await cur.execute(_STAGING_DDL)
             await _copy(cur, _COPY_SIGNALS, signals, SIGNAL_COLUMNS, _SIGNAL_TYPES)
             await cur.execute(_UPSERT)
             source_of = {row["key"]: row["source"] for row in signals}
-            for key, is_new in await cur.fetchall():
+            fresh: list[tuple[int, int]] = []
+            for key, is_new, signal_id, simhash in await cur.fetchall():
                 counts = result.new if is_new else result.reseen
                 counts[source_of[key]] = counts.get(source_of[key], 0) + 1
+                if is_new and simhash is not None:
+                    fresh.append((signal_id, simhash))
+            await clusters.assign_clusters(cur, fresh, cluster_distance)
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:

@@ -1,0 +1,64 @@
+"""The same story from two sources becomes one cluster through a real crawl, and the
+operator sees it once, with both sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from harvester.services.localsite import LocalSite
+from tests.conftest import harvest, write_sources
+from tests.feeds import rfc822, rss
+
+STORY = (
+    "A ransomware group encrypted the imaging archive of a regional hospital network on "
+    "Tuesday night, forcing radiology departments in four cities back to paper requests. "
+    "The attackers entered through an unpatched file-transfer appliance, according to an "
+    "incident report shared with regulators, and demanded payment within seventy-two hours. "
+    "Clinicians said emergency scans continued on standalone machines while engineers "
+    "restored backups that had been kept offline since the previous audit."
+)
+OTHER = (
+    "Copper prices reached a record on the London Metal Exchange as grid operators and "
+    "data-centre builders competed for cable, with traders pointing to thin warehouse "
+    "stocks and a strike at a large Chilean mine that removed supply for a second week."
+)
+
+
+def test_one_story_from_two_sources_is_one_cluster(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "a.xml").write_text(rss([
+        {"title": "Ransomware hits hospital imaging", "link": "https://a.example/1",
+         "description": STORY, "date": rfc822(2)},
+        {"title": "Copper at a record", "link": "https://a.example/2",
+         "description": OTHER, "date": rfc822(3)},
+    ]))
+    (site.root / "b.xml").write_text(rss([
+        {"title": "Hospital network hit by ransomware", "link": "https://b.example/x",
+         "description": STORY + " Updated with a statement.", "date": rfc822(1)},
+    ]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "wire-a", "kind": "feed", "urls": [f"{site.url}/a.xml"]},
+        {"name": "wire-b", "kind": "feed", "urls": [f"{site.url}/b.xml"]},
+    ], {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+
+    crawl = harvest("--sources", str(sources), "crawl", "wire-a", "wire-b", home=home)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+
+    rows = db.execute("SELECT source, url, cluster_id, simhash IS NOT NULL FROM signals "
+                      "ORDER BY url").fetchall()
+    assert len(rows) == 3 and all(has_hash for *_, has_hash in rows)
+    clusters = {url: cluster for _, url, cluster, _ in rows}
+    assert clusters["https://a.example/1"] == clusters["https://b.example/x"]
+    assert clusters["https://a.example/2"] != clusters["https://a.example/1"]
+
+    top = harvest("--sources", str(sources), "top", "--json", home=home)
+    stories = json.loads(top.stdout)
+    assert len(stories) == 2  # one line per story, not per copy
+    ransomware = next(s for s in stories if "ransomware" in s["title"].lower())
+    assert sorted(ransomware["cluster_sources"]) == ["wire-a", "wire-b"]
+    assert ransomware["cluster_size"] == 2
