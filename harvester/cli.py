@@ -415,6 +415,7 @@ from harvester import (  # noqa: E402, F401
     cli_jobs,
     cli_notify,
     cli_ops,
+    cli_score,
     cli_scrapyd,
     cli_serve,
 )

@@ -197,13 +197,60 @@ class _OptionError(ValueError):
         self.message = message
 
 
-class Topic(BaseModel):
-    """One ``[topics.NAME]`` table: keywords that make an item relevant, and how much."""
+class Keyword(BaseModel):
+    """A weighted keyword or phrase: ``{term = "zero-day", weight = 3}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    keywords: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    term: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+
+
+class Topic(BaseModel):
+    """One ``[topics.NAME]`` table: keywords and phrases that make an item relevant (a plain
+    string weighs 1), ``negative`` terms that cancel the topic for an item, ``sources`` it is
+    limited to (all when absent), and the topic's ``weight``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keywords: Annotated[list[str | Keyword], Field(min_length=1)]
     weight: float = 1.0
+    negative: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    sources: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _check_keywords(cls, value: Any) -> Any:
+        # Validated here so a wrong entry is one sentence, not a report per union member.
+        if not isinstance(value, list):
+            return value
+        out: list[str | Keyword] = []
+        for entry in value:
+            if isinstance(entry, Keyword):
+                out.append(entry)
+            elif isinstance(entry, str):
+                if not entry.strip():
+                    raise ValueError("a keyword cannot be empty")
+                out.append(entry)
+            elif isinstance(entry, dict):
+                try:
+                    out.append(Keyword.model_validate(entry))
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"]) or "entry"
+                    raise ValueError(f"{entry!r}: {where!r} {first['msg'].lower()}") from None
+            else:
+                raise ValueError(f"{entry!r} is neither a string nor a table like "
+                                 "{term = \"zero-day\", weight = 3}")
+        return out
+
+    def terms(self) -> list[tuple[str, float]]:
+        """``(term, weight)`` per keyword, first occurrence of a term wins."""
+        seen: dict[str, float] = {}
+        for entry in self.keywords:
+            term, weight = (entry, 1.0) if isinstance(entry, str) else (entry.term, entry.weight)
+            seen.setdefault(term.strip(), weight)
+        return list(seen.items())
 
 
 class SourcesFile(BaseModel):
@@ -271,4 +318,10 @@ def load_sources(path: Path) -> SourcesFile:
         if source.name in seen:
             raise SourcesError(f"{path}: source {source.name!r}, field 'name': duplicate name.")
         seen.add(source.name)
+    for name, topic in parsed.topics.items():
+        # A misspelt source would silently switch the topic off for every item.
+        for unknown in [s for s in topic.sources or () if s not in seen]:
+            known = ", ".join(sorted(seen)) or "none"
+            raise SourcesError(f"{path}: topic {name!r}, field 'sources': unknown source "
+                               f"{unknown!r} (the file defines {known}).")
     return parsed

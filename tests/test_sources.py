@@ -90,3 +90,33 @@ def test_unknown_source_lists_known_ones(tmp_path: Path) -> None:
 def test_interval_rejects_nonsense(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_interval(bad)
+
+
+TOPIC_SOURCE = '[[sources]]\nname = "a"\nkind = "feed"\nurls = ["https://x.org/f"]\n\n'
+
+
+def test_topics_with_weighted_terms_negatives_and_sources(tmp_path: Path) -> None:
+    parsed = load_text(tmp_path, TOPIC_SOURCE + """[topics.sec]
+keywords = ["CVE", {term = "zero-day", weight = 3}]
+negative = ["insurance"]
+sources = ["a"]
+""")
+    topic = parsed.topics["sec"]
+    assert topic.terms() == [("CVE", 1.0), ("zero-day", 3.0)]
+    assert topic.negative == ["insurance"] and topic.sources == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('keywords = ["a", 5]', "topic 'sec', field 'keywords': 5 is neither a string nor"),
+        ('keywords = [{term = "a", wieght = 2}]', "field 'keywords': {'term': 'a', 'wieght': 2}"),
+        ('keywords = [{term = "a", weight = 0}]', "'weight' input should be greater than 0"),
+        ('keywords = ["a"]\nsources = ["b"]',
+         "topic 'sec', field 'sources': unknown source 'b' (the file defines a)"),
+    ],
+)
+def test_bad_topic_is_one_sentence(tmp_path: Path, body: str, expected: str) -> None:
+    with pytest.raises(SourcesError) as info:
+        load_text(tmp_path, TOPIC_SOURCE + "[topics.sec]\n" + body + "\n")
+    assert expected in str(info.value) and "\n" not in str(info.value)

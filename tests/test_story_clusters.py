@@ -62,3 +62,11 @@ def test_one_story_from_two_sources_is_one_cluster(
     ransomware = next(s for s in stories if "ransomware" in s["title"].lower())
     assert sorted(ransomware["cluster_sources"]) == ["wire-a", "wire-b"]
     assert ransomware["cluster_size"] == 2
+    breakdowns = [b for (b,) in db.execute(
+        "SELECT score_breakdown FROM signals WHERE url IN "
+        "('https://a.example/1', 'https://b.example/x')").fetchall()]
+    for breakdown in breakdowns:  # corroborated: carried by two sources, +15 %
+        assert breakdown["corroboration"]["factor"] == 1.15
+    single = db.execute("SELECT score_breakdown FROM signals WHERE url = "
+                        "'https://a.example/2'").fetchone()[0]
+    assert single.get("corroboration", {}).get("factor", 1) == 1

@@ -1,36 +1,67 @@
-"""Relevance scoring, 0–100, with a breakdown an operator can read.
+"""Relevance scoring, 0–100, with a breakdown an operator can read (docs/scoring.md).
 
-score = 100 × relevance × freshness × source_weight, capped at 100, where
-  relevance = 1 − exp(−points / SATURATION): points = Σ topic.weight × (2 per keyword
-              in the title, 1 per keyword only in the text), each keyword counted once;
-  freshness = FLOOR + (1 − FLOOR) × 0.5 ^ (age / half_life): old items keep a floor so a
-              strong old match still ranks above a fresh irrelevant one;
-  source_weight from sources.toml.
+score = min(100, base × corroboration), base = 100 × relevance × engagement × freshness ×
+source_weight, where
+  relevance    = 1 − exp(−points / SATURATION): points = Σ topic.weight × Σ term.weight ×
+                 (2 in the title, 1 only in the text), each term counted once; a topic whose
+                 ``negative`` terms occur in the item scores nothing, a topic limited to
+                 ``sources`` scores nothing elsewhere;
+  engagement   = 1 + ENGAGEMENT_SPREAD × (percentile − ½) against the source's recent
+                 signals (services/engagement.py); 1 when there is no percentile;
+  freshness    = FLOOR + (1 − FLOOR) × 0.5 ^ (age / half_life): old items keep a floor so a
+                 strong old match still ranks above a fresh irrelevant one;
+  source_weight from sources.toml;
+  corroboration = 1 + CORROBORATION_STEP × min(distinct sources in the cluster − 1,
+                 CORROBORATION_MAX_EXTRA), applied in SQL when clusters change
+                 (services/rescore.py), from ``base`` kept in the breakdown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from harvester.services.engagement import LABELS, NEUTRAL, Engagement
 from harvester.sources import Topic
 
+SCORING_VERSION = 2
 SATURATION = 4.0
+TITLE_FACTOR = 2
 FRESHNESS_FLOOR = 0.2
+ENGAGEMENT_SPREAD = 0.5  # factor 0.75 (least engaged) … 1.25 (most engaged)
+CORROBORATION_STEP = 0.15  # +15 % per further distinct source …
+CORROBORATION_MAX_EXTRA = 4  # … up to +60 %
+
+
+def engagement_factor(percentile: float | None) -> float:
+    if percentile is None:
+        return 1.0
+    return round(1.0 + ENGAGEMENT_SPREAD * (percentile - 0.5), 4)
+
+
+def corroboration_factor(distinct_sources: int) -> float:
+    extra = min(max(distinct_sources - 1, 0), CORROBORATION_MAX_EXTRA)
+    return round(1.0 + CORROBORATION_STEP * extra, 4)
+
+
+def final_score(base: float, corroboration: float) -> float:
+    return round(min(100.0, max(0.0, base * corroboration)), 2)
 
 
 @dataclass(frozen=True, slots=True)
-class _Keyword:
-    """One keyword of one topic, found with ``str.find`` plus a word-boundary check on
-    each hit: a regex with a look-behind scans every position and cost 8 µs per 2 KB."""
+class _Term:
+    """One keyword, phrase or negative term of one topic, found with ``str.find`` plus a
+    word-boundary check on each hit: a regex with a look-behind scans every position and
+    cost 8 µs per 2 KB."""
 
     topic: str
     label: str
-    needle: str  # lower-cased, unless the keyword is an acronym matched as written
+    needle: str  # lower-cased, unless the term is an acronym matched as written
     exact_case: bool
+    weight: float
 
 
 def _is_word_char(char: str) -> bool:
@@ -50,13 +81,29 @@ def _occurs(haystack: str, needle: str) -> bool:
     return False
 
 
-def _keyword(topic: str, raw: str) -> _Keyword:
+def _term(topic: str, raw: str, weight: float = 1.0) -> _Term:
     word = raw.strip()
     # All-caps acronyms ("AI", "CVE") are matched as written so "AI" is not "ai" in "said";
     # everything else ignores case. Word boundaries on both sides, always.
     exact = word.isupper() and len(word) <= 5
-    needle = word if exact else word.lower()
-    return _Keyword(topic, word.lower(), needle, exact)
+    return _Term(topic, word.lower(), word if exact else word.lower(), exact, weight)
+
+
+def _where(term: _Term, texts: tuple[str, str, str, str, str, str]) -> str | None:
+    """"title", "text" or None: where ``term`` occurs (the title wins). ``texts`` is
+    (title, text, both, and the same lower-cased), made once per item."""
+    title, text, both, title_lower, text_lower, both_lower = texts
+    if term.exact_case:
+        if term.needle not in both:  # cheap rejection of most terms
+            return None
+        in_title, in_text = title, text
+    else:
+        if term.needle not in both_lower:
+            return None
+        in_title, in_text = title_lower, text_lower
+    if _occurs(in_title, term.needle):
+        return "title"
+    return "text" if _occurs(in_text, term.needle) else None
 
 
 class Scorer:
@@ -65,25 +112,79 @@ class Scorer:
     def __init__(self, topics: Mapping[str, Topic], half_life_hours: float = 24.0) -> None:
         if half_life_hours <= 0:
             raise ValueError("the recency half-life must be positive")
-        self._weights = {name: topic.weight for name, topic in topics.items()}
-        self._keywords = [_keyword(name, k) for name, topic in topics.items()
-                          for k in dict.fromkeys(topic.keywords)]
+        self._topics = dict(topics)
+        # One term per (topic, label): "AI" and "ai" would otherwise both count.
+        unique = {(t.topic, t.label): t for t in reversed(
+            [_term(name, term, weight) for name, topic in topics.items()
+             for term, weight in topic.terms()])}
+        self._terms = list(reversed(unique.values()))
+        self._negative = {name: [_term(name, t) for t in dict.fromkeys(topic.negative)]
+                          for name, topic in topics.items() if topic.negative}
+        self._per_source: dict[str | None, list[_Term]] = {}
         self._half_life = half_life_hours
 
-    def _matches(self, title: str, text: str) -> dict[str, tuple[set[str], set[str]]]:
-        """Per topic: (keywords in the title, keywords only in the text)."""
+    def _terms_for(self, source: str | None) -> list[_Term]:
+        """The terms of the topics that apply to ``source`` (cached per source)."""
+        terms = self._per_source.get(source)
+        if terms is None:
+            allowed = {name for name, topic in self._topics.items()
+                       if topic.sources is None or source in topic.sources}
+            terms = self._per_source[source] = [t for t in self._terms if t.topic in allowed]
+        return terms
+
+    def _relevance(self, title: str, text: str, source: str | None
+                   ) -> tuple[float, dict[str, Any], dict[str, list[str]]]:
         title_lower, text_lower = title.lower(), text.lower()
-        both, both_lower = f"{title}\n{text}", f"{title_lower}\n{text_lower}"
-        found: dict[str, tuple[set[str], set[str]]] = {}
-        for kw in self._keywords:
-            if kw.needle not in (both if kw.exact_case else both_lower):
-                continue
-            in_title = _occurs(title if kw.exact_case else title_lower, kw.needle)
-            in_text = not in_title and _occurs(text if kw.exact_case else text_lower, kw.needle)
-            if in_title or in_text:
-                title_set, text_set = found.setdefault(kw.topic, (set(), set()))
-                (title_set if in_title else text_set).add(kw.label)
-        return found
+        texts = (title, text, f"{title}\n{text}",
+                 title_lower, text_lower, f"{title_lower}\n{text_lower}")
+        both, both_lower = texts[2], texts[5]
+        found: dict[str, list[tuple[_Term, str]]] = {}
+        for term in self._terms_for(source):
+            # The substring test inlined: most terms are in most items nowhere at all.
+            if term.needle in (both if term.exact_case else both_lower):
+                where = _where(term, texts)
+                if where is not None:
+                    found.setdefault(term.topic, []).append((term, where))
+        points = 0.0
+        topics: dict[str, Any] = {}
+        negated: dict[str, list[str]] = {}
+        if not found:
+            return points, topics, negated
+        for name, hits in found.items():
+            negative = self._negative.get(name)
+            if negative:
+                vetoes = [t.label for t in negative if _where(t, texts)]
+                if vetoes:
+                    negated[name] = vetoes
+                    continue
+            topic_points, topics[name] = self._topic_part(self._topics[name].weight, hits)
+            points += topic_points
+        return points, topics, negated
+
+    @staticmethod
+    def _topic_part(weight: float, hits: list[tuple[_Term, str]]
+                    ) -> tuple[float, dict[str, Any]]:
+        """One matched topic's points and its entry in the breakdown."""
+        raw = 0.0
+        labels: list[str] = []
+        in_title: list[str] = []
+        weights: dict[str, float] = {}
+        for term, where in hits:
+            labels.append(term.label)
+            if where == "title":
+                in_title.append(term.label)
+                raw += term.weight * TITLE_FACTOR
+            else:
+                raw += term.weight
+            if term.weight != 1.0:
+                weights[term.label] = term.weight
+        labels.sort()
+        in_title.sort()
+        part: dict[str, Any] = {"keywords": labels, "title": in_title, "weight": weight,
+                                "points": round(weight * raw, 3)}
+        if weights:
+            part["term_weights"] = weights
+        return weight * raw, part
 
     def score(
         self,
@@ -93,16 +194,14 @@ class Scorer:
         published_at: datetime | None,
         source_weight: float,
         now: datetime,
+        source: str | None = None,
+        engagement: Engagement = NEUTRAL,
+        cluster_sources: Sequence[str] | None = None,
     ) -> tuple[float, dict[str, Any]]:
-        points = 0.0
-        matched: dict[str, dict[str, Any]] = {}
-        for topic, (in_title, in_text) in self._matches(title or "", text or "").items():
-            topic_points = self._weights[topic] * (2 * len(in_title) + len(in_text))
-            points += topic_points
-            matched[topic] = {
-                "keywords": sorted(in_title | in_text),
-                "points": round(topic_points, 3),
-            }
+        """The score and its breakdown. ``now`` is the moment the item is scored as of (the
+        crawl's fetch time); ``cluster_sources`` the distinct sources of its cluster
+        (default: its own source alone)."""
+        points, topics, negated = self._relevance(title or "", text or "", source)
         relevance = 1.0 - math.exp(-points / SATURATION)
         age_hours = None
         freshness = FRESHNESS_FLOOR
@@ -110,15 +209,41 @@ class Scorer:
             age_hours = max(0.0, (now - published_at).total_seconds() / 3600.0)
             decay = 0.5 ** (age_hours / self._half_life)
             freshness = FRESHNESS_FLOOR + (1.0 - FRESHNESS_FLOOR) * decay
-        value = min(100.0, 100.0 * relevance * freshness * source_weight)
+        # The common cases (no percentile, no cluster yet) skip the helpers: per-item cost.
+        engaged = 1.0 if engagement.percentile is None else engagement_factor(
+            engagement.percentile)
+        base = round(100.0 * relevance * engaged * freshness * source_weight, 4)
+        if cluster_sources:
+            sources = sorted(set(cluster_sources))
+            corroborated = corroboration_factor(len(sources))
+            value = final_score(base, corroborated)
+        else:
+            sources = [source] if source else []
+            corroborated = 1.0
+            value = 100.0 if base >= 100.0 else round(base, 2)
+        # Parts that say nothing (no negative hit, no engagement count) are left out: the
+        # breakdown is JSON-encoded for every stored row, and its size is per-item cost.
         breakdown = {
-            "topics": matched,
+            "version": SCORING_VERSION,
+            "topics": topics,
             "points": round(points, 3),
             "relevance": round(relevance, 4),
+            "engagement": {"factor": engaged} if engagement.value is None else {
+                "metric": LABELS.get(engagement.kind or ""),
+                "value": engagement.value,
+                "percentile": engagement.percentile,
+                "reference": engagement.reference,
+                "factor": engaged,
+            },
             "age_hours": None if age_hours is None else round(age_hours, 2),
             "half_life_hours": self._half_life,
             "freshness": round(freshness, 4),
+            "source": source,
             "source_weight": source_weight,
-            "score": round(value, 2),
+            "base": base,
+            "corroboration": {"sources": sources, "factor": corroborated},
+            "score": value,
         }
-        return round(value, 2), breakdown
+        if negated:
+            breakdown["negative"] = negated
+        return value, breakdown

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from harvester.services import clusters
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
+from harvester.services.rescore import apply_corroboration_for_keys
 from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,9 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
                 if is_new and simhash is not None:
                     fresh.append((signal_id, simhash))
             await clusters.assign_clusters(cur, fresh, cluster_distance)
+            # The upsert wrote each row's own score; a story carried by several sources
+            # scores higher (and a re-seen row gets its cluster's factor back).
+            await apply_corroboration_for_keys(cur, list(source_of))
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:
