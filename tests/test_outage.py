@@ -6,32 +6,18 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from harvester.services import database, embedded
+from harvester.services import embedded
 from harvester.services.localsite import LocalSite
 from tests.conftest import ROOT, harvest, write_sources
 from tests.feeds import items, rss
 
 FEEDS, PER_FEED = 40, 25
-
-
-@pytest.fixture
-def own_server() -> Iterator[tuple[Path, str]]:
-    """A PostgreSQL this test may kill: never the session's."""
-    base = Path(tempfile.mkdtemp(prefix="harvest-outage-", dir="/tmp"))
-    url = embedded.start(base / "pg")
-    database.migrate(url)
-    yield base / "pg", url
-    embedded.stop(base / "pg", mode="immediate")
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_for_rows(url: str, deadline: float) -> int:
@@ -45,9 +31,9 @@ def wait_for_rows(url: str, deadline: float) -> int:
 
 
 def test_database_stopped_mid_crawl_loses_nothing(
-    own_server: tuple[Path, str], site: LocalSite, home: Path, tmp_path: Path
+    private_pg: tuple[Path, str], site: LocalSite, home: Path, tmp_path: Path
 ) -> None:
-    pg_dir, url = own_server
+    pg_dir, url = private_pg
     urls = []
     for i in range(FEEDS):
         (site.root / f"f{i}.xml").write_text(rss(items(f"f{i}", PER_FEED)))

@@ -83,9 +83,9 @@ def top_clusters(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str
     The filters choose the clusters (a cluster shows when one of its signals passes them;
     its best such signal represents it); ``cluster_sources`` and ``cluster_size`` describe
     the whole cluster, so ``--source hn`` still tells which other sources carried the story.
-    Each row has the fields of ``queries.top`` plus ``cluster_id``, ``cluster_sources`` (the
-    representative's source first, then the others alphabetically), ``cluster_size`` and
-    ``duplicates`` (= size − 1).
+    Each row has the signal's url, title, source, score, dates, tags and breakdown, plus
+    ``cluster_id``, ``cluster_sources`` (the representative's source first, then the others
+    alphabetically), ``cluster_size`` and ``duplicates`` (= size − 1).
     """
     best = _best_signals(conn, flt)
     members = cluster_members(conn, [row["cluster_id"] for row in best])

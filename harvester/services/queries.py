@@ -18,30 +18,6 @@ class TopFilter:
     min_score: float | None = None
 
 
-def top(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str, Any]]:
-    clauses = ["TRUE"]
-    params: dict[str, Any] = {"limit": flt.limit}
-    if flt.since is not None:
-        clauses.append("coalesce(published_at, first_seen) >= %(since)s")
-        params["since"] = flt.since
-    if flt.sources:
-        clauses.append("source = ANY(%(sources)s)")
-        params["sources"] = list(flt.sources)
-    if flt.min_score is not None:
-        clauses.append("score >= %(min_score)s")
-        params["min_score"] = flt.min_score
-    query = f"""
-        SELECT url, title, source, score, published_at, first_seen, last_seen, seen_count,
-               tags, score_breakdown
-        FROM signals WHERE {" AND ".join(clauses)}
-        ORDER BY score DESC, published_at DESC NULLS LAST, id DESC
-        LIMIT %(limit)s
-    """  # only fixed clause strings are joined; values are parameters
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)  # type: ignore[arg-type]
-        return cur.fetchall()
-
-
 def stats(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     with conn.cursor() as cur:
         total = cur.execute("SELECT count(*) FROM signals").fetchone()
