@@ -23,7 +23,7 @@ from harvester.services.localsite import LocalSite
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches", "schedules",
-          "notifications", "alerts", "briefs")
+          "notifications", "alerts", "briefs", "cluster_sources")
 
 
 def _scratch_database(server_url: str) -> tuple[str, str]:

@@ -70,3 +70,18 @@ def test_one_story_from_two_sources_is_one_cluster(
     single = db.execute("SELECT score_breakdown FROM signals WHERE url = "
                         "'https://a.example/2'").fetchone()[0]
     assert single.get("corroboration", {}).get("factor", 1) == 1
+
+    # A later copy joins the multi-source cluster and gets its factor at once; the cluster's
+    # sources are kept in cluster_sources, so no batch rereads the whole cluster.
+    (site.root / "a.xml").write_text(rss([
+        {"title": "Hospital imaging ransomware: day two", "link": "https://a.example/3",
+         "description": STORY, "date": rfc822(0.5)},
+    ]))
+    again = harvest("--sources", str(sources), "crawl", "wire-a", home=home)
+    assert again.returncode == 0, again.stdout + again.stderr
+    late, cluster = db.execute("SELECT score_breakdown, cluster_id FROM signals "
+                               "WHERE url = 'https://a.example/3'").fetchone()
+    assert cluster == clusters["https://a.example/1"]
+    assert late["corroboration"] == {"sources": ["wire-a", "wire-b"], "factor": 1.15}
+    assert db.execute("SELECT sources FROM cluster_sources WHERE cluster_id = %s",
+                      (cluster,)).fetchone() == (["wire-a", "wire-b"],)

@@ -97,7 +97,7 @@ WITH batch AS (
 SELECT DISTINCT ON (id) id, match_id, COALESCE(cluster_id, match_id), distance
 FROM (SELECT id, match_id, cluster_id,
              bit_count((simhash # match_hash)::bit(64)) AS distance
-      FROM hit WHERE match_id <> ALL(%(ids)s::bigint[])) AS near
+      FROM hit WHERE match_id <> ALL(%(exclude)s::bigint[])) AS near
 WHERE distance <= %(distance)s
 ORDER BY id, distance, match_id
 """
@@ -115,9 +115,16 @@ def _signed(rows: Sequence[Row]) -> list[Row]:
 
 
 def _params(rows: Sequence[Row], distance: int) -> dict[str, Any]:
-    hashed = [(i, h) for i, h in rows if h is not None]
-    return {"ids": [i for i, _ in hashed], "hashes": [h for _, h in hashed],
-            "masks": probe_masks(distance), "distance": distance}
+    """One lookup per distinct fingerprint (its first row): an identical later row of the
+    batch joins that row's cluster anyway, and a flood of copies of one text (boilerplate,
+    a syndicated wire story) must not turn into a flood of index probes."""
+    hashed = sorted((i, h) for i, h in rows if h is not None)
+    first: dict[int, int] = {}
+    for i, h in hashed:
+        first.setdefault(h, i)
+    return {"ids": list(first.values()), "hashes": list(first.keys()),
+            "exclude": [i for i, _ in hashed], "masks": probe_masks(distance),
+            "distance": distance}
 
 
 def _within_batch(rows: Sequence[Row], distance: int) -> dict[int, tuple[int, int]]:

@@ -15,9 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from harvester.services import clusters
+from harvester.services import clusters, corroboration
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
-from harvester.services.rescore import apply_corroboration_for_keys
 from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
             await clusters.assign_clusters(cur, fresh, cluster_distance)
             # The upsert wrote each row's own score; a story carried by several sources
             # scores higher (and a re-seen row gets its cluster's factor back).
-            await apply_corroboration_for_keys(cur, list(source_of))
+            await corroboration.update_for_batch(cur, list(source_of))
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:

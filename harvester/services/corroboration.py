@@ -1,0 +1,81 @@
+"""Corroboration kept up to date by the store, batch by batch, in time proportional to the
+batch: ``cluster_sources`` holds the sources of clusters carried by several sources, so a
+cluster is read in full only when a new source raises its factor (at most a few times in
+its life), never for each copy that joins it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from harvester.services.rescore import apply_corroboration
+from harvester.services.scoring import corroboration_factor
+
+# Per cluster touched by the batch: its sources before (the stored row, else any member
+# outside the batch: a cluster without a row has one source) and what the batch brings.
+_TOUCHED = """
+WITH b AS (
+    SELECT id, coalesce(cluster_id, id) AS cluster, source
+    FROM signals WHERE key = ANY(%(keys)s)
+)
+SELECT i.cluster, coalesce(cs.sources, ARRAY(
+           SELECT m.source FROM signals m
+           WHERE m.cluster_id = i.cluster AND m.id <> ALL(%(ids)s) LIMIT 1)) AS before,
+       i.sources, i.ids
+FROM (SELECT cluster, array_agg(DISTINCT source) AS sources, array_agg(id) AS ids
+      FROM b GROUP BY cluster) AS i
+LEFT JOIN cluster_sources cs ON cs.cluster_id = i.cluster
+"""
+_IDS = "SELECT id FROM signals WHERE key = ANY(%s)"
+_SAVE = """
+INSERT INTO cluster_sources (cluster_id, sources) VALUES (%s, %s)
+ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
+"""
+# The batch's own rows in multi-source clusters whose factor did not change: the upsert
+# wrote their score without corroboration.
+_APPLY = """
+UPDATE signals AS s
+SET score = v.score,
+    score_breakdown = s.score_breakdown || jsonb_build_object(
+        'corroboration', jsonb_build_object('sources', to_jsonb(%(sources)s::text[]),
+                                            'factor', %(factor)s::numeric),
+        'score', v.score)
+FROM (SELECT id, trim_scale(least(100, greatest(0, round(
+                 (score_breakdown ->> 'base')::numeric * %(factor)s::numeric, 2)))) AS score
+      FROM signals
+      WHERE id = ANY(%(ids)s) AND jsonb_typeof(score_breakdown -> 'base') = 'number') AS v
+WHERE s.id = v.id
+"""
+
+
+async def update_for_batch(cur: psycopg.AsyncCursor[Any], keys: Sequence[str]) -> int:
+    """After the batch's upsert and cluster assignment: record clusters that gained a
+    source, rescore a whole cluster only when its factor changed, and give the batch's own
+    rows in multi-source clusters their factor. Returns the clusters rescored in full."""
+    if not keys:
+        return 0
+    ids = [row[0] for row in await (await cur.execute(_IDS, (list(keys),))).fetchall()]
+    touched = await (await cur.execute(_TOUCHED, {"keys": list(keys), "ids": ids})).fetchall()
+    grown: list[tuple[int, list[str]]] = []
+    rescore: list[int] = []
+    apply: list[tuple[list[int], Decimal, list[str]]] = []
+    for cluster, before, incoming, member_ids in touched:
+        before = sorted(set(before or []))
+        after = sorted(set(before) | set(incoming))
+        if len(after) >= 2 and after != before:
+            grown.append((cluster, after))
+        if corroboration_factor(len(after)) != corroboration_factor(len(before) or 1):
+            rescore.append(cluster)
+        elif len(after) >= 2:
+            apply.append((member_ids, Decimal(str(corroboration_factor(len(after)))), after))
+    if grown:  # few: only clusters that just gained a source
+        await cur.executemany(_SAVE, grown)
+    if rescore:
+        await apply_corroboration(cur, rescore)
+    for member_ids, factor, sources in apply:
+        await cur.execute(_APPLY, {"ids": member_ids, "factor": factor, "sources": sources})
+    return len(rescore)
