@@ -24,8 +24,6 @@ from harvester.services import engagement
 from harvester.services.engagement import Engagement, References, engagement_value
 from harvester.services.localsite import LocalSite
 from harvester.services.rescore import (
-    apply_corroboration,
-    apply_corroboration_for_keys,
     apply_corroboration_sync,
 )
 from harvester.services.scoring import Scorer, corroboration_factor, engagement_factor
@@ -226,27 +224,6 @@ def test_apply_corroboration_rescores_every_member_from_its_base(
     assert after[legacy] == before[legacy]
     assert apply_corroboration_sync(db, [first, alone]) == 0  # idempotent
     assert apply_corroboration_sync(db, []) == 0
-
-
-def test_corroboration_for_a_stored_batch_by_keys_async(db: psycopg.Connection[Any],
-                                                        pg_url: str) -> None:
-    first = insert(db, "hn", "Ransomware hits hospital")
-    insert(db, "krebs", "Hospital ransomware attack", cluster=first)
-    # The batch re-saw the first signal: the upsert wrote its uncorroborated breakdown.
-    keys = ["k:hn:Ransomware hits hospital"]
-
-    async def run() -> tuple[int, int]:
-        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
-            async with conn.transaction(), conn.cursor() as cur:
-                by_keys = await apply_corroboration_for_keys(cur, keys)
-            async with conn.transaction(), conn.cursor() as cur:
-                by_ids = await apply_corroboration(cur, [first])
-            return by_keys, by_ids
-
-    assert asyncio.run(run()) == (2, 0)
-    factors = {r[0]: r[1] for r in db.execute(
-        "SELECT source, score_breakdown -> 'corroboration' -> 'factor' FROM signals")}
-    assert factors == {"hn": 1.15, "krebs": 1.15}
 
 
 def test_engagement_history_is_read_per_source_from_postgresql(

@@ -8,7 +8,7 @@ corroboration) in ``score_breakdown``, so a cluster's members are rescored from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -72,9 +72,6 @@ WHERE s.id = x.id
 """
 _BY_CLUSTER = sql.SQL(_CORROBORATE).format(
     targets=sql.SQL("SELECT unnest(%(ids)s::bigint[])"))
-_BY_KEY = sql.SQL(_CORROBORATE).format(
-    targets=sql.SQL("SELECT DISTINCT coalesce(cluster_id, id) FROM signals "
-                    "WHERE key = ANY(%(keys)s)"))
 _FACTORS = {"step": Decimal(str(CORROBORATION_STEP)), "extra": CORROBORATION_MAX_EXTRA}
 
 
@@ -87,17 +84,6 @@ async def apply_corroboration(cur: psycopg.AsyncCursor[Any] | psycopg.AsyncConne
     if not ids:
         return 0
     cur = await cur.execute(_BY_CLUSTER, {"ids": ids, **_FACTORS})
-    return max(cur.rowcount, 0)
-
-
-async def apply_corroboration_for_keys(
-    cur: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any], keys: Sequence[str],
-) -> int:
-    """:func:`apply_corroboration` for the clusters of the signals with these keys (a
-    stored batch, new and re-seen rows alike, after clusters were assigned)."""
-    if not keys:
-        return 0
-    cur = await cur.execute(_BY_KEY, {"keys": list(keys), **_FACTORS})
     return max(cur.rowcount, 0)
 
 
