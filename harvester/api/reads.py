@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from harvester.api.pagination import Cursor, Sort
-from harvester.services.clustered import cluster_members
+from harvester.services.clustered import cluster_members, first_per_cluster
 
 FTS_DOCUMENT = "to_tsvector('simple'::regconfig, coalesce(title, ''))"
 SEEN_AT = "coalesce(published_at, first_seen)"
@@ -30,7 +30,6 @@ DETAIL_COLUMNS = (LIST_COLUMNS + ", canonical_url, feed_url, external_id, text, 
                   "fetched_at, engagement, score_breakdown, simhash, run_id")
 # At most this many siblings come with one signal; the cluster's size is exact.
 MAX_SIBLINGS = 50
-_ITERSIZE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +103,7 @@ def top_clusters(conn: psycopg.Connection[Any], flt: SignalFilter,
     clauses, params = _where(flt)
     query = (f"SELECT {LIST_COLUMNS} FROM signals WHERE {' AND '.join(clauses) or 'TRUE'} "
              "ORDER BY score DESC, published_at DESC NULLS LAST, id DESC")
-    best: dict[int, dict[str, Any]] = {}
-    with conn.transaction(), conn.cursor(name="api_top", row_factory=dict_row) as cur:
-        cur.itersize = _ITERSIZE
-        cur.execute(query, params)  # type: ignore[arg-type]
-        for row in cur:
-            best.setdefault(row["cluster_id"], row)
-            if len(best) >= limit:
-                break
-    members = cluster_members(conn, list(best))
-    for row in best.values():
-        sources, size = members.get(row["cluster_id"], ([row["source"]], 1))
-        row["cluster_sources"] = [row["source"], *(s for s in sources if s != row["source"])]
-        row["cluster_size"] = size
-    return list(best.values())
+    return first_per_cluster(conn, query, params, limit)
 
 
 def signal(conn: psycopg.Connection[Any], signal_id: int) -> dict[str, Any] | None:

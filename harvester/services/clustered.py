@@ -50,14 +50,28 @@ def _best_signals(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[st
         FROM signals WHERE {where}
         ORDER BY score DESC, published_at DESC NULLS LAST, id DESC
     """  # only fixed clause strings are joined; values are parameters
+    return first_per_cluster(conn, query, params, flt.limit)
+
+
+def first_per_cluster(conn: psycopg.Connection[Any], query: str, params: dict[str, Any],
+                      limit: int) -> list[dict[str, Any]]:
+    """The first row of each of the first ``limit`` clusters of ``query`` (which selects a
+    ``cluster_id`` column, best first), with the cluster's ``cluster_sources`` (that row's
+    source first) and ``cluster_size``. Rows are read through a server-side cursor and the
+    walk stops at ``limit`` clusters."""
     best: dict[int, dict[str, Any]] = {}
-    with conn.transaction(), conn.cursor(name="top_clusters", row_factory=dict_row) as cur:
+    with conn.transaction(), conn.cursor(name="first_per_cluster", row_factory=dict_row) as cur:
         cur.itersize = _ITERSIZE
         cur.execute(query, params)  # type: ignore[arg-type]
         for row in cur:
             best.setdefault(row["cluster_id"], row)
-            if len(best) >= flt.limit:
+            if len(best) >= limit:
                 break
+    members = cluster_members(conn, list(best))
+    for row in best.values():
+        sources, size = members.get(row["cluster_id"], ([row["source"]], 1))
+        row["cluster_sources"] = [row["source"], *(s for s in sources if s != row["source"])]
+        row["cluster_size"] = size
     return list(best.values())
 
 
@@ -88,12 +102,8 @@ def top_clusters(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str
     alphabetically), ``cluster_size`` and ``duplicates`` (= size − 1).
     """
     best = _best_signals(conn, flt)
-    members = cluster_members(conn, [row["cluster_id"] for row in best])
     for row in best:
-        sources, size = members.get(row["cluster_id"], ([row["source"]], 1))
-        row["cluster_sources"] = [row["source"], *(s for s in sources if s != row["source"])]
-        row["cluster_size"] = size
-        row["duplicates"] = size - 1
+        row["duplicates"] = row["cluster_size"] - 1
         del row["id"]
     return best
 
