@@ -11,6 +11,10 @@ Candidates are checked on the full distance in the same query; one query per bat
 
 Two near-duplicates of one batch end in one cluster: the batch is also compared with itself
 (numpy), in id order, so a row can join the cluster of an earlier row of its batch.
+
+The store plans the clusters of new signals before inserting them (:func:`plan_clusters`,
+ids drawn beforehand) and writes each row once; :func:`assign_clusters` does the same for
+signals already stored and updates them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import pq
 
 from harvester.services.simhash import signed
 
@@ -102,6 +107,13 @@ WHERE distance <= %(distance)s
 ORDER BY id, distance, match_id
 """
 
+# A bitmap scan reads every entry of a band value before the LIMIT applies (10,000 a probe
+# with 20,000 copies of one text stored, measured, and growing with the copies); an index
+# scan stops at BUCKET_LIMIT. The planner takes the bitmap on a young table, so it is turned
+# off for this query only: the rest of the store's transaction (corroboration) needs it.
+_INDEX_SCANS = "SET LOCAL enable_bitmapscan = off"
+_ANY_SCANS = "SET LOCAL enable_bitmapscan TO DEFAULT"
+
 _UPDATE = """
 UPDATE signals AS s SET simhash = u.simhash, cluster_id = u.cluster_id
 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS u(id, simhash, cluster_id)
@@ -114,17 +126,18 @@ def _signed(rows: Sequence[Row]) -> list[Row]:
     return [(i, None if h is None else signed(h)) for i, h in rows]
 
 
-def _params(rows: Sequence[Row], distance: int) -> dict[str, Any]:
+def _params(rows: Sequence[Row], distance: int, stored: bool = True) -> dict[str, Any]:
     """One lookup per distinct fingerprint (its first row): an identical later row of the
     batch joins that row's cluster anyway, and a flood of copies of one text (boilerplate,
-    a syndicated wire story) must not turn into a flood of index probes."""
+    a syndicated wire story) must not turn into a flood of index probes. Rows already
+    ``stored`` must not match themselves; rows not inserted yet exclude nothing."""
     hashed = sorted((i, h) for i, h in rows if h is not None)
     first: dict[int, int] = {}
     for i, h in hashed:
         first.setdefault(h, i)
     return {"ids": list(first.values()), "hashes": list(first.keys()),
-            "exclude": [i for i, _ in hashed], "masks": probe_masks(distance),
-            "distance": distance}
+            "exclude": [i for i, _ in hashed] if stored else [],
+            "masks": probe_masks(distance), "distance": distance}
 
 
 def _within_batch(rows: Sequence[Row], distance: int) -> dict[int, tuple[int, int]]:
@@ -171,18 +184,57 @@ def _update_params(rows: Sequence[Row], assigned: Sequence[Assignment]) -> tuple
             [a.cluster_id for a in assigned])
 
 
+def _in_transaction(cur_or_conn: Any) -> bool:
+    """Whether the next statement runs in a transaction: SET LOCAL means nothing outside
+    one (an autocommit connection outside ``transaction()``)."""
+    conn = getattr(cur_or_conn, "connection", cur_or_conn)
+    return not conn.autocommit or conn.info.transaction_status == pq.TransactionStatus.INTRANS
+
+
+async def _plan(cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
+                rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
+    bounded = _in_transaction(cur_or_conn)
+    if bounded:
+        await cur_or_conn.execute(_INDEX_SCANS)
+    cur = await cur_or_conn.execute(_NEAREST, _params(rows, distance, stored))
+    found = await cur.fetchall()
+    if bounded:
+        await cur_or_conn.execute(_ANY_SCANS)
+    return _resolve(rows, found, distance)
+
+
+def _plan_sync(cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
+               rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
+    """:func:`_plan` for synchronous connections."""
+    bounded = _in_transaction(cur_or_conn)
+    if bounded:
+        cur_or_conn.execute(_INDEX_SCANS)
+    found = cur_or_conn.execute(_NEAREST, _params(rows, distance, stored)).fetchall()
+    if bounded:
+        cur_or_conn.execute(_ANY_SCANS)
+    return _resolve(rows, found, distance)
+
+
+async def plan_clusters(
+    cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
+    rows: Sequence[Row], distance: int = DEFAULT_DISTANCE,
+) -> list[Assignment]:
+    """The clusters of signals about to be inserted, ``(id drawn for it, simhash)`` in
+    insertion order: one query, nothing written. Every stored signal is a candidate."""
+    return await _plan(cur_or_conn, _signed(rows), distance, False) if rows else []
+
+
 async def assign_clusters(
     cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
     rows: Sequence[Row], distance: int = DEFAULT_DISTANCE,
 ) -> list[Assignment]:
-    """Set ``simhash`` and ``cluster_id`` of just-stored signals ``(id, simhash)``, in the
-    caller's transaction: two statements per batch, whatever its size. Rows already holding
-    both values (inserted with their simhash and ``cluster_id = id``) are not rewritten."""
+    """Set ``simhash`` and ``cluster_id`` of already stored signals ``(id, simhash)``, in
+    the caller's transaction: one lookup and one update per batch, whatever its size. Rows
+    already holding both values are not rewritten."""
     if not rows:
         return []
     rows = _signed(rows)
-    cur = await cur_or_conn.execute(_NEAREST, _params(rows, distance))
-    assigned = _resolve(rows, await cur.fetchall(), distance)
+    assigned = await _plan(cur_or_conn, rows, distance, True)
     await cur_or_conn.execute(_UPDATE, _update_params(rows, assigned))
     return assigned
 
@@ -195,7 +247,6 @@ def assign_clusters_sync(
     if not rows:
         return []
     rows = _signed(rows)
-    cur = cur_or_conn.execute(_NEAREST, _params(rows, distance))
-    assigned = _resolve(rows, cur.fetchall(), distance)
+    assigned = _plan_sync(cur_or_conn, rows, distance, True)
     cur_or_conn.execute(_UPDATE, _update_params(rows, assigned))
     return assigned

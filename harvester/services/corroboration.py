@@ -20,7 +20,7 @@ from harvester.services.scoring import corroboration_factor
 _TOUCHED = """
 WITH b AS (
     SELECT id, coalesce(cluster_id, id) AS cluster, source
-    FROM signals WHERE key = ANY(%(keys)s)
+    FROM signals WHERE id = ANY(%(ids)s)
 )
 SELECT i.cluster, coalesce(cs.sources, ARRAY(
            SELECT m.source FROM signals m
@@ -30,7 +30,6 @@ FROM (SELECT cluster, array_agg(DISTINCT source) AS sources, array_agg(id) AS id
       FROM b GROUP BY cluster) AS i
 LEFT JOIN cluster_sources cs ON cs.cluster_id = i.cluster
 """
-_IDS = "SELECT id FROM signals WHERE key = ANY(%s)"
 _SAVE = """
 INSERT INTO cluster_sources (cluster_id, sources) VALUES (%s, %s)
 ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
@@ -52,14 +51,14 @@ WHERE s.id = v.id
 """
 
 
-async def update_for_batch(cur: psycopg.AsyncCursor[Any], keys: Sequence[str]) -> int:
-    """After the batch's upsert and cluster assignment: record clusters that gained a
-    source, rescore a whole cluster only when its factor changed, and give the batch's own
-    rows in multi-source clusters their factor. Returns the clusters rescored in full."""
-    if not keys:
+async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) -> int:
+    """After the batch's upsert (``ids``: its rows, new and re-seen) and cluster
+    assignment: record clusters that gained a source, rescore a whole cluster only when its
+    factor changed, and give the batch's own rows in multi-source clusters their factor.
+    Returns the clusters rescored in full."""
+    if not ids:
         return 0
-    ids = [row[0] for row in await (await cur.execute(_IDS, (list(keys),))).fetchall()]
-    touched = await (await cur.execute(_TOUCHED, {"keys": list(keys), "ids": ids})).fetchall()
+    touched = await (await cur.execute(_TOUCHED, {"ids": list(ids)})).fetchall()
     grown: list[tuple[int, list[str]]] = []
     rescore: list[int] = []
     apply: list[tuple[list[int], Decimal, list[str]]] = []

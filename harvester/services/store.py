@@ -2,6 +2,11 @@
 
 Each batch runs in one transaction that also records its id in ``applied_batches``: a batch
 applied twice (a spool replayed again, a commit whose acknowledgement was lost) is a no-op.
+
+A new signal is written once, with its final cluster: the batch's keys are looked up and ids
+drawn for the new ones first, their clusters planned (``clusters.plan_clusters``), and the
+upsert inserts ``id`` and ``cluster_id`` as planned. See docs/clusters.md for the race with
+another writer and how it is repaired.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     link_url text, simhash bigint, external_id text,
     title text, text text, author text, published_at timestamptz, updated_at timestamptz,
     fetched_at timestamptz, language text, tags text[], engagement jsonb, score real,
-    score_breakdown jsonb, run_id uuid
+    score_breakdown jsonb, run_id uuid, id bigint, cluster_id bigint
 ) ON COMMIT DELETE ROWS
 """
 
 _COLS = sql.SQL(", ").join(map(sql.Identifier, SIGNAL_COLUMNS))
-_COPY_SIGNALS = sql.SQL("COPY signals_staging ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
+_STAGED_COLUMNS = (*SIGNAL_COLUMNS, "id", "cluster_id")
+_COPY_SIGNALS = sql.SQL("COPY signals_staging ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, _STAGED_COLUMNS))
+)
 _COPY_REJECTS = sql.SQL("COPY rejects ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS))
 )
@@ -41,24 +49,40 @@ _COPY_REJECTS = sql.SQL("COPY rejects ({}) FROM STDIN (FORMAT BINARY)").format(
 _TYPES = {"published_at": "timestamptz", "updated_at": "timestamptz",
           "fetched_at": "timestamptz", "created_at": "timestamptz", "tags": "text[]",
           "engagement": "jsonb", "score_breakdown": "jsonb", "raw": "jsonb",
-          "score": "float4", "run_id": "uuid", "simhash": "int8"}
-_SIGNAL_TYPES = [_TYPES.get(c, "text") for c in SIGNAL_COLUMNS]
+          "score": "float4", "run_id": "uuid", "simhash": "int8", "id": "int8",
+          "cluster_id": "int8"}
+_STAGED_TYPES = [_TYPES.get(c, "text") for c in _STAGED_COLUMNS]
 _REJECT_TYPES = [_TYPES.get(c, "text") for c in REJECT_COLUMNS]
+# The ids of the batch's stored keys, and an id drawn for each other key.
+_LOOKUP = """
+WITH stored AS MATERIALIZED (SELECT key, id FROM signals WHERE key = ANY(%(keys)s))
+SELECT key, id FROM stored
+UNION ALL
+SELECT NULL, nextval('signals_id_seq')
+FROM generate_series(1, %(count)s - (SELECT count(*) FROM stored))
+"""
 # Keys are unique within a batch (see _unique): one INSERT cannot touch a row twice.
-# A new row starts as its own cluster (cluster_id = id, in the same write): clustering then
-# only rewrites the rows that join an existing cluster.
+# A staged row without an id (its key was stored at the lookup, deleted since) gets one
+# here and is its own cluster.
 _UPSERT = sql.SQL("""
 INSERT INTO signals (id, cluster_id, {cols}, first_seen, last_seen)
-SELECT n.id, n.id, {cols}, fetched_at, fetched_at
-FROM (SELECT nextval('signals_id_seq') AS id, * FROM signals_staging) AS n
+SELECT n.id, COALESCE(n.cluster_id, n.id), {cols}, fetched_at, fetched_at
+FROM (SELECT COALESCE(id, nextval('signals_id_seq')) AS id, cluster_id, {cols}
+      FROM signals_staging) AS n
 ON CONFLICT (key) DO UPDATE SET
         seen_count = signals.seen_count + 1,
         last_seen = GREATEST(signals.last_seen, EXCLUDED.last_seen),
         updated_at = COALESCE(EXCLUDED.updated_at, signals.updated_at),
         score = EXCLUDED.score,
         score_breakdown = EXCLUDED.score_breakdown
-RETURNING key, (xmax = 0) AS is_new, id, simhash
+RETURNING key, (xmax = 0) AS is_new, id, COALESCE(cluster_id, id)
 """).format(cols=_COLS)
+# Rows of this batch whose planned cluster is an id no row holds after all (see _repoint).
+_REPOINT = """
+UPDATE signals AS s SET cluster_id = m.cluster_id
+FROM unnest(%(gone)s::bigint[], %(clusters)s::bigint[]) AS m(gone, cluster_id)
+WHERE s.cluster_id = m.gone AND s.id = ANY(%(ours)s::bigint[])
+"""
 
 _RUN_COLUMNS = ("id", "spider", "sources", "job_id", "started_at", "finished_at",
                 "finish_reason", "scraped", "stored", "reseen", "duplicates", "rejected",
@@ -154,8 +178,8 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
                       cluster_distance: int = clusters.DEFAULT_DISTANCE) -> BatchResult:
     """Store one batch atomically; raise ``psycopg.OperationalError`` when the DB is gone.
 
-    New signals join the cluster of a stored near-duplicate (simhash within
-    ``cluster_distance`` bits) in the same transaction."""
+    New signals join the cluster of a near-duplicate (simhash within ``cluster_distance``
+    bits), stored or earlier in the batch, in the same transaction."""
     result = BatchResult()
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(
@@ -166,22 +190,7 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
             result.already_applied = True
             return result
         if batch.signals:
-            signals = _unique(batch.signals)
-            _fingerprint(signals)
-            await cur.execute(_STAGING_DDL)
-            await _copy(cur, _COPY_SIGNALS, signals, SIGNAL_COLUMNS, _SIGNAL_TYPES)
-            await cur.execute(_UPSERT)
-            source_of = {row["key"]: row["source"] for row in signals}
-            fresh: list[tuple[int, int]] = []
-            for key, is_new, signal_id, simhash in await cur.fetchall():
-                counts = result.new if is_new else result.reseen
-                counts[source_of[key]] = counts.get(source_of[key], 0) + 1
-                if is_new and simhash is not None:
-                    fresh.append((signal_id, simhash))
-            await clusters.assign_clusters(cur, fresh, cluster_distance)
-            # The upsert wrote each row's own score; a story carried by several sources
-            # scores higher (and a re-seen row gets its cluster's factor back).
-            await corroboration.update_for_batch(cur, list(source_of))
+            await _write_signals(cur, _unique(batch.signals), cluster_distance, result)
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:
@@ -189,6 +198,69 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
         if batch.run is not None:
             await _write_run(cur, batch.run)
     return result
+
+
+async def _write_signals(cur: psycopg.AsyncCursor[Any], signals: list[dict[str, Any]],
+                         cluster_distance: int, result: BatchResult) -> None:
+    _fingerprint(signals)
+    looked_up = await _lookup(cur, signals)
+    planned = await clusters.plan_clusters(
+        cur, [(looked_up[row["key"]][0], row["simhash"]) for row in signals
+              if looked_up[row["key"]][1]], cluster_distance)
+    cluster_of = {a.id: a.cluster_id for a in planned}
+    staged: list[dict[str, Any]] = []
+    for row in signals:
+        signal_id, is_new = looked_up[row["key"]]
+        staged.append({**row, "id": signal_id if is_new else None,
+                       "cluster_id": cluster_of.get(signal_id) if is_new else None})
+    await cur.execute(_STAGING_DDL)
+    await _copy(cur, _COPY_SIGNALS, staged, _STAGED_COLUMNS, _STAGED_TYPES)
+    await cur.execute(_UPSERT)
+    source_of = {row["key"]: row["source"] for row in signals}
+    written = await cur.fetchall()
+    for key, is_new, _, _ in written:
+        counts = result.new if is_new else result.reseen
+        counts[source_of[key]] = counts.get(source_of[key], 0) + 1
+    await _repoint(cur, looked_up, written)
+    # The upsert wrote each row's own score; a story carried by several sources
+    # scores higher (and a re-seen row gets its cluster's factor back).
+    await corroboration.update_for_batch(cur, [signal_id for _, _, signal_id, _ in written])
+
+
+async def _lookup(cur: psycopg.AsyncCursor[Any],
+                  signals: Sequence[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+    """``{key: (id, new)}``: the stored id, or one drawn for a new key (in batch order,
+    so that within the batch an earlier row has the smaller id)."""
+    keys = [row["key"] for row in signals]
+    await cur.execute(_LOOKUP, {"keys": keys, "count": len(keys)})
+    found: dict[str, tuple[int, bool]] = {}
+    drawn: list[int] = []
+    for key, signal_id in await cur.fetchall():
+        if key is None:
+            drawn.append(signal_id)
+        else:
+            found[key] = (signal_id, False)
+    fresh = iter(sorted(drawn))
+    return {key: found.get(key) or (next(fresh), True) for key in keys}
+
+
+async def _repoint(cur: psycopg.AsyncCursor[Any], looked_up: dict[str, tuple[int, bool]],
+                   written: Sequence[tuple[str, bool, int, int]]) -> None:
+    """Another writer may have inserted (or deleted) one of the batch's keys between the
+    lookup and the upsert: the id looked up or drawn for that key is then not the id of
+    its row, and the batch's new rows planned into that id's cluster move to the cluster
+    of the row that holds the key now. ``written``: the upsert's ``RETURNING``."""
+    gone: dict[int, int] = {}
+    for key, _, signal_id, cluster_id in written:
+        planned_id = looked_up[key][0]
+        if planned_id != signal_id:
+            gone[planned_id] = cluster_id
+    if gone:
+        ours = [signal_id for _, is_new, signal_id, _ in written if is_new]
+        await cur.execute(_REPOINT, {"gone": list(gone), "clusters": list(gone.values()),
+                                     "ours": ours})
+        logger.info("store: %d keys of the batch changed meanwhile in another transaction; "
+                    "%d new rows moved to their clusters", len(gone), cur.rowcount)
 
 
 async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None:
