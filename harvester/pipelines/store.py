@@ -1,4 +1,5 @@
-"""StorePipeline: batched upserts into PostgreSQL, spooled to disk when it is unreachable."""
+"""StorePipeline: batched upserts into PostgreSQL through a store worker process, spooled
+to disk when the database is unreachable."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
@@ -24,15 +24,11 @@ from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.items import Rejection, Signal
 from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
-from harvester.services.replay import replay_pending
 from harvester.services.runs import run_record
-from harvester.services.store import write_batch
+from harvester.services.store_worker import DB_DOWN, Config, Outcome, StoreWorker
 from harvester.signals import validators_seen
 
 logger = logging.getLogger(__name__)
-
-# Errors that mean "the database is not there", as opposed to a bug in our SQL.
-DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +46,7 @@ class StoreConfig:
         spool_dir = settings.get("HARVEST_STORE_SPOOL_DIR")
         config = cls(
             batch_size=settings.getint("HARVEST_STORE_BATCH_SIZE", 500),
-            max_in_flight=max(1, settings.getint("HARVEST_STORE_MAX_IN_FLIGHT", 2)),
+            max_in_flight=max(1, settings.getint("HARVEST_STORE_MAX_IN_FLIGHT", 4)),
             flush_seconds=settings.getfloat("HARVEST_STORE_FLUSH_SECONDS", 5.0),
             reconnect_seconds=settings.getfloat("HARVEST_STORE_RECONNECT_SECONDS", 10.0),
             connect_timeout=settings.getint("HARVEST_STORE_CONNECT_TIMEOUT", 5),
@@ -94,7 +90,13 @@ class StorePipeline:
     run or ``harvest replay``; reconnects are tried every ``HARVEST_STORE_RECONNECT_SECONDS``.
     Writes the ``crawl_runs`` row and per-source state when the spider closes.
     Stats: ``harvest/new``, ``harvest/reseen``, ``harvest/rejected``, ``harvest/spooled``,
-    ``harvest/store/batches``, ``harvest/store/spool_files``, ``harvest/store/replayed``.
+    ``harvest/store/batches``, ``harvest/store/spool_files``, ``harvest/store/replayed``,
+    ``harvest/store/worker_restarts``.
+
+    The database work (fingerprints, cluster lookups, COPY encoding, round trips) runs in
+    a store worker process (``services/store_worker.py``) so that it takes neither the
+    crawl's core nor turns of its event loop; a batch stays here until the worker
+    acknowledges it and is spooled if the worker dies.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -103,12 +105,13 @@ class StorePipeline:
         self.run_id = str(uuid.uuid4())
         self.started_at = datetime.now(UTC)
         self._buffer = Batch()
-        self._lock = asyncio.Lock()
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()  # one worker start at a time
+        self._flushing = asyncio.Lock()  # one flush waits for room at a time
+        self._worker: StoreWorker | None = None
         self._url: str | None = None
-        self._next_connect = 0.0
+        self._next_start = 0.0
         self._ticker: asyncio.Task[None] | None = None
-        # Batches being written while the crawl goes on; bounded for back-pressure.
+        # Batches being written while the crawl goes on: at most HARVEST_STORE_MAX_IN_FLIGHT.
         self._in_flight: deque[asyncio.Task[None]] = deque()
         self._validators: dict[str, dict[str, dict[str, str]]] = {}
         crawler.signals.connect(self._item_dropped, signal=signals.item_dropped)
@@ -128,8 +131,8 @@ class StorePipeline:
             logger.error("Database unavailable (%s): items will be spooled to %s",
                          str(exc).strip().splitlines()[0], self.config.spool_dir)
         else:
-            await self._connect()
-            await self._replay()
+            if await self._ready_worker(force=True):
+                await self._replay()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def process_item(self, item: Any) -> Any:
@@ -148,7 +151,7 @@ class StorePipeline:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        await self._flush()
+        await self._flush(force=True)
         await self._drain(0)
 
     # -- signal handlers -------------------------------------------------------------
@@ -171,7 +174,7 @@ class StorePipeline:
         self._validators.setdefault(source, {})[url] = entry
 
     async def _spider_closed(self, spider: Spider, reason: str) -> None:
-        await self._flush()  # anything dropped after close_spider's flush
+        await self._flush(force=True)  # anything dropped after close_spider's flush
         await self._drain(0)
         batch = Batch(run=run_record(
             run_id=self.run_id,
@@ -185,11 +188,11 @@ class StorePipeline:
             cursors=getattr(spider, "cursors", None),
             disable_after=get_config().disable_after,
         ))
-        async with self._lock:
-            await self._write(batch)
-            if self._conn is not None:
+        await self._write(batch, force=True)
+        if self._worker is not None:
+            if self._worker.alive:
                 await self._replay()
-                await self._conn.close()
+            await self._worker.close()
 
     # -- internals -------------------------------------------------------------------
 
@@ -197,65 +200,65 @@ class StorePipeline:
         while True:
             await asyncio.sleep(self.config.flush_seconds)
             if len(self._buffer):
-                await self._flush()
+                await self._flush(force=True)
 
-    async def _flush(self) -> None:
-        """Hand the buffer to a background write; wait only when too many are in flight,
-        so the crawl keeps parsing while PostgreSQL works."""
-        if not len(self._buffer):
-            return
-        batch, self._buffer = self._buffer, Batch()
-        self._in_flight.append(asyncio.get_running_loop().create_task(self._write_locked(batch)))
-        await self._drain(self.config.max_in_flight)
+    async def _flush(self, force: bool = False) -> None:
+        """Hand the buffer to a background write, so the crawl keeps parsing while the
+        worker stores it. With ``HARVEST_STORE_MAX_IN_FLIGHT`` writes under way, first wait
+        for one to finish; items that arrive meanwhile join the buffer and their own
+        flushes queue here (back-pressure). Batches hold at most
+        ``HARVEST_STORE_BATCH_SIZE`` rows; only ``force`` (time, close) writes a smaller
+        one, so the queued flushes do not each write a handful."""
+        async with self._flushing:
+            while len(self._buffer) >= (1 if force else self.config.batch_size):
+                await self._drain(self.config.max_in_flight - 1)
+                batch = self._buffer.take(self.config.batch_size)
+                self._in_flight.append(
+                    asyncio.get_running_loop().create_task(self._write(batch)))
 
     async def _drain(self, keep: int) -> None:
         while len(self._in_flight) > keep:
             await self._in_flight.popleft()  # re-raises what a write could not handle
 
-    async def _write_locked(self, batch: Batch) -> None:
+    async def _ready_worker(self, force: bool = False) -> StoreWorker | None:
+        """The running worker, or a new one; after a failure a new one is tried at most
+        every ``HARVEST_STORE_RECONNECT_SECONDS`` unless ``force`` (the run record)."""
         async with self._lock:
-            await self._write(batch)
-
-    async def _connect(self) -> bool:
-        if self._url is None:
-            try:
-                self._url = await asyncio.to_thread(database.resolve_url, get_config(), start=False)
-            except database.DatabaseUnavailable:
-                return False
-        try:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._url, connect_timeout=self.config.connect_timeout
-            )
-        except DB_DOWN as exc:
-            self._conn = None
-            logger.error("Cannot connect to the database (%s)", str(exc).strip().splitlines()[0])
-            return False
-        return True
-
-    async def _write(self, batch: Batch) -> None:
-        stats = self.crawler.stats
-        if self._conn is None or self._conn.closed:
-            self._conn = None
+            if self._worker is not None and self._worker.alive:
+                return self._worker
             now = time.monotonic()
-            if now >= self._next_connect:
-                self._next_connect = now + self.config.reconnect_seconds
-                await self._connect()
-        if self._conn is not None:
+            if not force and now < self._next_start:
+                return None
+            self._next_start = now + self.config.reconnect_seconds
+            if self._url is None:
+                try:
+                    self._url = await asyncio.to_thread(database.resolve_url, get_config(),
+                                                        start=False)
+                except database.DatabaseUnavailable:
+                    return None
+            if self._worker is not None:  # it died: reap it before starting another
+                await self._worker.close()
+                self.crawler.stats.inc_value("harvest/store/worker_restarts")
+            self._worker = StoreWorker(Config(self._url, self.config.connect_timeout,
+                                              self.config.reconnect_seconds,
+                                              self.config.cluster_distance))
             try:
-                result = await write_batch(self._conn, batch, self.config.cluster_distance)
-            except DB_DOWN as exc:
-                logger.error("Database write failed (%s): spooling %d rows",
-                             str(exc).strip().splitlines()[0], len(batch))
-                await self._drop_connection()
-            except psycopg.Error as exc:
-                # The database is up but refused this batch (a bug or a value it cannot
-                # hold): keep the rows on disk for the operator rather than lose them.
-                logger.error("Database refused a batch (%s): spooling %d rows",
-                             str(exc).strip().splitlines()[0], len(batch))
-            else:
-                stats.inc_value("harvest/store/batches")
-                self._count(result)
-                return
+                await self._worker.start()
+            except OSError as exc:
+                logger.error("Cannot start the store worker (%s)", exc)
+                self._worker = None
+            return self._worker
+
+    async def _write(self, batch: Batch, force: bool = False) -> None:
+        stats = self.crawler.stats
+        worker = await self._ready_worker(force)
+        outcome = await worker.write(batch) if worker is not None else Outcome("unreachable")
+        if outcome.status == "stored":
+            assert outcome.result is not None
+            stats.inc_value("harvest/store/batches")
+            self._count(outcome.result)
+            return
+        _log_failure(outcome, "spooling %d rows", len(batch))
         path = spool.write(self.config.spool_dir, batch)
         stats.inc_value("harvest/store/spool_files")
         for row in batch.signals:
@@ -264,13 +267,6 @@ class StorePipeline:
             hstats.inc(stats, row["source"], "rejected")
         logger.warning("Spooled %d signals and %d rejections to %s",
                        len(batch.signals), len(batch.rejects), path)
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(*DB_DOWN):
-                await self._conn.close()
-        self._conn = None
-        self._next_connect = time.monotonic() + self.config.reconnect_seconds
 
     def _count(self, result: BatchResult) -> None:
         stats = self.crawler.stats
@@ -282,18 +278,25 @@ class StorePipeline:
             hstats.inc(stats, source, "rejected", n)
 
     async def _replay(self) -> None:
-        assert self._conn is not None
-        try:
-            report = await replay_pending(self._conn, self.config.spool_dir,
-                                          self.config.cluster_distance)
-        except DB_DOWN as exc:
-            logger.error("Spool replay stopped, database went away (%s)", exc)
-            await self._drop_connection()
+        assert self._worker is not None
+        outcome = await self._worker.replay(self.config.spool_dir)
+        if outcome.report is None:
+            _log_failure(outcome, "spool replay stopped")
             return
+        report = outcome.report
         if report.batches:
             self.crawler.stats.inc_value("harvest/store/replayed", report.batches)
             logger.info("Replayed %d spooled batches (%d signals, %d already applied)",
                         report.batches, report.signals, report.already_applied)
+
+
+def _log_failure(outcome: Outcome, consequence: str, *args: Any) -> None:
+    if outcome.status == "unreachable" and not outcome.error:
+        return  # a reconnect is not due yet: the spool warning says enough
+    what = {"unreachable": "Cannot connect to the database",
+            "down": "Database write failed",
+            "refused": "Database refused a batch"}.get(outcome.status, "The store worker is gone")
+    logger.error("%s (%s): " + consequence, what, outcome.error, *args)
 
 
 def _plain(value: Any) -> Any:

@@ -53,6 +53,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.signals) + len(self.rejects) + (1 if self.run else 0)
 
+    def take(self, limit: int) -> Batch:
+        """Move up to ``limit`` rows (rejections first) into a new batch of its own id."""
+        rejects, self.rejects = self.rejects[:limit], self.rejects[limit:]
+        room = limit - len(rejects)
+        signals, self.signals = self.signals[:room], self.signals[room:]
+        return Batch(signals=signals, rejects=rejects)
+
 
 @dataclass(slots=True)
 class BatchResult:

@@ -1,0 +1,322 @@
+"""The store worker: a process that writes the crawl's batches to PostgreSQL.
+
+The crawl process is CPU-bound on one core. Fingerprinting, cluster lookups, encoding the
+binary COPY and the round trips of each batch's transaction happen here instead, on
+another core, and they are not slowed down by the crawl's busy event loop (a round trip
+waited there for a feed to finish parsing: ≈ 20 ms each, ten per batch).
+
+The crawl keeps every batch until the worker acknowledges it, so a worker that dies loses
+nothing: its unacknowledged batches are spooled by the crawl, and a batch that was
+committed but not acknowledged is a no-op on replay (its id is in ``applied_batches``).
+
+Protocol on a socket pair, one frame = 4-byte big-endian length + pickle: the crawl sends
+``Config`` once, then ``("write", Batch)`` or ``("replay", spool_dir)``; the worker answers
+each with an ``Outcome``, in order. End of file on the socket (the crawl closed it, or
+died) makes the worker exit once it has answered what it read: it never outlives its crawl.
+
+On the crawl's side the socket is blocking and served by two threads (one sends, one
+reads replies), so a megabyte-sized batch goes out at the speed of the socket, not a
+chunk per turn of the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import harvester
+from harvester.services.batch import Batch, BatchResult
+from harvester.services.replay import ReplayReport, replay_pending
+from harvester.services.store import write_batch
+
+# Errors that mean "the database is not there", as opposed to a bug in our SQL.
+DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+_LENGTH = struct.Struct(">I")
+MODULE = "harvester.services.store_worker"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    url: str
+    connect_timeout: int
+    reconnect_seconds: float
+    cluster_distance: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """``stored``/``replayed`` with a result, or ``unreachable`` (no connection; ``error``
+    is set only when a connection was just attempted), ``down`` (the connection broke),
+    ``refused`` (the database rejected the rows) or ``dead`` (the worker is gone)."""
+
+    status: str
+    result: BatchResult | None = None
+    report: ReplayReport | None = None
+    error: str = ""
+
+
+def _frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
+    """``size`` bytes from a blocking socket, or None at end of file."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return bytes(buffer)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class StoreWorker:
+    """The crawl's handle on one worker process (one per crawler)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._sender: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._replies: deque[asyncio.Future[Outcome]] = deque()
+        self._ended: asyncio.Future[None] | None = None  # set when the reply stream ends
+
+    @property
+    def alive(self) -> bool:
+        return self._ended is not None and not self._ended.done()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Start the process; raises ``OSError`` when it cannot be started."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            package_root = str(Path(harvester.__file__).resolve().parents[1])
+            pythonpath = os.pathsep.join(filter(None, (package_root,
+                                                       os.environ.get("PYTHONPATH"))))
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", MODULE, str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONPATH": pythonpath},
+                )
+            except OSError:
+                ours.close()
+                raise
+        self._sock = ours
+        self._loop = asyncio.get_running_loop()
+        self._ended = self._loop.create_future()
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="store-worker-send")
+        threading.Thread(target=self._read_replies, name="store-worker-replies",
+                         daemon=True).start()
+        await self._send(_frame(self.config))
+
+    async def write(self, batch: Batch) -> Outcome:
+        return await self._request(("write", batch))
+
+    async def replay(self, spool_dir: Path) -> Outcome:
+        return await self._request(("replay", str(spool_dir)))
+
+    async def close(self, timeout: float = 60.0) -> None:
+        """Let the worker answer what it was sent, then wait for it to exit; a worker that
+        has not exited after ``timeout`` seconds is killed (what it did not answer is
+        reported ``dead`` to its callers, who spool it)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                await self._send(None)  # end of file: the worker exits once it has answered
+        if self._ended is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+            except TimeoutError:
+                self._kill()
+                await self._ended
+        if self._proc is not None:
+            try:
+                await asyncio.to_thread(self._proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                await asyncio.to_thread(self._proc.wait)
+        if self._sender is not None:
+            self._sender.shutdown(wait=False)
+        if self._sock is not None:
+            self._sock.close()
+
+    async def _request(self, message: tuple[str, Any]) -> Outcome:
+        if not self.alive or self._loop is None:
+            return Outcome("dead", error="the store worker is not running")
+        frame = _frame(message)
+        reply: asyncio.Future[Outcome] = self._loop.create_future()
+        self._replies.append(reply)
+        # A failed send means the worker is gone: the reader sees end of file and
+        # answers "dead".
+        with contextlib.suppress(OSError):
+            await self._send(frame)
+        return await reply
+
+    async def _send(self, frame: bytes | None) -> None:
+        """Send on the sender thread, in call order; None shuts the sending side down."""
+        assert self._loop is not None and self._sender is not None and self._sock is not None
+        sock = self._sock
+        job = sock.sendall if frame is not None else (lambda _: sock.shutdown(socket.SHUT_WR))
+        await self._loop.run_in_executor(self._sender, job, frame)
+
+    def _read_replies(self) -> None:
+        """Reader thread: hand each reply to the event loop, in order, until end of file."""
+        assert self._sock is not None
+        error = ""
+        try:
+            while (head := _recv_exactly(self._sock, _LENGTH.size)) is not None:
+                body = _recv_exactly(self._sock, _LENGTH.unpack(head)[0])
+                if body is None:
+                    break
+                self._call(self._deliver, pickle.loads(body))
+        except OSError:
+            pass  # the socket was closed under us: the worker is gone
+        except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+            error = f"unreadable reply: {exc}"
+            self._kill()
+        finally:
+            self._call(self._finish, error)
+
+    def _call(self, callback: Any, *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the crawl's loop has already closed
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, outcome: Outcome) -> None:
+        if self._replies:
+            self._replies.popleft().set_result(outcome)
+
+    def _finish(self, error: str) -> None:
+        code = self._proc.poll() if self._proc is not None else None
+        error = error or (f"exit status {code}" if code is not None else "its connection closed")
+        while self._replies:
+            self._replies.popleft().set_result(Outcome("dead", error=error))
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+
+
+class _Database:
+    """The worker's side: one connection, reconnects at most every ``reconnect_seconds``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._next_connect = 0.0
+        self._error = ""
+
+    async def handle(self, request: tuple[str, Any]) -> Outcome:
+        kind, payload = request
+        if not await self._connected():
+            return Outcome("unreachable", error=self._error)
+        assert self._conn is not None
+        distance = self.config.cluster_distance
+        try:
+            if kind == "replay":
+                report = await replay_pending(self._conn, Path(payload), distance)
+                return Outcome("replayed", report=report)
+            return Outcome("stored", result=await write_batch(self._conn, payload, distance))
+        except DB_DOWN as exc:
+            await self._drop(exc)
+            return Outcome("down", error=self._error)
+        except psycopg.Error as exc:
+            # The database is up but refused the rows (a bug or a value it cannot hold):
+            # the crawl keeps them on disk for the operator rather than lose them.
+            return Outcome("refused", error=_first_line(exc))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(*DB_DOWN):
+                await self._conn.close()
+
+    async def _connected(self) -> bool:
+        if self._conn is not None and not self._conn.closed:
+            return True
+        now = time.monotonic()
+        self._error = ""
+        if now < self._next_connect:
+            return False
+        self._next_connect = now + self.config.reconnect_seconds
+        try:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.config.url, connect_timeout=self.config.connect_timeout)
+        except DB_DOWN as exc:
+            await self._drop(exc)
+            return False
+        return True
+
+    async def _drop(self, exc: BaseException) -> None:
+        self._error = _first_line(exc)
+        await self.close()
+        self._conn = None
+        self._next_connect = time.monotonic() + self.config.reconnect_seconds
+
+
+async def _read(reader: asyncio.StreamReader) -> Any:
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return pickle.loads(await reader.readexactly(length))
+
+
+async def _serve(fd: int) -> None:
+    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
+    try:
+        database = _Database(await _read(reader))
+    except asyncio.IncompleteReadError:
+        return
+    try:
+        while True:
+            try:
+                request = await _read(reader)
+            except asyncio.IncompleteReadError:
+                break  # the crawl closed its end: everything sent was answered
+            writer.write(_frame(await database.handle(request)))
+            await writer.drain()
+    finally:
+        await database.close()
+        writer.close()
+
+
+def main(argv: list[str]) -> None:
+    # Ctrl-C and SIGTERM are for the crawl, which shuts down cleanly and then closes the
+    # socket; the worker must stay to write what the crawl flushes on its way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(ConnectionError):
+        asyncio.run(_serve(int(argv[0])))
+
+
+if __name__ == "__main__":
+    # Through the package, not ``__main__``: pickled replies must name the classes by the
+    # module the crawl knows them under.
+    from harvester.services.store_worker import main as _main
+
+    _main(sys.argv[1:])

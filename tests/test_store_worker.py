@@ -1,0 +1,176 @@
+"""The store worker process dies mid-crawl: its batches are spooled, then land exactly once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from harvester.services.localsite import LocalSite
+from tests.conftest import ROOT, write_sources
+from tests.feeds import items, rss
+
+FEEDS, PER_FEED = 40, 20
+WORKER = "harvester.services.store_worker"
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if WORKER in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # exited meanwhile (a zombie until its parent reaps it)
+            continue
+    return found
+
+
+def wait_for(predicate: Any, what: str, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {seconds} s")
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def stored(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT count(*) FROM signals").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_worker_killed_mid_crawl_loses_nothing_and_stores_each_item_once(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    urls = []
+    for i in range(FEEDS):
+        (site.root / f"f{i}.xml").write_text(rss(items(f"w{i}", PER_FEED)))
+        site.set_delay(f"/f{i}.xml", 0.25)  # so the crawl outlives the worker
+        urls.append(f"{site.url}/f{i}.xml")
+    sources = write_sources(tmp_path / "s.toml", [{"name": "w", "kind": "feed", "urls": urls}])
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "w",
+         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+         "-s", "HARVEST_STORE_BATCH_SIZE=10", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
+         "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
+        cwd=ROOT, env={**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen: list[psutil.Process] = []
+    try:
+        first = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        seen.append(first)
+        wait_for(lambda: stored(db) > 0, "a first stored batch")
+        # Stopped, then killed: batches sent meanwhile are in flight when it dies.
+        first.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        first.send_signal(signal.SIGKILL)
+        seen += wait_for(lambda: [w for w in workers_of(crawl.pid) if w.pid != first.pid],
+                         "a new store worker")
+        _, errors = crawl.communicate(timeout=180)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 0, errors[-2000:]
+    log = next((home / "logs").glob("crawl-*.log")).read_text()
+    assert "The store worker is gone" in log
+
+    total, distinct, max_seen = db.execute(
+        "SELECT count(*), count(DISTINCT key), max(seen_count) FROM signals").fetchone()
+    assert total == distinct == FEEDS * PER_FEED  # nothing lost
+    assert max_seen == 1  # nothing written twice
+    assert not list((home / "spool").glob("*.jsonl")), "the spool is replayed at close"
+    scraped, stats = db.execute("SELECT scraped, stats FROM crawl_runs").fetchone()
+    assert scraped == FEEDS * PER_FEED
+    assert stats["harvest/store/spool_files"] >= 1
+    assert stats["harvest/store/worker_restarts"] >= 1
+    assert stats["harvest/store/batches"] >= 2  # the new worker took over mid-crawl
+    assert stats["harvest/new"] + stats["harvest/spooled"] == FEEDS * PER_FEED
+    assert all(gone(p) for p in seen), "no worker outlives the crawl"
+
+
+def test_worker_exits_when_the_crawl_is_killed(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "slow.xml").write_text(rss(items("slow", 5)))
+    site.set_delay("/slow.xml", 30)
+    sources = write_sources(tmp_path / "s.toml", [{"name": "slow", "kind": "feed",
+                                                   "urls": [f"{site.url}/slow.xml"]}])
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=slow"],
+        cwd=ROOT, env={**os.environ, "HARVEST_HOME": str(home),
+                       "HARVEST_SOURCES": str(sources)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        crawl.kill()  # no clean shutdown at all: the worker must notice on its own
+        crawl.wait(timeout=30)
+        wait_for(lambda: gone(worker), "the worker's exit", seconds=30)
+    finally:
+        crawl.kill()
+
+
+def scraped_so_far(log: Path) -> int:
+    """The last "scraped N items" of Scrapy's periodic LogStats line."""
+    counts = re.findall(r"scraped (\d+) items", log.read_text()) if log.exists() else []
+    return int(counts[-1]) if counts else 0
+
+
+def test_a_stalled_worker_stalls_the_crawl_instead_of_filling_memory(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    feeds, per_feed, batch, in_flight = 30, 20, 10, 2
+    urls = []
+    for i in range(feeds):
+        (site.root / f"s{i}.xml").write_text(rss(items(f"s{i}", per_feed)))
+        site.set_delay(f"/s{i}.xml", 0.1)
+        urls.append(f"{site.url}/s{i}.xml")
+    sources = write_sources(tmp_path / "s.toml", [{"name": "s", "kind": "feed", "urls": urls}])
+    log = tmp_path / "crawl.log"
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=s",
+         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+         "-s", f"HARVEST_STORE_BATCH_SIZE={batch}",
+         "-s", f"HARVEST_STORE_MAX_IN_FLIGHT={in_flight}",
+         "-s", "LOG_LEVEL=INFO", "-s", f"LOG_FILE={log}", "-s", "LOGSTATS_INTERVAL=0.2"],
+        cwd=ROOT, env={**os.environ, "HARVEST_HOME": str(home),
+                       "HARVEST_SOURCES": str(sources)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        wait_for(lambda: stored(db) > 0, "a first stored batch")
+        worker.send_signal(signal.SIGSTOP)  # a database that stops answering
+        time.sleep(1)
+        at_stop = scraped_so_far(log)
+        time.sleep(3)  # 30 feeds x 0.1 s: without back-pressure the crawl would finish
+        stalled = scraped_so_far(log)
+        worker.send_signal(signal.SIGCONT)
+        _, errors = crawl.communicate(timeout=120)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 0, errors[-2000:]
+    # What the crawl holds while the worker is stopped: the batches in flight, the one
+    # being filled, and the items of the response being parsed.
+    assert stalled - at_stop <= (in_flight + 1) * batch + per_feed
+    assert stalled < feeds * per_feed // 2
+    assert stored(db) == feeds * per_feed
