@@ -36,7 +36,7 @@ from simhash import corpus  # noqa: E402
 
 from harvester.services import clusters, database, embedded  # noqa: E402
 from harvester.services.batch import Batch  # noqa: E402
-from harvester.services.simhash import signed, simhash_many  # noqa: E402
+from harvester.services.simhash import signed  # noqa: E402
 from harvester.services.store import write_batch  # noqa: E402
 
 FILL = """
@@ -81,35 +81,22 @@ def lookups(conns: dict[int, psycopg.Connection[Any]], batch: int, reps: int,
             for size, t in times.items()}
 
 
-async def store_rate(url: str, count: int, batch: int, cluster: bool) -> float:
-    """Rows/s of write_batch, then (when ``cluster``) simhash + assign_clusters per batch."""
+async def store_rate(url: str, count: int, batch: int) -> float:
+    """Rows/s of write_batch (fingerprints and cluster assignment included) on varied texts."""
     data = rows(count, str(uuid.uuid4()))
     for row, text in zip(data, corpus(count, seed=count), strict=True):
         row["text"] = text
     async with await psycopg.AsyncConnection.connect(url) as conn:
         start = time.perf_counter()
         for i in range(0, count, batch):
-            chunk = data[i:i + batch]
-            await write_batch(conn, Batch(signals=chunk))
-            if cluster:
-                hashes = simhash_many([r["text"] for r in chunk]).tolist()
-                async with conn.transaction():
-                    cur = await conn.execute("SELECT key, id FROM signals WHERE key = ANY(%s)",
-                                             ([r["key"] for r in chunk],))
-                    ids = dict(await cur.fetchall())
-                    await clusters.assign_clusters(
-                        conn, [(ids[r["key"]], h) for r, h in zip(chunk, hashes, strict=True)])
+            await write_batch(conn, Batch(signals=data[i:i + batch]))
         return count / (time.perf_counter() - start)
 
 
 def run(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"distance": args.distance, "lookup_batch": args.batch}
     database.migrate(urls["store"])
-    result["store_rows_per_s"] = {
-        "without_clusters": round(asyncio.run(store_rate(urls["store"], args.store, 500,
-                                                         False))),
-        "with_clusters": round(asyncio.run(store_rate(urls["store"], args.store, 500, True))),
-    }
+    result["store_rows_per_s"] = round(asyncio.run(store_rate(urls["store"], args.store, 500)))
     conns = {size: fill(urls[str(size)], size) for size in args.sizes}
     try:
         small, large = min(args.sizes), max(args.sizes)

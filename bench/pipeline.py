@@ -1,15 +1,19 @@
-"""``make bench``: crawl throughput with and without the pipeline, store step alone, peak RSS.
+"""``make bench``: crawl throughput with and without the pipeline, store step alone, peak RSS
+(of the crawl and, summed, of the crawl with its store worker).
 
 One local server (127.0.0.1) serves ~200 feeds × 100 entries (bench/genfeeds.py); each
 crawl is a ``scrapy crawl feed`` subprocess (what Scrapyd runs) against a fresh embedded
 PostgreSQL (or a scratch database on HARVEST_DATABASE_URL):
 
   (a) the feed spider with no item pipelines: the ceiling
-  (b) the full pipeline: validate → dedupe → score → batched store
+  (b) the full pipeline: validate → dedupe → score → batched store (its store worker
+      process does the database work)
   (c) validate → dedupe → score → per-item INSERT + commit (bench/naive_store.py)
   (d) validate → dedupe → score → rows built, not written: the pipeline without the database
 
-then the store step alone on 100,000 items: batched COPY/upsert vs per-item INSERT + commit.
+then the store step alone on 100,000 items: batched COPY/upsert vs per-item INSERT + commit,
+once with one identical text (the worst case for clustering: a single giant cluster) and once
+with a distinct generated text per item.
 Figures go to stdout and bench/out/results.json; docs/benchmarks.md quotes them.
 """
 
@@ -17,25 +21,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from genfeeds import generate  # noqa: E402
+# genfeeds' sentence and headline makers: the distinct store-alone texts read like the feeds.
+from genfeeds import SENTENCE_POOL, _html, _sentence, _title, generate  # noqa: E402
 from scrapy.utils.project import get_project_settings  # noqa: E402
 
 from harvester.services import database, embedded  # noqa: E402
@@ -53,12 +62,43 @@ NAIVE = "naive_store.NaiveInsertPipeline"
 DISCARD = "naive_store.DiscardRowsPipeline"
 # The project's extensions plus the one that records the stats: every run gets the same.
 EXTENSIONS = {**get_project_settings().getdict("EXTENSIONS"), "bench_stats.StatsToFile": 0}
-TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches"
+TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches, cluster_sources"
 
 
 def pipelines(*names: str) -> str:
     order = {n: 100 * (i + 1) for i, n in enumerate(names)}
     return json.dumps({PIPELINES.get(n, n): prio for n, prio in order.items()})
+
+
+class TreeRss:
+    """Peak of the summed RSS of a process and its children (the crawl and its store
+    worker), sampled every 50 ms: ``wait4`` only gives the largest single process."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._pid = pid
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            root = psutil.Process(self._pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._done.wait(0.05):
+            total = 0
+            try:
+                for process in (root, *root.children(recursive=True)):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                return
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
@@ -75,7 +115,9 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(cwd / f"log-{label}.txt", "w"))  # noqa: SIM115
+    tree = TreeRss(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
+    tree.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"crawl {label} failed; see {cwd / f'log-{label}.txt'}")
@@ -85,6 +127,7 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
     return {
         "label": label, "items": items, "seconds": round(elapsed, 2),
         "items_per_s": round(items / elapsed, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_tree_rss_mb": round(tree.peak / 2**20, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "responses": stats.get("downloader/response_count", 0),
         "marks": stats.get("bench_marks", {}),
@@ -111,6 +154,18 @@ def rows(n: int, run_id: str) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
+
+
+def distinct_rows(n: int, run_id: str, seed: int = 1) -> list[dict[str, Any]]:
+    """:func:`rows` with a text of its own per row (1-3 KB of generated prose): nearly all
+    of them start their own cluster."""
+    rng = random.Random(seed)
+    pool = [_sentence(rng) for _ in range(SENTENCE_POOL)]
+    data = rows(n, run_id)
+    for row in data:
+        row["title"] = _title(rng)
+        row["text"] = _html(rng, pool, "bench.example")
+    return data
 
 
 async def store_batched(url: str, data: list[dict[str, Any]], batch_size: int) -> float:
@@ -208,18 +263,25 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     results["ratio_c_over_a"] = round(c / a, 3)
     results["ratio_d_over_a"] = round(runs["d_no_db_write"]["items_per_s"] / a, 3)
 
+    run_id = str(uuid.uuid4())
+    results["store_alone"] = store_alone(url, rows(args.store_items, run_id), args.batch_size)
+    results["store_alone_distinct"] = store_alone(
+        url, distinct_rows(args.store_items, run_id), args.batch_size)
+    return results
+
+
+def store_alone(url: str, data: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """The store step alone into an empty table: batched write_batch vs per-item INSERT."""
     truncate(url)
-    data = rows(args.store_items, str(uuid.uuid4()))
-    batched = asyncio.run(store_batched(url, data, args.batch_size))
+    batched = asyncio.run(store_batched(url, data, batch_size))
     truncate(url)
     naive = store_naive(url, data)
-    results["store_alone"] = {
-        "items": args.store_items,
-        "batched_items_per_s": round(args.store_items / batched, 1),
-        "per_item_insert_items_per_s": round(args.store_items / naive, 1),
+    return {
+        "items": len(data),
+        "batched_items_per_s": round(len(data) / batched, 1),
+        "per_item_insert_items_per_s": round(len(data) / naive, 1),
         "ratio": round(naive / batched, 2),
     }
-    return results
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import numpy.typing as npt
 #: Words per shingle: 1 = bag of words, which survives truncation and added boilerplate
 #: best on the labelled set of docs/clusters.md.
 SHINGLE = 1
-#: Texts are fingerprinted this many at a time (bounds the memory of one pass).
-CHUNK = 1024
+#: Texts are fingerprinted this many at a time: bounds the memory of one pass (≈ 3 MB of
+#: temporaries), and 256 ran 30 % faster than 1,024 (the arrays stay in cache).
+CHUNK = 256
 #: Very common English words, dropped: kept, they make every English text resemble every
 #: other (unrelated articles came within distance 4 of each other on the labelled set;
 #: without them the closest unrelated pair is at 6).
