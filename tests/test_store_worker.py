@@ -174,3 +174,36 @@ def test_a_stalled_worker_stalls_the_crawl_instead_of_filling_memory(
     assert stalled - at_stop <= (in_flight + 1) * batch + per_feed
     assert stalled < feeds * per_feed // 2
     assert stored(db) == feeds * per_feed
+
+
+def test_crawlers_of_one_process_share_one_worker(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    sources, names = [], ["one", "two", "three"]
+    for name in names:
+        urls = []
+        for i in range(4):
+            (site.root / f"{name}{i}.xml").write_text(rss(items(f"{name}{i}", 10)))
+            site.set_delay(f"/{name}{i}.xml", 0.5)  # so the crawlers run at the same time
+            urls.append(f"{site.url}/{name}{i}.xml")
+        sources.append({"name": name, "kind": "feed", "urls": urls})
+    path = write_sources(tmp_path / "s.toml", sources)
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(path), "crawl", *names,
+         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+         "-s", "HARVEST_STORE_BATCH_SIZE=5"],
+        cwd=ROOT, env={**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    counts: list[int] = []
+    try:
+        while crawl.poll() is None:
+            counts.append(len(workers_of(crawl.pid)))
+            time.sleep(0.05)
+        _, errors = crawl.communicate(timeout=120)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 0, errors[-2000:]
+    assert max(counts) == 1  # three crawlers, one worker
+    assert stored(db) == 3 * 4 * 10
+    assert db.execute("SELECT count(*) FROM crawl_runs").fetchone()[0] == 3

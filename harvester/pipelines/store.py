@@ -25,7 +25,7 @@ from harvester.items import Rejection, Signal
 from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.runs import run_record
-from harvester.services.store_worker import DB_DOWN, Config, Outcome, StoreWorker
+from harvester.services.store_worker import DB_DOWN, SHARED, Config, Outcome, StoreWorker
 from harvester.signals import validators_seen
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class StorePipeline:
         self._lock = asyncio.Lock()  # one worker start at a time
         self._flushing = asyncio.Lock()  # one flush waits for room at a time
         self._worker: StoreWorker | None = None
+        self._config_for_worker: Config | None = None
         self._url: str | None = None
         self._next_start = 0.0
         self._ticker: asyncio.Task[None] | None = None
@@ -189,10 +190,9 @@ class StorePipeline:
             disable_after=get_config().disable_after,
         ))
         await self._write(batch, force=True)
-        if self._worker is not None:
-            if self._worker.alive:
-                await self._replay()
-            await self._worker.close()
+        if self._worker is not None and self._worker.alive:
+            await self._replay()
+        await SHARED.leave(self)
 
     # -- internals -------------------------------------------------------------------
 
@@ -221,11 +221,14 @@ class StorePipeline:
             await self._in_flight.popleft()  # re-raises what a write could not handle
 
     async def _ready_worker(self, force: bool = False) -> StoreWorker | None:
-        """The running worker, or a new one; after a failure a new one is tried at most
-        every ``HARVEST_STORE_RECONNECT_SECONDS`` unless ``force`` (the run record)."""
+        """The process's running store worker, or a new one; after a failure a new one is
+        tried at most every ``HARVEST_STORE_RECONNECT_SECONDS`` unless ``force`` (the run
+        record)."""
         async with self._lock:
-            if self._worker is not None and self._worker.alive:
-                return self._worker
+            if self._config_for_worker is not None and (
+                    worker := SHARED.running(self._config_for_worker, self)):
+                self._worker = worker
+                return worker
             now = time.monotonic()
             if not force and now < self._next_start:
                 return None
@@ -236,17 +239,17 @@ class StorePipeline:
                                                         start=False)
                 except database.DatabaseUnavailable:
                     return None
-            if self._worker is not None:  # it died: reap it before starting another
-                await self._worker.close()
-                self.crawler.stats.inc_value("harvest/store/worker_restarts")
-            self._worker = StoreWorker(Config(self._url, self.config.connect_timeout,
-                                              self.config.reconnect_seconds,
-                                              self.config.cluster_distance))
+            self._config_for_worker = Config(self._url, self.config.connect_timeout,
+                                             self.config.reconnect_seconds,
+                                             self.config.cluster_distance)
             try:
-                await self._worker.start()
+                self._worker, replaced = await SHARED.start(self._config_for_worker, self)
             except OSError as exc:
                 logger.error("Cannot start the store worker (%s)", exc)
                 self._worker = None
+                return None
+            if replaced:
+                self.crawler.stats.inc_value("harvest/store/worker_restarts")
             return self._worker
 
     async def _write(self, batch: Batch, force: bool = False) -> None:

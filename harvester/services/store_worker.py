@@ -225,6 +225,54 @@ class StoreWorker:
             self._proc.kill()
 
 
+class SharedWorkers:
+    """One store worker per crawl process and configuration, shared by every crawler of
+    the process (``harvest crawl`` runs one per source side by side): a worker costs
+    ≈ 60 MB and a database connection. The last user to leave closes it."""
+
+    def __init__(self) -> None:
+        self._workers: dict[Config, StoreWorker] = {}
+        self._users: dict[Config, set[int]] = {}
+        self._lock: asyncio.Lock | None = None
+
+    def running(self, config: Config, user: object) -> StoreWorker | None:
+        worker = self._workers.get(config)
+        if worker is None or not worker.alive:
+            return None
+        self._users.setdefault(config, set()).add(id(user))
+        return worker
+
+    async def start(self, config: Config, user: object) -> tuple[StoreWorker, bool]:
+        """The running worker, else a new one (``OSError`` when it cannot be started), and
+        whether a dead one was replaced."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if worker := self.running(config, user):
+                return worker, False
+            dead = self._workers.pop(config, None)
+            if dead is not None:
+                await dead.close()  # reap it before starting another
+            worker = StoreWorker(config)
+            await worker.start()
+            self._workers[config] = worker
+            self._users.setdefault(config, set()).add(id(user))
+            return worker, dead is not None
+
+    async def leave(self, user: object) -> None:
+        """``user`` is done; close the workers nobody uses any more."""
+        for config, users in list(self._users.items()):
+            users.discard(id(user))
+            if not users:
+                del self._users[config]
+                worker = self._workers.pop(config, None)
+                if worker is not None:
+                    await worker.close()
+
+
+#: The crawl process's workers.
+SHARED = SharedWorkers()
+
+
 class _Database:
     """The worker's side: one connection, reconnects at most every ``reconnect_seconds``."""
 
