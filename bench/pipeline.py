@@ -131,6 +131,9 @@ def crawl(label: str, item_pipelines: str, env: dict[str, str], cwd: Path) -> di
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "responses": stats.get("downloader/response_count", 0),
         "marks": stats.get("bench_marks", {}),
+        # Batches, spool files, worker restarts: what to look at when a run is an outlier.
+        "store": {k.removeprefix("harvest/store/"): v for k, v in stats.items()
+                  if k.startswith("harvest/store/")},
     }
 
 
@@ -249,14 +252,11 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 truncate(url)
                 every.setdefault(label, []).append(crawl(label, pipes, env, work))
                 print(every[label][-1], flush=True)
-        with psycopg.connect(url) as conn:
-            stored = conn.execute("SELECT count(*) FROM signals").fetchone()
         runs = {label: median_run(measured) for label, measured in every.items()}
         results["crawls"] = runs
         results["items_per_s_every_round"] = {
             label: [m["items_per_s"] for m in measured] for label, measured in every.items()
         }
-        results["stored_after_c"] = stored[0] if stored else 0
     a, b, c = (runs[k]["items_per_s"] for k in ("a_no_pipelines", "b_full_pipeline",
                                                 "c_per_item_insert"))
     results["ratio_b_over_a"] = round(b / a, 3)
