@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from harvester.services.rescore import apply_corroboration
 from harvester.services.scoring import corroboration_factor
@@ -35,18 +36,21 @@ INSERT INTO cluster_sources (cluster_id, sources) VALUES (%s, %s)
 ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
 """
 # The batch's own rows in multi-source clusters whose factor did not change: the upsert
-# wrote their score without corroboration.
+# wrote their score without corroboration. One statement for all of them: per row, the
+# cluster's factor and sources.
 _APPLY = """
 UPDATE signals AS s
 SET score = v.score,
     score_breakdown = s.score_breakdown || jsonb_build_object(
-        'corroboration', jsonb_build_object('sources', to_jsonb(%(sources)s::text[]),
-                                            'factor', %(factor)s::numeric),
+        'corroboration', jsonb_build_object('sources', v.sources, 'factor', v.factor),
         'score', v.score)
-FROM (SELECT id, trim_scale(least(100, greatest(0, round(
-                 (score_breakdown ->> 'base')::numeric * %(factor)s::numeric, 2)))) AS score
-      FROM signals
-      WHERE id = ANY(%(ids)s) AND jsonb_typeof(score_breakdown -> 'base') = 'number') AS v
+FROM (SELECT m.id, u.factor, u.sources,
+             trim_scale(least(100, greatest(0, round(
+                 (m.score_breakdown ->> 'base')::numeric * u.factor, 2)))) AS score
+      FROM unnest(%(ids)s::bigint[], %(factors)s::numeric[], %(sources)s::jsonb[])
+           AS u(id, factor, sources)
+      JOIN signals m ON m.id = u.id
+      WHERE jsonb_typeof(m.score_breakdown -> 'base') = 'number') AS v
 WHERE s.id = v.id
 """
 
@@ -61,7 +65,7 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
     touched = await (await cur.execute(_TOUCHED, {"ids": list(ids)})).fetchall()
     grown: list[tuple[int, list[str]]] = []
     rescore: list[int] = []
-    apply: list[tuple[list[int], Decimal, list[str]]] = []
+    apply: dict[str, list[Any]] = {"ids": [], "factors": [], "sources": []}
     for cluster, before, incoming, member_ids in touched:
         before = sorted(set(before or []))
         after = sorted(set(before) | set(incoming))
@@ -70,11 +74,15 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
         if corroboration_factor(len(after)) != corroboration_factor(len(before) or 1):
             rescore.append(cluster)
         elif len(after) >= 2:
-            apply.append((member_ids, Decimal(str(corroboration_factor(len(after)))), after))
+            factor = Decimal(str(corroboration_factor(len(after))))
+            for member in member_ids:
+                apply["ids"].append(member)
+                apply["factors"].append(factor)
+                apply["sources"].append(Jsonb(after))
     if grown:  # few: only clusters that just gained a source
         await cur.executemany(_SAVE, grown)
     if rescore:
         await apply_corroboration(cur, rescore)
-    for member_ids, factor, sources in apply:
-        await cur.execute(_APPLY, {"ids": member_ids, "factor": factor, "sources": sources})
+    if apply["ids"]:
+        await cur.execute(_APPLY, apply)
     return len(rescore)

@@ -93,7 +93,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class StoreWorker:
-    """The crawl's handle on one worker process (one per crawler)."""
+    """The crawl's handle on one worker process (see :class:`SharedWorkers`)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -107,10 +107,6 @@ class StoreWorker:
     @property
     def alive(self) -> bool:
         return self._ended is not None and not self._ended.done()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
         """Start the process; raises ``OSError`` when it cannot be started."""
