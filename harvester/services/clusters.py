@@ -1,12 +1,13 @@
 """Near-duplicate clusters: a new signal joins the cluster of the nearest stored signal
 whose simhash is within Hamming distance k (default 3), else starts its own.
 
-The lookup goes through the four 16-bit band indexes of migration 0005. Pigeonhole: two
-64-bit fingerprints at distance <= k differ in at most k bits, spread over 4 bands, so some
-band differs in at most ``k // 4`` bits. Probing, for each band, every value within
-``k // 4`` bits of the item's band therefore finds every fingerprint within k: for k <= 3
-that is the band itself (4 exact probes per item), for 4 <= k <= 7 the band and its 16
-one-bit neighbours (68 probes), for 8 <= k <= 11 also the 120 two-bit ones (548 probes).
+The lookup goes through the four 16-bit band indexes of migrations 0005 and 0009 (each
+band's index usable by that band's probes only). Pigeonhole: two 64-bit fingerprints at
+distance <= k differ in at most k bits, spread over 4 bands, so some band differs in at most
+``k // 4`` bits. Probing, for each band, every value within ``k // 4`` bits of the item's
+band therefore finds every fingerprint within k: for k <= 3 that is the band itself (4 exact
+probes per item), for 4 <= k <= 7 the band and its 16 one-bit neighbours (68 probes), for
+8 <= k <= 11 also the 120 two-bit ones (548 probes).
 Candidates are checked on the full distance in the same query; one query per batch.
 
 Two near-duplicates of one batch end in one cluster: the batch is also compared with itself
@@ -65,7 +66,7 @@ def check_distance(distance: int) -> int:
 
 
 def band_expression(band: int, column: str = "simhash") -> str:
-    """The indexed expression of band ``band`` (must match migration 0005 exactly)."""
+    """The indexed expression of band ``band`` (must match migrations 0005 and 0009 exactly)."""
     return f"((({column} >> {BAND_BITS * band}) & {_BAND_MASK})::integer)"
 
 
