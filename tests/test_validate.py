@@ -1,0 +1,41 @@
+"""The text cleaning of the validate pipeline: what it makes of untidy text, and that its
+fast path (text already tidy, the common case) never returns what the rewrite would not."""
+
+from __future__ import annotations
+
+import random
+
+from harvester.pipelines.validate import _is_tidy, _rewrite, clean_line, clean_text
+
+# Everything the cleaning treats specially, plus ordinary and non-ASCII letters.
+ALPHABET = ["a", "b", "é", "中", " ", " ", "\n", "\n", "\t", "\r", "\x00", "\x1c", "\x7f",
+            "\u00a0", "\u00ad", "\u200b", "\u2028", "\u3000", "\ufeff"]
+
+
+def test_untidy_text_is_cleaned() -> None:
+    raw = "  Flood\tbarrier \u00a0 approved \n\n\n\nWork starts\x00 in spring. \r\n"
+    assert clean_text(raw, 1000) == "Flood barrier approved\n\nWork starts in spring."
+    assert clean_text(" \n\t ", 1000) is None
+    assert clean_text("x" * 50, 10) == "x" * 10
+    assert clean_line("  one\n two\x07 ", 100) == "one two"
+
+
+def test_tidy_text_is_returned_as_it_is() -> None:
+    text = "First paragraph, “quoted”, café.\n\nSecond paragraph.\nA last line."
+    assert _is_tidy(text)
+    assert clean_text(text, 1000) == text
+
+
+def test_the_fast_path_agrees_with_the_rewrite() -> None:
+    # Random strings over the characters that matter: a string the check calls tidy must
+    # be one the rewrite leaves unchanged, else the result would depend on the path taken.
+    rnd = random.Random(5)
+    tidy = 0
+    for _ in range(30_000):
+        value = "".join(rnd.choice(ALPHABET) for _ in range(rnd.randint(0, 10)))
+        if _is_tidy(value):
+            tidy += 1
+            assert _rewrite(value) == value, repr(value)
+        cleaned = clean_text(value, 1000)
+        assert clean_text(cleaned or "", 1000) == cleaned, repr(value)  # idempotent
+    assert tidy > 1000  # the fast path was exercised, not only the rewrite
