@@ -89,21 +89,14 @@ def _term(topic: str, raw: str, weight: float = 1.0) -> _Term:
     return _Term(topic, word.lower(), word if exact else word.lower(), exact, weight)
 
 
-def _where(term: _Term, texts: tuple[str, str, str, str, str, str]) -> str | None:
+def _where(term: _Term, texts: tuple[str, str, str, str]) -> str | None:
     """"title", "text" or None: where ``term`` occurs (the title wins). ``texts`` is
-    (title, text, both, and the same lower-cased), made once per item."""
-    title, text, both, title_lower, text_lower, both_lower = texts
-    if term.exact_case:
-        if term.needle not in both:  # cheap rejection of most terms
-            return None
-        in_title, in_text = title, text
-    else:
-        if term.needle not in both_lower:
-            return None
-        in_title, in_text = title_lower, text_lower
-    if _occurs(in_title, term.needle):
+    (title, text, and the same lower-cased), made once per item."""
+    title, text, title_lower, text_lower = texts
+    in_title, in_text = (title, text) if term.exact_case else (title_lower, text_lower)
+    if term.needle in in_title and _occurs(in_title, term.needle):
         return "title"
-    return "text" if _occurs(in_text, term.needle) else None
+    return "text" if term.needle in in_text and _occurs(in_text, term.needle) else None
 
 
 class Scorer:
@@ -135,13 +128,13 @@ class Scorer:
     def _relevance(self, title: str, text: str, source: str | None
                    ) -> tuple[float, dict[str, Any], dict[str, list[str]]]:
         title_lower, text_lower = title.lower(), text.lower()
-        texts = (title, text, f"{title}\n{text}",
-                 title_lower, text_lower, f"{title_lower}\n{text_lower}")
-        both, both_lower = texts[2], texts[5]
+        texts = (title, text, title_lower, text_lower)
         found: dict[str, list[tuple[_Term, str]]] = {}
         for term in self._terms_for(source):
-            # The substring test inlined: most terms are in most items nowhere at all.
-            if term.needle in (both if term.exact_case else both_lower):
+            # The substring tests inlined: most terms are in most items nowhere at all.
+            needle = term.needle
+            if (needle in title or needle in text) if term.exact_case else (
+                    needle in title_lower or needle in text_lower):
                 where = _where(term, texts)
                 if where is not None:
                     found.setdefault(term.topic, []).append((term, where))
