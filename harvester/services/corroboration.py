@@ -2,6 +2,10 @@
 batch: ``cluster_sources`` holds the sources of clusters carried by several sources, so a
 cluster is read in full only when a new source raises its factor (at most a few times in
 its life), never for each copy that joins it.
+
+Rows that leave or come back other than through the store (retention, archives, restores)
+call :func:`rebuild_sync` for their clusters: a cluster whose last member from a source
+was deleted no longer counts that source, and its remaining members lose that factor.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from harvester.services.rescore import apply_corroboration
+from harvester.services.rescore import apply_corroboration, apply_corroboration_sync
 from harvester.services.scoring import corroboration_factor
 
 # Per cluster touched by the batch: its sources before (the stored row, else any member
@@ -86,3 +90,37 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
     if apply["ids"]:
         await cur.execute(_APPLY, apply)
     return len(rescore)
+
+
+# The sources of each cluster recomputed from its members: a row for two or more, none
+# for fewer (a cluster without a row has a single source).
+_REBUILD = """
+WITH current AS (
+    SELECT t.cluster, ARRAY(
+               SELECT DISTINCT m.source FROM signals m
+               WHERE (m.cluster_id = t.cluster OR m.id = t.cluster)
+                 AND coalesce(m.cluster_id, m.id) = t.cluster ORDER BY 1) AS sources
+    FROM (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS cluster) AS t
+), dropped AS (
+    DELETE FROM cluster_sources cs USING current c
+    WHERE cs.cluster_id = c.cluster AND cardinality(c.sources) < 2
+)
+INSERT INTO cluster_sources (cluster_id, sources)
+SELECT cluster, sources FROM current WHERE cardinality(sources) >= 2
+ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
+"""
+REBUILD_CHUNK = 1000
+
+
+def rebuild_sync(conn: psycopg.Connection[Any], cluster_ids: Sequence[int]) -> int:
+    """Recompute the ``cluster_sources`` of these clusters from their members and rescore
+    the members whose corroboration changed, ``REBUILD_CHUNK`` clusters per transaction (a
+    savepoint inside the caller's). Returns the signals rescored."""
+    ids = sorted(set(cluster_ids))
+    changed = 0
+    for start in range(0, len(ids), REBUILD_CHUNK):
+        chunk = ids[start:start + REBUILD_CHUNK]
+        with conn.transaction():
+            conn.execute(_REBUILD, {"ids": chunk})
+            changed += apply_corroboration_sync(conn, chunk)
+    return changed

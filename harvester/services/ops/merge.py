@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from harvester.services import corroboration
 from harvester.services.ops import OpsError
 
 TABLE = "signals"
@@ -93,6 +94,15 @@ def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
         ON CONFLICT (key) DO NOTHING""").format(
         cols=column_list(columns), select=_select_list(columns), cluster_join=cluster_join))
     inserted = cur.rowcount
+    # Restored members count for their clusters' corroboration again (clusters of more
+    # than one signal: a lone signal corroborates nothing).
+    restored = conn.execute("""
+        SELECT t.cluster FROM (
+            SELECT DISTINCT coalesce(s.cluster_id, s.id) AS cluster FROM restore_ids m
+            JOIN signals s ON s.id = m.new_id WHERE m.present_id IS NULL) AS t
+        WHERE EXISTS (SELECT 1 FROM signals x
+                      WHERE x.cluster_id = t.cluster AND x.id <> t.cluster)""").fetchall()
+    corroboration.rebuild_sync(conn, [c for (c,) in restored])
     counts = conn.execute(
         "SELECT count(*), count(present_id), "
         "count(*) FILTER (WHERE present_id IS NULL AND new_id <> old_id) FROM restore_ids"

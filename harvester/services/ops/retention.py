@@ -9,7 +9,9 @@ retention age is gone from its sources and stays gone.
 The ids to delete are fixed first (a temporary table), then removed 1,000 at a time, each
 batch its own short transaction so crawls writing meanwhile never wait long; a row re-seen
 after it was chosen is kept (the delete re-checks ``last_seen``). ``VACUUM (ANALYZE)`` at
-the end makes the space reusable and refreshes the planner's counts.
+the end makes the space reusable and refreshes the planner's counts. Before it, clusters
+carried by several sources that lost members get their sources and corroboration
+recomputed (``corroboration.rebuild_sync``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from typing import Any
 
 import psycopg
 
+from harvester.services import corroboration
+
 BATCH = 1000
 DOOMED = "ops_doomed"
+TOUCHED = "ops_touched_clusters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,8 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                   batch: int = BATCH) -> DeleteReport:
     """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM."""
     deleted = kept = batches = 0
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TOUCHED} (cluster bigint)")
+    conn.execute(f"TRUNCATE {TOUCHED}")
     while True:
         row = conn.execute(f"""
             WITH picked AS (
@@ -67,7 +74,11 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                 RETURNING id),
             gone AS (
                 DELETE FROM signals s USING picked
-                WHERE s.id = picked.id AND s.last_seen < %s RETURNING 1)
+                WHERE s.id = picked.id AND s.last_seen < %s
+                RETURNING coalesce(s.cluster_id, s.id) AS cluster),
+            noted AS (
+                INSERT INTO {TOUCHED} SELECT DISTINCT g.cluster FROM gone g
+                JOIN cluster_sources cs ON cs.cluster_id = g.cluster)
             SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)""",
             (batch, cutoff)).fetchone()
         assert row is not None
@@ -77,6 +88,11 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
         deleted += row[1]
         kept += row[0] - row[1]
     conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
+    # Clusters carried by several sources that lost members: a source whose last member
+    # went no longer corroborates the rest.
+    touched = [c for (c,) in conn.execute(f"SELECT DISTINCT cluster FROM {TOUCHED}")]
+    conn.execute(f"DROP TABLE {TOUCHED}")
+    corroboration.rebuild_sync(conn, touched)
     if deleted:
         conn.execute("VACUUM (ANALYZE) signals")
     return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches)

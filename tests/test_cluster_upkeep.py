@@ -1,0 +1,79 @@
+"""Corroboration follows signals that leave or come back outside the store: retention,
+archives and restores recompute the sources of the clusters they touch, so a story is not
+scored as carried by a source whose copies were all deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from harvester.services.scoring import corroboration_factor
+from tests.conftest import harvest
+from tests.test_store_clusters import STORY, SYNDICATED, row, store
+
+BASE = 10.0
+
+
+def signal(key: str, text: str, source: str) -> dict[str, Any]:
+    return row(key, text, source=source, score=BASE, score_breakdown={"base": BASE})
+
+
+def sources(db: psycopg.Connection[Any]) -> list[list[str]]:
+    return [s for (s,) in db.execute("SELECT sources FROM cluster_sources ORDER BY 1")]
+
+
+def score(db: psycopg.Connection[Any], key: str) -> tuple[float, Any]:
+    found = db.execute("SELECT score, score_breakdown -> 'corroboration' -> 'factor' "
+                       "FROM signals WHERE key = %s", (key,)).fetchone()
+    assert found is not None
+    return found[0], float(found[1]) if found[1] is not None else None
+
+
+def clusters(db: psycopg.Connection[Any]) -> int:
+    found = db.execute("SELECT count(DISTINCT coalesce(cluster_id, id)) FROM signals").fetchone()
+    return found[0] if found else 0
+
+
+def age(db: psycopg.Connection[Any], key: str, days: int) -> None:
+    db.execute("UPDATE signals SET last_seen = last_seen - make_interval(days => %s) "
+               "WHERE key = %s", (days, key))
+
+
+def two_sources(db: psycopg.Connection[Any], pg_url: str) -> float:
+    store(pg_url, [signal("from-a", STORY, "a")], [signal("from-b", SYNDICATED, "b")])
+    assert clusters(db) == 1 and sources(db) == [["a", "b"]]
+    two = corroboration_factor(2)
+    assert two > 1 and score(db, "from-b") == (round(BASE * two, 2), two)
+    return two
+
+
+def test_retention_drops_a_source_whose_copies_are_gone(db: psycopg.Connection[Any],
+                                                        pg_url: str, home: Any) -> None:
+    two = two_sources(db, pg_url)
+    age(db, "from-a", 60)
+    done = harvest("retain", "--keep-age", "30d", "--force", home=home)
+    assert done.returncode == 0, done.stderr
+    assert sources(db) == []  # one source left: no longer corroborated
+    assert score(db, "from-b") == (BASE, 1.0)
+    # A third outlet joins: two sources (b, c), not three counting the deleted one.
+    store(pg_url, [signal("from-c", STORY, "c")])  # the text the deleted copy had
+    assert clusters(db) == 1 and sources(db) == [["b", "c"]]
+    assert score(db, "from-c") == score(db, "from-b") == (round(BASE * two, 2), two)
+
+
+def test_archive_and_restore_take_their_sources_along(db: psycopg.Connection[Any],
+                                                      pg_url: str, home: Any) -> None:
+    two = two_sources(db, pg_url)
+    before = db.execute("SELECT * FROM signals WHERE key = 'from-a'").fetchone()
+    age(db, "from-a", 60)
+    assert harvest("archive", "--older-than", "45d", home=home).returncode == 0
+    assert sources(db) == [] and score(db, "from-b") == (BASE, 1.0)
+    archived = next((home / "archives").glob("*.csv"))
+    done = harvest("archive", "restore", str(archived), home=home)
+    assert done.returncode == 0, done.stderr
+    assert sources(db) == [["a", "b"]]
+    assert score(db, "from-b") == (round(BASE * two, 2), two)
+    restored = db.execute("SELECT * FROM signals WHERE key = 'from-a'").fetchone()
+    assert restored is not None and before is not None
+    assert restored[0] == before[0] and score(db, "from-a") == (round(BASE * two, 2), two)
