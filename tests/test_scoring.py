@@ -21,11 +21,9 @@ from psycopg.types.json import Jsonb
 
 from harvester.config import get_config
 from harvester.services import engagement
+from harvester.services.corroboration import apply_corroboration_sync
 from harvester.services.engagement import Engagement, References, engagement_value
 from harvester.services.localsite import LocalSite
-from harvester.services.rescore import (
-    apply_corroboration_sync,
-)
 from harvester.services.scoring import Scorer, corroboration_factor, engagement_factor
 from harvester.sources import Keyword, Topic
 from tests.apiserver import ApiServer, Reply

@@ -24,9 +24,6 @@ from typing import Any
 
 import psycopg
 
-from harvester.config import get_config
-from harvester.services import database
-
 logger = logging.getLogger(__name__)
 
 #: The engagement counts summed into a kind's one number (keys of ``Signal.engagement``).
@@ -164,6 +161,11 @@ async def fetch_references(sources: Sequence[str], window: int = DEFAULT_WINDOW,
     no references (every percentile neutral) and a warning, never an error."""
     if not sources:
         return References()
+    # Here, not at the top: the store worker imports this module (through scoring) and
+    # has no use for the settings (pydantic) or the database helpers.
+    from harvester.config import get_config
+    from harvester.services import database
+
     try:
         url = await asyncio.to_thread(database.resolve_url, get_config())
         async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:

@@ -1,17 +1,13 @@
-"""Scores recomputed where the signals are: corroboration across a cluster's sources (one
-set-based statement, run when clusters change) and ``harvest rescore`` after a change of
-topics or weights, without re-crawling.
-
-Corroboration needs no Python per row: the score pipeline keeps ``base`` (the score before
-corroboration) in ``score_breakdown``, so a cluster's members are rescored from it in SQL.
+"""``harvest rescore``: scores recomputed where the signals are after a change of topics or
+weights, without re-crawling. Corroboration, rescored in SQL when clusters change, is
+``services/corroboration.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -20,81 +16,10 @@ from psycopg import sql
 from harvester.services import engagement
 from harvester.services.engagement import Engagement
 from harvester.services.scoring import (
-    CORROBORATION_MAX_EXTRA,
-    CORROBORATION_STEP,
     SCORING_VERSION,
     Scorer,
 )
 from harvester.sources import SourcesFile
-
-# Members of the target clusters (a signal's cluster is coalesce(cluster_id, id)); the OR
-# lets PostgreSQL use signals_cluster_id and the primary key. Sources are gathered with a
-# window rather than a GROUP BY joined back: CTE row estimates are poor and that join ran
-# as a nested loop (quadratic in the batch). A member is rewritten only when its
-# corroboration changed, so a batch of singletons writes nothing; rows scored before
-# breakdowns kept ``base`` are left for `harvest rescore`.
-_CORROBORATE = """
-WITH targets AS MATERIALIZED (SELECT ARRAY({targets}) AS ids),
-members AS (
-    SELECT s.id, s.score_breakdown -> 'base' AS base,
-           s.score_breakdown -> 'corroboration' AS stored,
-           array_agg(s.source) OVER (PARTITION BY coalesce(s.cluster_id, s.id)) AS sources
-    FROM signals s
-    WHERE (s.cluster_id = ANY((SELECT ids FROM targets)::bigint[])
-           OR s.id = ANY((SELECT ids FROM targets)::bigint[]))
-      AND coalesce(s.cluster_id, s.id) = ANY((SELECT ids FROM targets)::bigint[])
-),
-computed AS (
-    SELECT m.id, m.base, m.stored, jsonb_build_object(
-               'sources', to_jsonb(d.sources),
-               'factor', trim_scale(round(
-                   1 + %(step)s * least(cardinality(d.sources) - 1, %(extra)s), 4))
-           ) AS corroboration
-    FROM members m
-    CROSS JOIN LATERAL (SELECT ARRAY(SELECT DISTINCT x FROM unnest(m.sources) AS x
-                                     ORDER BY x) AS sources) AS d
-    WHERE jsonb_typeof(m.base) = 'number'
-),
-scored AS (
-    SELECT id, corroboration,
-           trim_scale(least(100, greatest(0, round(
-               (base #>> '{{}}')::numeric * (corroboration ->> 'factor')::numeric, 2))))
-               AS score
-    FROM computed
-    WHERE stored IS DISTINCT FROM corroboration
-)
-UPDATE signals s
-SET score = x.score,
-    score_breakdown = s.score_breakdown
-        || jsonb_build_object('corroboration', x.corroboration, 'score', x.score)
-FROM scored x
-WHERE s.id = x.id
-"""
-_BY_CLUSTER = sql.SQL(_CORROBORATE).format(
-    targets=sql.SQL("SELECT unnest(%(ids)s::bigint[])"))
-_FACTORS = {"step": Decimal(str(CORROBORATION_STEP)), "extra": CORROBORATION_MAX_EXTRA}
-
-
-async def apply_corroboration(cur: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
-                              cluster_ids: Iterable[int]) -> int:
-    """Rescore every member of these clusters from its stored ``base`` × corroboration
-    (distinct sources in the cluster), in the caller's transaction: one statement.
-    Returns how many signals changed."""
-    ids = sorted(set(cluster_ids))
-    if not ids:
-        return 0
-    cur = await cur.execute(_BY_CLUSTER, {"ids": ids, **_FACTORS})
-    return max(cur.rowcount, 0)
-
-
-def apply_corroboration_sync(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
-                             cluster_ids: Iterable[int]) -> int:
-    """:func:`apply_corroboration` for synchronous connections (commands, tests)."""
-    ids = sorted(set(cluster_ids))
-    if not ids:
-        return 0
-    return max(cur.execute(_BY_CLUSTER, {"ids": ids, **_FACTORS}).rowcount, 0)
-
 
 # -- harvest rescore ----------------------------------------------------------------------
 

@@ -22,10 +22,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harvester.services.engagement import LABELS, NEUTRAL, Engagement
-from harvester.sources import Topic
+
+if TYPE_CHECKING:  # the store worker imports scoring without pydantic
+    from harvester.sources import Topic
 
 SCORING_VERSION = 2
 SATURATION = 4.0
