@@ -45,11 +45,11 @@ def _create(band: int, predicate: str) -> str:
 
 def upgrade() -> None:
     for band in range(4):
-        op.execute(f"DROP INDEX signals_simhash_band{band}")
+        op.execute(f"DROP INDEX IF EXISTS signals_simhash_band{band}")
         op.execute(_create(band, f"{_band(band)} IS NOT NULL"))
 
 
 def downgrade() -> None:
     for band in range(4):
-        op.execute(f"DROP INDEX signals_simhash_band{band}")
+        op.execute(f"DROP INDEX IF EXISTS signals_simhash_band{band}")
         op.execute(_create(band, "simhash IS NOT NULL"))
