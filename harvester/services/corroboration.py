@@ -1,9 +1,10 @@
 """Corroboration in SQL: a cluster's members are rescored from the ``base`` the score
 pipeline keeps in ``score_breakdown`` (:func:`apply_corroboration`, no Python per row).
 
-The store keeps it up to date batch by batch, in time proportional to the batch: ``cluster_sources`` holds the sources of clusters carried by several sources, so a
-cluster is read in full only when a new source raises its factor (at most a few times in
-its life), never for each copy that joins it.
+The store keeps it up to date batch by batch, in time proportional to the batch:
+``cluster_sources`` holds the sources of clusters carried by several sources, so a cluster
+is read in full only when a new source raises its factor (at most a few times in its
+life), never for each copy that joins it.
 
 Rows that leave or come back other than through the store (retention, archives, restores)
 call :func:`rebuild_sync` for their clusters: a cluster whose last member from a source

@@ -155,7 +155,8 @@ async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
     async with cur.copy(statement) as copy:
         copy.set_types(list(types))
         for row in rows:
-            values = [_scrub(v) if type(v) is str else v for v in map(row.get, columns)]
+            values = [v.replace("\x00", "") if type(v) is str and "\x00" in v else v
+                      for v in map(row.get, columns)]
             for i in nested:
                 values[i] = _scrub(values[i])
             run_id = values[run_at]
@@ -170,8 +171,12 @@ def _fingerprint(rows: Sequence[dict[str, Any]]) -> None:
     todo = [row for row in rows if row.get("simhash") is None]
     if todo:
         texts = [f"{row.get('title') or ''}\n{row.get('text') or ''}" for row in todo]
-        for row, value in zip(todo, fingerprints(texts), strict=True):
-            row["simhash"] = value
+        # Each distinct text once: a flood of copies of one text (boilerplate, a wire
+        # story) costs one fingerprint, not one per copy.
+        distinct = list(dict.fromkeys(texts))
+        value_of = dict(zip(distinct, fingerprints(distinct), strict=True))
+        for row, text in zip(todo, texts, strict=True):
+            row["simhash"] = value_of[text]
 
 
 async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
