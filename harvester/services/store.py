@@ -171,12 +171,8 @@ def _fingerprint(rows: Sequence[dict[str, Any]]) -> None:
     todo = [row for row in rows if row.get("simhash") is None]
     if todo:
         texts = [f"{row.get('title') or ''}\n{row.get('text') or ''}" for row in todo]
-        # Each distinct text once: a flood of copies of one text (boilerplate, a wire
-        # story) costs one fingerprint, not one per copy.
-        distinct = list(dict.fromkeys(texts))
-        value_of = dict(zip(distinct, fingerprints(distinct), strict=True))
-        for row, text in zip(todo, texts, strict=True):
-            row["simhash"] = value_of[text]
+        for row, value in zip(todo, fingerprints(texts), strict=True):
+            row["simhash"] = value
 
 
 async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
