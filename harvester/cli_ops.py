@@ -289,7 +289,9 @@ def _deleted(report: retention.DeleteReport, cutoff: datetime) -> None:
                   f"{report.batches} batches of up to {retention.BATCH}"
                   + (", then VACUUM" if report.deleted else "")
                   + (f"; {report.kept_reseen} seen again meanwhile were kept"
-                     if report.kept_reseen else ""), highlight=False)
+                     if report.kept_reseen else "")
+                  + (f"; {report.rescored} signals rescored: their clusters lost a source"
+                     if report.rescored else ""), highlight=False)
 
 
 # -- archives ---------------------------------------------------------------------------

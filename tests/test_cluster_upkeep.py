@@ -54,6 +54,7 @@ def test_retention_drops_a_source_whose_copies_are_gone(db: psycopg.Connection[A
     age(db, "from-a", 60)
     done = harvest("retain", "--keep-age", "30d", "--force", home=home)
     assert done.returncode == 0, done.stderr
+    assert "1 signals rescored: their clusters lost a source" in done.stdout
     assert sources(db) == []  # one source left: no longer corroborated
     assert score(db, "from-b") == (BASE, 1.0)
     # A third outlet joins: two sources (b, c), not three counting the deleted one.

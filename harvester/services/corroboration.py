@@ -174,18 +174,18 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
 # The sources of each cluster recomputed from its members: a row for two or more, none
 # for fewer (a cluster without a row has a single source).
 _REBUILD = """
-WITH current AS (
+WITH recomputed AS (
     SELECT t.cluster, ARRAY(
                SELECT DISTINCT m.source FROM signals m
                WHERE (m.cluster_id = t.cluster OR m.id = t.cluster)
                  AND coalesce(m.cluster_id, m.id) = t.cluster ORDER BY 1) AS sources
     FROM (SELECT DISTINCT unnest(%(ids)s::bigint[]) AS cluster) AS t
 ), dropped AS (
-    DELETE FROM cluster_sources cs USING current c
+    DELETE FROM cluster_sources cs USING recomputed c
     WHERE cs.cluster_id = c.cluster AND cardinality(c.sources) < 2
 )
 INSERT INTO cluster_sources (cluster_id, sources)
-SELECT cluster, sources FROM current WHERE cardinality(sources) >= 2
+SELECT cluster, sources FROM recomputed WHERE cardinality(sources) >= 2
 ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
 """
 REBUILD_CHUNK = 1000

@@ -34,6 +34,7 @@ class DeleteReport:
     deleted: int
     kept_reseen: int  # chosen, but seen again before its batch was deleted
     batches: int
+    rescored: int = 0  # signals left whose corroboration dropped with a deleted source
 
 
 def preview(conn: psycopg.Connection[Any], cutoff: datetime) -> dict[str, Any]:
@@ -92,10 +93,10 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
     # went no longer corroborates the rest.
     touched = [c for (c,) in conn.execute(f"SELECT DISTINCT cluster FROM {TOUCHED}")]
     conn.execute(f"DROP TABLE {TOUCHED}")
-    corroboration.rebuild_sync(conn, touched)
+    rescored = corroboration.rebuild_sync(conn, touched)
     if deleted:
         conn.execute("VACUUM (ANALYZE) signals")
-    return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches)
+    return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches, rescored=rescored)
 
 
 def retain(conn: psycopg.Connection[Any], cutoff: datetime) -> DeleteReport:
