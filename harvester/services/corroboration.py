@@ -99,16 +99,23 @@ def apply_corroboration_sync(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
     return max(cur.execute(_BY_CLUSTER, {"ids": ids, **_FACTORS}).rowcount, 0)
 
 
-# Per cluster touched by the batch: its sources before (the stored row, else any member
-# outside the batch: a cluster without a row has one source) and what the batch brings.
+# Per cluster touched by the batch: its sources before and what the batch brings. Before
+# is the stored row; a cluster without one has a single source, read from its first signal
+# (the cluster id is that signal's id: a primary-key lookup). That signal may be in the
+# batch (a cluster born here, or re-seen): its source is then among what the batch brings,
+# so counting it "before" changes nothing. Only when retention deleted it is another
+# member looked for. (A member lookup for every cluster, LIMIT 1, ran as one full scan per
+# cluster under a generic plan with stale statistics: 0.5-1 s per batch.)
 _TOUCHED = """
 WITH b AS (
     SELECT id, coalesce(cluster_id, id) AS cluster, source
     FROM signals WHERE id = ANY(%(ids)s)
 )
-SELECT i.cluster, coalesce(cs.sources, ARRAY(
-           SELECT m.source FROM signals m
-           WHERE m.cluster_id = i.cluster AND m.id <> ALL(%(ids)s) LIMIT 1)) AS before,
+SELECT i.cluster, coalesce(
+           cs.sources,
+           (SELECT ARRAY[r.source] FROM signals r WHERE r.id = i.cluster),
+           ARRAY(SELECT m.source FROM signals m
+                 WHERE m.cluster_id = i.cluster AND m.id <> ALL(%(ids)s) LIMIT 1)) AS before,
        i.sources, i.ids
 FROM (SELECT cluster, array_agg(DISTINCT source) AS sources, array_agg(id) AS ids
       FROM b GROUP BY cluster) AS i
