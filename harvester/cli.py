@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from harvester.config import HarvestConfig, get_config
+from harvester.messages import first_line
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import replay_pending
 from harvester.services.scrapyd import ScrapydError
@@ -44,7 +45,7 @@ def friendly(func: F) -> F:
             err.print(f"[red]error:[/] {exc}", highlight=False)
             sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             err.print(f"[red]error:[/] the database is unreachable ({first}); check "
                       "HARVEST_DATABASE_URL or run `harvest db start`.", highlight=False)
             sys.exit(EXIT_USAGE)
@@ -282,7 +283,7 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     except (database.DatabaseUnavailable, psycopg.OperationalError) as exc:
         # Crawling still makes sense: every batch is spooled and `harvest replay` (or the
         # next crawl) stores it once the database is back.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         err.print(f"[yellow]warning:[/] the database is unreachable ({first}); crawling "
                   f"anyway, items go to {cfg.spool_dir} until `harvest replay`.", highlight=False)
     log_file = None

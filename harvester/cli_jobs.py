@@ -15,6 +15,7 @@ from rich.table import Table
 
 from harvester.cli import EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.runner import SPIDERS
 from harvester.services import database, scheduler, scrapyd
 from harvester.sources import Source, SourcesError, SourcesFile
@@ -91,7 +92,7 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
             assert sched is not None
             _print_report(sched.tick(sources.sources))
         except (psycopg.OperationalError, database.DatabaseUnavailable) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             err.print(f"[red]database unreachable[/] ({first}); trying again in {tick_s:g} s",
                       highlight=False)
             if conn is not None:

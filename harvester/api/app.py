@@ -28,6 +28,7 @@ from harvester.api.ratelimit import RateLimitMiddleware, TokenBuckets
 from harvester.api.security import client_identity
 from harvester.api.settings import ApiSettings, get_api_settings
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.services import alerts, database
 from harvester.sources import SourcesError, SourcesFile, load_sources
 
@@ -137,7 +138,7 @@ def _install(app: FastAPI, settings: ApiSettings) -> None:
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     logger.error("Database unavailable for %s: %s", request.url.path,
-                 (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                 first_line(exc))
     return JSONResponse({"detail": "the database is unavailable; try again later"},
                         status_code=503)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import psycopg
 
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.services import scrapyd, spool
 from harvester.sources import SourcesFile
 
@@ -32,7 +33,7 @@ def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
         conn = psycopg.connect(url, connect_timeout=3, autocommit=True)
         conn.execute("SELECT 1")
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         return Check(False, f"unreachable: {first}"), None
     ms = round((time.monotonic() - started) * 1000, 1)
     return Check(True, "reachable", {"latency_ms": ms}), conn

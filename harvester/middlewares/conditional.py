@@ -11,6 +11,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
 
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.services import database
 from harvester.services.store import load_validators
 from harvester.signals import validators_seen
@@ -91,5 +92,5 @@ class ConditionalGetMiddleware:
         except (database.DatabaseUnavailable, psycopg.Error) as exc:
             # Without validators every feed is fetched in full: slower, nothing lost.
             logger.warning("No cache validators loaded (%s); fetching every feed in full",
-                           str(exc).strip().splitlines()[0])
+                           first_line(exc))
             return {}

@@ -22,6 +22,7 @@ from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.items import Rejection, Signal
+from harvester.messages import first_line
 from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.runs import run_record
@@ -130,7 +131,7 @@ class StorePipeline:
             await asyncio.to_thread(database.ensure_schema, self._url)
         except (database.DatabaseUnavailable, *DB_DOWN) as exc:
             logger.error("Database unavailable (%s): items will be spooled to %s",
-                         str(exc).strip().splitlines()[0], self.config.spool_dir)
+                         first_line(exc), self.config.spool_dir)
         else:
             if await self._ready_worker(force=True):
                 await self._replay()

@@ -24,6 +24,8 @@ from typing import Any
 
 import psycopg
 
+from harvester.messages import first_line
+
 logger = logging.getLogger(__name__)
 
 #: The engagement counts summed into a kind's one number (keys of ``Signal.engagement``).
@@ -172,5 +174,5 @@ async def fetch_references(sources: Sequence[str], window: int = DEFAULT_WINDOW,
             return await load_references(conn, sources, window, days)
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         logger.warning("No engagement history loaded (%s); engagement is neutral this run",
-                       str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc))
+                       first_line(exc))
         return References()

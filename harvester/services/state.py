@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.services import database
 
 logger = logging.getLogger(__name__)
@@ -62,5 +63,5 @@ async def fetch_states(sources: Sequence[str]) -> dict[str, SourceState] | None:
             return await load_states(conn, sources)
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         logger.warning("Source state not loaded (%s); crawling as if every source were new",
-                       str(exc).strip().splitlines()[0])
+                       first_line(exc))
         return None

@@ -41,6 +41,7 @@ from typing import Any
 import psycopg
 
 import harvester
+from harvester.messages import first_line
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import ReplayReport, replay_pending
 from harvester.services.store import write_batch
@@ -86,10 +87,6 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
             return None
         got += n
     return bytes(buffer)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class StoreWorker:
@@ -295,7 +292,7 @@ class _Database:
         except psycopg.Error as exc:
             # The database is up but refused the rows (a bug or a value it cannot hold):
             # the crawl keeps them on disk for the operator rather than lose them.
-            return Outcome("refused", error=_first_line(exc))
+            return Outcome("refused", error=first_line(exc))
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -319,7 +316,7 @@ class _Database:
         return True
 
     async def _drop(self, exc: BaseException) -> None:
-        self._error = _first_line(exc)
+        self._error = first_line(exc)
         await self.close()
         self._conn = None
         self._next_connect = time.monotonic() + self.config.reconnect_seconds

@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
+from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.article import parse_date as parse_article_date
 from harvester.parsers.selectors import first, is_xpath, joined, select, selector_error, values
@@ -228,7 +229,7 @@ class RenderedSpider(SourceSpider):
                                    f"within {self.config.wait_seconds:g} s")
             return None
         except PlaywrightError as exc:
-            self.fail(source, url, f"the browser could not read the page ({_first_line(exc)})")
+            self.fail(source, url, f"the browser could not read the page ({first_line(exc)})")
             return None
         self.fetched(source)
         return html
@@ -311,7 +312,7 @@ class RenderedSpider(SourceSpider):
                 return
             except PlaywrightError as exc:
                 self.fail(source, page.url, f"clicking {source.next_click!r} failed on page "
-                          f"{number} ({_first_line(exc)})")
+                          f"{number} ({first_line(exc)})")
                 return
             self.fetched(source)
             for item in self._read(source, html, page.url):
@@ -350,7 +351,7 @@ class RenderedSpider(SourceSpider):
         if isinstance(exc, PlaywrightTimeoutError):
             message = "the page did not load in time"
         elif isinstance(exc, PlaywrightError):
-            message = f"the browser could not load the page ({_first_line(exc)})"
+            message = f"the browser could not load the page ({first_line(exc)})"
         else:
             message = describe_failure(failure)
         self.fail(request.meta.get(SOURCE_META, "?"), request.url, message)
@@ -445,7 +446,6 @@ class _BrowserLease:
         return None
 
 
-
 async def browser_headers(*, browser_type_name: str, playwright_request: PlaywrightRequest,
                           scrapy_request_data: dict[str, Any]) -> dict[str, str]:
     """Scrapy's headers minus conditional ones: an unchanged HTML shell says nothing about
@@ -532,8 +532,3 @@ async def _close(page: Page) -> None:
     if not page.is_closed():
         with suppress(PlaywrightError):
             await page.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -19,6 +19,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
+from harvester.messages import first_line
 from harvester.services.ops import OpsError, files, merge, retention
 
 KIND = "archive"
@@ -80,7 +81,7 @@ def restore(conn: psycopg.Connection[Any], path: Path) -> merge.MergeResult:
                 while chunk := fh.read(1 << 20):
                     copy.write(chunk)
         except (OSError, EOFError, psycopg.errors.DataError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc)
             raise OpsError(f"{data} cannot be read back ({first}); nothing was restored"
                            ) from exc
         staged = conn.execute("SELECT count(*) FROM restore_rows").fetchone()

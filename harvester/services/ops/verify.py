@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from harvester.messages import first_line
 from harvester.services import spool
 
 
@@ -161,7 +162,7 @@ def amcheck(conn: psycopg.Connection[Any]) -> list[Finding]:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
         except (psycopg.errors.UndefinedFile, psycopg.errors.InsufficientPrivilege,
                 psycopg.errors.FeatureNotSupported) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first = first_line(exc)
             return [Finding("warning", "amcheck", f"amcheck is not available here ({first}); "
                             "index structure was not checked")]
         indexes = conn.execute("""
@@ -178,7 +179,7 @@ def amcheck(conn: psycopg.Connection[Any]) -> list[Finding]:
             except (psycopg.errors.IndexCorrupted, psycopg.errors.DataCorrupted,
                     psycopg.InternalError) as exc:
                 out.append(Finding("problem", "amcheck", f"index {name} is corrupt "
-                                   f"({str(exc).splitlines()[0]}); run REINDEX INDEX {name}"))
+                                   f"({first_line(exc)}); run REINDEX INDEX {name}"))
     if not out:
         out.append(Finding("ok", "amcheck", f"{len(indexes)} B-tree indexes checked with "
                            "amcheck"))
