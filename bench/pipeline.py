@@ -12,8 +12,8 @@ PostgreSQL (or a scratch database on HARVEST_DATABASE_URL):
   (d) validate → dedupe → score → rows built, not written: the pipeline without the database
 
 then the store step alone on 100,000 items: batched COPY/upsert vs per-item INSERT + commit,
-once with one identical text (the worst case for clustering: a single giant cluster) and once
-with a distinct generated text per item.
+once with one body text under titles that differ (the worst case for clustering: a single
+giant cluster) and once with a distinct generated text per item.
 Figures go to stdout and bench/out/results.json; docs/benchmarks.md quotes them.
 """
 

@@ -9,10 +9,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from harvester.services import database, embedded
 from harvester.services.localsite import LocalSite
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches", "schedules",
           "notifications", "alerts", "briefs", "cluster_sources")
 
@@ -148,3 +150,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T], what: str, seconds: float = 60.0,
+             every: float = 0.05) -> T:
+    """Poll ``check`` until it returns something true and return that; fail the test after
+    ``seconds`` (a guard against a hang, never a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"gave up waiting for {what} after {seconds:g} s")

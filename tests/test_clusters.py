@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from harvester.services import clusters
-from harvester.services.clusters import assign_clusters, assign_clusters_sync
+from harvester.services.clusters import assign_clusters_sync
 from harvester.services.simhash import (
     distance,
     fingerprints,
@@ -147,21 +146,6 @@ def test_signal_without_text_is_its_own_cluster(db: psycopg.Connection[Any]) -> 
     a, b = store(db, "", "")
     assign_clusters_sync(db, [(a, None), (b, None)])
     assert cluster_of(db, a, b) == [a, b]
-
-
-def test_async_assignment_in_the_callers_transaction(db: psycopg.Connection[Any],
-                                                     pg_url: str) -> None:
-    [first] = add(db, STORY)
-    [second] = store(db, STORY + " Updated at noon.")
-
-    async def go() -> list[clusters.Assignment]:
-        async with await psycopg.AsyncConnection.connect(pg_url) as conn, \
-                conn.transaction(), conn.cursor() as cur:
-            return await assign_clusters(cur, [(second, simhash(STORY + " Updated."))])
-
-    [assigned] = asyncio.run(go())
-    assert assigned.cluster_id == first
-    assert cluster_of(db, second) == [first]
 
 
 def test_lookup_uses_the_band_indexes(db: psycopg.Connection[Any]) -> None:

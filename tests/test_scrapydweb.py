@@ -13,10 +13,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import psycopg
@@ -26,7 +26,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from harvester.services.localsite import LocalSite
 from harvester.spiders.rendered import DEFAULT_CHROMIUM
-from tests.conftest import ROOT, free_port, harvest, write_sources
+from tests.conftest import ROOT, free_port, harvest, wait_for, write_sources
 from tests.feeds import items, rss
 
 pytestmark = pytest.mark.skipif(
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.skipif(
     reason="needs Chromium (apt-get install -y chromium) and make",
 )
 
-T = TypeVar("T")
 SCRAPYD_LOGIN = ("scrapyd-test", "scrapyd-test-password")
 UI_LOGIN = ("ui-test", "ui-test-password")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -46,15 +45,6 @@ class Service:
     url: str
     env: dict[str, str]
     output: Path | None = None
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := check()) is not None:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} within {timeout:.0f} s")
 
 
 @pytest.fixture
@@ -99,7 +89,7 @@ def scrapydweb(scrapyd: Service, home: Path) -> Iterator[Service]:
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(url, process, log), 60, "ScrapydWeb did not answer")
+        wait_for(lambda: _answers(url, process, log), "ScrapydWeb to answer", every=0.3)
         yield Service(url, env, output=log)
     finally:
         _stop_group(process)
@@ -139,7 +129,7 @@ def run_job(scrapyd: Service, source: str) -> str:
                             auth=auth, timeout=10).json()
         return next((j for j in jobs["finished"] if j["id"] == job), None)
 
-    wait_for(finished, 60, f"Scrapyd job {job} did not finish")
+    wait_for(finished, f"Scrapyd job {job} to finish", every=0.3)
     return job
 
 
@@ -205,7 +195,7 @@ def test_scrapydweb_lists_the_finished_scrapyd_job(
 
             text = wait_for(lambda: _final_stats(page, f"{scrapydweb.url}/1/log/stats/"
                                                  f"harvester/feed/{job}/?job_finished=True"),
-                            45, "ScrapydWeb's stats page did not show the finished job")
+                            "ScrapydWeb's stats page to show the finished job", 45, every=0.3)
             page.screenshot(path=str(shots["stats"]), full_page=True)
         finally:
             browser.close()

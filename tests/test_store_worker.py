@@ -15,7 +15,7 @@ import psutil
 import psycopg
 
 from harvester.services.localsite import LocalSite
-from tests.conftest import ROOT, write_sources
+from tests.conftest import ROOT, wait_for, write_sources
 from tests.feeds import items, rss
 
 FEEDS, PER_FEED = 40, 20
@@ -35,15 +35,6 @@ def workers_of(pid: int) -> list[psutil.Process]:
         except psutil.Error:  # exited meanwhile (a zombie until its parent reaps it)
             continue
     return found
-
-
-def wait_for(predicate: Any, what: str, seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
 def gone(process: psutil.Process) -> bool:
@@ -77,7 +68,7 @@ def test_worker_killed_mid_crawl_loses_nothing_and_stores_each_item_once(
     )
     seen: list[psutil.Process] = []
     try:
-        first = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        first = wait_for(lambda: workers_of(crawl.pid), "the store worker to start")[0]
         seen.append(first)
         wait_for(lambda: stored(db) > 0, "a first stored batch")
         # Stopped, then killed: batches sent meanwhile are in flight when it dies.
@@ -121,10 +112,10 @@ def test_worker_exits_when_the_crawl_is_killed(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker to start")[0]
         crawl.kill()  # no clean shutdown at all: the worker must notice on its own
         crawl.wait(timeout=30)
-        wait_for(lambda: gone(worker), "the worker's exit", seconds=30)
+        wait_for(lambda: gone(worker), "the worker to exit", seconds=30)
     finally:
         crawl.kill()
 
@@ -157,7 +148,7 @@ def test_a_stalled_worker_stalls_the_crawl_instead_of_filling_memory(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker start")[0]
+        worker = wait_for(lambda: workers_of(crawl.pid), "the store worker to start")[0]
         wait_for(lambda: stored(db) > 0, "a first stored batch")
         worker.send_signal(signal.SIGSTOP)  # a database that stops answering
         time.sleep(1)

@@ -14,8 +14,8 @@ Two near-duplicates of one batch end in one cluster: the batch is also compared 
 (numpy), in id order, so a row can join the cluster of an earlier row of its batch.
 
 The store plans the clusters of new signals before inserting them (:func:`plan_clusters`,
-ids drawn beforehand) and writes each row once; :func:`assign_clusters` does the same for
-signals already stored and updates them.
+ids drawn beforehand) and writes each row once; :func:`assign_clusters_sync` does the same
+for signals already stored and updates them.
 """
 
 from __future__ import annotations
@@ -225,26 +225,15 @@ async def plan_clusters(
     return await _plan(cur_or_conn, _signed(rows), distance, False) if rows else []
 
 
-async def assign_clusters(
-    cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
-    rows: Sequence[Row], distance: int = DEFAULT_DISTANCE,
-) -> list[Assignment]:
-    """Set ``simhash`` and ``cluster_id`` of already stored signals ``(id, simhash)``, in
-    the caller's transaction: one lookup and one update per batch, whatever its size. Rows
-    already holding both values are not rewritten."""
-    if not rows:
-        return []
-    rows = _signed(rows)
-    assigned = await _plan(cur_or_conn, rows, distance, True)
-    await cur_or_conn.execute(_UPDATE, _update_params(rows, assigned))
-    return assigned
-
-
 def assign_clusters_sync(
     cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
     rows: Sequence[Row], distance: int = DEFAULT_DISTANCE,
 ) -> list[Assignment]:
-    """:func:`assign_clusters` for synchronous connections (commands, backfills, tests)."""
+    """Set ``simhash`` and ``cluster_id`` of already stored signals ``(id, simhash)``, in
+    the caller's transaction: one lookup and one update, whatever the number of rows. Rows
+    already holding both values are not rewritten. The store does not need it (it plans
+    before inserting); it is the entry point for re-clustering stored rows by hand and
+    for the tests of the lookup."""
     if not rows:
         return []
     rows = _signed(rows)

@@ -198,7 +198,7 @@ ON CONFLICT (cluster_id) DO UPDATE SET sources = EXCLUDED.sources
 REBUILD_CHUNK = 1000
 
 
-def rebuild_sync(conn: psycopg.Connection[Any], cluster_ids: Sequence[int]) -> int:
+def rebuild_sync(conn: psycopg.Connection[Any], cluster_ids: Iterable[int]) -> int:
     """Recompute the ``cluster_sources`` of these clusters from their members and rescore
     the members whose corroboration changed, ``REBUILD_CHUNK`` clusters per transaction (a
     savepoint inside the caller's). Returns the signals rescored."""

@@ -155,8 +155,7 @@ async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
     async with cur.copy(statement) as copy:
         copy.set_types(list(types))
         for row in rows:
-            values = [v.replace("\x00", "") if type(v) is str and "\x00" in v else v
-                      for v in map(row.get, columns)]
+            values = [_scrub(v) if type(v) is str else v for v in map(row.get, columns)]
             for i in nested:
                 values[i] = _scrub(values[i])
             run_id = values[run_at]

@@ -26,7 +26,6 @@ from harvester.services import corroboration
 
 BATCH = 1000
 DOOMED = "ops_doomed"
-TOUCHED = "ops_touched_clusters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +65,7 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                   batch: int = BATCH) -> DeleteReport:
     """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM."""
     deleted = kept = batches = 0
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {TOUCHED} (cluster bigint)")
-    conn.execute(f"TRUNCATE {TOUCHED}")
+    touched: set[int] = set()  # clusters carried by several sources that lost members
     while True:
         row = conn.execute(f"""
             WITH picked AS (
@@ -76,11 +74,10 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
             gone AS (
                 DELETE FROM signals s USING picked
                 WHERE s.id = picked.id AND s.last_seen < %s
-                RETURNING coalesce(s.cluster_id, s.id) AS cluster),
-            noted AS (
-                INSERT INTO {TOUCHED} SELECT DISTINCT g.cluster FROM gone g
-                JOIN cluster_sources cs ON cs.cluster_id = g.cluster)
-            SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone)""",
+                RETURNING coalesce(s.cluster_id, s.id) AS cluster)
+            SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone),
+                   ARRAY(SELECT DISTINCT g.cluster FROM gone g
+                         JOIN cluster_sources cs ON cs.cluster_id = g.cluster)""",
             (batch, cutoff)).fetchone()
         assert row is not None
         if row[0] == 0:
@@ -88,11 +85,9 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
         batches += 1
         deleted += row[1]
         kept += row[0] - row[1]
+        touched.update(row[2])
     conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
-    # Clusters carried by several sources that lost members: a source whose last member
-    # went no longer corroborates the rest.
-    touched = [c for (c,) in conn.execute(f"SELECT DISTINCT cluster FROM {TOUCHED}")]
-    conn.execute(f"DROP TABLE {TOUCHED}")
+    # A source whose last member of a cluster went no longer corroborates the rest.
     rescored = corroboration.rebuild_sync(conn, touched)
     if deleted:
         conn.execute("VACUUM (ANALYZE) signals")
