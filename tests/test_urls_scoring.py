@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from harvester.services.scoring import Scorer
-from harvester.services.urls import canonical_url, id_key, url_key
+from harvester.services.urls import _full_canonical, canonical_url, id_key, url_key
 from harvester.sources import Topic
 
 
@@ -36,6 +37,31 @@ def test_same_story_same_key(a: str, b: str) -> None:
 )
 def test_different_stories_different_keys(a: str, b: str) -> None:
     assert url_key(canonical_url(a)) != url_key(canonical_url(b))
+
+
+def test_the_fast_paths_agree_with_the_full_treatment() -> None:
+    # Links of the shapes the fast paths take (plain, tracking parameters only, fragment)
+    # and of the shapes they must leave alone: every one keys like w3lib's full treatment.
+    rnd = random.Random(7)
+    hosts = ["ex.org", "EX.org", "www.ex.org:443", "ex.org:80", "ex.org:8080"]
+    paths = ["/a", "/a/b-1.html", "/", "/a/./b", "/a/../b", "/%7Ea", "/caf%C3%A9", "/a b"]
+    names = ["utm_source", "UTM_Medium", "fbclid", "gclid", "mc_cid", "id", "page", "q",
+             "utm%5Fsource", "utm+x", "", "ref"]
+    values = ["", "rss", "a b", "x%20y", "1&2", "=", "é"]
+    fast = 0
+    for _ in range(5_000):
+        url = rnd.choice(["https", "http", "HTTP"]) + "://" + rnd.choice(hosts) + rnd.choice(paths)
+        params = [rnd.choice(names) + rnd.choice(["", "=" + rnd.choice(values)])
+                  for _ in range(rnd.randint(0, 3))]
+        if params or rnd.random() < 0.2:
+            url += "?" + "&".join(params)
+        if rnd.random() < 0.3:
+            url += "#" + rnd.choice(["top", "a?utm_source=x", ""])
+        full = _full_canonical(url.partition("#")[0])
+        assert canonical_url(url) == full, url
+        assert full == _full_canonical(url), url  # dropping the fragment first changes nothing
+        fast += "?" not in full and "%" not in url and " " not in url
+    assert fast > 1000  # the fast paths were exercised
 
 
 def test_id_key_is_per_source() -> None:

@@ -28,19 +28,37 @@ def _is_tracking(name: str) -> bool:
 # Already canonical but for the scheme: lower-case host, plain ASCII path, no query, no
 # fragment, no escapes. Most feed links look like this, and w3lib's full treatment is the
 # costliest step of keying an item.
-_SIMPLE = re.compile(r"https?://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)$")
+_SIMPLE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)$")
 
 
 def canonical_url(url: str) -> str:
     """The URL two copies of the same item share: no fragment, no tracking parameters,
     sorted query, lower-cased scheme and host, default port dropped (w3lib)."""
-    url = url.strip()
+    url = url.strip().partition("#")[0]
+    base, _, query = url.partition("?")
+    if query and _only_tracking(query):
+        url = base  # what the full treatment would leave of it, without its cost
     simple = _SIMPLE.match(url)
     if simple and "/." not in url:  # dot segments need w3lib's resolution
-        host, port, path = simple.groups()
-        if port in (":80", ":443"):
+        scheme, host, port, path = simple.groups()
+        if (scheme, port) in (("http", ":80"), ("https", ":443")):
             port = None
         return f"https://{host}{port or ''}{path}"
+    return _full_canonical(url)
+
+
+def _only_tracking(query: str) -> bool:
+    """Whether every parameter of ``query`` is a tracking one, judged on the raw names
+    (a name with an escape or a ``+`` is left to the full treatment, which decodes it)."""
+    for pair in query.split("&"):
+        name = pair.partition("=")[0]
+        if pair and ("%" in name or "+" in name or not _is_tracking(name)):
+            return False
+    return True
+
+
+def _full_canonical(url: str) -> str:
+    """:func:`canonical_url` through ``urllib`` and w3lib, for any URL."""
     parts = urlsplit(url)
     if parts.query:
         kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
