@@ -51,23 +51,3 @@ def test_batch_counts_new_and_reseen_per_source_and_applies_once(
     assert rows[0][2] == ['a "quoted"', "b\\c"]
     assert rows[0][3] == "b\\t\n"  # NUL cannot be stored; everything else survives
     assert rows[0][4] == {"k": [1, 2]}
-
-
-def test_rows_up_to_a_page_are_stored_uncompressed(
-    db: psycopg.Connection[Any], pg_url: str
-) -> None:
-    # Migration 0010: a feed item of a few KB is written as it is (compressing it cost
-    # CPU on every insert); a text too long for a page is still compressed.
-    words = " ".join(f"word{i % 97} and more of the same story" for i in range(400))
-    medium, long = words[:3000], words * 3  # 3 KB and ~48 KB of compressible text
-
-    async def go() -> None:
-        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
-            await write_batch(conn, Batch(signals=[row("m", "s", text=medium),
-                                                   row("l", "s", text=long)]))
-
-    asyncio.run(go())
-    stored = dict(db.execute(
-        "SELECT key, pg_column_compression(text) FROM signals").fetchall())
-    assert stored == {"m": None, "l": "pglz"}
-    assert db.execute("SELECT text FROM signals WHERE key = 'm'").fetchone() == (medium,)

@@ -26,8 +26,6 @@ from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
 
-# Rows inline and uncompressed up to a page, as in signals (migration 0010): pglz on
-# every staged row of 2-8 KB cost PostgreSQL CPU in each batch (see the migration).
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     key text, source text, kind text, url text, canonical_url text, feed_url text,
@@ -35,7 +33,7 @@ CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     title text, text text, author text, published_at timestamptz, updated_at timestamptz,
     fetched_at timestamptz, language text, tags text[], engagement jsonb, score real,
     score_breakdown jsonb, run_id uuid, id bigint, cluster_id bigint
-) WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS
+) ON COMMIT DELETE ROWS
 """
 
 _COLS = sql.SQL(", ").join(map(sql.Identifier, SIGNAL_COLUMNS))
