@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -53,7 +52,6 @@ from harvester.services import database, embedded  # noqa: E402
 from harvester.services.batch import Batch  # noqa: E402
 from harvester.services.localsite import LocalSite  # noqa: E402
 from harvester.services.store import write_batch  # noqa: E402
-from harvester.services.store_worker import MALLOC_ENV  # noqa: E402
 
 PIPELINES = {
     "validate": "harvester.pipelines.validate.ValidatePipeline",
@@ -273,7 +271,6 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     results["ratio_b_over_a_per_round"] = [round(r, 3) for r in paired]
 
     run_id = str(uuid.uuid4())
-    worker_allocator()
     results["store_alone"] = store_alone(url, rows(args.store_items, run_id), args.batch_size)
     results["store_alone_distinct"] = store_alone(
         url, distinct_rows(args.store_items, run_id), args.batch_size)
@@ -287,17 +284,6 @@ def warm_up(base: str, paths: list[str]) -> None:
         request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
-
-
-def worker_allocator() -> None:
-    """The store worker's allocator settings (``store_worker.MALLOC_ENV``, which glibc reads
-    at start-up) for this process, where the store-alone runs call ``write_batch``: the
-    figure is the store step as the worker runs it (per-item INSERT gets them too)."""
-    options = {"MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_THRESHOLD_": -1}  # malloc.h
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to set
-        libc = ctypes.CDLL(None)
-        for name, value in MALLOC_ENV.items():
-            libc.mallopt(options[name], int(value))
 
 
 def store_alone(url: str, data: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
