@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 # genfeeds' sentence and headline makers: the distinct store-alone texts read like the feeds.
-from genfeeds import SENTENCE_POOL, _html, _sentence, _title, generate  # noqa: E402
+from genfeeds import Prose, _title, generate  # noqa: E402
 from scrapy.utils.project import get_project_settings  # noqa: E402
 
 from harvester.services import database, embedded  # noqa: E402
@@ -164,11 +164,11 @@ def distinct_rows(n: int, run_id: str, seed: int = 1) -> list[dict[str, Any]]:
     """:func:`rows` with a text of its own per row (1-3 KB of generated prose): nearly all
     of them start their own cluster."""
     rng = random.Random(seed)
-    pool = [_sentence(rng) for _ in range(SENTENCE_POOL)]
+    prose = Prose(rng)
     data = rows(n, run_id)
     for row in data:
         row["title"] = _title(rng)
-        row["text"] = _html(rng, pool, "bench.example")
+        row["text"] = prose.html(rng, "bench.example")
     return data
 
 
