@@ -11,7 +11,7 @@ and a handful of subject words per article that recur through it, as an article'
 and topic words do. Templated sentences over a few hundred words, this generator's first
 design, gave every text nearly the same simhash (bits biased 0.27 on average from even,
 against 0.06 for ``../shared/realdata/feeds``), so near-duplicate lookups cost many times
-what they cost on real feeds; these texts measure ≈ 0.09 (docs/benchmarks.md).
+what they cost on real feeds; these texts measure 0.095 (docs/benchmarks.md).
 
 Usage::
 
@@ -88,14 +88,6 @@ PEOPLE = _list(
     "a spokesperson, the chief executive, the project lead, an independent analyst, "
     "the finance minister, a senior engineer, the mayor, a union representative"
 )
-TIMES = _list(
-    "the end of the year, next spring, the third quarter, early next month, the summer, "
-    "the next budget cycle, the autumn, mid-decade"
-)
-CONNECTORS = _list(
-    "However, Meanwhile, In practice, For now, Even so, By contrast, As a result, "
-    "At the same time, Earlier this week, In a statement"
-)
 KEYWORDS = _list(
     "ransomware, open source, AI, zero-day, vulnerability, machine learning, climate, "
     "renewable energy, CVE, LLM, data breach, Python, Linux"
@@ -123,11 +115,6 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _a(word: str) -> str:
-    """``word`` with its indefinite article (close enough for generated prose)."""
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-
 def _title(rng: random.Random) -> str:
     """A headline; numbers and several slots keep repeats rare across 20,000 items."""
     c = rng.choice
@@ -147,12 +134,13 @@ def _title(rng: random.Random) -> str:
 
 
 # Stop words of running text, most frequent first (the simhash drops them, as it does in
-# real text); the pseudo-words of the long tail are built from these syllables.
+# real text).
 STOP = _list("the, of, and, to, in, a, is, that, for, it, was, on, with, as, by, at, from, "
              "this, has, be, are, its, their, which, will")
-# A small syllable inventory keeps the generated words about as compressible as English
-# (PostgreSQL compressed 98 % of 2–3 KB texts, to 72 % of their size; realdata feeds: 85 %,
-# to 66 %); a large one made them random-looking, and most rows went to TOAST uncompressed.
+# The syllables of the long tail's generated words. A small inventory keeps them about as
+# compressible as English (PostgreSQL compressed 98 % of 2–3 KB texts, to 71 % of their size;
+# realdata feeds: 85 %, to 66 %); a large one made them random-looking, and most rows went
+# to TOAST uncompressed.
 ONSETS = _list("b, d, g, k, l, m, n, p, r, s, t")
 NUCLEI = _list("a, e, i, o")
 CODAS = ("", "", "", "n", "r")

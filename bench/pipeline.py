@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-# genfeeds' sentence and headline makers: the distinct store-alone texts read like the feeds.
+# genfeeds' prose and headline makers: the distinct store-alone texts are like the feeds'.
 from genfeeds import Prose, _title, generate  # noqa: E402
 from scrapy.utils.project import get_project_settings  # noqa: E402
 
