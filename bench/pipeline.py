@@ -284,7 +284,7 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def warm_up(base: str, paths: list[str]) -> None:
     """Fetch every feed once as the crawls do (gzip): the server compresses a file on its
-    first request (≈ 1 CPU s for all of them), which would otherwise fall on round 1 of (a)."""
+    first request (≈ 2.5 CPU s for all of them), which would otherwise fall on round 1 of (a)."""
     for path in paths:
         request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(request, timeout=30) as response:
