@@ -4,6 +4,7 @@ cluster, and the race with another writer repaired. Real PostgreSQL, several con
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -209,9 +210,13 @@ def race(pg_url: str, other_writer: str, params: dict[str, Any],
 
 
 def test_a_key_inserted_meanwhile_by_another_writer(db: psycopg.Connection[Any],
-                                                    pg_url: str) -> None:
+                                                    pg_url: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     # B inserts "a" as the store would (its own cluster); A's lookup cannot see it yet, so A
-    # draws an id for "a" and plans "b" into that id's cluster.
+    # draws an id for "a", plans "b" into that id's cluster and copies both as new rows. The
+    # COPY waits for B, fails on the unique key once B commits, and the batch is written
+    # again through the upsert: "a" is then re-seen and "b" joins B's row.
+    caplog.set_level(logging.INFO, logger="harvester.services.store")
     result = race(pg_url, """
         WITH n AS (SELECT nextval('signals_id_seq') AS id)
         INSERT INTO signals (id, cluster_id, key, source, kind, fetched_at, text, simhash)
@@ -224,6 +229,7 @@ def test_a_key_inserted_meanwhile_by_another_writer(db: psycopg.Connection[Any],
     assert ids["b"][1] == ids["a"][1] == ids["a"][0]
     assert dangling(db) == 0
     assert (result.new, result.reseen) == ({"s": 1}, {"s": 1})
+    assert "writing the batch again through the upsert" in caplog.text
 
 
 def test_a_key_deleted_meanwhile_is_inserted_anew(db: psycopg.Connection[Any],

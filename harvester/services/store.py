@@ -1,12 +1,14 @@
-"""Batched writes: COPY into a staging table, one ``INSERT … ON CONFLICT`` per batch.
+"""Batched writes: one COPY of the batch's new rows into ``signals``, and for the rows already
+stored a COPY into a staging table and one ``INSERT … ON CONFLICT`` per batch.
 
 Each batch runs in one transaction that also records its id in ``applied_batches``: a batch
 applied twice (a spool replayed again, a commit whose acknowledgement was lost) is a no-op.
 
 A new signal is written once, with its final cluster: the batch's keys are looked up and ids
 drawn for the new ones first, their clusters planned (``clusters.plan_clusters``), and the
-upsert inserts ``id`` and ``cluster_id`` as planned. See docs/clusters.md for the race with
-another writer and how it is repaired.
+rows copied with ``id`` and ``cluster_id`` as planned. A key that another writer stores
+between the lookup and the COPY fails the COPY on the unique key; the batch is then written
+again with every row through the upsert. See docs/clusters.md for that race and the others.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ _STAGED_COLUMNS = (*SIGNAL_COLUMNS, "id", "cluster_id")
 _COPY_SIGNALS = sql.SQL("COPY signals_staging ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.SQL(", ").join(map(sql.Identifier, _STAGED_COLUMNS))
 )
+# New rows (their keys were not stored at the lookup) go straight into signals: no staging
+# row, no conflict check, no RETURNING. A key another writer inserts meanwhile makes the
+# COPY fail on the unique key, and the batch is written again through the upsert.
+_NEW_COLUMNS = ("id", "cluster_id", *SIGNAL_COLUMNS, "first_seen", "last_seen")
+_COPY_NEW = sql.SQL("COPY signals ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, _NEW_COLUMNS))
+)
 _COPY_REJECTS = sql.SQL("COPY rejects ({}) FROM STDIN (FORMAT BINARY)").format(
     sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS))
 )
@@ -50,9 +59,10 @@ _TYPES = {"published_at": "timestamptz", "updated_at": "timestamptz",
           "fetched_at": "timestamptz", "created_at": "timestamptz", "tags": "text[]",
           "engagement": "jsonb", "score_breakdown": "jsonb", "raw": "jsonb",
           "score": "float4", "run_id": "uuid", "simhash": "int8", "id": "int8",
-          "cluster_id": "int8"}
+          "cluster_id": "int8", "first_seen": "timestamptz", "last_seen": "timestamptz"}
 _STAGED_TYPES = [_TYPES.get(c, "text") for c in _STAGED_COLUMNS]
 _REJECT_TYPES = [_TYPES.get(c, "text") for c in REJECT_COLUMNS]
+_NEW_TYPES = [_TYPES.get(c, "text") for c in _NEW_COLUMNS]
 # The ids of the batch's stored keys, and an id drawn for each other key.
 _LOOKUP = """
 WITH stored AS MATERIALIZED (SELECT key, id FROM signals WHERE key = ANY(%(keys)s))
@@ -180,6 +190,18 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
 
     New signals join the cluster of a near-duplicate (simhash within ``cluster_distance``
     bits), stored or earlier in the batch, in the same transaction."""
+    try:
+        return await _write_batch(conn, batch, cluster_distance, direct=True)
+    except psycopg.errors.UniqueViolation:
+        # Another writer stored one of the keys this batch looked up as new: write the
+        # batch again, every row through the upsert (its lookup now sees that key).
+        logger.info("store: a key of the batch was stored meanwhile by another writer; "
+                    "writing the batch again through the upsert")
+        return await _write_batch(conn, batch, cluster_distance, direct=False)
+
+
+async def _write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
+                       cluster_distance: int, direct: bool) -> BatchResult:
     result = BatchResult()
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(
@@ -190,7 +212,7 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
             result.already_applied = True
             return result
         if batch.signals:
-            await _write_signals(cur, _unique(batch.signals), cluster_distance, result)
+            await _write_signals(cur, _unique(batch.signals), cluster_distance, result, direct)
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:
@@ -201,28 +223,42 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
 
 
 async def _write_signals(cur: psycopg.AsyncCursor[Any], signals: list[dict[str, Any]],
-                         cluster_distance: int, result: BatchResult) -> None:
+                         cluster_distance: int, result: BatchResult, direct: bool) -> None:
+    """``direct``: rows whose keys the lookup did not find are copied into ``signals``
+    as they are, the others go through the staging table and the upsert."""
     _fingerprint(signals)
     looked_up = await _lookup(cur, signals)
     planned = await clusters.plan_clusters(
         cur, [(looked_up[row["key"]][0], row["simhash"]) for row in signals
               if looked_up[row["key"]][1]], cluster_distance)
     cluster_of = {a.id: a.cluster_id for a in planned}
+    fresh: list[dict[str, Any]] = []
     staged: list[dict[str, Any]] = []
+    written: list[tuple[str, bool, int, int]] = []
     for row in signals:
         signal_id, is_new = looked_up[row["key"]]
-        staged.append({**row, "id": signal_id if is_new else None,
-                       "cluster_id": cluster_of.get(signal_id) if is_new else None})
-    await cur.execute(_STAGING_DDL)
-    await _copy(cur, _COPY_SIGNALS, staged, _STAGED_COLUMNS, _STAGED_TYPES)
-    await cur.execute(_UPSERT)
+        cluster_id = cluster_of.get(signal_id, signal_id) if is_new else None
+        if is_new and direct:
+            fresh.append({**row, "id": signal_id, "cluster_id": cluster_id,
+                          "first_seen": row.get("fetched_at"),
+                          "last_seen": row.get("fetched_at")})
+            written.append((row["key"], True, signal_id, cluster_id))
+        else:
+            staged.append({**row, "id": signal_id if is_new else None,
+                           "cluster_id": cluster_id})
+    if fresh:
+        await _copy(cur, _COPY_NEW, fresh, _NEW_COLUMNS, _NEW_TYPES)
+    if staged:
+        await cur.execute(_STAGING_DDL)
+        await _copy(cur, _COPY_SIGNALS, staged, _STAGED_COLUMNS, _STAGED_TYPES)
+        await cur.execute(_UPSERT)
+        written += await cur.fetchall()
     source_of = {row["key"]: row["source"] for row in signals}
-    written = await cur.fetchall()
     for key, is_new, _, _ in written:
         counts = result.new if is_new else result.reseen
         counts[source_of[key]] = counts.get(source_of[key], 0) + 1
     await _repoint(cur, looked_up, written)
-    # The upsert wrote each row's own score; a story carried by several sources
+    # The COPY and the upsert wrote each row's own score; a story carried by several sources
     # scores higher (and a re-seen row gets its cluster's factor back).
     await corroboration.update_for_batch(cur, [signal_id for _, _, signal_id, _ in written])
 
