@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -14,9 +15,14 @@ from typing import Any
 import psutil
 import psycopg
 
+from harvester.services import clusters
+from harvester.services.batch import Batch
 from harvester.services.localsite import LocalSite
+from harvester.services.store_worker import Config, Outcome, StoreWorker
 from tests.conftest import ROOT, wait_for, write_sources
 from tests.feeds import items, rss
+from tests.test_store_clusters import OTHER, STORY, SYNDICATED
+from tests.test_store_clusters import row as cluster_row
 
 FEEDS, PER_FEED = 40, 20
 WORKER = "harvester.services.store_worker"
@@ -209,3 +215,35 @@ def test_the_worker_does_not_load_what_only_the_crawl_needs() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_batches_in_flight_are_stored_in_order_and_cluster_across_batches(
+    db: psycopg.Connection[Any], pg_url: str
+) -> None:
+    # Four batches sent at once, as a crawl does: the worker takes the fingerprints of the
+    # later ones while it writes the first, but clusters are still planned batch after
+    # batch, so a copy of a story sent in the last batch joins the first batch's row.
+    texts = [STORY, OTHER, OTHER.replace("Developers", "Programmers"), SYNDICATED]
+
+    async def go() -> list[Outcome]:
+        worker = StoreWorker(Config(pg_url, connect_timeout=5, reconnect_seconds=1.0,
+                                    cluster_distance=clusters.DEFAULT_DISTANCE))
+        await worker.start()
+        try:
+            return list(await asyncio.gather(*(
+                worker.write(Batch(signals=[cluster_row(f"k{i}-{j}", text if j == 0 else None)
+                                            for j in range(50)]))
+                for i, text in enumerate(texts))))
+        finally:
+            await worker.close()
+
+    outcomes = asyncio.run(go())
+    assert [o.status for o in outcomes] == ["stored"] * 4
+    assert [o.result.new for o in outcomes if o.result] == [{"s": 50}] * 4
+    rows = {key: (i, c, h) for key, i, c, h in db.execute(
+        "SELECT key, id, cluster_id, simhash FROM signals WHERE key LIKE 'k%-0'")}
+    assert all(h is not None for _, _, h in rows.values())
+    assert rows["k0-0"][0] < rows["k1-0"][0] < rows["k2-0"][0] < rows["k3-0"][0]
+    assert rows["k3-0"][1] == rows["k0-0"][0]  # the syndicated copy joined the story
+    assert rows["k2-0"][1] == rows["k1-0"][0]
+    assert rows["k1-0"][1] == rows["k1-0"][0]

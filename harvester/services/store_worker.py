@@ -44,7 +44,7 @@ import harvester
 from harvester.messages import first_line
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import ReplayReport, replay_pending
-from harvester.services.store import write_batch
+from harvester.services.store import prepare, write_batch
 
 # Errors that mean "the database is not there", as opposed to a bug in our SQL.
 DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -333,17 +333,43 @@ async def _serve(fd: int) -> None:
         database = _Database(await _read(reader))
     except asyncio.IncompleteReadError:
         return
-    try:
-        while True:
+    # Requests are read as they come (the crawl keeps up to HARVEST_STORE_MAX_IN_FLIGHT
+    # batches under way) and a batch's fingerprints are taken in a thread as soon as it
+    # arrives, while PostgreSQL is still writing the one before: numpy releases the GIL.
+    queue: asyncio.Queue[tuple[tuple[str, Any], asyncio.Future[None] | None] | None] = (
+        asyncio.Queue())
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="store-prepare") as ahead:
+        async def read_requests() -> None:
             try:
-                request = await _read(reader)
+                while True:
+                    request = await _read(reader)
+                    kind, payload = request
+                    prepared = loop.run_in_executor(ahead, prepare, payload) if (
+                        kind == "write") else None
+                    queue.put_nowait((request, prepared))
             except asyncio.IncompleteReadError:
-                break  # the crawl closed its end: everything sent was answered
-            writer.write(_frame(await database.handle(request)))
-            await writer.drain()
-    finally:
-        await database.close()
-        writer.close()
+                pass  # the crawl closed its end: everything sent is answered below
+            finally:
+                queue.put_nowait(None)
+
+        reading = asyncio.create_task(read_requests())
+        try:
+            while (queued := await queue.get()) is not None:
+                request, prepared = queued
+                if prepared is not None:
+                    # A failure there is write_batch's to report: it takes the
+                    # fingerprints that are missing.
+                    with contextlib.suppress(Exception):
+                        await prepared
+                writer.write(_frame(await database.handle(request)))
+                await writer.drain()
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await reading
+            await database.close()
+            writer.close()
 
 
 def main(argv: list[str]) -> None:
