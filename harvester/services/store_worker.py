@@ -11,8 +11,11 @@ committed but not acknowledged is a no-op on replay (its id is in ``applied_batc
 
 Protocol on a socket pair, one frame = 4-byte big-endian length + pickle: the crawl sends
 ``Config`` once, then ``("write", Batch)`` or ``("replay", spool_dir)``; the worker answers
-each with an ``Outcome``, in order. End of file on the socket (the crawl closed it, or
-died) makes the worker exit once it has answered what it read: it never outlives its crawl.
+each with an ``Outcome``, in order. It reads requests as they arrive and takes a batch's
+fingerprints in a thread right away (``store.prepare``), while the batch before it is still
+being written; the writes themselves stay one after the other. End of file on the socket
+(the crawl closed it, or died) makes the worker exit once it has answered what it read: it
+never outlives its crawl.
 
 On the crawl's side the socket is blocking and served by two threads (one sends, one
 reads replies), so a megabyte-sized batch goes out at the speed of the socket, not a
