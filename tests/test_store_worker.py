@@ -1,4 +1,6 @@
-"""The store worker process dies mid-crawl: its batches are spooled, then land exactly once."""
+"""The store worker process: killed mid-crawl, its batches are spooled, then land exactly once;
+it exits with its crawl, stalls the crawl rather than fill memory, is shared by a process's
+crawlers, and stores batches in flight in order, clustered across batches."""
 
 from __future__ import annotations
 
