@@ -71,7 +71,9 @@ def test_normalisation_drops_case_markup_and_punctuation() -> None:
         "flood barrier walls 2024")
     assert simhash("<p>Flood barrier, walls.</p>") == simhash("flood   BARRIER walls")
     assert simhash("") is None and simhash("<br/> ... the of") is None
-    assert fingerprints(["", STORY, "the of"]) == [None, simhash(STORY), None]
+    # A batch gives each text what it gives alone, whatever empty texts lie between.
+    assert fingerprints(["", STORY, "the of", "", OTHER]) == [
+        None, simhash(STORY), None, None, simhash(OTHER)]
 
 
 def test_near_duplicate_from_another_source_joins_the_cluster(
