@@ -107,7 +107,7 @@ def apply_corroboration_sync(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
 # member looked for. (A member lookup for every cluster, LIMIT 1, ran as one full scan per
 # cluster under a generic plan with stale statistics: 0.5-1 s per batch.) A cluster with one
 # source before and after the batch, nearly all of them, needs nothing and is not returned:
-# reading and looping over them took ≈ 15 % of the store worker's own CPU.
+# reading and looping over them cost the store worker 7-8 µs of CPU a row (now 2-3).
 _TOUCHED = """
 WITH b AS (
     SELECT id, coalesce(cluster_id, id) AS cluster, source
