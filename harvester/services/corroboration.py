@@ -162,14 +162,15 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
     grown: list[tuple[int, list[str]]] = []
     rescore: list[int] = []
     apply: dict[str, list[Any]] = {"ids": [], "factors": [], "sources": []}
+    # Every cluster returned has two sources or more after the batch (see _TOUCHED).
     for cluster, before, incoming, member_ids in touched:
         before = sorted(set(before or []))
         after = sorted(set(before) | set(incoming))
-        if len(after) >= 2 and after != before:
+        if after != before:
             grown.append((cluster, after))
         if corroboration_factor(len(after)) != corroboration_factor(len(before) or 1):
             rescore.append(cluster)
-        elif len(after) >= 2:
+        else:
             factor = Decimal(str(corroboration_factor(len(after))))
             for member in member_ids:
                 apply["ids"].append(member)
