@@ -16,6 +16,7 @@ import pytest
 from harvester.services import clusters
 from harvester.services.clusters import assign_clusters_sync
 from harvester.services.simhash import (
+    STOPWORDS,
     distance,
     fingerprints,
     normalise,
@@ -71,6 +72,10 @@ def test_normalisation_drops_case_markup_and_punctuation() -> None:
         "flood barrier walls 2024")
     assert simhash("<p>Flood barrier, walls.</p>") == simhash("flood   BARRIER walls")
     assert simhash("") is None and simhash("<br/> ... the of") is None
+    # Every stop word is dropped, wherever it stands.
+    every_stop_word = " ".join(sorted(STOPWORDS))
+    assert simhash(f"{every_stop_word} flood {every_stop_word} barrier") == simhash(
+        "flood barrier")
     # A batch gives each text what it gives alone, whatever empty texts lie between.
     assert fingerprints(["", STORY, "the of", "", OTHER]) == [
         None, simhash(STORY), None, None, simhash(OTHER)]
