@@ -66,13 +66,14 @@ def _clean(text: str) -> str:
 
 def _buffer(texts: Sequence[str]) -> npt.NDArray[np.uint8]:
     """The texts as one lower-cased UTF-8 buffer, each followed by a NUL (never a word
-    byte). Only ASCII is lower-cased, by table: ``str.lower`` cost more than all the rest
-    on real (non-ASCII) text, and a capitalised accented word is rare enough to matter little.
+    byte). Only ASCII is lower-cased, byte by byte: ``str.lower`` cost more than all the
+    rest on real (non-ASCII) text, and a capitalised accented word is rare enough to matter
+    little.
     """
     joined = "\x00".join([_clean(t or "") for t in texts]) + "\x00"
     data = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     # Byte arithmetic, not a 256-entry table: numpy's comparisons run in SIMD, its table
-    # lookups a byte at a time (3x slower on 2 KB texts). A-Z lack bit 5; setting it lowers.
+    # lookups a byte at a time (3x slower). A-Z lack bit 5; setting it lowers them.
     upper = _between(data, ord("A"), ord("Z"))
     return data | (upper.view(np.uint8) << np.uint8(5))
 
