@@ -176,8 +176,10 @@ async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
 
 
 def _fingerprint(rows: Sequence[dict[str, Any]]) -> None:
-    """The simhash of title + text, for rows that do not carry one (all, from the crawl)."""
-    todo = [row for row in rows if row.get("simhash") is None]
+    """The simhash of title + text, for rows without a ``simhash`` key (all, from the crawl).
+    A row already fingerprinted keeps its value, None for a text without words: the store
+    worker's read-ahead and a batch written again take no second pass."""
+    todo = [row for row in rows if "simhash" not in row]
     if todo:
         texts = [f"{row.get('title') or ''}\n{row.get('text') or ''}" for row in todo]
         for row, value in zip(todo, fingerprints(texts), strict=True):
