@@ -94,16 +94,16 @@ def _band_branch(band: int) -> str:
 
 _NEAREST = f"""
 WITH batch AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(hashes)s::bigint[]) AS b(id, simhash)
+    SELECT * FROM unnest(%(ids)b::bigint[], %(hashes)b::bigint[]) AS b(id, simhash)
 ), probe AS MATERIALIZED (
     SELECT b.id, b.simhash, m.mask
-    FROM batch b CROSS JOIN unnest(%(masks)s::integer[]) AS m(mask)
+    FROM batch b CROSS JOIN unnest(%(masks)b::integer[]) AS m(mask)
 ), hit AS ({" UNION ALL ".join(_band_branch(band) for band in range(BANDS))}
 )
 SELECT DISTINCT ON (id) id, match_id, COALESCE(cluster_id, match_id), distance
 FROM (SELECT id, match_id, cluster_id,
              bit_count((simhash # match_hash)::bit(64)) AS distance
-      FROM hit WHERE match_id <> ALL(%(exclude)s::bigint[])) AS near
+      FROM hit WHERE match_id <> ALL(%(exclude)b::bigint[])) AS near
 WHERE distance <= %(distance)s
 ORDER BY id, distance, match_id
 """

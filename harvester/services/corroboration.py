@@ -111,14 +111,14 @@ def apply_corroboration_sync(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
 _TOUCHED = """
 WITH b AS (
     SELECT id, coalesce(cluster_id, id) AS cluster, source
-    FROM signals WHERE id = ANY(%(ids)s)
+    FROM signals WHERE id = ANY(%(ids)b::bigint[])
 )
 SELECT t.* FROM (
     SELECT i.cluster, coalesce(
                cs.sources,
                (SELECT ARRAY[r.source] FROM signals r WHERE r.id = i.cluster),
                ARRAY(SELECT m.source FROM signals m
-                     WHERE m.cluster_id = i.cluster AND m.id <> ALL(%(ids)s) LIMIT 1)
+                     WHERE m.cluster_id = i.cluster AND m.id <> ALL(%(ids)b::bigint[]) LIMIT 1)
            ) AS before,
            i.sources, i.ids
     FROM (SELECT cluster, array_agg(DISTINCT source) AS sources, array_agg(id) AS ids
