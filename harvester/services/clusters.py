@@ -92,6 +92,8 @@ def _band_branch(band: int) -> str:
     """
 
 
+# Arrays go in binary (``%b``, see store._LOOKUP), cast: binary picks smallint[] for
+# small values, and an empty list has no type.
 _NEAREST = f"""
 WITH batch AS (
     SELECT * FROM unnest(%(ids)b::bigint[], %(hashes)b::bigint[]) AS b(id, simhash)

@@ -108,6 +108,7 @@ def apply_corroboration_sync(cur: psycopg.Cursor[Any] | psycopg.Connection[Any],
 # cluster under a generic plan with stale statistics: 0.5-1 s per batch.) A cluster with one
 # source before and after the batch, nearly all of them, needs nothing and is not returned:
 # reading and looping over them cost the store worker 7-8 µs of CPU a row (now 2-3).
+# ``ids`` goes in binary (``%b``, see store._LOOKUP).
 _TOUCHED = """
 WITH b AS (
     SELECT id, coalesce(cluster_id, id) AS cluster, source
