@@ -8,6 +8,16 @@ from datetime import datetime
 from typing import Any
 
 
+class TidyText(str):
+    """Text a parser made tidy (``harvester.parsers.html``): single spaces, no blank
+    lines, no space at either end of a line, no control character. The validate pipeline
+    returns it as it is instead of checking it again, the costliest part of its work; any
+    change to the text (a slice, a concatenation) gives back a plain ``str``, which is
+    checked."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True, kw_only=True)
 class Signal:
     """One piece of content seen at a source.

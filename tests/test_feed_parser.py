@@ -239,3 +239,5 @@ def test_inline_text_and_html_to_text() -> None:
     )
     assert html_to_text("no markup at all") == "no markup at all"
     assert html_to_text("") is None
+    # lxml takes control characters in but refuses to set them back (it raised here).
+    assert html_to_text("<p>one\x01two</p><p>three\x7f</p>") == "onetwo\nthree"

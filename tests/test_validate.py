@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from harvester.items import TidyText
+from harvester.parsers.html import html_to_text, plain_text
 from harvester.pipelines.validate import _is_tidy, _rewrite, clean_line, clean_text
 
 # Everything the cleaning treats specially, plus ordinary and non-ASCII letters.
@@ -39,3 +41,22 @@ def test_the_fast_path_agrees_with_the_rewrite() -> None:
         cleaned = clean_text(value, 1000)
         assert clean_text(cleaned or "", 1000) == cleaned, repr(value)  # idempotent
     assert tidy > 1000  # the fast path was exercised, not only the rewrite
+
+
+def test_parser_text_is_what_the_rewrite_would_make_it() -> None:
+    # Validate skips its check for a parser's TidyText: that must never change the result.
+    rnd = random.Random(7)
+    pieces = [*ALPHABET, "<p>", "</p>", "<b>", "<br>", "<script>", "&amp;", "&#1;", "\x01",
+              "\x1b", "\x08"]
+    seen = 0
+    for _ in range(20_000):
+        value = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 12)))
+        for text in (html_to_text(value), plain_text(value)):
+            if text is None:
+                continue
+            seen += 1
+            assert type(text) is TidyText, repr(value)
+            assert _rewrite(text) == text, repr(value)
+            assert clean_text(text, 1000) == clean_text(str(text), 1000), repr(value)
+            assert type(clean_text(text, 1000)) is str  # what validate stores is plain text
+    assert seen > 20_000
