@@ -52,6 +52,7 @@ from genfeeds import Prose, _title, generate  # noqa: E402
 from scrapy.utils.project import get_project_settings  # noqa: E402
 
 from harvester.parsers.html import html_to_text  # noqa: E402
+from harvester.pipelines.validate import clean_text  # noqa: E402
 from harvester.services import clusters, database, embedded  # noqa: E402
 from harvester.services.batch import Batch  # noqa: E402
 from harvester.services.localsite import LocalSite  # noqa: E402
@@ -168,14 +169,14 @@ def rows(n: int, run_id: str) -> list[dict[str, Any]]:
 
 def distinct_rows(n: int, run_id: str, seed: int = 1) -> list[dict[str, Any]]:
     """:func:`rows` with a text of its own per row (1-3 KB of generated prose, reduced to
-    text as the feed parser does: the store never gets HTML): nearly all of them start
-    their own cluster."""
+    text as the feed parser and validate do: the store never gets HTML, and gets a plain
+    ``str``, not the parser's ``TidyText``): nearly all of them start their own cluster."""
     rng = random.Random(seed)
     prose = Prose(rng)
     data = rows(n, run_id)
     for row in data:
         row["title"] = _title(rng)
-        row["text"] = html_to_text(prose.html(rng, "bench.example"))
+        row["text"] = clean_text(html_to_text(prose.html(rng, "bench.example")), 20_000)
     return data
 
 
