@@ -267,16 +267,7 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     database.migrate(url)
     results: dict[str, Any] = {"feeds": args.feeds, "entries_per_feed": args.entries}
     with LocalSite(site_root) as site:
-        sources = work / "sources.toml"
-        urls = ", ".join(f'"{site.url}/{p}"' for p in paths)
-        sources.write_text(
-            f'[[sources]]\nname = "bench"\nkind = "feed"\nurls = [{urls}]\n\n'
-            '[topics.security]\nkeywords = ["ransomware", "vulnerability", "zero-day"]\n'
-            'weight = 2.0\n\n[topics.oss]\nkeywords = ["open source", "release"]\nweight = 1.0\n'
-        )
-        env = {**os.environ, "HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(work / "home"),
-               "HARVEST_SOURCES": str(sources),
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)])}
+        env = crawl_env(work, site.url, paths, url)
         warm_up(site.url, paths)
         every: dict[str, list[dict[str, Any]]] = {}
         # Interleaved rounds, median per run: this machine's noise is ±15 % per crawl.
@@ -313,6 +304,21 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     results["store_alone_distinct"] = store_alone(
         url, distinct_rows(args.store_items, run_id), args.batch_size)
     return results
+
+
+def crawl_env(work: Path, base: str, paths: list[str], url: str) -> dict[str, str]:
+    """The environment of a bench crawl: a sources file with one feed source of every
+    path under ``base`` and two topics, the database at ``url``, state under ``work``."""
+    sources = work / "sources.toml"
+    urls = ", ".join(f'"{base}/{p}"' for p in paths)
+    sources.write_text(
+        f'[[sources]]\nname = "bench"\nkind = "feed"\nurls = [{urls}]\n\n'
+        '[topics.security]\nkeywords = ["ransomware", "vulnerability", "zero-day"]\n'
+        'weight = 2.0\n\n[topics.oss]\nkeywords = ["open source", "release"]\nweight = 1.0\n'
+    )
+    return {**os.environ, "HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(work / "home"),
+            "HARVEST_SOURCES": str(sources),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)])}
 
 
 def warm_up(base: str, paths: list[str]) -> None:
