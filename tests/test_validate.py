@@ -7,7 +7,13 @@ import random
 
 from harvester.items import TidyText
 from harvester.parsers.html import html_to_text, plain_text
-from harvester.pipelines.validate import _is_tidy, _rewrite, clean_line, clean_text
+from harvester.pipelines.validate import (
+    _is_tidy,
+    _rewrite,
+    clean_line,
+    clean_tags,
+    clean_text,
+)
 
 # Everything the cleaning treats specially, plus ordinary and non-ASCII letters.
 ALPHABET = ["a", "b", "é", "中", " ", " ", "\n", "\n", "\t", "\r", "\x00", "\x1c", "\x7f",
@@ -20,6 +26,13 @@ def test_untidy_text_is_cleaned() -> None:
     assert clean_text(" \n\t ", 1000) is None
     assert clean_text("x" * 50, 10) == "x" * 10
     assert clean_line("  one\n two\x07 ", 100) == "one two"
+
+
+def test_tags_are_cleaned_once_each_in_order() -> None:
+    tags = ["  Security ", "ransomware", "", "Security", "multi\nline\x07 tag", " \t ",
+            "x" * 150, "ransomware"]
+    assert clean_tags(tags) == ["Security", "ransomware", "multi line tag", "x" * 100]
+    assert clean_tags([]) == []
 
 
 def test_tidy_text_is_returned_as_it_is() -> None:
