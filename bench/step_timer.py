@@ -2,8 +2,9 @@
 
 ``Stage0`` … ``Stage4`` go before, between and after the pipelines under test; each
 notes the moment an item reaches it, so the time from one stage to the next is what the
-pipeline between them cost that item *inside the crawl*, where it runs colder and slower
-than in a loop of its own (the crawl's parsing and event loop run between two items).
+pipeline between them cost that item *inside the crawl*, two to three times what it costs
+in a loop of its own (colder caches, most likely: the crawl's parsing and event loop run
+between two items).
 At close the per-step medians, means and 90th percentiles (µs an item), and the time the
 crawl spent in Python's garbage collector, are written to ``$BENCH_STEPS_FILE`` as JSON.
 Per-item medians are not moved by the machine's slow spells the way items/s are. A stage

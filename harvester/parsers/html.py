@@ -36,8 +36,9 @@ _INLINE_TAG_RE = re.compile(
 )
 _WS_RE = re.compile(r"\s+")
 _MARKUP_HINT_RE = re.compile(r"<[A-Za-z/!]")
-# Control characters that str.split() does not take for whitespace. In UTF-8 each is one
-# byte, and no byte of a multi-byte character is below 0x80: a byte-level test is exact.
+# The control characters validate's rewrite drops, but \t \n \v \f \r, which str.split()
+# takes for whitespace. In UTF-8 each is one byte, and no byte of a multi-byte character
+# is below 0x80: a byte-level test is exact.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 _CONTROL_BYTES = bytes(range(0x00, 0x09)) + bytes(range(0x0E, 0x20)) + b"\x7f"
 
