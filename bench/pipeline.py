@@ -36,6 +36,7 @@ import time
 import urllib.request
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -246,25 +247,38 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5, help="crawl rounds (median is kept)")
     args = parser.parse_args()
+    results = in_scratch("harvest-bench-", lambda work: run(work, args), "results.json")
+    print(json.dumps(results, indent=2))
 
-    work = Path(tempfile.mkdtemp(prefix="harvest-bench-", dir="/tmp"))
+
+def in_scratch(prefix: str, body: Callable[[Path], dict[str, Any]],
+               out_name: str) -> dict[str, Any]:
+    """``body`` run in a scratch directory (its embedded PostgreSQL stopped and the
+    directory removed after), its results written to bench/out/``out_name``."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
-        results = run(work, args)
+        results = body(work)
     finally:
         embedded.stop(work / "pg", mode="fast")
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    (out / out_name).write_text(json.dumps(results, indent=2))
+    return results
 
 
-def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def corpus_and_database(work: Path, feeds: int, entries: int) -> tuple[Path, list[str], str]:
+    """The generated feeds (their root and paths) and a migrated database URL."""
     site_root = work / "site"
-    paths = generate(site_root, feeds=args.feeds, entries=args.entries)
+    paths = generate(site_root, feeds=feeds, entries=entries)
     (site_root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
     url = os.environ.get("HARVEST_DATABASE_URL") or embedded.start(work / "pg")
     database.migrate(url)
+    return site_root, paths, url
+
+
+def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    site_root, paths, url = corpus_and_database(work, args.feeds, args.entries)
     results: dict[str, Any] = {"feeds": args.feeds, "entries_per_feed": args.entries}
     with LocalSite(site_root) as site:
         env = crawl_env(work, site.url, paths, url)

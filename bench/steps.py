@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import pipeline as bench  # noqa: E402
 
-from harvester.services import database, embedded  # noqa: E402
 from harvester.services.localsite import LocalSite  # noqa: E402
 
 STAGES = [f"step_timer.Stage{n}" for n in range(5)]
@@ -53,24 +49,12 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="harvest-steps-", dir="/tmp"))
-    try:
-        results = run(work, args)
-    finally:
-        embedded.stop(work / "pg", mode="fast")
-        shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "steps.json").write_text(json.dumps(results, indent=2))
+    results = bench.in_scratch("harvest-steps-", lambda work: run(work, args), "steps.json")
     print(json.dumps(results["median_of_rounds_us"], indent=2))
 
 
 def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    site_root = work / "site"
-    paths = bench.generate(site_root, feeds=args.feeds, entries=args.entries)
-    (site_root / "robots.txt").write_text("User-agent: *\nAllow: /\n")
-    url = os.environ.get("HARVEST_DATABASE_URL") or embedded.start(work / "pg")
-    database.migrate(url)
+    site_root, paths, url = bench.corpus_and_database(work, args.feeds, args.entries)
     every: dict[str, list[dict[str, Any]]] = {label: [] for label in RUNS}
     with LocalSite(site_root) as site:
         env = bench.crawl_env(work, site.url, paths, url)
