@@ -7,9 +7,10 @@ in a loop of its own (colder caches, most likely: the crawl's parsing and event 
 between two items).
 At close the per-step medians, means and 90th percentiles (µs an item), and the time the
 crawl spent in Python's garbage collector, are written to ``$BENCH_STEPS_FILE`` as JSON.
-Per-item medians are not moved by the machine's slow spells the way items/s are. A stage
-costs ≈ 3-4 µs itself (one pipeline call), which is in every step: ``bench/steps.py``
-measures it with the stages alone.
+Per-item medians move with the machine's speed as items/s do, but the steps of one crawl
+are measured in the same minutes, so their proportions hold. A stage costs ≈ 2-4 µs
+itself (one pipeline call), which is in every step: ``bench/steps.py`` measures it with
+the stages alone.
 """
 
 from __future__ import annotations
