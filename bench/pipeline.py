@@ -69,6 +69,9 @@ PIPELINES = {
 NAIVE = "naive_store.NaiveInsertPipeline"
 DISCARD = "naive_store.DiscardRowsPipeline"
 # The project's extensions plus the one that records the stats: every run gets the same.
+# Named explicitly: found through scrapy.cfg, they would be lost when the bench is run
+# from another directory (its crawls then ran without GcFreezeExtension).
+os.environ.setdefault("SCRAPY_SETTINGS_MODULE", "harvester.settings")
 EXTENSIONS = {**get_project_settings().getdict("EXTENSIONS"), "bench_stats.StatsToFile": 0}
 IN_FLIGHT = 4  # HARVEST_STORE_MAX_IN_FLIGHT's default
 TABLES = "signals, rejects, crawl_runs, sources_state, applied_batches, cluster_sources"
