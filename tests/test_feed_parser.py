@@ -241,3 +241,5 @@ def test_inline_text_and_html_to_text() -> None:
     assert html_to_text("") is None
     # lxml takes control characters in but refuses to set them back (it raised here).
     assert html_to_text("<p>one\x01two</p><p>three\x7f</p>") == "onetwo\nthree"
+    # Other characters lxml refuses: the text is kept, through tag stripping.
+    assert html_to_text("<p>one\ufffetwo</p><p>three</p>") == "one\ufffetwo three"
