@@ -17,7 +17,7 @@ from harvester.pipelines.validate import (
 
 # Everything the cleaning treats specially, plus ordinary and non-ASCII letters.
 ALPHABET = ["a", "b", "é", "中", " ", " ", "\n", "\n", "\t", "\r", "\x00", "\x1c", "\x7f",
-            "\u00a0", "\u00ad", "\u200b", "\u2028", "\u3000", "\ufeff"]
+            "\u00a0", "\u00ad", "\u200b", "\u2028", "\u3000", "\ufeff", "\ud800", "\udfff"]
 
 
 def test_untidy_text_is_cleaned() -> None:
@@ -53,6 +53,7 @@ def test_the_fast_path_agrees_with_the_rewrite() -> None:
             assert _rewrite(value) == value, repr(value)
         cleaned = clean_text(value, 1000)
         assert clean_text(cleaned or "", 1000) == cleaned, repr(value)  # idempotent
+        (cleaned or "").encode("utf-8")  # no lone surrogate left: PostgreSQL can take it
     assert tidy > 1000  # the fast path was exercised, not only the rewrite
 
 
@@ -69,6 +70,7 @@ def test_parser_text_is_what_the_rewrite_would_make_it() -> None:
                 continue
             seen += 1
             assert type(text) is TidyText, repr(value)
+            text.encode("utf-8")  # no lone surrogate left
             assert _rewrite(text) == text, repr(value)
             assert clean_text(text, 1000) == clean_text(str(text), 1000), repr(value)
             assert type(clean_text(text, 1000)) is str  # what validate stores is plain text

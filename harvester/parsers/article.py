@@ -10,7 +10,6 @@ the real-article corpus (docs/extraction.md).
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from dateutil import parser as dateparser
 from lxml import etree
 from lxml import html as lxml_html
 
+from harvester import surrogates
 from harvester.parsers.encoding import decode_document
 from harvester.parsers.html import collapse_ws
 
@@ -161,7 +161,8 @@ def _jsonld_nodes(tree: lxml_html.HtmlElement) -> Iterator[dict[str, Any]]:
         if not raw:
             continue
         try:
-            data = json.loads(raw.removeprefix("<!--").removesuffix("-->").strip(), strict=False)
+            data = surrogates.json_loads(
+                raw.removeprefix("<!--").removesuffix("-->").strip(), strict=False)
         except ValueError:
             logger.debug("unparsable JSON-LD block skipped")
             continue

@@ -30,6 +30,7 @@ import fastfeedparser
 import feedparser
 from lxml import etree
 
+from harvester import surrogates
 from harvester.parsers.encoding import (
     BodyTooLarge,
     clean_xml_text,
@@ -119,10 +120,10 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     if not text:
         return _failed("empty document: the response body has no content", decoded.encoding)
     if text[0] in "{[":
-        problem = _json_problem(text)
+        document, problem = _json_feed(text)
         if problem:
             return _failed(f"not a feed: {problem}", decoded.encoding)
-        attempt = _run_fastfeedparser(text.encode("utf-8"))
+        attempt = _run_fastfeedparser(document)
         if not attempt.is_feed:
             return _failed(f"not a feed: not a JSON Feed ({attempt.failure})", decoded.encoding)
     else:
@@ -133,15 +134,19 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     return _build(attempt, url, decoded.encoding)
 
 
-def _json_problem(text: str) -> str | None:
-    """Why a JSON-looking document is not a JSON Feed, or None when it may be one."""
+def _json_feed(text: str) -> tuple[bytes, str | None]:
+    """The document for fastfeedparser, and why a JSON-looking document is not a JSON
+    Feed (None when it may be one). A document with lone surrogates is handed over again
+    without them (harvester/surrogates.py): fastfeedparser decodes JSON as it is."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return f"invalid JSON ({exc})"
+        return b"", f"invalid JSON ({exc})"
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        return "JSON without a JSON Feed items list"
-    return None
+        return b"", "JSON without a JSON Feed items list"
+    if surrogates.may_hold(text):
+        return json.dumps(surrogates.replace_in(data)).encode("ascii"), None
+    return text.encode("utf-8"), None
 
 
 def _drop_truncated_tail(attempt: _Attempt, text: str) -> None:

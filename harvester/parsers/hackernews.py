@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from harvester import surrogates
 from harvester.parsers.html import collapse_ws, html_to_text
 
 ITEM_PAGE = "https://news.ycombinator.com/item?id={id}"
@@ -75,7 +76,7 @@ def item_page(item_id: int | str) -> str:
 def load_json(body: bytes) -> tuple[Any, str | None]:
     """(document, None), or (None, one-line reason) when the body is not JSON."""
     try:
-        return json.loads(body), None
+        return surrogates.json_loads(body), None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
         return None, f"not JSON ({str(exc).splitlines()[0][:200]})"
 

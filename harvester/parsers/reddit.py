@@ -13,13 +13,14 @@ Shape (https://www.reddit.com/dev/api, "listings")::
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
+
+from harvester import surrogates
 
 #: Posts link to their page on the real site, whatever host the API was read from.
 SITE = "https://www.reddit.com"
@@ -75,7 +76,7 @@ class ParsedListing:
 def parse_listing(body: bytes) -> ParsedListing:
     """One listing page → posts (Signal fields), rejects, the ``after`` cursor or an error."""
     try:
-        doc = json.loads(body)
+        doc = surrogates.json_loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return ParsedListing(error=f"not JSON ({exc})", unusable=True)
     if isinstance(doc, dict) and "error" in doc and "data" not in doc:

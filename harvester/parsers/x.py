@@ -5,11 +5,12 @@ next to the data, the paging meta, or one sentence saying why the body is an err
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from harvester import surrogates
 
 #: Longest title cut from a tweet's first line (the whole tweet stays in ``text``).
 TITLE_MAX = 120
@@ -51,7 +52,7 @@ class SearchPage:
 def parse_search(body: bytes) -> SearchPage:
     """Parse a search response body answered with HTTP 200."""
     try:
-        doc = json.loads(body)
+        doc = surrogates.json_loads(body)
     except (ValueError, UnicodeDecodeError):
         return SearchPage(problem="X answered with a body that is not JSON")
     if not isinstance(doc, dict):
@@ -174,7 +175,7 @@ def problem_message(status: int, body: bytes) -> str:
     if status == 401:
         return "X rejected the bearer token (401): check X_BEARER_TOKEN"
     try:
-        doc = json.loads(body)
+        doc = surrogates.json_loads(body)
     except (ValueError, UnicodeDecodeError):
         doc = None
     detail = _detail(doc) if isinstance(doc, dict) else None

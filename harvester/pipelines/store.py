@@ -299,7 +299,9 @@ def _log_failure(outcome: Outcome, consequence: str, *args: Any) -> None:
         return  # a reconnect is not due yet: the spool warning says enough
     what = {"unreachable": "Cannot connect to the database",
             "down": "Database write failed",
-            "refused": "Database refused a batch"}.get(outcome.status, "The store worker is gone")
+            "refused": "Database refused a batch",
+            "failed": "The store worker could not write a batch"}.get(
+                outcome.status, "The store worker is gone")
     logger.error("%s (%s): " + consequence, what, outcome.error, *args)
 
 

@@ -1,4 +1,5 @@
-"""ValidatePipeline: required fields, URL shape, UTC dates, cleaned and capped text."""
+"""ValidatePipeline: required fields, URL shape, UTC dates, cleaned and capped text, no
+lone surrogates (harvester/surrogates.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
 
+from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
 
@@ -66,7 +68,7 @@ def clean_line(value: str | None, limit: int) -> str | None:
     if value.isprintable() and "  " not in value and value[:1] != " " and value[-1:] != " ":
         return value[:limit] or None  # the common case: nothing to clean
     value = _SPACE.sub(" ", _CONTROL.sub("", value).replace("\n", " ")).strip()
-    return value[:limit] or None
+    return surrogates.replace(value)[:limit] or None
 
 
 def clean_tags(tags: list[str]) -> list[str]:
@@ -91,7 +93,7 @@ def clean_text(value: str | None, limit: int) -> str | None:
 
 
 def _rewrite(value: str) -> str:
-    value = _CONTROL.sub("", value)
+    value = surrogates.replace(_CONTROL.sub("", value))
     lines = (_SPACE.sub(" ", line).strip() for line in value.split("\n"))
     return _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -130,15 +132,23 @@ class ValidatePipeline:
 
     def _check(self, item: Signal) -> None:
         cfg = self.config
+        # A lone surrogate (a broken character) cannot be stored: U+FFFD instead. Text
+        # fields are handled by the cleaning below; the rest are checked here, ASCII at once.
+        if item.external_id:
+            item.external_id = surrogates.replace(item.external_id)
+        if item.feed_url:
+            item.feed_url = surrogates.replace(item.feed_url)
+        if item.language:
+            item.language = surrogates.replace(item.language)
         if item.url:
-            item.url = item.url.strip()
+            item.url = surrogates.replace(item.url.strip())
             if reason := check_url(item.url):
                 raise InvalidSignal("url", reason, item.url[:200])
         elif not item.external_id:
             raise InvalidSignal("url", "missing_url_and_id")
         if item.link_url:
             # Only a pointer: a bad one is dropped from the item, the post itself is kept.
-            item.link_url = item.link_url.strip()
+            item.link_url = surrogates.replace(item.link_url.strip())
             if check_url(item.link_url):
                 item.link_url = None
                 self.crawler.stats.inc_value("harvest/validate/bad_link_url")

@@ -30,7 +30,9 @@ def write(spool_dir: Path, batch: Batch) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     path = spool_dir / f"{stamp}-{batch.batch_id}.jsonl"
     tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    # surrogatepass: a batch that holds a lone surrogate (which the store replaces, but a
+    # batch is spooled as it came) must still reach the disk; read() reads it back as is.
+    with tmp.open("w", encoding="utf-8", errors="surrogatepass") as fh:
         fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
         records = [("signal", row) for row in batch.signals]
         records += [("reject", row) for row in batch.rejects]
@@ -46,7 +48,7 @@ def write(spool_dir: Path, batch: Batch) -> Path:
 
 def read(path: Path) -> Batch:
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8", errors="surrogatepass") as fh:
             header = json.loads(fh.readline())
             batch = Batch(batch_id=header["batch_id"])
             for line in fh:

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from harvester import surrogates
 from harvester.services import clusters, corroboration
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
 from harvester.services.simhash import fingerprints
@@ -145,9 +146,11 @@ def _unique(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _scrub(value: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold NUL: drop it rather than lose the whole batch
-    (a NUL in one raw rejected item would make every replay fail too)."""
+    (a NUL in one raw rejected item would make every replay fail too). Nor can they hold a
+    lone surrogate, which psycopg cannot even encode: U+FFFD instead (harvester/surrogates.py;
+    validate already replaced those of a crawl's items, ASCII text is passed at once)."""
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        return surrogates.replace(value.replace("\x00", "") if "\x00" in value else value)
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list):

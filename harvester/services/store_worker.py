@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +68,8 @@ class Config:
 class Outcome:
     """``stored``/``replayed`` with a result, or ``unreachable`` (no connection; ``error``
     is set only when a connection was just attempted), ``down`` (the connection broke),
-    ``refused`` (the database rejected the rows) or ``dead`` (the worker is gone)."""
+    ``refused`` (the database rejected the rows), ``failed`` (the worker could not write
+    them: a bug, or a value nothing expected) or ``dead`` (the worker is gone)."""
 
     status: str
     result: BatchResult | None = None
@@ -296,6 +298,12 @@ class _Database:
             # The database is up but refused the rows (a bug or a value it cannot hold):
             # the crawl keeps them on disk for the operator rather than lose them.
             return Outcome("refused", error=first_line(exc))
+        except Exception as exc:
+            # Not the database's refusal but a failure of ours with these rows: the worker
+            # outlives it (the transaction was rolled back), the crawl spools the batch, and
+            # the traceback goes to the stderr this process shares with its crawl.
+            traceback.print_exc()
+            return Outcome("failed", error=f"{type(exc).__name__}: {first_line(exc)}")
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Response
 from scrapy.settings import BaseSettings
 
-from harvester import __version__
+from harvester import __version__, surrogates
 from harvester.config import get_credentials
 from harvester.items import Rejection, Signal
 from harvester.parsers.reddit import ParsedListing, describe_error, parse_listing
@@ -138,7 +137,7 @@ class RedditSpider(SourceSpider):
                                    "REDDIT_CLIENT_SECRET")
             return
         try:
-            doc = json.loads(response.body)
+            doc = surrogates.json_loads(response.body)
         except (ValueError, UnicodeDecodeError):
             doc = None
         token = doc.get("access_token") if isinstance(doc, dict) else None
@@ -260,7 +259,7 @@ def _redirected_to_search(response: Response) -> bool:
 
 def _http_detail(response: Response) -> str:
     try:
-        doc = json.loads(response.body)
+        doc = surrogates.json_loads(response.body)
     except (ValueError, UnicodeDecodeError):
         doc = None
     if isinstance(doc, dict):
