@@ -188,8 +188,9 @@ def _engagement(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("score", "num_comments", "upvote_ratio"):
         value = data.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = value
+        if (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and math.isfinite(value)):
+            out[key] = value  # NaN or an infinity would poison the percentile and the score
     return out
 
 

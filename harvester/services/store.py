@@ -14,6 +14,7 @@ again with every row through the upsert. See docs/clusters.md for that race and 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -148,13 +149,17 @@ def _scrub(value: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold NUL: drop it rather than lose the whole batch
     (a NUL in one raw rejected item would make every replay fail too). Nor can they hold a
     lone surrogate, which psycopg cannot even encode: U+FFFD instead (harvester/surrogates.py;
-    validate already replaced those of a crawl's items, ASCII text is passed at once)."""
+    validate already replaced those of a crawl's items, ASCII text is passed at once). And
+    jsonb cannot hold NaN or an infinity (which Python's json reads from ``NaN`` or
+    ``1e999``): None instead."""
     if isinstance(value, str):
         return surrogates.replace(value.replace("\x00", "") if "\x00" in value else value)
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

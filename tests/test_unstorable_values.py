@@ -1,11 +1,14 @@
-"""Lone surrogates (a broken character JSON can carry, ``"\\ud800"``) never cost an item:
-JSON sources, validate and the store replace them with U+FFFD, and a batch the store worker
+"""Values PostgreSQL cannot hold never cost a batch. Lone surrogates (a broken character
+JSON can carry, ``"\\ud800"``): JSON sources, validate and the store replace them with
+U+FFFD. NaN and infinities (Python's json reads ``NaN`` and ``1e999``): parsers leave them
+out of engagement, the store writes None for them in jsonb. And a batch the store worker
 cannot write fails on its own (the crawl spools it) instead of taking the worker down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ def test_json_loads_replaces_lone_halves_and_keeps_pairs_and_literals() -> None:
     assert json.loads(body)["a"] == f"x{HIGH}y"  # what plain json.loads hands over
 
 
-def test_json_sources_parse_lone_surrogates_as_replacement_characters() -> None:
+def test_json_sources_replace_lone_surrogates_and_drop_non_finite_counts() -> None:
     reddit = parse_listing(document({"kind": "Listing", "data": {"after": None, "children": [
         {"kind": "t3", "data": {"name": "t3_a", "id": "a", "title": f"Bad {HIGH} one",
                                 "selftext": f"body {LOW} here", "is_self": True,
@@ -68,6 +71,13 @@ def test_json_sources_parse_lone_surrogates_as_replacement_characters() -> None:
     post = reddit.posts[0]
     assert (post["title"], post["text"], post["author"]) == (
         f"Bad {FFFD} one", f"body {FFFD} here", f"al{FFFD}ce")
+    # Python's json reads NaN and 1e999 (an infinity); neither is a count to rank by.
+    odd = parse_listing(b'{"kind": "Listing", "data": {"after": null, "children": [{"kind":'
+                        b' "t3", "data": {"name": "t3_b", "id": "b", "title": "T",'
+                        b' "permalink": "/r/p/comments/b/x/", "subreddit": "p",'
+                        b' "created_utc": 1767614400, "score": NaN, "num_comments": 1e999,'
+                        b' "upvote_ratio": 0.5}}]}}')
+    assert odd.posts[0]["engagement"] == {"upvote_ratio": 0.5}
 
     x = parse_search(document({"data": [{"id": "1800000000000000000", "author_id": "u1",
                                          "text": f"zero-day {LOW} now"}],
@@ -116,14 +126,17 @@ def test_the_store_replaces_them_and_a_batch_it_cannot_write_is_not_fatal(
     # Rows that did not go through validate (another writer, an old spool file).
     broken = Batch(
         signals=[row("sur-1", "text \ud800 here", title="Title \udc00",
-                     tags=["t\ud800"], engagement={"note": "x\udfff"})],
+                     tags=["t\ud800"], engagement={"note": "x\udfff", "score": math.nan,
+                                                   "ratio": math.inf, "n": 3})],
         rejects=[reject_row(Rejection(source="s", reason="missing_link_and_id",
                                       url="https://e.org/\ud800",
-                                      raw={"title": "raw \ud800", "k\udc00": ["\udfff"]}),
+                                      raw={"title": "raw \ud800", "k\udc00": ["\udfff"],
+                                           "score": -math.inf}),
                             "6f1a1f4c-8c1a-4d3e-9a55-111111111111")],
     )
     # A batch of its spool file, written and read back, is still the same batch.
-    assert spool.read(spool.write(tmp_path, broken)).signals == broken.signals
+    back = spool.read(spool.write(tmp_path, broken))
+    assert repr(back.signals) == repr(broken.signals)  # repr: NaN is not equal to itself
 
     async def go() -> list[Outcome]:
         worker = StoreWorker(Config(pg_url, connect_timeout=5, reconnect_seconds=1.0,
@@ -143,10 +156,11 @@ def test_the_store_replaces_them_and_a_batch_it_cannot_write_is_not_fatal(
     title, text, tags, engagement = db.execute(
         "SELECT title, text, tags, engagement FROM signals WHERE key = 'sur-1'").fetchone()
     assert (title, text, tags, engagement) == (
-        f"Title {FFFD}", f"text {FFFD} here", [f"t{FFFD}"], {"note": f"x{FFFD}"})
+        f"Title {FFFD}", f"text {FFFD} here", [f"t{FFFD}"],
+        {"note": f"x{FFFD}", "score": None, "ratio": None, "n": 3})
     url, raw = db.execute("SELECT url, raw FROM rejects").fetchone()
     assert url == f"https://e.org/{FFFD}"
-    assert raw == {"title": f"raw {FFFD}", f"k{FFFD}": [FFFD]}
+    assert raw == {"title": f"raw {FFFD}", f"k{FFFD}": [FFFD], "score": None}
     assert db.execute("SELECT count(*) FROM signals WHERE key = 'sur-2'").fetchone() == (1,)
 
 
