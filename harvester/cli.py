@@ -285,7 +285,9 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
         # next crawl) stores it once the database is back.
         first = first_line(exc)
         err.print(f"[yellow]warning:[/] the database is unreachable ({first}); crawling "
-                  f"anyway, items go to {cfg.spool_dir} until `harvest replay`.", highlight=False)
+                  f"anyway, items go to "
+                  f"{overrides.get('HARVEST_STORE_SPOOL_DIR') or cfg.spool_dir} until "
+                  "`harvest replay`.", highlight=False)
     log_file = None
     if not verbose:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -33,13 +33,18 @@ class SourceOutcome:
 
     @property
     def failed(self) -> bool:
-        if self.config_error:
+        if self.config_error or self.lost:
             return True
         if self.skipped:
             return False
         reached = self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
         blocked = self.counters.get("errors", 0) + self.counters.get("robots_forbidden", 0)
         return reached == 0 and blocked > 0
+
+    @property
+    def lost(self) -> int:
+        """Items that neither the database nor the spool took (see StorePipeline)."""
+        return int(self.counters.get("lost", 0))
 
     @property
     def error(self) -> str | None:

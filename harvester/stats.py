@@ -9,7 +9,7 @@ from typing import Any
 from scrapy.statscollectors import StatsCollector
 
 COUNTERS = ("fetched", "not_modified", "entries", "new", "reseen", "duplicates", "rejected",
-            "errors", "spooled", "missing", "waits", "unfetched", "partial_errors",
+            "errors", "spooled", "lost", "missing", "waits", "unfetched", "partial_errors",
             "unchanged", "filtered", "over_limit", "robots_forbidden")
 
 

@@ -48,6 +48,9 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
             console.print(f"[red]not crawled[/] {outcome.source}: {escape(outcome.config_error)}")
         elif outcome.skipped:
             console.print(f"[yellow]skipped[/] {outcome.source}: {escape(outcome.skipped)}")
+        elif outcome.lost:
+            console.print(f"[red]lost[/] {outcome.source}: {outcome.lost} items were neither "
+                          f"stored nor spooled: {escape(outcome.error)}")
         elif outcome.failed:
             console.print(f"[red]unreachable[/] {outcome.source}: {escape(outcome.error)}")
         elif outcome.counters.get("errors"):

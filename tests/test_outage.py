@@ -105,6 +105,30 @@ def test_crawl_with_the_database_down_spools_everything_for_replay(
     assert db.execute("SELECT sources, scraped FROM crawl_runs").fetchall() == [(["d"], 3)]
 
 
+def test_items_neither_stored_nor_spooled_fail_the_crawl_loudly(
+    site: LocalSite, home: Path, tmp_path: Path
+) -> None:
+    # The database is down and the spool cannot be written (here: its path is a file):
+    # the one way items are lost. They are counted, said in one line, and the crawl fails.
+    (site.root / "f.xml").write_text(rss([*items("gone", 3), {"title": "no link"}]))
+    sources = write_sources(tmp_path / "s.toml", [{"name": "g", "kind": "feed",
+                                                   "urls": [f"{site.url}/f.xml"]}])
+    blocked = tmp_path / "spool-is-a-file"
+    blocked.write_text("")
+    result = harvest("--sources", str(sources), "crawl", "g",
+                     "-s", f"HARVEST_STORE_SPOOL_DIR={blocked}", home=home,
+                     env={"HARVEST_DATABASE_URL": "postgresql://harvest@127.0.0.1:9/nowhere"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"items go to {blocked}" in result.stderr
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "lost g: 4 items were neither stored nor spooled: cannot write the spool in" in out
+    assert "HARVEST_STORE_SPOOL_DIR" in out
+    log = "".join(p.read_text() for p in (home / "logs").glob("*.log"))
+    assert "3 signals and 1 rejections are lost: cannot write the spool" in log
+    assert "Traceback" not in log  # one clear line, not a close failure
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
 def count_rows(db: psycopg.Connection[Any]) -> int:
     row = db.execute("SELECT count(*) FROM signals").fetchone()
     return int(row[0]) if row else 0

@@ -27,7 +27,7 @@ from harvester.stats import per_source, succeeded
 
 # metric attribute → per-source harvest stat it follows
 _FROM_STATS = {"stored": "new", "reseen": "reseen", "duplicates": "duplicates",
-               "spooled": "spooled", "errors": "errors", "waits": "waits"}
+               "spooled": "spooled", "lost": "lost", "errors": "errors", "waits": "waits"}
 
 
 class MetricsExtension:

@@ -263,7 +263,11 @@ class StorePipeline:
             self._count(outcome.result)
             return
         _log_failure(outcome, "spooling %d rows", len(batch))
-        path = spool.write(self.config.spool_dir, batch)
+        try:
+            path = spool.write(self.config.spool_dir, batch)
+        except OSError as exc:
+            self._lost(batch, exc)
+            return
         stats.inc_value("harvest/store/spool_files")
         for row in batch.signals:
             hstats.inc(stats, row["source"], "spooled")
@@ -271,6 +275,20 @@ class StorePipeline:
             hstats.inc(stats, row["source"], "rejected")
         logger.warning("Spooled %d signals and %d rejections to %s",
                        len(batch.signals), len(batch.rejects), path)
+
+    def _lost(self, batch: Batch, exc: OSError) -> None:
+        """Neither the database nor the spool took the batch: the one case where rows are
+        lost, so it is counted per source (``lost``), fails the sources' run (``harvest
+        crawl`` exits 1) and says what to fix."""
+        message = (f"cannot write the spool in {self.config.spool_dir} ({exc}): make it "
+                   "writable (HARVEST_STORE_SPOOL_DIR) or bring the database back")
+        logger.error("%d signals and %d rejections%s are lost: %s", len(batch.signals),
+                     len(batch.rejects), " and the run record" if batch.run else "", message)
+        stats = self.crawler.stats
+        stats.inc_value("harvest/store/lost_batches")
+        for row in (*batch.signals, *batch.rejects):
+            hstats.inc(stats, row["source"], "lost")
+            hstats.set_last_error(stats, row["source"], message)
 
     def _count(self, result: BatchResult) -> None:
         stats = self.crawler.stats

@@ -41,6 +41,7 @@ class CrawlMetrics:
     duplicates: Any
     rejected: Any
     spooled: Any
+    lost: Any
     responses: Any
     retries: Any
     waits: Any
@@ -66,6 +67,8 @@ def crawl_metrics() -> CrawlMetrics:
         duplicates=counter("harvest_items_duplicates", "Repeats dropped within a run"),
         rejected=counter("harvest_items_rejected", "Rejections stored, by reason", "reason"),
         spooled=counter("harvest_items_spooled", "Signals spooled while the DB was away"),
+        lost=counter("harvest_items_lost",
+                     "Signals and rejections neither stored nor spooled (no spool to write)"),
         responses=counter("harvest_http_responses", "HTTP responses, by status", "status"),
         retries=counter("harvest_retries", "Responses to retried requests"),
         waits=counter("harvest_rate_limit_waits", "Pauses asked for by rate-limiting servers"),

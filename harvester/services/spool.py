@@ -32,16 +32,21 @@ def write(spool_dir: Path, batch: Batch) -> Path:
     tmp = path.with_suffix(".tmp")
     # surrogatepass: a batch that holds a lone surrogate (which the store replaces, but a
     # batch is spooled as it came) must still reach the disk; read() reads it back as is.
-    with tmp.open("w", encoding="utf-8", errors="surrogatepass") as fh:
-        fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
-        records = [("signal", row) for row in batch.signals]
-        records += [("reject", row) for row in batch.rejects]
-        if batch.run is not None:
-            records.append(("run", batch.run))
-        for tag, row in records:
-            fh.write(json.dumps({"t": tag, "row": to_jsonable(row)}, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with tmp.open("w", encoding="utf-8", errors="surrogatepass") as fh:
+            fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
+            records = [("signal", row) for row in batch.signals]
+            records += [("reject", row) for row in batch.rejects]
+            if batch.run is not None:
+                records.append(("run", batch.run))
+            for tag, row in records:
+                fh.write(json.dumps({"t": tag, "row": to_jsonable(row)}, ensure_ascii=False)
+                         + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file (a full disk) is not a batch
+        raise
     os.replace(tmp, path)
     return path
 
