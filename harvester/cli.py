@@ -16,12 +16,13 @@ import click
 import psycopg
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from harvester.config import HarvestConfig, get_config
 from harvester.messages import first_line
 from harvester.services import clustered, database, embedded, queries, spool, state
-from harvester.services.replay import replay_pending
+from harvester.services.replay import put_back_refused, replay_pending
 from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
 
@@ -363,10 +364,19 @@ def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: floa
 
 
 @main.command()
+@click.option("--retry-refused", is_flag=True,
+              help="First put back the files set aside as .refused (after fixing the cause).")
 @friendly
-def replay() -> None:
-    """Store batches spooled while the database was unreachable (each exactly once)."""
+def replay(retry_refused: bool) -> None:
+    """Store batches spooled while the database was unreachable (each exactly once).
+
+    A batch the database refuses is set aside as .refused and the others go on; exit 1
+    when one was refused or unreadable.
+    """
     cfg = _config()
+    if retry_refused:
+        console.print(f"{put_back_refused(cfg.spool_dir)} refused files put back",
+                      highlight=False)
     pending = spool.pending(cfg.spool_dir)
     if not pending:
         console.print(f"nothing to replay in {cfg.spool_dir}", highlight=False)
@@ -382,8 +392,14 @@ def replay() -> None:
     console.print(f"replayed {report.batches} batches: {report.signals} signals "
                   f"({report.new} new), {report.rejects} rejections, "
                   f"{report.already_applied} already applied")
+    for refused in report.refused:
+        err.print(f"[red]refused[/] {escape(refused)}", highlight=False)
+    if report.refused:
+        err.print(f"[red]{len(report.refused)} spool files were refused and renamed .refused[/]"
+                  "; fix the cause, then `harvest replay --retry-refused`")
     if report.unreadable:
         err.print(f"[red]{report.unreadable} spool files were unreadable and renamed .bad[/]")
+    if report.refused or report.unreadable:
         sys.exit(EXIT_FAILED)
 
 

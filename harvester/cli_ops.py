@@ -156,6 +156,7 @@ def stats_command(as_json: bool) -> None:
         return
     console.print(f"signals: {data['signals']}   runs: {data['runs']}   "
                   f"spooled batches: {data['spooled_batches']}   "
+                  f"set aside: {sum(data['spool_set_aside'].values())}   "
                   f"database: {_size(data['database_size_bytes'])}   "
                   f"oldest: {_when(data['oldest_signal'])}   "
                   f"newest: {_when(data['newest_signal'])}", highlight=False)

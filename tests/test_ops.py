@@ -249,6 +249,7 @@ def test_stats_keeps_its_keys_and_adds_per_source_detail(
     data = json.loads(done.stdout)
     assert data["signals"] == 5 and data["by_source"] == {"a": 3, "b": 2}
     assert data["rejects"] == {"no_title": 1} and data["spooled_batches"] == 0
+    assert data["spool_set_aside"] == {"refused": 0, "unreadable": 0}
     assert {"runs", "last_run_finished_at"} <= set(data)
     assert (data["sources"]["a"]["signals"], data["sources"]["b"]["rejects"]) == (3, 1)
     assert data["sources"]["a"]["last_success"] is not None

@@ -1,4 +1,6 @@
-"""The database dies mid-crawl: every scraped item is spooled, then lands exactly once."""
+"""The database dies mid-crawl: every scraped item is spooled, then lands exactly once; a
+spooled batch the database refuses is set aside, not in the way of the others; items that
+can be neither stored nor spooled fail the crawl loudly."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from typing import Any
 
 import psycopg
 
-from harvester.services import embedded
+from harvester.services import embedded, spool
+from harvester.services.batch import Batch
 from harvester.services.localsite import LocalSite
 from tests.conftest import ROOT, harvest, write_sources
 from tests.feeds import items, rss
+from tests.test_store_clusters import row
 
 FEEDS, PER_FEED = 40, 25
 
@@ -127,6 +131,46 @@ def test_items_neither_stored_nor_spooled_fail_the_crawl_loudly(
     assert "3 signals and 1 rejections are lost: cannot write the spool" in log
     assert "Traceback" not in log  # one clear line, not a close failure
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_refused_spool_file_is_set_aside_and_the_others_replay(
+    db: psycopg.Connection[Any], pg_url: str, home: Path
+) -> None:
+    spool_dir = home / "spool"
+    first = spool.write(spool_dir, Batch(signals=[row("before-1"), row("before-2")]))
+    # A row PostgreSQL refuses (no key: NOT NULL), and one our own code cannot take.
+    null_key = spool.write(spool_dir, Batch(signals=[{**row("x"), "key": None}]))
+    no_key = Batch(signals=[row("y")])
+    del no_key.signals[0]["key"]
+    no_key_file = spool.write(spool_dir, no_key)
+    last = spool.write(spool_dir, Batch(signals=[row("after-1")]))
+    env = {"HARVEST_DATABASE_URL": pg_url}
+
+    result = harvest("replay", home=home, env=env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    stored = {k for (k,) in db.execute("SELECT key FROM signals")}
+    assert stored == {"before-1", "before-2", "after-1"}  # the last one was not held back
+    err = " ".join(result.stderr.split())
+    assert f"refused {null_key.name}: NotNullViolation" in err
+    assert f"refused {no_key_file.name}: KeyError" in err
+    assert "2 spool files were refused and renamed .refused" in err
+    assert sorted(p.name for p in spool_dir.iterdir()) == sorted(
+        [null_key.with_suffix(".refused").name, no_key_file.with_suffix(".refused").name])
+    assert not first.exists() and not last.exists()
+    verify = harvest("verify", home=home, env=env)
+    assert "2 spool files the database refused (*.refused)" in " ".join(verify.stdout.split())
+
+    # The cause fixed (here: the file rewritten with a key), the batch goes in.
+    fixed = Batch(signals=[row("x")], batch_id=spool.read(
+        null_key.with_suffix(".refused")).batch_id)
+    null_key.with_suffix(".refused").unlink()
+    spool.write(spool_dir, fixed)
+    no_key_file.with_suffix(".refused").unlink()
+    again = harvest("replay", "--retry-refused", home=home, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert db.execute("SELECT count(*) FROM signals WHERE key = 'x'").fetchone() == (1,)
+    assert list(spool_dir.iterdir()) == []
 
 
 def count_rows(db: psycopg.Connection[Any]) -> int:

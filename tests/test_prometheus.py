@@ -51,7 +51,8 @@ HISTOGRAMS = {"harvest_run_duration_seconds"}
 GAUGES = {
     "harvest_database_up", "harvest_signals", "harvest_source_last_success_timestamp_seconds",
     "harvest_source_interval_seconds", "harvest_source_disabled",
-    "harvest_spool_pending_batches", "harvest_notifications_pending",
+    "harvest_spool_pending_batches", "harvest_spool_set_aside_files",
+    "harvest_notifications_pending",
     "harvest_notifications_failed", "harvest_scrapyd_node_up",
 }
 PROMETHEUS_OWN = {"up"}  # written by Prometheus for every target

@@ -103,7 +103,11 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         status, body = _health(base)
         assert body["status"] == "degraded" and not body["checks"]["spool"]["ok"]
         assert "harvest replay" in body["checks"]["spool"]["detail"]
-        (spool_dir / "batch.jsonl").unlink()
+        (spool_dir / "batch.jsonl").rename(spool_dir / "batch.refused")
+        status, body = _health(base)
+        assert body["status"] == "degraded" and not body["checks"]["spool"]["ok"]
+        assert "1 refused" in body["checks"]["spool"]["detail"]
+        (spool_dir / "batch.refused").unlink()
         assert _health(base)[1]["status"] == "healthy"
 
 
@@ -130,6 +134,7 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
     assert 'harvest_source_interval_seconds{source="met"} 7200.0' in text
     assert "harvest_database_up 1.0" in text
     assert "harvest_spool_pending_batches 0.0" in text
+    assert 'harvest_spool_set_aside_files{reason="refused"} 0.0' in text
     assert 'harvest_source_last_success_timestamp_seconds{source="met"}' in text
 
 

@@ -89,11 +89,16 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
 
 
 def spool_backlog() -> Check:
-    pending = spool.pending(get_config().spool_dir)
+    spool_dir = get_config().spool_dir
+    pending = spool.pending(spool_dir)
+    aside = spool.set_aside(spool_dir)
+    data = {"batches": len(pending), **aside}
     if pending:
-        return Check(False, f"{len(pending)} spooled batches wait; run `harvest replay`",
-                     {"batches": len(pending)})
-    return Check(True, "empty", {"batches": 0})
+        return Check(False, f"{len(pending)} spooled batches wait; run `harvest replay`", data)
+    if aside["refused"] or aside["unreadable"]:
+        return Check(False, f"spool files set aside: {aside['refused']} refused, "
+                     f"{aside['unreadable']} unreadable; run `harvest verify`", data)
+    return Check(True, "empty", data)
 
 
 def overall(checks: dict[str, Check]) -> Status:

@@ -93,6 +93,12 @@ class DatabaseCollector(Collector):
                                   "Batches spooled while the database was away, not replayed")
         gauge.add_metric([], len(spool.pending(get_config().spool_dir)))
         yield gauge
+        aside = GaugeMetricFamily("harvest_spool_set_aside_files",
+                                  "Spool files no replay takes until an operator acts",
+                                  labels=["reason"])
+        for reason, count in spool.set_aside(get_config().spool_dir).items():
+            aside.add_metric([reason], count)
+        yield aside
 
     def _nodes(self) -> Iterator[Metric]:
         if not get_config().scrapyd_configured:

@@ -26,7 +26,8 @@ from harvester.messages import first_line
 from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.runs import run_record
-from harvester.services.store_worker import DB_DOWN, SHARED, Config, Outcome, StoreWorker
+from harvester.services.store import DB_DOWN
+from harvester.services.store_worker import SHARED, Config, Outcome, StoreWorker
 from harvester.signals import validators_seen
 
 logger = logging.getLogger(__name__)
@@ -306,6 +307,10 @@ class StorePipeline:
             _log_failure(outcome, "spool replay stopped")
             return
         report = outcome.report
+        if report.refused:
+            logger.error("%d spooled batches were refused and set aside as .refused in %s "
+                         "(%s); fix the cause, then `harvest replay --retry-refused`",
+                         len(report.refused), self.config.spool_dir, "; ".join(report.refused))
         if report.batches:
             self.crawler.stats.inc_value("harvest/store/replayed", report.batches)
             logger.info("Replayed %d spooled batches (%d signals, %d already applied)",

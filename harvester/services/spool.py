@@ -79,6 +79,15 @@ def pending(spool_dir: Path) -> list[Path]:
     return sorted(spool_dir.glob("*.jsonl"))
 
 
+def set_aside(spool_dir: Path) -> dict[str, int]:
+    """Files no replay takes until an operator acts: ``refused`` (``*.refused``, the
+    database refused the batch) and ``unreadable`` (``*.bad``)."""
+    if not spool_dir.is_dir():
+        return {"refused": 0, "unreadable": 0}
+    return {"refused": len(list(spool_dir.glob("*.refused"))),
+            "unreadable": len(list(spool_dir.glob("*.bad")))}
+
+
 def iter_pending(spool_dir: Path) -> Iterator[tuple[Path, Batch | None]]:
     """Pending batches; ``None`` for a file that cannot be read (renamed ``.bad``). Files
     another process replayed meanwhile (several crawls start at once) are skipped."""

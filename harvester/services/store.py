@@ -30,6 +30,9 @@ from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
 
+#: The connection failed or broke: the database is away, the rows are not at fault.
+DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (
     key text, source text, kind text, url text, canonical_url text, feed_url text,

@@ -48,10 +48,9 @@ import harvester
 from harvester.messages import first_line
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import ReplayReport, replay_pending
-from harvester.services.store import prepare, write_batch
+from harvester.services.store import DB_DOWN, prepare, write_batch
 
 # Errors that mean "the database is not there", as opposed to a bug in our SQL.
-DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 _LENGTH = struct.Struct(">I")
 MODULE = "harvester.services.store_worker"
 

@@ -48,6 +48,7 @@ def collect(conn: psycopg.Connection[Any], spool_dir: Path) -> dict[str, Any]:
     """The ``stats --json`` object: the earlier keys unchanged, new ones added."""
     data = queries.stats(conn)
     data["spooled_batches"] = len(spool.pending(spool_dir))
+    data["spool_set_aside"] = spool.set_aside(spool_dir)
     data["sources"] = per_source(conn)
     row = conn.execute(
         "SELECT pg_database_size(current_database()), min(first_seen), max(first_seen), "

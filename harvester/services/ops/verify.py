@@ -118,10 +118,15 @@ def _batch_id(path: Path) -> str | None:
 
 def spooled(conn: psycopg.Connection[Any], spool_dir: Path) -> list[Finding]:
     out = []
-    bad = sorted(spool_dir.glob("*.bad")) if spool_dir.is_dir() else []
-    if bad:
-        out.append(Finding("problem", "spool", f"{len(bad)} unreadable spool files (*.bad) in "
-                           f"{spool_dir}: their items are not in the database; inspect them"))
+    aside = spool.set_aside(spool_dir)
+    if aside["unreadable"]:
+        out.append(Finding("problem", "spool", f"{aside['unreadable']} unreadable spool files "
+                           f"(*.bad) in {spool_dir}: their items are not in the database; "
+                           "inspect them"))
+    if aside["refused"]:
+        out.append(Finding("problem", "spool", f"{aside['refused']} spool files the database "
+                           f"refused (*.refused) in {spool_dir}: the crawl log or `harvest "
+                           "replay` says why; fix it, then `harvest replay --retry-refused`"))
     pending = spool.pending(spool_dir)
     ids = [b for b in map(_batch_id, pending) if b]
     applied = set()
