@@ -2,8 +2,9 @@
 
 JSON may escape one half of a UTF-16 surrogate pair on its own (``"\\ud800"``), and
 ``json.loads`` turns that into a lone surrogate code point. Such a ``str`` cannot be encoded
-as UTF-8: psycopg refuses it (the whole batch with it), the spool cannot write it, and
-lxml silently ends a fragment's text at it. A source that sends one has broken a character,
+as UTF-8: psycopg refuses it (and with it the whole batch), a UTF-8 file cannot take it
+(the spool writes it with ``surrogatepass``), and lxml silently ends a fragment's text at
+it. A source that sends one has broken a character,
 so it becomes U+FFFD, the replacement character, as undecodable bytes do.
 
 Every JSON document from a source is decoded with :func:`json_loads`; validate and the

@@ -92,7 +92,8 @@ class StorePipeline:
     run or ``harvest replay``; reconnects are tried every ``HARVEST_STORE_RECONNECT_SECONDS``.
     Writes the ``crawl_runs`` row and per-source state when the spider closes.
     Stats: ``harvest/new``, ``harvest/reseen``, ``harvest/rejected``, ``harvest/spooled``,
-    ``harvest/store/batches``, ``harvest/store/spool_files``, ``harvest/store/replayed``,
+    ``harvest/lost``, ``harvest/store/batches``, ``harvest/store/spool_files``,
+    ``harvest/store/lost_batches``, ``harvest/store/replayed``,
     ``harvest/store/worker_restarts``.
 
     The database work (fingerprints, cluster lookups, COPY encoding, round trips) runs in

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,9 @@ async def replay_pending(conn: psycopg.AsyncConnection[Any], spool_dir: Path,
 def _set_aside(path: Path, exc: Exception, report: ReplayReport) -> None:
     why = f"{type(exc).__name__}: {first_line(exc)}"
     logger.error("spool file %s was refused (%s); renamed to .refused", path, why)
-    path.rename(path.with_suffix(".refused"))
+    # Another crawl replaying at the same moment may have set it aside first.
+    with contextlib.suppress(FileNotFoundError):
+        path.rename(path.with_suffix(".refused"))
     report.refused.append(f"{path.name}: {why}")
 
 

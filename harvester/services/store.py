@@ -30,7 +30,8 @@ from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
 
-#: The connection failed or broke: the database is away, the rows are not at fault.
+#: Errors that mean "the database is not there" (the connection failed or broke), as
+#: opposed to a bug in our SQL or rows it refuses.
 DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 
 _STAGING_DDL = """

@@ -50,7 +50,6 @@ from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import ReplayReport, replay_pending
 from harvester.services.store import DB_DOWN, prepare, write_batch
 
-# Errors that mean "the database is not there", as opposed to a bug in our SQL.
 _LENGTH = struct.Struct(">I")
 MODULE = "harvester.services.store_worker"
 
