@@ -1,14 +1,16 @@
 """Values PostgreSQL cannot hold never cost a batch. Lone surrogates (a broken character
 JSON can carry, ``"\\ud800"``): JSON sources, validate and the store replace them with
 U+FFFD. NaN and infinities (Python's json reads ``NaN`` and ``1e999``): parsers leave them
-out of engagement, the store writes None for them in jsonb. And a batch the store worker
-cannot write fails on its own (the crawl spools it) instead of taking the worker down."""
+out of engagement, the store writes None for them in jsonb. A date whose offset takes it
+past year 1 or 9999 loses the date, not the item. And a batch the store worker cannot
+write fails on its own (the crawl spools it) instead of taking the worker down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,20 @@ def test_validate_replaces_what_a_spider_built_itself() -> None:
         f"Title {FFFD}", f"Text\n\n{FFFD} end", f"Ann{FFFD}")
     assert item.tags == [f"t{FFFD}", "ok"] and item.language == f"e{FFFD}n"
     assert item.link_url == f"https://e.org/{FFFD}"
+
+
+def test_a_date_past_the_calendar_edge_is_dropped_not_the_item() -> None:
+    # .NET's DateTime.MinValue written with a local offset is no instant in UTC: converting
+    # it raised OverflowError inside the pipeline, and Scrapy dropped the item with it.
+    crawler = get_crawler(settings_dict={})
+    pipeline = ValidatePipeline(crawler)
+    east, west = timezone(timedelta(hours=2)), timezone(timedelta(hours=-14))
+    item = Signal(source="s", kind="pages", url="https://e.org/a", title="Kept",
+                  published_at=datetime(1, 1, 1, tzinfo=east),
+                  updated_at=datetime(9999, 12, 31, 23, tzinfo=west))
+    asyncio.run(pipeline.process_item(item))
+    assert (item.title, item.published_at, item.updated_at) == ("Kept", None, None)
+    assert crawler.stats.get_value("harvest/validate/out_of_range_date") == 2
 
 
 def test_the_store_replaces_them_and_a_batch_it_cannot_write_is_not_fatal(

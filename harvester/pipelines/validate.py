@@ -113,7 +113,8 @@ class ValidatePipeline:
 
     Settings: ``HARVEST_VALIDATE_MAX_TITLE`` (1000), ``HARVEST_VALIDATE_MAX_TEXT`` (20000),
     ``HARVEST_VALIDATE_FUTURE_HOURS`` (24: a date further ahead is dropped, not the item).
-    Stats: ``harvest/validate/future_date``, ``harvest/validate/truncated``.
+    Stats: ``harvest/validate/future_date``, ``harvest/validate/out_of_range_date``,
+    ``harvest/validate/truncated``.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -164,10 +165,18 @@ class ValidatePipeline:
             item.tags = clean_tags(item.tags)
         now = datetime.now(UTC)
         item.fetched_at = _utc(item.fetched_at) or now
-        item.published_at = self._date(item, _utc(item.published_at), now)
-        item.updated_at = self._date(item, _utc(item.updated_at), now)
+        item.published_at = self._date(item.published_at, now)
+        item.updated_at = self._date(item.updated_at, now)
 
-    def _date(self, item: Signal, value: datetime | None, now: datetime) -> datetime | None:
+    def _date(self, value: datetime | None, now: datetime) -> datetime | None:
+        try:
+            value = _utc(value)
+        except OverflowError:
+            # Its offset takes it past year 1 or 9999 (.NET's DateTime.MinValue written
+            # with a local offset, "0001-01-01T00:00:00+02:00"): no such instant. The
+            # date is dropped, the item kept.
+            self.crawler.stats.inc_value("harvest/validate/out_of_range_date")
+            return None
         if value is not None and value > now + self.config.future_tolerance:
             # A clock-skewed or mistyped date must not pin an item to the top forever;
             # the item itself is still good.
