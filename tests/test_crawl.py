@@ -247,6 +247,28 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
     assert count(db, "SELECT rejected FROM crawl_runs") == len(rejected) >= 1
 
 
+def test_links_that_do_not_parse_are_rejections_not_a_lost_feed(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A channel link urllib cannot take apart failed the whole document ("Invalid IPv6
+    # URL"), and such an entry link, or a port that is not a number, passed validate and
+    # raised in dedupe, which dropped the item with only a log line.
+    (site.root / "v6.xml").write_text(rss(
+        [{"title": "Bracket", "link": "http://[::1/a"},
+         {"title": "Port", "link": "http://news.example.org:abc/b"},
+         {"title": "Relative", "link": "/kept"}], link="http://[::1"))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("v6", [f"{site.url}/v6.xml"])])
+
+    result = harvest("--sources", str(sources), "crawl", "v6", home=home)
+
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT title, url FROM signals").fetchall() == [
+        ("Relative", f"{site.url}/kept")]  # resolved against the feed's own URL
+    assert sorted(db.execute("SELECT reason, field, url FROM rejects").fetchall()) == [
+        ("unparsable_url", "url", "http://[::1/a"),
+        ("unparsable_url", "url", "http://news.example.org:abc/b")]
+
+
 def test_live_progress_view_runs_and_leaves_the_summary(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

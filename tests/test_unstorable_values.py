@@ -120,6 +120,11 @@ def test_validate_replaces_what_a_spider_built_itself() -> None:
         f"Title {FFFD}", f"Text\n\n{FFFD} end", f"Ann{FFFD}")
     assert item.tags == [f"t{FFFD}", "ok"] and item.language == f"e{FFFD}n"
     assert item.link_url == f"https://e.org/{FFFD}"
+    # A link that does not parse is only a pointer: dropped, the post kept.
+    post = Signal(source="s", kind="reddit", url="https://e.org/p", title="Post",
+                  link_url="http://[::1/x")
+    asyncio.run(pipeline.process_item(post))
+    assert post.link_url is None and post.title == "Post"
 
 
 def test_a_date_past_the_calendar_edge_is_dropped_not_the_item() -> None:

@@ -208,8 +208,14 @@ def _needs_fallback(fast: _Attempt, text: str) -> bool:
     if len(fast.entries) < len(_ITEM_TAG_RE.findall(text)):
         return True
     return "xml:base" in text and any(
-        not urlsplit(str(e.get("link") or "")).scheme for e in fast.entries if e.get("link")
-    )
+        _is_relative(str(e["link"])) for e in fast.entries if e.get("link"))
+
+
+def _is_relative(link: str) -> bool:
+    try:
+        return not urlsplit(link).scheme
+    except ValueError:  # an invalid IPv6 netloc: not a relative link either
+        return False
 
 
 def _usable(attempt: _Attempt) -> int:
@@ -307,8 +313,7 @@ def _first_element(text: str) -> str | None:
 
 def _build(attempt: _Attempt, url: str, encoding: str) -> ParsedFeed:
     """Normalise a parser's raw entries into entry dicts and rejects."""
-    feed_link = attempt.feed.get("link")
-    base = urljoin(url, feed_link.strip()) if isinstance(feed_link, str) and feed_link else url
+    base = _base(url, attempt.feed.get("link"))
     entries: list[dict[str, Any]] = []
     rejects: list[EntryReject] = []
     for raw in attempt.entries:
@@ -333,6 +338,18 @@ def _build(attempt: _Attempt, url: str, encoding: str) -> ParsedFeed:
         encoding=encoding,
         feed_title=inline_text(_str(attempt.feed.get("title"))),
     )
+
+
+def _base(url: str, feed_link: Any) -> str:
+    """What relative entry links resolve against: the feed's own link, resolved against
+    the feed's URL; the URL itself when the link is missing or does not parse (a channel
+    link of ``http://[::1`` failed the whole document before)."""
+    if not isinstance(feed_link, str) or not feed_link.strip():
+        return url
+    try:
+        return urljoin(url, feed_link.strip())
+    except ValueError:
+        return url
 
 
 def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from scrapy.crawler import Crawler
 
 from harvester import stats as hstats
-from harvester.exceptions import DuplicateSignal
+from harvester.exceptions import DuplicateSignal, InvalidSignal
 from harvester.items import Signal
 from harvester.services.urls import canonical_url, id_key, url_key
 
@@ -40,7 +40,13 @@ class DedupePipeline:
     async def process_item(self, item: Any) -> Any:
         if not isinstance(item, Signal):
             return item
-        key = assign_key(item)
+        try:
+            key = assign_key(item)
+        except ValueError as exc:
+            # A URL validate's quick check let through that does not parse ("http://[::1",
+            # a port that is not a number): a stored rejection, not a lost item.
+            detail = f"{(item.url or '')[:200]}: {exc}"
+            raise InvalidSignal("url", "unparsable_url", detail) from exc
         if key in self._seen:
             hstats.inc(self.crawler.stats, item.source, "duplicates")
             raise DuplicateSignal(f"already seen in this run: {item.canonical_url or key}")

@@ -218,8 +218,12 @@ def _subtitle(brief: Brief) -> str:
 
 
 def _linkable(url: str | None) -> bool:
-    # Only web links become links: a javascript: or data: URL stays inert text.
-    return bool(url) and urlsplit(url or "").scheme in ("http", "https")
+    # Only web links become links: a javascript: or data: URL stays inert text, and so does
+    # one that does not parse (stored before validate checked that).
+    try:
+        return bool(url) and urlsplit(url or "").scheme in ("http", "https")
+    except ValueError:
+        return False
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
