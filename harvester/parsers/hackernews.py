@@ -118,6 +118,8 @@ def parse_item(data: Any) -> ParsedItem:
     if not _is_id(item_id):
         return ParsedItem(reject=ItemReject("missing_id", "external_id", _trim(data)))
     kind = data.get("type")
+    if not isinstance(kind, str):  # a list or an object would not even hash
+        return ParsedItem(reject=ItemReject("unknown_type", "type", _trim(data)))
     if kind not in POST_TYPES:
         reason = "not_a_post" if kind in PART_TYPES else "unknown_type"
         return ParsedItem(reject=ItemReject(reason, "type", _trim(data)))
@@ -161,7 +163,8 @@ def parse_hit(hit: Any) -> ParsedItem:
     object_id = str(hit.get("objectID") or "").strip()
     if not object_id.isdigit():
         return ParsedItem(reject=ItemReject("missing_id", "external_id", _trim(hit)))
-    tags = [t for t in hit.get("_tags") or [] if isinstance(t, str)]
+    raw_tags = hit.get("_tags")
+    tags = [t for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
     kind = next((t for t in tags if t in POST_TYPES | PART_TYPES), None)
     kind = kind or ("comment" if hit.get("comment_text") else "story")
     text = hit.get("comment_text") if kind == "comment" else hit.get("story_text")

@@ -154,6 +154,8 @@ def describe_error(doc: dict[str, Any]) -> str:
 def _gone(data: dict[str, Any]) -> str | None:
     """``deleted_post`` / ``removed_post`` when the post's content is no longer there."""
     category = data.get("removed_by_category")
+    if category is not None and not isinstance(category, str):
+        category = str(category)  # a list or an object would not hash; still "removed"
     text = data.get("selftext")
     if category in _BY_AUTHOR or text == _DELETED_TEXT:
         return "deleted_post"

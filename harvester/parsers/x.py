@@ -58,7 +58,7 @@ def parse_search(body: bytes) -> SearchPage:
     if not isinstance(doc, dict):
         return SearchPage(problem="X answered with JSON that is not an object")
     data, meta = doc.get("data"), doc.get("meta")
-    errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+    errors = [e for e in _list(doc.get("errors")) if isinstance(e, dict)]
     if data is None and not isinstance(meta, dict):
         # No data and no meta: an error document (or something else entirely).
         detail = _detail(doc) or "neither data nor meta in the response"
@@ -150,7 +150,7 @@ def language(value: Any) -> str | None:
 def first_link(entities: dict[str, Any]) -> str | None:
     """What the tweet points at: the first URL entity that is not the tweet's own media
     (photos and videos appear as ``pic.x.com`` links to the tweet itself)."""
-    for entity in entities.get("urls") or []:
+    for entity in _list(entities.get("urls")):
         if not isinstance(entity, dict) or entity.get("media_key"):
             continue
         if str(entity.get("display_url", "")).startswith(_MEDIA_HOSTS):
@@ -186,7 +186,7 @@ def problem_message(status: int, body: bytes) -> str:
 
 def _detail(doc: dict[str, Any]) -> str | None:
     """The most specific human text in an error document, on one line."""
-    errors = [e for e in doc.get("errors") or [] if isinstance(e, dict)]
+    errors = [e for e in _list(doc.get("errors")) if isinstance(e, dict)]
     candidates = [doc.get("detail"), doc.get("title")]
     if errors:
         candidates = [errors[0].get("message"), errors[0].get("detail"), *candidates,
@@ -200,12 +200,12 @@ def _detail(doc: dict[str, Any]) -> str | None:
 def _users(includes: Any) -> dict[str, str]:
     if not isinstance(includes, dict):
         return {}
-    return {str(u["id"]): u["username"] for u in includes.get("users") or []
+    return {str(u["id"]): u["username"] for u in _list(includes.get("users"))
             if isinstance(u, dict) and u.get("id") and _str(u.get("username"))}
 
 
 def _hashtags(entities: dict[str, Any]) -> list[str]:
-    return [h["tag"] for h in entities.get("hashtags") or []
+    return [h["tag"] for h in _list(entities.get("hashtags"))
             if isinstance(h, dict) and _str(h.get("tag"))]
 
 
@@ -219,3 +219,9 @@ def _str(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value if isinstance(value, str) and value.strip() else None
+
+
+def _list(value: Any) -> list[Any]:
+    """A JSON array, or nothing: a number or an object where X sends an array (a broken
+    or changed API) must not raise and cost the whole page."""
+    return value if isinstance(value, list) else []
