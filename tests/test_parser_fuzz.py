@@ -53,14 +53,17 @@ def body(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
-PARSERS: dict[str, tuple[Callable[[Any], Any], dict[str, Any]]] = {
-    "reddit": (lambda d: parse_listing(body(d)), REDDIT),
-    "x": (lambda d: parse_search(body(d)), X),
-    "hn_item": (parse_item, HN_ITEM),
-    "hn_hit": (parse_hit, HN_HIT),
-    "hn_search": (lambda d: parse_search_page(body(d)), {"hits": [HN_HIT], "nbPages": 2}),
+# name → (parser, a well-formed sample, how many items the sample's result holds)
+PARSERS: dict[str, tuple[Callable[[Any], Any], dict[str, Any], Callable[[Any], int]]] = {
+    "reddit": (lambda d: parse_listing(body(d)), REDDIT, lambda r: len(r.posts)),
+    "x": (lambda d: parse_search(body(d)), X, lambda r: len(r.tweets)),
+    "hn_item": (parse_item, HN_ITEM, lambda r: int(r.fields is not None)),
+    "hn_hit": (parse_hit, HN_HIT, lambda r: int(r.fields is not None)),
+    "hn_search": (lambda d: parse_search_page(body(d)), {"hits": [HN_HIT], "nbPages": 2},
+                  lambda r: len(r.hits)),
     "json_feed": (lambda d: parse_feed(body(d), "https://e.org/f.json",
-                                       "application/feed+json"), JSON_FEED),
+                                       "application/feed+json"), JSON_FEED,
+                  lambda r: len(r.entries)),
 }
 
 
@@ -76,8 +79,8 @@ def mutated(value: Any, rnd: random.Random) -> Any:
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
 def test_parsers_never_raise_on_documents_of_the_wrong_types(name: str) -> None:
-    parse, sample = PARSERS[name]
-    assert parse(sample) is not None  # the sample itself parses
+    parse, sample, found = PARSERS[name]
+    assert found(parse(sample)) == 1  # the sample itself gives its one item
     rnd = random.Random(name)
     for _ in range(1500):
         document = mutated(sample, rnd)

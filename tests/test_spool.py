@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from harvester.services import spool
 from harvester.services.batch import Batch
 
@@ -47,3 +49,12 @@ def test_file_replayed_by_another_process_is_skipped(tmp_path: Path) -> None:
     assert path == first
     second.unlink()  # another crawl replayed it meanwhile
     assert list(pending) == []
+
+
+def test_a_batch_that_cannot_be_written_leaves_no_half_file(tmp_path: Path) -> None:
+    # A write that fails half-way (here a value JSON cannot take; a full disk alike) must
+    # not leave a .tmp file behind for the operator to wonder about.
+    good = spool.write(tmp_path, Batch(signals=[{"key": "k1"}]))
+    with pytest.raises(TypeError):
+        spool.write(tmp_path, Batch(signals=[{"key": "k2"}, {"key": "k3", "x": object()}]))
+    assert sorted(tmp_path.iterdir()) == [good]

@@ -112,13 +112,13 @@ def test_validate_replaces_what_a_spider_built_itself() -> None:
     pipeline = ValidatePipeline(get_crawler(settings_dict={}))
     item = Signal(source="s", kind="feed", url="https://e.org/a\udc00b",
                   external_id="id\ud800", title="Title \ud800", text="Text\n\n \udfff end ",
-                  author="Ann\ud800", tags=["t\ud800", "ok"], language="e\ud800n",
+                  author="Ann\ud800", tags=["t\ud800", "ok"],
                   link_url="https://e.org/\ud800")
     asyncio.run(pipeline.process_item(item))
     assert item.url == f"https://e.org/a{FFFD}b" and item.external_id == f"id{FFFD}"
     assert (item.title, item.text, item.author) == (
         f"Title {FFFD}", f"Text\n\n{FFFD} end", f"Ann{FFFD}")
-    assert item.tags == [f"t{FFFD}", "ok"] and item.language == f"e{FFFD}n"
+    assert item.tags == [f"t{FFFD}", "ok"]
     assert item.link_url == f"https://e.org/{FFFD}"
     # A link that does not parse is only a pointer: dropped, the post kept.
     post = Signal(source="s", kind="reddit", url="https://e.org/p", title="Post",

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -288,9 +288,10 @@ class StorePipeline:
                      len(batch.rejects), " and the run record" if batch.run else "", message)
         stats = self.crawler.stats
         stats.inc_value("harvest/store/lost_batches")
-        for row in (*batch.signals, *batch.rejects):
-            hstats.inc(stats, row["source"], "lost")
-            hstats.set_last_error(stats, row["source"], message)
+        lost = Counter(row["source"] for row in (*batch.signals, *batch.rejects))
+        for source, count in lost.items():
+            hstats.inc(stats, source, "lost", count)
+            hstats.set_last_error(stats, source, message)
 
     def _count(self, result: BatchResult) -> None:
         stats = self.crawler.stats

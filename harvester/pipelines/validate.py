@@ -147,14 +147,11 @@ class ValidatePipeline:
 
     def _check(self, item: Signal) -> None:
         cfg = self.config
-        # A lone surrogate (a broken character) cannot be stored: U+FFFD instead. Text
-        # fields are handled by the cleaning below; the rest are checked here, ASCII at once.
+        # A lone surrogate (a broken character) cannot be encoded, so dedupe could not hash
+        # the URL or id: U+FFFD instead (ASCII answers at once). Text fields are handled by
+        # the cleaning below; the store replaces any left in the other fields.
         if item.external_id:
             item.external_id = surrogates.replace(item.external_id)
-        if item.feed_url:
-            item.feed_url = surrogates.replace(item.feed_url)
-        if item.language:
-            item.language = surrogates.replace(item.language)
         if item.url:
             item.url = surrogates.replace(item.url.strip())
             if reason := check_url(item.url):
