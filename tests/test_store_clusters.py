@@ -15,7 +15,7 @@ import pytest
 from harvester.services import clusters
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.simhash import simhash
-from harvester.services.store import write_batch
+from harvester.services.store import Recent, plan_batch, write_batch
 
 STORY = (
     "The city council voted on Tuesday to expand the river flood barrier after two winters "
@@ -245,3 +245,67 @@ def test_a_key_deleted_meanwhile_is_inserted_anew(db: psycopg.Connection[Any],
     assert ids["b"][1] == ids["a"][0]
     assert dangling(db) == 0
     assert result.new == {"s": 2}
+
+
+def planned_ahead(pg_url: str, plans: list[list[dict[str, Any]]], writes: list[int],
+                  keep: int = 16) -> list[BatchResult]:
+    """As the store worker does: every batch of ``plans`` planned first, on a connection of
+    its own, then the batches numbered in ``writes`` written one after the other, with
+    their plans, on another connection (a batch left out was never written: spooled)."""
+    async def go() -> list[BatchResult]:
+        recent = Recent(keep)
+        async with await psycopg.AsyncConnection.connect(pg_url) as planner, \
+                await psycopg.AsyncConnection.connect(pg_url) as writer:
+            batches = [Batch(signals=rows) for rows in plans]
+            made = [await plan_batch(planner, batch, recent) for batch in batches]
+            return [await write_batch(writer, batches[i], plan=made[i], recent=recent)
+                    for i in writes]
+
+    return asyncio.run(go())
+
+
+def test_a_batch_planned_before_the_one_ahead_was_written_joins_its_rows(
+        db: psycopg.Connection[Any], pg_url: str) -> None:
+    # The second batch's lookup ran before the first batch was written, so it could not see
+    # the first batch's story: the write adds the rows stored since (Recent).
+    first, second = planned_ahead(pg_url, [[row("a", STORY), row("b", OTHER)],
+                                           [row("c", SYNDICATED), row("d")]], [0, 1])
+    ids = stored(db)
+    assert ids["c"][1] == ids["a"][0]
+    assert ids["d"][1] == ids["d"][0]
+    assert ids["a"][0] < ids["b"][0] < ids["c"][0] < ids["d"][0]
+    assert (first.new, second.new) == ({"s": 2}, {"s": 2})
+
+
+def test_a_plan_older_than_what_is_kept_is_made_again(db: psycopg.Connection[Any],
+                                                      pg_url: str) -> None:
+    # Two batches stored since the plan was made, one kept: the write cannot know what the
+    # other held, so it looks the batch up again itself, and still finds the story.
+    planned_ahead(pg_url, [[row("a", STORY)], [row("b", OTHER)], [row("c", SYNDICATED)]],
+                  [0, 1, 2], keep=1)
+    ids = stored(db)
+    assert ids["c"][1] == ids["a"][0]
+
+
+def test_a_batch_never_written_is_no_cluster_of_later_batches(db: psycopg.Connection[Any],
+                                                               pg_url: str) -> None:
+    # The first batch was planned, then never written (the crawl spooled it): the second,
+    # planned before that was known, must not point at the id drawn for its story.
+    [result] = planned_ahead(pg_url, [[row("a", STORY)], [row("c", SYNDICATED)]], [1])
+    ids = stored(db)
+    assert list(ids) == ["c"] and ids["c"][1] == ids["c"][0]
+    assert dangling(db) == 0 and result.new == {"s": 1}
+
+
+def test_a_key_planned_as_new_and_stored_by_the_batch_ahead_is_reseen(
+        db: psycopg.Connection[Any], pg_url: str) -> None:
+    # Both batches hold "a" and were planned before either was written: the second one's
+    # COPY meets the stored key and the batch is written again through the upsert.
+    first, second = planned_ahead(pg_url, [[row("a", STORY)],
+                                           [row("a", STORY), row("b", SYNDICATED)]], [0, 1])
+    ids = stored(db)
+    seen = db.execute("SELECT seen_count FROM signals WHERE key = 'a'").fetchone()
+    assert seen == (2,) and ids["b"][1] == ids["a"][0]
+    assert first.new == {"s": 1}
+    assert (second.new, second.reseen) == ({"s": 1}, {"s": 1})
+    assert dangling(db) == 0

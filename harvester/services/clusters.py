@@ -26,6 +26,7 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from psycopg import pq
 
@@ -45,6 +46,7 @@ _BLOCK = 2048  # rows of a batch compared with each other at a time
 BUCKET_LIMIT = 100
 
 Row = tuple[int, int | None]  # (signal id, simhash or None)
+Match = tuple[int, int, int, int]  # (row id, id of its nearest match, that one's cluster, distance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +159,21 @@ def _within_batch(rows: Sequence[Row], distance: int) -> dict[int, tuple[int, in
         dist = np.bitwise_count(fps[start:stop, None] ^ fps[None, :stop]).astype(np.int16)
         earlier = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
         dist[~earlier] = 64
-        nearest = dist.argmin(axis=1)  # first minimum = smallest id among the nearest
-        for row, col in enumerate(nearest):
-            if dist[row, col] <= distance:
-                found[int(ids[start + row])] = (int(ids[col]), int(dist[row, col]))
+        for row, col, d in _within(dist, distance):
+            found[int(ids[start + row])] = (int(ids[col]), d)
     return found
 
 
-def _resolve(rows: Sequence[Row], stored: Sequence[tuple[int, int, int, int]],
+def _within(dist: npt.NDArray[Any], distance: int) -> list[tuple[int, int, int]]:
+    """``(row, column, distance)`` of each row's nearest column (the first of equals) in a
+    matrix of distances, for the rows whose nearest is within ``distance``."""
+    nearest = dist.argmin(axis=1)
+    least = dist[np.arange(len(nearest)), nearest]
+    rows = np.flatnonzero(least <= distance)
+    return list(zip(rows.tolist(), nearest[rows].tolist(), least[rows].tolist(), strict=True))
+
+
+def _resolve(rows: Sequence[Row], stored: Sequence[Match],
              distance: int) -> list[Assignment]:
     """Clusters in id order: the nearest match wins, a stored one on a tie."""
     outside = {row_id: (match, cluster, dist) for row_id, match, cluster, dist in stored}
@@ -194,8 +203,8 @@ def _in_transaction(cur_or_conn: Any) -> bool:
     return not conn.autocommit or conn.info.transaction_status == pq.TransactionStatus.INTRANS
 
 
-async def _plan(cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
-                rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
+async def _nearest(cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
+                   rows: Sequence[Row], distance: int, stored: bool) -> list[Match]:
     bounded = _in_transaction(cur_or_conn)
     if bounded:
         await cur_or_conn.execute(_INDEX_SCANS)
@@ -203,12 +212,12 @@ async def _plan(cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[
     found = await cur.fetchall()
     if bounded:
         await cur_or_conn.execute(_ANY_SCANS)
-    return _resolve(rows, found, distance)
+    return found
 
 
 def _plan_sync(cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
                rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
-    """:func:`_plan` for synchronous connections."""
+    """:func:`_nearest` then :func:`_resolve`, for synchronous connections."""
     bounded = _in_transaction(cur_or_conn)
     if bounded:
         cur_or_conn.execute(_INDEX_SCANS)
@@ -224,7 +233,60 @@ async def plan_clusters(
 ) -> list[Assignment]:
     """The clusters of signals about to be inserted, ``(id drawn for it, simhash)`` in
     insertion order: one query, nothing written. Every stored signal is a candidate."""
-    return await _plan(cur_or_conn, _signed(rows), distance, False) if rows else []
+    return resolve(rows, await nearest_stored(cur_or_conn, rows, distance), distance)
+
+
+async def nearest_stored(
+    cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
+    rows: Sequence[Row], distance: int = DEFAULT_DISTANCE,
+) -> list[Match]:
+    """The lookup half of :func:`plan_clusters`: the nearest stored signal of each row
+    about to be inserted, for :func:`resolve`."""
+    return await _nearest(cur_or_conn, _signed(rows), distance, False) if rows else []
+
+
+def resolve(rows: Sequence[Row], found: Sequence[Match], distance: int = DEFAULT_DISTANCE,
+            recent: Sequence[tuple[int, int | None, int]] = ()) -> list[Assignment]:
+    """The second half: clusters of ``rows`` from their stored matches ``found``, and from
+    ``recent`` rows ``(id, simhash, cluster id)`` stored after that lookup (which it did not
+    see), compared here in numpy as if the lookup had found them."""
+    if not rows:
+        return []
+    rows = _signed(rows)
+    if recent:
+        found = _nearer(found, _nearest_among(rows, _signed_recent(recent), distance))
+    return _resolve(rows, found, distance)
+
+
+def _signed_recent(recent: Sequence[tuple[int, int | None, int]]) -> list[tuple[int, int, int]]:
+    return sorted((i, signed(h), c) for i, h, c in recent if h is not None)
+
+
+def _nearest_among(rows: Sequence[Row], others: Sequence[tuple[int, int, int]],
+                   distance: int) -> list[Match]:
+    """For each hashed row, the nearest of ``others`` (sorted by id: the smallest id wins a
+    tie, as in the lookup) within ``distance``."""
+    hashed = [(i, h) for i, h in rows if h is not None]
+    if not hashed or not others:
+        return []
+    fps = np.array([h for _, h in hashed], dtype=np.int64).view(np.uint64)
+    theirs = np.array([h for _, h, _ in others], dtype=np.int64).view(np.uint64)
+    found: list[Match] = []
+    for start in range(0, len(fps), _BLOCK):
+        dist = np.bitwise_count(fps[start:start + _BLOCK, None] ^ theirs[None, :])
+        found += [(hashed[start + row][0], others[col][0], others[col][2], d)
+                  for row, col, d in _within(dist, distance)]
+    return found
+
+
+def _nearer(found: Sequence[Match], more: Sequence[Match]) -> list[Match]:
+    """One match per row: the nearer, then the older (smaller id), of the two."""
+    best = {match[0]: match for match in found}
+    for match in more:
+        held = best.get(match[0])
+        if held is None or (match[3], match[1]) < (held[3], held[1]):
+            best[match[0]] = match
+    return list(best.values())
 
 
 def assign_clusters_sync(

@@ -9,6 +9,10 @@ drawn for the new ones first, their clusters planned (``clusters.plan_clusters``
 rows copied with ``id`` and ``cluster_id`` as planned. A key that another writer stores
 between the lookup and the COPY fails the COPY on the unique key; the batch is then written
 again with every row through the upsert. See docs/clusters.md for that race and the others.
+
+The store worker makes a batch's reads (the key lookup and the nearest stored signals) on
+a second connection while the batch before it is written (:func:`plan_batch`); the write
+then adds the rows stored since those reads (:class:`Recent`) and makes no reads of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -209,25 +215,92 @@ def prepare(batch: Batch) -> None:
     _fingerprint(batch.signals)
 
 
+#: A new row as later batches match it: (id, simhash, cluster id).
+Written = tuple[int, int | None, int]
+
+
+class Recent:
+    """The new rows one connection stored, batch by batch, numbered: what a :class:`Plan`
+    looked up on another connection before they were committed could not see.
+
+    The store worker's planner takes :meth:`mark` before its lookup; the write adds the
+    rows stored since that mark (:meth:`since`) to the plan's matches."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._batches: deque[list[Written]] = deque(maxlen=keep)
+        self._count = 0
+
+    def mark(self) -> int:
+        return self._count
+
+    def since(self, mark: int) -> list[Written] | None:
+        """Rows stored after ``mark``; None when some of them are no longer kept."""
+        behind = self._count - mark
+        if behind > len(self._batches):
+            return None
+        return [row for batch in list(self._batches)[len(self._batches) - behind:]
+                for row in batch]
+
+    def add(self, rows: list[Written]) -> None:
+        self._batches.append(rows)
+        self._count += 1
+
+
+@dataclass(slots=True)
+class Plan:
+    """The database reads of a batch's write, done ahead on another connection (the store
+    worker's planner) while the batch before it is written: each key's id (stored, or drawn
+    for a new key) and the nearest stored signal of each new one. ``mark``:
+    :meth:`Recent.mark` before these reads."""
+
+    looked_up: dict[str, tuple[int, bool]]
+    found: list[clusters.Match]
+    mark: int
+
+
+async def plan_batch(conn: psycopg.AsyncConnection[Any], batch: Batch, recent: Recent,
+                     cluster_distance: int = clusters.DEFAULT_DISTANCE) -> Plan | None:
+    """The reads of :func:`write_batch` for ``batch``, in a transaction of their own on
+    ``conn``, for a write on another connection; None for a batch without signals."""
+    if not batch.signals:
+        return None
+    signals = _unique(batch.signals)
+    _fingerprint(signals)
+    mark = recent.mark()
+    async with conn.transaction(), conn.cursor() as cur:
+        looked_up = await _lookup(cur, signals)
+        found = await clusters.nearest_stored(cur, _new(signals, looked_up), cluster_distance)
+    return Plan(looked_up, found, mark)
+
+
 async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
-                      cluster_distance: int = clusters.DEFAULT_DISTANCE) -> BatchResult:
+                      cluster_distance: int = clusters.DEFAULT_DISTANCE,
+                      plan: Plan | None = None, recent: Recent | None = None) -> BatchResult:
     """Store one batch atomically; raise ``psycopg.OperationalError`` when the DB is gone.
 
     New signals join the cluster of a near-duplicate (simhash within ``cluster_distance``
-    bits), stored or earlier in the batch, in the same transaction."""
+    bits), stored or earlier in the batch, in the same transaction. With ``plan`` (made on
+    another connection) and ``recent`` (the rows this connection stored, which it adds to
+    the plan's matches), the batch's own reads are not made again; ``recent`` gets the
+    new rows of the batch once it is committed."""
     try:
-        return await _write_batch(conn, batch, cluster_distance, direct=True)
+        result, stored = await _write_batch(conn, batch, cluster_distance, True, plan, recent)
     except psycopg.errors.UniqueViolation:
         # Another writer stored one of the keys this batch looked up as new: write the
         # batch again, every row through the upsert (its lookup now sees that key).
         logger.info("store: a key of the batch was stored meanwhile by another writer; "
                     "writing the batch again through the upsert")
-        return await _write_batch(conn, batch, cluster_distance, direct=False)
+        result, stored = await _write_batch(conn, batch, cluster_distance, False, None, None)
+    if recent is not None and not result.already_applied:
+        recent.add(stored)
+    return result
 
 
 async def _write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
-                       cluster_distance: int, direct: bool) -> BatchResult:
+                       cluster_distance: int, direct: bool, plan: Plan | None,
+                       recent: Recent | None) -> tuple[BatchResult, list[Written]]:
     result = BatchResult()
+    stored: list[Written] = []
     async with conn.transaction(), conn.cursor() as cur:
         await cur.execute(
             "INSERT INTO applied_batches (batch_id) VALUES (%s) ON CONFLICT DO NOTHING",
@@ -235,28 +308,52 @@ async def _write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
         )
         if cur.rowcount == 0:
             result.already_applied = True
-            return result
+            return result, stored
         if batch.signals:
-            await _write_signals(cur, _unique(batch.signals), cluster_distance, result, direct)
+            signals = _unique(batch.signals)
+            planned = await _planned(cur, signals, cluster_distance, plan, recent)
+            stored = await _write_signals(cur, signals, planned, result, direct)
         if batch.rejects:
             await _copy(cur, _COPY_REJECTS, batch.rejects, REJECT_COLUMNS, _REJECT_TYPES)
             for row in batch.rejects:
                 result.rejected[row["source"]] = result.rejected.get(row["source"], 0) + 1
         if batch.run is not None:
             await _write_run(cur, batch.run)
-    return result
+    return result, stored
+
+
+def _new(signals: Sequence[dict[str, Any]],
+         looked_up: dict[str, tuple[int, bool]]) -> list[clusters.Row]:
+    """(id drawn, simhash) of the rows whose keys the lookup did not find, in batch order."""
+    return [(looked_up[row["key"]][0], row["simhash"]) for row in signals
+            if looked_up[row["key"]][1]]
+
+
+async def _planned(cur: psycopg.AsyncCursor[Any], signals: Sequence[dict[str, Any]],
+                   cluster_distance: int, plan: Plan | None, recent: Recent | None,
+                   ) -> tuple[dict[str, tuple[int, bool]], dict[int, int]]:
+    """Each key's ``(id, new)`` and each new row's cluster: from ``plan`` and the rows
+    stored since it was made, or read here when there is no plan (or it is too old)."""
+    since = recent.since(plan.mark) if plan is not None and recent is not None else None
+    if plan is not None and since is not None:
+        looked_up = plan.looked_up
+        assigned = clusters.resolve(_new(signals, looked_up), plan.found, cluster_distance,
+                                    since)
+    else:
+        _fingerprint(signals)
+        looked_up = await _lookup(cur, signals)
+        assigned = await clusters.plan_clusters(cur, _new(signals, looked_up),
+                                                cluster_distance)
+    return looked_up, {a.id: a.cluster_id for a in assigned}
 
 
 async def _write_signals(cur: psycopg.AsyncCursor[Any], signals: list[dict[str, Any]],
-                         cluster_distance: int, result: BatchResult, direct: bool) -> None:
+                         planned: tuple[dict[str, tuple[int, bool]], dict[int, int]],
+                         result: BatchResult, direct: bool) -> list[Written]:
     """``direct``: rows whose keys the lookup did not find are copied into ``signals``
-    as they are, the others go through the staging table and the upsert."""
-    _fingerprint(signals)
-    looked_up = await _lookup(cur, signals)
-    planned = await clusters.plan_clusters(
-        cur, [(looked_up[row["key"]][0], row["simhash"]) for row in signals
-              if looked_up[row["key"]][1]], cluster_distance)
-    cluster_of = {a.id: a.cluster_id for a in planned}
+    as they are, the others go through the staging table and the upsert. Returns the new
+    rows as stored."""
+    looked_up, cluster_of = planned
     fresh: list[dict[str, Any]] = []
     staged: list[dict[str, Any]] = []
     written: list[tuple[str, bool, int, int]] = []
@@ -278,14 +375,17 @@ async def _write_signals(cur: psycopg.AsyncCursor[Any], signals: list[dict[str, 
         await _copy(cur, _COPY_SIGNALS, staged, _STAGED_COLUMNS, _STAGED_TYPES)
         await cur.execute(_UPSERT)
         written += await cur.fetchall()
-    source_of = {row["key"]: row["source"] for row in signals}
+    by_key = {row["key"]: row for row in signals}
     for key, is_new, _, _ in written:
         counts = result.new if is_new else result.reseen
-        counts[source_of[key]] = counts.get(source_of[key], 0) + 1
-    await _repoint(cur, looked_up, written)
+        source = by_key[key]["source"]
+        counts[source] = counts.get(source, 0) + 1
+    moved = await _repoint(cur, looked_up, written)
     # The COPY and the upsert wrote each row's own score; a story carried by several sources
     # scores higher (and a re-seen row gets its cluster's factor back).
     await corroboration.update_for_batch(cur, [signal_id for _, _, signal_id, _ in written])
+    return [(signal_id, by_key[key]["simhash"], moved.get(cluster_id, cluster_id))
+            for key, is_new, signal_id, cluster_id in written if is_new]
 
 
 async def _lookup(cur: psycopg.AsyncCursor[Any],
@@ -306,11 +406,12 @@ async def _lookup(cur: psycopg.AsyncCursor[Any],
 
 
 async def _repoint(cur: psycopg.AsyncCursor[Any], looked_up: dict[str, tuple[int, bool]],
-                   written: Sequence[tuple[str, bool, int, int]]) -> None:
+                   written: Sequence[tuple[str, bool, int, int]]) -> dict[int, int]:
     """Another writer may have inserted (or deleted) one of the batch's keys between the
     lookup and the upsert: the id looked up or drawn for that key is then not the id of
     its row, and the batch's new rows planned into that id's cluster move to the cluster
-    of the row that holds the key now. ``written``: the upsert's ``RETURNING``."""
+    of the row that holds the key now. ``written``: the upsert's ``RETURNING``. Returns
+    the clusters moved: ``{planned: now}``."""
     gone: dict[int, int] = {}
     for key, _, signal_id, cluster_id in written:
         planned_id = looked_up[key][0]
@@ -322,6 +423,7 @@ async def _repoint(cur: psycopg.AsyncCursor[Any], looked_up: dict[str, tuple[int
                                      "ours": ours})
         logger.info("store: %d keys of the batch changed meanwhile in another transaction; "
                     "%d new rows moved to their clusters", len(gone), cur.rowcount)
+    return gone
 
 
 async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None:

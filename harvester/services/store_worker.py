@@ -11,9 +11,12 @@ committed but not acknowledged is a no-op on replay (its id is in ``applied_batc
 
 Protocol on a socket pair, one frame = 4-byte big-endian length + pickle: the crawl sends
 ``Config`` once, then ``("write", Batch)`` or ``("replay", spool_dir)``; the worker answers
-each with an ``Outcome``, in order. It reads requests as they arrive and takes a batch's
-fingerprints in a thread right away (``store.prepare``), while the batch before it is still
-being written; the writes themselves stay one after the other. End of file on the socket
+each with an ``Outcome``, in order. It reads requests as they arrive, takes a batch's
+fingerprints in a thread right away (``store.prepare``) and makes the batch's reads (key
+lookup, nearest stored signals: ``store.plan_batch``) on a second connection, while its
+first connection is still writing the batches before it; the writes themselves stay one
+after the other, in order (docs/clusters.md: how a plan made before the batch ahead was
+committed still sees that batch's rows). End of file on the socket
 (the crawl closed it, or died) makes the worker exit once it has answered what it read: it
 never outlives its crawl.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -48,9 +52,10 @@ import harvester
 from harvester.messages import first_line
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.replay import ReplayReport, replay_pending
-from harvester.services.store import DB_DOWN, prepare, write_batch
+from harvester.services.store import DB_DOWN, Plan, Recent, plan_batch, prepare, write_batch
 
 _LENGTH = struct.Struct(">I")
+logger = logging.getLogger(__name__)
 MODULE = "harvester.services.store_worker"
 
 
@@ -224,7 +229,7 @@ class StoreWorker:
 class SharedWorkers:
     """One store worker per crawl process and configuration, shared by every crawler of
     the process (``harvest crawl`` runs one per source side by side): a worker costs
-    ≈ 60 MB and a database connection. The last user to leave closes it."""
+    ≈ 60 MB and two database connections. The last user to leave closes it."""
 
     def __init__(self) -> None:
         self._workers: dict[Config, StoreWorker] = {}
@@ -270,7 +275,8 @@ SHARED = SharedWorkers()
 
 
 class _Database:
-    """The worker's side: one connection, reconnects at most every ``reconnect_seconds``."""
+    """One of the worker's two connections (the writer's, the planner's); reconnects at
+    most every ``reconnect_seconds``."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -278,7 +284,8 @@ class _Database:
         self._next_connect = 0.0
         self._error = ""
 
-    async def handle(self, request: tuple[str, Any]) -> Outcome:
+    async def handle(self, request: tuple[str, Any], plan: Plan | None = None,
+                     recent: Recent | None = None) -> Outcome:
         kind, payload = request
         if not await self._connected():
             return Outcome("unreachable", error=self._error)
@@ -288,7 +295,8 @@ class _Database:
             if kind == "replay":
                 report = await replay_pending(self._conn, Path(payload), distance)
                 return Outcome("replayed", report=report)
-            return Outcome("stored", result=await write_batch(self._conn, payload, distance))
+            return Outcome("stored", result=await write_batch(self._conn, payload, distance,
+                                                              plan, recent))
         except DB_DOWN as exc:
             await self._drop(exc)
             return Outcome("down", error=self._error)
@@ -303,13 +311,31 @@ class _Database:
             traceback.print_exc()
             return Outcome("failed", error=f"{type(exc).__name__}: {first_line(exc)}")
 
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    async def plan(self, batch: Batch, recent: Recent) -> Plan | None:
+        """The reads of ``batch``'s write (:func:`store.plan_batch`) on this connection, or
+        None: the write then makes them itself, and reports what goes wrong."""
+        if not batch.signals or not await self._connected():
+            return None
+        assert self._conn is not None
+        try:
+            return await plan_batch(self._conn, batch, recent, self.config.cluster_distance)
+        except DB_DOWN as exc:
+            await self._drop(exc)
+        except Exception:  # the write meets it again, and answers for it
+            logger.debug("store worker: planning a batch failed", exc_info=True)
+        return None
+
     async def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(*DB_DOWN):
                 await self._conn.close()
 
     async def _connected(self) -> bool:
-        if self._conn is not None and not self._conn.closed:
+        if self.connected:
             return True
         now = time.monotonic()
         self._error = ""
@@ -339,24 +365,45 @@ async def _read(reader: asyncio.StreamReader) -> Any:
 async def _serve(fd: int) -> None:
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
     try:
-        database = _Database(await _read(reader))
+        config = await _read(reader)
     except asyncio.IncompleteReadError:
         return
-    # Requests are read as they come (the crawl keeps up to HARVEST_STORE_MAX_IN_FLIGHT
-    # batches under way) and a batch's fingerprints are taken in a thread as soon as it
-    # arrives, while PostgreSQL is still writing the one before: numpy releases the GIL.
-    queue: asyncio.Queue[tuple[tuple[str, Any], asyncio.Future[None] | None] | None] = (
-        asyncio.Queue())
+    # Two connections: the writer's, and the planner's, which makes the reads of a batch's
+    # write (key lookup, nearest stored signals) while the writer still writes the batches
+    # before it; the writes stay one after the other, in order. A batch's fingerprints are
+    # taken in a thread as soon as it arrives (numpy releases the GIL).
+    database, planner, recent = _Database(config), _Database(config), Recent()
+    queue: asyncio.Queue[tuple[tuple[str, Any], asyncio.Future[Any]] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
+    steps: list[asyncio.Future[Any]] = []
+
+    async def plan_after(before: asyncio.Future[Any] | None,
+                         prepared: asyncio.Future[None], batch: Batch) -> Plan | None:
+        # Plans are made in order, and none before a replay ahead of it has been written.
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        with contextlib.suppress(Exception):  # write_batch takes what is missing
+            await prepared
+        # While the writer has no connection, its attempts alone wait for the database.
+        return await planner.plan(batch, recent) if database.connected else None
+
     with ThreadPoolExecutor(1, thread_name_prefix="store-prepare") as ahead:
         async def read_requests() -> None:
+            before: asyncio.Future[Any] | None = None
             try:
                 while True:
                     request = await _read(reader)
                     kind, payload = request
-                    prepared = loop.run_in_executor(ahead, prepare, payload) if (
-                        kind == "write") else None
-                    queue.put_nowait((request, prepared))
+                    step: asyncio.Future[Any]
+                    if kind == "write":
+                        prepared = loop.run_in_executor(ahead, prepare, payload)
+                        step = asyncio.ensure_future(plan_after(before, prepared, payload))
+                    else:
+                        step = loop.create_future()  # done once the request is handled
+                    steps.append(step)
+                    queue.put_nowait((request, step))
+                    before = step
             except asyncio.IncompleteReadError:
                 pass  # the crawl closed its end: everything sent is answered below
             finally:
@@ -365,19 +412,24 @@ async def _serve(fd: int) -> None:
         reading = asyncio.create_task(read_requests())
         try:
             while (queued := await queue.get()) is not None:
-                request, prepared = queued
-                if prepared is not None:
-                    # A failure there is write_batch's to report: it takes the
-                    # fingerprints that are missing.
-                    with contextlib.suppress(Exception):
-                        await prepared
-                writer.write(_frame(await database.handle(request)))
+                request, step = queued
+                steps.remove(step)
+                if request[0] == "write":
+                    outcome = await database.handle(request, await step, recent)
+                else:
+                    outcome = await database.handle(request)
+                    step.set_result(None)
+                writer.write(_frame(outcome))
                 await writer.drain()
         finally:
             reading.cancel()
+            for step in steps:
+                step.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await reading
+            await asyncio.gather(*steps, return_exceptions=True)
             await database.close()
+            await planner.close()
             writer.close()
 
 
