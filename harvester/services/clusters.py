@@ -47,6 +47,7 @@ BUCKET_LIMIT = 100
 
 Row = tuple[int, int | None]  # (signal id, simhash or None)
 Match = tuple[int, int, int, int]  # (row id, id of its nearest match, that one's cluster, distance)
+Stored = tuple[int, int | None, int]  # a row as stored: (signal id, simhash or None, cluster id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,10 @@ async def plan_clusters(
 ) -> list[Assignment]:
     """The clusters of signals about to be inserted, ``(id drawn for it, simhash)`` in
     insertion order: one query, nothing written. Every stored signal is a candidate."""
-    return resolve(rows, await nearest_stored(cur_or_conn, rows, distance), distance)
+    if not rows:
+        return []
+    rows = _signed(rows)  # once: nearest_stored and resolve would each sign them again
+    return _resolve(rows, await _nearest(cur_or_conn, rows, distance, False), distance)
 
 
 async def nearest_stored(
@@ -246,7 +250,7 @@ async def nearest_stored(
 
 
 def resolve(rows: Sequence[Row], found: Sequence[Match], distance: int = DEFAULT_DISTANCE,
-            recent: Sequence[tuple[int, int | None, int]] = ()) -> list[Assignment]:
+            recent: Sequence[Stored] = ()) -> list[Assignment]:
     """The second half: clusters of ``rows`` from their stored matches ``found``, and from
     ``recent`` rows ``(id, simhash, cluster id)`` stored after that lookup (which it did not
     see), compared here in numpy as if the lookup had found them."""
@@ -258,7 +262,7 @@ def resolve(rows: Sequence[Row], found: Sequence[Match], distance: int = DEFAULT
     return _resolve(rows, found, distance)
 
 
-def _signed_recent(recent: Sequence[tuple[int, int | None, int]]) -> list[tuple[int, int, int]]:
+def _signed_recent(recent: Sequence[Stored]) -> list[tuple[int, int, int]]:
     return sorted((i, signed(h), c) for i, h, c in recent if h is not None)
 
 

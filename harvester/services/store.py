@@ -216,7 +216,7 @@ def prepare(batch: Batch) -> None:
 
 
 #: A new row as later batches match it: (id, simhash, cluster id).
-Written = tuple[int, int | None, int]
+Written = clusters.Stored
 
 
 class Recent:
