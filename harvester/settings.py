@@ -30,6 +30,11 @@ DOWNLOADER_MIDDLEWARES = {
     # how long to wait is waited out here; Scrapy's retry handles the rest.
     "harvester.middlewares.polite.PoliteMiddleware": 570,
 }
+# Nearest the spider: a callback's exception becomes a stored rejection and a failure of
+# its source (harvester/middlewares/callback_errors.py).
+SPIDER_MIDDLEWARES = {
+    "harvester.middlewares.callback_errors.CallbackErrorMiddleware": 950,
+}
 EXTENSIONS = {
     "harvester.extensions.gc.GcFreezeExtension": 100,
     "harvester.extensions.metrics.MetricsExtension": 200,

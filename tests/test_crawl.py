@@ -322,3 +322,36 @@ def test_a_crawl_stopped_early_says_so(
     assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [
         ("closespider_itemcount",)
     ]
+
+
+def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    """An exception escaping a callback (a bug) is a stored rejection and a failure of its
+    source, not only a traceback: what the callback yielded before it raised is kept."""
+    (site.root / "f.xml").write_text(rss(items("bug", 5)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("bug", [f"{site.url}/f.xml"])])
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "runspider", str(ROOT / "tests" / "buggy_spider.py"),
+         "-a", "source=bug"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = db.execute("SELECT title FROM signals ORDER BY title").fetchall()
+    assert stored == [("bug story 0",), ("bug story 1",)]
+    rejects = db.execute("SELECT source, reason, field, url, raw->>'error', raw->>'head' "
+                         "FROM rejects").fetchall()
+    assert len(rejects) == 1
+    source, reason, field, url, error, head = rejects[0]
+    assert (source, reason, field, url) == ("bug", "callback_error", "document",
+                                            f"{site.url}/f.xml")
+    assert error == "ValueError: an entry nobody expected" and "<rss" in head
+    assert db.execute("SELECT scraped, stored, rejected, errors FROM crawl_runs"
+                      ).fetchall() == [(2, 2, 1, 1)]
+    failures, last_error = db.execute(
+        "SELECT consecutive_failures, last_error FROM sources_state WHERE source = 'bug'"
+    ).fetchone()
+    assert failures == 1 and "the spider failed on it: ValueError" in last_error
+    # The traceback is still logged, and Scrapy's own counter still counts it.
+    assert "Traceback" in result.stderr and "'spider_exceptions/ValueError': 1" in result.stderr

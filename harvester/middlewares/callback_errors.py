@@ -1,0 +1,69 @@
+"""CallbackErrorMiddleware: a spider callback that raises leaves a stored rejection and a
+failure of its source, not only a traceback in the log.
+
+Our parsers turn bad input into rejections themselves; an exception that still escapes a
+callback is a bug (ours, or a library's on input nobody expected). Scrapy would log it and
+count ``spider_exceptions/<Type>``, and the rest of that response's entries would be gone
+without a trace in the database or in the crawl summary. This spider middleware takes
+over for the responses of a :class:`SourceSpider`: it logs the traceback and keeps
+Scrapy's counters and ``spider_error`` signal as Scrapy would, stores a rejection
+``callback_error`` (field ``document``, with the error, the exception type and the first
+1000 bytes of the response) and counts a failure of the source (``errors`` and its last
+error), so the run is reported failed and the source's health shows it. Entries the
+callback yielded before it raised are kept.
+
+Scrapy's own exceptions (``CloseSpider``, ``IgnoreRequest``, ``HttpError``…) are left to
+Scrapy, and so is every response of a spider that is not one of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from scrapy import Spider, signals
+from scrapy.http import Response
+from twisted.python.failure import Failure
+
+from harvester import stats as hstats
+from harvester.items import Rejection
+from harvester.messages import first_line
+from harvester.middlewares.conditional import SOURCE_META
+from harvester.spiders.base import SourceSpider
+
+logger = logging.getLogger(__name__)
+
+REASON = "callback_error"
+HEAD_BYTES = 1000
+
+
+class CallbackErrorMiddleware:
+    """See the module docstring. Stats: Scrapy's ``spider_exceptions/count`` and
+    ``spider_exceptions/<Type>``, and the source's ``errors``."""
+
+    def process_spider_exception(self, response: Response, exception: Exception,
+                                 spider: Spider) -> list[Rejection] | None:
+        source = response.meta.get(SOURCE_META)
+        if (not isinstance(spider, SourceSpider) or not source
+                or type(exception).__module__.split(".")[0] == "scrapy"):
+            return None
+        name = type(exception).__name__
+        error = f"{name}: {first_line(exception)}" if str(exception).strip() else name
+        logger.error("Source %s: the %s spider failed on %s (%s); what it had not yielded "
+                     "from that response is not stored: see rejection %r", source,
+                     spider.name, response.url, error, REASON, exc_info=exception)
+        crawler = spider.crawler
+        crawler.stats.inc_value("spider_exceptions/count")
+        crawler.stats.inc_value(f"spider_exceptions/{name}")
+        crawler.signals.send_catch_log(
+            signal=signals.spider_error, response=response, spider=spider,
+            failure=Failure(exception, type(exception), exception.__traceback__))
+        hstats.inc(crawler.stats, source, "errors")
+        hstats.set_last_error(crawler.stats, source,
+                              f"{response.url}: the spider failed on it: {error}")
+        return [Rejection(source=source, reason=REASON, field="document", url=response.url,
+                          raw={"error": error, "exception": name, "head": _head(response)})]
+
+
+def _head(response: Response) -> str:
+    return response.body[:HEAD_BYTES].decode("utf-8", "replace")
+

@@ -1,0 +1,22 @@
+"""A feed spider with a bug: it raises after its first two items (for ``scrapy runspider``
+in tests/test_crawl.py). Stands for any exception that escapes a callback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from scrapy.http import Response
+
+from harvester.items import Rejection, Signal
+from harvester.spiders.feed import FeedSpider
+
+
+class BuggyFeedSpider(FeedSpider):
+    name = "buggy_feed"
+
+    def parse(self, response: Response, **kwargs: Any) -> Iterator[Signal | Rejection]:
+        for n, output in enumerate(super().parse(response, **kwargs)):
+            if n == 2:
+                raise ValueError("an entry nobody expected")
+            yield output
