@@ -355,3 +355,36 @@ def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
     assert failures == 1 and "the spider failed on it: ValueError" in last_error
     # The traceback is still logged, and Scrapy's own counter still counts it.
     assert "Traceback" in result.stderr and "'spider_exceptions/ValueError': 1" in result.stderr
+
+
+def test_an_item_a_pipeline_raises_on_is_kept_as_a_rejection(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    """A pipeline's exception on one item (a bug) keeps that item as a rejection and
+    fails its source's run; the other items are stored."""
+    (site.root / "f.xml").write_text(rss(items("bug", 3)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("bug", [f"{site.url}/f.xml"])])
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
+    pipelines = {"harvester.pipelines.validate.ValidatePipeline": 100,
+                 "harvester.pipelines.dedupe.DedupePipeline": 200,
+                 "tests.buggy_pipeline.BuggyPipeline": 250,
+                 "harvester.pipelines.score.ScorePipeline": 300,
+                 "harvester.pipelines.store.StorePipeline": 900}
+    result = subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=bug",
+         "-s", f"ITEM_PIPELINES={json.dumps(pipelines)}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = db.execute("SELECT title FROM signals ORDER BY title").fetchall()
+    assert stored == [("bug story 0",), ("bug story 2",)]
+    rejects = db.execute("SELECT source, reason, url, raw->>'title', raw->>'error' "
+                         "FROM rejects").fetchall()
+    assert rejects == [("bug", "pipeline_error", "https://news.example.org/bug/1",
+                        "bug story 1", "KeyError: 'a field nobody expected'")]
+    assert db.execute("SELECT errors FROM crawl_runs").fetchall() == [(1,)]
+    failures, last_error = db.execute(
+        "SELECT consecutive_failures, last_error FROM sources_state WHERE source = 'bug'"
+    ).fetchone()
+    assert failures == 1 and "a pipeline failed on this item: KeyError" in last_error
+    assert "Traceback" in result.stderr  # Scrapy's own log of the error stays

@@ -32,6 +32,9 @@ from harvester.signals import validators_seen
 
 logger = logging.getLogger(__name__)
 
+#: The rejection of an item a pipeline raised on (see :meth:`StorePipeline._item_error`).
+PIPELINE_ERROR = "pipeline_error"
+
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
@@ -119,6 +122,7 @@ class StorePipeline:
         self._in_flight: deque[asyncio.Task[None]] = deque()
         self._validators: dict[str, dict[str, dict[str, str]]] = {}
         crawler.signals.connect(self._item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(self._item_error, signal=signals.item_error)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self._validators_seen, signal=validators_seen)
 
@@ -163,14 +167,33 @@ class StorePipeline:
     def _item_dropped(self, item: Any, response: Any, exception: BaseException,
                       spider: Spider) -> None:
         if isinstance(exception, InvalidSignal) and isinstance(item, Signal):
-            raw = {k: _plain(getattr(item, k)) for k in ("url", "external_id", "title",
-                                                          "author", "published_at", "feed_url")}
-            raw["text"] = (item.text or "")[:2000]
             self._buffer.rejects.append(reject_row(
                 Rejection(source=item.source, reason=exception.reason, field=exception.field,
-                          url=item.url, raw=raw),
+                          url=item.url, raw=_raw(item)),
                 self.run_id,
             ))
+
+    def _item_error(self, item: Any, response: Any, spider: Spider, failure: Any) -> None:
+        """A pipeline raised on this item (a bug; Scrapy logs the traceback): the item is
+        kept as the rejection ``pipeline_error`` and its source counts a failure, rather
+        than the item being gone with nothing but a log line."""
+        if not isinstance(item, (Signal, Rejection)):
+            return
+        exc = failure.value
+        error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else (
+            type(exc).__name__)
+        raw = _raw(item) if isinstance(item, Signal) else {
+            "reason": item.reason, "field": item.field, "raw": item.raw}
+        raw["error"] = error
+        self._buffer.rejects.append(reject_row(
+            Rejection(source=item.source, reason=PIPELINE_ERROR, url=item.url, raw=raw),
+            self.run_id,
+        ))
+        hstats.inc(self.crawler.stats, item.source, "errors")
+        hstats.set_last_error(self.crawler.stats, item.source,
+                              f"{item.url}: a pipeline failed on this item: {error}")
+        logger.error("Source %s: a pipeline failed on the item %s (%s); kept as rejection %r",
+                     item.source, item.url, error, PIPELINE_ERROR)
 
     def _validators_seen(self, source: str, url: str, etag: str | None,
                          last_modified: str | None) -> None:
@@ -328,6 +351,14 @@ def _log_failure(outcome: Outcome, consequence: str, *args: Any) -> None:
             "failed": "The store worker could not write a batch"}.get(
                 outcome.status, "The store worker is gone")
     logger.error("%s (%s): " + consequence, what, outcome.error, *args)
+
+
+def _raw(item: Signal) -> dict[str, Any]:
+    """What a rejection keeps of a signal: its identifying fields and the start of its text."""
+    raw = {k: _plain(getattr(item, k)) for k in ("url", "external_id", "title", "author",
+                                                  "published_at", "feed_url")}
+    raw["text"] = (item.text or "")[:2000]
+    return raw
 
 
 def _plain(value: Any) -> Any:
