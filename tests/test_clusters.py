@@ -169,12 +169,22 @@ def test_lookup_uses_the_band_indexes(db: psycopg.Connection[Any]) -> None:
         assert f"signals_simhash_band{band}" in text
 
 
+def _lookup(db: psycopg.Connection[Any], probes: list[tuple[int, int]], k: int,
+            crowded: bool | None) -> dict[int, tuple[int, int, int]]:
+    with db.transaction():
+        found = clusters.nearest_sync(db, probes, k, False, crowded)
+    return {row: (match, c, d) for row, match, c, d in found}
+
+
+@pytest.mark.parametrize("crowded", [False, True, None], ids=["pairs", "candidates", "split"])
 @pytest.mark.parametrize("k", [3, 7])
-def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k: int) -> None:
+def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k: int,
+                                                 crowded: bool | None) -> None:
     # 3,000 stored fingerprints, half of them near a few hundred "stories", and 400 probes
     # near those, exactly on them, or far from all: for each probe the lookup (one index
     # probe per band and mask, nearest by distance, then the smallest id) must return what
-    # comparing the probe with every stored row returns, and that row's cluster.
+    # comparing the probe with every stored row returns, and that row's cluster. Both ways
+    # of looking up (pairs in SQL; candidates, nearest in numpy) are held to it.
     rnd = random.Random(k)
     stories = [rnd.getrandbits(64) for _ in range(300)]
 
@@ -192,10 +202,7 @@ def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k:
     table = db.execute("SELECT id, simhash, coalesce(cluster_id, id) FROM signals").fetchall()
     probes = [(10**9 + n, signed(near(rnd.choice(stories), rnd.randint(0, k + 1)) if n % 4
                                  else rnd.getrandbits(64))) for n in range(400)]
-    with db.transaction():
-        db.execute(clusters._INDEX_SCANS)
-        got = {row: (match, c, d) for row, match, c, d in db.execute(
-            clusters._NEAREST, clusters._params(probes, k, False)).fetchall()}
+    got = _lookup(db, probes, k, crowded)
     expected = {}
     first: dict[int, int] = {}
     for row, h in probes:  # one lookup per distinct fingerprint: later copies join in-batch
@@ -206,6 +213,39 @@ def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k:
             expected[row] = (i, c, d)
     assert len(expected) > 150  # the test compares matches, not only misses
     assert got == expected
+
+
+def test_copies_of_one_text_are_looked_up_by_candidates_with_the_same_result(
+        db: psycopg.Connection[Any]) -> None:
+    # 300 stored copies of a few texts (band values holding more rows than BUCKET_LIMIT
+    # reads) and a batch of copies and near-copies: the batch is "crowded", read by
+    # candidates, and finds what the pairs query finds (the same rows in the same index
+    # order), alone or mixed with distinct texts. A batch of distinct texts is not crowded.
+    rnd = random.Random(5)
+    texts = [rnd.getrandbits(64) for _ in range(3)]
+
+    def near(h: int, bits: int) -> int:
+        for bit in rnd.sample(range(64), bits):
+            h ^= 1 << bit
+        return h
+
+    stored = [near(rnd.choice(texts), rnd.choice((0, 0, 1, 2))) for _ in range(300)]
+    db.execute(
+        "INSERT INTO signals (key, source, kind, fetched_at, text, simhash) "
+        "SELECT 'cp' || n, 's', 'feed', now(), 't', h "
+        "FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(h, n)", ([signed(h) for h in stored],))
+    copies = [(10**9 + n, signed(near(rnd.choice(texts), rnd.choice((0, 1, 3, 5)))))
+              for n in range(200)]
+    probe = clusters._probe(copies, 3, False)
+    assert len(clusters._crowded(probe)) >= 0.8 * len(probe.first)
+    by_pairs = _lookup(db, copies, 3, False)
+    assert len(by_pairs) > 20
+    assert _lookup(db, copies, 3, None) == _lookup(db, copies, 3, True) == by_pairs
+    distinct = [(2 * 10**9 + n, signed(rnd.getrandbits(64))) for n in range(200)]
+    probe = clusters._probe(distinct, 3, False)
+    assert not clusters._crowded(probe)
+    mixed = copies + distinct
+    assert _lookup(db, mixed, 3, None) == _lookup(db, mixed, 3, False) == by_pairs
 
 
 def _index_scans(plan: dict[str, Any]) -> list[tuple[str, str]]:

@@ -113,6 +113,26 @@ WHERE distance <= %(distance)s
 ORDER BY id, distance, match_id
 """
 
+
+def _candidate_branch(band: int) -> str:
+    # Each probed band value once, with its stored rows: their fingerprints and clusters.
+    return f"""
+    SELECT {band} AS band, k.v, s.id, s.simhash, COALESCE(s.cluster_id, s.id)
+    FROM unnest(%(values{band})b::integer[]) AS k(v) CROSS JOIN LATERAL (
+        SELECT id, simhash, cluster_id FROM signals
+        WHERE {band_expression(band)} = k.v AND simhash IS NOT NULL
+        LIMIT {BUCKET_LIMIT}) AS s
+    """
+
+
+# The other way to the same result, for a batch whose rows share their band values (copies
+# of one text, near-copies differing in a word): :data:`_NEAREST` would compute and sort
+# every (row, stored row) pair, ≈ 39,000 for 500 copies of one text with 20,000 stored, most
+# of them within the distance; this reads each probed band value's stored rows once and
+# the nearest per row is worked out in numpy (:func:`_nearest_candidates`). The same index
+# reads in the same order, so the same rows are candidates; chosen by :func:`_crowded`.
+_CANDIDATES = " UNION ALL ".join(_candidate_branch(band) for band in range(BANDS))
+
 # A bitmap scan reads every entry of a band value before the LIMIT applies (10,000 a probe
 # with 20,000 copies of one text stored, measured, and growing with the copies); an index
 # scan stops at BUCKET_LIMIT. The planner takes the bitmap on a young table, so it is turned
@@ -132,7 +152,18 @@ def _signed(rows: Sequence[Row]) -> list[Row]:
     return [(i, None if h is None else signed(h)) for i, h in rows]
 
 
-def _params(rows: Sequence[Row], distance: int, stored: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What one lookup asks: the first row of each distinct fingerprint, the ids that must
+    not match, the probe masks and the distance."""
+
+    first: dict[int, int]  # fingerprint -> id of its first row
+    exclude: list[int]
+    masks: list[int]
+    distance: int
+
+
+def _probe(rows: Sequence[Row], distance: int, stored: bool) -> _Probe:
     """One lookup per distinct fingerprint (its first row): an identical later row of the
     batch joins that row's cluster anyway, and a flood of copies of one text (boilerplate,
     a syndicated wire story) must not turn into a flood of index probes. Rows already
@@ -141,9 +172,128 @@ def _params(rows: Sequence[Row], distance: int, stored: bool = True) -> dict[str
     first: dict[int, int] = {}
     for i, h in hashed:
         first.setdefault(h, i)
-    return {"ids": list(first.values()), "hashes": list(first.keys()),
-            "exclude": [i for i, _ in hashed] if stored else [],
-            "masks": probe_masks(distance), "distance": distance}
+    return _Probe(first, [i for i, _ in hashed] if stored else [], probe_masks(distance),
+                  distance)
+
+
+def _params(rows: Sequence[Row], distance: int, stored: bool = True) -> dict[str, Any]:
+    """The parameters of :data:`_NEAREST`."""
+    return _pair_params(_probe(rows, distance, stored))
+
+
+def _pair_params(probe: _Probe) -> dict[str, Any]:
+    return {"ids": list(probe.first.values()), "hashes": list(probe.first),
+            "exclude": probe.exclude, "masks": probe.masks, "distance": probe.distance}
+
+
+def _band(value: int, band: int) -> int:
+    return (value >> (BAND_BITS * band)) & _BAND_MASK  # two's complement, as in SQL
+
+
+def _values(probe: _Probe) -> dict[str, list[int]]:
+    """The parameters of :data:`_CANDIDATES`: each band's probed values, each once."""
+    return {f"values{band}": sorted({_band(h, band) ^ mask for h in probe.first
+                                     for mask in probe.masks})
+            for band in range(BANDS)}
+
+
+#: Fingerprints that must be crowded together for :data:`_CANDIDATES` to be worth its
+#: own statement: below this the pairs they add to :data:`_NEAREST` cost less than it.
+MIN_CROWDED = 8
+
+
+def _crowded(probe: _Probe) -> set[int]:
+    """The fingerprints of the batch that share their exact value in two bands or more with
+    other fingerprints of the batch: copies of one text, near-copies differing in a word,
+    when there are :data:`MIN_CROWDED` of them. :data:`_NEAREST` would compute the pairs of
+    each of them with the same stored rows over and over (a text copied in the batch is
+    usually copied in the table too, its band values holding up to BUCKET_LIMIT rows);
+    :data:`_CANDIDATES` reads those rows once. The other fingerprints, all of a batch of
+    distinct texts, are better looked up by :data:`_NEAREST`: their candidates are mostly
+    far, the server filters them and returns nothing, where :data:`_CANDIDATES` would send
+    them all (≈ 1.5 a band value at 60,000 stored rows, 15 at a million). Distinct texts
+    share a band value by chance (20–46 of 500 on the bench's texts), two bands hardly
+    ever (0–2)."""
+    holders: dict[tuple[int, int], list[int]] = {}
+    for h in probe.first:
+        for band in range(BANDS):
+            holders.setdefault((band, _band(h, band)), []).append(h)
+    shared: dict[int, int] = {}
+    for fingerprints in holders.values():
+        if len(fingerprints) > 1:
+            for h in fingerprints:
+                shared[h] = shared.get(h, 0) + 1
+    crowded = {h for h, bands in shared.items() if bands >= 2}
+    return crowded if len(crowded) >= MIN_CROWDED else set()
+
+
+def _part(probe: _Probe, fingerprints: set[int]) -> _Probe:
+    return _Probe({h: i for h, i in probe.first.items() if h in fingerprints}, probe.exclude,
+                  probe.masks, probe.distance)
+
+
+def _nearest_candidates(probe: _Probe, candidates: Sequence[tuple[int, int, int, int, int]],
+                        ) -> list[Match]:
+    """What :data:`_NEAREST` returns, from the rows of :data:`_CANDIDATES` (``(band, value,
+    id, simhash, cluster)``): each probed row's nearest candidate within the distance, the
+    smallest id of equals. All rows at once: every (row, candidate of one of its probed
+    band values) pair, then the best pair per row."""
+    exclude = set(probe.exclude)
+    found = [c for c in candidates if c[2] not in exclude]
+    if not found or not probe.first:
+        return []
+    band_of, value_of, match_id, match_hash, cluster = (
+        np.array(column, dtype=np.int64) for column in zip(*found, strict=True))
+    hashes = np.array(list(probe.first), dtype=np.int64)
+    row_ids = np.array(list(probe.first.values()), dtype=np.int64)
+    pair_rows: list[npt.NDArray[np.int64]] = []
+    pair_candidates: list[npt.NDArray[np.int64]] = []
+    for band in range(BANDS):
+        mine = np.flatnonzero(band_of == band)
+        mine = mine[np.argsort(value_of[mine], kind="stable")]
+        values = value_of[mine]
+        own = (hashes >> (BAND_BITS * band)) & _BAND_MASK  # two's complement, as in SQL
+        for mask in probe.masks:
+            wanted = own ^ mask
+            low = np.searchsorted(values, wanted, "left")
+            counts = np.searchsorted(values, wanted, "right") - low
+            total = int(counts.sum())
+            if not total:
+                continue
+            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            pair_rows.append(np.repeat(np.arange(len(hashes)), counts))
+            pair_candidates.append(mine[np.repeat(low, counts) + offsets])
+    if not pair_rows:
+        return []
+    rows, cands = np.concatenate(pair_rows), np.concatenate(pair_candidates)
+    dist = np.bitwise_count(hashes.view(np.uint64)[rows] ^ match_hash.view(np.uint64)[cands])
+    near = dist <= probe.distance
+    rows, cands, dist = rows[near], cands[near], dist[near]
+    order = np.lexsort((match_id[cands], dist, rows))  # per row: nearest, then smallest id
+    rows, cands, dist = rows[order], cands[order], dist[order]
+    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else rows
+    return list(zip(row_ids[rows[first]].tolist(), match_id[cands[first]].tolist(),
+                    cluster[cands[first]].tolist(), dist[first].tolist(), strict=True))
+
+
+def _queries(rows: Sequence[Row], distance: int, stored: bool, crowded: bool | None = None,
+             ) -> list[tuple[str, dict[str, Any], Any]]:
+    """The lookup of ``rows``: each statement, its parameters, and what turns its rows into
+    :data:`Match` es (none when no row has a fingerprint). The crowded fingerprints
+    (:func:`_crowded`) go to :data:`_CANDIDATES`, the others to :data:`_NEAREST`;
+    ``crowded`` sends them all one way (tests hold both ways to the same result)."""
+    probe = _probe(rows, distance, stored)
+    if not probe.first:
+        return []
+    many = set(probe.first) if crowded else set() if crowded is False else _crowded(probe)
+    queries: list[tuple[str, dict[str, Any], Any]] = []
+    if many:
+        part = _part(probe, many)
+        queries.append((_CANDIDATES, _values(part),
+                        lambda found: _nearest_candidates(part, found)))
+    if len(many) < len(probe.first):
+        queries.append((_NEAREST, _pair_params(_part(probe, set(probe.first) - many)), list))
+    return queries
 
 
 def _within_batch(rows: Sequence[Row], distance: int) -> dict[int, tuple[int, int]]:
@@ -206,26 +356,43 @@ def _in_transaction(cur_or_conn: Any) -> bool:
 
 async def _nearest(cur_or_conn: psycopg.AsyncCursor[Any] | psycopg.AsyncConnection[Any],
                    rows: Sequence[Row], distance: int, stored: bool) -> list[Match]:
+    queries = _queries(rows, distance, stored)
+    if not queries:
+        return []
     bounded = _in_transaction(cur_or_conn)
     if bounded:
         await cur_or_conn.execute(_INDEX_SCANS)
-    cur = await cur_or_conn.execute(_NEAREST, _params(rows, distance, stored))
-    found = await cur.fetchall()
+    found: list[Match] = []
+    for statement, params, matches in queries:
+        cur = await cur_or_conn.execute(statement, params)
+        found += matches(await cur.fetchall())
     if bounded:
         await cur_or_conn.execute(_ANY_SCANS)
     return found
 
 
-def _plan_sync(cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
-               rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
-    """:func:`_nearest` then :func:`_resolve`, for synchronous connections."""
+def nearest_sync(cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
+                 rows: Sequence[Row], distance: int, stored: bool,
+                 crowded: bool | None = None) -> list[Match]:
+    """:func:`_nearest` for synchronous connections (``crowded``: see :func:`_queries`)."""
+    queries = _queries(rows, distance, stored, crowded)
+    if not queries:
+        return []
     bounded = _in_transaction(cur_or_conn)
     if bounded:
         cur_or_conn.execute(_INDEX_SCANS)
-    found = cur_or_conn.execute(_NEAREST, _params(rows, distance, stored)).fetchall()
+    found: list[Match] = []
+    for statement, params, matches in queries:
+        found += matches(cur_or_conn.execute(statement, params).fetchall())
     if bounded:
         cur_or_conn.execute(_ANY_SCANS)
-    return _resolve(rows, found, distance)
+    return found
+
+
+def _plan_sync(cur_or_conn: psycopg.Cursor[Any] | psycopg.Connection[Any],
+               rows: Sequence[Row], distance: int, stored: bool) -> list[Assignment]:
+    """:func:`nearest_sync` then :func:`_resolve`."""
+    return _resolve(rows, nearest_sync(cur_or_conn, rows, distance, stored), distance)
 
 
 async def plan_clusters(
