@@ -22,6 +22,13 @@ def feed_source(name: str, urls: list[str], **extra: Any) -> dict[str, Any]:
     return {"name": name, "kind": "feed", "urls": urls, **extra}
 
 
+def scrapy(*args: str, home: Path, sources: Path) -> subprocess.CompletedProcess[str]:
+    """``scrapy ARGS`` in the project, as Scrapyd or an operator runs it."""
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
+    return subprocess.run([sys.executable, "-m", "scrapy", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def count(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     row = db.execute(query, params).fetchone()
     assert row is not None
@@ -156,11 +163,8 @@ def test_scrapy_crawl_subprocess_like_scrapyd(
 ) -> None:
     (site.root / "f.xml").write_text(rss(items("sd", 5)))
     sources = write_sources(tmp_path / "s.toml", [feed_source("sd", [f"{site.url}/f.xml"])])
-    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=sd", "-a", "_job=job-1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = scrapy("crawl", "feed", "-a", "source=sd", "-a", "_job=job-1", home=home,
+                    sources=sources)
     assert result.returncode == 0, result.stderr[-2000:]
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'sd'") == 5
     assert db.execute("SELECT job_id, scraped FROM crawl_runs").fetchall() == [("job-1", 5)]
@@ -285,11 +289,7 @@ def test_scrapy_crawl_of_an_unknown_source_stops_cleanly(
 ) -> None:
     sources = write_sources(tmp_path / "s.toml",
                             [feed_source("known", ["http://127.0.0.1:9/f.xml"])])
-    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=unknown"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = scrapy("crawl", "feed", "-a", "source=unknown", home=home, sources=sources)
     assert "unknown source 'unknown': the sources file defines known" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
@@ -302,9 +302,7 @@ def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\n')
-    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(bad)}
-    result = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "feed"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = scrapy("crawl", "feed", home=home, sources=bad)
     assert "source 'x', field 'kind': unknown kind 'rss'" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [("config_error",)]
@@ -331,12 +329,8 @@ def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
     source, not only a traceback: what the callback yielded before it raised is kept."""
     (site.root / "f.xml").write_text(rss(items("bug", 5)))
     sources = write_sources(tmp_path / "s.toml", [feed_source("bug", [f"{site.url}/f.xml"])])
-    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "runspider", str(ROOT / "tests" / "buggy_spider.py"),
-         "-a", "source=bug"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = scrapy("runspider", str(ROOT / "tests" / "buggy_spider.py"), "-a", "source=bug",
+                    home=home, sources=sources)
     assert result.returncode == 0, result.stderr[-2000:]
     stored = db.execute("SELECT title FROM signals ORDER BY title").fetchall()
     assert stored == [("bug story 0",), ("bug story 1",)]
@@ -364,17 +358,13 @@ def test_an_item_a_pipeline_raises_on_is_kept_as_a_rejection(
     fails its source's run; the other items are stored."""
     (site.root / "f.xml").write_text(rss(items("bug", 3)))
     sources = write_sources(tmp_path / "s.toml", [feed_source("bug", [f"{site.url}/f.xml"])])
-    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources)}
     pipelines = {"harvester.pipelines.validate.ValidatePipeline": 100,
                  "harvester.pipelines.dedupe.DedupePipeline": 200,
                  "tests.buggy_pipeline.BuggyPipeline": 250,
                  "harvester.pipelines.score.ScorePipeline": 300,
                  "harvester.pipelines.store.StorePipeline": 900}
-    result = subprocess.run(
-        [sys.executable, "-m", "scrapy", "crawl", "feed", "-a", "source=bug",
-         "-s", f"ITEM_PIPELINES={json.dumps(pipelines)}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
+    result = scrapy("crawl", "feed", "-a", "source=bug",
+                    "-s", f"ITEM_PIPELINES={json.dumps(pipelines)}", home=home, sources=sources)
     assert result.returncode == 0, result.stderr[-2000:]
     stored = db.execute("SELECT title FROM signals ORDER BY title").fetchall()
     assert stored == [("bug story 0",), ("bug story 2",)]
