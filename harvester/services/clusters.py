@@ -8,7 +8,9 @@ distance <= k differ in at most k bits, spread over 4 bands, so some band differ
 band therefore finds every fingerprint within k: for k <= 3 that is the band itself (4 exact
 probes per item), for 4 <= k <= 7 the band and its 16 one-bit neighbours (68 probes), for
 8 <= k <= 11 also the 120 two-bit ones (548 probes).
-Candidates are checked on the full distance in the same query; one query per batch.
+Candidates are checked on the full distance in the same query; one query per batch, and
+a second one for the copies of one text in it (:func:`_crowded`), whose candidates are
+read once and compared in numpy.
 
 Two near-duplicates of one batch end in one cluster: the batch is also compared with itself
 (numpy), in id order, so a row can join the cluster of an earlier row of its batch.
