@@ -12,8 +12,9 @@ Scrapy's counters and ``spider_error`` signal as Scrapy would, stores a rejectio
 error), so the run is reported failed and the source's health shows it. Entries the
 callback yielded before it raised are kept.
 
-Scrapy's own exceptions (``CloseSpider``, ``IgnoreRequest``, ``HttpError``…) are left to
-Scrapy, and so is every response of a spider that is not one of ours.
+Scrapy's own exceptions (``CloseSpider``, ``IgnoreRequest`` and their subclasses such as
+our ``RateLimited``, ``HttpError``…) are left to Scrapy, and so is every response of a
+spider that is not one of ours.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 
 from scrapy import Spider, signals
+from scrapy.exceptions import CloseSpider, IgnoreRequest
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
@@ -44,6 +46,7 @@ class CallbackErrorMiddleware:
                                  spider: Spider) -> list[Rejection] | None:
         source = response.meta.get(SOURCE_META)
         if (not isinstance(spider, SourceSpider) or not source
+                or isinstance(exception, (CloseSpider, IgnoreRequest))
                 or type(exception).__module__.split(".")[0] == "scrapy"):
             return None
         name = type(exception).__name__
