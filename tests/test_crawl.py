@@ -378,3 +378,19 @@ def test_an_item_a_pipeline_raises_on_is_kept_as_a_rejection(
     ).fetchone()
     assert failures == 1 and "a pipeline failed on this item: KeyError" in last_error
     assert "Traceback" in result.stderr  # Scrapy's own log of the error stays
+
+
+def test_close_spider_from_a_callback_is_not_taken_for_a_bug(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    """Scrapy's own exceptions stay Scrapy's: CloseSpider raised by a callback closes the
+    crawl with its reason, and is neither a rejection nor a failure of the source."""
+    (site.root / "f.xml").write_text(rss(items("bug", 5)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("bug", [f"{site.url}/f.xml"])])
+    result = scrapy("runspider", str(ROOT / "tests" / "buggy_spider.py"), "-a", "source=bug",
+                    "-a", "raises=close", home=home, sources=sources)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert count(db, "SELECT count(*) FROM signals") == 2
+    assert count(db, "SELECT count(*) FROM rejects") == 0
+    assert db.execute("SELECT finish_reason, errors FROM crawl_runs").fetchall() == [
+        ("enough_for_today", 0)]
