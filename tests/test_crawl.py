@@ -376,7 +376,7 @@ def test_an_item_a_pipeline_raises_on_is_kept_as_a_rejection(
     failures, last_error = db.execute(
         "SELECT consecutive_failures, last_error FROM sources_state WHERE source = 'bug'"
     ).fetchone()
-    assert failures == 1 and "a pipeline failed on this item: KeyError" in last_error
+    assert failures == 1 and "a pipeline failed on this item (KeyError" in last_error
     assert "Traceback" in result.stderr  # Scrapy's own log of the error stays
 
 

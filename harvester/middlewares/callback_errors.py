@@ -27,8 +27,8 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from harvester import stats as hstats
+from harvester.failures import describe_failure
 from harvester.items import Rejection
-from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.spiders.base import SourceSpider
 
@@ -50,7 +50,8 @@ class CallbackErrorMiddleware:
                 or type(exception).__module__.split(".")[0] == "scrapy"):
             return None
         name = type(exception).__name__
-        error = f"{name}: {first_line(exception)}" if str(exception).strip() else name
+        failure = Failure(exception, type(exception), exception.__traceback__)
+        error = describe_failure(failure)
         logger.error("Source %s: the %s spider failed on %s (%s); what it had not yielded "
                      "from that response is not stored: see rejection %r", source,
                      spider.name, response.url, error, REASON, exc_info=exception)
@@ -58,8 +59,7 @@ class CallbackErrorMiddleware:
         crawler.stats.inc_value("spider_exceptions/count")
         crawler.stats.inc_value(f"spider_exceptions/{name}")
         crawler.signals.send_catch_log(
-            signal=signals.spider_error, response=response, spider=spider,
-            failure=Failure(exception, type(exception), exception.__traceback__))
+            signal=signals.spider_error, response=response, spider=spider, failure=failure)
         hstats.inc(crawler.stats, source, "errors")
         hstats.set_last_error(crawler.stats, source,
                               f"{response.url}: the spider failed on it: {error}")

@@ -21,6 +21,7 @@ from scrapy.settings import BaseSettings
 from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.exceptions import InvalidSignal, StoredRejection
+from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import first_line
 from harvester.services import clusters, database, spool
@@ -29,6 +30,7 @@ from harvester.services.runs import run_record
 from harvester.services.store import DB_DOWN
 from harvester.services.store_worker import SHARED, Config, Outcome, StoreWorker
 from harvester.signals import validators_seen
+from harvester.spiders.base import SourceSpider
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +181,7 @@ class StorePipeline:
         than the item being gone with nothing but a log line."""
         if not isinstance(item, (Signal, Rejection)):
             return
-        exc = failure.value
-        error = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else (
-            type(exc).__name__)
+        error = describe_failure(failure)
         raw = _raw(item) if isinstance(item, Signal) else {
             "reason": item.reason, "field": item.field, "raw": item.raw}
         raw["error"] = error
@@ -189,11 +189,10 @@ class StorePipeline:
             Rejection(source=item.source, reason=PIPELINE_ERROR, url=item.url, raw=raw),
             self.run_id,
         ))
-        hstats.inc(self.crawler.stats, item.source, "errors")
-        hstats.set_last_error(self.crawler.stats, item.source,
-                              f"{item.url}: a pipeline failed on this item: {error}")
-        logger.error("Source %s: a pipeline failed on the item %s (%s); kept as rejection %r",
-                     item.source, item.url, error, PIPELINE_ERROR)
+        if isinstance(spider, SourceSpider):  # counts and reports the source's failure
+            spider.fail(item.source, str(item.url),
+                        f"a pipeline failed on this item ({error}); kept as rejection "
+                        f"{PIPELINE_ERROR!r}")
 
     def _validators_seen(self, source: str, url: str, etag: str | None,
                          last_modified: str | None) -> None:
