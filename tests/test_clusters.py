@@ -169,6 +169,13 @@ def test_lookup_uses_the_band_indexes(db: psycopg.Connection[Any]) -> None:
         assert f"signals_simhash_band{band}" in text
 
 
+def _near(rnd: random.Random, h: int, bits: int) -> int:
+    """``h`` with ``bits`` of its bits flipped at random."""
+    for bit in rnd.sample(range(64), bits):
+        h ^= 1 << bit
+    return h
+
+
 def _lookup(db: psycopg.Connection[Any], probes: list[tuple[int, int]], k: int,
             crowded: bool | None) -> dict[int, tuple[int, int, int]]:
     with db.transaction():
@@ -188,19 +195,14 @@ def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k:
     rnd = random.Random(k)
     stories = [rnd.getrandbits(64) for _ in range(300)]
 
-    def near(h: int, bits: int) -> int:
-        for bit in rnd.sample(range(64), bits):
-            h ^= 1 << bit
-        return h
-
-    stored = [near(rnd.choice(stories), rnd.randint(0, k + 2)) if n % 2 else
+    stored = [_near(rnd, rnd.choice(stories), rnd.randint(0, k + 2)) if n % 2 else
               rnd.getrandbits(64) for n in range(3000)]
     db.execute(
         "INSERT INTO signals (key, source, kind, fetched_at, text, simhash, cluster_id) "
         "SELECT 'bf' || n, 's', 'feed', now(), 't', h, CASE WHEN n %% 3 = 0 THEN 7 END "
         "FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(h, n)", ([signed(h) for h in stored],))
     table = db.execute("SELECT id, simhash, coalesce(cluster_id, id) FROM signals").fetchall()
-    probes = [(10**9 + n, signed(near(rnd.choice(stories), rnd.randint(0, k + 1)) if n % 4
+    probes = [(10**9 + n, signed(_near(rnd, rnd.choice(stories), rnd.randint(0, k + 1)) if n % 4
                                  else rnd.getrandbits(64))) for n in range(400)]
     got = _lookup(db, probes, k, crowded)
     expected = {}
@@ -217,24 +219,22 @@ def test_the_lookup_finds_what_a_full_scan_finds(db: psycopg.Connection[Any], k:
 
 def test_copies_of_one_text_are_looked_up_by_candidates_with_the_same_result(
         db: psycopg.Connection[Any]) -> None:
-    # 300 stored copies of a few texts (band values holding more rows than BUCKET_LIMIT
-    # reads) and a batch of copies and near-copies: the batch is "crowded", read by
-    # candidates, and finds what the pairs query finds (the same rows in the same index
-    # order), alone or mixed with distinct texts. A batch of distinct texts is not crowded.
+    # 900 stored copies of three texts (band values holding more rows than BUCKET_LIMIT
+    # reads: both ways read the same first ones) and a batch of copies and near-copies:
+    # the batch is "crowded", read by candidates, and finds what the pairs query finds,
+    # alone or mixed with distinct texts. A batch of distinct texts is not crowded.
     rnd = random.Random(5)
     texts = [rnd.getrandbits(64) for _ in range(3)]
 
-    def near(h: int, bits: int) -> int:
-        for bit in rnd.sample(range(64), bits):
-            h ^= 1 << bit
-        return h
-
-    stored = [near(rnd.choice(texts), rnd.choice((0, 0, 1, 2))) for _ in range(300)]
+    stored = [_near(rnd, rnd.choice(texts), rnd.choice((0, 0, 1, 2))) for _ in range(900)]
     db.execute(
         "INSERT INTO signals (key, source, kind, fetched_at, text, simhash) "
         "SELECT 'cp' || n, 's', 'feed', now(), 't', h "
         "FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(h, n)", ([signed(h) for h in stored],))
-    copies = [(10**9 + n, signed(near(rnd.choice(texts), rnd.choice((0, 1, 3, 5)))))
+    crowding = db.execute(f"SELECT max(n) FROM (SELECT count(*) AS n FROM signals "
+                          f"GROUP BY {clusters.band_expression(0)}) AS b").fetchone()
+    assert crowding is not None and crowding[0] > 2 * clusters.BUCKET_LIMIT
+    copies = [(10**9 + n, signed(_near(rnd, rnd.choice(texts), rnd.choice((0, 1, 3, 5)))))
               for n in range(200)]
     probe = clusters._probe(copies, 3, False)
     assert len(clusters._crowded(probe)) >= 0.8 * len(probe.first)
