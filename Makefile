@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 PROMTOOL ?= /usr/bin/promtool
 
-.PHONY: run demo test bench bench-steps bench-api bench-rendered chromium system-packages lint install clean
+.PHONY: run demo test bench bench-steps bench-copy bench-api bench-rendered chromium system-packages lint install clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(STAMP)
 ## make bench-steps: what each item pipeline costs an item inside a crawl (docs/benchmarks.md)
 bench-steps: $(STAMP)
 	$(PY) bench/steps.py
+
+## make bench-copy: PostgreSQL's CPU a row of the store's COPY, by index set (docs/benchmarks.md)
+bench-copy: $(STAMP)
+	$(PY) bench/copy_costs.py
 
 ## make bench-api: /signals latency and throughput with 1M signals (docs/api.md)
 bench-api: $(STAMP)
