@@ -256,6 +256,42 @@ def _index_scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def _crowded_by_definition(fingerprints: list[int]) -> set[int]:
+    """The fingerprints sharing their exact value in two bands or more with others of the
+    batch, when there are MIN_CROWDED of them: _crowded's rule, one pair at a time."""
+    def shares(h: int, band: int) -> bool:
+        return any(clusters._band(h, band) == clusters._band(o, band)
+                   for o in fingerprints if o != h)
+    crowded = {h for h in fingerprints
+               if sum(shares(h, band) for band in range(clusters.BANDS)) >= 2}
+    return crowded if len(crowded) >= clusters.MIN_CROWDED else set()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_crowded_fingerprints_are_those_the_rule_names(seed: int) -> None:
+    # Copies and near-copies (0-5 bits off, so some share two bands, some one, some none)
+    # of a few texts among distinct ones, with negative fingerprints (a band of a bigint is
+    # read in two's complement).
+    rnd = random.Random(seed)
+    batches = []
+    for size in (40, 500):
+        texts = [rnd.getrandbits(64) for _ in range(rnd.randint(1, 4))]
+        batches.append(sorted({signed(_near(rnd, rnd.choice(texts), rnd.randint(0, 5)))
+                               if rnd.random() < 0.6 else signed(rnd.getrandbits(64))
+                               for _ in range(size)}))
+    # Around MIN_CROWDED, where the answer flips to none: a text and variants of it one bit
+    # off in its lowest band (all share the other three), among distinct texts.
+    text = rnd.getrandbits(64) | 1 << 63
+    for crowd in (clusters.MIN_CROWDED - 1, clusters.MIN_CROWDED):
+        variants = [signed(text ^ (1 << bit)) for bit in rnd.sample(range(16), crowd - 1)]
+        batches.append([signed(text), *variants,
+                         *(signed(rnd.getrandbits(64)) for _ in range(20))])
+    for batch in batches:
+        expected = _crowded_by_definition(batch)
+        assert clusters._crowded(clusters._probe(list(enumerate(batch)), 3, False)) == expected
+    assert [len(_crowded_by_definition(b)) for b in batches[2:]] == [0, clusters.MIN_CROWDED]
+
+
 def test_each_band_probes_its_own_index_under_stale_statistics(
         db: psycopg.Connection[Any]) -> None:
     # TRUNCATE keeps the statistics: once a table of rows without a fingerprint was

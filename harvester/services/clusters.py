@@ -215,18 +215,16 @@ def _crowded(probe: _Probe) -> set[int]:
     far, the server filters them and returns nothing, where :data:`_CANDIDATES` would send
     them all (≈ 1.5 a band value at 60,000 stored rows, 15 at a million). Distinct texts
     share a band value by chance (20–46 of 500 on the bench's texts), two bands hardly
-    ever (0–2)."""
-    holders: dict[tuple[int, int], list[int]] = {}
-    for h in probe.first:
-        for band in range(BANDS):
-            holders.setdefault((band, _band(h, band)), []).append(h)
-    shared: dict[int, int] = {}
-    for fingerprints in holders.values():
-        if len(fingerprints) > 1:
-            for h in fingerprints:
-                shared[h] = shared.get(h, 0) + 1
-    crowded = {h for h, bands in shared.items() if bands >= 2}
-    return crowded if len(crowded) >= MIN_CROWDED else set()
+    ever (0–2). In numpy: every batch asks, and a loop over its bands in Python took
+    1.3 ms a batch of 500 (this, 0.23)."""
+    hashes = np.fromiter(probe.first, dtype=np.int64, count=len(probe.first))
+    shared = np.zeros(len(hashes), dtype=np.int8)  # bands whose value another one holds
+    for band in range(BANDS):
+        values = (hashes >> (BAND_BITS * band)) & _BAND_MASK  # as _band: two's complement
+        _, holder, holders = np.unique(values, return_inverse=True, return_counts=True)
+        shared += holders[holder] > 1
+    crowded = hashes[shared >= 2]
+    return set(crowded.tolist()) if len(crowded) >= MIN_CROWDED else set()
 
 
 def _part(probe: _Probe, fingerprints: set[int]) -> _Probe:
