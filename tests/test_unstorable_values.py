@@ -148,7 +148,8 @@ def test_the_store_replaces_them_and_a_batch_it_cannot_write_is_not_fatal(
     broken = Batch(
         signals=[row("sur-1", "text \ud800 here", title="Title \udc00",
                      tags=["t\ud800"], engagement={"note": "x\udfff", "score": math.nan,
-                                                   "ratio": math.inf, "n": 3})],
+                                                   "ratio": math.inf, "n": 3,
+                                                   "big": 2**70})],
         rejects=[reject_row(Rejection(source="s", reason="missing_link_and_id",
                                       url="https://e.org/\ud800",
                                       raw={"title": "raw \ud800", "k\udc00": ["\udfff"],
@@ -178,7 +179,8 @@ def test_the_store_replaces_them_and_a_batch_it_cannot_write_is_not_fatal(
         "SELECT title, text, tags, engagement FROM signals WHERE key = 'sur-1'").fetchone()
     assert (title, text, tags, engagement) == (
         f"Title {FFFD}", f"text {FFFD} here", [f"t{FFFD}"],
-        {"note": f"x{FFFD}", "score": None, "ratio": None, "n": 3})
+        {"note": f"x{FFFD}", "score": None, "ratio": None, "n": 3,
+         "big": 2**70})  # past 64 bits: orjson refuses it, json.dumps writes it
     url, raw = db.execute("SELECT url, raw FROM rejects").fetchone()
     assert url == f"https://e.org/{FFFD}"
     assert raw == {"title": f"raw {FFFD}", f"k{FFFD}": [FFFD], "score": None}
