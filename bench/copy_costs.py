@@ -3,9 +3,10 @@
 
 The rows are ``bench/pipeline.py``'s distinct texts, fingerprinted and given ids and
 clusters, written batch by batch (500) on one connection with the store's own binary COPY
-(``harvester/services/store.py``), into a fresh embedded PostgreSQL (or a scratch database
-on HARVEST_DATABASE_URL). The server's CPU is read from ``/proc/<backend pid>/schedstat``
-of the connection's backend, so the machine must be the server's (the embedded one is).
+and values (``harvester/services/store.py``, ``copy_values``), into a fresh embedded
+PostgreSQL (or a scratch database on HARVEST_DATABASE_URL). The server's CPU is read from
+``/proc/<backend pid>/schedstat`` of the connection's backend, so the machine must be the
+server's (the embedded one is).
 
 - **by index set**: the server's CPU a row with every index, with none but the two keys,
   and with one group dropped at a time (the title's full-text GIN index, the four simhash
@@ -41,7 +42,12 @@ from pipeline import distinct_rows, in_scratch, truncate  # noqa: E402
 
 from harvester.services import database, embedded  # noqa: E402
 from harvester.services.simhash import fingerprints  # noqa: E402
-from harvester.services.store import _COPY_NEW, _NEW_COLUMNS, _NEW_TYPES  # noqa: E402
+from harvester.services.store import (  # noqa: E402
+    _COPY_NEW,
+    _NEW_COLUMNS,
+    _NEW_TYPES,
+    copy_values,
+)
 
 BATCH = 500
 KEYS = ("signals_pkey", "signals_key_key")
@@ -67,7 +73,7 @@ def stored_rows(n: int) -> list[dict[str, Any]]:
     texts = [f"{row['title']}\n{row['text']}" for row in data]
     for i, (row, fp) in enumerate(zip(data, fingerprints(texts), strict=True), start=1):
         row.update(id=i, cluster_id=i, simhash=fp, first_seen=row["fetched_at"],
-                   last_seen=row["fetched_at"], run_id=uuid.UUID(row["run_id"]))
+                   last_seen=row["fetched_at"])
     return data
 
 
@@ -82,8 +88,9 @@ async def copy_rows(url: str, data: list[dict[str, Any]],
                 async with cur.copy(statement) as copy:
                     copy.set_types(list(_NEW_TYPES))
                     t0, s0 = time.perf_counter(), server_seconds(pid)
-                    for row in data[start:start + BATCH]:
-                        await copy.write_row([row.get(c) for c in _NEW_COLUMNS])
+                    for values in copy_values(data[start:start + BATCH], _NEW_COLUMNS,
+                                              _NEW_TYPES):
+                        await copy.write_row(values)
                     t1, s1 = time.perf_counter(), server_seconds(pid)
                 t2, s2 = time.perf_counter(), server_seconds(pid)
                 sending, ending = sending + t1 - t0, ending + t2 - t1

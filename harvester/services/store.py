@@ -22,7 +22,7 @@ import logging
 import math
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,26 +189,34 @@ def _json(value: Any) -> bytes | str:
         return json.dumps(value)
 
 
-async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
-                rows: Sequence[dict[str, Any]], columns: Sequence[str],
-                types: Sequence[str]) -> None:
+def copy_values(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                types: Sequence[str]) -> Iterator[list[Any]]:
+    """Each row's values for a binary COPY of ``columns`` typed ``types``: scrubbed, jsonb
+    columns wrapped for :func:`_json`, the run id as a UUID."""
     run_at = columns.index("run_id")
     nested = [i for i, c in enumerate(columns) if c in _UNTRUSTED_JSON]
     documents = [i for i, t in enumerate(types) if t == "jsonb"]
     run_ids: dict[Any, uuid.UUID | None] = {None: None}  # one run per batch, as a rule
+    for row in rows:
+        values = [_scrub(v) if type(v) is str else v for v in map(row.get, columns)]
+        for i in nested:
+            values[i] = _scrub(values[i])
+        for i in documents:
+            if values[i] is not None:
+                values[i] = Jsonb(values[i], _json)
+        run_id = values[run_at]
+        if run_id not in run_ids:
+            run_ids[run_id] = uuid.UUID(str(run_id))
+        values[run_at] = run_ids[run_id]
+        yield values
+
+
+async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
+                rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                types: Sequence[str]) -> None:
     async with cur.copy(statement) as copy:
         copy.set_types(list(types))
-        for row in rows:
-            values = [_scrub(v) if type(v) is str else v for v in map(row.get, columns)]
-            for i in nested:
-                values[i] = _scrub(values[i])
-            for i in documents:
-                if values[i] is not None:
-                    values[i] = Jsonb(values[i], _json)
-            run_id = values[run_at]
-            if run_id not in run_ids:
-                run_ids[run_id] = uuid.UUID(str(run_id))
-            values[run_at] = run_ids[run_id]
+        for values in copy_values(rows, columns, types):
             await copy.write_row(values)
 
 
