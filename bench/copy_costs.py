@@ -3,7 +3,8 @@
 
 The rows are ``bench/pipeline.py``'s distinct texts, fingerprinted and given ids and
 clusters, written batch by batch (500) on one connection with the store's own binary COPY
-and values (``harvester/services/store.py``, ``copy_values``), into a fresh embedded
+values and dumpers (``harvester/services/store.py``: ``copy_values``,
+``use_copy_dumpers``), into a fresh embedded
 PostgreSQL (or a scratch database on HARVEST_DATABASE_URL). The server's CPU is read from
 ``/proc/<backend pid>/schedstat`` of the connection's backend, so the machine must be the
 server's (the embedded one is).
@@ -47,6 +48,7 @@ from harvester.services.store import (  # noqa: E402
     _NEW_COLUMNS,
     _NEW_TYPES,
     copy_values,
+    use_copy_dumpers,
 )
 
 BATCH = 500
@@ -85,11 +87,11 @@ async def copy_rows(url: str, data: list[dict[str, Any]],
         pid = conn.info.backend_pid
         for start in range(0, len(data), BATCH):
             async with conn.cursor() as cur:
+                use_copy_dumpers(cur.adapters)
                 async with cur.copy(statement) as copy:
                     copy.set_types(list(_NEW_TYPES))
                     t0, s0 = time.perf_counter(), server_seconds(pid)
-                    for values in copy_values(data[start:start + BATCH], _NEW_COLUMNS,
-                                              _NEW_TYPES):
+                    for values in copy_values(data[start:start + BATCH], _NEW_COLUMNS):
                         await copy.write_row(values)
                     t1, s1 = time.perf_counter(), server_seconds(pid)
                 t2, s2 = time.perf_counter(), server_seconds(pid)

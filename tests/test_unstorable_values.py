@@ -28,6 +28,7 @@ from harvester.pipelines.validate import ValidatePipeline
 from harvester.services import clusters, spool
 from harvester.services.batch import Batch
 from harvester.services.localsite import LocalSite
+from harvester.services.store import write_batch
 from harvester.services.store_worker import Config, Outcome, StoreWorker
 from tests.conftest import harvest, write_sources
 from tests.test_store_clusters import row
@@ -209,3 +210,35 @@ def test_a_json_feed_with_lone_surrogates_is_stored_whole(
                     "Fine": "ok"}
     spooled = home / "spool"
     assert not spooled.exists() or not any(spooled.iterdir())
+
+
+def test_the_store_writes_tags_and_documents_as_they_were(
+    db: psycopg.Connection[Any], pg_url: str
+) -> None:
+    # The store's COPY dumps text[] and jsonb with dumpers of its own (store.py): what
+    # PostgreSQL reads back must be what the rows held, for every shape a row can bring.
+    nested = {"votes": {"up": 12, "ratio": 0.75, "by": ["ann", "ü 日本"]}, "flag": True,
+              "none": None, "empty": [], "big": 2**70}
+    rows = [row("d-1", "one", tags=["é 日本", "", "plain"], engagement=nested,
+                score_breakdown={"topics": {"security": 2.0}, "recency": 0.5}),
+            row("d-2", "two", tags=[], engagement={}, score_breakdown={}),
+            row("d-3", "three", tags=["kept", None], engagement=[1, "two", None],
+                score_breakdown="just text")]
+
+    async def write(signals: list[dict[str, Any]]) -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            await write_batch(conn, Batch(signals=signals))
+
+    asyncio.run(write(rows))
+    back = {key: (tags, engagement, breakdown) for key, tags, engagement, breakdown in db.execute(
+        "SELECT key, tags, engagement, score_breakdown FROM signals")}
+    assert back == {r["key"]: (r["tags"], r["engagement"], r["score_breakdown"]) for r in rows}
+    # A tag that is not text is refused with the batch (the crawl spools it), not stored
+    # as something else.
+    try:
+        asyncio.run(write([row("d-5", "five", tags=["ok", 5])]))
+    except psycopg.DataError as exc:
+        assert "int" in str(exc)
+    else:
+        raise AssertionError("a batch with an int tag was written")
+    assert db.execute("SELECT count(*) FROM signals WHERE key = 'd-5'").fetchone() == (0,)

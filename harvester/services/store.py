@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,9 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Dumper
+from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from harvester import surrogates
@@ -189,21 +193,74 @@ def _json(value: Any) -> bytes | str:
         return json.dumps(value)
 
 
-def copy_values(rows: Sequence[dict[str, Any]], columns: Sequence[str],
-                types: Sequence[str]) -> Iterator[list[Any]]:
-    """Each row's values for a binary COPY of ``columns`` typed ``types``: scrubbed, jsonb
-    columns wrapped for :func:`_json`, the run id as a UUID."""
+# The store's COPYs declare their columns' types, so psycopg picks each value's dumper by
+# the column's type. For ``text[]`` and ``jsonb`` its dumpers are Python that serves any
+# shape (arrays of any depth and element type, wrapped or bare documents); the two below
+# serve what the store sends, a flat list of str and a bare document, and took a COPY row
+# of the store from 17.5-19.1 to 13.1-14.6 µs of client CPU (two tags, two documents),
+# on the store worker's critical path.
+_ARRAY_HEAD = struct.Struct("!iiiii")  # dimensions, has NULLs, element type, length, lower bound
+_LENGTH = struct.Struct("!i").pack
+_EMPTY_TEXT_ARRAY = struct.pack("!iii", 0, 0, 25)
+_NULL = _LENGTH(-1)
+
+
+class _TextArrayDumper(Dumper):
+    """A list of str (or None) as a one-dimensional binary ``text[]``."""
+
+    format = Format.BINARY
+    oid = 1009  # text[]
+
+    def dump(self, obj: Sequence[str | None]) -> Buffer:
+        if not obj:
+            return _EMPTY_TEXT_ARRAY
+        parts = [b""]
+        nulls = 0
+        for item in obj:
+            if item is None:
+                parts.append(_NULL)
+                nulls = 1
+            elif type(item) is str:
+                data = item.encode()
+                parts += (_LENGTH(len(data)), data)
+            else:
+                raise psycopg.DataError(
+                    f"a text[] value holds a {type(item).__name__}, not a str: {item!r}")
+        parts[0] = _ARRAY_HEAD.pack(1, nulls, 25, len(obj), 1)
+        return b"".join(parts)
+
+
+class _JsonbDumper(Dumper):
+    """Any JSON-able value as binary ``jsonb`` (version 1), encoded by :func:`_json`."""
+
+    format = Format.BINARY
+    oid = 3802  # jsonb
+
+    def dump(self, obj: Any) -> Buffer:
+        data = _json(obj)
+        return b"\x01" + (data if type(data) is bytes else data.encode())
+
+
+def use_copy_dumpers(adapters: AdaptersMap) -> None:
+    """Make a cursor's (or connection's) typed COPYs dump ``text[]`` and ``jsonb`` with the
+    store's dumpers: values for them as :func:`copy_values` yields them."""
+    adapters.register_dumper(None, _TextArrayDumper)
+    adapters.register_dumper(None, _JsonbDumper)
+
+
+def copy_values(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Iterator[list[Any]]:
+    """Each row's values for a binary COPY of ``columns`` with :func:`use_copy_dumpers`:
+    scrubbed (ASCII text without NUL, nearly all of it, is taken as it is: ``isascii``
+    reads a flag), the run id as a UUID."""
     run_at = columns.index("run_id")
     nested = [i for i, c in enumerate(columns) if c in _UNTRUSTED_JSON]
-    documents = [i for i, t in enumerate(types) if t == "jsonb"]
     run_ids: dict[Any, uuid.UUID | None] = {None: None}  # one run per batch, as a rule
     for row in rows:
-        values = [_scrub(v) if type(v) is str else v for v in map(row.get, columns)]
+        values = [v if type(v) is not str or (v.isascii() and "\x00" not in v) else _scrub(v)
+                  for v in map(row.get, columns)]
         for i in nested:
-            values[i] = _scrub(values[i])
-        for i in documents:
-            if values[i] is not None:
-                values[i] = Jsonb(values[i], _json)
+            if values[i]:
+                values[i] = _scrub(values[i])
         run_id = values[run_at]
         if run_id not in run_ids:
             run_ids[run_id] = uuid.UUID(str(run_id))
@@ -214,9 +271,10 @@ def copy_values(rows: Sequence[dict[str, Any]], columns: Sequence[str],
 async def _copy(cur: psycopg.AsyncCursor[Any], statement: sql.Composable,
                 rows: Sequence[dict[str, Any]], columns: Sequence[str],
                 types: Sequence[str]) -> None:
+    use_copy_dumpers(cur.adapters)
     async with cur.copy(statement) as copy:
         copy.set_types(list(types))
-        for values in copy_values(rows, columns, types):
+        for values in copy_values(rows, columns):
             await copy.write_row(values)
 
 
