@@ -3,11 +3,10 @@
 
 The rows are ``bench/pipeline.py``'s distinct texts, fingerprinted and given ids and
 clusters, written batch by batch (500) on one connection with the store's own binary COPY
-values and dumpers (``harvester/services/store.py``: ``copy_values``,
-``use_copy_dumpers``), into a fresh embedded
-PostgreSQL (or a scratch database on HARVEST_DATABASE_URL). The server's CPU is read from
-``/proc/<backend pid>/schedstat`` of the connection's backend, so the machine must be the
-server's (the embedded one is).
+values and dumpers (``harvester/services/store.py``: ``copy_values``, ``use_copy_dumpers``),
+into a fresh embedded PostgreSQL (or a scratch database on HARVEST_DATABASE_URL). The
+server's CPU is read from ``/proc/<backend pid>/schedstat`` of the connection's backend, so
+the machine must be the server's (the embedded one is).
 
 - **by index set**: the server's CPU a row with every index, with none but the two keys,
   and with one group dropped at a time (the title's full-text GIN index, the four simhash

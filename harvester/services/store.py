@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
 from psycopg.abc import Buffer
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
@@ -201,7 +201,8 @@ def _json(value: Any) -> bytes | str:
 # on the store worker's critical path.
 _ARRAY_HEAD = struct.Struct("!iiiii")  # dimensions, has NULLs, element type, length, lower bound
 _LENGTH = struct.Struct("!i").pack
-_EMPTY_TEXT_ARRAY = struct.pack("!iii", 0, 0, 25)
+_TEXT = postgres.types["text"]
+_EMPTY_TEXT_ARRAY = struct.pack("!iii", 0, 0, _TEXT.oid)
 _NULL = _LENGTH(-1)
 
 
@@ -209,7 +210,7 @@ class _TextArrayDumper(Dumper):
     """A list of str (or None) as a one-dimensional binary ``text[]``."""
 
     format = Format.BINARY
-    oid = 1009  # text[]
+    oid = _TEXT.array_oid
 
     def dump(self, obj: Sequence[str | None]) -> Buffer:
         if not obj:
@@ -226,7 +227,7 @@ class _TextArrayDumper(Dumper):
             else:
                 raise psycopg.DataError(
                     f"a text[] value holds a {type(item).__name__}, not a str: {item!r}")
-        parts[0] = _ARRAY_HEAD.pack(1, nulls, 25, len(obj), 1)
+        parts[0] = _ARRAY_HEAD.pack(1, nulls, _TEXT.oid, len(obj), 1)
         return b"".join(parts)
 
 
@@ -234,7 +235,7 @@ class _JsonbDumper(Dumper):
     """Any JSON-able value as binary ``jsonb`` (version 1), encoded by :func:`_json`."""
 
     format = Format.BINARY
-    oid = 3802  # jsonb
+    oid = postgres.types["jsonb"].oid
 
     def dump(self, obj: Any) -> Buffer:
         data = _json(obj)
