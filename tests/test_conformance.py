@@ -16,16 +16,26 @@ from typing import Any
 import psycopg
 import pytest
 
+from harvester.services.urls import canonical_url
 from tests.conftest import harvest, write_sources
 from tests.realdata import FEEDS, REALDATA, all_feed_files, feed_cases, links_match, titles_match
 
-# Measured: 773/777 = 99.5 %. The four misses are by design: one entry has neither link
-# nor id (rejected), three share their URL or id with an entry of another corpus feed
-# and were deduplicated into it. The floor leaves ~20 pairs of slack for disputed
+# Measured: 774/777 = 99.6 %, whatever order the feeds arrive in. The three misses are by
+# design: two entries are rejected with a reason (one has neither link nor id, a bare Atom
+# entry document's only identifier is a urn:uuid, not a link a reader can open) and one
+# shares its URL with a differently titled entry of another corpus feed, so the dedupe
+# keeps whichever arrived first. The floor leaves ~20 pairs of slack for disputed
 # reference values ("derived" ground truth) while any real regression still fails.
 AGREEMENT_FLOOR = 0.97
 
 pytestmark = pytest.mark.skipif(not FEEDS.is_dir(), reason="../shared/realdata is not present")
+
+
+def same_story(expected: str | None, ours: str | None) -> bool:
+    """Our link is the one the dedupe merged the expected entry into."""
+    if links_match(expected, ours):
+        return True
+    return bool(expected and ours) and canonical_url(expected.strip()) == canonical_url(ours)
 
 
 def free_port() -> int:
@@ -86,9 +96,11 @@ def test_real_feeds_agree_with_reference_outputs(
     for case in feed_cases():
         ours = stored.get(url_of[case.path], [])
         for position, (title, link) in enumerate(case.expected):
-            # An entry also present in an earlier feed was deduplicated into that one.
+            # An entry also present in another feed was deduplicated into whichever came
+            # first, under the dedupe's own key: http and https of one URL are one story.
             found = any(titles_match(title, t) and links_match(link, u) for t, u in ours) or any(
-                titles_match(title, t) and links_match(link, u) for t, u in everything)
+                titles_match(title, t) and same_story(link, u) for t, u in everything
+            )
             totals[case.folder][0] += found
             totals[case.folder][1] += 1
             if not found:
@@ -100,8 +112,10 @@ def test_real_feeds_agree_with_reference_outputs(
     print("\nconformance (crawl → PostgreSQL) per folder:")
     for folder, (m, n) in sorted(totals.items()):
         print(f"  {folder:18} {m:5}/{n:<5} {m / n:6.1%}")
-    print(f"  {'overall':18} {matched:5}/{expected:<5} {agreement:6.1%}; "
-          f"{len(files)} documents crawled, {len(rejected_feeds)} with rejections")
+    print(
+        f"  {'overall':18} {matched:5}/{expected:<5} {agreement:6.1%}; "
+        f"{len(files)} documents crawled, {len(rejected_feeds)} with rejections"
+    )
     for miss in misses:
         print(f"  missed {miss}")
     assert agreement >= AGREEMENT_FLOOR
