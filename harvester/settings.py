@@ -29,6 +29,8 @@ DOWNLOADER_MIDDLEWARES = {
     # After RetryMiddleware (550) for requests, before it for responses: a 429/503 that says
     # how long to wait is waited out here; Scrapy's retry handles the rest.
     "harvester.middlewares.polite.PoliteMiddleware": 570,
+    # Before HttpCompressionMiddleware (590) for responses: see harvester/middlewares/compressed.py.
+    "harvester.middlewares.compressed.PlainCompressedMiddleware": 595,
 }
 # Nearest the spider: a callback's exception becomes a stored rejection and a failure of
 # its source (harvester/middlewares/callback_errors.py).

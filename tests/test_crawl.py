@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from harvester.services.localsite import LocalSite
+from harvester.services.localsite import GZIP_MIN_BYTES, LocalSite
 from tests.conftest import ROOT, harvest, write_sources
 from tests.feeds import items, rfc822, rss
 
@@ -228,9 +228,12 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
 ) -> None:
     import gzip
 
+    # Over 1 KB, so the site sends it gzip-encoded and without a charset: the charset must
+    # come from the decompressed body's declaration.
     cyrillic = rss([{"title": "Новости дня", "link": "https://news.example.org/ru/1",
-                     "description": "Привет, мир"}]).replace('encoding="utf-8"',
-                                                            'encoding="windows-1251"')
+                     "description": "Привет, мир. " * 100}]).replace('encoding="utf-8"',
+                                                                    'encoding="windows-1251"')
+    assert len(cyrillic) > GZIP_MIN_BYTES
     (site.root / "ru.xml").write_bytes(cyrillic.encode("cp1251"))
     # Raw gzip served as plain XML (no Content-Encoding): the spider must still read it.
     (site.root / "gz.xml").write_bytes(gzip.compress(rss(items("gz", 2)).encode()))
@@ -245,6 +248,8 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
     assert result.returncode == 0, result.stderr
     titles = {row[0] for row in db.execute("SELECT title FROM signals")}
     assert "Новости дня" in titles
+    ru_text = db.execute("SELECT text FROM signals WHERE title = 'Новости дня'").fetchone()
+    assert ru_text is not None and ru_text[0].startswith("Привет, мир. Привет, мир.")
     assert {"gz story 0", "gz story 1", "cut story 0", "cut story 1"} <= titles
     rejected = {row[0]: row[1] for row in db.execute("SELECT url, reason FROM rejects")}
     assert rejected.get(f"{site.url}/page.xml") == "unusable_document"
