@@ -8,9 +8,9 @@ from typing import Any
 
 from scrapy.statscollectors import StatsCollector
 
-COUNTERS = ("fetched", "not_modified", "entries", "new", "reseen", "duplicates", "rejected",
-            "errors", "spooled", "lost", "missing", "waits", "unfetched", "partial_errors",
-            "unchanged", "filtered", "over_limit", "robots_forbidden")
+COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "duplicates",
+            "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
+            "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:

@@ -115,9 +115,11 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
                                tmp_path: Path) -> None:
     good = items("m", 3)
     (site.root / "m.xml").write_text(rss([*good, {"title": "no link"}]))
+    (site.root / "o.xml").write_text(rss(items("o", 2)))
     sources = write_sources(tmp_path / "s.toml", [
-        {"name": "met", "kind": "feed", "interval": "2h", "urls": [f"{site.url}/m.xml"]}])
-    crawl = harvest("--sources", str(sources), "crawl", "met", "-s",
+        {"name": "met", "kind": "feed", "interval": "2h", "urls": [f"{site.url}/m.xml"]},
+        {"name": "other", "kind": "feed", "urls": [f"{site.url}/o.xml"]}])
+    crawl = harvest("--sources", str(sources), "crawl", "met", "other", "-s",
                     "AUTOTHROTTLE_ENABLED=False", home=home)
     assert crawl.returncode == 0, crawl.stdout + crawl.stderr
 
@@ -125,6 +127,7 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
         text = requests.get(f"{base}/metrics", timeout=30).text
     labels = 'source="met",spider="feed"'
     assert f"harvest_items_scraped_total{{{labels}}} 3.0" in text
+    assert 'harvest_items_scraped_total{source="other",spider="feed"} 2.0' in text
     assert f"harvest_items_stored_total{{{labels}}} 3.0" in text
     assert f'harvest_items_rejected_total{{reason="missing_link_and_id",{labels}}} 1.0' in text
     assert f'harvest_http_responses_total{{{labels},status="200"}} 1.0' in text

@@ -1,8 +1,8 @@
 """MetricsExtension: a crawl's counters as ``harvest_*`` Prometheus metrics.
 
-Counts arrive two ways: per event (items scraped, rejections by reason, HTTP statuses,
-retried responses) and from the per-source harvest stats (stored, re-seen, duplicates,
-spooled, errors, rate-limit waits), which are pushed as deltas every
+Counts arrive two ways: per event (rejections by reason, HTTP statuses, retried
+responses) and from the per-source harvest stats (items handed to the store step, stored,
+re-seen, duplicates, spooled, errors, rate-limit waits), which are pushed as deltas every
 ``HARVEST_METRICS_SYNC_SECONDS`` (10) and when the spider closes, together with each
 source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True).
 """
@@ -20,14 +20,14 @@ from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
 
 from harvester.exceptions import InvalidSignal, StoredRejection
-from harvester.items import Signal
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.services.metrics import CrawlMetrics, crawl_metrics
 from harvester.stats import per_source, succeeded
 
 # metric attribute → per-source harvest stat it follows
-_FROM_STATS = {"stored": "new", "reseen": "reseen", "duplicates": "duplicates",
-               "spooled": "spooled", "lost": "lost", "errors": "errors", "waits": "waits"}
+_FROM_STATS = {"scraped": "scraped", "stored": "new", "reseen": "reseen",
+               "duplicates": "duplicates", "spooled": "spooled", "lost": "lost",
+               "errors": "errors", "waits": "waits"}
 
 
 class MetricsExtension:
@@ -44,7 +44,6 @@ class MetricsExtension:
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
         crawler.signals.connect(self._stopped, signal=signals.engine_stopped)
         crawler.signals.connect(self._response, signal=signals.response_received)
-        crawler.signals.connect(self._scraped, signal=signals.item_scraped)
         crawler.signals.connect(self._dropped, signal=signals.item_dropped)
 
     @classmethod
@@ -72,10 +71,6 @@ class MetricsExtension:
         self.metrics.responses.labels(*labels, str(response.status)).inc()
         if request.meta.get("retry_times"):
             self.metrics.retries.labels(*labels).inc()
-
-    def _scraped(self, item: Any, spider: Spider) -> None:
-        if isinstance(item, Signal):
-            self.metrics.scraped.labels(*self._labels(item.source)).inc()
 
     def _dropped(self, item: Any, exception: BaseException, spider: Spider) -> None:
         source = getattr(item, "source", None)

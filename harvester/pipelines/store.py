@@ -96,8 +96,9 @@ class StorePipeline:
     goes to ``$HARVEST_HOME/spool`` (``HARVEST_STORE_SPOOL_DIR``) and is replayed by the next
     run or ``harvest replay``; reconnects are tried every ``HARVEST_STORE_RECONNECT_SECONDS``.
     Writes the ``crawl_runs`` row and per-source state when the spider closes.
-    Stats: ``harvest/new``, ``harvest/reseen``, ``harvest/rejected``, ``harvest/spooled``,
-    ``harvest/lost``, ``harvest/store/batches``, ``harvest/store/spool_files``,
+    Stats: ``harvest/scraped`` (signals handed to a batch), ``harvest/new``,
+    ``harvest/reseen``, ``harvest/rejected``, ``harvest/spooled``, ``harvest/lost``,
+    ``harvest/store/batches``, ``harvest/store/spool_files``,
     ``harvest/store/lost_batches``, ``harvest/store/replayed``,
     ``harvest/store/worker_restarts``.
 
@@ -238,6 +239,10 @@ class StorePipeline:
             while len(self._buffer) >= (1 if force else self.config.batch_size):
                 await self._drain(self.config.max_in_flight - 1)
                 batch = self._buffer.take(self.config.batch_size)
+                # Counted here, a batch at a time: a receiver of Scrapy's item_scraped
+                # signal costs the crawl ≈ 10 µs an item (docs/benchmarks.md, session 16).
+                for source, n in Counter(row["source"] for row in batch.signals).items():
+                    hstats.inc(self.crawler.stats, source, "scraped", n)
                 self._in_flight.append(
                     asyncio.get_running_loop().create_task(self._write(batch)))
 
