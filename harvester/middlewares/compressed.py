@@ -17,9 +17,9 @@ class PlainCompressedMiddleware:
     holding gzip bytes. ``HttpCompressionMiddleware`` then builds the decompressed response
     with ``Response.replace``, which reads every attribute of the old one, ``encoding``
     included, although it passes ``encoding=None``: that runs the body's charset inference
-    over the compressed bytes (decoding all of them), 1.4 ms of a 72 KB feed's 2.3 ms in
-    that middleware (docs/benchmarks.md, session 16). The decompressed response still gets
-    its class and its encoding from its own headers and body, as before.
+    over the compressed bytes (decoding all of them), 1.2-1.4 ms of the 2.1-2.3 ms a 72 KB
+    feed took in that middleware (docs/benchmarks.md, session 16). The decompressed response
+    still gets its class and its encoding from its own headers and body, as before.
 
     Sits just outside ``HttpCompressionMiddleware`` (590) in ``DOWNLOADER_MIDDLEWARES``, so
     it sees responses first, and acts only where that middleware will rebuild the response
