@@ -168,7 +168,8 @@ def test_scrapy_crawl_subprocess_like_scrapyd(
     assert result.returncode == 0, result.stderr[-2000:]
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'sd'") == 5
     assert db.execute("SELECT job_id, scraped FROM crawl_runs").fetchall() == [("job-1", 5)]
-    assert "Froze " in result.stderr  # GcFreezeExtension is on by default
+    # GcFreezeExtension is on by default, with the collector's documented threshold.
+    assert "Froze " in result.stderr and "gen0 threshold 100000" in result.stderr
     assert "TelnetConsole" not in result.stderr  # no network console in a crawler
 
 
