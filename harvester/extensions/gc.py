@@ -19,8 +19,8 @@ class GcFreezeExtension:
     collects the youngest generation less often (``HARVEST_GC_THRESHOLD``, 100,000
     allocations; CPython's default is 700). A crawl makes almost no cyclic garbage (its
     objects are freed by reference counting), so frequent collections only walk the items
-    in flight: on the bench crawl of 100,000 items the collector took 2.5-2.6 s of CPU at
-    5,000 and 0.7 s at 100,000, with the same peak RSS (docs/benchmarks.md, session 16).
+    in flight: on the bench crawl of 100,000 items the collector took 2.3-2.7 s of CPU at
+    5,000 and 0.7-0.8 s at 100,000, with the same peak RSS (docs/benchmarks.md, session 16).
 
     Settings: ``HARVEST_GC_FREEZE_ENABLED`` (True), ``HARVEST_GC_THRESHOLD`` (100000).
     """
