@@ -99,7 +99,7 @@ def db_start() -> None:
     if cfg.database_url:
         console.print("HARVEST_DATABASE_URL is set: the embedded server is not used.")
         return
-    uri = embedded.start(cfg.pg_dir)
+    uri = embedded.start(cfg.pg_dir, cfg.pg_shared_buffers)
     console.print(f"embedded PostgreSQL running in {cfg.pg_dir}: {uri}", highlight=False)
 
 

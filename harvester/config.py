@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from harvester.services.embedded import DEFAULT_SHARED_BUFFERS
+
 
 class HarvestConfig(BaseSettings):
     """Process-wide configuration read once from the environment.
@@ -15,6 +17,8 @@ class HarvestConfig(BaseSettings):
     ``HARVEST_HOME``          state directory (embedded PostgreSQL, spool), default ``./var``
     ``HARVEST_DATABASE_URL``  PostgreSQL URL; when unset the embedded server under
                               ``$HARVEST_HOME/pg`` is used
+    ``HARVEST_PG_SHARED_BUFFERS`` the embedded server's ``shared_buffers`` when harvest
+                              starts it (default 512MB)
     ``HARVEST_SOURCES``       the sources file, default ``./sources.toml``
     ``HARVEST_<KIND>_ENABLED`` ``false`` switches a whole kind of source off
                               (``HARVEST_REDDIT_ENABLED=false``); default on
@@ -36,6 +40,7 @@ class HarvestConfig(BaseSettings):
 
     home: Path = Field(default=Path("var"))
     database_url: str | None = None
+    pg_shared_buffers: str = DEFAULT_SHARED_BUFFERS
     sources: Path = Field(default=Path("sources.toml"))
     disable_after: int = Field(default=5, ge=0)
     scrapyd_urls: str = "http://127.0.0.1:6800"

