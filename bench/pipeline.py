@@ -317,9 +317,11 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     results["ratio_b_over_a_per_round_median"] = round(statistics.median(per_round), 3)
 
     run_id = str(uuid.uuid4())
-    results["store_alone"] = store_alone(url, rows(args.store_items, run_id), args.batch_size)
+    server = None if os.environ.get("HARVEST_DATABASE_URL") else embedded.status(work / "pg").pid
+    results["store_alone"] = store_alone(url, rows(args.store_items, run_id), args.batch_size,
+                                         server)
     results["store_alone_distinct"] = store_alone(
-        url, distinct_rows(args.store_items, run_id), args.batch_size)
+        url, distinct_rows(args.store_items, run_id), args.batch_size, server)
     return results
 
 
@@ -347,11 +349,43 @@ def warm_up(base: str, paths: list[str]) -> None:
             response.read()
 
 
-def store_alone(url: str, data: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+def server_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of PostgreSQL so far: its postmaster, the children it has reaped
+    (backends of closed connections) and those still running; None for a server elsewhere."""
+    if pid is None:
+        return None
+    postmaster = psutil.Process(pid)
+    own = postmaster.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for child in postmaster.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """All and idle (idle + iowait) CPU ticks of the machine so far (``/proc/stat``)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def store_alone(url: str, data: list[dict[str, Any]], batch_size: int,
+                server: int | None = None) -> dict[str, Any]:
     """The store step alone into an empty table: batched (through the store worker, and
-    in-process) vs per-item INSERT."""
+    in-process) vs per-item INSERT. For the run through the worker, the CPU a row of the
+    worker (this process's reaped child) and of PostgreSQL (``server``: the embedded
+    server's pid), and how busy the machine's CPUs were over the run."""
     truncate(url)
+    worker_before, server_before = os.times(), server_cpu_seconds(server)
+    ticks_before = machine_ticks()
     batched = asyncio.run(store_batched(url, data, batch_size))  # pickled: rows untouched
+    time.sleep(0.2)  # for the postmaster to reap the worker's backends
+    worker_after, server_after = os.times(), server_cpu_seconds(server)
+    ticks_after = machine_ticks()
+    worker_cpu = (worker_after.children_user + worker_after.children_system
+                  - worker_before.children_user - worker_before.children_system)
+    all_ticks, idle_ticks = (a - b for a, b in zip(ticks_after, ticks_before, strict=True))
     truncate(url)
     # write_batch sets each row's simhash: a copy, so the next run fingerprints too.
     in_process = asyncio.run(store_in_process(url, copy.deepcopy(data), batch_size))
@@ -364,6 +398,12 @@ def store_alone(url: str, data: list[dict[str, Any]], batch_size: int) -> dict[s
         "per_item_insert_items_per_s": round(len(data) / naive, 1),
         "ratio": round(naive / batched, 2),
         "ratio_in_process": round(naive / in_process, 2),
+        "batched_cpu_us_per_item": {
+            "worker": round(worker_cpu / len(data) * 1e6, 1),
+            "postgres": None if server_after is None or server_before is None
+            else round((server_after - server_before) / len(data) * 1e6, 1),
+        },
+        "batched_cpus_busy": round(1 - idle_ticks / all_ticks, 3) if all_ticks else None,
     }
 
 
