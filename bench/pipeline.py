@@ -380,9 +380,9 @@ def store_alone(url: str, data: list[dict[str, Any]], batch_size: int,
     worker_before, server_before = os.times(), server_cpu_seconds(server)
     ticks_before = machine_ticks()
     batched = asyncio.run(store_batched(url, data, batch_size))  # pickled: rows untouched
+    ticks_after = machine_ticks()
     time.sleep(0.2)  # for the postmaster to reap the worker's backends
     worker_after, server_after = os.times(), server_cpu_seconds(server)
-    ticks_after = machine_ticks()
     worker_cpu = (worker_after.children_user + worker_after.children_system
                   - worker_before.children_user - worker_before.children_system)
     all_ticks, idle_ticks = (a - b for a, b in zip(ticks_after, ticks_before, strict=True))
