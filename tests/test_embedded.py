@@ -17,6 +17,8 @@ from harvester.config import HarvestConfig
 from harvester.services import database, embedded
 from tests.conftest import harvest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _starts(pg_dir: Path) -> int:
     """How many times the server has come up so far, by its log."""
@@ -68,7 +70,8 @@ def test_a_server_another_process_is_still_setting_up_is_settled_before_use() ->
         assert embedded.status(pg_dir).running and _starts(pg_dir) == 1
         # A crawl finding it running settles it before it connects (the restart cannot
         # drop its connections later), and says so to the rest by removing the marker.
-        url = database.resolve_url(HarvestConfig(home=home, database_url=None))
+        url = database.resolve_url(HarvestConfig(home=home, database_url=None,
+                                                 pg_shared_buffers="512MB"))
         assert _shared_buffers(url) == "512MB"
         assert _starts(pg_dir) == 2
         assert not embedded.settings_pending(pg_dir).exists()
@@ -87,7 +90,8 @@ import psycopg
 from pathlib import Path
 from harvester.config import HarvestConfig
 from harvester.services import database
-url = database.resolve_url(HarvestConfig(home=Path(sys.argv[1]), database_url=None))
+url = database.resolve_url(HarvestConfig(home=Path(sys.argv[1]), database_url=None,
+                                         pg_shared_buffers="512MB"))
 with psycopg.connect(url) as conn:
     time.sleep(3)  # long enough for the others' starts to have happened meanwhile
     print(conn.execute("SHOW shared_buffers").fetchone()[0])
@@ -97,14 +101,14 @@ with psycopg.connect(url) as conn:
 def test_crawls_first_starting_one_home_at_once_all_get_a_server_that_stays_up() -> None:
     home = Path(tempfile.mkdtemp(prefix="harvest-together-", dir="/tmp"))
     try:
-        procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, str(home)],
+        procs = [subprocess.Popen([sys.executable, "-c", _FIRST_USE, str(home)], cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(4)]
         results = [proc.communicate(timeout=120) for proc in procs]
         # No traceback (a status read during another's initdb), no dropped connection
         # (a restart after another had connected), one start and one restart in all.
-        assert [(proc.returncode, out.strip(), err) for proc, (out, err)
-                in zip(procs, results, strict=True)] == [(0, "512MB", "")] * 4
+        assert [(proc.returncode, out.strip(), "Traceback" in err) for proc, (out, err)
+                in zip(procs, results, strict=True)] == [(0, "512MB", False)] * 4
         assert _starts(home / "pg") == 2
     finally:
         embedded.stop(home / "pg", mode="immediate")
