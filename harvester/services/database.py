@@ -37,10 +37,6 @@ def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
         return state.uri
     try:
         with _start_lock:
-            state = embedded.status(config.pg_dir)
-            if (state.running and state.uri is not None
-                    and not embedded.settings_pending(config.pg_dir).exists()):
-                return state.uri
             return embedded.start(config.pg_dir, config.pg_shared_buffers)
     except embedded.EmbeddedError as exc:
         raise DatabaseUnavailable(str(exc)) from exc

