@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +17,14 @@ from typing import Any
 
 import psutil
 import psycopg
+import pytest
+from scrapy.settings import Settings
 
+from harvester.pipelines.store import StoreConfig
 from harvester.services import clusters
 from harvester.services.batch import Batch
 from harvester.services.localsite import LocalSite
-from harvester.services.store_worker import Config, Outcome, StoreWorker
+from harvester.services.store_worker import Config, Outcome, StoreWorker, _frame
 from tests.conftest import ROOT, wait_for, write_sources
 from tests.feeds import items, rss
 from tests.test_store_clusters import OTHER, STORY, SYNDICATED
@@ -217,6 +221,40 @@ def test_the_worker_does_not_load_what_only_the_crawl_needs() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("threshold", [54_321, None])
+def test_the_worker_tunes_its_collector_as_the_crawl_says(pg_url: str,
+                                                         threshold: int | None) -> None:
+    # The real worker over its real protocol: it is sent a Config, then end of file, and
+    # says on its way out how its collector ran.
+    probe = ("import atexit, gc, sys\n"
+             "atexit.register(lambda: print(gc.get_threshold()[0], gc.get_freeze_count()))\n"
+             "from harvester.services.store_worker import main\n"
+             "main(sys.argv[1:])\n")
+    ours, theirs = socket.socketpair()
+    with theirs:
+        proc = subprocess.Popen([sys.executable, "-c", probe, str(theirs.fileno())],
+                                pass_fds=[theirs.fileno()], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+    with ours:
+        ours.sendall(_frame(Config(pg_url, 5, 1.0, clusters.DEFAULT_DISTANCE, threshold)))
+        ours.shutdown(socket.SHUT_WR)
+        out, _ = proc.communicate(timeout=60)
+    gen0, frozen = map(int, out.split())
+    if threshold is None:  # HARVEST_GC_FREEZE_ENABLED off: CPython's collector as it is
+        assert (gen0, frozen) == (700, 0)
+    else:  # numpy, psycopg and the rest of its start-up frozen out of the collector
+        assert gen0 == threshold and frozen > 10_000
+
+
+def test_the_store_worker_takes_the_crawls_collector_settings() -> None:
+    def threshold(**settings: Any) -> int | None:
+        return StoreConfig.from_settings(Settings(settings)).gc_threshold
+
+    assert threshold() == 100_000
+    assert threshold(HARVEST_GC_THRESHOLD=5000) == 5000
+    assert threshold(HARVEST_GC_FREEZE_ENABLED=False, HARVEST_GC_THRESHOLD=5000) is None
 
 
 def test_batches_in_flight_are_stored_in_order_and_cluster_across_batches(

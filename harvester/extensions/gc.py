@@ -3,12 +3,13 @@ the whole crawl."""
 
 from __future__ import annotations
 
-import gc
 import logging
 
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
+
+from harvester.services import gcfreeze
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class GcFreezeExtension:
     def __init__(self, crawler: Crawler) -> None:
         if not crawler.settings.getbool("HARVEST_GC_FREEZE_ENABLED", True):
             raise NotConfigured
-        self.threshold = crawler.settings.getint("HARVEST_GC_THRESHOLD", 100_000)
+        self.threshold = crawler.settings.getint("HARVEST_GC_THRESHOLD",
+                                                 gcfreeze.DEFAULT_THRESHOLD)
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
 
     @classmethod
@@ -36,9 +38,6 @@ class GcFreezeExtension:
         return cls(crawler)
 
     def _spider_opened(self, spider: Spider) -> None:
-        gc.collect()
-        gc.freeze()
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(self.threshold, gen1, gen2)
+        frozen = gcfreeze.freeze(self.threshold)
         logger.info("Froze %d start-up objects out of the GC; gen0 threshold %d",
-                    gc.get_freeze_count(), self.threshold)
+                    frozen, self.threshold)

@@ -24,7 +24,7 @@ from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import first_line
-from harvester.services import clusters, database, spool
+from harvester.services import clusters, database, gcfreeze, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.runs import run_record
 from harvester.services.store import DB_DOWN
@@ -47,6 +47,7 @@ class StoreConfig:
     connect_timeout: int
     spool_dir: Path
     cluster_distance: int
+    gc_threshold: int | None
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> StoreConfig:
@@ -60,6 +61,9 @@ class StoreConfig:
             spool_dir=Path(spool_dir) if spool_dir else get_config().spool_dir,
             cluster_distance=clusters.check_distance(settings.getint(
                 "HARVEST_CLUSTER_DISTANCE", clusters.DEFAULT_DISTANCE)),
+            # The store worker's collector is tuned as the crawl's (extensions/gc.py).
+            gc_threshold=settings.getint("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD)
+            if settings.getbool("HARVEST_GC_FREEZE_ENABLED", True) else None,
         )
         if config.batch_size < 1 or config.flush_seconds <= 0:
             raise ValueError("HARVEST_STORE_BATCH_SIZE and HARVEST_STORE_FLUSH_SECONDS must be > 0")
@@ -271,7 +275,8 @@ class StorePipeline:
                     return None
             self._config_for_worker = Config(self._url, self.config.connect_timeout,
                                              self.config.reconnect_seconds,
-                                             self.config.cluster_distance)
+                                             self.config.cluster_distance,
+                                             self.config.gc_threshold)
             try:
                 self._worker, replaced = await SHARED.start(self._config_for_worker, self)
             except OSError as exc:
