@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from harvester.cli import EXIT_FAILED, console, friendly, main
+from harvester.cli import EXIT_FAILED, _sources_path, console, friendly, main
 from harvester.config import get_config
 from harvester.services import scrapyd as scrapyd_api
 from harvester.services import scrapydproc
@@ -21,10 +21,13 @@ def scrapyd() -> None:
 @scrapyd.command("start")
 @click.option("--deploy/--no-deploy", default=True, show_default=True,
               help="Deploy the project egg once Scrapyd answers.")
+@click.pass_context
 @friendly
-def scrapyd_start(deploy: bool) -> None:
-    """Start Scrapyd in the background with what jobs need (database, sources file)."""
-    pid, node = scrapydproc.start(get_config())
+def scrapyd_start(ctx: click.Context, deploy: bool) -> None:
+    """Start Scrapyd in the background with what jobs need (database, the sources file:
+    `harvest --sources PATH`, else $HARVEST_SOURCES or ./sources.toml)."""
+    config = get_config().model_copy(update={"sources": _sources_path(ctx)})
+    pid, node = scrapydproc.start(config)
     console.print(f"Scrapyd running at {node.url} (pid {pid}), data in "
                   f"{scrapydproc.Paths.of(get_config()).root}", highlight=False)
     if deploy:

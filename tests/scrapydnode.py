@@ -20,6 +20,8 @@ class Node:
     home: Path
     port: int
     env: dict[str, str]
+    #: Given as `harvest --sources PATH scrapyd start` (else HARVEST_SOURCES in env says it).
+    sources: Path | None = None
 
     @property
     def url(self) -> str:
@@ -43,7 +45,9 @@ class Node:
         return [j["id"] for state in ("pending", "running", "finished") for j in listing[state]]
 
     def start(self) -> None:
-        result = harvest("scrapyd", "start", home=self.home, env=self.env, timeout=300)
+        given = ("--sources", str(self.sources)) if self.sources else ()
+        result = harvest(*given, "scrapyd", "start", home=self.home, env=self.env,
+                         timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "deployed harvester" in result.stdout
 

@@ -47,8 +47,12 @@ def nodes(sources_file: tuple[Path, LocalSite],
     try:
         for i in range(2):
             port = free_port()
-            env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port), "HARVEST_SOURCES": str(path)}
-            node = Node(tmp_path_factory.mktemp(f"scrapyd-home-{i}"), port, env)
+            env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port)}
+            # The operator's two ways to name the sources file its jobs crawl.
+            if i == 0:
+                env["HARVEST_SOURCES"] = str(path)
+            node = Node(tmp_path_factory.mktemp(f"scrapyd-home-{i}"), port, env,
+                        sources=path if i == 1 else None)
             node.start()
             started.append(node)
         yield started
@@ -117,6 +121,9 @@ def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
     assert all(len(ids) == 2 for ids in placed.values()), placed  # least loaded: 2 and 2
     for node, ids in zip(nodes, placed.values(), strict=True):
         _wait_finished(node, ids)
+    # Each node's jobs crawled the sources file it was started with (env or --sources).
+    stored = dict(db.execute("SELECT source, count(*) FROM signals GROUP BY source").fetchall())
+    assert stored == dict.fromkeys(four, 3)
 
     # Every source due again; node 2 stopped: node 1 takes all the work.
     db.execute("UPDATE schedules SET next_due = now() - interval '1 second'")
