@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -279,6 +280,9 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     if not chosen:
         raise click.UsageError("no enabled sources in the sources file")
     cfg = _config()
+    spool_dir = overrides.get("HARVEST_STORE_SPOOL_DIR")
+    replay_command = f"harvest replay --dir {shlex.quote(spool_dir)}" if spool_dir else \
+        "harvest replay"
     try:
         database.ensure_schema(database.resolve_url(cfg))
     except (database.DatabaseUnavailable, psycopg.OperationalError) as exc:
@@ -286,9 +290,8 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
         # next crawl) stores it once the database is back.
         first = first_line(exc)
         err.print(f"[yellow]warning:[/] the database is unreachable ({first}); crawling "
-                  f"anyway, items go to "
-                  f"{overrides.get('HARVEST_STORE_SPOOL_DIR') or cfg.spool_dir} until "
-                  "`harvest replay`.", highlight=False)
+                  f"anyway, items go to {spool_dir or cfg.spool_dir} until "
+                  f"`{replay_command}`.", highlight=False)
     log_file = None
     if not verbose:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -310,7 +313,7 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     finally:
         if live is not None:
             live.stop()
-    ui.summary(console, outcomes)
+    ui.summary(console, outcomes, replay_command)
     if log_file is not None:
         console.print(f"log: {log_file}", highlight=False, style="dim")
     return outcomes
@@ -366,27 +369,32 @@ def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: floa
 @main.command()
 @click.option("--retry-refused", is_flag=True,
               help="First put back the files set aside as .refused (after fixing the cause).")
+@click.option("--dir", "spool_dir", type=click.Path(path_type=Path), default=None,
+              help="The spool directory: a crawl's HARVEST_STORE_SPOOL_DIR "
+                   "(default: $HARVEST_HOME/spool).")
 @friendly
-def replay(retry_refused: bool) -> None:
+def replay(retry_refused: bool, spool_dir: Path | None) -> None:
     """Store batches spooled while the database was unreachable (each exactly once).
 
     A batch the database refuses is set aside as .refused and the others go on; exit 1
     when one was refused or unreadable.
     """
     cfg = _config()
+    spool_dir = spool_dir or cfg.spool_dir
+    again = " --dir " + shlex.quote(str(spool_dir)) if spool_dir != cfg.spool_dir else ""
     if retry_refused:
-        console.print(f"{put_back_refused(cfg.spool_dir)} refused files put back",
+        console.print(f"{put_back_refused(spool_dir)} refused files put back",
                       highlight=False)
-    pending = spool.pending(cfg.spool_dir)
+    pending = spool.pending(spool_dir)
     if not pending:
-        console.print(f"nothing to replay in {cfg.spool_dir}", highlight=False)
+        console.print(f"nothing to replay in {spool_dir}", highlight=False)
         return
     url = database.resolve_url(cfg)
     database.ensure_schema(url)
 
     async def run() -> Any:
         async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
-            return await replay_pending(conn, cfg.spool_dir)
+            return await replay_pending(conn, spool_dir)
 
     report = asyncio.run(run())
     console.print(f"replayed {report.batches} batches: {report.signals} signals "
@@ -396,7 +404,7 @@ def replay(retry_refused: bool) -> None:
         err.print(f"[red]refused[/] {escape(refused)}", highlight=False)
     if report.refused:
         err.print(f"[red]{len(report.refused)} spool files were refused and renamed .refused[/]"
-                  "; fix the cause, then `harvest replay --retry-refused`")
+                  f"; fix the cause, then `harvest replay --retry-refused{again}`")
     if report.unreadable:
         err.print(f"[red]{report.unreadable} spool files were unreadable and renamed .bad[/]")
     if report.refused or report.unreadable:

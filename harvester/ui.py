@@ -39,7 +39,8 @@ def live_view(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> Callable[[],
     return lambda: crawl_table(get_rows(), "crawling…")
 
 
-def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
+def summary(console: Console, outcomes: Sequence[SourceOutcome],
+            replay_command: str = "harvest replay") -> None:
     rows = {o.source: o.counters for o in outcomes if not o.skipped}
     if rows:
         console.print(crawl_table(rows, "crawl summary"))
@@ -62,7 +63,7 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome]) -> None:
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "
-                "in the spool for the database; `harvest replay` stores them"
+                f"in the spool for the database; `{escape(replay_command)}` stores them"
             )
 
 

@@ -109,6 +109,32 @@ def test_crawl_with_the_database_down_spools_everything_for_replay(
     assert db.execute("SELECT sources, scraped FROM crawl_runs").fetchall() == [(["d"], 3)]
 
 
+def test_a_spool_directory_of_its_own_is_named_in_the_replay_command(
+    site: LocalSite, db: psycopg.Connection[Any], pg_url: str, home: Path, tmp_path: Path
+) -> None:
+    # HARVEST_STORE_SPOOL_DIR is a crawl setting: `harvest replay` only finds those batches
+    # when told where they are, and the crawl says how.
+    (site.root / "f.xml").write_text(rss(items("own", 2)))
+    sources = write_sources(tmp_path / "s.toml", [{"name": "o", "kind": "feed",
+                                                   "urls": [f"{site.url}/f.xml"]}])
+    own = tmp_path / "my spool"
+    nowhere = {"HARVEST_DATABASE_URL": "postgresql://harvest@127.0.0.1:9/nowhere"}
+    result = harvest("--sources", str(sources), "crawl", "o", "-s",
+                     f"HARVEST_STORE_SPOOL_DIR={own}", home=home, env=nowhere)
+    assert result.returncode == 0, result.stderr
+    command = f"harvest replay --dir '{own}'"
+    assert f"until `{command}`" in result.stderr
+    assert f"`{command}` stores them" in " ".join(result.stdout.split())
+    assert list(own.glob("*.jsonl")) and not (home / "spool").exists()
+
+    back = {"HARVEST_DATABASE_URL": pg_url}
+    assert "nothing to replay" in harvest("replay", home=home, env=back).stdout
+    replay = harvest("replay", "--dir", str(own), home=home, env=back)
+    assert replay.returncode == 0, replay.stderr
+    assert count_rows(db) == 2
+    assert not list(own.glob("*.jsonl"))
+
+
 def test_items_neither_stored_nor_spooled_fail_the_crawl_loudly(
     site: LocalSite, home: Path, tmp_path: Path
 ) -> None:
