@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+import psycopg
 
-from harvester.cli import console, friendly, main
+from harvester.cli import console, err, friendly, main
 from harvester.config import get_config
+from harvester.messages import first_line
 from harvester.services import database
 
 
@@ -24,7 +26,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     config = get_config()
     url = database.resolve_url(config)
-    database.ensure_schema(url)
+    try:
+        database.ensure_schema(url)
+    except psycopg.OperationalError as exc:
+        if not config.database_url:
+            raise  # our own embedded server answered resolve_url(): this is not an outage
+        # A service must answer while its database is down: /health says 503 and why, and
+        # tells to migrate if the schema is behind once the server is back.
+        err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} is "
+                  f"unreachable ({first_line(exc)}); serving anyway: /health answers 503 "
+                  "until it is back", highlight=False)
     host = host or config.api_host
     port = port or config.api_port
     console.print(f"serving on http://{host}:{port} (database {database.describe_url(url)})",

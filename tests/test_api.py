@@ -109,7 +109,12 @@ def test_reads_need_a_key_and_refusals_say_nothing(api: str, db: psycopg.Connect
         assert len(get(api, "/signals", headers={"X-API-Key": key}).json()["items"]) == 1
     assert get(api, "/signals", headers=W).status_code == 200  # a write token reads too
     # Health and metrics stay open for load balancers and Prometheus.
-    assert requests.get(f"{api}/health", timeout=30).status_code == 200
+    health = requests.get(f"{api}/health", timeout=30)
+    assert health.status_code == 200
+    # The fixture's one Scrapyd node is down: degraded, and the check says what to run.
+    node = health.json()["checks"]["scrapyd"]
+    assert not node["ok"] and "1 of 1 nodes down" in node["detail"]
+    assert "`harvest scrapyd start`" in node["detail"]
     assert "harvest_database_up 1.0" in requests.get(f"{api}/metrics", timeout=30).text
     assert requests.get(f"{api}/docs", timeout=30).status_code == 200
     paths = requests.get(f"{api}/openapi.json", timeout=30).json()["paths"]

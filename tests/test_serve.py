@@ -75,6 +75,38 @@ def test_health_follows_the_database_down_and_back(
         assert status == 200 and body["status"] == "healthy", body
 
 
+def test_serve_starts_while_its_database_is_down_and_health_says_what_to_run(
+    private_pg: tuple[Path, str], home: Path, tmp_path: Path
+) -> None:
+    """A service restarted during a database outage must answer /health (503 and why), not
+    refuse to start; when the server is back with a schema behind, /health says to migrate."""
+    pg_dir, url = private_pg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE blank")
+    # libpq's key=value form, which `harvest migrate` must take as psycopg does.
+    blank = psycopg.conninfo.make_conninfo(url, dbname="blank")
+    assert not blank.startswith("postgresql:")
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "a", "kind": "feed", "urls": ["http://127.0.0.1:9/a.xml"]}])
+    embedded.stop(pg_dir, mode="fast")
+    with serving(home, {"HARVEST_DATABASE_URL": blank}, sources) as base:
+        status, body = _health(base)
+        assert status == 503 and body["status"] == "unhealthy", body
+        assert "harvest db start" in body["checks"]["database"]["detail"]
+
+        embedded.start(pg_dir)
+        status, body = _health(base)
+        assert status == 503 and body["status"] == "unhealthy", body
+        assert body["checks"]["database"]["detail"].startswith("the schema is at none")
+        assert "run `harvest migrate`" in body["checks"]["database"]["detail"]
+
+        migrated = harvest("--sources", str(sources), "migrate", home=home,
+                           env={"HARVEST_DATABASE_URL": blank})
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        status, body = _health(base)
+        assert status == 200 and body["status"] == "healthy", body
+
+
 def test_stale_disabled_sources_and_spool_degrade_health(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
@@ -94,7 +126,9 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         states = {k: v["state"] for k, v in body["checks"]["sources"]["sources"].items()}
         assert states == {"fresh": "fresh", "old": "stale", "broken": "disabled",
                           "new": "never run"}
-        assert "old stale" in body["checks"]["sources"]["detail"]
+        detail = body["checks"]["sources"]["detail"]
+        assert "old stale" in detail and "broken disabled" in detail
+        assert "`harvest sources enable NAME`" in detail
 
         db.execute("UPDATE sources_state SET last_success = now(), disabled = false")
         spool_dir = home / "spool"

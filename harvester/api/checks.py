@@ -11,7 +11,9 @@ import psycopg
 
 from harvester.config import get_config
 from harvester.messages import first_line
+from harvester.migrations import HEAD
 from harvester.services import scrapyd, spool
+from harvester.services.database import revision_of
 from harvester.sources import SourcesFile
 
 Status = Literal["healthy", "degraded", "unhealthy"]
@@ -34,8 +36,16 @@ def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
         conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = first_line(exc)
-        return Check(False, f"unreachable: {first}"), None
+        return Check(False, f"unreachable: {first}; start it (`harvest db start` for the "
+                            "embedded server) or check HARVEST_DATABASE_URL"), None
     ms = round((time.monotonic() - started) * 1000, 1)
+    revision = revision_of(conn)
+    if revision != HEAD:
+        # The server may have answered before `harvest serve` could check (it starts with
+        # the database down): every read would fail on a missing or older table.
+        conn.close()
+        return Check(False, f"the schema is at {revision or 'none'}, this code needs {HEAD}; "
+                            "run `harvest migrate`", {"latency_ms": ms}), None
     return Check(True, "reachable", {"latency_ms": ms}), conn
 
 
@@ -52,7 +62,8 @@ def scrapyd_nodes() -> Check | None:
         except scrapyd.ScrapydError as exc:
             nodes[node.url] = {"up": False, "error": str(exc)}
     down = [url for url, n in nodes.items() if not n["up"]]
-    detail = f"{len(down)} of {len(nodes)} nodes down: {', '.join(down)}" if down else (
+    detail = (f"{len(down)} of {len(nodes)} nodes down: {', '.join(down)}; start Scrapyd "
+              "there (`harvest scrapyd start` on that machine)") if down else (
         f"{len(nodes)} nodes up")
     return Check(not down, detail, {"nodes": nodes})
 
@@ -84,7 +95,13 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
         report[source.name] = {
             "state": state, "last_success": last_success.isoformat() if last_success else None,
             "age_s": round(age) if age is not None else None, "allowed_s": round(allowed)}
-    detail = "; ".join(problems) if problems else f"{len(report)} sources fresh or new"
+    if problems:
+        detail = "; ".join(problems) + ("; `harvest sources` shows each one's last error "
+                                        "and `harvest jobs list` what is scheduled")
+        if any(p.endswith("disabled") for p in problems):
+            detail += ", and `harvest sources enable NAME` takes a fixed one back"
+    else:
+        detail = f"{len(report)} sources fresh or new"
     return Check(not problems, detail, {"sources": report})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
@@ -9,9 +10,12 @@ config = context.config
 
 
 def run_migrations_online() -> None:
-    url = config.get_main_option("sqlalchemy.url")
-    assert url, "sqlalchemy.url must be set by harvester.services.database"
-    engine = create_engine(url, poolclass=pool.NullPool)
+    conninfo = config.attributes.get("conninfo")
+    assert conninfo, "the conninfo attribute must be set by harvester.services.database"
+    # psycopg connects, as everywhere else: any libpq URL or key=value string works, which
+    # SQLAlchemy's own URL parser would not all accept.
+    engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool,
+                           creator=lambda: psycopg.connect(conninfo))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=None)
         with context.begin_transaction():
@@ -22,7 +26,7 @@ def run_migrations_online() -> None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    context.configure(dialect_name="postgresql", literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 

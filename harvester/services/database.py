@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -42,13 +43,6 @@ def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
         raise DatabaseUnavailable(str(exc)) from exc
 
 
-def sqlalchemy_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
 def describe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
@@ -65,7 +59,7 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    cfg.attributes["conninfo"] = url  # a URL or key=value string, as psycopg takes it
     return cfg
 
 
@@ -94,11 +88,16 @@ def head_revision() -> str:
 
 def current_revision(url: str) -> str | None:
     with psycopg.connect(url, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return row[0] if row else None
+        return revision_of(conn)
+
+
+def revision_of(conn: psycopg.Connection[Any]) -> str | None:
+    """The schema revision the database is at; None before the first migration."""
+    exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
 
 
 def ensure_schema(url: str) -> bool:
