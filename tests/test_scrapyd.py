@@ -132,6 +132,11 @@ def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
         second = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
         assert second.returncode == 0, second.stdout + second.stderr
         assert f"node down {nodes[1].url}" in second.stdout
+        # The stopped node's jobs had finished and recorded their runs: not "lost".
+        on_stopped = sorted({j.split(".")[0] for j in placed[nodes[1].url]})
+        outcomes = dict(db.execute("SELECT source, last_outcome FROM schedules "
+                                   "WHERE source = ANY(%s)", (on_stopped,)).fetchall())
+        assert outcomes == dict.fromkeys(on_stopped, "finished"), outcomes
         after = [j for j in nodes[0].job_ids() if j.split(".")[0] in four]
         assert len(after) == len(placed[nodes[0].url]) + 4
         _wait_finished(nodes[0], after)

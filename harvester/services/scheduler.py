@@ -149,6 +149,13 @@ def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
     return f"{reason}, {errors} errors" if errors else str(reason)
 
 
+def _recorded_end(conn: psycopg.Connection[Any], job_id: str) -> datetime | None:
+    """When the job's crawl recorded its end in ``crawl_runs``; None if it never did."""
+    row = conn.execute("SELECT finished_at FROM crawl_runs WHERE job_id = %s "
+                       "ORDER BY started_at DESC LIMIT 1", (job_id,)).fetchone()
+    return row[0] if row else None
+
+
 class Scheduler:
     """One tick at a time; ``runnable`` says which sources may run (enabled, not disabled)."""
 
@@ -243,6 +250,14 @@ class Scheduler:
             report.confirmed.append(source.name)
             state = "submitted"
         if found is None:
+            if (ended := _recorded_end(self.conn, job_id)) is not None:
+                # The node is down or forgot its finished jobs, but the crawl recorded its
+                # end: the outcome is known.
+                outcome = _outcome(self.conn, job_id)
+                _update(self.conn, source.name, job_state="finished", last_outcome=outcome,
+                        last_finished_at=ended)
+                report.finished.append((source.name, outcome))
+                return None
             # The node forgot it or is down: its outcome is unknown; do not block the source.
             _update(self.conn, source.name, job_state="lost", last_outcome="lost (node down?)")
             return None
