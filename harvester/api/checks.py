@@ -31,18 +31,19 @@ class Check:
 
 def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
     started = time.monotonic()
+    conn: psycopg.Connection[Any] | None = None
     try:
         conn = psycopg.connect(url, connect_timeout=3, autocommit=True)
-        conn.execute("SELECT 1")
+        revision = revision_of(conn)
     except psycopg.Error as exc:
-        first = first_line(exc)
-        return Check(False, f"unreachable: {first}; start it (`harvest db start` for the "
-                            "embedded server) or check HARVEST_DATABASE_URL"), None
+        if conn is not None:
+            conn.close()
+        return Check(False, f"unreachable: {first_line(exc)}; start it (`harvest db start` "
+                            "for the embedded server) or check HARVEST_DATABASE_URL"), None
     ms = round((time.monotonic() - started) * 1000, 1)
-    revision = revision_of(conn)
     if revision != HEAD:
-        # The server may have answered before `harvest serve` could check (it starts with
-        # the database down): every read would fail on a missing or older table.
+        # The server may have come back after `harvest serve` started without it: every
+        # read would fail on a missing or older table.
         conn.close()
         return Check(False, f"the schema is at {revision or 'none'}, this code needs {HEAD}; "
                             "run `harvest migrate`", {"latency_ms": ms}), None
