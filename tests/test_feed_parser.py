@@ -130,6 +130,35 @@ def test_json_feed() -> None:
     assert maintenance["external_id"] == "kiln-43" and maintenance["url"] is None
 
 
+@pytest.mark.parametrize("bad", [
+    None, "a string", 42,
+    {"id": "d", "url": "https://kiln.example/d", "title": "Dated", "date_published": 12},
+    {"id": "a", "url": "https://kiln.example/a", "title": "Authors", "authors": "Ana"},
+])
+def test_one_malformed_json_feed_item_costs_only_itself(bad: object) -> None:
+    # fastfeedparser fails the whole document on any of these: the good items were lost
+    # with it, as one unusable_document rejection.
+    good = [{"id": f"g{i}", "url": f"https://kiln.example/g{i}", "title": f"Good {i}"}
+            for i in range(2)]
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln",
+           "items": [good[0], bad, good[1]]}
+    feed = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json",
+                      "application/feed+json")
+    assert feed.error is None and feed.feed_title == "Kiln"
+    assert [e["external_id"] for e in feed.entries] == ["g0", "g1"]
+    [reject] = feed.rejects
+    assert reject.reason == "malformed_entry"
+    assert json.loads(reject.raw["item"]) == bad
+
+
+def test_numeric_json_feed_ids_and_titles_are_text() -> None:
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln",
+           "items": [{"id": 1234, "url": "https://kiln.example/n", "title": 2024}]}
+    feed = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json")
+    [entry] = feed.entries
+    assert (entry["external_id"], entry["title"]) == ("1234", "2024")
+
+
 def test_utf16_without_bom() -> None:
     feed = parse("utf16le_nobom.xml")
     assert feed.encoding == "utf-16-le"

@@ -90,6 +90,7 @@ class _Attempt:
     failure: str | None = None
     is_feed: bool = False
     cut_entries: list[Mapping[str, Any]] = field(default_factory=list)
+    rejects: list[EntryReject] = field(default_factory=list)
 
 
 def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -120,12 +121,9 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     if not text:
         return _failed("empty document: the response body has no content", decoded.encoding)
     if text[0] in "{[":
-        document, problem = _json_feed(text)
+        attempt, problem = _parse_json_feed(text)
         if problem:
             return _failed(f"not a feed: {problem}", decoded.encoding)
-        attempt = _run_fastfeedparser(document)
-        if not attempt.is_feed:
-            return _failed(f"not a feed: not a JSON Feed ({attempt.failure})", decoded.encoding)
     else:
         attempt = _parse_xml(clean_xml_text(text))
         if not attempt.entries and not attempt.is_feed:
@@ -134,19 +132,67 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     return _build(attempt, url, decoded.encoding)
 
 
-def _json_feed(text: str) -> tuple[bytes, str | None]:
-    """The document for fastfeedparser, and why a JSON-looking document is not a JSON
-    Feed (None when it may be one). A document with lone surrogates is handed over again
-    without them (harvester/surrogates.py): fastfeedparser decodes JSON as it is."""
+def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
+    """A JSON Feed's entries, and why a JSON document is not a JSON Feed (None when it is).
+
+    fastfeedparser fails a whole document on one odd item (``null``, a number as
+    ``date_published``, a string as ``authors``): items that are not objects become
+    rejects at once, and when the document still fails, each item is parsed on its own so
+    that one bad item costs only itself. A numeric ``id`` or ``title`` is taken as text
+    (the spec says an id is a string; publishers write numbers)."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return b"", f"invalid JSON ({exc})"
+        return _Attempt(FASTFEEDPARSER), f"invalid JSON ({exc})"
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        return b"", "JSON without a JSON Feed items list"
+        return _Attempt(FASTFEEDPARSER), "JSON without a JSON Feed items list"
     if surrogates.may_hold(text):
-        return json.dumps(surrogates.replace_in(data)).encode("ascii"), None
-    return text.encode("utf-8"), None
+        # fastfeedparser decodes JSON as it is: hand it over without lone surrogates.
+        data = surrogates.replace_in(data)
+        text = ""
+    items: list[dict[str, Any]] = []
+    rejects: list[EntryReject] = []
+    for item in data["items"]:
+        if isinstance(item, dict):
+            fixed = _json_item(item)
+            text = text if fixed is item else ""
+            items.append(fixed)
+        else:
+            text = ""
+            rejects.append(EntryReject("malformed_entry", None, {"item": _short_json(item)}))
+    # The text as it came is handed over when nothing was changed (no re-encoding).
+    attempt = _run_fastfeedparser(text.encode("utf-8") if text else _json_bytes(data, items))
+    if not attempt.is_feed:
+        feed = _run_fastfeedparser(_json_bytes(data, []))
+        if not feed.is_feed:
+            return attempt, f"not a JSON Feed ({attempt.failure})"
+        attempt = feed
+        for item in items:
+            one = _run_fastfeedparser(_json_bytes(data, [item]))
+            if one.is_feed:
+                attempt.entries.extend(one.entries)
+            else:
+                rejects.append(EntryReject("malformed_entry", None, {
+                    "item": _short_json(item), "error": one.failure}))
+    attempt.rejects.extend(rejects)
+    return attempt, None
+
+
+def _json_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item with a numeric ``id`` or ``title`` as text; the same object when neither."""
+    bad = [k for k in ("id", "title") if isinstance(item.get(k), int | float)
+           and not isinstance(item.get(k), bool)]
+    if not bad:
+        return item
+    return {**item, **{k: str(item[k]) for k in bad}}
+
+
+def _json_bytes(data: dict[str, Any], items: list[dict[str, Any]]) -> bytes:
+    return json.dumps({**data, "items": items}, ensure_ascii=True).encode("ascii")
+
+
+def _short_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)[:RAW_LIMIT]
 
 
 def _drop_truncated_tail(attempt: _Attempt, text: str) -> None:
@@ -330,6 +376,7 @@ def _build(attempt: _Attempt, url: str, encoding: str) -> ParsedFeed:
     rejects.extend(
         EntryReject("truncated_entry", None, _raw_strings(raw)) for raw in attempt.cut_entries
     )
+    rejects.extend(attempt.rejects)
     return ParsedFeed(
         entries=entries,
         rejects=rejects,
