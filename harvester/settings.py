@@ -16,6 +16,12 @@ AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 2.0
 DOWNLOAD_TIMEOUT = 30
+# A response larger than this once decompressed is dropped and fails its source (Scrapy's
+# 1 GB default let a 300 KB gzip bomb take a crawl, every source in it, to 2 GB of memory);
+# the parsers' own cap for gzip served without Content-Encoding is the same 50 MB, which
+# is also the sitemap protocol's limit.
+DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 10 * 1024 * 1024
 DNS_TIMEOUT = 10
 RETRY_TIMES = 2
 COOKIES_ENABLED = False

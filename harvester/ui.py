@@ -53,7 +53,7 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
             console.print(f"[red]lost[/] {outcome.source}: {outcome.lost} items were neither "
                           f"stored nor spooled: {escape(outcome.error)}")
         elif outcome.failed:
-            console.print(f"[red]unreachable[/] {outcome.source}: {escape(outcome.error)}")
+            console.print(f"[red]failed[/] {outcome.source}: {escape(outcome.error)}")
         elif outcome.counters.get("errors"):
             console.print(f"[yellow]partly failed[/] {outcome.source}: {escape(outcome.error)}")
         if outcome.finish_reason not in (None, "finished"):

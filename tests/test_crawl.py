@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from harvester.services.localsite import LocalSite
+from tests.apiserver import ApiServer, Reply
 from tests.conftest import ROOT, harvest, write_sources
 from tests.feeds import items, rfc822, rss
 
@@ -140,9 +141,9 @@ def test_unreachable_and_failing_sources_are_one_line_each(
                      home=home)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert any(line.startswith("unreachable down:") and "connection refused" in line
+    assert any(line.startswith("failed down:") and "connection refused" in line
                for line in lines), result.stdout
-    assert any(line.startswith("unreachable broken:") and "HTTP 500" in line
+    assert any(line.startswith("failed broken:") and "HTTP 500" in line
                for line in lines), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
@@ -250,7 +251,14 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
 
     result = harvest("--sources", str(sources), "crawl", "odd", home=home)
 
-    assert result.returncode == 0, result.stderr
+    # The HTML page is a failure of the source, not only a rejection: a feed URL that now
+    # serves a web page must fail its runs (and in the end disable the source). The other
+    # three URLs answered feeds: the source partly failed.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "partly failed odd" in result.stdout
+    assert "page.xml: not a feed: the document is HTML" in result.stdout
+    assert db.execute("SELECT consecutive_failures, last_success FROM sources_state "
+                      "WHERE source = 'odd'").fetchone() == (1, None)
     titles = {row[0] for row in db.execute("SELECT title FROM signals")}
     assert "Новости дня" in titles
     ru_text = db.execute("SELECT text FROM signals WHERE title = 'Новости дня'").fetchone()
@@ -404,3 +412,29 @@ def test_close_spider_from_a_callback_is_not_taken_for_a_bug(
     assert count(db, "SELECT count(*) FROM rejects") == 0
     assert db.execute("SELECT finish_reason, errors FROM crawl_runs").fetchall() == [
         ("enough_for_today", 0)]
+
+
+def test_a_gzip_bomb_fails_its_source_and_spares_the_others(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    # 60 KB on the wire, 60 MB once inflated: past DOWNLOAD_MAXSIZE (50 MB), so Scrapy
+    # drops it while decompressing instead of holding it (Scrapy's own limit is 1 GB).
+    body = rss(items("bomb", 1)).replace("</channel>", " " * (60 * 1024 * 1024) + "</channel>")
+    bomb = gzip.compress(body.encode(), compresslevel=9)
+    (site.root / "fine.xml").write_text(rss(items("fine", 2)))
+    with ApiServer() as server:
+        server.add("/bomb.xml", lambda _: Reply(200, bomb, {
+            "Content-Type": "application/rss+xml", "Content-Encoding": "gzip"}))
+        sources = write_sources(tmp_path / "s.toml", [
+            feed_source("bomb", [f"{server.url}/bomb.xml"]),
+            feed_source("fine", [f"{site.url}/fine.xml"])])
+        result = harvest("--sources", str(sources), "crawl", "bomb", "fine", home=home)
+
+    assert len(bomb) < 200_000
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [ln for ln in result.stdout.splitlines() if ln.startswith("failed bomb:")]
+    assert "exceeded DOWNLOAD_MAXSIZE (52428800 B)" in line, line
+    stored = dict(db.execute("SELECT source, count(*) FROM signals GROUP BY source").fetchall())
+    assert stored == {"fine": 2}

@@ -314,7 +314,7 @@ def test_algolia_error_document_fails_and_keeps_the_window(
         result = harvest("--sources", str(sources), "crawl", "hn-bad", *NO_THROTTLE,
                          "-s", "RETRY_TIMES=0", home=home, timeout=60)
     assert result.returncode == 1
-    assert "unreachable hn-bad:" in result.stdout and "HTTP 400" in result.stdout
+    assert "failed hn-bad:" in result.stdout and "HTTP 400" in result.stdout
     state = db.execute("SELECT last_success, consecutive_failures FROM sources_state "
                        "WHERE source = 'hn-bad'").fetchone()
     assert state == (None, 1)  # no success: the next run still asks for everything

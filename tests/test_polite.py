@@ -61,6 +61,25 @@ def test_retry_after_seconds_is_waited_out_not_hammered(
     assert _stored(db) == 3
 
 
+@pytest.mark.parametrize("headers", [
+    {"Retry-After": "0"},
+    {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "0"},  # a reset already past
+], ids=["retry-after-0", "reset-in-the-past"])
+def test_a_429_that_says_wait_nothing_backs_off_instead(
+    headers: dict[str, str], db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Taken at its word, it was asked again at once: six requests within 0.3 s, every retry
+    # spent before the server could recover.
+    with ApiServer() as api:
+        api.add("/feed.xml", _first_then_feed("z", 429, headers, times=2))
+        result = _crawl(api, tmp_path, home, ["/feed.xml"])
+        hits = api.hits("/feed.xml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(hits) == 3
+    assert hits[1].at - hits[0].at >= 0.9 and hits[2].at - hits[1].at >= 1.9  # 1 s, 2 s
+    assert _stored(db) == 3
+
+
 def test_retry_after_http_date_on_503(db: psycopg.Connection[Any], home: Path,
                                       tmp_path: Path) -> None:
     def handler(request: ApiRequest) -> Reply:

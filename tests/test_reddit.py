@@ -307,7 +307,7 @@ def test_refused_credentials_are_one_clear_failure(
                      env={"REDDIT_CLIENT_ID": "id", "REDDIT_CLIENT_SECRET": "wrong"})
 
     assert result.returncode == 1
-    assert any(line.startswith("unreachable py:") and "refused the client credentials" in line
+    assert any(line.startswith("failed py:") and "refused the client credentials" in line
                for line in result.stdout.splitlines()), result.stdout
     assert [r.path for r in api.requests if r.path != "/robots.txt"] == ["/api/v1/access_token"]
     assert count(db, "SELECT errors FROM crawl_runs") == 1
@@ -353,7 +353,7 @@ def test_broken_private_and_unknown_subreddits_are_failures(
     lines = result.stdout.splitlines()
     for name, says in [("broken", "not JSON"), ("secret", "HTTP 403: the subreddit is private"),
                        ("nosuchsub", "r/nosuchsub does not exist")]:
-        assert any(line.startswith(f"unreachable {name}:") and says in line
+        assert any(line.startswith(f"failed {name}:") and says in line
                    for line in lines), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     rejects = db.execute("SELECT source, reason, field FROM rejects").fetchall()

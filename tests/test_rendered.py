@@ -193,7 +193,7 @@ def test_click_pagination_and_a_page_that_never_renders(
     # One source failing does not stop the other; the failure is one line, no hang.
     assert result.returncode == 1, result.stdout + result.stderr
     message = "the page did not show wait_for '#registry[data-page]' within 8 s"
-    assert any(line.startswith("unreachable broken:") for line in result.stdout.splitlines())
+    assert any(line.startswith("failed broken:") for line in result.stdout.splitlines())
     assert message in result.stdout  # square brackets and all: shown as text, not markup
     assert "no item matched item_selector 'table.old tr'" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr

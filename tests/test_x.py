@@ -239,10 +239,10 @@ def test_error_documents_fail_the_source_with_one_clear_line(
 
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert any(ln.startswith("unreachable denied:") and
+    assert any(ln.startswith("failed denied:") and
                ln.endswith("X rejected the bearer token (401): check X_BEARER_TOKEN")
                for ln in lines), result.stdout
-    assert any(ln.startswith("unreachable badq:") and
+    assert any(ln.startswith("failed badq:") and
                "X rejected the request (HTTP 400): There were errors processing your "
                "request: Unmatched parenthesis" in ln for ln in lines), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -374,3 +374,13 @@ def test_long_posts_use_the_note_tweet_text() -> None:
     # A real id and its created_at (2021-09-22T16:37:29.000Z): same second.
     assert snowflake_time("1440716895355764743") == datetime(
         2021, 9, 22, 16, 37, 29, 735000, tzinfo=UTC)
+
+
+def test_hashtags_are_text_whatever_their_json_type() -> None:
+    # A number as a tag passed the parser and made validate raise: the tweet was lost and
+    # the page's run failed.
+    parsed = parse_search(json.dumps({
+        "data": [{"id": "7", "text": "tags", "entities": {"hashtags": [
+            None, {"tag": 5}, {"tag": "infosec"}, {"tag": ""}, {"tag": ["x"]}, {}]}}],
+        "meta": {"result_count": 1, "newest_id": "7"}}).encode())
+    assert parsed.tweets[0]["tags"] == ["5", "infosec"]

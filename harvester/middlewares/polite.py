@@ -115,6 +115,10 @@ class PoliteMiddleware:
 
         gate = self._gate(source)
         wait = ratelimit.wait_for(response.status, header)
+        if wait is not None and wait <= 0:
+            # "Retry now", or a reset already past (a clock a little behind ours): no hint;
+            # asking again at once would spend every retry within a fraction of a second.
+            wait = None
         if wait is None and response.status == 429:
             wait = min(BACKOFF_CAP_S, 2.0 ** request.meta.get("retry_times", 0))
         if wait is None:

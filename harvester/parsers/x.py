@@ -205,8 +205,9 @@ def _users(includes: Any) -> dict[str, str]:
 
 
 def _hashtags(entities: dict[str, Any]) -> list[str]:
-    return [h["tag"] for h in _list(entities.get("hashtags"))
-            if isinstance(h, dict) and _str(h.get("tag"))]
+    # The tag as text: a number there passed the test and reached validate as an int.
+    return [tag for h in _list(entities.get("hashtags"))
+            if isinstance(h, dict) and (tag := _str(h.get("tag")))]
 
 
 def _metrics(value: Any) -> dict[str, int]:

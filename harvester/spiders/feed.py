@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,8 +14,6 @@ from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.feed import parse_feed
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
-
-logger = logging.getLogger(__name__)
 
 
 class FeedSpider(SourceSpider):
@@ -36,18 +33,22 @@ class FeedSpider(SourceSpider):
         if response.status == 304:
             self.count(source, "not_modified")
             return
-        self.fetched(source)
         content_type = response.headers.get(b"Content-Type")
         parsed = parse_feed(
             response.body, response.url, content_type.decode("latin-1") if content_type else None
         )
         if parsed.error:
-            logger.warning("Source %s: %s is not usable: %s", source, response.url, parsed.error)
+            # A failure of the source, not only a rejection: a feed that turned into a parked
+            # page or a login wall must fail its runs (and be disabled, go stale), as an
+            # API source answering with a document that is not its API's does.
+            self.fail(source, response.url, parsed.error)
             yield Rejection(
                 source=source, reason="unusable_document", field="document", url=response.url,
                 raw={"error": parsed.error,
                      "head": response.body[:1000].decode("utf-8", "replace")},
             )
+            return
+        self.fetched(source)
         for reject in parsed.rejects:
             yield Rejection(source=source, reason=reject.reason, field=reject.field,
                             url=response.url, raw=reject.raw)
