@@ -438,3 +438,21 @@ def test_a_gzip_bomb_fails_its_source_and_spares_the_others(
     assert "exceeded DOWNLOAD_MAXSIZE (52428800 B)" in line, line
     stored = dict(db.execute("SELECT source, count(*) FROM signals GROUP BY source").fetchall())
     assert stored == {"fine": 2}
+
+
+def test_urls_and_ids_no_server_would_take_are_rejections(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A 1 MB sitemap <loc> was stored as a signal's URL, then served by top, the API and
+    # alerts.
+    (site.root / "long.xml").write_text(rss([
+        {"title": "Long link", "link": "https://news.example.org/" + "a" * 9000},
+        {"title": "Long id", "guid": "id-" + "b" * 1200},
+        {"title": "Fine", "link": "https://news.example.org/fine"}]))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("long", [f"{site.url}/long.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "long", home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rejected = sorted(db.execute("SELECT field, reason, length(raw::text) < 20000 "
+                                 "FROM rejects").fetchall())
+    assert rejected == [("external_id", "id_too_long", True), ("url", "url_too_long", True)]
+    assert [r[0] for r in db.execute("SELECT title FROM signals")] == ["Fine"]

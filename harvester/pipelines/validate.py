@@ -16,6 +16,10 @@ from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
 
+#: Longer than any server takes (8 KB is the common request-line limit): a URL or id this
+#: long is a broken or hostile source (a 1 MB sitemap <loc> was stored as a signal's URL).
+MAX_URL_LENGTH = 8192
+MAX_ID_LENGTH = 1000
 _HTTP_URL = re.compile(r"(?i)https?://[^/?#\s@:]*[^/?#\s@:.][^/?#\s]*(?:[/?#]|$)")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
 _NEWLINES = re.compile(r"\n{3,}")
@@ -102,6 +106,8 @@ def check_url(url: str) -> str | None:
     """Reason the URL is unusable, or None. The fast check is loose about the host (a
     bracket or a port that is not a number pass it): the dedupe step's canonical form
     rejects what does not parse (``unparsable_url``)."""
+    if len(url) > MAX_URL_LENGTH:
+        return "url_too_long"
     if _HTTP_URL.match(url):
         return None
     try:
@@ -150,14 +156,16 @@ class ValidatePipeline:
         # A lone surrogate (a broken character) cannot be encoded, so dedupe could not hash
         # the URL or id: U+FFFD instead (ASCII answers at once). Text fields are handled by
         # the cleaning below; the store replaces any left in the other fields.
-        if item.external_id:
-            item.external_id = surrogates.replace(item.external_id)
         if item.url:
             item.url = surrogates.replace(item.url.strip())
             if reason := check_url(item.url):
                 raise InvalidSignal("url", reason, item.url[:200])
         elif not item.external_id:
             raise InvalidSignal("url", "missing_url_and_id")
+        if item.external_id:
+            if len(item.external_id) > MAX_ID_LENGTH:
+                raise InvalidSignal("external_id", "id_too_long", item.external_id[:200])
+            item.external_id = surrogates.replace(item.external_id)
         if item.link_url:
             # Only a pointer: a bad one is dropped from the item, the post itself is kept.
             item.link_url = surrogates.replace(item.link_url.strip())
