@@ -13,8 +13,10 @@ from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
                    ("rejected", "rejected"), ("errors", "errors"), ("not_modified", "304s"))
-# Shown only when some source has them: API items that were gone, rate-limit waits.
-OPTIONAL_COLUMNS = (("missing", "missing"), ("waits", "waits"),
+# Shown only when some source has them: entries dropped as copies of others in the run
+# (without it "entries 6, new 3" went unexplained), API items that were gone, rate-limit
+# waits, robots.txt refusals.
+OPTIONAL_COLUMNS = (("duplicates", "duplicates"), ("missing", "missing"), ("waits", "waits"),
                     ("robots_forbidden", "robots.txt"))
 
 

@@ -109,6 +109,14 @@ def test_in_run_duplicates_are_dropped_and_counted(
     assert count(db, "SELECT count(*) FROM signals") == 2
     assert count(db, "SELECT duplicates FROM crawl_runs") == 2
     assert count(db, "SELECT max(seen_count) FROM signals") == 1
+    # The summary accounts for every entry: 4 entries, 2 new, 2 duplicates.
+    lines = result.stdout.splitlines()
+    [header] = [ln for ln in lines if ln.startswith("┃ source")]
+    [row] = [ln for ln in lines if ln.startswith("│ ab ")]
+    cells = dict(zip(header.split("┃")[1:-1], row.split("│")[1:-1], strict=True))
+    assert {k.strip(): v.strip() for k, v in cells.items()} | {"source": "ab"} == {
+        "source": "ab", "fetched": "2", "new": "2", "re-seen": "0", "rejected": "0",
+        "errors": "0", "304s": "0", "duplicates": "2", "entries": "4", "spooled": "0"}
 
 
 def test_unchanged_feed_is_not_modified_on_the_next_run(
