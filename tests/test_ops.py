@@ -13,6 +13,7 @@ import psycopg
 
 from harvester.migrations import HEAD
 from harvester.services.batch import Batch
+from harvester.services.ops.files import sha256_of
 from harvester.services.store import write_batch
 from tests.conftest import harvest
 
@@ -213,6 +214,32 @@ def test_backup_verify_then_restore(private_pg: tuple[Path, str], home: Path) ->
     checked = harvest("verify", home=home, env=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     store(url, [signal(1000)])  # sequences came back with the data
+
+
+def test_a_dump_pg_restore_cannot_read_leaves_the_database_as_it_was(
+    private_pg: tuple[Path, str], home: Path
+) -> None:
+    # psql got pg_restore's output through a pipe and committed at its end: an empty or
+    # cut dump (its manifest made to match) committed the clean-up alone, an empty database.
+    _, url = private_pg
+    env = {"HARVEST_DATABASE_URL": url}
+    store(url, [signal(n) for n in range(30)])
+    assert harvest("backup", home=home, env=env).returncode == 0
+    dump = next((home / "backups").glob("*.dump"))
+    manifest_file = next((home / "backups").glob("*.manifest.json"))
+    manifest = json.loads(manifest_file.read_text())
+    whole = dump.read_bytes()
+    with psycopg.connect(url) as conn:
+        before = table(conn)
+    for broken in (b"", whole[: len(whole) // 2], whole[: len(whole) - 200]):
+        dump.write_bytes(broken)
+        manifest_file.write_text(json.dumps({**manifest, "sha256": sha256_of(dump),
+                                             "bytes": len(broken)}))
+        done = harvest("restore", str(dump), "--force", home=home, env=env)
+        with psycopg.connect(url) as conn:
+            assert table(conn) == before, len(broken)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "nothing was restored and the database is as it was" in done.stderr
 
 
 def test_verify_finds_problems_and_does_not_migrate(private_pg: tuple[Path, str],

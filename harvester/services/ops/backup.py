@@ -31,6 +31,8 @@ from harvester.services.ops import OpsError, files
 KIND = "backup"
 # Replaces whatever the database holds, in the same transaction as the restore itself:
 # tables of a newer schema than the backup's must go too, or migrating afterwards fails.
+# Ends a COPY block the dump may have been cut in, then fails: psql stops and rolls back.
+_ABORT = b"\n\\.\nSELECT 'pg_restore failed: restore abandoned'::int;\n"
 _CLEAN = ("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; "
           "ALTER SCHEMA public OWNER TO pg_database_owner; "
           "GRANT USAGE ON SCHEMA public TO PUBLIC;")
@@ -155,23 +157,42 @@ def restore(url: str, path: Path) -> Comparison:
     """Replace the database's contents with a backup, atomically (one transaction)."""
     data, manifest = files.load(path, KIND)
     target, env = _target(url)
-    with tempfile.TemporaryFile() as dump_errors:
+    with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as sql_errors:
         dumper = subprocess.Popen(
             [tool("pg_restore"), "--no-owner", "--no-privileges", "--file=-", str(data)],
             stdout=subprocess.PIPE, stderr=dump_errors, env=env)
-        assert dumper.stdout is not None
+        loader = subprocess.Popen(
+            [tool("psql"), "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1",
+             "--no-password", "-c", _CLEAN, "-f", "-", f"--dbname={target}"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sql_errors, env=env)
+        assert dumper.stdout is not None and loader.stdin is not None
         try:
-            _run([tool("psql"), "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1",
-                  "--no-password", "-c", _CLEAN, "-f", "-", f"--dbname={target}"], env,
-                 stdin=dumper.stdout, stdout=subprocess.DEVNULL)
+            # Relayed, not piped: psql commits its one transaction at the end of its input,
+            # so a dump pg_restore cannot read (input ending early, or at once) would commit
+            # the clean-up alone and leave an empty database. When pg_restore fails, the
+            # input ends in an error instead, and psql rolls everything back.
+            shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 20)
+            if dumper.wait() != 0:
+                loader.stdin.write(_ABORT)
+            loader.stdin.close()
+        except BrokenPipeError:
+            pass  # psql stopped on an error of its own: reported below
         finally:
             dumper.stdout.close()
             dumper.wait()
+            loader.wait()
         if dumper.returncode != 0:
             dump_errors.seek(0)
             first = dump_errors.read().decode(errors="replace").strip().splitlines()
-            raise OpsError(f"pg_restore could not read {data}: "
-                           f"{first[0] if first else dumper.returncode}")
+            raise OpsError(f"pg_restore could not read {data} "
+                           f"({first[0] if first else f'exit status {dumper.returncode}'}); "
+                           "nothing was restored and the database is as it was")
+        if loader.returncode != 0:
+            sql_errors.seek(0)
+            lines = [ln for ln in sql_errors.read().decode(errors="replace").splitlines()
+                     if ln.strip()]
+            raise OpsError(f"psql failed: {lines[0] if lines else loader.returncode}; "
+                           "nothing was restored and the database is as it was")
     with psycopg.connect(url, connect_timeout=5) as conn:
         found = table_counts(conn)
     return Comparison(expected=dict(manifest["tables"]), found=found)
