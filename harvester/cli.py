@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from harvester.config import HarvestConfig, get_config
+from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import first_line
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
@@ -43,13 +43,15 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (SourcesError, database.DatabaseUnavailable, embedded.EmbeddedError,
-                ScrapydError) as exc:
+                ScrapydError, ConfigError) as exc:
             err.print(f"[red]error:[/] {exc}", highlight=False)
             sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
             first = first_line(exc)
-            err.print(f"[red]error:[/] the database is unreachable ({first}); check "
-                      "HARVEST_DATABASE_URL or run `harvest db start`.", highlight=False)
+            fix = ("check HARVEST_DATABASE_URL and that its server runs" if
+                   _config().database_url else "run `harvest db start`")
+            err.print(f"[red]error:[/] the database is unreachable ({first}); {fix}.",
+                      highlight=False)
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
@@ -81,7 +83,11 @@ def _connect(start: bool = True) -> psycopg.Connection[Any]:
 def main(ctx: click.Context, sources: Path | None) -> None:
     """harvester: crawl sources, keep the signals that matter, in PostgreSQL."""
     ctx.ensure_object(dict)
-    ctx.obj["sources"] = sources or _config().sources
+    try:
+        ctx.obj["sources"] = sources or _config().sources
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
 
 
 # -- database ---------------------------------------------------------------------------

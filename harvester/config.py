@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import psycopg
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harvester.services.embedded import DEFAULT_SHARED_BUFFERS
@@ -58,6 +59,20 @@ class HarvestConfig(BaseSettings):
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
 
+    @field_validator("database_url")
+    @classmethod
+    def _conninfo(cls, value: str | None) -> str | None:
+        # Checked here, once, in words that never repeat the value: psycopg's own error
+        # quotes the whole string, password included.
+        if value:
+            try:
+                psycopg.conninfo.conninfo_to_dict(value)
+            except psycopg.ProgrammingError:
+                raise ValueError("not a PostgreSQL connection string like "
+                                 "postgresql://user:password@host/db or 'host=H dbname=D'"
+                                 ) from None
+        return value
+
     def kind_enabled(self, kind: str) -> bool:
         return bool(getattr(self, f"{kind}_enabled", True))
 
@@ -101,9 +116,26 @@ class ScrapydEnv(BaseSettings):
     http_port: int = 6800
 
 
+class ConfigError(ValueError):
+    """A wrong ``HARVEST_*`` setting; the message is one sentence naming the variable."""
+
+
+def settings_error(exc: ValidationError, prefix: str = "HARVEST_") -> str:
+    """One sentence for a settings class's first error: the variable and what is wrong
+    (pydantic's message; never the value, which may be a secret)."""
+    first = exc.errors()[0]
+    name = "_".join(str(p) for p in first["loc"]).upper()
+    where = f"{name if name.startswith('PROMETHEUS_') else prefix + name}: " if name else ""
+    return f"{where}{first['msg'].removeprefix('Value error, ')}"
+
+
 @lru_cache(maxsize=1)
 def get_config() -> HarvestConfig:
-    return HarvestConfig()
+    try:
+        return HarvestConfig()
+    except ValidationError as exc:
+        raise ConfigError(f"{settings_error(exc)}; fix the variable, or unset it for the "
+                          "default (README lists every HARVEST_* setting)") from None
 
 
 @lru_cache(maxsize=1)

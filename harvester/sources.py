@@ -305,6 +305,12 @@ def load_sources(path: Path) -> SourcesFile:
         raise SourcesError(
             f"{path}: no such sources file; create it or point HARVEST_SOURCES/--sources at one."
         ) from None
+    except IsADirectoryError:
+        raise SourcesError(f"{path} is a directory, not a sources file; point "
+                           "HARVEST_SOURCES/--sources at the TOML file.") from None
+    except OSError as exc:
+        raise SourcesError(f"{path}: cannot be read ({exc.strerror}); fix its permissions or "
+                           "point HARVEST_SOURCES/--sources at another file.") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
@@ -321,6 +322,22 @@ def test_scrapy_crawl_of_an_unknown_source_stops_cleanly(
     assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
         ("config_error", [])
     ]
+
+
+@pytest.mark.parametrize("value", ["", " ", ","])
+def test_scrapy_crawl_with_an_empty_source_argument_crawls_nothing(
+    value: str, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # An unset variable in a cron line or a Scrapyd call (-a source=$NAME) crawled every
+    # feed source: each of them charged a run the operator never asked for.
+    sources = write_sources(tmp_path / "s.toml",
+                            [feed_source("known", ["http://127.0.0.1:9/f.xml"])])
+    result = scrapy("crawl", "feed", "-a", f"source={value}", home=home, sources=sources)
+    assert f"-a source={value!r} names no source" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
+        ("config_error", [])]
+    assert db.execute("SELECT count(*) FROM sources_state").fetchone() == (0,)
 
 
 def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(

@@ -78,6 +78,8 @@ def test_missing_and_unparseable_files(tmp_path: Path) -> None:
         load_sources(tmp_path / "nope.toml")
     with pytest.raises(SourcesError, match="not valid TOML"):
         load_text(tmp_path, "[[sources]\n")
+    with pytest.raises(SourcesError, match="is a directory, not a sources file"):
+        load_sources(tmp_path)  # was an IsADirectoryError traceback in every command
 
 
 def test_unknown_source_lists_known_ones(tmp_path: Path) -> None:

@@ -54,6 +54,12 @@ class SourceSpider(Spider):
         self.requested = [s.strip() for s in source.split(",") if s.strip()] if source else []
         self.sources: list[Source] = []
         self.config_error: str | None = None
+        if source is not None and not self.requested:
+            # An unset variable in a cron line or a Scrapyd call must not widen a one-source
+            # job to every source of the kind.
+            self.config_error = (f"-a source={source!r} names no source; name one (or several, "
+                                 f"comma-separated), or leave -a source out to crawl every "
+                                 f"enabled {self.kind} source")
         self.states: dict[str, SourceState] = {}
         # Resume points to keep when a source's run succeeds (since_id, …).
         self.cursors: dict[str, dict[str, Any]] = {}
@@ -69,6 +75,8 @@ class SourceSpider(Spider):
         return spider
 
     def _select(self, crawler: Crawler) -> list[Source]:
+        if self.config_error:
+            return []
         try:
             sources = load_sources(sources_path(crawler.settings))
             if not self.requested:

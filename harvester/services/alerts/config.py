@@ -20,6 +20,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from harvester.config import settings_error
+
 
 class AlertsConfigError(ValueError):
     """A wrong alert setting; the message is one sentence naming the variable."""
@@ -58,8 +60,4 @@ def load_alerts_config() -> AlertsConfig:
     try:
         return AlertsConfig()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "_".join(str(p) for p in first["loc"]).upper()
-        where = f"HARVEST_{name}: " if name else ""
-        message = first["msg"].removeprefix("Value error, ")
-        raise AlertsConfigError(f"{where}{message}.") from None
+        raise AlertsConfigError(f"{settings_error(exc)}.") from None
