@@ -7,6 +7,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
@@ -115,15 +116,14 @@ class Source(BaseModel):
     @classmethod
     def _check_urls(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for url in value:
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise ValueError(f"{url!r} is not an http(s) URL")
+            _check_url(url)
         return value
 
     @field_validator("api_base", "auth_base")
     @classmethod
     def _check_base(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        if value is not None:
+            _check_url(value)
         return value.rstrip("/") if value else value
 
     @field_validator("cron")
@@ -165,6 +165,9 @@ class Source(BaseModel):
             for key in sorted(set(self.fields or {}) - PAGE_FIELDS):
                 raise _OptionError("fields", f"{key!r} is not a field a pages source fills "
                                              f"(use {', '.join(sorted(PAGE_FIELDS))})")
+        if self.kind in ("pages", "rendered"):
+            # Caught when the file loads (`harvest sources check`), not at the crawl.
+            self._check_selectors()
         if self.kind == "rendered":
             if self.next_page and self.next_click:
                 raise _OptionError("next_click", "set next_page or next_click, not both")
@@ -172,6 +175,17 @@ class Source(BaseModel):
                 raise _OptionError("fields", "a rendered source needs a url, link or id field "
                                              "to tell its rows apart")
         return self
+
+    def _check_selectors(self) -> None:
+        from harvester.parsers.selectors import selector_error  # parsel: only when needed
+
+        named = [("item_selector", "", self.item_selector)]
+        if self.next_page and "{page}" not in self.next_page:  # else a URL template
+            named.append(("next_page", "", self.next_page))
+        named += [("fields", f"{key}: ", expr) for key, expr in (self.fields or {}).items()]
+        for option, prefix, expr in named:
+            if expr is not None and (problem := selector_error(expr)):
+                raise _OptionError(option, f"{prefix}{expr!r} cannot be used: {problem}")
 
     def next_due(self, after: datetime) -> datetime:
         """The first time after ``after`` this source is due again (cron, else interval)."""
@@ -182,6 +196,17 @@ class Source(BaseModel):
     @property
     def interval_td(self) -> timedelta:
         return parse_interval(self.interval)
+
+
+def _check_url(url: str) -> None:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    try:
+        urlsplit(url).port  # noqa: B018 - the property parses the host's brackets and port
+    except ValueError as exc:
+        # One such URL stopped a whole spider at its start, every source in it charged a
+        # failed run.
+        raise ValueError(f"{url!r} is not a usable URL ({exc})") from None
 
 
 def _a(kind: str) -> str:

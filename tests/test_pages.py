@@ -4,6 +4,7 @@ into PostgreSQL, plus the selector rules it is configured with."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from parsel import Selector
+from pydantic import ValidationError
 
 from harvester.parsers import selectors
 from harvester.services.localsite import LocalSite
@@ -176,8 +178,6 @@ def test_xpath_selectors_and_a_listing_that_matches_nothing(
 @pytest.mark.parametrize(("fields", "extra", "message"), [
     ({"text": "p"}, {}, "needs a url (or link) or a title"),
     ({"url": "a", "link": "a"}, {}, "are the same field"),
-    ({"title": "h2[["}, {}, "fields.title = 'h2[[' cannot be used: it is not valid CSS"),
-    ({"title": "h2"}, {"next_page": "//a[@"}, "it is not valid XPath"),
 ])
 def test_config_errors_are_one_sentence(fields: dict[str, str], extra: dict[str, str],
                                         message: str) -> None:
@@ -185,6 +185,17 @@ def test_config_errors_are_one_sentence(fields: dict[str, str], extra: dict[str,
                     item_selector="li", fields=fields, **extra)
     problem = config_error(source)
     assert problem is not None and message in problem
+
+
+@pytest.mark.parametrize(("fields", "extra", "message"), [
+    ({"title": "h2[["}, {}, "title: 'h2[[' cannot be used: it is not valid CSS"),
+    ({"title": "h2"}, {"next_page": "//a[@"}, "'//a[@' cannot be used: it is not valid XPath"),
+])
+def test_selectors_that_do_not_parse_are_refused_with_the_file(
+        fields: dict[str, str], extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Source(name="s", kind="pages", urls=["https://example.org/"], item_selector="li",
+               fields=fields, **extra)
 
 
 def test_unknown_field_fails_the_source_without_fetching(

@@ -56,6 +56,18 @@ weight = 2
          "source 'a', field 'urls': 'ftp://x.org/f' is not an http(s) URL"),
         ('name = "a"\nkind = "feed"\ncolour = "red"\nurls = ["https://x.org/f"]',
          "source 'a', field 'colour'"),
+        # These passed `sources check`; at the crawl one of them stopped the whole spider.
+        ('name = "a"\nkind = "feed"\nurls = ["http://127.0.0.1:99999/f"]',
+         "source 'a', field 'urls': 'http://127.0.0.1:99999/f' is not a usable URL (Port out "
+         "of range 0-65535)"),
+        ('name = "a"\nkind = "feed"\nurls = ["http://[::1/f"]',
+         "source 'a', field 'urls': 'http://[::1/f' is not a usable URL (Invalid IPv6 URL)"),
+        ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div["\n'
+         'fields = {title = "h2"}',
+         "source 'a', field 'item_selector': 'div[' cannot be used: it is not valid CSS"),
+        ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div"\n'
+         'fields = {title = "//h2["}',
+         "source 'a', field 'fields': title: '//h2[' cannot be used: it is not valid XPath"),
     ],
 )
 def test_bad_entry_names_file_source_and_field(tmp_path: Path, body: str, expected: str) -> None:

@@ -26,18 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 def config_error(source: Source) -> str | None:
-    """What is wrong with a pages source's selectors, in one sentence, or None (unknown
-    field names are already refused when the sources file loads)."""
+    """What is wrong with a pages source's fields, in one sentence, or None (unknown field
+    names and selectors that do not parse are refused when the sources file loads)."""
     fields = source.fields or {}
     if "url" in fields and "link" in fields:
         return "fields.url and fields.link are the same field; keep one"
     if not {"url", "link", "title"} & set(fields):
         return "fields needs a url (or link) or a title selector"
-    named = {"item_selector": source.item_selector, "next_page": source.next_page,
-             **{f"fields.{k}": v for k, v in fields.items()}}
-    for option, selector in named.items():
-        if selector is not None and (problem := selectors.selector_error(selector)):
-            return f"{option} = {selector!r} cannot be used: {problem}"
     return None
 
 
@@ -48,7 +43,7 @@ class PagesSpider(SourceSpider):
     listing lacks (:func:`extract_article`).
 
     Stats (per source): ``fetched``, ``entries``, ``not_modified``, ``errors`` (listing
-    requests that failed, listing pages matching no item, unusable selectors), ``missing``
+    requests that failed, listing pages matching no item, an unusable configuration), ``missing``
     and ``article_failed`` (article pages that could not be fetched; the item is kept with
     what the listing had), ``empty_listing``.
     """

@@ -43,7 +43,7 @@ from harvester.items import Rejection, Signal
 from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.article import parse_date as parse_article_date
-from harvester.parsers.selectors import first, is_xpath, joined, select, selector_error, values
+from harvester.parsers.selectors import first, is_xpath, joined, select, values
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -171,10 +171,6 @@ class RenderedSpider(SourceSpider):
             return "fields needs a 'url' or an 'id' selector, or no item could be told apart"
         if source.next_page and source.next_click:
             return "set next_page (pagination by URL) or next_click (by clicking), not both"
-        bad = _bad_selector([source.item_selector or "", *fields.values(),
-                             *([source.next_page] if _is_link_selector(source) else [])])
-        if bad:
-            return bad
         if not self.config.remote_browser and not os.access(self.config.chromium_path, os.X_OK):
             return (f"Chromium is not installed at {self.config.chromium_path}; install it "
                     "with `sudo apt-get install -y chromium` or set HARVEST_CHROMIUM_PATH")
@@ -467,18 +463,6 @@ def skip_resource(request: PlaywrightRequest) -> bool:
 def _pw(expr: str) -> str:
     """The selector in Playwright's syntax."""
     return f"xpath={expr.strip()}" if is_xpath(expr) else expr
-
-
-def _is_link_selector(source: Source) -> bool:
-    return bool(source.next_page) and "{page}" not in (source.next_page or "")
-
-
-def _bad_selector(exprs: list[str]) -> str | None:
-    for expr in exprs:
-        error = selector_error(expr)
-        if error:
-            return f"selector {expr!r} cannot be used: {error}"
-    return None
 
 
 def extract_row(row: Selector, fields: dict[str, str],
