@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from scrapy.crawler import AsyncCrawlerProcess, Crawler
 from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
+from harvester.messages import first_line
 from harvester.sources import KINDS, Source
 from harvester.stats import per_source
 
@@ -55,6 +57,18 @@ class SourceOutcome:
 class _Running:
     source: str
     crawler: Crawler
+    task: asyncio.Task[None]
+
+    def start_error(self) -> str | None:
+        """Why the crawl failed to start or ended in an exception (a setting given with
+        ``-s`` that a component refuses, say), in one line; None when it ran."""
+        if not self.task.done() or self.task.cancelled():
+            return None
+        exc = self.task.exception()  # retrieved: asyncio no longer logs it as unhandled
+        if exc is None:
+            return None
+        return (f"the crawl could not run ({type(exc).__name__}: {first_line(exc)}); check "
+                "the -s settings and HARVEST_* variables (the log has the traceback)")
 
 
 def _stats_so_far(crawler: Crawler) -> dict[str, Any]:
@@ -96,8 +110,8 @@ def run_crawls(
             )
             continue
         crawler = process.create_crawler(spider)
-        running.append(_Running(source.name, crawler))
-        process.crawl(crawler, source=source.name)
+        running.append(_Running(source.name, crawler, process.crawl(crawler,
+                                                                   source=source.name)))
 
     def live() -> dict[str, dict[str, Any]]:
         return {r.source: per_source(_stats_so_far(r.crawler), [r.source])[r.source]
@@ -108,13 +122,13 @@ def run_crawls(
     if running:
         process.start()
     for r in running:
-        stats = r.crawler.stats.get_stats()
+        stats = _stats_so_far(r.crawler)
         counters = per_source(stats, [r.source])[r.source]
         outcomes[r.source] = SourceOutcome(
             r.source,
             counters=counters,
             finish_reason=stats.get("finish_reason"),
             skipped=counters["skipped"],
-            config_error=stats.get("harvest/config_error"),
+            config_error=stats.get("harvest/config_error") or r.start_error(),
         )
     return [outcomes[s.name] for s in sources]

@@ -481,3 +481,18 @@ def test_urls_and_ids_no_server_would_take_are_rejections(
                                  "FROM rejects").fetchall())
     assert rejected == [("external_id", "id_too_long", True), ("url", "url_too_long", True)]
     assert [r[0] for r in db.execute("SELECT title FROM signals")] == ["Fine"]
+
+
+def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The crawler's start raised in an asyncio task nobody awaited: an all-zero summary,
+    # exit 0, and the reason only in the log.
+    (site.root / "f.xml").write_text(rss(items("set", 2)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("set", [f"{site.url}/f.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "set", "-s",
+                     "HARVEST_CLUSTER_DISTANCE=99", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("not crawled set: the crawl could not run (ValueError: HARVEST_CLUSTER_DISTANCE "
+            "must be between 0 and 11, not 99.)") in result.stdout
+    assert count(db, "SELECT count(*) FROM signals") == 0
