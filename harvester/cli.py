@@ -180,8 +180,11 @@ def sources_list(ctx: click.Context) -> None:
     try:
         with _connect(start=False) as conn:
             states = queries.source_states(conn)
-    except (database.DatabaseUnavailable, psycopg.Error):
-        pass  # listing works without a database; health columns stay empty
+    except (database.DatabaseUnavailable, psycopg.Error) as exc:
+        # Listing works without a database, but a disabled source would show as enabled:
+        # say why the health columns are empty.
+        err.print(f"[yellow]warning:[/] no source health shown: {first_line(exc)}",
+                  highlight=False)
     config = _config()
     table = Table(title=f"sources ({_sources_path(ctx)})", title_justify="left")
     for col in ("name", "kind", "status", "weight", "interval", "last success", "failures",

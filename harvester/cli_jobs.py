@@ -64,7 +64,8 @@ class _Stop:
 
 @main.command("scheduler")
 @click.option("--tick", "tick_s", default=10.0, show_default=True,
-              help="Seconds between looks at what is due.")
+              type=click.FloatRange(min=0.5),
+              help="Seconds between looks at what is due (at least 0.5).")
 @click.option("--once", is_flag=True, help="One tick, then exit (for cron or a check).")
 @click.pass_context
 @friendly

@@ -14,7 +14,8 @@ from harvester.services import database
 @main.command("serve")
 @click.option("--host", default=None, help="Address to bind (default $HARVEST_API_HOST or "
                                            "127.0.0.1; 0.0.0.0 only behind a firewall).")
-@click.option("--port", type=int, default=None, help="Port (default $HARVEST_API_PORT or 8000).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port (default $HARVEST_API_PORT or 8000).")
 @click.pass_context
 @friendly
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
@@ -23,8 +24,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from harvester.api.app import create_app
+    from harvester.api.settings import get_api_settings
 
     config = get_config()
+    get_api_settings()  # a wrong HARVEST_API_* is one sentence now, not after "serving on"
     url = database.resolve_url(config)
     try:
         database.ensure_schema(url)

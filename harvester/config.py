@@ -47,7 +47,7 @@ class HarvestConfig(BaseSettings):
     scrapyd_urls: str = "http://127.0.0.1:6800"
     stale_factor: float = Field(default=3.0, gt=0)
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: int = Field(default=8000, ge=1, le=65535)
     # prometheus-client's own variable; default $HARVEST_HOME/metrics.
     prometheus_multiproc_dir: Path | None = Field(
         default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
@@ -58,6 +58,14 @@ class HarvestConfig(BaseSettings):
     pages_enabled: bool = True
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a directory; point it at a directory "
+                             "harvest may create and write")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -35,3 +35,41 @@ def test_a_sources_path_that_is_a_directory_is_one_sentence(tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {tmp_path} is a directory, not a sources file; "
                                      "point HARVEST_SOURCES/--sources at the TOML file.")
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is not a Scrapyd URL"),
+    ("http://ops:S3cretPW@127.0.0.1:abc", "'http://ops:***@127.0.0.1:abc' is not a Scrapyd URL"),
+    (" , ", "HARVEST_SCRAPYD_URLS names no Scrapyd node"),  # said nothing, exit 0
+])
+def test_a_wrong_scrapyd_node_list_is_one_sentence(value: str, says: str,
+                                                   tmp_path: Path) -> None:
+    result = harvest("scrapyd", "status", home=tmp_path / "home",
+                     env={"HARVEST_SCRAPYD_URLS": value, "SCRAPYD_USERNAME": "u",
+                          "SCRAPYD_PASSWORD": "p"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {says}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "S3cretPW" not in result.stdout + result.stderr
+
+
+def test_a_scheduler_tick_that_would_spin_is_refused(tmp_path: Path) -> None:
+    for tick in ("0", "-1"):  # ran a pass over every node and source back to back
+        result = harvest("scheduler", "--tick", tick, home=tmp_path / "home")
+        assert result.returncode == 2 and "--tick" in result.stderr
+
+
+def test_serve_with_a_wrong_api_setting_says_so_before_serving(tmp_path: Path) -> None:
+    # It printed "serving on …", then a traceback.
+    result = harvest("serve", home=tmp_path / "home", env={"HARVEST_API_RATE": "fast"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: HARVEST_API_RATE: 'fast' is not a rate like")
+    assert "serving on" not in result.stdout
+
+
+def test_a_harvest_home_that_is_a_file_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    result = harvest("stats", home=tmp_path / "afile")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: HARVEST_HOME: {tmp_path / 'afile'} is a file, "
+                                    "not a directory")

@@ -55,7 +55,11 @@ def scrapyd_nodes() -> Check | None:
     if not get_config().scrapyd_configured:
         return None
     nodes: dict[str, Any] = {}
-    for node in scrapyd.nodes():
+    try:
+        configured = scrapyd.nodes()
+    except scrapyd.ScrapydError as exc:  # HARVEST_SCRAPYD_URLS itself is wrong
+        return Check(False, str(exc), {"nodes": nodes})
+    for node in configured:
         try:
             status = node.status()
             nodes[node.url] = {"up": True, "running": status.get("running", 0),

@@ -103,9 +103,13 @@ class DatabaseCollector(Collector):
     def _nodes(self) -> Iterator[Metric]:
         if not get_config().scrapyd_configured:
             return
+        try:
+            configured = scrapyd.nodes()
+        except scrapyd.ScrapydError:
+            return  # HARVEST_SCRAPYD_URLS itself is wrong: /health says so
         gauge = GaugeMetricFamily("harvest_scrapyd_node_up", "Whether a Scrapyd node answers",
                                   labels=["node"])
-        for node in scrapyd.nodes():
+        for node in configured:
             try:
                 node.status()
                 gauge.add_metric([node.url], 1)

@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from harvester.config import ConfigError, settings_error
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*"
                    r"(?:burst\s+(\d+))?\s*$", re.IGNORECASE)
@@ -91,4 +93,8 @@ class ApiSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_api_settings() -> ApiSettings:
-    return ApiSettings()
+    try:
+        return ApiSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"{settings_error(exc, 'HARVEST_API_')}; fix the variable, or unset "
+                          "it for the default (docs/api.md)") from None

@@ -33,10 +33,14 @@ class Node:
     @classmethod
     def parse(cls, value: str) -> Node:
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ScrapydError(f"{value.strip()!r} is not a Scrapyd URL like "
+        try:
+            port = parts.port  # a port that is not a number (or out of range) raises here
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise ScrapydError(f"{_shown(value)!r} is not a Scrapyd URL like "
                                "http://127.0.0.1:6800 (check HARVEST_SCRAPYD_URLS)")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        netloc = parts.hostname + (f":{port}" if port else "")
         url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         env = get_scrapyd_env()
         secret = env.password
@@ -110,4 +114,17 @@ class Node:
 
 def nodes() -> list[Node]:
     """The configured Scrapyd nodes (``HARVEST_SCRAPYD_URLS``)."""
-    return [Node.parse(v) for v in get_config().scrapyd_urls.split(",") if v.strip()]
+    found = [Node.parse(v) for v in get_config().scrapyd_urls.split(",") if v.strip()]
+    if not found:
+        # Empty, every command that asks the nodes said nothing and exited 0.
+        raise ScrapydError("HARVEST_SCRAPYD_URLS names no Scrapyd node; set it to one or more "
+                           "URLs like http://127.0.0.1:6800, or unset it for that default")
+    return found
+
+
+def _shown(value: str) -> str:
+    """The URL as given, its password (if any) masked: it ends up in an error message."""
+    parts = urlsplit(value.strip())
+    if parts.password:
+        return value.strip().replace(f":{parts.password}@", ":***@", 1)
+    return value.strip()
