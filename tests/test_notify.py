@@ -345,3 +345,17 @@ def test_bad_setting_is_one_sentence(home: Path) -> None:
     assert result.returncode == 2
     assert "set both HARVEST_TELEGRAM_BOT_TOKEN and HARVEST_TELEGRAM_CHAT_ID" in result.stderr
     assert "Traceback" not in result.stderr and TOKEN not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["HARVEST_SLACK_WEBHOOK_URL", "HARVEST_WEBHOOK_URL"])
+@pytest.mark.parametrize("value", ["hooks.slack.com/services/T0/B0/sekrit", "ftp://x/sekrit",
+                                   "https://hooks slack.com/sekrit"])
+def test_a_webhook_url_that_is_not_one_is_refused_at_once(name: str, value: str,
+                                                          home: Path) -> None:
+    # It was retried as a network failure, the first notify exiting 0 with nothing sent.
+    for args in ((), ("--dry-run",)):
+        result = notify(*args, home=home, env={name: value})
+        assert result.returncode == 2
+        assert result.stderr.strip() == (f"error: {name}: not an http(s) URL; copy the whole "
+                                         "URL the service gave.")
+        assert "sekrit" not in result.stdout + result.stderr

@@ -17,7 +17,9 @@ HTTP request). Ops alerts: ``HARVEST_STALE_FACTOR`` (3 × the source's interval)
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harvester.config import settings_error
@@ -46,6 +48,21 @@ class AlertsConfig(BaseSettings):
     notify_timeout: float = Field(default=10.0, gt=0)
     stale_factor: float = Field(default=3.0, gt=0)
     reject_spike_percent: float = Field(default=50.0, ge=0, le=100)
+
+    @field_validator("slack_webhook_url", "webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # A typo was retried as a network failure until given up; the value is a secret
+        # (its path is the credential): the message does not repeat it.
+        if value is not None:
+            parts = urlsplit(value.get_secret_value().strip())
+            try:
+                parts.port  # noqa: B018 - the property parses the port
+            except ValueError:
+                parts = parts._replace(netloc="")
+            if parts.scheme not in ("http", "https") or not parts.hostname or " " in parts.netloc:
+                raise ValueError("not an http(s) URL; copy the whole URL the service gave")
+        return value
 
     @model_validator(mode="after")
     def _telegram_pair(self) -> AlertsConfig:
