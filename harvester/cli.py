@@ -378,7 +378,8 @@ def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: floa
 @main.command()
 @click.option("--retry-refused", is_flag=True,
               help="First put back the files set aside as .refused (after fixing the cause).")
-@click.option("--dir", "spool_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--dir", "spool_dir", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The spool directory: a crawl's HARVEST_STORE_SPOOL_DIR "
                    "(default: $HARVEST_HOME/spool).")
 @friendly

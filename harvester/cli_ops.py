@@ -230,7 +230,8 @@ def snapshot_restore(file: Path) -> None:
 @click.option("--keep", required=True, type=click.IntRange(min=1),
               help="How many of the newest snapshots to keep.")
 @click.option("--backups", is_flag=True, help="Prune backups instead of snapshots.")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+@click.option("--dir", "directory", default=None,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The directory (default $HARVEST_HOME/snapshots or /backups).")
 @click.option("--force", is_flag=True, help="Delete; without it, only say what would go.")
 @friendly

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from harvester.migrations import HEAD
 from harvester.services.batch import Batch
@@ -284,3 +286,24 @@ def test_stats_keeps_its_keys_and_adds_per_source_detail(
     assert data["database_size_bytes"] > 0
     oldest = db.execute("SELECT min(first_seen) FROM signals").fetchone()
     assert oldest is not None and data["oldest_signal"] == oldest[0].isoformat()
+
+
+def test_a_manifest_of_another_kind_names_the_command_that_restores_it(tmp_path: Path) -> None:
+    from harvester.services.ops import OpsError, files
+
+    data = tmp_path / "x.dump"
+    data.write_bytes(b"x")
+    manifest = tmp_path / "x.manifest.json"
+    for written, wanted, says in (
+        ({"kind": "backup"}, "snapshot", "describes a backup, not a snapshot; use "
+                                         "`harvest restore`"),
+        ({"kind": "archive"}, "backup", "describes an archive, not a backup; use "
+                                        "`harvest archive restore`"),
+        ({}, "snapshot", "is not a manifest harvest wrote (its kind is None)"),
+    ):
+        manifest.write_text(json.dumps({**written, "file": data.name}))
+        with pytest.raises(OpsError, match=re.escape(says)):
+            files.load(manifest, wanted)
+    for option in (["replay"], ["prune", "--keep", "1"]):  # a mistyped --dir is not "nothing"
+        result = harvest(*option, "--dir", str(tmp_path / "nope"), home=tmp_path / "home")
+        assert result.returncode == 2 and "does not exist" in result.stderr

@@ -74,6 +74,14 @@ def finish(tmp: Path, final: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+#: What harvest's exports call themselves in their manifests.
+KINDS = ("snapshot", "archive", "backup")
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
     """The data file and manifest named by ``path`` (either of the two), checksum verified."""
     path = path.absolute()
@@ -87,9 +95,14 @@ def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise OpsError(f"the manifest {mpath} is unreadable ({exc}); restore refused") from exc
-    if manifest.get("kind") != kind:
-        raise OpsError(f"{mpath} describes a {manifest.get('kind', 'unknown')}, not a {kind}; "
-                       f"use `harvest {manifest.get('kind', kind)} restore`")
+    found = manifest.get("kind") if isinstance(manifest, dict) else None
+    if found != kind:
+        if found not in KINDS:
+            raise OpsError(f"{mpath} is not a manifest harvest wrote (its kind is "
+                           f"{found!r}); only complete {kind}s made by harvest can be restored")
+        command = "restore" if found == "backup" else f"{found} restore"
+        raise OpsError(f"{mpath} describes {_a(found)}, not {_a(kind)}; use "
+                       f"`harvest {command}`")
     data = mpath.with_name(str(manifest.get("file", "")))
     if not data.is_file():
         raise OpsError(f"{data} named by {mpath.name} is missing; restore refused")
