@@ -384,3 +384,18 @@ def test_hashtags_are_text_whatever_their_json_type() -> None:
             None, {"tag": 5}, {"tag": "infosec"}, {"tag": ""}, {"tag": ["x"]}, {}]}}],
         "meta": {"result_count": 1, "newest_id": "7"}}).encode())
     assert parsed.tweets[0]["tags"] == ["5", "infosec"]
+
+
+def test_a_body_that_is_not_an_x_answer_is_kept_as_evidence(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Counted as a failure only: reddit and hackernews keep the same answer as a rejection.
+    api.add(SEARCH, lambda _: Reply.text("<html><body>Down for maintenance</body></html>",
+                                         content_type="text/html"))
+    sources = write_sources(tmp_path / "s.toml", [x_source("html", api)])
+    result = harvest("--sources", str(sources), "crawl", "html", home=home, env=WITH_TOKEN)
+    assert result.returncode == 1
+    assert "failed html:" in result.stdout and "a body that is not JSON" in result.stdout
+    reason, field, raw = db.execute("SELECT reason, field, raw FROM rejects").fetchone()
+    assert (reason, field) == ("unusable_document", "document")
+    assert raw["head"].startswith("<html><body>Down for maintenance")

@@ -47,6 +47,9 @@ class SearchPage:
     next_token: str | None = None
     result_count: int | None = None
     problem: str | None = None
+    #: The body is not an X answer at all (not JSON, not an object): kept as a rejection
+    #: with its first bytes, as evidence, besides failing the source.
+    unusable: bool = False
 
 
 def parse_search(body: bytes) -> SearchPage:
@@ -54,9 +57,10 @@ def parse_search(body: bytes) -> SearchPage:
     try:
         doc = surrogates.json_loads(body)
     except (ValueError, UnicodeDecodeError):
-        return SearchPage(problem="X answered with a body that is not JSON")
+        return SearchPage(problem="X answered with a body that is not JSON", unusable=True)
     if not isinstance(doc, dict):
-        return SearchPage(problem="X answered with JSON that is not an object")
+        return SearchPage(problem="X answered with JSON that is not an object",
+                          unusable=True)
     data, meta = doc.get("data"), doc.get("meta")
     errors = [e for e in _list(doc.get("errors")) if isinstance(e, dict)]
     if data is None and not isinstance(meta, dict):
