@@ -55,9 +55,9 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
             console.print(f"[red]lost[/] {outcome.source}: {outcome.lost} items were neither "
                           f"stored nor spooled: {escape(outcome.error)}")
         elif outcome.failed:
-            console.print(f"[red]failed[/] {outcome.source}: {escape(outcome.error)}")
+            console.print(f"[red]failed[/] {outcome.source}: {_errors(outcome)}")
         elif outcome.counters.get("errors"):
-            console.print(f"[yellow]partly failed[/] {outcome.source}: {escape(outcome.error)}")
+            console.print(f"[yellow]partly failed[/] {outcome.source}: {_errors(outcome)}")
         if outcome.finish_reason not in (None, "finished"):
             # Interrupted (Ctrl-C: "shutdown") or stopped early: the counts are partial.
             console.print(f"[yellow]stopped early[/] {outcome.source}: finish reason "
@@ -67,6 +67,13 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "
                 f"in the spool for the database; `{escape(replay_command)}` stores them"
             )
+
+
+def _errors(outcome: SourceOutcome) -> str:
+    """The source's last error; with several, how many (the others are in the log)."""
+    count = int(outcome.counters.get("errors", 0))
+    last = escape(outcome.error or "")
+    return f"{count} errors, the last: {last}" if count > 1 else last
 
 
 def top_table(rows: Sequence[dict[str, Any]]) -> Table:

@@ -145,6 +145,7 @@ def test_unreachable_and_failing_sources_are_one_line_each(
         feed_source("ok", [f"{site.url}/ok.xml"]),
         feed_source("down", ["http://127.0.0.1:9/feed.xml"]),
         feed_source("broken", [f"{site.url}/broken.xml"]),
+        feed_source("twice", ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]),
     ])
     result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
                      home=home)
@@ -152,12 +153,15 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     lines = result.stdout.splitlines()
     assert any(line.startswith("failed down:") and "connection refused" in line
                for line in lines), result.stdout
+    # With several errors the line says how many: only the last one was shown.
+    assert any(line.startswith("failed twice: 2 errors, the last: http://127.0.0.1:9/")
+               for line in lines), result.stdout
     assert any(line.startswith("failed broken:") and "HTTP 500" in line
                for line in lines), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
     failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
-    assert failures == {"ok": 0, "down": 1, "broken": 1}
+    assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1}
 
 
 def test_bad_sources_file_is_one_sentence(home: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ Passwords go to the programs through ``PGPASSWORD``, never on a command line ``p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -29,10 +30,10 @@ from psycopg import sql
 from harvester.services.ops import OpsError, files
 
 KIND = "backup"
-# Replaces whatever the database holds, in the same transaction as the restore itself:
-# tables of a newer schema than the backup's must go too, or migrating afterwards fails.
 # Ends a COPY block the dump may have been cut in, then fails: psql stops and rolls back.
 _ABORT = b"\n\\.\nSELECT 'pg_restore failed: restore abandoned'::int;\n"
+# Replaces whatever the database holds, in the same transaction as the restore itself:
+# tables of a newer schema than the backup's must go too, or migrating afterwards fails.
 _CLEAN = ("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; "
           "ALTER SCHEMA public OWNER TO pg_database_owner; "
           "GRANT USAGE ON SCHEMA public TO PUBLIC;")
@@ -166,6 +167,7 @@ def restore(url: str, path: Path) -> Comparison:
              "--no-password", "-c", _CLEAN, "-f", "-", f"--dbname={target}"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sql_errors, env=env)
         assert dumper.stdout is not None and loader.stdin is not None
+        psql_stopped = False
         try:
             # Relayed, not piped: psql commits its one transaction at the end of its input,
             # so a dump pg_restore cannot read (input ending early, or at once) would commit
@@ -174,14 +176,15 @@ def restore(url: str, path: Path) -> Comparison:
             shutil.copyfileobj(dumper.stdout, loader.stdin, 1 << 20)
             if dumper.wait() != 0:
                 loader.stdin.write(_ABORT)
-            loader.stdin.close()
         except BrokenPipeError:
-            pass  # psql stopped on an error of its own: reported below
+            psql_stopped = True  # on an error of its own: reported below
         finally:
-            dumper.stdout.close()
+            with contextlib.suppress(BrokenPipeError):
+                loader.stdin.close()
+            dumper.stdout.close()  # pg_restore, if still writing, ends on a broken pipe
             dumper.wait()
             loader.wait()
-        if dumper.returncode != 0:
+        if dumper.returncode != 0 and not psql_stopped:
             dump_errors.seek(0)
             first = dump_errors.read().decode(errors="replace").strip().splitlines()
             raise OpsError(f"pg_restore could not read {data} "
