@@ -100,7 +100,8 @@ def site(tmp_path: Path) -> Iterator[LocalSite]:
 
 def write_sources(path: Path, sources: list[dict[str, Any]],
                   topics: dict[str, dict[str, Any]] | None = None) -> Path:
-    """A sources.toml from plain dicts (strings, numbers, booleans, lists of strings)."""
+    """A sources.toml from plain dicts (strings, numbers, booleans, lists, and dicts of those
+    as inline tables)."""
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -108,6 +109,8 @@ def write_sources(path: Path, sources: list[dict[str, Any]],
             return repr(v)
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{value(k)} = {value(x)}" for k, x in v.items()) + "}"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines: list[str] = []

@@ -226,3 +226,25 @@ def test_listing_fields_resolve_links_and_prefer_hrefs() -> None:
     assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/") == {}
     assert selectors.is_xpath("(//a)[1]") and selectors.is_xpath("./a")
     assert not selectors.is_xpath("a > b::attr(href)")
+
+
+def test_a_listing_that_is_not_html_says_so_and_is_kept(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Both were "item_selector matched nothing; the page may have changed its layout",
+    # with nothing stored to show what came instead.
+    (site.root / "empty.html").write_text("")
+    (site.root / "api.json").write_text('{"items": []}')
+    fields = {"title": "h2", "url": "a::attr(href)"}
+    sources = write_sources(tmp_path / "s.toml", [
+        pages_source("empty", f"{site.url}/empty.html", fields=fields),
+        pages_source("json", f"{site.url}/api.json", fields=fields)])
+    result = harvest("--sources", str(sources), "crawl", "empty", "json", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(ln.startswith("failed empty:") and ln.endswith("the listing page is empty")
+               for ln in lines), result.stdout
+    assert any(ln.startswith("failed json:") and "the listing page is JSON, not HTML "
+               "(application/json" in ln for ln in lines), result.stdout
+    rejects = sorted(db.execute("SELECT source, reason FROM rejects").fetchall())
+    assert rejects == [("empty", "unusable_document"), ("json", "unusable_document")]

@@ -25,6 +25,18 @@ from harvester.spiders.base import SourceSpider
 logger = logging.getLogger(__name__)
 
 
+def _not_html(response: Response, text: str) -> str | None:
+    """What the listing page is instead of HTML (empty, JSON, …), or None when it may be
+    HTML: then a selector matching nothing is a layout change."""
+    if not text.strip():
+        return "is empty"
+    head = text.lstrip()[:1]
+    content_type = _content_type(response) or ""
+    if head in "{[" and "html" not in content_type:
+        return f"is JSON, not HTML ({content_type or 'no content type'})"
+    return None
+
+
 def config_error(source: Source) -> str | None:
     """What is wrong with a pages source's fields, in one sentence, or None (unknown field
     names and selectors that do not parse are refused when the sources file loads)."""
@@ -71,8 +83,15 @@ class PagesSpider(SourceSpider):
         if response.status == 304:
             self.count(source, "not_modified")
             return
-        self.fetched(source)
         text = decode_html(response.body, _content_type(response))
+        if not_html := _not_html(response, text):
+            # Not a layout change: the server sent something else. Kept as evidence.
+            self.fail(source, response.url, f"the listing page {not_html}")
+            yield self.reject(source, "unusable_document", field="document", url=response.url,
+                              raw={"error": f"the listing page {not_html}",
+                                   "head": response.body[:1000].decode("utf-8", "replace")})
+            return
+        self.fetched(source)
         document = Selector(text=text, type="html")
         base = get_base_url(text, response.url)
         nodes = selectors.select(document, source.item_selector or "")
