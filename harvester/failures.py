@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from typing import Any
 
 from scrapy import exceptions as scrapy_errors
@@ -22,13 +24,26 @@ _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
      "connection lost before the response was complete"),
     ((scrapy_errors.UnsupportedURLSchemeError,), "unsupported URL scheme"),
     ((scrapy_errors.DownloadFailedError,), "download failed"),
+    ((gzip.BadGzipFile, zlib.error),
+     "the server marks its answer as compressed (Content-Encoding) but it is not; the "
+     "server is misconfigured"),
 )
+# What an operator does about an HTTP status (by code, else by class).
+_STATUS_HINTS = {
+    404: " (not found: has the URL moved? fix it in the sources file)",
+    410: " (gone: remove or replace the URL in the sources file)",
+    401: " (the server wants credentials)",
+    403: " (forbidden: the server refuses this client)",
+    429: " (rate limited)",
+    5: " (the server's own error, after retries)",
+}
 
 
 def describe_failure(failure: Failure) -> str:
     exc: Any = failure.value
     if isinstance(exc, HttpError):
-        return f"HTTP {exc.response.status}"
+        status = exc.response.status
+        return f"HTTP {status}{_STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100, '')}"
     if isinstance(exc, RateLimited):
         return str(exc)
     for kinds, message in _MESSAGES:

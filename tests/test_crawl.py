@@ -146,6 +146,7 @@ def test_unreachable_and_failing_sources_are_one_line_each(
         feed_source("down", ["http://127.0.0.1:9/feed.xml"]),
         feed_source("broken", [f"{site.url}/broken.xml"]),
         feed_source("twice", ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]),
+        feed_source("moved", [f"{site.url}/no-such-feed.xml"]),
     ])
     result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
                      home=home)
@@ -156,12 +157,16 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     # With several errors the line says how many: only the last one was shown.
     assert any(line.startswith("failed twice: 2 errors, the last: http://127.0.0.1:9/")
                for line in lines), result.stdout
-    assert any(line.startswith("failed broken:") and "HTTP 500" in line
+    assert any(line.startswith("failed broken:") and
+               line.endswith("HTTP 500 (the server's own error, after retries)")
                for line in lines), result.stdout
+    assert any(line.startswith("failed moved:") and line.endswith(
+        "HTTP 404 (not found: has the URL moved? fix it in the sources file)")
+        for line in lines), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
     failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
-    assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1}
+    assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1}
 
 
 def test_bad_sources_file_is_one_sentence(home: Path, tmp_path: Path) -> None:
@@ -500,3 +505,17 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
     assert ("not crawled set: the crawl could not run (ValueError: HARVEST_CLUSTER_DISTANCE "
             "must be between 0 and 11, not 99.)") in result.stdout
     assert count(db, "SELECT count(*) FROM signals") == 0
+
+
+def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as server:
+        server.add("/f.xml", lambda _: Reply(200, rss(items("gz", 1)).encode(), {
+            "Content-Type": "application/rss+xml", "Content-Encoding": "gzip"}))
+        sources = write_sources(tmp_path / "s.toml",
+                                [feed_source("fakegz", [f"{server.url}/f.xml"])])
+        result = harvest("--sources", str(sources), "crawl", "fakegz", home=home)
+    assert result.returncode == 1
+    assert ("the server marks its answer as compressed (Content-Encoding) but it is not; "
+            "the server is misconfigured") in result.stdout, result.stdout
