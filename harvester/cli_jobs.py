@@ -13,7 +13,7 @@ import click
 import psycopg
 from rich.table import Table
 
-from harvester.cli import EXIT_USAGE, _load, console, err, friendly, main
+from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
 from harvester.messages import first_line
 from harvester.runner import SPIDERS
@@ -78,6 +78,7 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
     sources: SourcesFile | None = None
     conn: psycopg.Connection[Any] | None = None
     sched: scheduler.Scheduler | None = None
+    done = True  # with --once: whether the pass did its job (cron sees the exit status)
     while True:
         try:
             sources = _load(ctx)
@@ -91,11 +92,14 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
                 sched = _scheduler(conn)
                 sched.lock()
             assert sched is not None
-            _print_report(sched.tick(sources.sources))
+            report = sched.tick(sources.sources)
+            _print_report(report)
+            done = not report.not_submitted
         except (psycopg.OperationalError, database.DatabaseUnavailable) as exc:
             first = first_line(exc)
-            err.print(f"[red]database unreachable[/] ({first}); trying again in {tick_s:g} s",
-                      highlight=False)
+            later = "" if once else f"; trying again in {tick_s:g} s"
+            err.print(f"[red]database unreachable[/] ({first}){later}", highlight=False)
+            done = False
             if conn is not None:
                 conn.close()
             conn = None
@@ -106,6 +110,8 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
             break
     if conn is not None:
         conn.close()
+    if once and not done:
+        sys.exit(EXIT_FAILED)  # a source due was not submitted, or no database
 
 
 @main.group()

@@ -255,3 +255,16 @@ def test_scrapyd_will_not_start_without_credentials(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "set SCRAPYD_USERNAME and SCRAPYD_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_scheduler_once_fails_when_a_due_source_finds_no_node(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # For cron, --once exited 0 with every node down: nothing was submitted, and nothing said
+    # so but a line on stdout.
+    path = write_sources(tmp_path / "s.toml", [
+        {"name": "due", "kind": "feed", "urls": ["http://127.0.0.1:9/f.xml"]}])
+    env = {**CREDENTIALS, "HARVEST_SCRAPYD_URLS": f"http://127.0.0.1:{free_port()}"}
+    result = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not submitted due: no Scrapyd node is reachable" in result.stdout
