@@ -422,7 +422,8 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
 
 
 @main.command()
-@click.option("--limit", default=10, show_default=True, help="How many top signals to show.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 10000),
+              help="How many top signals to show.")
 @click.pass_context
 @friendly
 def demo(ctx: click.Context, limit: int) -> None:

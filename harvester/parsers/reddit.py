@@ -236,5 +236,22 @@ def _raw(kind: Any, data: dict[str, Any]) -> dict[str, Any]:
 def _shape(doc: Any) -> str:
     if isinstance(doc, dict):
         kind = doc.get("kind")
+        if kind == "Listing":
+            # The kind is right; what is wrong is the shape of its data.
+            data = doc.get("data")
+            if not isinstance(data, dict):
+                return f"kind 'Listing', but its data is {_json_type(data)}"
+            return (f"kind 'Listing', but its data.children is "
+                    f"{_json_type(data.get('children'))}, not an array")
         return f"kind {kind!r}" if kind else "an object without kind"
-    return f"a JSON {type(doc).__name__}"
+    return _json_type(doc)
+
+
+def _json_type(value: Any) -> str:
+    """What JSON calls the value's type, with its article."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {dict: "an object", list: "an array", str: "a string"}
+    return names.get(type(value), "a number")
