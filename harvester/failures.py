@@ -17,9 +17,9 @@ _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.CannotResolveHostError, error.DNSLookupError),
      "host name not found (DNS lookup failed; offline?)"),
     ((scrapy_errors.DownloadConnectionRefusedError, error.ConnectionRefusedError),
-     "connection refused"),
+     "connection refused (nothing listens there: is the server down, or the port wrong?)"),
     ((scrapy_errors.DownloadTimeoutError, error.TimeoutError, error.TCPTimedOutError),
-     "timed out"),
+     "timed out (no answer within DOWNLOAD_TIMEOUT: the server is slow or down)"),
     ((scrapy_errors.ResponseDataLossError, error.ConnectionLost),
      "connection lost before the response was complete"),
     ((scrapy_errors.UnsupportedURLSchemeError,), "unsupported URL scheme"),
@@ -46,6 +46,9 @@ def describe_failure(failure: Failure) -> str:
         return f"HTTP {status}{_STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100, '')}"
     if isinstance(exc, RateLimited):
         return str(exc)
+    if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):
+        return ("too many redirects (a redirect loop? the URL to put in the sources file is "
+                "where it should end)")
     for kinds, message in _MESSAGES:
         if isinstance(exc, kinds):
             return message

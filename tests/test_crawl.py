@@ -519,3 +519,20 @@ def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
     assert result.returncode == 1
     assert ("the server marks its answer as compressed (Content-Encoding) but it is not; "
             "the server is misconfigured") in result.stdout, result.stdout
+
+
+def test_a_redirect_loop_is_named_as_one(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as server:
+        server.add("/a.xml", lambda _: Reply(302, b"", {"Location": "/b.xml"}))
+        server.add("/b.xml", lambda _: Reply(302, b"", {"Location": "/a.xml"}))
+        sources = write_sources(tmp_path / "s.toml",
+                                [feed_source("loop", [f"{server.url}/a.xml"])])
+        result = harvest("--sources", str(sources), "crawl", "loop", "-s",
+                         "AUTOTHROTTLE_ENABLED=False", home=home)
+        hits = len(server.hits("/a.xml")) + len(server.hits("/b.xml"))
+    assert result.returncode == 1
+    assert ("failed loop: " in result.stdout and "too many redirects (a redirect loop?"
+            in result.stdout), result.stdout
+    assert hits <= 21  # Scrapy's REDIRECT_MAX_TIMES (20), then it stops
