@@ -307,3 +307,15 @@ def test_a_manifest_of_another_kind_names_the_command_that_restores_it(tmp_path:
     for option in (["replay"], ["prune", "--keep", "1"]):  # a mistyped --dir is not "nothing"
         result = harvest(*option, "--dir", str(tmp_path / "nope"), home=tmp_path / "home")
         assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_an_export_directory_that_cannot_be_made_is_one_sentence(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    for command in (["snapshot"], ["backup"], ["archive", "--older-than", "1d"]):
+        result = harvest(*command, "--dir", str(tmp_path / "afile" / "sub"), home=home)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == (f"error: cannot create {tmp_path / 'afile' / 'sub'} "
+                                          "(Not a directory); choose another --dir or "
+                                          "HARVEST_HOME")

@@ -29,7 +29,11 @@ def default_dir(home: Path, kind: str) -> Path:
 
 def new_base(directory: Path, prefix: str, now: datetime | None = None) -> Path:
     """``DIR/PREFIX-20261128T101500Z`` that no artifact uses yet (``-2``… on a clash)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OpsError(f"cannot create {directory} ({exc.strerror}); choose another --dir or "
+                       "HARVEST_HOME") from None
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     base = directory / f"{prefix}-{stamp}"
     n = 1
