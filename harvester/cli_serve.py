@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import sys
+
 import click
 import psycopg
 
-from harvester.cli import console, err, friendly, main
+from harvester.cli import EXIT_USAGE, console, err, friendly, main
 from harvester.config import get_config
 from harvester.messages import first_line
 from harvester.services import database
@@ -28,6 +31,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
     config = get_config()
     get_api_settings()  # a wrong HARVEST_API_* is one sentence now, not after "serving on"
+    host = host or config.api_host
+    port = port or config.api_port
+    sock = _listen(host, port)  # before "serving on": a port in use is one sentence
     url = database.resolve_url(config)
     try:
         database.ensure_schema(url)
@@ -39,9 +45,27 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} is "
                   f"unreachable ({first_line(exc)}); serving anyway: /health answers 503 "
                   "until it is back", highlight=False)
-    host = host or config.api_host
-    port = port or config.api_port
     console.print(f"serving on http://{host}:{port} (database {database.describe_url(url)})",
                   highlight=False)
-    uvicorn.run(create_app(url, ctx.obj["sources"]), host=host, port=port, log_level="warning",
-                server_header=False, proxy_headers=False)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(url, ctx.obj["sources"]), host=host, port=port, log_level="warning",
+        server_header=False, proxy_headers=False))
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn serves on, or exit 2 with one sentence (uvicorn's own
+    report of a port in use came after "serving on", as an ERROR line and exit 3)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        fix = ("choose another --host (HARVEST_API_HOST)" if isinstance(exc, socket.gaierror)
+               else "stop what uses it or choose another --port (HARVEST_API_PORT)")
+        err.print(f"[red]error:[/] cannot listen on {host}:{port} "
+                  f"({exc.strerror or exc}); {fix}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    return sock

@@ -3,6 +3,7 @@ never a traceback and never the value of a secret."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,17 @@ def test_a_harvest_home_that_is_a_file_is_one_sentence(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: HARVEST_HOME: {tmp_path / 'afile'} is a file, "
                                     "not a directory")
+
+
+def test_serve_on_a_port_in_use_is_one_sentence(tmp_path: Path) -> None:
+    # uvicorn said it after "serving on", as an ERROR line, and exited 3.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = harvest("serve", "--port", str(port), home=tmp_path / "home")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port} (Address "
+                                     "already in use); stop what uses it or choose another "
+                                     "--port (HARVEST_API_PORT)")
+    assert "serving on" not in result.stdout
