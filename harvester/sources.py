@@ -7,7 +7,6 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
@@ -19,6 +18,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from harvester.services.urls import split_error
 
 KINDS = ("feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -201,12 +202,10 @@ class Source(BaseModel):
 def _check_url(url: str) -> None:
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValueError(f"{url!r} is not an http(s) URL")
-    try:
-        urlsplit(url).port  # noqa: B018 - the property parses the host's brackets and port
-    except ValueError as exc:
+    if problem := split_error(url):
         # One such URL stopped a whole spider at its start, every source in it charged a
         # failed run.
-        raise ValueError(f"{url!r} is not a usable URL ({exc})") from None
+        raise ValueError(f"{url!r} is not a usable URL ({problem})")
 
 
 def _a(kind: str) -> str:

@@ -304,7 +304,11 @@ def test_a_manifest_of_another_kind_names_the_command_that_restores_it(tmp_path:
         manifest.write_text(json.dumps({**written, "file": data.name}))
         with pytest.raises(OpsError, match=re.escape(says)):
             files.load(manifest, wanted)
-    for option in (["replay"], ["prune", "--keep", "1"]):  # a mistyped --dir is not "nothing"
+
+
+def test_a_directory_that_does_not_exist_is_refused_not_nothing_to_do(tmp_path: Path) -> None:
+    # A mistyped --dir said "nothing to replay" / "nothing to prune" and exited 0.
+    for option in (["replay"], ["prune", "--keep", "1"]):
         result = harvest(*option, "--dir", str(tmp_path / "nope"), home=tmp_path / "home")
         assert result.returncode == 2 and "does not exist" in result.stderr
 

@@ -165,7 +165,8 @@ def test_too_long_retry_after_fails_the_source_without_retrying(
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("2", 2.0), (" 120 ", 120.0), ("", None), ("soon", None), ("-5", None), (None, None)],
+    [("2", 2.0), (" 120 ", 120.0), ("", None), ("soon", None), ("-5", None), (None, None),
+     ("0", None)],  # "now": no wait to honour, the caller backs off instead
 )
 def test_retry_after_values(value: str | None, expected: float | None) -> None:
     assert retry_after_seconds(value) == expected
@@ -174,7 +175,7 @@ def test_retry_after_values(value: str | None, expected: float | None) -> None:
 def test_retry_after_dates() -> None:
     now = 1_700_000_000.0
     assert retry_after_seconds(formatdate(now + 30, usegmt=True), now) == pytest.approx(30)
-    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) == 0.0
+    assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) is None  # past
 
 
 def test_api_reset_headers() -> None:
@@ -188,3 +189,5 @@ def test_api_reset_headers() -> None:
     assert wait_for(429, x_api.get, now) == pytest.approx(40)
     assert wait_for(429, {"retry-after": "7", **reddit}.get, now) == 7.0
     assert wait_for(200, {"retry-after": "7"}.get, now) is None
+    past = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(now) - 5)}
+    assert reset_seconds(past.get, now) is None and wait_for(429, past.get, now) is None

@@ -115,16 +115,12 @@ class PoliteMiddleware:
 
         gate = self._gate(source)
         wait = ratelimit.wait_for(response.status, header)
-        if wait is not None and wait <= 0:
-            # "Retry now", or a reset already past (a clock a little behind ours): no hint;
-            # asking again at once would spend every retry within a fraction of a second.
-            wait = None
         if wait is None and response.status == 429:
             wait = min(BACKOFF_CAP_S, 2.0 ** request.meta.get("retry_times", 0))
         if wait is None:
             if ratelimit.exhausted(header):
                 reset = ratelimit.reset_seconds(header)
-                if reset is not None and 0 < reset <= self.max_wait:
+                if reset is not None and reset <= self.max_wait:
                     self._pause(gate, source, reset, "rate-limit window used up")
             return response
         if wait > self.max_wait:

@@ -15,6 +15,7 @@ from scrapy.settings import BaseSettings
 from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
+from harvester.services.urls import split_error
 
 #: Longer than any server takes (8 KB is the common request-line limit): a URL or id this
 #: long is a broken or hostile source (a 1 MB sitemap <loc> was stored as a signal's URL).
@@ -119,15 +120,6 @@ def check_url(url: str) -> str | None:
     return "url_without_host"
 
 
-def parsable(url: str) -> bool:
-    """Whether ``urllib`` can take the URL apart, port included (1–2 µs)."""
-    try:
-        urlsplit(url).port  # noqa: B018 - the property parses the port
-    except ValueError:
-        return False
-    return True
-
-
 class ValidatePipeline:
     """Turns raw spider output into clean signals, or rejects it with a field and reason.
 
@@ -169,7 +161,7 @@ class ValidatePipeline:
         if item.link_url:
             # Only a pointer: a bad one is dropped from the item, the post itself is kept.
             item.link_url = surrogates.replace(item.link_url.strip())
-            if check_url(item.link_url) or not parsable(item.link_url):
+            if check_url(item.link_url) or split_error(item.link_url):
                 item.link_url = None
                 self.crawler.stats.inc_value("harvest/validate/bad_link_url")
         item.title = clean_line(item.title, cfg.max_title)

@@ -13,21 +13,27 @@ HeaderGetter = Callable[[str], str | None]
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3).
-    None when absent or unreadable; a date in the past means 0."""
+    None when absent or unreadable, and when it asks for no wait at all (``0``, a date
+    already past: a clock a little behind ours): taken at its word, every retry would go
+    within a fraction of a second, so the caller backs off as without the header."""
     if value is None:
         return None
     value = value.strip()
     if not value:
         return None
     if value.isdigit():
-        return float(value)
+        return _positive(float(value))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # an HTTP date is GMT by definition
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return _positive(when.timestamp() - (time.time() if now is None else now))
+
+
+def _positive(seconds: float | None) -> float | None:
+    return seconds if seconds is not None and seconds > 0 else None
 
 
 def _number(value: str | None) -> float | None:
@@ -42,11 +48,11 @@ def _number(value: str | None) -> float | None:
 def reset_seconds(header: HeaderGetter, now: float | None = None) -> float | None:
     """Seconds until the API's rate-limit window resets, from the headers that say so:
     X API v2 ``x-rate-limit-reset`` (epoch seconds) and Reddit ``X-Ratelimit-Reset``
-    (seconds from now)."""
+    (seconds from now). None, as for ``Retry-After``, when the reset is now or past."""
     epoch = _number(header("x-rate-limit-reset"))
     if epoch is not None:
-        return max(0.0, epoch - (time.time() if now is None else now))
-    return _number(header("x-ratelimit-reset"))
+        return _positive(epoch - (time.time() if now is None else now))
+    return _positive(_number(header("x-ratelimit-reset")))
 
 
 def exhausted(header: HeaderGetter) -> bool:

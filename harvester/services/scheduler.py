@@ -140,20 +140,22 @@ def catch_up(source: Source, due: datetime, now: datetime) -> datetime:
     return following if following > now else source.next_due(now)
 
 
-def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
-    row = conn.execute("SELECT finish_reason, errors FROM crawl_runs WHERE job_id = %s "
-                       "ORDER BY started_at DESC LIMIT 1", (job_id,)).fetchone()
+def _recorded_run(conn: psycopg.Connection[Any],
+                  job_id: str) -> tuple[datetime | None, str] | None:
+    """When the job's crawl recorded its end in ``crawl_runs`` (None while it has not) and
+    its outcome; None when the job recorded no run."""
+    row = conn.execute("SELECT finished_at, finish_reason, errors FROM crawl_runs "
+                       "WHERE job_id = %s ORDER BY started_at DESC LIMIT 1",
+                       (job_id,)).fetchone()
     if row is None:
-        return "finished (no run recorded)"
-    reason, errors = row
-    return f"{reason}, {errors} errors" if errors else str(reason)
+        return None
+    finished_at, reason, errors = row
+    return finished_at, f"{reason}, {errors} errors" if errors else str(reason)
 
 
-def _recorded_end(conn: psycopg.Connection[Any], job_id: str) -> datetime | None:
-    """When the job's crawl recorded its end in ``crawl_runs``; None if it never did."""
-    row = conn.execute("SELECT finished_at FROM crawl_runs WHERE job_id = %s "
-                       "ORDER BY started_at DESC LIMIT 1", (job_id,)).fetchone()
-    return row[0] if row else None
+def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
+    run = _recorded_run(conn, job_id)
+    return run[1] if run else "finished (no run recorded)"
 
 
 class Scheduler:
@@ -250,10 +252,11 @@ class Scheduler:
             report.confirmed.append(source.name)
             state = "submitted"
         if found is None:
-            if (ended := _recorded_end(self.conn, job_id)) is not None:
+            run = _recorded_run(self.conn, job_id)
+            if run is not None and run[0] is not None:
                 # The node is down or forgot its finished jobs, but the crawl recorded its
                 # end: the outcome is known.
-                outcome = _outcome(self.conn, job_id)
+                ended, outcome = run
                 _update(self.conn, source.name, job_state="finished", last_outcome=outcome,
                         last_finished_at=ended)
                 report.finished.append((source.name, outcome))

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from harvester.config import get_config, get_scrapyd_env
+from harvester.services.urls import split_error
 
 PROJECT = "harvester"
 TIMEOUT_S = 10.0
@@ -32,15 +33,12 @@ class Node:
 
     @classmethod
     def parse(cls, value: str) -> Node:
-        parts = urlsplit(value.strip())
-        try:
-            port = parts.port  # a port that is not a number (or out of range) raises here
-        except ValueError:
-            port = -1
-        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        # A port that is not a number fails split_error; urlsplit alone would not.
+        parts = urlsplit(value.strip()) if split_error(value.strip()) is None else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ScrapydError(f"{_shown(value)!r} is not a Scrapyd URL like "
                                "http://127.0.0.1:6800 (check HARVEST_SCRAPYD_URLS)")
-        netloc = parts.hostname + (f":{port}" if port else "")
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         env = get_scrapyd_env()
         secret = env.password

@@ -141,6 +141,19 @@ class SourceSpider(Spider):
         return Rejection(source=source.name, reason=reason, field=field, url=url,
                          raw=raw or {})
 
+    def unusable(self, source: Source | str, response: Response, error: str, *,
+                 failure: str | None = None) -> Rejection:
+        """A response that is not what the source serves (an HTML page where a feed or an
+        API answer was, an empty body): it fails the source's run, with ``failure`` (or
+        ``error``) as its last error, and is kept as the rejection ``unusable_document``
+        with the start of the body, as evidence."""
+        name = source if isinstance(source, str) else source.name
+        self.fail(name, response.url, failure or error)
+        return Rejection(source=name, reason="unusable_document", field="document",
+                         url=response.url, raw={
+                             "error": error,
+                             "head": response.body[:1000].decode("utf-8", "replace")})
+
     def fail(self, source: Source | str, url: str, message: str) -> None:
         """Count a failure of this source that is not a failed request (e.g. an API error
         document answered with 200)."""

@@ -41,12 +41,7 @@ class FeedSpider(SourceSpider):
             # A failure of the source, not only a rejection: a feed that turned into a parked
             # page or a login wall must fail its runs (and be disabled, go stale), as an
             # API source answering with a document that is not its API's does.
-            self.fail(source, response.url, parsed.error)
-            yield Rejection(
-                source=source, reason="unusable_document", field="document", url=response.url,
-                raw={"error": parsed.error,
-                     "head": response.body[:1000].decode("utf-8", "replace")},
-            )
+            yield self.unusable(source, response, parsed.error)
             return
         self.fetched(source)
         for reject in parsed.rejects:

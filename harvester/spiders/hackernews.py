@@ -71,7 +71,7 @@ class HackerNewsSpider(SourceSpider):
             return
         ids, bad, error = parse_id_list(response.body)
         if error:
-            yield from self._unusable(source, response, error)
+            yield self.unusable(source, response, error)
             return
         self.fetched(source)
         for entry in bad:
@@ -124,7 +124,8 @@ class HackerNewsSpider(SourceSpider):
         source = self._source(response)
         parsed = parse_search_page(response.body)
         if parsed.error:
-            yield from self._unusable(source, response, parsed.error)
+            # Fails the run, so the Algolia window is not moved past items never seen.
+            yield self.unusable(source, response, parsed.error)
             return
         self.fetched(source)
         for hit in parsed.hits:
@@ -160,13 +161,6 @@ class HackerNewsSpider(SourceSpider):
         self.count(source, f"missing_{why}")
         logger.debug("Source %s: %s is %s", source.name, url, why)
 
-    def _unusable(self, source: Source, response: Response,
-                  error: str) -> Iterator[Rejection]:
-        """A list or search page that cannot be read fails the source's run (so an Algolia
-        window is not moved past items never seen) and is kept as evidence."""
-        self.fail(source, response.url, error)
-        yield self.reject(source, "unusable_document", field="document", url=response.url,
-                          raw={"error": error, "head": head(response.body)})
 
     def _source(self, response: Response) -> Source:
         name = response.meta[SOURCE_META]

@@ -85,11 +85,8 @@ class PagesSpider(SourceSpider):
             return
         text = decode_html(response.body, _content_type(response))
         if not_html := _not_html(response, text):
-            # Not a layout change: the server sent something else. Kept as evidence.
-            self.fail(source, response.url, f"the listing page {not_html}")
-            yield self.reject(source, "unusable_document", field="document", url=response.url,
-                              raw={"error": f"the listing page {not_html}",
-                                   "head": response.body[:1000].decode("utf-8", "replace")})
+            # Not a layout change: the server sent something else.
+            yield self.unusable(source, response, f"the listing page {not_html}")
             return
         self.fetched(source)
         document = Selector(text=text, type="html")

@@ -194,10 +194,9 @@ class RedditSpider(SourceSpider):
     def _unusable(self, source: Source, response: Response, error: str,
                   broken: bool) -> Iterator[Rejection]:
         if broken:
-            yield self.reject(source, "unusable_document", field="document", url=response.url,
-                              raw={"error": error,
-                                   "head": response.body[:1000].decode("utf-8", "replace")})
-        self.fail(source, response.url, error if broken else f"API error: {error}")
+            yield self.unusable(source, response, error)
+        else:
+            self.fail(source, response.url, f"API error: {error}")
 
     def _wants_next(self, source: Source, parsed: ParsedListing, page: int,
                     after: str | None) -> bool:

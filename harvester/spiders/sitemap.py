@@ -161,10 +161,7 @@ class SitemapSpider(SourceSpider):
                 yield request
 
     def _unusable(self, source: Source, response: Response, error: str) -> Rejection:
-        self.fail(source, response.url, f"not a usable sitemap: {error}")
-        return self.reject(source, "unusable_document", field="document", url=response.url,
-                           raw={"error": error,
-                                "head": response.body[:1000].decode("utf-8", "replace")})
+        return self.unusable(source, response, error, failure=f"not a usable sitemap: {error}")
 
     # -- choosing pages ------------------------------------------------------------------
 

@@ -125,12 +125,10 @@ class XSpider(SourceSpider):
             return
         parsed = parse_search(response.body)
         if parsed.problem:
-            self.fail(source, response.url, parsed.problem)
             if parsed.unusable:
-                yield self.reject(source, "unusable_document", field="document",
-                                  url=response.url, raw={
-                                      "error": parsed.problem,
-                                      "head": response.body[:1000].decode("utf-8", "replace")})
+                yield self.unusable(source, response, parsed.problem)
+            else:
+                self.fail(source, response.url, parsed.problem)
             return
         self.fetched(source)
         yield from self._items(source, response.url, parsed)

@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harvester.config import settings_error
+from harvester.services.urls import split_error
 
 
 class AlertsConfigError(ValueError):
@@ -55,12 +56,10 @@ class AlertsConfig(BaseSettings):
         # A typo was retried as a network failure until given up; the value is a secret
         # (its path is the credential): the message does not repeat it.
         if value is not None:
-            parts = urlsplit(value.get_secret_value().strip())
-            try:
-                parts.port  # noqa: B018 - the property parses the port
-            except ValueError:
-                parts = parts._replace(netloc="")
-            if parts.scheme not in ("http", "https") or not parts.hostname or " " in parts.netloc:
+            url = value.get_secret_value().strip()
+            parts = urlsplit(url)
+            if (split_error(url) or parts.scheme not in ("http", "https")
+                    or not parts.hostname or " " in parts.netloc):
                 raise ValueError("not an http(s) URL; copy the whole URL the service gave")
         return value
 
