@@ -3,20 +3,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scrapy.statscollectors import StatsCollector
 
+logger = logging.getLogger(__name__)
+
 COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "duplicates",
             "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
-            "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden")
+            "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden",
+            "dropped_fields")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:
     if count:
         stats.inc_value(f"harvest/{event}", count)
         stats.inc_value(f"harvest/source/{source}/{event}", count)
+
+
+def drop_fields(stats: StatsCollector, source: str, fields: Mapping[str, str],
+                item: str | None) -> None:
+    """Fields the source sent in a form that cannot be used (a score of ``"lots"``, a date
+    no parser reads): the item is kept without them, each is counted under
+    ``harvest/source/<name>/dropped_field/<field>``, and the first of each field in a crawl
+    is logged with what was wrong (``fields`` maps a field to that)."""
+    for name, why in fields.items():
+        key = f"harvest/source/{source}/dropped_field/{name}"
+        if not stats.get_value(key):
+            logger.warning("Source %s: %s kept without its %s: %s (any more are only "
+                           "counted)", source, item or "an item", name, why)
+        stats.inc_value(key)
+        inc(stats, source, "dropped_fields")
 
 
 def set_last_error(stats: StatsCollector, source: str, message: str) -> None:
@@ -41,6 +60,10 @@ def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[
         prefix = f"harvest/source/{name}/"
         row: dict[str, Any] = {c: int(stats.get(prefix + c, 0)) for c in COUNTERS}
         row["last_error"] = stats.get(prefix + "last_error")
+        if row["dropped_fields"]:
+            start = len(prefix + "dropped_field/")
+            row["dropped"] = {k[start:]: int(v) for k, v in stats.items()
+                              if k.startswith(prefix + "dropped_field/")}
         row["skipped"] = stats.get(prefix + "skipped")
         table[name] = row
     return table

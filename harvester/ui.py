@@ -17,7 +17,7 @@ SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen")
 # (without it "entries 6, new 3" went unexplained), API items that were gone, rate-limit
 # waits, robots.txt refusals.
 OPTIONAL_COLUMNS = (("duplicates", "duplicates"), ("missing", "missing"), ("waits", "waits"),
-                    ("robots_forbidden", "robots.txt"))
+                    ("robots_forbidden", "robots.txt"), ("dropped_fields", "fields dropped"))
 
 
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
@@ -62,6 +62,11 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
             # Interrupted (Ctrl-C: "shutdown") or stopped early: the counts are partial.
             console.print(f"[yellow]stopped early[/] {outcome.source}: finish reason "
                           f"{escape(outcome.finish_reason)}")
+        if dropped := outcome.counters.get("dropped"):
+            fields = ", ".join(f"{escape(name)} ×{n}" for name, n in sorted(dropped.items()))
+            console.print(f"[yellow]fields dropped[/] {outcome.source}: the items were kept "
+                          f"without fields the source sent in a form that cannot be used "
+                          f"({fields}); the crawl log shows the first of each")
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "

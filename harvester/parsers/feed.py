@@ -57,6 +57,9 @@ _HTML_HEAD_RE = re.compile(
 _FIRST_ELEMENT_RE = re.compile(r"<([A-Za-z][\w:.-]*)")
 _HTML_ROOTS = frozenset({"html", "head", "body"})
 _HTTP_RE = re.compile(r"^https?://", re.IGNORECASE)
+# A date element of an entry (or of the channel: only a hint that dates are there).
+_ENTRY_DATE_RE = re.compile(
+    r"<(?:[A-Za-z_][\w.-]*:)?(?:pubDate|published|updated|issued|modified|created|date)[\s>]")
 
 
 @dataclass(slots=True)
@@ -175,7 +178,21 @@ def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
                 rejects.append(EntryReject("malformed_entry", None, {
                     "item": _short_json(item), "error": one.failure}))
     attempt.rejects.extend(rejects)
+    if any(not e.get("published") or not e.get("updated") for e in attempt.entries):
+        _add_json_dates(attempt, items)
     return attempt, None
+
+
+def _add_json_dates(attempt: _Attempt, items: list[dict[str, Any]]) -> None:
+    """Put back the date strings fastfeedparser could not parse (it leaves ``None``), so
+    that they are reported as dropped rather than lost without a trace."""
+    by_id = {str(item["id"]): item for item in items if item.get("id") is not None}
+    for entry in attempt.entries:
+        item = by_id.get(str(entry.get("id")))
+        for key, name in (("published", "date_published"), ("updated", "date_modified")):
+            value = item.get(name) if item else None
+            if not entry.get(key) and isinstance(value, str) and value.strip():
+                entry[key] = value  # type: ignore[index]
 
 
 def _json_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +239,8 @@ def _parse_xml(text: str) -> _Attempt:
     data = to_utf8_xml(text)
     fast = _run_fastfeedparser(data)
     if not _needs_fallback(fast, text):
+        if _ENTRY_DATE_RE.search(text) and any(not e.get("published") for e in fast.entries):
+            _add_raw_dates(fast, _run_feedparser(data))
         return fast
     slow = _run_feedparser(data)
     best = _better(fast, slow, prefer_slow="xml:base" in text)
@@ -236,6 +255,32 @@ def _parse_xml(text: str) -> _Attempt:
         if again.entries:
             return again
     return best
+
+
+def _add_raw_dates(fast: _Attempt, slow: _Attempt) -> None:
+    """Give fastfeedparser's undated entries the date strings feedparser found for them.
+
+    fastfeedparser leaves out a date it cannot parse, without a trace; feedparser keeps
+    the string. Only the string is taken, not feedparser's reading of it (it rolls
+    ``2024-13-45`` over into 2025): ``_date`` reads it or reports it as dropped. Entries
+    are matched by position and confirmed by link or id; one that does not match is left
+    as it is.
+    """
+    if len(slow.entries) != len(fast.entries):
+        return
+    for ours, theirs in zip(fast.entries, slow.entries, strict=True):
+        if ours.get("published") or not (
+                _same(ours, theirs, "link") or _same(ours, theirs, "id")):
+            continue
+        for key in ("published", "updated"):
+            value = dict.get(theirs, key)  # not feedparser's updated → published fallback
+            if not ours.get(key) and isinstance(value, str) and value.strip():
+                ours[key] = value  # type: ignore[index]
+
+
+def _same(ours: Mapping[str, Any], theirs: Mapping[str, Any], key: str) -> bool:
+    value = _str(ours.get(key))
+    return value is not None and value == _str(dict.get(theirs, key))
 
 
 def _needs_fallback(fast: _Attempt, text: str) -> bool:
@@ -411,7 +456,7 @@ def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
     if entry_id is not None and entry_id == link:
         # fastfeedparser fills a missing id with the raw link; never store a relative one.
         entry_id = url
-    return {
+    entry = {
         "external_id": entry_id,
         "url": url,
         "title": inline_text(_str(raw.get("title"))),
@@ -421,6 +466,20 @@ def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
         "updated_at": _date(raw, "updated"),
         "tags": _tags(raw.get("tags")),
     }
+    if entry["published_at"] is None or entry["updated_at"] is None:
+        _unread_dates(raw, entry)
+    return entry
+
+
+def _unread_dates(raw: Mapping[str, Any], entry: dict[str, Any]) -> None:
+    """Report a date the feed gave that no parser could read: the entry is kept without
+    it, and ``dropped`` says which and what it was."""
+    lookup = dict.get if isinstance(raw, dict) else type(raw).get
+    for key in ("published", "updated"):
+        value = lookup(raw, key)
+        if entry[f"{key}_at"] is None and isinstance(value, str) and value.strip():
+            shown = value.strip()[:80]
+            entry.setdefault("dropped", {})[f"{key}_at"] = f"{shown!r} is not a date"
 
 
 def _str(value: Any) -> str | None:

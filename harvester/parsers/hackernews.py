@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harvester import surrogates
+from harvester.parsers import counts
 from harvester.parsers.html import collapse_ws, html_to_text
 
 ITEM_PAGE = "https://news.ycombinator.com/item?id={id}"
@@ -115,8 +116,11 @@ def parse_item(data: Any) -> ParsedItem:
     if data.get("dead"):
         return ParsedItem(missing="dead")
     item_id = data.get("id")
+    if isinstance(item_id, str) and item_id.strip().isdecimal() and item_id.isascii():
+        item_id = int(item_id)  # the number as text: the same item
     if not _is_id(item_id):
-        return ParsedItem(reject=ItemReject("missing_id", "external_id", _trim(data)))
+        reason = "missing_id" if item_id is None else "invalid_id"
+        return ParsedItem(reject=ItemReject(reason, "external_id", _trim(data)))
     kind = data.get("type")
     if not isinstance(kind, str):  # a list or an object would not even hash
         return ParsedItem(reject=ItemReject("unknown_type", "type", _trim(data)))
@@ -132,9 +136,9 @@ def parse_item(data: Any) -> ParsedItem:
         "author": _line(data.get("by")),
         "published_at": _epoch(data.get("time")),
         "tags": [kind],
-        "engagement": _engagement(score=data.get("score"), comments=data.get("descendants")),
     }
-    return ParsedItem(fields=fields)
+    return ParsedItem(fields=_with_counts(fields, score=data.get("score"),
+                                          comments=data.get("descendants")))
 
 
 def parse_search_page(body: bytes) -> SearchPage:
@@ -178,9 +182,9 @@ def parse_hit(hit: Any) -> ParsedItem:
         "published_at": _epoch(hit.get("created_at_i")) or _iso(hit.get("created_at")),
         "updated_at": _iso(hit.get("updated_at")),
         "tags": [kind, *(t for t in KEPT_TAGS if t in tags)],
-        "engagement": _engagement(score=hit.get("points"), comments=hit.get("num_comments")),
     }
-    return ParsedItem(fields=fields)
+    return ParsedItem(fields=_with_counts(fields, score=hit.get("points"),
+                                          comments=hit.get("num_comments")))
 
 
 # -- field helpers ---------------------------------------------------------------------
@@ -223,9 +227,14 @@ def _iso(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _engagement(**counts: Any) -> dict[str, int]:
-    """Only the counts the API gave: a job has no comments, a comment hit no points."""
-    return {name: n for name, n in counts.items() if _int(n) is not None}
+def _with_counts(fields: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """``fields`` with the counts the API gave as ``engagement`` (a job has no comments, a
+    comment hit no points) and any it gave in a form that is not a number as ``dropped``."""
+    dropped: dict[str, str] = {}
+    fields["engagement"] = counts.engagement(given, dropped)
+    if dropped:
+        fields["dropped"] = dropped
+    return fields
 
 
 def _trim(data: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from harvester import surrogates
+from harvester.parsers import counts
 
 #: Posts link to their page on the real site, whatever host the API was read from.
 SITE = "https://www.reddit.com"
@@ -126,7 +127,8 @@ def parse_child(child: Any) -> dict[str, Any] | PostReject:
 
 def _fields(data: dict[str, Any], name: str, published: datetime) -> dict[str, Any]:
     url = SITE + data["permalink"]
-    return {
+    dropped: dict[str, str] = {}
+    fields = {
         "external_id": name,
         "url": url,
         "link_url": _link(data, url),
@@ -136,8 +138,13 @@ def _fields(data: dict[str, Any], name: str, published: datetime) -> dict[str, A
         "published_at": published,
         "updated_at": _epoch(data.get("edited")),
         "tags": _tags(data),
-        "engagement": _engagement(data),
+        "engagement": counts.engagement(
+            {k: data.get(k) for k in ("score", "num_comments", "upvote_ratio")}, dropped,
+            fractions=True),
     }
+    if dropped:
+        fields["dropped"] = dropped
+    return fields
 
 
 def describe_error(doc: dict[str, Any]) -> str:
@@ -186,14 +193,6 @@ def _tags(data: dict[str, Any]) -> list[str]:
     return tags
 
 
-def _engagement(data: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in ("score", "num_comments", "upvote_ratio"):
-        value = data.get(key)
-        if (isinstance(value, int) and not isinstance(value, bool)) or (
-                isinstance(value, float) and math.isfinite(value)):
-            out[key] = value  # NaN or an infinity would poison the percentile and the score
-    return out
 
 
 def _epoch(value: Any) -> datetime | None:

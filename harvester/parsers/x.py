@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harvester import surrogates
+from harvester.parsers import counts
 
 #: Longest title cut from a tweet's first line (the whole tweet stays in ``text``).
 TITLE_MAX = 120
@@ -98,7 +99,8 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]
     raw_text = note.get("text") if isinstance(note, dict) else None
     text = unescape(_str(raw_text) or _str(tweet.get("text")) or "") or None
     entities = tweet.get("entities") if isinstance(tweet.get("entities"), dict) else {}
-    return {
+    dropped: dict[str, str] = {}
+    fields = {
         "external_id": tweet_id,
         "url": (f"https://x.com/{username}/status/{tweet_id}" if username
                 else f"https://x.com/i/web/status/{tweet_id}"),
@@ -108,9 +110,12 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]
         "published_at": parse_time(tweet.get("created_at")),
         "language": language(tweet.get("lang")),
         "tags": _hashtags(entities),
-        "engagement": _metrics(tweet.get("public_metrics")),
+        "engagement": _metrics(tweet.get("public_metrics"), dropped),
         "link_url": first_link(entities),
     }
+    if dropped:
+        fields["dropped"] = dropped
+    return fields
 
 
 def unescape(text: str) -> str:
@@ -214,10 +219,13 @@ def _hashtags(entities: dict[str, Any]) -> list[str]:
             if isinstance(h, dict) and (tag := _str(h.get("tag")))]
 
 
-def _metrics(value: Any) -> dict[str, int]:
-    if not isinstance(value, dict):
+def _metrics(value: Any, dropped: dict[str, str]) -> dict[str, int | float]:
+    if value is None:
         return {}
-    return {k: v for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if not isinstance(value, dict):
+        dropped["engagement"] = f"public_metrics is {type(value).__name__}, not an object"
+        return {}
+    return counts.engagement(value, dropped)
 
 
 def _str(value: Any) -> str | None:

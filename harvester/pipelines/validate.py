@@ -15,7 +15,8 @@ from scrapy.settings import BaseSettings
 from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
-from harvester.services.urls import split_error
+from harvester.services.urls import encode_whitespace, split_error
+from harvester.stats import drop_fields
 
 #: Longer than any server takes (8 KB is the common request-line limit): a URL or id this
 #: long is a broken or hostile source (a 1 MB sitemap <loc> was stored as a signal's URL).
@@ -23,6 +24,7 @@ MAX_URL_LENGTH = 8192
 MAX_ID_LENGTH = 1000
 _HTTP_URL = re.compile(r"(?i)https?://[^/?#\s@:]*[^/?#\s@:.][^/?#\s]*(?:[/?#]|$)")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
+_WHITESPACE = re.compile(r"\s")
 _NEWLINES = re.compile(r"\n{3,}")
 # Control characters PostgreSQL text cannot hold (NUL) or that only garble output.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -150,6 +152,8 @@ class ValidatePipeline:
         # the cleaning below; the store replaces any left in the other fields.
         if item.url:
             item.url = surrogates.replace(item.url.strip())
+            if _WHITESPACE.search(item.url):
+                item.url = encode_whitespace(item.url)
             if reason := check_url(item.url):
                 raise InvalidSignal("url", reason, item.url[:200])
         elif not item.external_id:
@@ -161,7 +165,11 @@ class ValidatePipeline:
         if item.link_url:
             # Only a pointer: a bad one is dropped from the item, the post itself is kept.
             item.link_url = surrogates.replace(item.link_url.strip())
-            if check_url(item.link_url) or split_error(item.link_url):
+            if _WHITESPACE.search(item.link_url):
+                item.link_url = encode_whitespace(item.link_url)
+            if reason := check_url(item.link_url) or split_error(item.link_url):
+                self._drop(item, "link_url", f"{item.link_url[:200]!r} is not a usable "
+                           f"link ({reason})")
                 item.link_url = None
                 self.crawler.stats.inc_value("harvest/validate/bad_link_url")
         item.title = clean_line(item.title, cfg.max_title)
@@ -176,24 +184,31 @@ class ValidatePipeline:
             item.tags = clean_tags(item.tags)
         now = datetime.now(UTC)
         item.fetched_at = _utc(item.fetched_at) or now
-        item.published_at = self._date(item.published_at, now)
-        item.updated_at = self._date(item.updated_at, now)
+        item.published_at = self._date(item, "published_at", item.published_at, now)
+        item.updated_at = self._date(item, "updated_at", item.updated_at, now)
 
-    def _date(self, value: datetime | None, now: datetime) -> datetime | None:
+    def _date(self, item: Signal, name: str, value: datetime | None,
+              now: datetime) -> datetime | None:
         try:
             value = _utc(value)
         except OverflowError:
             # Its offset takes it past year 1 or 9999 (.NET's DateTime.MinValue written
             # with a local offset, "0001-01-01T00:00:00+02:00"): no such instant. The
             # date is dropped, the item kept.
+            self._drop(item, name, f"{value} is outside the calendar once taken to UTC")
             self.crawler.stats.inc_value("harvest/validate/out_of_range_date")
             return None
         if value is not None and value > now + self.config.future_tolerance:
             # A clock-skewed or mistyped date must not pin an item to the top forever;
             # the item itself is still good.
+            self._drop(item, name, f"{value.isoformat()} is in the future")
             self.crawler.stats.inc_value("harvest/validate/future_date")
             return None
         return value
+
+    def _drop(self, item: Signal, name: str, why: str) -> None:
+        drop_fields(self.crawler.stats, item.source, {name: why},
+                    item.url or item.external_id)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
@@ -29,6 +29,21 @@ def _is_tracking(name: str) -> bool:
 # fragment, no escapes. Most feed links look like this, and w3lib's full treatment is the
 # costliest step of keying an item.
 _SIMPLE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)$")
+
+
+_AUTHORITY = re.compile(r"[^:/?#]*:(?://[^/?#]*)?")
+_WHITESPACE = re.compile(r"\s")
+_DROPPED_WHITESPACE = str.maketrans("", "", "\t\n\r")
+
+
+def encode_whitespace(url: str) -> str:
+    """``url`` with the whitespace of its path, query and fragment written as a browser
+    sends it: tabs and line breaks removed, any other whitespace percent-encoded (a space
+    is ``%20``). Whitespace in the scheme or host is left for validation to refuse."""
+    head = _AUTHORITY.match(url)
+    cut = head.end() if head else 0
+    rest = url[cut:].translate(_DROPPED_WHITESPACE)
+    return url[:cut] + _WHITESPACE.sub(lambda m: quote(m.group(), safe=""), rest)
 
 
 def split_error(url: str) -> str | None:

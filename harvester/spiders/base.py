@@ -134,7 +134,16 @@ class SourceSpider(Spider):
 
     def signal(self, source: Source, **fields: Any) -> Signal:
         fields.setdefault("fetched_at", datetime.now(UTC))
+        if "dropped" in fields:
+            self.dropped(source, fields)
         return Signal(source=source.name, kind=self.kind, **fields)
+
+    def dropped(self, source: Source | str, fields: dict[str, Any]) -> None:
+        """Count (and log the first of) the fields a parser had to leave out of an item,
+        ``fields["dropped"]`` (field → what was wrong), and take that key out."""
+        name = source if isinstance(source, str) else source.name
+        item = fields.get("url") or fields.get("external_id")
+        hstats.drop_fields(self.crawler.stats, name, fields.pop("dropped"), item)
 
     def reject(self, source: Source, reason: str, *, field: str | None = None,
                url: str | None = None, raw: dict[str, Any] | None = None) -> Rejection:

@@ -50,5 +50,7 @@ class FeedSpider(SourceSpider):
         fetched_at = datetime.now(UTC)
         self.count(source, "entries", len(parsed.entries))
         for entry in parsed.entries:
+            if "dropped" in entry:
+                self.dropped(source, entry)
             yield Signal(source=source, kind="feed", feed_url=response.url,
                          fetched_at=fetched_at, **entry)
