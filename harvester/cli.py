@@ -353,19 +353,42 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _check_sources(ctx: click.Context, conn: psycopg.Connection[Any],
+                   names: tuple[str, ...]) -> None:
+    """A ``--source`` that the sources file does not define and no stored signal carries is
+    a misspelt name, not an empty answer (a source removed from the file still counts
+    while its signals are kept)."""
+    if not names:
+        return
+    try:
+        defined = {s.name for s in _load(ctx).sources}
+    except SourcesError:
+        defined = set()
+    stored = {row[0] for row in conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name"
+        " WHERE EXISTS (SELECT 1 FROM signals WHERE source = name)", [list(names)])}
+    unknown = [n for n in names if n not in defined and n not in stored]
+    if unknown:
+        known = ", ".join(sorted(defined)) or "none"
+        raise SourcesError(f"unknown source {unknown[0]!r}: no stored signal carries it and "
+                           f"the sources file does not define it (it defines {known})")
+
+
 @main.command()
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--since", default=None, help="Only signals newer than an age (24h, 7d) or date.")
 @click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
 @click.option("--min-score", default=None, type=float, help="Only signals scoring at least this.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
 @friendly
-def top(limit: int, since: str | None, sources: tuple[str, ...], min_score: float | None,
-        as_json: bool) -> None:
+def top(ctx: click.Context, limit: int, since: str | None, sources: tuple[str, ...],
+        min_score: float | None, as_json: bool) -> None:
     """The highest-scoring signals, with why they scored."""
     flt = queries.TopFilter(limit=limit, since=_since(since), sources=sources,
                             min_score=min_score)
     with _connect() as conn:
+        _check_sources(ctx, conn, sources)
         rows = clustered.top_clusters(conn, flt)
     if as_json:
         click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))

@@ -212,6 +212,15 @@ def test_top_and_stats_json_contract(
     assert rows[0]["title"] == "Ransomware news" and rows[0]["score"] > rows[1]["score"]
     filtered = json.loads(harvest("top", "--json", "--min-score", "1", home=home).stdout)
     assert [r["title"] for r in filtered] == ["Ransomware news"]
+    # The shipped sources file does not define "n": its stored signals still make it known.
+    only = json.loads(harvest("top", "--json", "--source", "n", home=home).stdout)
+    assert len(only) == 3
+    typo = harvest("--sources", str(sources), "top", "--source", "n", "--source", "nn",
+                   home=home)
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert " ".join(typo.stderr.split()) == (
+        "error: unknown source 'nn': no stored signal carries it and the sources file does "
+        "not define it (it defines n)")
 
     stats = json.loads(harvest("stats", "--json", home=home).stdout)
     assert stats["signals"] == 3
