@@ -70,7 +70,7 @@ KIND_REQUIRED: dict[str, tuple[str, ...]] = {
 class Source(BaseModel):
     """One ``[[sources]]`` entry; kind-specific options are documented in README.md."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     kind: Literal["feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered"]
@@ -224,7 +224,7 @@ class _OptionError(ValueError):
 class Keyword(BaseModel):
     """A weighted keyword or phrase: ``{term = "zero-day", weight = 3}``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     term: Annotated[str, Field(min_length=1)]
     weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
@@ -235,10 +235,11 @@ class Topic(BaseModel):
     string weighs 1), ``negative`` terms that cancel the topic for an item, ``sources`` it is
     limited to (all when absent), and the topic's ``weight``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     keywords: Annotated[list[str | Keyword], Field(min_length=1)]
-    weight: float = 1.0
+    # Points grow with it; a negative weight would make relevance run off below zero.
+    weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
     negative: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     sources: Annotated[list[str], Field(min_length=1)] | None = None
 
@@ -280,7 +281,7 @@ class Topic(BaseModel):
 class SourcesFile(BaseModel):
     """The whole file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     sources: list[Source] = Field(default_factory=list)
     topics: dict[str, Topic] = Field(default_factory=dict)
@@ -318,7 +319,20 @@ def _describe(path: Path, data: dict[str, Any], error: ValidationError) -> str:
         message = f"unknown kind {first['input']!r} (expected one of {', '.join(KINDS)})"
     elif first["type"] == "missing":
         message = "is required but missing"
+    elif first["type"].endswith("_type") and "input" in first:
+        # The file is strict: TOML has types, and "2" or "yes" is a slip to point at.
+        message = f"{message}, not {_toml_value(first['input'])}"
     return f"{path}: {where}, field {field!r}: {message}."
+
+
+def _toml_value(value: Any) -> str:
+    """What the file holds, as TOML would call it: ``the string '2'``."""
+    names = {str: "the string", bool: "the boolean", int: "the integer", float: "the number",
+             list: "the array", dict: "the table"}
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:59] + "…"
+    if isinstance(value, bool):
+        shown = str(value).lower()
+    return f"{names.get(type(value), 'the value')} {shown}"
 
 
 def load_sources(path: Path) -> SourcesFile:

@@ -68,6 +68,14 @@ weight = 2
         ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div"\n'
          'fields = {title = "//h2["}',
          "source 'a', field 'fields': title: '//h2[' cannot be used: it is not valid XPath"),
+        # TOML has types: a quoted number or a "yes" is a slip, not a value to guess at.
+        ('name = "a"\nkind = "feed"\nweight = "2"\nurls = ["https://x.org/f"]',
+         "source 'a', field 'weight': Input should be a valid number, not the string '2'"),
+        ('name = "a"\nkind = "feed"\nenabled = "no"\nurls = ["https://x.org/f"]',
+         "source 'a', field 'enabled': Input should be a valid boolean, not the string 'no'"),
+        ('name = "a"\nkind = "feed"\nurls = "https://x.org/f"',
+         "source 'a', field 'urls': Input should be a valid list, not the string "
+         "'https://x.org/f'"),
     ],
 )
 def test_bad_entry_names_file_source_and_field(tmp_path: Path, body: str, expected: str) -> None:
@@ -126,6 +134,10 @@ sources = ["a"]
         ('keywords = ["a", 5]', "topic 'sec', field 'keywords': 5 is neither a string nor"),
         ('keywords = [{term = "a", wieght = 2}]', "field 'keywords': {'term': 'a', 'wieght': 2}"),
         ('keywords = [{term = "a", weight = 0}]', "'weight' input should be greater than 0"),
+        # A negative topic weight took relevance (1 - exp(-points / k)) far below zero.
+        ('keywords = ["a"]\nweight = -1', "topic 'sec', field 'weight': Input should be "
+                                          "greater than 0"),
+        ('keywords = [{term = "a", weight = "3"}]', "'weight' input should be a valid number"),
         ('keywords = ["a"]\nsources = ["b"]',
          "topic 'sec', field 'sources': unknown source 'b' (the file defines a)"),
     ],
