@@ -170,6 +170,11 @@ def stats_command(as_json: bool) -> None:
                       _when(s["last_run_started_at"]), s["last_run_finish_reason"] or "-",
                       _when(s["last_success"]))
     console.print(table)
+    for name, s in data["sources"].items():
+        if s["last_run_dropped_fields"]:
+            fields = ", ".join(f"{f} ×{n}" for f, n in sorted(s["last_run_dropped_fields"].items()))
+            console.print(f"[yellow]fields dropped[/] by {name}'s last run: {fields}",
+                          highlight=False)
     table = Table(title="rejects by reason", title_justify="left")
     table.add_column("reason")
     table.add_column("count", justify="right")

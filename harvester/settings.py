@@ -5,6 +5,9 @@ from harvester import __version__
 BOT_NAME = "harvester"
 SPIDER_MODULES = ["harvester.spiders"]
 NEWSPIDER_MODULE = "harvester.spiders"
+# Our `scrapy crawl`: Scrapy's, with an exit status that says whether the sources were
+# reached (see harvester/commands/crawl.py).
+COMMANDS_MODULE = "harvester.commands"
 
 # Politeness: identify ourselves, obey robots.txt, adapt to the server's latency.
 USER_AGENT = f"harvester/{__version__} (signal harvester; Scrapy; respects robots.txt)"

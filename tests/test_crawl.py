@@ -15,7 +15,7 @@ import pytest
 
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
-from tests.conftest import ROOT, harvest, write_sources
+from tests.conftest import ROOT, free_port, harvest, write_sources
 from tests.feeds import items, rfc822, rss
 
 TOPICS = {"security": {"keywords": ["ransomware", "zero-day"], "weight": 2.0}}
@@ -335,6 +335,7 @@ def test_scrapy_crawl_of_an_unknown_source_stops_cleanly(
     sources = write_sources(tmp_path / "s.toml",
                             [feed_source("known", ["http://127.0.0.1:9/f.xml"])])
     result = scrapy("crawl", "feed", "-a", "source=unknown", home=home, sources=sources)
+    assert result.returncode == 2  # Scrapy's command said 0: a CI smoke crawl passed
     assert "unknown source 'unknown': the sources file defines known" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
@@ -351,6 +352,7 @@ def test_scrapy_crawl_with_an_empty_source_argument_crawls_nothing(
     sources = write_sources(tmp_path / "s.toml",
                             [feed_source("known", ["http://127.0.0.1:9/f.xml"])])
     result = scrapy("crawl", "feed", "-a", f"source={value}", home=home, sources=sources)
+    assert result.returncode == 2
     assert f"-a source={value!r} names no source" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason, sources FROM crawl_runs").fetchall() == [
@@ -364,9 +366,34 @@ def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(
     bad = tmp_path / "bad.toml"
     bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\n')
     result = scrapy("crawl", "feed", home=home, sources=bad)
+    assert result.returncode == 2
     assert "source 'x', field 'kind': unknown kind 'rss'" in result.stderr
     assert "Traceback" not in result.stderr
     assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [("config_error",)]
+
+
+def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "up.xml").write_text(rss(items("up", 1)))
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("up", [f"{site.url}/up.xml"]),
+        feed_source("down", [f"http://127.0.0.1:{free_port()}/f.xml"])])
+    both = scrapy("crawl", "feed", home=home, sources=sources)
+    assert both.returncode == 1, both.stderr[-2000:]
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'up'") == 1
+    up = scrapy("crawl", "feed", "-a", "source=up", home=home, sources=sources)
+    assert up.returncode == 0, up.stderr[-2000:]
+
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources),
+           "HARVEST_DISABLE_AFTER": "five"}
+    bad = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "feed"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith(
+        "error: HARVEST_DISABLE_AFTER: Input should be a valid integer")
+    assert count(db, "SELECT count(*) FROM crawl_runs") == 2  # nothing ran
 
 
 def test_a_crawl_stopped_early_says_so(

@@ -174,3 +174,8 @@ def test_a_crawl_keeps_the_items_and_reports_the_dropped_fields(
     log = "".join(p.read_text() for p in (home / "logs").glob("*.log"))
     assert "Source tech: https://news.example.org/tech/0 kept without its published_at: " \
            "'yesterday-ish' is not a date" in log
+    stats = json.loads(harvest("stats", "--json", home=home).stdout)
+    assert stats["sources"]["py"]["last_run_dropped_fields"] == {"engagement.score": 1}
+    assert stats["sources"]["tech"]["last_run_dropped_fields"] == {"published_at": 1}
+    text = harvest("stats", home=home).stdout
+    assert "fields dropped by py's last run: engagement.score ×1" in text

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 
-from scrapy import Spider, signals
+from scrapy import signals
+from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 from scrapy.http import Response
 from twisted.python.failure import Failure
@@ -42,8 +43,18 @@ class CallbackErrorMiddleware:
     """See the module docstring. Stats: Scrapy's ``spider_exceptions/count`` and
     ``spider_exceptions/<Type>``, and the source's ``errors``."""
 
-    def process_spider_exception(self, response: Response, exception: Exception,
-                                 spider: Spider) -> list[Rejection] | None:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> CallbackErrorMiddleware:
+        return cls(crawler)
+
+    def process_spider_exception(self, response: Response,
+                                 exception: Exception) -> list[Rejection] | None:
+        # No spider argument: Scrapy 2.13+ warns on every crawl when the method takes one.
+        crawler = self.crawler
+        spider = crawler.spider
         source = response.meta.get(SOURCE_META)
         if (not isinstance(spider, SourceSpider) or not source
                 or isinstance(exception, (CloseSpider, IgnoreRequest))
@@ -55,7 +66,6 @@ class CallbackErrorMiddleware:
         logger.error("Source %s: the %s spider failed on %s (%s); what it had not yielded "
                      "from that response is not stored: see rejection %r", source,
                      spider.name, response.url, error, REASON, exc_info=exception)
-        crawler = spider.crawler
         crawler.stats.inc_value("spider_exceptions/count")
         crawler.stats.inc_value(f"spider_exceptions/{name}")
         crawler.signals.send_catch_log(
