@@ -16,15 +16,19 @@ from typing import Any
 
 import psycopg
 import pytest
+from parsel import Selector
 from scrapy.utils.test import get_crawler
 
 from harvester.items import Signal
+from harvester.parsers import selectors
+from harvester.parsers.article import Article
 from harvester.parsers.feed import parse_feed
 from harvester.parsers.hackernews import parse_hit, parse_item
 from harvester.parsers.reddit import parse_listing
 from harvester.parsers.x import parse_search
 from harvester.pipelines.validate import ValidatePipeline
 from harvester.services.localsite import LocalSite
+from harvester.spiders.pages import listing_fields, merge
 from tests.apiserver import ApiServer, Reply
 from tests.conftest import harvest, write_sources
 from tests.feeds import items, rss
@@ -117,6 +121,19 @@ def test_a_hacker_news_id_sent_as_text_is_the_same_item() -> None:
     assert fields is not None and fields["external_id"] == "7"
     rejected = parse_item({"id": "seven", "type": "story", "title": "T"}).reject
     assert rejected is not None and rejected.reason == "invalid_id"
+
+
+def test_a_pages_listing_date_that_is_no_date_is_reported_unless_the_article_gives_one(
+) -> None:
+    node = selectors.select(Selector(text='<li><a href="/a">A</a><time>soon</time></li>'),
+                            "li")[0]
+    listing = listing_fields({"url": "a", "title": "a", "published": "time"}, node,
+                             "https://e.org/")
+    assert listing == {"url": "https://e.org/a", "title": "A",
+                       "dropped": {"published_at": "'soon' is not a date"}}
+    assert merge(listing, Article())["dropped"] == {"published_at": "'soon' is not a date"}
+    dated = merge(listing, Article(published_at=datetime(2024, 5, 1, tzinfo=UTC)))
+    assert "dropped" not in dated and dated["published_at"] == datetime(2024, 5, 1, tzinfo=UTC)
 
 
 def test_validate_counts_the_dates_and_links_it_drops_per_source() -> None:

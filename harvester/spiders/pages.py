@@ -162,7 +162,10 @@ def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[st
     if "author" in fields:
         found["author"] = ", ".join(dict.fromkeys(selectors.values(node, fields["author"])))
     if "published" in fields:
-        found["published_at"] = parse_date(selectors.first(node, fields["published"]))
+        text = selectors.first(node, fields["published"])
+        found["published_at"] = parse_date(text)
+        if text and text.strip() and found["published_at"] is None:
+            found["dropped"] = {"published_at": f"{text.strip()[:80]!r} is not a date"}
     if "tags" in fields:
         found["tags"] = list(dict.fromkeys(selectors.values(node, fields["tags"])))
     return {k: v for k, v in found.items() if v}
@@ -176,6 +179,13 @@ def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
                         ("language", article.language)):
         if value and not filled.get(name):
             filled[name] = value
+    if "dropped" in filled:
+        # A date the listing garbled but the article page gives is not lost.
+        dropped = {k: why for k, why in filled["dropped"].items() if not filled.get(k)}
+        if dropped:
+            filled["dropped"] = dropped
+        else:
+            del filled["dropped"]
     return filled
 
 

@@ -115,7 +115,8 @@ class RenderedSpider(SourceSpider):
     Settings: ``HARVEST_CHROMIUM_PATH``, ``HARVEST_RENDERED_WAIT_SECONDS`` (see
     :class:`RenderedConfig`); ``PLAYWRIGHT_*`` as scrapy-playwright documents them.
     Stats (per source): ``fetched`` per rendered page, ``entries``, ``missing`` (a field
-    selector matched nothing), ``empty_pages``, ``unparsed_dates``; ``playwright/*``.
+    selector matched nothing), ``empty_pages``, ``dropped_fields`` (a date that could not
+    be read); ``playwright/*``.
     """
 
     name = "rendered"
@@ -258,9 +259,9 @@ class RenderedSpider(SourceSpider):
             if name == "link" and "url" in values:
                 continue  # an alias: url wins
             if target in ("published_at", "updated_at"):
-                value = parse_date(value)
+                text, value = value, parse_date(value)
                 if value is None:
-                    self.count(source, "unparsed_dates")
+                    fields.setdefault("dropped", {})[target] = f"{text[:80]!r} is not a date"
             if target is None:
                 fields["engagement"][name] = value
             else:
