@@ -54,6 +54,9 @@ def test_an_rss_date_no_parser_reads_is_reported_and_one_feedparser_reads_is_kep
          "date": "Tue, 10 Jun 2003 04:00:00 GMT"},
         {"title": "No date", "link": "https://e.org/3"},
     ])
+    # An entry without link or id sends the document to feedparser as well; fastfeedparser's
+    # entries are kept on a tie and must still report the date.
+    with_reject = doc.replace("</channel>", "<item><title>No link</title></item></channel>")
     entries = by_url(parse_feed(doc.encode(), FEED_URL).entries)
     assert entries["https://e.org/1"]["published_at"] is None
     assert entries["https://e.org/1"]["dropped"] == {
@@ -62,6 +65,10 @@ def test_an_rss_date_no_parser_reads_is_reported_and_one_feedparser_reads_is_kep
     # A feed without a date says nothing wrong: nothing to report.
     assert "dropped" not in entries["https://e.org/2"]
     assert "dropped" not in entries["https://e.org/3"]
+    parsed = parse_feed(with_reject.encode(), FEED_URL)
+    assert parsed.parser == "fastfeedparser" and len(parsed.rejects) == 1
+    assert by_url(parsed.entries)["https://e.org/1"]["dropped"] == {
+        "published_at": "'yesterday-ish' is not a date"}
 
 
 def test_an_atom_date_no_parser_reads_is_reported() -> None:

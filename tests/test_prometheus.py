@@ -42,6 +42,7 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 COUNTERS = {
     "harvest_items_scraped_total", "harvest_items_stored_total", "harvest_items_reseen_total",
     "harvest_items_duplicates_total", "harvest_items_rejected_total",
+    "harvest_fields_dropped_total",
     "harvest_items_spooled_total", "harvest_items_lost_total", "harvest_http_responses_total",
     "harvest_retries_total",
     "harvest_rate_limit_waits_total", "harvest_rate_limit_wait_seconds_total",

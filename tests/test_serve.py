@@ -148,6 +148,7 @@ def test_stale_disabled_sources_and_spool_degrade_health(
 def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], home: Path,
                                tmp_path: Path) -> None:
     good = items("m", 3)
+    good[0]["date"] = "yesterday-ish"  # kept, without its date
     (site.root / "m.xml").write_text(rss([*good, {"title": "no link"}]))
     (site.root / "o.xml").write_text(rss(items("o", 2)))
     sources = write_sources(tmp_path / "s.toml", [
@@ -164,6 +165,7 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
     assert 'harvest_items_scraped_total{source="other",spider="feed"} 2.0' in text
     assert f"harvest_items_stored_total{{{labels}}} 3.0" in text
     assert f'harvest_items_rejected_total{{reason="missing_link_and_id",{labels}}} 1.0' in text
+    assert f'harvest_fields_dropped_total{{field="published_at",{labels}}} 1.0' in text
     assert f'harvest_http_responses_total{{{labels},status="200"}} 1.0' in text
     assert f'harvest_runs_total{{outcome="succeeded",{labels}}} 1.0' in text
     assert f"harvest_run_duration_seconds_count{{{labels}}} 1.0" in text

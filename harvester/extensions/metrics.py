@@ -2,9 +2,9 @@
 
 Counts arrive two ways: per event (rejections by reason, HTTP statuses, retried
 responses) and from the per-source harvest stats (items handed to the store step, stored,
-re-seen, duplicates, spooled, errors, rate-limit waits), which are pushed as deltas every
-``HARVEST_METRICS_SYNC_SECONDS`` (10) and when the spider closes, together with each
-source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True).
+re-seen, duplicates, spooled, errors, rate-limit waits, fields dropped), which are pushed
+as deltas every ``HARVEST_METRICS_SYNC_SECONDS`` (10) and when the spider closes, together
+with each source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True).
 """
 
 from __future__ import annotations
@@ -95,6 +95,11 @@ class MetricsExtension:
                 if delta > 0:
                     getattr(self.metrics, attr).labels(*labels).inc(delta)
                     self._pushed[(source, attr)] = value
+            for field, count in row.get("dropped", {}).items():
+                delta = count - self._pushed.get((source, f"dropped:{field}"), 0.0)
+                if delta > 0:
+                    self.metrics.fields_dropped.labels(*labels, field).inc(delta)
+                    self._pushed[(source, f"dropped:{field}")] = count
         return table
 
     async def _closed(self, spider: Spider, reason: str) -> None:

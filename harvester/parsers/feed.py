@@ -244,6 +244,8 @@ def _parse_xml(text: str) -> _Attempt:
         return fast
     slow = _run_feedparser(data)
     best = _better(fast, slow, prefer_slow="xml:base" in text)
+    if best is fast:
+        _add_raw_dates(fast, slow)
     if best.entries or (fast.failure is None and slow.failure is None):
         # Entries found, or a well-formed feed that simply has none: nothing to recover.
         return best

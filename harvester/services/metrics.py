@@ -40,6 +40,7 @@ class CrawlMetrics:
     reseen: Any
     duplicates: Any
     rejected: Any
+    fields_dropped: Any
     spooled: Any
     lost: Any
     responses: Any
@@ -66,6 +67,8 @@ def crawl_metrics() -> CrawlMetrics:
         reseen=counter("harvest_items_reseen", "Signals seen again in a later run"),
         duplicates=counter("harvest_items_duplicates", "Repeats dropped within a run"),
         rejected=counter("harvest_items_rejected", "Rejections stored, by reason", "reason"),
+        fields_dropped=counter("harvest_fields_dropped",
+                               "Fields left out of kept items, unusable as sent", "field"),
         spooled=counter("harvest_items_spooled", "Signals spooled while the DB was away"),
         lost=counter("harvest_items_lost",
                      "Signals and rejections neither stored nor spooled (no spool to write)"),
