@@ -355,9 +355,9 @@ def _json_default(value: Any) -> Any:
 
 def _check_sources(ctx: click.Context, conn: psycopg.Connection[Any],
                    names: tuple[str, ...]) -> None:
-    """A ``--source`` that the sources file does not define and no stored signal carries is
-    a misspelt name, not an empty answer (a source removed from the file still counts
-    while its signals are kept)."""
+    """A ``--source`` that the sources file does not define and no stored signal or
+    rejection carries is a misspelt name, not an empty answer (a source removed from the
+    file still counts while its rows are kept)."""
     if not names:
         return
     try:
@@ -366,11 +366,12 @@ def _check_sources(ctx: click.Context, conn: psycopg.Connection[Any],
         defined = set()
     stored = {row[0] for row in conn.execute(
         "SELECT name FROM unnest(%s::text[]) AS name"
-        " WHERE EXISTS (SELECT 1 FROM signals WHERE source = name)", [list(names)])}
+        " WHERE EXISTS (SELECT 1 FROM signals WHERE source = name)"
+        " OR EXISTS (SELECT 1 FROM rejects WHERE source = name)", [list(names)])}
     unknown = [n for n in names if n not in defined and n not in stored]
     if unknown:
         known = ", ".join(sorted(defined)) or "none"
-        raise SourcesError(f"unknown source {unknown[0]!r}: no stored signal carries it and "
+        raise SourcesError(f"unknown source {unknown[0]!r}: no stored row carries it and "
                            f"the sources file does not define it (it defines {known})")
 
 
@@ -396,6 +397,31 @@ def top(ctx: click.Context, limit: int, since: str | None, sources: tuple[str, .
     from harvester import ui
 
     console.print(ui.top_table(rows))
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--since", default=None, help="Only rejections newer than an age (24h, 7d) or date.")
+@click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
+@click.option("--reason", "reasons", multiple=True,
+              help="Only this reason, e.g. missing_link_and_id (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array with the raw input.")
+@click.pass_context
+@friendly
+def rejects(ctx: click.Context, limit: int, since: str | None, sources: tuple[str, ...],
+            reasons: tuple[str, ...], as_json: bool) -> None:
+    """The newest rejections: what could not become a signal, and why."""
+    flt = queries.RejectFilter(limit=limit, since=_since(since), sources=sources,
+                               reasons=reasons)
+    with _connect() as conn:
+        _check_sources(ctx, conn, sources)
+        rows = queries.rejects(conn, flt)
+    if as_json:
+        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
+        return
+    from harvester import ui
+
+    console.print(ui.rejects_table(rows))
 
 
 @main.command()

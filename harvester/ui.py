@@ -100,3 +100,23 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
         table.add_row(f"{row['score']:.1f}", carried, published,
                       f"[link={row['url']}]{title[:90]}[/link]", escape(why) or "-")
     return table
+
+
+#: What a rejection's raw input is shown by, first found first.
+_REJECT_DETAIL = ("error", "title", "value", "item", "tweet", "hit", "child", "head")
+
+
+def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """One row per rejection, newest first; ``detail`` is the error or what the input was."""
+    table = Table(title=f"rejections ({len(rows)}, newest first)", title_justify="left")
+    for col in ("id", "when", "source", "reason", "field", "url", "detail"):
+        table.add_column(col, justify="right" if col == "id" else "left",
+                         overflow="fold" if col in ("url", "detail") else "ellipsis")
+    for row in rows:
+        raw = row["raw"] or {}
+        detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
+        text = " ".join(str(detail).split())[:120] if detail is not None else "-"
+        table.add_row(str(row["id"]), row["created_at"].strftime("%m-%d %H:%M"),
+                      escape(row["source"]), row["reason"], row["field"] or "-",
+                      escape(row["url"] or "-"), escape(text))
+    return table

@@ -219,7 +219,7 @@ def test_top_and_stats_json_contract(
                    home=home)
     assert typo.returncode == 2 and typo.stdout == ""
     assert " ".join(typo.stderr.split()) == (
-        "error: unknown source 'nn': no stored signal carries it and the sources file does "
+        "error: unknown source 'nn': no stored row carries it and the sources file does "
         "not define it (it defines n)")
 
     stats = json.loads(harvest("stats", "--json", home=home).stdout)
@@ -228,11 +228,40 @@ def test_top_and_stats_json_contract(
     assert sum(stats["rejects"].values()) == 1
 
 
+def test_rejects_lists_the_newest_rejections_with_why(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "r.xml").write_text(rss([
+        *items("r", 1), {"title": "No link, no guid", "description": "lost"},
+        {"title": "Script link", "link": "javascript:alert(1)"}]))
+    (site.root / "other.xml").write_text("<html><body>moved</body></html>")
+    sources = write_sources(tmp_path / "s.toml", [feed_source("r", [f"{site.url}/r.xml"]),
+                                                  feed_source("o", [f"{site.url}/other.xml"])])
+    harvest("--sources", str(sources), "crawl", "--all", home=home)
+
+    listed = json.loads(harvest("--sources", str(sources), "rejects", "--json",
+                                home=home).stdout)
+    assert sorted((r["source"], r["reason"]) for r in listed) == [
+        ("o", "unusable_document"), ("r", "missing_link_and_id"), ("r", "not_http_url")]
+    assert [r["id"] for r in listed] == sorted((r["id"] for r in listed), reverse=True)
+    assert {"id", "created_at", "source", "reason", "field", "url", "raw"} <= listed[0].keys()
+    only = json.loads(harvest("--sources", str(sources), "rejects", "--json", "--source", "r",
+                              "--reason", "missing_link_and_id", home=home).stdout)
+    assert [(r["reason"], r["raw"]["title"]) for r in only] == [
+        ("missing_link_and_id", "No link, no guid")]
+    table = harvest("--sources", str(sources), "rejects", "--source", "o", home=home)
+    assert table.returncode == 0, table.stderr
+    assert "unusable_document" in table.stdout
+    assert "not a feed: the document is HTML" in " ".join(table.stdout.split())
+    typo = harvest("--sources", str(sources), "rejects", "--source", "rr", home=home)
+    assert typo.returncode == 2 and "unknown source 'rr'" in typo.stderr
+
+
 def test_every_command_has_help(home: Path) -> None:
     for args in (["--help"], ["crawl", "--help"], ["top", "--help"], ["stats", "--help"],
                  ["replay", "--help"], ["migrate", "--help"], ["sources", "--help"],
                  ["sources", "check", "--help"], ["db", "--help"], ["db", "start", "--help"],
-                 ["demo", "--help"]):
+                 ["demo", "--help"], ["rejects", "--help"]):
         result = harvest(*args, home=home)
         assert result.returncode == 0 and "Usage:" in result.stdout, args
 

@@ -18,6 +18,28 @@ class TopFilter:
     min_score: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RejectFilter:
+    limit: int = 20
+    since: datetime | None = None
+    sources: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+def rejects(conn: psycopg.Connection[Any], flt: RejectFilter) -> list[dict[str, Any]]:
+    """The newest rejections first, with what they kept of the raw input."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("""
+            SELECT id, created_at, source, reason, field, url, raw FROM rejects
+            WHERE (cardinality(%(sources)s::text[]) = 0 OR source = ANY(%(sources)s))
+              AND (cardinality(%(reasons)s::text[]) = 0 OR reason = ANY(%(reasons)s))
+              AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+            ORDER BY id DESC LIMIT %(limit)s""",
+                    {"sources": list(flt.sources), "reasons": list(flt.reasons),
+                     "since": flt.since, "limit": flt.limit})
+        return cur.fetchall()
+
+
 def stats(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     with conn.cursor() as cur:
         total = cur.execute("SELECT count(*) FROM signals").fetchone()
