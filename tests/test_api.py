@@ -119,7 +119,7 @@ def test_reads_need_a_key_and_refusals_say_nothing(api: str, db: psycopg.Connect
     assert requests.get(f"{api}/docs", timeout=30).status_code == 200
     paths = requests.get(f"{api}/openapi.json", timeout=30).json()["paths"]
     assert {"/signals", "/signals/top", "/signals/{signal_id}", "/sources", "/runs",
-            "/briefs/current", "/briefs/{week}", "/crawl"} <= set(paths)
+            "/rejects", "/briefs/current", "/briefs/{week}", "/crawl"} <= set(paths)
 
 
 def test_writes_need_the_bearer_token(api: str, db: psycopg.Connection[Any]) -> None:
@@ -411,6 +411,18 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     assert [r["sources"] for r in runs] == [["beta"], ["alpha"]]
     only = get(api, "/runs", source="alpha").json()["items"]
     assert len(only) == 1 and only[0]["scraped"] == 5 and only[0]["stored"] == 4
+
+    db.execute("""INSERT INTO rejects (source, reason, field, url, raw) VALUES
+                  ('alpha', 'missing_link_and_id', 'link', 'https://a.example/feed',
+                   '{"title": "No link"}'),
+                  ('beta', 'not_http_url', 'url', 'javascript:x', '{}')""")
+    rejects = get(api, "/rejects").json()["items"]
+    assert [(r["source"], r["reason"]) for r in rejects[:2]] == [
+        ("beta", "not_http_url"), ("alpha", "missing_link_and_id")]
+    alpha = get(api, "/rejects", source="alpha", reason="missing_link_and_id").json()["items"]
+    assert [(r["field"], r["url"], r["raw"]) for r in alpha] == [
+        ("link", "https://a.example/feed", {"title": "No link"})]
+    assert get(api, "/rejects", source="alpha", reason="nope").json() == {"items": []}
 
 
 def test_briefs_current_or_204(api: str, db: psycopg.Connection[Any]) -> None:

@@ -143,6 +143,20 @@ class RunList(BaseModel):
     items: list[Run]
 
 
+class Reject(BaseModel):
+    id: int
+    created_at: datetime
+    source: str
+    reason: str
+    field: str | None
+    url: str | None
+    raw: dict[str, Any]
+
+
+class RejectList(BaseModel):
+    items: list[Reject]
+
+
 class Brief(BaseModel):
     week: str
     generated_at: datetime

@@ -1,4 +1,4 @@
-"""``/sources``, ``/runs``, ``/briefs`` (reads) and ``POST /crawl`` (a write)."""
+"""``/sources``, ``/runs``, ``/rejects``, ``/briefs`` (reads) and ``POST /crawl`` (a write)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from harvester.api import checks, reads
 from harvester.api.deps import connection, invalid, sources_file
-from harvester.api.models import Brief, CrawlAccepted, CrawlRequest, RunList, SourceList
+from harvester.api.models import (
+    Brief,
+    CrawlAccepted,
+    CrawlRequest,
+    RejectList,
+    RunList,
+    SourceList,
+)
 from harvester.api.security import require_read, require_write
 from harvester.runner import SPIDERS
-from harvester.services import scheduler, scrapyd
+from harvester.services import queries, scheduler, scrapyd
 from harvester.services.brief import IsoWeek, WeekError
 from harvester.sources import SourcesError, SourcesFile, load_sources
 
@@ -69,6 +76,18 @@ def list_runs(conn: Conn,
               source: Annotated[str | None, Query(max_length=100)] = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
     return {"items": reads.runs(conn, source, limit)}
+
+
+@reads_router.get("/rejects", response_model=RejectList, tags=["operations"],
+                  summary="Recent rejections (input that could not become a signal), newest "
+                          "first")
+def list_rejects(conn: Conn,
+                 source: Annotated[str | None, Query(max_length=100)] = None,
+                 reason: Annotated[str | None, Query(max_length=100)] = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 20) -> dict[str, Any]:
+    flt = queries.RejectFilter(limit=limit, sources=(source,) if source else (),
+                               reasons=(reason,) if reason else ())
+    return {"items": queries.rejects(conn, flt)}
 
 
 BriefFormat = Annotated[Literal["json", "markdown", "html"], Query(
