@@ -375,6 +375,22 @@ def _check_sources(ctx: click.Context, conn: psycopg.Connection[Any],
                            f"the sources file does not define it (it defines {known})")
 
 
+def _show_rows(ctx: click.Context, sources: tuple[str, ...],
+               fetch: Callable[[psycopg.Connection[Any]], list[dict[str, Any]]],
+               table: str, as_json: bool) -> None:
+    """Rows read for ``--source`` names that must exist, as a JSON array or the ``ui``
+    table named ``table``."""
+    with _connect() as conn:
+        _check_sources(ctx, conn, sources)
+        rows = fetch(conn)
+    if as_json:
+        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
+        return
+    from harvester import ui
+
+    console.print(getattr(ui, table)(rows))
+
+
 @main.command()
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--since", default=None, help="Only signals newer than an age (24h, 7d) or date.")
@@ -388,15 +404,8 @@ def top(ctx: click.Context, limit: int, since: str | None, sources: tuple[str, .
     """The highest-scoring signals, with why they scored."""
     flt = queries.TopFilter(limit=limit, since=_since(since), sources=sources,
                             min_score=min_score)
-    with _connect() as conn:
-        _check_sources(ctx, conn, sources)
-        rows = clustered.top_clusters(conn, flt)
-    if as_json:
-        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
-        return
-    from harvester import ui
-
-    console.print(ui.top_table(rows))
+    _show_rows(ctx, sources, lambda conn: clustered.top_clusters(conn, flt), "top_table",
+               as_json)
 
 
 @main.command()
@@ -413,15 +422,8 @@ def rejects(ctx: click.Context, limit: int, since: str | None, sources: tuple[st
     """The newest rejections: what could not become a signal, and why."""
     flt = queries.RejectFilter(limit=limit, since=_since(since), sources=sources,
                                reasons=reasons)
-    with _connect() as conn:
-        _check_sources(ctx, conn, sources)
-        rows = queries.rejects(conn, flt)
-    if as_json:
-        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
-        return
-    from harvester import ui
-
-    console.print(ui.rejects_table(rows))
+    _show_rows(ctx, sources, lambda conn: queries.rejects(conn, flt), "rejects_table",
+               as_json)
 
 
 @main.command()
