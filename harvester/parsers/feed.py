@@ -27,10 +27,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import fastfeedparser
+import fastfeedparser.main
 import feedparser
 from lxml import etree
 
 from harvester import surrogates
+from harvester.parsers.dates import is_relative, localized_rfc822
 from harvester.parsers.encoding import (
     BodyTooLarge,
     clean_xml_text,
@@ -94,6 +96,8 @@ class _Attempt:
     is_feed: bool = False
     cut_entries: list[Mapping[str, Any]] = field(default_factory=list)
     rejects: list[EntryReject] = field(default_factory=list)
+    #: fastfeedparser read some date with a lenient parser (see ``_lenient_date_calls``).
+    lenient_dates: bool = False
 
 
 def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -178,21 +182,22 @@ def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
                 rejects.append(EntryReject("malformed_entry", None, {
                     "item": _short_json(item), "error": one.failure}))
     attempt.rejects.extend(rejects)
-    if any(not e.get("published") or not e.get("updated") for e in attempt.entries):
-        _add_json_dates(attempt, items)
+    _add_json_dates(attempt, items)
     return attempt, None
 
 
 def _add_json_dates(attempt: _Attempt, items: list[dict[str, Any]]) -> None:
-    """Put back the date strings fastfeedparser could not parse (it leaves ``None``), so
-    that they are reported as dropped rather than lost without a trace."""
+    """Correct fastfeedparser's dates by the items' date strings (see ``_correct_dates``):
+    a date it could not parse (it leaves ``None``) is reported as dropped rather than lost
+    without a trace, and so is a relative phrase it read as a time near the crawl."""
     by_id = {str(item["id"]): item for item in items if item.get("id") is not None}
     for entry in attempt.entries:
         item = by_id.get(str(entry.get("id")))
-        for key, name in (("published", "date_published"), ("updated", "date_modified")):
-            value = item.get(name) if item else None
-            if not entry.get(key) and isinstance(value, str) and value.strip():
-                entry[key] = value  # type: ignore[index]
+        if item is not None:
+            _correct_dates(entry, {
+                key: _str(item.get(name))
+                for key, name in (("published", "date_published"), ("updated", "date_modified"))},
+                fill_missing=True)
 
 
 def _json_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -239,13 +244,13 @@ def _parse_xml(text: str) -> _Attempt:
     data = to_utf8_xml(text)
     fast = _run_fastfeedparser(data)
     if not _needs_fallback(fast, text):
-        if _ENTRY_DATE_RE.search(text) and any(not e.get("published") for e in fast.entries):
-            _add_raw_dates(fast, _run_feedparser(data))
+        if _dates_to_check(fast, text):
+            _check_dates(fast, _run_feedparser(data))
         return fast
     slow = _run_feedparser(data)
     best = _better(fast, slow, prefer_slow="xml:base" in text)
     if best is fast:
-        _add_raw_dates(fast, slow)
+        _check_dates(fast, slow)
     if best.entries or (fast.failure is None and slow.failure is None):
         # Entries found, or a well-formed feed that simply has none: nothing to recover.
         return best
@@ -259,25 +264,66 @@ def _parse_xml(text: str) -> _Attempt:
     return best
 
 
-def _add_raw_dates(fast: _Attempt, slow: _Attempt) -> None:
-    """Give fastfeedparser's undated entries the date strings feedparser found for them.
+def _dates_to_check(fast: _Attempt, text: str) -> bool:
+    """Whether fastfeedparser's dates need feedparser's raw strings to be checked: an
+    entry is undated though the document has date elements (a date fastfeedparser could
+    not read, left out without a trace), or some date was read by a lenient parser."""
+    if fast.lenient_dates:
+        return True
+    return bool(_ENTRY_DATE_RE.search(text)) and any(not e.get("published")
+                                                      for e in fast.entries)
 
-    fastfeedparser leaves out a date it cannot parse, without a trace; feedparser keeps
-    the string. Only the string is taken, not feedparser's reading of it (it rolls
-    ``2024-13-45`` over into 2025): ``_date`` reads it or reports it as dropped. Entries
-    are matched by position and confirmed by link or id; one that does not match is left
-    as it is.
+
+def _lenient_date_calls() -> int:
+    """How many dates fastfeedparser has handed to its lenient parsers so far.
+
+    Its own paths read RFC 822 and ISO 8601 strictly; what they cannot read goes to
+    dateutil and then dateparser, which read ``yesterday`` or ``2 hours ago`` as a time
+    near the crawl, and take a ``<guid>`` of ``7`` for the 7th of this month when an item
+    has no date. Both are cached functions of fastfeedparser 0.6 (pinned), so the calls
+    can be counted; -1 when the names are gone, which makes every document checked.
+    """
+    total = 0
+    for name in ("_slow_dateutil_parse", "_slow_dateparser"):
+        info = getattr(getattr(fastfeedparser.main, name, None), "cache_info", None)
+        if info is None:
+            return -1
+        stats = info()
+        total += stats.hits + stats.misses
+    return total
+
+
+def _check_dates(fast: _Attempt, slow: _Attempt) -> None:
+    """Correct fastfeedparser's dates of each entry by the date strings feedparser found.
+
+    A date fastfeedparser left out or read from a relative phrase gets feedparser's raw
+    string instead, which ``_date`` reads or reports as dropped; one that has no date
+    element behind it (taken from the guid) is removed. Only the string is taken, not
+    feedparser's reading of it (it rolls ``2024-13-45`` over into 2025). Entries are
+    matched by position and confirmed by link or id; one that does not match is left as
+    it is.
     """
     if len(slow.entries) != len(fast.entries):
         return
     for ours, theirs in zip(fast.entries, slow.entries, strict=True):
-        if ours.get("published") or not (
-                _same(ours, theirs, "link") or _same(ours, theirs, "id")):
-            continue
-        for key in ("published", "updated"):
-            value = dict.get(theirs, key)  # not feedparser's updated → published fallback
-            if not ours.get(key) and isinstance(value, str) and value.strip():
-                ours[key] = value  # type: ignore[index]
+        if _same(ours, theirs, "link") or _same(ours, theirs, "id"):
+            # Plain lookups: not feedparser's updated → published fallback.
+            _correct_dates(ours, {key: _str(dict.get(theirs, key))
+                                  for key in ("published", "updated")}, fill_missing=False)
+
+
+def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None], *,
+                   fill_missing: bool) -> None:
+    """Put the document's date strings ``raw`` in place of fastfeedparser's readings that
+    are relative, or missing (any of them with ``fill_missing``, else only those of an
+    undated entry); drop a published date with no date string behind it."""
+    fill = fill_missing or not ours.get("published")
+    if raw["published"] is None and ours.get("published") and (
+            raw["updated"] is None or is_relative(raw["updated"])):
+        del ours["published"]  # from the guid, or a copy of a relative updated
+    for key, value in raw.items():
+        if value is not None and (is_relative(value) or (fill and not ours.get(key))):
+            ours[key] = value
 
 
 def _same(ours: Mapping[str, Any], theirs: Mapping[str, Any], key: str) -> bool:
@@ -332,6 +378,7 @@ def _better(fast: _Attempt, slow: _Attempt, *, prefer_slow: bool) -> _Attempt:
 
 def _run_fastfeedparser(data: bytes) -> _Attempt:
     """fastfeedparser on bytes (never str: a str that looks like a URL would be fetched)."""
+    before = _lenient_date_calls()
     try:
         result = fastfeedparser.parse(data, include_media=False, include_enclosures=False)
     except Exception as exc:  # any parser failure means "try the next one"
@@ -342,6 +389,7 @@ def _run_fastfeedparser(data: bytes) -> _Attempt:
         entries=list(result.get("entries") or []),
         feed=result.get("feed") or {},
         is_feed=True,
+        lenient_dates=before < 0 or _lenient_date_calls() != before,
     )
 
 
@@ -588,7 +636,8 @@ def _parse_date_string(value: str) -> datetime | None:
             return _utc(parse(value))
         except (ValueError, TypeError, IndexError, OverflowError):
             continue
-    return None
+    localized = localized_rfc822(value)
+    return _utc(localized) if localized is not None else None
 
 
 def _utc(value: datetime) -> datetime:

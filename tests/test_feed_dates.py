@@ -1,0 +1,123 @@
+"""Dates feeds send outside RFC 822 / RFC 3339.
+
+An entry's date drives its recency score and `harvest top --since`, so a wrong one is
+worse than none. fastfeedparser hands what its strict paths cannot read to lenient
+parsers, which read a relative phrase ("yesterday") as a time near the crawl and, when an
+item has no date at all, take a guid such as ``7`` for the 7th of the current month. Those
+readings are not kept: a relative phrase is reported as a dropped field, a guid is no
+date. An RFC 822 date in Portuguese, Spanish, French, German, Italian or Dutch is read
+(the shared corpus has a Brazilian portal's feed dated ``Seg, 24 Set 2018``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from harvester.parsers.dates import is_relative, localized_rfc822
+from harvester.parsers.feed import parse_feed
+from tests.feeds import rss
+from tests.realdata import REALDATA
+
+FEED_URL = "https://e.org/feed"
+
+
+def one_entry(**item: str) -> dict:
+    doc = rss([{"title": "t", "link": "https://e.org/1", **item}])
+    (entry,) = parse_feed(doc.encode(), FEED_URL).entries
+    return entry
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2 hours ago", "last tuesday", "now", "Today"])
+def test_a_relative_date_is_reported_as_dropped_not_read_as_the_crawl_time(text: str) -> None:
+    entry = one_entry(date=text)
+    assert entry["published_at"] is None
+    assert entry["dropped"] == {"published_at": f"{text!r} is not a date"}
+
+
+@pytest.mark.parametrize("guid", ["1", "7", "Tue", "March", "10:30"])
+def test_an_undated_item_does_not_take_its_guid_for_a_date(guid: str) -> None:
+    entry = one_entry(guid=guid)
+    assert entry["published_at"] is None and entry["updated_at"] is None
+    assert "dropped" not in entry  # the feed gave no date: nothing was lost
+    assert entry["external_id"] == guid
+
+
+def test_dated_items_keep_their_dates_next_to_one_with_a_relative_date() -> None:
+    doc = rss([
+        {"title": "a", "link": "https://e.org/a", "date": "Tue, 10 Jun 2003 04:00:00 GMT"},
+        {"title": "b", "link": "https://e.org/b", "date": "2 hours ago"},
+        {"title": "c", "link": "https://e.org/c", "guid": "7",
+         "date": "Wed, 11 Jun 2003 05:00:00 +0200"},
+        {"title": "d", "link": "https://e.org/d", "guid": "8"},
+    ])
+    entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
+    assert entries["https://e.org/a"]["published_at"] == datetime(2003, 6, 10, 4, tzinfo=UTC)
+    assert entries["https://e.org/b"]["published_at"] is None
+    assert entries["https://e.org/c"]["published_at"] == datetime(2003, 6, 11, 3, tzinfo=UTC)
+    assert entries["https://e.org/d"]["published_at"] is None
+
+
+def test_an_atom_entry_updated_yesterday_has_no_date() -> None:
+    doc = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+           '<entry><id>urn:1</id><title>One</title><link href="https://e.org/1"/>'
+           '<updated>yesterday</updated></entry></feed>')
+    (entry,) = parse_feed(doc.encode(), FEED_URL).entries
+    assert entry["published_at"] is None and entry["updated_at"] is None
+    assert entry["dropped"] == {"updated_at": "'yesterday' is not a date"}
+
+
+def test_a_json_feed_relative_date_is_reported() -> None:
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "j", "items": [
+        {"id": "1", "url": "https://e.org/1", "title": "a", "date_published": "now",
+         "date_modified": "2024-01-02T03:04:05Z"}]}
+    (entry,) = parse_feed(json.dumps(doc).encode(), FEED_URL).entries
+    assert entry["published_at"] is None
+    assert entry["updated_at"] == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert entry["dropped"] == {"published_at": "'now' is not a date"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Seg, 24 Set 2018 19:42:40 -0300", datetime(2018, 9, 24, 22, 42, 40, tzinfo=UTC)),
+    ("mar., 24 nov. 2026 10:00:00 +0100", datetime(2026, 11, 24, 9, tzinfo=UTC)),
+    ("Mi, 25 März 2026 10:00 +0100", datetime(2026, 3, 25, 9, tzinfo=UTC)),
+    ("jeu., 12 juin 2024 08:30:00 GMT", datetime(2024, 6, 12, 8, 30, tzinfo=UTC)),
+    ("ven, 12 juillet 2024 08:30:00 GMT", datetime(2024, 7, 12, 8, 30, tzinfo=UTC)),
+    ("lun, 5 agosto 2024 08:30:00 +0200", datetime(2024, 8, 5, 6, 30, tzinfo=UTC)),
+    ("5 maart 2021 09:00:00 +0100", datetime(2021, 3, 5, 8, tzinfo=UTC)),
+    ("Sáb, 1 dic 2029 23:59:59 -0500", datetime(2029, 12, 2, 4, 59, 59, tzinfo=UTC)),
+])
+def test_an_rfc822_date_in_another_language_is_read(text: str, expected: datetime) -> None:
+    entry = one_entry(date=text)
+    assert entry["published_at"] == expected
+    assert "dropped" not in entry
+
+
+@pytest.mark.parametrize("text", [
+    "31 nov 2024 10:00:00 +0000",   # no such day
+    "12 juillet 2024 10:00:00 CET",  # a zone name RFC 822 does not define: not guessed
+    "12 foo 2024 10:00:00 +0000",    # no month
+    "quinta-feira 12 2024",
+])
+def test_a_localized_text_that_is_no_date_is_not_guessed(text: str) -> None:
+    assert localized_rfc822(text) is None
+
+
+def test_relative_phrases_and_dates_are_told_apart() -> None:
+    assert all(map(is_relative, ["now", "3 days ago", "next week", "TBD"]))
+    assert not any(map(is_relative, [
+        "Tue, 10 Jun 2003 04:00:00 GMT", "2024-01-02T03:04:05Z", "Seg, 24 Set 2018"]))
+
+
+def test_the_shared_corpus_portuguese_feed_is_dated() -> None:
+    path = REALDATA / "feeds" / "rss-parser" / "input" / "uolNoticias.rss"
+    if not path.exists():
+        pytest.skip(f"{path} is not on this machine")
+    entries = parse_feed(path.read_bytes(), "https://rss.uol.com.br/feed/noticias.xml").entries
+    assert len(entries) == 15
+    assert all("dropped" not in e for e in entries)
+    local = timezone(timedelta(hours=-3))
+    assert {e["published_at"].astimezone(local).date() for e in entries} == {
+        datetime(2018, 9, 24).date()}
