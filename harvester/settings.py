@@ -47,6 +47,9 @@ SPIDER_MIDDLEWARES = {
     "harvester.middlewares.callback_errors.CallbackErrorMiddleware": 950,
 }
 EXTENSIONS = {
+    # Per-crawler log counts (harvest crawl runs one crawler per source side by side).
+    "scrapy.extensions.logcount.LogCount": None,
+    "harvester.extensions.logcount.OwnLogCount": 0,
     "harvester.extensions.gc.GcFreezeExtension": 100,
     "harvester.extensions.metrics.MetricsExtension": 200,
 }

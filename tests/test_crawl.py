@@ -169,6 +169,27 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1}
 
 
+def test_each_source_run_counts_its_own_log_errors(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # harvest crawl runs one crawler per source in one process; Scrapy's log counter
+    # counted every crawler's records in each, so a healthy source showed its
+    # neighbour's errors in crawl_runs.stats.
+    (site.root / "ok.xml").write_text(rss(items("ok", 1)))
+    site.set_delay("/ok.xml", 2.0)  # ok is still crawling when down's errors are logged
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("ok", [f"{site.url}/ok.xml"]),
+        feed_source("down", ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]),
+    ])
+    result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
+                     "-s", "ROBOTSTXT_OBEY=false", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = {sources[0]: stats.get("log_count/ERROR", 0)
+              for sources, stats in db.execute("SELECT sources, stats FROM crawl_runs")}
+    # down: Scrapy's "Gave up retrying" and our "Source down: … failed" per URL.
+    assert errors == {"ok": 0, "down": 4}
+
+
 def test_bad_sources_file_is_one_sentence(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\nurls = ["https://x.org/f"]\n')

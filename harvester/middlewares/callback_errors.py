@@ -65,7 +65,8 @@ class CallbackErrorMiddleware:
         error = describe_failure(failure)
         logger.error("Source %s: the %s spider failed on %s (%s); what it had not yielded "
                      "from that response is not stored: see rejection %r", source,
-                     spider.name, response.url, error, REASON, exc_info=exception)
+                     spider.name, response.url, error, REASON, exc_info=exception,
+                     extra={"spider": spider})
         crawler.stats.inc_value("spider_exceptions/count")
         crawler.stats.inc_value(f"spider_exceptions/{name}")
         crawler.signals.send_catch_log(

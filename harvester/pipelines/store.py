@@ -137,6 +137,11 @@ class StorePipeline:
     def from_crawler(cls, crawler: Crawler) -> StorePipeline:
         return cls(crawler)
 
+    @property
+    def _log_extra(self) -> dict[str, Any]:
+        """``extra`` of the pipeline's log records: its crawler's spider (OwnLogCount)."""
+        return {"spider": self.crawler.spider}
+
     async def open_spider(self) -> None:
         self.crawler.stats.set_value("harvest/run_id", self.run_id)
         try:
@@ -144,7 +149,7 @@ class StorePipeline:
             await asyncio.to_thread(database.ensure_schema, self._url)
         except (database.DatabaseUnavailable, *DB_DOWN) as exc:
             logger.error("Database unavailable (%s): items will be spooled to %s",
-                         first_line(exc), self.config.spool_dir)
+                         first_line(exc), self.config.spool_dir, extra=self._log_extra)
         else:
             if await self._ready_worker(force=True):
                 await self._replay()
@@ -280,7 +285,7 @@ class StorePipeline:
             try:
                 self._worker, replaced = await SHARED.start(self._config_for_worker, self)
             except OSError as exc:
-                logger.error("Cannot start the store worker (%s)", exc)
+                logger.error("Cannot start the store worker (%s)", exc, extra=self._log_extra)
                 self._worker = None
                 return None
             if replaced:
@@ -296,7 +301,7 @@ class StorePipeline:
             stats.inc_value("harvest/store/batches")
             self._count(outcome.result)
             return
-        _log_failure(outcome, "spooling %d rows", len(batch))
+        _log_failure(outcome, self._log_extra, "spooling %d rows", len(batch))
         try:
             path = spool.write(self.config.spool_dir, batch)
         except OSError as exc:
@@ -308,7 +313,7 @@ class StorePipeline:
         for row in batch.rejects:
             hstats.inc(stats, row["source"], "rejected")
         logger.warning("Spooled %d signals and %d rejections to %s",
-                       len(batch.signals), len(batch.rejects), path)
+                       len(batch.signals), len(batch.rejects), path, extra=self._log_extra)
 
     def _lost(self, batch: Batch, exc: OSError) -> None:
         """Neither the database nor the spool took the batch: the one case where rows are
@@ -317,7 +322,8 @@ class StorePipeline:
         message = (f"cannot write the spool in {self.config.spool_dir} ({exc}): make it "
                    "writable (HARVEST_STORE_SPOOL_DIR) or bring the database back")
         logger.error("%d signals and %d rejections%s are lost: %s", len(batch.signals),
-                     len(batch.rejects), " and the run record" if batch.run else "", message)
+                     len(batch.rejects), " and the run record" if batch.run else "", message,
+                     extra=self._log_extra)
         stats = self.crawler.stats
         stats.inc_value("harvest/store/lost_batches")
         lost = Counter(row["source"] for row in (*batch.signals, *batch.rejects))
@@ -338,20 +344,22 @@ class StorePipeline:
         assert self._worker is not None
         outcome = await self._worker.replay(self.config.spool_dir)
         if outcome.report is None:
-            _log_failure(outcome, "spool replay stopped")
+            _log_failure(outcome, self._log_extra, "spool replay stopped")
             return
         report = outcome.report
         if report.refused:
             logger.error("%d spooled batches were refused and set aside as .refused in %s "
                          "(%s); fix the cause, then `harvest replay --retry-refused`",
-                         len(report.refused), self.config.spool_dir, "; ".join(report.refused))
+                         len(report.refused), self.config.spool_dir, "; ".join(report.refused),
+                         extra=self._log_extra)
         if report.batches:
             self.crawler.stats.inc_value("harvest/store/replayed", report.batches)
             logger.info("Replayed %d spooled batches (%d signals, %d already applied)",
                         report.batches, report.signals, report.already_applied)
 
 
-def _log_failure(outcome: Outcome, consequence: str, *args: Any) -> None:
+def _log_failure(outcome: Outcome, extra: dict[str, Any], consequence: str,
+                 *args: Any) -> None:
     if outcome.status == "unreachable" and not outcome.error:
         return  # a reconnect is not due yet: the spool warning says enough
     what = {"unreachable": "Cannot connect to the database",
@@ -359,7 +367,7 @@ def _log_failure(outcome: Outcome, consequence: str, *args: Any) -> None:
             "refused": "Database refused a batch",
             "failed": "The store worker could not write a batch"}.get(
                 outcome.status, "The store worker is gone")
-    logger.error("%s (%s): " + consequence, what, outcome.error, *args)
+    logger.error("%s (%s): " + consequence, what, outcome.error, *args, extra=extra)
 
 
 def _raw(item: Signal) -> dict[str, Any]:

@@ -65,6 +65,12 @@ class SourceSpider(Spider):
         self.cursors: dict[str, dict[str, Any]] = {}
 
     @property
+    def log_extra(self) -> dict[str, Any]:
+        """``extra`` of this spider's log records: names the spider, as Scrapy's own records
+        do, so each crawler's ``log_count/*`` counts only its own (OwnLogCount)."""
+        return {"spider": self}
+
+    @property
     def source_names(self) -> list[str]:
         return [s.name for s in self.sources]
 
@@ -169,7 +175,7 @@ class SourceSpider(Spider):
         name = source if isinstance(source, str) else source.name
         hstats.inc(self.crawler.stats, name, "errors")
         hstats.set_last_error(self.crawler.stats, name, f"{url}: {message}")
-        logger.error("Source %s: %s failed: %s", name, url, message)
+        logger.error("Source %s: %s failed: %s", name, url, message, extra=self.log_extra)
 
     def on_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
@@ -181,7 +187,7 @@ class SourceSpider(Spider):
             hstats.set_last_error(self.crawler.stats, source,
                                   f"{request.url}: forbidden by robots.txt")
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
-                        request.url)
+                        request.url, extra=self.log_extra)
             return
         self.fail(source, request.url, describe_failure(failure))
 
@@ -190,7 +196,7 @@ class SourceSpider(Spider):
     async def start(self) -> AsyncIterator[Request]:
         if self.config_error:
             # Reported here, once the crawl (and its stats) exist; nothing is fetched.
-            logger.error("%s", self.config_error)
+            logger.error("%s", self.config_error, extra=self.log_extra)
             self.crawler.stats.set_value("harvest/config_error", self.config_error)
             raise CloseSpider("config_error")
         if self.sources:
@@ -198,7 +204,8 @@ class SourceSpider(Spider):
         for source in self.sources:
             reason = self._skip(source)
             if reason:
-                logger.warning("Source %s skipped: %s", source.name, reason)
+                logger.warning("Source %s skipped: %s", source.name, reason,
+                               extra=self.log_extra)
                 hstats.set_skipped(self.crawler.stats, source.name, reason)
                 continue
             async for request in self.start_source(source):
