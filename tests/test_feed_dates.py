@@ -1,4 +1,4 @@
-"""Dates feeds send outside RFC 822 / RFC 3339.
+"""Dates feeds (and pages) send outside RFC 822 / RFC 3339.
 
 An entry's date drives its recency score and `harvest top --since`, so a wrong one is
 worse than none. fastfeedparser hands what its strict paths cannot read to lenient
@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from harvester.parsers.article import parse_date
 from harvester.parsers.dates import is_relative, localized_rfc822
 from harvester.parsers.feed import parse_feed
 from tests.feeds import rss
@@ -121,3 +122,12 @@ def test_the_shared_corpus_portuguese_feed_is_dated() -> None:
     local = timezone(timedelta(hours=-3))
     assert {e["published_at"].astimezone(local).date() for e in entries} == {
         datetime(2018, 9, 24).date()}
+
+
+def test_a_page_date_is_not_completed_from_today_and_may_be_localized() -> None:
+    # Listing cells and article metadata go through dateutil, which completes "Tue" to
+    # next Tuesday and "March" to this year's March.
+    assert parse_date("Tue") is None and parse_date("March") is None
+    assert parse_date("Seg, 24 Set 2018 19:42:40 -0300") == datetime(2018, 9, 24, 22, 42, 40,
+                                                                      tzinfo=UTC)
+    assert parse_date("May 5, 2024") == datetime(2024, 5, 5, tzinfo=UTC)

@@ -87,6 +87,9 @@ def rows(prefix: str, page: int) -> list[dict[str, Any]]:
         out[1].update(code="", href=None, title=f"{prefix} sin código")
         # No date: stored without one, counted as missing.
         out[2]["date"] = ""
+    if page == 3:
+        # A date cell that holds no date ("soon"): stored without one, reported as dropped.
+        out[0]["date"] = "pronto"
     return out
 
 
@@ -160,6 +163,12 @@ def test_url_pagination_by_template_and_by_link(
                          "CONOCER", "2024-03-01")
     assert first[5] == ["Educación", "Servicios"] and first[6] == {"level": 2}
     assert [r[4] for r in rows_ if r[0] == "EC0007"] == [None]  # the row without a date
+    assert [r[4] for r in rows_ if r[0] == "EC0009"] == [None]  # "pronto" is not a date
+    by_source = dict(db.execute(
+        "SELECT sources[1], stats -> 'harvest/by_source' FROM crawl_runs").fetchall())
+    assert by_source["tmpl"]["tmpl"]["dropped"] == {"published_at": 1}
+    assert "dropped" not in by_source["link"]["link"]  # it stopped before page 3
+    assert "(published_at ×1)" in " ".join(result.stdout.split())
     rejects = db.execute("SELECT source, reason, raw->>'title' FROM rejects "
                          "ORDER BY source").fetchall()
     assert rejects == [("link", "missing_url_and_id", "link sin código"),

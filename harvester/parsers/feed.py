@@ -282,6 +282,8 @@ def _lenient_date_calls() -> int:
     near the crawl, and take a ``<guid>`` of ``7`` for the 7th of this month when an item
     has no date. Both are cached functions of fastfeedparser 0.6 (pinned), so the calls
     can be counted; -1 when the names are gone, which makes every document checked.
+    Its reading of each date string is cached as well, so the count is taken after
+    ``_forget_date_readings``.
     """
     total = 0
     for name in ("_slow_dateutil_parse", "_slow_dateparser"):
@@ -291,6 +293,15 @@ def _lenient_date_calls() -> int:
         stats = info()
         total += stats.hits + stats.misses
     return total
+
+
+def _forget_date_readings() -> None:
+    """Empty fastfeedparser's cache of date readings: a string read before would not reach
+    the lenient parsers again and go unnoticed (and ``yesterday`` would keep the reading
+    of the first time it was seen). A few µs a document; dates rarely repeat across feeds."""
+    clear = getattr(getattr(fastfeedparser.main, "_parse_date", None), "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 def _check_dates(fast: _Attempt, slow: _Attempt) -> None:
@@ -378,6 +389,7 @@ def _better(fast: _Attempt, slow: _Attempt, *, prefer_slow: bool) -> _Attempt:
 
 def _run_fastfeedparser(data: bytes) -> _Attempt:
     """fastfeedparser on bytes (never str: a str that looks like a URL would be fetched)."""
+    _forget_date_readings()
     before = _lenient_date_calls()
     try:
         result = fastfeedparser.parse(data, include_media=False, include_enclosures=False)
