@@ -40,6 +40,8 @@ DOWNLOADER_MIDDLEWARES = {
     "harvester.middlewares.polite.PoliteMiddleware": 570,
     # Before HttpCompressionMiddleware (590) for responses: see harvester/middlewares/compressed.py.
     "harvester.middlewares.compressed.PlainCompressedMiddleware": 595,
+    # Inside RedirectMiddleware (600): sees a listed URL's 301/308 before it is followed.
+    "harvester.middlewares.moved.MovedSourceMiddleware": 610,
 }
 # Nearest the spider: a callback's exception becomes a stored rejection and a failure of
 # its source (harvester/middlewares/callback_errors.py).

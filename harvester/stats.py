@@ -38,6 +38,16 @@ def drop_fields(stats: StatsCollector, source: str, fields: Mapping[str, str],
         inc(stats, source, "dropped_fields")
 
 
+def moved(stats: StatsCollector, source: str, old: str, new: str) -> bool:
+    """A listed URL of ``source`` redirects permanently to ``new``; True the first time in
+    this crawl (``harvest/source/<name>/moved``: old URL → new)."""
+    key = f"harvest/source/{source}/moved"
+    seen: dict[str, str] = stats.get_value(key) or {}
+    first = old not in seen
+    stats.set_value(key, {**seen, old: new})
+    return first
+
+
 def set_last_error(stats: StatsCollector, source: str, message: str) -> None:
     stats.set_value(f"harvest/source/{source}/last_error", message)
 
@@ -65,5 +75,7 @@ def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[
             row["dropped"] = {k[start:]: int(v) for k, v in stats.items()
                               if k.startswith(prefix + "dropped_field/")}
         row["skipped"] = stats.get(prefix + "skipped")
+        if moved := stats.get(prefix + "moved"):
+            row["moved"] = dict(moved)
         table[name] = row
     return table

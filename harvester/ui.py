@@ -67,6 +67,10 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
             console.print(f"[yellow]fields dropped[/] {outcome.source}: the items were kept "
                           f"without fields the source sent in a form that cannot be used "
                           f"({fields}); the crawl log shows the first of each")
+        for old_url, new_url in (outcome.counters.get("moved") or {}).items():
+            console.print(f"[yellow]moved[/] {outcome.source}: {escape(old_url)} redirects "
+                          f"permanently to {escape(new_url)}; put the new URL in the sources "
+                          "file")
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "

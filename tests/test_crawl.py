@@ -169,6 +169,33 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1}
 
 
+def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "new.xml").write_text(rss(items("new", 2)))
+    (site.root / "temp.xml").write_text(rss(items("temp", 1)))
+    site.set_status("/old.xml", 301, headers={"Location": "/new.xml"})
+    # A temporary redirect is the site's business: nothing to change in the sources file.
+    site.set_status("/elsewhere.xml", 302, headers={"Location": "/temp.xml"})
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("relocated", [f"{site.url}/old.xml"]),
+        feed_source("bounced", [f"{site.url}/elsewhere.xml"]),
+    ])
+    result = harvest("--sources", str(sources), "crawl", "--all", home=home)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())
+    assert (f"moved relocated: {site.url}/old.xml redirects permanently to "
+            f"{site.url}/new.xml; put the new URL in the sources file") in out
+    assert "moved bounced" not in out
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'relocated'") == 2
+    by_source = dict(db.execute(
+        "SELECT sources[1], stats -> 'harvest/by_source' FROM crawl_runs").fetchall())
+    assert by_source["relocated"]["relocated"]["moved"] == {
+        f"{site.url}/old.xml": f"{site.url}/new.xml"}
+    assert "moved" not in by_source["bounced"]["bounced"]
+
+
 def test_each_source_run_counts_its_own_log_errors(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

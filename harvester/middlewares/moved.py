@@ -1,0 +1,62 @@
+"""MovedSourceMiddleware: say when a URL of the sources file has moved for good."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urljoin
+
+from scrapy.crawler import Crawler
+from scrapy.http import Request, Response
+from w3lib.url import safe_url_string
+
+from harvester import stats as hstats
+from harvester.middlewares.conditional import SOURCE_META
+
+logger = logging.getLogger(__name__)
+
+PERMANENT = (301, 308)
+
+
+class MovedSourceMiddleware:
+    """Notices a URL of the sources file answered with a permanent redirect (301, 308).
+
+    Scrapy follows the redirect and the crawl goes on, so nothing would tell the operator
+    that every run pays an extra round trip and that the old address may stop answering
+    one day. The source's run records ``moved`` (old URL → new), which the crawl summary
+    shows as one line, ``crawl_runs.stats`` keeps, and the log says once.
+    Only the URLs the sources file lists are watched: an article link that redirects to its
+    canonical address is the site's business, not the operator's.
+
+    Sits just inside ``RedirectMiddleware`` (600) in ``DOWNLOADER_MIDDLEWARES``, so it sees
+    the redirect before Scrapy turns it into the next request.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._listed: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> MovedSourceMiddleware:
+        return cls(crawler)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if response.status not in PERMANENT or request.meta.get("redirect_urls"):
+            return response
+        source = request.meta.get(SOURCE_META)
+        location = response.headers.get(b"Location")
+        if source is None or not location or request.url not in self._urls_of(source):
+            return response
+        target = safe_url_string(urljoin(request.url, location.decode("latin-1")))
+        if hstats.moved(self.crawler.stats, source, request.url, target):
+            logger.warning("Source %s: %s has moved permanently (HTTP %d) to %s; put the new "
+                           "URL in the sources file", source, request.url, response.status,
+                           target, extra={"spider": self.crawler.spider})
+        return response
+
+    def _urls_of(self, name: str) -> frozenset[str]:
+        urls = self._listed.get(name)
+        if urls is None:
+            sources = getattr(self.crawler.spider, "sources", [])
+            listed = next((getattr(s, "urls", []) for s in sources if s.name == name), [])
+            urls = self._listed[name] = frozenset(safe_url_string(u) for u in listed)
+        return urls
