@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import first_line
@@ -177,9 +178,11 @@ def sources_list(ctx: click.Context) -> None:
     """List sources with their last success and failures (when the database runs)."""
     parsed = _load(ctx)
     states: dict[str, dict[str, Any]] = {}
+    moved: dict[str, tuple[datetime, dict[str, str]]] = {}
     try:
         with _connect(start=False) as conn:
             states = queries.source_states(conn)
+            moved = queries.moved_urls(conn)
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         # Listing works without a database, but a disabled source would show as enabled:
         # say why the health columns are empty.
@@ -211,6 +214,15 @@ def sources_list(ctx: click.Context) -> None:
         console.print(f"[red]{name}[/] was disabled after failing "
                       f"{states[name]['consecutive_failures']} runs in a row; after fixing the "
                       f"cause run `harvest sources enable {name}`", highlight=False)
+    for s in parsed.sources:
+        # Shown until the file no longer lists the old URL (or a run no longer sees it).
+        when, urls = moved.get(s.name, (None, {}))
+        for old_url, new_url in urls.items():
+            if when is not None and old_url in {safe_url_string(u) for u in s.urls}:
+                console.print(f"[yellow]moved[/] {s.name}: {escape(old_url)} redirects "
+                              f"permanently to {escape(new_url)} (run of "
+                              f"{when:%Y-%m-%d %H:%M}); put the new URL in the sources file",
+                              highlight=False)
 
 
 @sources.command("enable")

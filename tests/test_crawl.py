@@ -194,6 +194,17 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     assert by_source["relocated"]["relocated"]["moved"] == {
         f"{site.url}/old.xml": f"{site.url}/new.xml"}
     assert "moved" not in by_source["bounced"]["bounced"]
+    # Scrapyd's operators never see the summary: `harvest sources` says it too, until
+    # the file lists the new URL.
+    listed = harvest("--sources", str(sources), "sources", home=home)
+    assert (f"moved relocated: {site.url}/old.xml redirects permanently to "
+            f"{site.url}/new.xml (run of ") in " ".join(listed.stdout.split())
+    fixed = write_sources(tmp_path / "fixed.toml", [
+        feed_source("relocated", [f"{site.url}/new.xml"]),
+        feed_source("bounced", [f"{site.url}/elsewhere.xml"]),
+    ])
+    listed = harvest("--sources", str(fixed), "sources", home=home)
+    assert listed.returncode == 0 and "moved relocated" not in listed.stdout, listed.stdout
 
 
 def test_each_source_run_counts_its_own_log_errors(

@@ -65,6 +65,20 @@ def source_states(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         return {row["source"]: row for row in cur.fetchall()}
 
 
+def moved_urls(conn: psycopg.Connection[Any]) -> dict[str, tuple[datetime, dict[str, str]]]:
+    """Per source, the URLs its latest run found redirecting permanently (old → new) and
+    when that run started; sources whose latest run reported none are left out."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT source, started_at, moved FROM (
+                SELECT DISTINCT ON (src) src AS source, started_at,
+                       stats -> 'harvest/by_source' -> src -> 'moved' AS moved
+                FROM crawl_runs, unnest(sources) AS src
+                ORDER BY src, started_at DESC) latest
+            WHERE moved IS NOT NULL""")
+        return {source: (started, moved) for source, started, moved in cur.fetchall()}
+
+
 def recent_runs(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("""
