@@ -310,6 +310,29 @@ def test_reject_spike_opens_an_alert(db: psycopg.Connection[Any], home: Path,
     assert "ops alert resolved: 'messy': rejections back under the limit" in relaxed.stdout
 
 
+def test_a_source_that_moved_opens_an_alert_until_the_file_is_fixed(
+        db: psycopg.Connection[Any], home: Path, api: ApiServer, tmp_path: Path) -> None:
+    api.add("/old.xml", lambda r: Reply.text("", status=301, headers={"Location": "/new.xml"}))
+    api.add("/new.xml", lambda r: Reply.text(rss(items("n", 1)),
+                                             content_type="application/rss+xml"))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "relocated", "kind": "feed", "urls": [f"{api.url}/old.xml"]}])
+    crawl = harvest("--sources", str(sources), "crawl", "relocated", *FAST, home=home)
+    assert crawl.returncode == 0, crawl.stdout
+    opened = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
+    assert opened.returncode == 0, opened.stderr
+    assert (f"ops alert opened: 'relocated': a URL of the sources file redirects "
+            f"permanently ({api.url}/old.xml → {api.url}/new.xml); put the new URL in the "
+            "sources file") in " ".join(opened.stdout.split())
+
+    fixed = write_sources(tmp_path / "s.toml", [
+        {"name": "relocated", "kind": "feed", "urls": [f"{api.url}/new.xml"]}])
+    harvest("--sources", str(fixed), "crawl", "relocated", *FAST, home=home)
+    resolved = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(fixed)})
+    assert ("ops alert resolved: 'relocated': its URLs answer without a permanent redirect"
+            in resolved.stdout), resolved.stdout
+
+
 def test_stale_source_alert(db: psycopg.Connection[Any], home: Path, api: ApiServer,
                             tmp_path: Path) -> None:
     api.add("/hook", lambda r: Reply.json({}))

@@ -45,7 +45,7 @@ def notify(conn: psycopg.Connection[Any], cfg: AlertsConfig, channels: dict[str,
         rows = store.candidates(conn, threshold, limit, names)
         result.signals = [messages.signal_payload(r) for r in rows]
         if with_ops:
-            judged = ops.KINDS if sources is not None else ("run_failed", "reject_spike")
+            judged = ops.KINDS if sources is not None else ops.RUN_KINDS
             conditions = ops.evaluate(conn, sources, cfg.stale_factor,
                                       cfg.reject_spike_percent)
             result.changes = ops.apply(conn, conditions, judged, dry_run=dry_run)

@@ -7,7 +7,10 @@ Conditions, per source (key ``<kind>:<source>``):
 - ``stale``: its last success is older than ``stale_factor`` × its interval (its cron period
   when it has one); a source that never succeeded is left to ``run_failed``;
 - ``reject_spike``: more than ``reject_spike_percent`` % of its items were rejected in its
-  latest run.
+  latest run;
+- ``moved``: its latest run found a URL of the sources file redirecting permanently (the
+  crawl followed it; the file should say the new address). It clears once a run no longer
+  sees it, i.e. after the file is edited.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from psycopg.types.json import Jsonb
 from harvester.services.alerts import messages
 from harvester.sources import Source
 
-KINDS = ("run_failed", "stale", "reject_spike")
+KINDS = ("run_failed", "stale", "reject_spike", "moved")
+#: The kinds judged from runs alone (without the sources file's intervals).
+RUN_KINDS = ("run_failed", "reject_spike", "moved")
 
 # Latest finished run per source in which that source was not skipped.
 _LATEST_RUNS = """
@@ -89,6 +94,13 @@ def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition
             f"'{source}': {rate:.0f} % of its items were rejected in its last run "
             f"({rejected} of {total}; limit {spike_percent:g} %)",
             {"run_id": str(run["id"]), "rejected": rejected, "items": total}))
+    if moved := row.get("moved"):
+        where = "; ".join(f"{old} → {new}" for old, new in sorted(moved.items()))
+        out.append(Condition(
+            f"moved:{source}",
+            f"'{source}': a URL of the sources file redirects permanently ({where}); put the "
+            "new URL in the sources file",
+            {"run_id": str(run["id"]), "moved": moved}))
     return out
 
 
@@ -138,7 +150,8 @@ def _resolved_text(key: str, opened_at: datetime) -> str:
     kind, _, source = key.partition(":")
     what = {"run_failed": f"crawls of '{source}' succeed again",
             "stale": f"'{source}' is fresh again",
-            "reject_spike": f"'{source}': rejections back under the limit"}.get(kind, key)
+            "reject_spike": f"'{source}': rejections back under the limit",
+            "moved": f"'{source}': its URLs answer without a permanent redirect"}.get(kind, key)
     return f"{what} (alert open for {_duration(datetime.now(UTC) - opened_at)})"
 
 
