@@ -1,4 +1,4 @@
-"""Date texts that feeds send outside the RFC 822 / RFC 3339 they should use.
+"""Date texts that feeds (and pages) send outside the RFC 822 / RFC 3339 they should use.
 
 Two kinds matter in practice:
 
@@ -9,7 +9,7 @@ Two kinds matter in practice:
 - Phrases relative to the moment of reading (``yesterday``, ``2 hours ago``, ``now``): a
   general date parser turns them into a time near the crawl, different on every crawl, so
   they are not dates of the entry. ``is_relative`` recognises them, and words without any
-  digit, so that the feed parser reports them as dropped instead of taking a guess.
+  digit, so that the parsers report them as dropped instead of taking a guess.
 """
 
 from __future__ import annotations
