@@ -89,6 +89,10 @@ def test_a_json_feed_relative_date_is_reported() -> None:
     ("lun, 5 agosto 2024 08:30:00 +0200", datetime(2024, 8, 5, 6, 30, tzinfo=UTC)),
     ("5 maart 2021 09:00:00 +0100", datetime(2021, 3, 5, 8, tzinfo=UTC)),
     ("Sáb, 1 dic 2029 23:59:59 -0500", datetime(2029, 12, 2, 4, 59, 59, tzinfo=UTC)),
+    ("12 juillet 2024 10:00:00 CEST", datetime(2024, 7, 12, 8, tzinfo=UTC)),
+    # Dotted dates are day first wherever they are written (dateutil: January 5th).
+    ("01.05.2024 10:00", datetime(2024, 5, 1, 10, tzinfo=UTC)),
+    ("1.5.2024", datetime(2024, 5, 1, tzinfo=UTC)),
 ])
 def test_an_rfc822_date_in_another_language_is_read(text: str, expected: datetime) -> None:
     entry = one_entry(date=text)
@@ -98,7 +102,7 @@ def test_an_rfc822_date_in_another_language_is_read(text: str, expected: datetim
 
 @pytest.mark.parametrize("text", [
     "31 nov 2024 10:00:00 +0000",   # no such day
-    "12 juillet 2024 10:00:00 CET",  # a zone name RFC 822 does not define: not guessed
+    "12 juillet 2024 10:00:00 IST",  # India, Ireland or Israel: not guessed
     "12 foo 2024 10:00:00 +0000",    # no month
     "quinta-feira 12 2024",
 ])
@@ -131,3 +135,5 @@ def test_a_page_date_is_not_completed_from_today_and_may_be_localized() -> None:
     assert parse_date("Seg, 24 Set 2018 19:42:40 -0300") == datetime(2018, 9, 24, 22, 42, 40,
                                                                       tzinfo=UTC)
     assert parse_date("May 5, 2024") == datetime(2024, 5, 5, tzinfo=UTC)
+    assert parse_date("01.05.2024") == datetime(2024, 5, 1, tzinfo=UTC)
+    assert parse_date("10 Jun 2024 04:00 CEST") == datetime(2024, 6, 10, 2, tzinfo=UTC)

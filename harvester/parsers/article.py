@@ -24,7 +24,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from harvester import surrogates
-from harvester.parsers.dates import is_relative, localized_rfc822
+from harvester.parsers.dates import is_relative, localized_rfc822, reread
 from harvester.parsers.encoding import decode_document
 from harvester.parsers.html import collapse_ws
 
@@ -301,25 +301,26 @@ def parse_date(value: str | None) -> datetime | None:
 
     Epoch seconds (and milliseconds) are accepted; years outside 1990–2100 are treated as
     parse errors (``0001-01-01`` placeholders, two-digit-year accidents). A text without a
-    number or relative to today is no date; RFC 822 in six more languages is read
-    (:mod:`harvester.parsers.dates`).
+    number or relative to today is no date; RFC 822 in six more languages, dotted day-first
+    dates and common zone abbreviations are read (:mod:`harvester.parsers.dates`).
     """
     if not value or not value.strip():
         return None
     text = value.strip()
     if is_relative(text):
         return None  # "Tue", "March", "yesterday": dateutil would complete them from today
-    try:
-        if text.isdigit() and len(text) in (10, 13):
-            stamp = int(text) / (1000 if len(text) == 13 else 1)
-            parsed = datetime.fromtimestamp(stamp, UTC)
-        else:
-            parsed = dateparser.parse(text)
-    except (ValueError, OverflowError, OSError):
-        localized = localized_rfc822(text)  # "Seg, 24 Set 2018 19:42:40 -0300"
-        if localized is None:
-            return None
-        parsed = localized
+    parsed = reread(text)  # "01.05.2024" day first, "… 10:00 CEST"
+    if parsed is None:
+        try:
+            if text.isdigit() and len(text) in (10, 13):
+                stamp = int(text) / (1000 if len(text) == 13 else 1)
+                parsed = datetime.fromtimestamp(stamp, UTC)
+            else:
+                parsed = dateparser.parse(text)
+        except (ValueError, OverflowError, OSError):
+            parsed = localized_rfc822(text)  # "Seg, 24 Set 2018 19:42:40 -0300"
+    if parsed is None:
+        return None
     if not 1990 <= parsed.year <= 2100:
         return None
     if parsed.tzinfo is None:

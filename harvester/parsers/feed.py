@@ -32,7 +32,7 @@ import feedparser
 from lxml import etree
 
 from harvester import surrogates
-from harvester.parsers.dates import is_relative, localized_rfc822
+from harvester.parsers.dates import is_relative, localized_rfc822, reread
 from harvester.parsers.encoding import (
     BodyTooLarge,
     clean_xml_text,
@@ -326,14 +326,16 @@ def _check_dates(fast: _Attempt, slow: _Attempt) -> None:
 def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None], *,
                    fill_missing: bool) -> None:
     """Put the document's date strings ``raw`` in place of fastfeedparser's readings that
-    are relative, or missing (any of them with ``fill_missing``, else only those of an
-    undated entry); drop a published date with no date string behind it."""
+    are relative, misread (``dates.reread``) or missing (any of them with ``fill_missing``,
+    else only those of an undated entry); drop a published date with no date string behind
+    it."""
     fill = fill_missing or not ours.get("published")
     if raw["published"] is None and ours.get("published") and (
             raw["updated"] is None or is_relative(raw["updated"])):
         del ours["published"]  # from the guid, or a copy of a relative updated
     for key, value in raw.items():
-        if value is not None and (is_relative(value) or (fill and not ours.get(key))):
+        if value is not None and (is_relative(value) or reread(value) is not None
+                                  or (fill and not ours.get(key))):
             ours[key] = value
 
 
@@ -639,6 +641,8 @@ def _parse_date_string(value: str) -> datetime | None:
     value = value.strip()
     if not value:
         return None
+    if (misread := reread(value)) is not None:
+        return _utc(misread)
     parsers: Iterable[Callable[[str], datetime]] = (
         lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
         parsedate_to_datetime,
