@@ -137,3 +137,4 @@ def test_a_page_date_is_not_completed_from_today_and_may_be_localized() -> None:
     assert parse_date("May 5, 2024") == datetime(2024, 5, 5, tzinfo=UTC)
     assert parse_date("01.05.2024") == datetime(2024, 5, 1, tzinfo=UTC)
     assert parse_date("10 Jun 2024 04:00 CEST") == datetime(2024, 6, 10, 2, tzinfo=UTC)
+    assert parse_date("10 Jun 2024 04:00 IST") is None  # India, Ireland or Israel

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import trafilatura
 from dateutil import parser as dateparser
+from dateutil.parser import UnknownTimezoneWarning
 from lxml import etree
 from lxml import html as lxml_html
 
@@ -316,8 +318,11 @@ def parse_date(value: str | None) -> datetime | None:
                 stamp = int(text) / (1000 if len(text) == 13 else 1)
                 parsed = datetime.fromtimestamp(stamp, UTC)
             else:
-                parsed = dateparser.parse(text)
-        except (ValueError, OverflowError, OSError):
+                with warnings.catch_warnings():
+                    # A zone it does not know ("IST": India, Ireland, Israel?) would be UTC.
+                    warnings.simplefilter("error", UnknownTimezoneWarning)
+                    parsed = dateparser.parse(text)
+        except (ValueError, OverflowError, OSError, UnknownTimezoneWarning):
             parsed = localized_rfc822(text)  # "Seg, 24 Set 2018 19:42:40 -0300"
     if parsed is None:
         return None
