@@ -275,6 +275,29 @@ def test_without_follow_news_fields_make_the_signal_and_limit_caps(
     assert last_run(db)["harvest/source/news/over_limit"] == 1  # the oldest one
 
 
+def test_a_date_that_is_no_date_is_a_dropped_field_and_the_url_is_kept(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    base = site.url
+    (site.root / "news.xml").write_text(
+        f'<?xml version="1.0"?><urlset {NS} {NEWS_NS}>'
+        f"<url><loc>{base}/n/a.html</loc><lastmod>last week</lastmod><news:news>"
+        "<news:publication_date>TBD</news:publication_date>"
+        "<news:title>Port strike ends</news:title></news:news></url>"
+        f"<url><loc>{base}/n/b.html</loc><lastmod>2024-05-01</lastmod></url>"
+        "</urlset>")
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "news", "kind": "sitemap", "urls": [f"{base}/news.xml"], "follow": False}])
+    result = crawl(sources, "news", home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = dict(db.execute("SELECT title, updated_at FROM signals").fetchall())
+    assert rows == {"Port strike ends": None, "b": datetime(2024, 5, 1, tzinfo=UTC)}
+    stats = last_run(db)
+    assert stats["harvest/by_source"]["news"]["dropped"] == {
+        "lastmod": 1, "news:publication_date": 1}
+    assert "(lastmod ×1, news:publication_date ×1)" in " ".join(result.stdout.split())
+
+
 @pytest.mark.parametrize("body", [b"<urlset><url><loc>https://a.example/1</loc>",
                                   b"<html><body>Sorry, moved</body></html>"])
 def test_malformed_sitemap_is_a_rejection_and_a_failure(

@@ -68,8 +68,9 @@ class ParsedSitemap:
     rejects: list[EntryReject] = field(default_factory=list)
     error: str | None = None
     gzipped: bool = False
-    #: ``lastmod`` values that were present but not a date (the URL is kept without one).
-    bad_dates: int = 0
+    #: Dates that were present but not a date, as (loc, field, text): the URL is kept
+    #: without it (``lastmod``, ``news:publication_date``).
+    bad_dates: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
@@ -196,12 +197,16 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
         result.rejects.append(EntryReject("not_http_url", "loc", {"loc": loc[:RAW_LIMIT]}))
         return None
     lastmod, is_day = parse_lastmod(values.get("lastmod"))
-    if values.get("lastmod") and lastmod is None:
-        result.bad_dates += 1
+    published = parse_lastmod(values.get("news_publication_date"))[0]
+    for name, text, value in (("lastmod", values.get("lastmod"), lastmod),
+                              ("news:publication_date", values.get("news_publication_date"),
+                               published)):
+        if text and value is None:
+            result.bad_dates.append((loc, name, text))
     keywords = values.get("news_keywords", "")
     return SitemapEntry(
         loc=loc, lastmod=lastmod, lastmod_is_day=is_day, news_title=values.get("news_title"),
-        news_published=parse_lastmod(values.get("news_publication_date"))[0],
+        news_published=published,
         news_keywords=tuple(k.strip() for k in keywords.split(",") if k.strip()),
         news_language=values.get("news_language"),
     )

@@ -80,7 +80,8 @@ class SitemapSpider(SourceSpider):
     ``lastmod`` is newer than the last successful run, or, without ``lastmod``, when no
     earlier run took it (docs/kinds/sitemap.md). Stats per source (``harvest/source/NAME/…``):
     ``entries`` (pages taken), ``unchanged``, ``filtered``, ``over_limit``, ``missing``,
-    ``robots_forbidden``, ``bad_lastmod``, ``too_deep``.
+    ``robots_forbidden``, ``too_deep``; a ``lastmod`` that is no date is a dropped field
+    (``dropped_field/lastmod``).
     """
 
     name = "sitemap"
@@ -134,7 +135,8 @@ class SitemapSpider(SourceSpider):
         for reject in parsed.rejects:
             yield self.reject(source, reject.reason, field=reject.field, url=response.url,
                               raw=reject.raw)
-        self.count(source, "bad_lastmod", parsed.bad_dates)
+        for loc, name, text in parsed.bad_dates:
+            self.dropped(source, {"url": loc, "dropped": {name: f"{text[:80]!r} is not a date"}})
         yield from self._children(source, parsed, response.url, depth)
         yield from self._pages(source, parsed, response.url)
 
