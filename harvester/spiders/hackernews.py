@@ -141,7 +141,7 @@ class HackerNewsSpider(SourceSpider):
         self.count(source, "unfetched", left)
         logger.warning("Source %s: %d more hits after page %d not fetched (max_pages = %d); "
                        "raise max_pages or limit, or crawl more often",
-                       source.name, left, page + 1, max_pages)
+                       source.name, left, page + 1, max_pages, extra=self.log_extra)
 
     # -- shared --------------------------------------------------------------------------
 

@@ -145,7 +145,8 @@ class PagesSpider(SourceSpider):
         self.count(source, "missing")
         self.count(source, "article_failed")
         logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
-                       "listing's fields", source.name, request.url, describe_failure(failure))
+                       "listing's fields", source.name, request.url, describe_failure(failure),
+                       extra=self.log_extra)
         yield self.signal(source, **request.cb_kwargs["listing"])
 
 

@@ -104,10 +104,11 @@ class RedditSpider(SourceSpider):
     async def start_source(self, source: Source) -> AsyncIterator[Request]:
         if self.config.username is None:
             logger.warning("HARVEST_REDDIT_USERNAME is not set: Reddit asks for a contact "
-                           "username in the User-Agent (%s)", self.config.user_agent)
+                           "username in the User-Agent (%s)", self.config.user_agent,
+                           extra=self.log_extra)
         if source.time_filter and _listing(source) not in ("top", "search"):
             logger.warning("Source %s: time_filter applies only to top and search listings; "
-                           "ignored for %s", source.name, _listing(source))
+                           "ignored for %s", source.name, _listing(source), extra=self.log_extra)
         if _oauth():
             yield self._token_request(source)
         else:
@@ -204,13 +205,13 @@ class RedditSpider(SourceSpider):
             return False
         if parsed.after == after or not (parsed.posts or parsed.rejects):
             logger.warning("Source %s: Reddit repeated the cursor %s or sent an empty page; "
-                           "paging stopped", source.name, parsed.after)
+                           "paging stopped", source.name, parsed.after, extra=self.log_extra)
             return False
         last = self.source_state(source).last_success
         oldest = parsed.oldest
         if _newest_first(source) and last and oldest and oldest < last - CAUGHT_UP_MARGIN:
             logger.info("Source %s: page %d reaches posts older than the last run; "
-                        "paging stopped", source.name, page)
+                        "paging stopped", source.name, page, extra=self.log_extra)
             return False
         return True
 

@@ -240,7 +240,7 @@ class RenderedSpider(SourceSpider):
             self.fail(source, url, f"no item matched item_selector {source.item_selector!r} "
                                    "on the rendered page")
         elif not rows:  # past the last page of a {page} template: the normal end
-            logger.info("Source %s: no more items at %s", source.name, url)
+            logger.info("Source %s: no more items at %s", source.name, url, extra=self.log_extra)
         self.count(source, "entries", len(rows))
         fetched_at = datetime.now(UTC)
         for row in rows:
@@ -290,7 +290,8 @@ class RenderedSpider(SourceSpider):
             button = page.locator(_pw(source.next_click or "")).first
             try:
                 if not await button.count() or await button.evaluate(_DISABLED_JS):
-                    logger.info("Source %s: last page reached (%d)", source.name, number - 1)
+                    logger.info("Source %s: last page reached (%d)", source.name, number - 1,
+                                extra=self.log_extra)
                     return
                 before = await page.evaluate(_FINGERPRINT_JS, [item_sel, xpath])
                 await self._pace(source)

@@ -99,7 +99,7 @@ class XSpider(SourceSpider):
             # Older than the search window: the API would refuse it; start afresh (dedupe
             # recognises tweets stored before).
             logger.info("Source %s: since_id %s is older than the 7-day search window; "
-                        "searching the whole window", source.name, since_id)
+                        "searching the whole window", source.name, since_id, extra=self.log_extra)
             self.count(source, "since_id_expired")
             return None
         return since_id
@@ -144,7 +144,7 @@ class XSpider(SourceSpider):
         if parsed.errors:
             self.count(source, "partial_errors", len(parsed.errors))
             logger.warning("Source %s: %d partial errors next to the data of %s",
-                           source.name, len(parsed.errors), url)
+                           source.name, len(parsed.errors), url, extra=self.log_extra)
         for error in parsed.errors:
             field = error.get("parameter")
             yield self.reject(source, "api_partial_error",
