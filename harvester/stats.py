@@ -24,16 +24,18 @@ def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:
 
 
 def drop_fields(stats: StatsCollector, source: str, fields: Mapping[str, str],
-                item: str | None) -> None:
+                item: str | None, spider: object = None) -> None:
     """Fields the source sent in a form that cannot be used (a score of ``"lots"``, a date
     no parser reads): the item is kept without them, each is counted under
     ``harvest/source/<name>/dropped_field/<field>``, and the first of each field in a crawl
-    is logged with what was wrong (``fields`` maps a field to that)."""
+    is logged with what was wrong (``fields`` maps a field to that), naming ``spider``
+    for its crawler's ``log_count``."""
     for name, why in fields.items():
         key = f"harvest/source/{source}/dropped_field/{name}"
         if not stats.get_value(key):
             logger.warning("Source %s: %s kept without its %s: %s (any more are only "
-                           "counted)", source, item or "an item", name, why)
+                           "counted)", source, item or "an item", name, why,
+                           extra={"spider": spider})
         stats.inc_value(key)
         inc(stats, source, "dropped_fields")
 

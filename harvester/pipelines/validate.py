@@ -208,7 +208,7 @@ class ValidatePipeline:
 
     def _drop(self, item: Signal, name: str, why: str) -> None:
         drop_fields(self.crawler.stats, item.source, {name: why},
-                    item.url or item.external_id)
+                    item.url or item.external_id, self.crawler.spider)
 
 
 def _utc(value: datetime | None) -> datetime | None:

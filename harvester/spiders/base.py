@@ -149,7 +149,7 @@ class SourceSpider(Spider):
         ``fields["dropped"]`` (field → what was wrong), and take that key out."""
         name = source if isinstance(source, str) else source.name
         item = fields.get("url") or fields.get("external_id")
-        hstats.drop_fields(self.crawler.stats, name, fields.pop("dropped"), item)
+        hstats.drop_fields(self.crawler.stats, name, fields.pop("dropped"), item, self)
 
     def reject(self, source: Source, reason: str, *, field: str | None = None,
                url: str | None = None, raw: dict[str, Any] | None = None) -> Rejection:
