@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 import psycopg
+from rich.markup import escape
 from rich.table import Table
 
 from harvester.cli import (
@@ -175,6 +176,9 @@ def stats_command(as_json: bool) -> None:
             fields = ", ".join(f"{f} ×{n}" for f, n in sorted(s["last_run_dropped_fields"].items()))
             console.print(f"[yellow]fields dropped[/] by {name}'s last run: {fields}",
                           highlight=False)
+        for old_url, new_url in sorted(s["last_run_moved"].items()):
+            console.print(f"[yellow]moved[/] {name}: {escape(old_url)} redirects permanently "
+                          f"to {escape(new_url)} (last run)", highlight=False)
     table = Table(title="rejects by reason", title_justify="left")
     table.add_column("reason")
     table.add_column("count", justify="right")

@@ -194,6 +194,13 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     assert by_source["relocated"]["relocated"]["moved"] == {
         f"{site.url}/old.xml": f"{site.url}/new.xml"}
     assert "moved" not in by_source["bounced"]["bounced"]
+    stats = json.loads(harvest("--sources", str(sources), "stats", "--json", home=home).stdout)
+    assert stats["sources"]["relocated"]["last_run_moved"] == {
+        f"{site.url}/old.xml": f"{site.url}/new.xml"}
+    assert stats["sources"]["bounced"]["last_run_moved"] == {}
+    text = " ".join(harvest("--sources", str(sources), "stats", home=home).stdout.split())
+    assert (f"moved relocated: {site.url}/old.xml redirects permanently to {site.url}/new.xml"
+            " (last run)") in text
     # Scrapyd's operators never see the summary: `harvest sources` says it too, until
     # the file lists the new URL.
     listed = harvest("--sources", str(sources), "sources", home=home)

@@ -20,12 +20,14 @@ sig AS (SELECT source, count(*) AS n, min(first_seen) AS oldest, max(first_seen)
         FROM signals GROUP BY source),
 rej AS (SELECT source, count(*) AS n FROM rejects GROUP BY source),
 run AS (SELECT DISTINCT ON (src) src, started_at, finished_at, finish_reason,
-               stats -> 'harvest/by_source' -> src -> 'dropped' AS dropped
+               stats -> 'harvest/by_source' -> src -> 'dropped' AS dropped,
+               stats -> 'harvest/by_source' -> src -> 'moved' AS moved
         FROM crawl_runs, unnest(sources) AS src ORDER BY src, started_at DESC)
 SELECT names.source, coalesce(sig.n, 0) AS signals, coalesce(rej.n, 0) AS rejects,
        sig.oldest, sig.newest, run.started_at AS last_run_started_at,
        run.finished_at AS last_run_finished_at, run.finish_reason AS last_run_finish_reason,
        coalesce(run.dropped, '{}'::jsonb) AS last_run_dropped_fields,
+       coalesce(run.moved, '{}'::jsonb) AS last_run_moved,
        st.last_success, coalesce(st.disabled, false) AS disabled
 FROM names
 LEFT JOIN sig ON sig.source = names.source
