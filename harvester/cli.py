@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
-from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import first_line
@@ -182,7 +181,7 @@ def sources_list(ctx: click.Context) -> None:
     try:
         with _connect(start=False) as conn:
             states = queries.source_states(conn)
-            moved = queries.moved_urls(conn)
+            moved = queries.moved_urls(conn, {s.name: s.urls for s in parsed.sources})
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         # Listing works without a database, but a disabled source would show as enabled:
         # say why the health columns are empty.
@@ -214,15 +213,12 @@ def sources_list(ctx: click.Context) -> None:
         console.print(f"[red]{name}[/] was disabled after failing "
                       f"{states[name]['consecutive_failures']} runs in a row; after fixing the "
                       f"cause run `harvest sources enable {name}`", highlight=False)
-    for s in parsed.sources:
+    for name, (when, urls) in moved.items():
         # Shown until the file no longer lists the old URL (or a run no longer sees it).
-        when, urls = moved.get(s.name, (None, {}))
         for old_url, new_url in urls.items():
-            if when is not None and old_url in {safe_url_string(u) for u in s.urls}:
-                console.print(f"[yellow]moved[/] {s.name}: {escape(old_url)} redirects "
-                              f"permanently to {escape(new_url)} (run of "
-                              f"{when:%Y-%m-%d %H:%M}); put the new URL in the sources file",
-                              highlight=False)
+            console.print(f"[yellow]moved[/] {name}: {escape(old_url)} redirects permanently "
+                          f"to {escape(new_url)} (run of {when:%Y-%m-%d %H:%M}); put the new "
+                          "URL in the sources file", highlight=False)
 
 
 @sources.command("enable")

@@ -406,6 +406,14 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     listed = {s["name"]: s for s in get(api, "/sources").json()["items"]}
     assert listed["alpha"]["state"] == "fresh" and listed["alpha"]["signals"] == 2
     assert listed["alpha"]["weight"] == 2.0
+    assert listed["alpha"]["moved"] == {} and listed["beta"]["moved"] == {}
+    # The latest run of alpha saw its listed URL redirect for good: /sources says where to.
+    db.execute("""UPDATE crawl_runs SET stats = jsonb_build_object('harvest/by_source',
+                  jsonb_build_object('alpha', jsonb_build_object('moved', jsonb_build_object(
+                  'http://127.0.0.1:9/a', 'http://127.0.0.1:9/b'))))
+                  WHERE sources = '{alpha}'""")
+    listed = {s["name"]: s for s in get(api, "/sources").json()["items"]}
+    assert listed["alpha"]["moved"] == {"http://127.0.0.1:9/a": "http://127.0.0.1:9/b"}
     assert listed["beta"]["state"] == "off" and listed["beta"]["enabled"] is False
     runs = get(api, "/runs").json()["items"]
     assert [r["sources"] for r in runs] == [["beta"], ["alpha"]]

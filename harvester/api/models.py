@@ -116,6 +116,9 @@ class SourceInfo(BaseModel):
     paused: bool = False
     last_job: str | None = None
     last_outcome: str | None = None
+    moved: dict[str, str] = Field(
+        default_factory=dict,
+        description="listed URLs the latest run found redirecting permanently: old → new")
 
 
 class SourceList(BaseModel):

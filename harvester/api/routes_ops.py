@@ -52,6 +52,7 @@ def list_sources(conn: Conn, path: SourcesPath) -> dict[str, Any]:
     state = reads.source_rows(conn, "sources_state", _STATE)
     plan = reads.source_rows(conn, "schedules", _SCHEDULE)
     counts = reads.source_counts(conn)
+    moved = queries.moved_urls(conn, {s.name: s.urls for s in parsed.sources})
     items = []
     for source in parsed.sources:
         st, sched = state.get(source.name, {}), plan.get(source.name, {})
@@ -66,7 +67,8 @@ def list_sources(conn: Conn, path: SourcesPath) -> dict[str, Any]:
             "last_error": st.get("last_error"), "signals": count,
             "last_signal_at": last_signal, "next_due": sched.get("next_due"),
             "paused": bool(sched.get("paused")), "last_job": sched.get("job_id"),
-            "last_outcome": sched.get("last_outcome")})
+            "last_outcome": sched.get("last_outcome"),
+            "moved": moved.get(source.name, (None, {}))[1]})
     return {"items": items}
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from w3lib.url import safe_url_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +67,26 @@ def source_states(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
         return {row["source"]: row for row in cur.fetchall()}
 
 
-def moved_urls(conn: psycopg.Connection[Any]) -> dict[str, tuple[datetime, dict[str, str]]]:
-    """Per source, the URLs its latest run found redirecting permanently (old → new) and
-    when that run started; sources whose latest run reported none are left out."""
+def moved_urls(conn: psycopg.Connection[Any], listed: Mapping[str, Iterable[str]]
+               ) -> dict[str, tuple[datetime, dict[str, str]]]:
+    """Per source of ``listed`` (name → the URLs the sources file lists), the listed URLs its
+    latest run found redirecting permanently (old → new) and when that run started. A URL
+    the file no longer lists is left out: the operator has acted."""
     with conn.cursor() as cur:
         cur.execute("""
             SELECT source, started_at, moved FROM (
                 SELECT DISTINCT ON (src) src AS source, started_at,
                        stats -> 'harvest/by_source' -> src -> 'moved' AS moved
-                FROM crawl_runs, unnest(sources) AS src
+                FROM crawl_runs, unnest(sources) AS src WHERE src = ANY(%s)
                 ORDER BY src, started_at DESC) latest
-            WHERE moved IS NOT NULL""")
-        return {source: (started, moved) for source, started, moved in cur.fetchall()}
+            WHERE moved IS NOT NULL""", (list(listed),))
+        out: dict[str, tuple[datetime, dict[str, str]]] = {}
+        for source, started, moved in cur.fetchall():
+            urls = {safe_url_string(u) for u in listed[source]}
+            still = {old: new for old, new in moved.items() if old in urls}
+            if still:
+                out[source] = (started, still)
+        return out
 
 
 def recent_runs(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str, Any]]:
