@@ -214,6 +214,21 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     assert listed.returncode == 0 and "moved relocated" not in listed.stdout, listed.stdout
 
 
+def test_a_site_address_where_its_feed_belongs_names_the_feed(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "feed.xml").write_text(rss(items("blog", 1)))
+    (site.root / "home.html").write_text(
+        '<html><head><link rel="alternate" type="application/rss+xml" href="feed.xml">'
+        "</head><body>Welcome to the blog</body></html>")
+    sources = write_sources(tmp_path / "s.toml", [feed_source("blog", [f"{site.url}/home.html"])])
+    result = harvest("--sources", str(sources), "crawl", "blog", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"failed blog: {site.url}/home.html: not a feed: the document is an HTML page that "
+            f"links to the feed {site.url}/feed.xml; put that URL in the sources file"
+            ) in " ".join(result.stdout.split())
+
+
 def test_each_source_run_counts_its_own_log_errors(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -238,6 +238,26 @@ def test_html_page_is_not_a_feed() -> None:
     assert feed.error == "not a feed: the document is HTML"
 
 
+def test_an_html_page_that_advertises_its_feeds_names_them() -> None:
+    # The site's address where its feed's belongs: the page says where the feed is.
+    page = ('<!doctype html><html><head><title>Blog</title>'
+            '<link rel="alternate" type="application/rss+xml" title="RSS" href="/feed.xml">'
+            '<link rel="Alternate" type="application/atom+xml; charset=utf-8" '
+            'href="https://e.org/atom.xml">'
+            '<link rel="alternate" type="application/json" href="/wp-json/wp/v2/pages/1">'
+            '<link rel="alternate" hreflang="de" href="/de/"></head><body>Hi</body></html>')
+    feed = parse_feed(page.encode(), "https://e.org/blog/", "text/html")
+    assert feed.entries == []
+    assert feed.error == ("not a feed: the document is an HTML page that links to the feeds "
+                          "https://e.org/feed.xml, https://e.org/atom.xml; put one of them in "
+                          "the sources file")
+    one = page.replace('<link rel="Alternate" type="application/atom+xml; charset=utf-8" '
+                       'href="https://e.org/atom.xml">', "")
+    assert parse_feed(one.encode(), "https://e.org/blog/", "text/html").error == (
+        "not a feed: the document is an HTML page that links to the feed "
+        "https://e.org/feed.xml; put that URL in the sources file")
+
+
 @pytest.mark.parametrize(
     "body",
     [b"", b"   \n", b"\x00\xff\xfe garbage \x89PNG", b"<rss><channel><item><title>x",

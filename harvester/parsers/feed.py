@@ -30,6 +30,7 @@ import fastfeedparser
 import fastfeedparser.main
 import feedparser
 from lxml import etree
+from lxml import html as lxml_html
 
 from harvester import surrogates
 from harvester.parsers.dates import is_relative, localized_rfc822, reread
@@ -134,7 +135,7 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     else:
         attempt = _parse_xml(clean_xml_text(text))
         if not attempt.entries and not attempt.is_feed:
-            return _failed(_not_a_feed_reason(text, attempt), decoded.encoding)
+            return _failed(_not_a_feed_reason(text, attempt, url), decoded.encoding)
         _drop_truncated_tail(attempt, text)
     return _build(attempt, url, decoded.encoding)
 
@@ -446,14 +447,43 @@ def _recover(data: bytes) -> bytes | None:
     return etree.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def _not_a_feed_reason(text: str, attempt: _Attempt) -> str:
-    """One sentence saying why the document gave nothing."""
+def _not_a_feed_reason(text: str, attempt: _Attempt, url: str) -> str:
+    """One sentence saying why the document gave nothing (for an HTML page, which feeds it
+    advertises: a site's address in the sources file instead of its feed's is a common
+    slip)."""
     if _HTML_HEAD_RE.match(text[:4096]) or _first_element(text) in _HTML_ROOTS:
-        return "not a feed: the document is HTML"
+        feeds = advertised_feeds(text, url)
+        if not feeds:
+            return "not a feed: the document is HTML"
+        named = (f"the feed {feeds[0]}; put that URL" if len(feeds) == 1 else
+                 f"the feeds {', '.join(feeds)}; put one of them")
+        return f"not a feed: the document is an HTML page that links to {named} in the sources file"
     if not text.startswith("<"):
         return "not a feed: the document is not XML or JSON"
     detail = f" ({attempt.failure})" if attempt.failure else ""
     return f"not a feed: no RSS, Atom or RDF structure found{detail}"
+
+
+#: Feed types a page advertises with <link rel="alternate" type="…" href="…">.
+_FEED_TYPES = frozenset(("application/rss+xml", "application/atom+xml", "application/rdf+xml",
+                         "application/feed+json"))
+
+
+def advertised_feeds(html: str, url: str) -> list[str]:
+    """The feeds an HTML page links to in its ``<link rel="alternate">`` elements (feed
+    autodiscovery), absolute, in page order, at most five."""
+    try:
+        root = lxml_html.document_fromstring(html[:200_000])
+    except (etree.ParserError, ValueError):
+        return []
+    found: dict[str, None] = {}
+    for link in root.iter("link"):
+        rel = (link.get("rel") or "").lower().split()
+        kind = (link.get("type") or "").lower().split(";")[0].strip()
+        href = (link.get("href") or "").strip()
+        if "alternate" in rel and kind in _FEED_TYPES and href:
+            found.setdefault(urljoin(url, href), None)
+    return list(found)[:5]
 
 
 def _first_element(text: str) -> str | None:
