@@ -22,10 +22,12 @@ class MovedSourceMiddleware:
 
     Scrapy follows the redirect and the crawl goes on, so nothing would tell the operator
     that every run pays an extra round trip and that the old address may stop answering
-    one day. The source's run records ``moved`` (old URL → new), which the crawl summary
-    shows as one line, ``crawl_runs.stats`` keeps, and the log says once.
+    one day. The source's run records ``moved`` (old URL → new): one line of the crawl
+    summary, ``crawl_runs.stats``, a WARNING once, and from there ``harvest sources``,
+    ``harvest stats``, ``GET /sources`` and the ``moved:SOURCE`` ops alert.
     Only the URLs the sources file lists are watched: an article link that redirects to its
-    canonical address is the site's business, not the operator's.
+    canonical address is the site's business, not the operator's. A rendered source's page
+    is redirected inside Chromium, out of Scrapy's sight, and is not watched.
 
     Sits just inside ``RedirectMiddleware`` (600) in ``DOWNLOADER_MIDDLEWARES``, so it sees
     the redirect before Scrapy turns it into the next request.
