@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import first_line
@@ -241,11 +242,25 @@ def sources_enable(ctx: click.Context, name: str) -> None:
 @click.pass_context
 @friendly
 def sources_check(ctx: click.Context) -> None:
-    """Validate the sources file; exit 2 with the reason when it is wrong."""
+    """Validate the sources file; exit 2 with the reason when it is wrong (a URL listed
+    twice is a warning)."""
     parsed = _load(ctx)
     console.print(f"{_sources_path(ctx)}: OK, {len(parsed.sources)} sources "
                   f"({len(parsed.enabled())} enabled), {len(parsed.topics)} topics",
                   highlight=False)
+    listed: dict[str, list[str]] = {}
+    for source in parsed.sources:
+        for url in source.urls:
+            listed.setdefault(safe_url_string(url), []).append(source.name)
+    for url, names in listed.items():
+        if len(set(names)) == 1 and len(names) > 1:
+            err.print(f"[yellow]warning:[/] {escape(url)} is listed twice by {names[0]}: it is "
+                      "fetched twice in every run and its items counted as duplicates",
+                      highlight=False)
+        elif len(names) > 1:
+            err.print(f"[yellow]warning:[/] {escape(url)} is listed by "
+                      f"{', '.join(dict.fromkeys(names))}: each fetches it, and its items are "
+                      "stored once and counted as re-seen by the others", highlight=False)
 
 
 # -- crawling ---------------------------------------------------------------------------

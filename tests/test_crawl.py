@@ -250,6 +250,22 @@ def test_each_source_run_counts_its_own_log_errors(
     assert errors == {"ok": 0, "down": 4}
 
 
+def test_sources_check_warns_about_a_url_listed_twice(home: Path, tmp_path: Path) -> None:
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("a", ["https://e.org/feed.xml", "https://e.org/other.xml"]),
+        feed_source("b", ["https://e.org/feed.xml"]),
+        feed_source("c", ["https://c.org/x.xml", "https://c.org/x.xml"]),
+    ])
+    result = harvest("--sources", str(sources), "sources", "check", home=home)
+    assert result.returncode == 0, result.stderr  # a warning, not an error
+    warned = " ".join(result.stderr.split())
+    assert ("warning: https://e.org/feed.xml is listed by a, b: each fetches it, and its "
+            "items are stored once and counted as re-seen by the others") in warned
+    assert ("warning: https://c.org/x.xml is listed twice by c: it is fetched twice in every "
+            "run and its items counted as duplicates") in warned
+    assert "other.xml" not in warned
+
+
 def test_bad_sources_file_is_one_sentence(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[sources]]\nname = "x"\nkind = "rss"\nurls = ["https://x.org/f"]\n')
