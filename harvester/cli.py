@@ -23,6 +23,7 @@ from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import first_line
+from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
 from harvester.services.scrapyd import ScrapydError
@@ -217,9 +218,8 @@ def sources_list(ctx: click.Context) -> None:
     for name, (when, urls) in moved.items():
         # Shown until the file no longer lists the old URL (or a run no longer sees it).
         for old_url, new_url in urls.items():
-            console.print(f"[yellow]moved[/] {name}: {escape(old_url)} redirects permanently "
-                          f"to {escape(new_url)} (run of {when:%Y-%m-%d %H:%M}); put the new "
-                          "URL in the sources file", highlight=False)
+            console.print(f"[yellow]moved[/] {escape(moved_message(name, old_url, new_url))} "
+                          f"(run of {when:%Y-%m-%d %H:%M})", highlight=False)
 
 
 @sources.command("enable")

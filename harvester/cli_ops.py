@@ -20,6 +20,7 @@ import psycopg
 from rich.markup import escape
 from rich.table import Table
 
+from harvester import messages
 from harvester.cli import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -177,8 +178,8 @@ def stats_command(as_json: bool) -> None:
             console.print(f"[yellow]fields dropped[/] by {name}'s last run: {fields}",
                           highlight=False)
         for old_url, new_url in sorted(s["last_run_moved"].items()):
-            console.print(f"[yellow]moved[/] {name}: {escape(old_url)} redirects permanently "
-                          f"to {escape(new_url)} (last run)", highlight=False)
+            console.print(f"[yellow]moved[/] {escape(messages.moved(name, old_url, new_url))} "
+                          "(last run)", highlight=False)
     table = Table(title="rejects by reason", title_justify="left")
     table.add_column("reason")
     table.add_column("count", justify="right")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harvester import messages
 from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
@@ -68,9 +69,8 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
                           f"without fields the source sent in a form that cannot be used "
                           f"({fields}); the crawl log shows the first of each")
         for old_url, new_url in (outcome.counters.get("moved") or {}).items():
-            console.print(f"[yellow]moved[/] {outcome.source}: {escape(old_url)} redirects "
-                          f"permanently to {escape(new_url)}; put the new URL in the sources "
-                          "file")
+            console.print("[yellow]moved[/] " + escape(messages.moved(outcome.source, old_url,
+                                                                      new_url)))
         if outcome.counters.get("spooled"):
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "

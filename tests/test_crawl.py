@@ -200,12 +200,13 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     assert stats["sources"]["bounced"]["last_run_moved"] == {}
     text = " ".join(harvest("--sources", str(sources), "stats", home=home).stdout.split())
     assert (f"moved relocated: {site.url}/old.xml redirects permanently to {site.url}/new.xml"
-            " (last run)") in text
+            "; put the new URL in the sources file (last run)") in text
     # Scrapyd's operators never see the summary: `harvest sources` says it too, until
     # the file lists the new URL.
     listed = harvest("--sources", str(sources), "sources", home=home)
     assert (f"moved relocated: {site.url}/old.xml redirects permanently to "
-            f"{site.url}/new.xml (run of ") in " ".join(listed.stdout.split())
+            f"{site.url}/new.xml; put the new URL in the sources file (run of "
+            ) in " ".join(listed.stdout.split())
     fixed = write_sources(tmp_path / "fixed.toml", [
         feed_source("relocated", [f"{site.url}/new.xml"]),
         feed_source("bounced", [f"{site.url}/elsewhere.xml"]),

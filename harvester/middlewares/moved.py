@@ -9,6 +9,7 @@ from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
 from w3lib.url import safe_url_string
 
+from harvester import messages
 from harvester import stats as hstats
 from harvester.middlewares.conditional import SOURCE_META
 
@@ -50,9 +51,8 @@ class MovedSourceMiddleware:
             return response
         target = safe_url_string(urljoin(request.url, location.decode("latin-1")))
         if hstats.moved(self.crawler.stats, source, request.url, target):
-            logger.warning("Source %s: %s has moved permanently (HTTP %d) to %s; put the new "
-                           "URL in the sources file", source, request.url, response.status,
-                           target, extra={"spider": self.crawler.spider})
+            logger.warning("Source %s (HTTP %d)", messages.moved(source, request.url, target),
+                           response.status, extra={"spider": self.crawler.spider})
         return response
 
     def _urls_of(self, name: str) -> frozenset[str]:
