@@ -1,6 +1,6 @@
 """Date texts that feeds (and pages) send outside the RFC 822 / RFC 3339 they should use.
 
-Two kinds matter in practice:
+Three kinds matter in practice:
 
 - RFC 822 dates with the day and month names of the feed's language
   (``Seg, 24 Set 2018 19:42:40 -0300`` from a Brazilian portal, ``mar., 24 nov. 2026``):
@@ -132,12 +132,12 @@ def reread(value: str) -> datetime | None:
         day, month, year, clock, zone = dotted.groups()
         return _rfc822(day, int(month), year, clock, zone) if 1 <= int(month) <= 12 else None
     named = _NAMED_ZONE.fullmatch(value)
-    if named is None or named[2].upper() not in _ZONES or named[2].upper() in _RFC822_ZONES:
+    if named is None or named[2].upper() not in _ZONES.keys() - _RFC822_ZONES:
         return None
-    try:
+    try:  # "10 Jun 2003 04:00 CEST"; a non-English month goes to localized_rfc822
         return parsedate_to_datetime(f"{named[1]} {_ZONES[named[2].upper()]}")
     except (ValueError, TypeError, IndexError, OverflowError):
-        return localized_rfc822(f"{named[1]} {_ZONES[named[2].upper()]}")
+        return localized_rfc822(value)
 
 
 def is_relative(value: str) -> bool:
