@@ -244,24 +244,29 @@ def test_disallowed_path_is_never_requested(
     assert stats["harvest/source/polite/robots_forbidden"] == 1 and stats["errors"] == 0
 
 
+def crawl_news(site: LocalSite, home: Path, tmp_path: Path, urls: str,
+               **extra: Any) -> subprocess.CompletedProcess[str]:
+    """Serve a news sitemap of ``urls`` (``<url>`` elements) and crawl it without following
+    its pages, as the source ``news``."""
+    (site.root / "news.xml").write_text(
+        f'<?xml version="1.0"?><urlset {NS} {NEWS_NS}>{urls}</urlset>')
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "news", "kind": "sitemap", "urls": [f"{site.url}/news.xml"], "follow": False,
+         **extra}])
+    return crawl(sources, "news", home)
+
+
 def test_without_follow_news_fields_make_the_signal_and_limit_caps(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
     base = site.url
-    (site.root / "news.xml").write_text(
-        f'<?xml version="1.0"?><urlset {NS} {NEWS_NS}>'
+    result = crawl_news(site, home, tmp_path, (
         f"<url><loc>{base}/n/merger.html</loc><lastmod>2024-05-03</lastmod><news:news>"
         "<news:publication_date>2024-05-02T12:00:00Z</news:publication_date>"
         "<news:title>Companies in merger talks</news:title>"
         "<news:keywords>business, merger</news:keywords></news:news></url>"
         f"<url><loc>{base}/n/quiet-harbour-day.html</loc><lastmod>2024-05-01</lastmod></url>"
-        f"<url><loc>{base}/n/oldest.html</loc><lastmod>2024-04-01</lastmod></url>"
-        "</urlset>")
-    sources = write_sources(tmp_path / "s.toml", [
-        {"name": "news", "kind": "sitemap", "urls": [f"{base}/news.xml"], "follow": False,
-         "limit": 2},
-    ])
-    result = crawl(sources, "news", home)
+        f"<url><loc>{base}/n/oldest.html</loc><lastmod>2024-04-01</lastmod></url>"), limit=2)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = db.execute("SELECT title, tags, published_at, updated_at FROM signals "
                       "ORDER BY published_at DESC").fetchall()
@@ -279,16 +284,11 @@ def test_a_date_that_is_no_date_is_a_dropped_field_and_the_url_is_kept(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
     base = site.url
-    (site.root / "news.xml").write_text(
-        f'<?xml version="1.0"?><urlset {NS} {NEWS_NS}>'
+    result = crawl_news(site, home, tmp_path, (
         f"<url><loc>{base}/n/a.html</loc><lastmod>last week</lastmod><news:news>"
         "<news:publication_date>TBD</news:publication_date>"
         "<news:title>Port strike ends</news:title></news:news></url>"
-        f"<url><loc>{base}/n/b.html</loc><lastmod>2024-05-01</lastmod></url>"
-        "</urlset>")
-    sources = write_sources(tmp_path / "s.toml", [
-        {"name": "news", "kind": "sitemap", "urls": [f"{base}/news.xml"], "follow": False}])
-    result = crawl(sources, "news", home)
+        f"<url><loc>{base}/n/b.html</loc><lastmod>2024-05-01</lastmod></url>"))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = dict(db.execute("SELECT title, updated_at FROM signals").fetchall())
     assert rows == {"Port strike ends": None, "b": datetime(2024, 5, 1, tzinfo=UTC)}
