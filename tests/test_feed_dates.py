@@ -138,3 +138,53 @@ def test_a_page_date_is_not_completed_from_today_and_may_be_localized() -> None:
     assert parse_date("01.05.2024") == datetime(2024, 5, 1, tzinfo=UTC)
     assert parse_date("10 Jun 2024 04:00 CEST") == datetime(2024, 6, 10, 2, tzinfo=UTC)
     assert parse_date("10 Jun 2024 04:00 IST") is None  # India, Ireland or Israel
+
+
+def _month_day(day: datetime) -> tuple[str, datetime]:
+    """``Dec 28`` for ``day`` (moved off a Feb 29, which only leap years have)."""
+    if (day.month, day.day) == (2, 29):
+        day += timedelta(days=1)
+    return day.strftime("%b %d"), datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def test_a_page_date_without_year_or_day_is_not_completed_from_today() -> None:
+    # dateutil fills what a text leaves out from the current date: a listing's "Dec 28"
+    # read in November became next month, "March 2024" the 29th when read on a 29th.
+    now = datetime.now(UTC)
+    text, past = _month_day(now - timedelta(days=40))
+    assert parse_date(text) == past  # this year's, or last year's in early January
+    text, ahead = _month_day(now + timedelta(days=40))
+    assert parse_date(text) == ahead.replace(year=ahead.year - 1)  # not weeks ahead
+    assert parse_date(f"{text} 10:30") == ahead.replace(year=ahead.year - 1, hour=10,
+                                                           minute=30)
+    assert parse_date("March 2024") == datetime(2024, 3, 1, tzinfo=UTC)
+    assert parse_date("2024-03") == datetime(2024, 3, 1, tzinfo=UTC)
+    # Neither a time, a lone year nor a lone day says which day it was.
+    assert parse_date("10:30") is None
+    assert parse_date("2024") is None
+    assert parse_date("5") is None
+
+
+def test_a_feed_date_without_year_or_day_is_not_completed_from_today() -> None:
+    # Not RFC 822: fastfeedparser hands these to dateutil, which filled the gaps from today.
+    text, ahead = _month_day(datetime.now(UTC) + timedelta(days=40))
+    assert one_entry(date=text)["published_at"] == ahead.replace(year=ahead.year - 1)
+    assert one_entry(date="March 2024")["published_at"] == datetime(2024, 3, 1, tzinfo=UTC)
+    entry = one_entry(date="10:30")
+    assert entry["published_at"] is None
+    assert entry["dropped"] == {"published_at": "'10:30' is not a date"}
+    # A whole date only dateutil reads keeps its reading.
+    assert one_entry(date="May 5, 2024 10:00")["published_at"] == datetime(2024, 5, 5, 10,
+                                                                            tzinfo=UTC)
+
+
+def test_feedparser_s_reading_of_a_time_alone_is_not_kept() -> None:
+    # xml:base sends the document to feedparser, which reads "10:30" as today at 10:30.
+    doc = ('<rss version="2.0" xml:base="https://e.org/"><channel><title>x</title>'
+           "<item><title>a</title><link>a/1</link><pubDate>10:30</pubDate></item>"
+           "<item><title>b</title><link>a/2</link><pubDate>Mar 5 2024</pubDate></item>"
+           "</channel></rss>")
+    entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
+    assert entries["https://e.org/a/1"]["published_at"] is None
+    assert entries["https://e.org/a/1"]["dropped"] == {"published_at": "'10:30' is not a date"}
+    assert entries["https://e.org/a/2"]["published_at"] == datetime(2024, 3, 5, tzinfo=UTC)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-import warnings
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
@@ -20,13 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trafilatura
-from dateutil import parser as dateparser
-from dateutil.parser import UnknownTimezoneWarning
 from lxml import etree
 from lxml import html as lxml_html
 
 from harvester import surrogates
-from harvester.parsers.dates import is_relative, localized_rfc822, reread
+from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
 from harvester.parsers.encoding import decode_document
 from harvester.parsers.html import collapse_ws
 
@@ -304,7 +301,8 @@ def parse_date(value: str | None) -> datetime | None:
     Epoch seconds (and milliseconds) are accepted; years outside 1990–2100 are treated as
     parse errors (``0001-01-01`` placeholders, two-digit-year accidents). A text without a
     number or relative to today is no date; RFC 822 in six more languages, dotted day-first
-    dates and common zone abbreviations are read (:mod:`harvester.parsers.dates`).
+    dates and common zone abbreviations are read (:mod:`harvester.parsers.dates`). What a
+    text leaves out is not taken from today (``dates.read_partial``).
     """
     if not value or not value.strip():
         return None
@@ -318,12 +316,9 @@ def parse_date(value: str | None) -> datetime | None:
                 stamp = int(text) / (1000 if len(text) == 13 else 1)
                 parsed = datetime.fromtimestamp(stamp, UTC)
             else:
-                with warnings.catch_warnings():
-                    # A zone it does not know ("IST": India, Ireland, Israel?) would be UTC.
-                    warnings.simplefilter("error", UnknownTimezoneWarning)
-                    parsed = dateparser.parse(text)
-        except (ValueError, OverflowError, OSError, UnknownTimezoneWarning):
-            parsed = localized_rfc822(text)  # "Seg, 24 Set 2018 19:42:40 -0300"
+                parsed = read_partial(text) or localized_rfc822(text)  # "Seg, 24 Set 2018"
+        except (ValueError, OverflowError, OSError):
+            parsed = None
     if parsed is None:
         return None
     if not 1990 <= parsed.year <= 2100:
@@ -331,3 +326,4 @@ def parse_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+

@@ -1,6 +1,6 @@
 """Date texts that feeds (and pages) send outside the RFC 822 / RFC 3339 they should use.
 
-Three kinds matter in practice:
+Four kinds matter in practice:
 
 - RFC 822 dates with the day and month names of the feed's language
   (``Seg, 24 Set 2018 19:42:40 -0300`` from a Brazilian portal, ``mar., 24 nov. 2026``):
@@ -9,18 +9,25 @@ Three kinds matter in practice:
 - Dates that general parsers misread without a word: a dotted ``01.05.2024`` is the 1st of
   May wherever dots are written (dateutil reads January 5th), and a zone abbreviation they
   do not know (``CEST``) is taken as UTC, hours off. ``reread`` reads those two forms.
-- Phrases relative to the moment of reading (``yesterday``, ``2 hours ago``, ``now``): a
-  general date parser turns them into a time near the crawl, different on every crawl, so
-  they are not dates of the entry. ``is_relative`` recognises them, and words without any
-  digit, so that the parsers report them as dropped instead of taking a guess.
+- Phrases relative to the moment of reading (``yesterday``, ``2 hours ago``, ``now``, a
+  time of day alone): a general date parser turns them into a time near the crawl,
+  different on every crawl, so they are not dates of the entry. ``is_relative``
+  recognises them, and words without any digit, so that the parsers report them as
+  dropped instead of taking a guess.
+- Dates that leave a part out (``Dec 28``, ``March 2024``, ``2024``): dateutil fills the
+  part from the current date. ``read_partial`` reads them without today's help.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
+import warnings
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+
+from dateutil import parser as dateparser
+from dateutil.parser import UnknownTimezoneWarning
 
 _ENGLISH = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -80,6 +87,11 @@ _DOTTED = re.compile(
     + r")?)?\s*")
 # Anything ending in a time and a zone abbreviation: "10 Jun 2003 04:00 CEST".
 _NAMED_ZONE = re.compile(r"(.*\d{1,2}:\d{2}(?::\d{2})?)\s+([A-Za-z]{3,4})\s*")
+
+# "10:30", "10:30:00 PM", "22:15 CEST", "10:30+02:00": a time without a date.
+_CLOCK_ONLY = re.compile(
+    r"\s*T?\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[ap]\.?m\.?)?\s*"
+    r"(?:Z|[+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?\s*", re.IGNORECASE)
 
 _RELATIVE = re.compile(
     r"\b(?:ago|now|today|yesterday|tomorrow|last|next|this|hours?|minutes?|days?|weeks?)\b",
@@ -141,5 +153,50 @@ def reread(value: str) -> datetime | None:
 
 
 def is_relative(value: str) -> bool:
-    """Whether a date text is relative to when it is read, or has no number at all."""
-    return not any(c.isdigit() for c in value) or _RELATIVE.search(value) is not None
+    """Whether a date text is relative to when it is read (a time of day alone is
+    today's), or has no number at all."""
+    return (not any(c.isdigit() for c in value) or _RELATIVE.search(value) is not None
+            or _CLOCK_ONLY.fullmatch(value) is not None)
+
+
+#: Two defaults for dateutil that differ in every date field (leap years both, so that a
+#: ``Feb 29`` without a year is read): a field whose value changes with the default was
+#: not in the text.
+_DEFAULTS = (datetime(2004, 1, 1), datetime(2008, 2, 2))
+
+#: How far ahead of the clock a date without a year may fall and still be this year's:
+#: the page's zone may be ahead of UTC.
+_AHEAD = timedelta(days=1)
+
+
+def read_partial(text: str, now: datetime | None = None) -> datetime | None:
+    """dateutil's reading of ``text``, with what it leaves out decided here, not from today.
+
+    dateutil fills missing fields from the current date: ``Dec 28`` becomes this December,
+    weeks ahead; ``March 2024`` the 29th of March when read on a 29th; ``10:30`` today.
+    Here a text without a month is no date (a lone day, year or time); a month without a
+    day is its 1st; a day and month without a year are their latest occurrence up to a
+    day ahead of ``now`` (listing pages write ``Nov 28`` for this year's entries). None
+    for what dateutil cannot read, and for a zone it does not know (``IST``: India,
+    Ireland or Israel), which it would read as UTC.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnknownTimezoneWarning)
+            first, second = (dateparser.parse(text, default=d) for d in _DEFAULTS)
+    except (ValueError, OverflowError, UnknownTimezoneWarning):
+        return None
+    if first.month != second.month:
+        return None
+    if first.year == second.year:
+        return first  # a missing day is the 1st (the first default's day)
+    now = now or datetime.now(UTC)
+    for year in range(now.year, now.year - 9, -1):  # Feb 29 waits for a leap year
+        try:
+            candidate = first.replace(year=year)
+        except ValueError:
+            continue
+        zoned = candidate if candidate.tzinfo else candidate.replace(tzinfo=UTC)
+        if zoned <= now + _AHEAD:
+            return candidate
+    return None

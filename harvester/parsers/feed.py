@@ -33,7 +33,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from harvester import surrogates
-from harvester.parsers.dates import is_relative, localized_rfc822, reread
+from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
 from harvester.parsers.encoding import (
     BodyTooLarge,
     clean_xml_text,
@@ -329,14 +329,20 @@ def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None], *,
     """Put the document's date strings ``raw`` in place of fastfeedparser's readings that
     are relative, misread (``dates.reread``) or missing (any of them with ``fill_missing``,
     else only those of an undated entry); drop a published date with no date string behind
-    it."""
+    it. A string that is neither RFC 822 nor ISO 8601 was read by dateutil, which fills
+    what it leaves out from today: ``_parse_date_string`` reads it again."""
     fill = fill_missing or not ours.get("published")
     if raw["published"] is None and ours.get("published") and (
             raw["updated"] is None or is_relative(raw["updated"])):
         del ours["published"]  # from the guid, or a copy of a relative updated
     for key, value in raw.items():
-        if value is not None and (is_relative(value) or reread(value) is not None
-                                  or (fill and not ours.get(key))):
+        if value is None:
+            continue
+        if not ours.get(key):
+            take = fill or is_relative(value) or reread(value) is not None
+        else:  # fastfeedparser's reading of "Dec 28", "10:30" or "May 5, 2024" is redone
+            take = is_relative(value) or _strict_date(value) is None or reread(value) is not None
+        if take:
             ours[key] = value
 
 
@@ -656,7 +662,7 @@ def _date(raw: Mapping[str, Any], key: str) -> datetime | None:
     # when there is none, and that must not become updated_at.
     lookup = dict.get if isinstance(raw, dict) else type(raw).get
     parsed = lookup(raw, f"{key}_parsed")
-    if isinstance(parsed, time.struct_time):
+    if isinstance(parsed, time.struct_time) and not _relative_text(lookup(raw, key)):
         try:
             return datetime(*parsed[:6], tzinfo=UTC)
         except ValueError:
@@ -667,7 +673,24 @@ def _date(raw: Mapping[str, Any], key: str) -> datetime | None:
     return _parse_date_string(value) if isinstance(value, str) else None
 
 
+def _relative_text(value: Any) -> bool:
+    """feedparser reads a time alone (``10:30``) as today's: its reading is not kept."""
+    return isinstance(value, str) and is_relative(value)
+
+
 def _parse_date_string(value: str) -> datetime | None:
+    """Our reading of a date string: strictly (``_strict_date``), else by dateutil without
+    completing it from today (``dates.read_partial``); a relative phrase is no date."""
+    strict = _strict_date(value)
+    if strict is not None or is_relative(value):
+        return strict
+    partial = read_partial(value)
+    return _utc(partial) if partial is not None else None
+
+
+def _strict_date(value: str) -> datetime | None:
+    """RFC 3339 / ISO 8601, RFC 822, and the forms of ``dates.reread`` and
+    ``dates.localized_rfc822``; None for anything else."""
     value = value.strip()
     if not value:
         return None
