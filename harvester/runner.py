@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from harvester.sources import KINDS, Source
 from harvester.stats import per_source
 
 logger = logging.getLogger(__name__)
+
+#: The settings module of ``scrapy.cfg``, used wherever ``harvest`` is run from.
+SETTINGS_MODULE = "harvester.settings"
 
 # Spider per source kind (each spider is named after its kind).
 SPIDERS: dict[str, str] = {kind: kind for kind in KINDS}
@@ -79,6 +83,13 @@ def _stats_so_far(crawler: Crawler) -> dict[str, Any]:
 
 
 def crawl_settings(overrides: dict[str, Any], log_file: Path | None) -> Settings:
+    """harvester's Scrapy settings with ``overrides`` on top.
+
+    Scrapy finds a project's settings through the ``scrapy.cfg`` above the current
+    directory; ``harvest`` run from anywhere else would load Scrapy's defaults, with no
+    spiders. ``SCRAPY_SETTINGS_MODULE`` names ours unless the environment names another.
+    """
+    os.environ.setdefault("SCRAPY_SETTINGS_MODULE", SETTINGS_MODULE)
     settings = get_project_settings()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -105,9 +116,9 @@ def run_crawls(
     for source in sources:
         spider = SPIDERS.get(source.kind)
         if spider not in available:
-            outcomes[source.name] = SourceOutcome(
-                source.name, skipped=f"no spider for kind {source.kind!r} yet"
-            )
+            outcomes[source.name] = SourceOutcome(source.name, config_error=(
+                f"no spider {spider!r} for kind {source.kind!r} is loaded; check that "
+                f"SCRAPY_SETTINGS_MODULE names {SETTINGS_MODULE} or a module importing it"))
             continue
         crawler = process.create_crawler(spider)
         running.append(_Running(source.name, crawler, process.crawl(crawler,

@@ -127,12 +127,16 @@ def write_sources(path: Path, sources: list[dict[str, Any]],
 
 
 def harvest(*args: str, home: Path, env: dict[str, str] | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the ``harvest`` command the way an operator does, in a subprocess."""
+            timeout: float = 180, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the ``harvest`` command the way an operator does, in a subprocess: from the
+    checkout unless ``cwd`` says otherwise, without the ``SCRAPY_SETTINGS_MODULE`` an
+    in-process crawl of the test session may have set."""
     full_env = {**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200", **(env or {})}
+    if "SCRAPY_SETTINGS_MODULE" not in (env or {}):
+        full_env.pop("SCRAPY_SETTINGS_MODULE", None)
     return subprocess.run(
         [sys.executable, "-m", "harvester.cli", *args],
-        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

@@ -120,6 +120,21 @@ def test_in_run_duplicates_are_dropped_and_counted(
         "errors": "0", "304s": "0", "duplicates": "2", "entries": "4", "spooled": "0"}
 
 
+def test_harvest_crawls_from_any_directory(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Scrapy finds a project's settings by the scrapy.cfg above the current directory:
+    # from cron's or a user's home directory every source was "skipped", exit 0.
+    (site.root / "f.xml").write_text(rss(items("f", 2)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("f", [f"{site.url}/f.xml"])])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = harvest("--sources", str(sources), "crawl", "f", home=home, cwd=elsewhere)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stdout
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'f'") == 2
+
+
 def test_unchanged_feed_is_not_modified_on_the_next_run(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
