@@ -130,13 +130,9 @@ def test_json_feed() -> None:
     assert maintenance["external_id"] == "kiln-43" and maintenance["url"] is None
 
 
-@pytest.mark.parametrize("bad", [
-    None, "a string", 42,
-    {"id": "d", "url": "https://kiln.example/d", "title": "Dated", "date_published": 12},
-    {"id": "a", "url": "https://kiln.example/a", "title": "Authors", "authors": "Ana"},
-])
+@pytest.mark.parametrize("bad", [None, "a string", 42, ["a", "list"]])
 def test_one_malformed_json_feed_item_costs_only_itself(bad: object) -> None:
-    # fastfeedparser fails the whole document on any of these: the good items were lost
+    # fastfeedparser failed the whole document on any of these: the good items were lost
     # with it, as one unusable_document rejection.
     good = [{"id": f"g{i}", "url": f"https://kiln.example/g{i}", "title": f"Good {i}"}
             for i in range(2)]
@@ -149,6 +145,60 @@ def test_one_malformed_json_feed_item_costs_only_itself(bad: object) -> None:
     [reject] = feed.rejects
     assert reject.reason == "malformed_entry"
     assert json.loads(reject.raw["item"]) == bad
+
+
+def _json_feed(*items: dict) -> list[dict]:
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln", "items": items}
+    feed = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json")
+    assert feed.rejects == []
+    return feed.entries
+
+
+def test_a_json_feed_field_of_the_wrong_type_is_dropped_and_the_item_kept() -> None:
+    # Each of these failed its whole item before (malformed_entry), or vanished unreported.
+    [entry] = _json_feed({
+        "id": "w", "url": "https://kiln.example/w", "title": ["a", "list"],
+        "content_text": "Fired at cone 6.", "date_published": 1704067200,
+        "authors": [7], "tags": [1, "kiln", {"x": 1}]})
+    assert (entry["url"], entry["text"], entry["tags"]) == (
+        "https://kiln.example/w", "Fired at cone 6.", ["kiln"])
+    assert entry["title"] is entry["published_at"] is entry["author"] is None
+    assert entry["dropped"] == {
+        "title": 'title ["a", "list"] is not text',
+        "published_at": "1704067200 is not a date",
+        "author": "authors 7 is not a name",
+        "tags": '2 tag(s) that are not text left out: [1, {"x": 1}]',
+    }
+    [url_number] = _json_feed({"id": "n", "url": 42, "title": "No link"})
+    assert (url_number["url"], url_number["external_id"]) == (None, "n")
+    assert url_number["dropped"] == {"url": "url 42 is not text"}
+
+
+def test_json_feed_authors_and_tags_written_loosely_are_read() -> None:
+    [entry] = _json_feed({"id": "s", "url": "https://kiln.example/s", "title": "Loose",
+                          "authors": "Ana Ruiz", "tags": "kiln,glaze"})
+    assert (entry["author"], entry["tags"]) == ("Ana Ruiz", ["kiln,glaze"])
+    assert "dropped" not in entry
+
+
+def test_json_feed_items_sharing_an_id_keep_their_own_dates() -> None:
+    # Dates were matched to items by id: the second item's date went to the first too.
+    first, second = _json_feed(
+        {"id": "13", "url": "https://kiln.example/a", "title": "a",
+         "date_published": "2024-02-30T00:00:00Z"},
+        {"id": 13, "url": "https://kiln.example/b", "title": "b",
+         "date_published": "2024-01-05T00:00:00Z"})
+    assert first["published_at"] is None
+    assert first["dropped"] == {"published_at": "'2024-02-30T00:00:00Z' is not a date"}
+    assert second["published_at"] == utc(2024, 1, 5, 0, 0)
+
+
+def test_json_feed_titles_are_plain_text() -> None:
+    [entry] = _json_feed({"id": "t", "url": "https://kiln.example/t",
+                          "title": "Vec<u8> & <b>bold</b> &amp; more",
+                          "authors": [{"name": "R&D <team>"}]})
+    assert entry["title"] == "Vec<u8> & <b>bold</b> &amp; more"
+    assert entry["author"] == "R&D <team>"
 
 
 def test_numeric_json_feed_ids_and_titles_are_text() -> None:

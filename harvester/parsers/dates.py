@@ -186,7 +186,7 @@ def read_partial(text: str, now: datetime | None = None) -> datetime | None:
             first, second = (dateparser.parse(text, default=d) for d in _DEFAULTS)
     except (ValueError, OverflowError, UnknownTimezoneWarning):
         return None
-    if first.month != second.month:
+    if first.month != second.month or not _real_offset(first):
         return None
     if first.year == second.year:
         return first  # a missing day is the 1st (the first default's day)
@@ -200,3 +200,13 @@ def read_partial(text: str, now: datetime | None = None) -> datetime | None:
         if zoned <= now + _AHEAD:
             return candidate
     return None
+
+
+def _real_offset(value: datetime) -> bool:
+    """Whether the offset dateutil read is one a zone can have (``+2500`` is not: its
+    datetime raises as soon as the offset is asked for)."""
+    try:
+        value.utcoffset()
+    except ValueError:
+        return False
+    return True

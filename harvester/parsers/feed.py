@@ -33,6 +33,7 @@ from lxml import etree
 from lxml import html as lxml_html
 
 from harvester import surrogates
+from harvester.messages import first_line
 from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
 from harvester.parsers.encoding import (
     BodyTooLarge,
@@ -42,11 +43,13 @@ from harvester.parsers.encoding import (
     to_utf8_xml,
 )
 from harvester.parsers.html import collapse_ws, html_to_text, inline_text, plain_text
+from harvester.parsers.jsonfeed import DROPPED, read_json_feed
 
 logger = logging.getLogger(__name__)
 
 FASTFEEDPARSER = "fastfeedparser"
 FEEDPARSER = "feedparser"
+JSONFEED = "jsonfeed"
 
 #: Raw strings kept in a reject are cut to this length: enough for an operator to see
 #: what the entry was, not a copy of the article.
@@ -141,77 +144,22 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
 
 
 def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
-    """A JSON Feed's entries, and why a JSON document is not a JSON Feed (None when it is).
-
-    fastfeedparser fails a whole document on one odd item (``null``, a number as
-    ``date_published``, a string as ``authors``): items that are not objects become
-    rejects at once, and when the document still fails, each item is parsed on its own so
-    that one bad item costs only itself. A numeric ``id`` or ``title`` is taken as text
-    (the spec says an id is a string; publishers write numbers)."""
+    """A JSON Feed's entries (:mod:`harvester.parsers.jsonfeed`), and why a JSON document
+    is not a JSON Feed (None when it is). An item that is not an object is a reject of its
+    own; a field of the wrong type is a dropped field of its item."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return _Attempt(FASTFEEDPARSER), f"invalid JSON ({exc})"
+        return _Attempt(JSONFEED), f"invalid JSON ({exc})"
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        return _Attempt(FASTFEEDPARSER), "JSON without a JSON Feed items list"
+        return _Attempt(JSONFEED), "JSON without a JSON Feed items list"
     if surrogates.may_hold(text):
-        # fastfeedparser decodes JSON as it is: hand it over without lone surrogates.
         data = surrogates.replace_in(data)
-        text = ""
-    items: list[dict[str, Any]] = []
-    rejects: list[EntryReject] = []
-    for item in data["items"]:
-        if isinstance(item, dict):
-            fixed = _json_item(item)
-            text = text if fixed is item else ""
-            items.append(fixed)
-        else:
-            text = ""
-            rejects.append(EntryReject("malformed_entry", None, {"item": _short_json(item)}))
-    # The text as it came is handed over when nothing was changed (no re-encoding).
-    attempt = _run_fastfeedparser(text.encode("utf-8") if text else _json_bytes(data, items))
-    if not attempt.is_feed:
-        feed = _run_fastfeedparser(_json_bytes(data, []))
-        if not feed.is_feed:
-            return attempt, f"not a JSON Feed ({attempt.failure})"
-        attempt = feed
-        for item in items:
-            one = _run_fastfeedparser(_json_bytes(data, [item]))
-            if one.is_feed:
-                attempt.entries.extend(one.entries)
-            else:
-                rejects.append(EntryReject("malformed_entry", None, {
-                    "item": _short_json(item), "error": one.failure}))
-    attempt.rejects.extend(rejects)
-    _add_json_dates(attempt, items)
-    return attempt, None
-
-
-def _add_json_dates(attempt: _Attempt, items: list[dict[str, Any]]) -> None:
-    """Correct fastfeedparser's dates by the items' date strings (see ``_correct_dates``):
-    a date it could not parse (it leaves ``None``) is reported as dropped rather than lost
-    without a trace, and so is a relative phrase it read as a time near the crawl."""
-    by_id = {str(item["id"]): item for item in items if item.get("id") is not None}
-    for entry in attempt.entries:
-        item = by_id.get(str(entry.get("id")))
-        if item is not None:
-            _correct_dates(entry, {
-                key: _str(item.get(name))
-                for key, name in (("published", "date_published"), ("updated", "date_modified"))},
-                fill_missing=True)
-
-
-def _json_item(item: dict[str, Any]) -> dict[str, Any]:
-    """The item with a numeric ``id`` or ``title`` as text; the same object when neither."""
-    bad = [k for k in ("id", "title") if isinstance(item.get(k), int | float)
-           and not isinstance(item.get(k), bool)]
-    if not bad:
-        return item
-    return {**item, **{k: str(item[k]) for k in bad}}
-
-
-def _json_bytes(data: dict[str, Any], items: list[dict[str, Any]]) -> bytes:
-    return json.dumps({**data, "items": items}, ensure_ascii=True).encode("ascii")
+    feed = read_json_feed(data)
+    return _Attempt(
+        JSONFEED, entries=feed.entries, feed={"title": feed.title, "link": feed.link},
+        is_feed=True, rejects=[EntryReject("malformed_entry", None, {"item": _short_json(item)})
+                               for item in feed.malformed]), None
 
 
 def _short_json(value: Any) -> str:
@@ -321,17 +269,16 @@ def _check_dates(fast: _Attempt, slow: _Attempt) -> None:
         if _same(ours, theirs, "link") or _same(ours, theirs, "id"):
             # Plain lookups: not feedparser's updated → published fallback.
             _correct_dates(ours, {key: _str(dict.get(theirs, key))
-                                  for key in ("published", "updated")}, fill_missing=False)
+                                  for key in ("published", "updated")})
 
 
-def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None], *,
-                   fill_missing: bool) -> None:
+def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None]) -> None:
     """Put the document's date strings ``raw`` in place of fastfeedparser's readings that
-    are relative, misread (``dates.reread``) or missing (any of them with ``fill_missing``,
-    else only those of an undated entry); drop a published date with no date string behind
-    it. A string that is neither RFC 822 nor ISO 8601 was read by dateutil, which fills
-    what it leaves out from today: ``_parse_date_string`` reads it again."""
-    fill = fill_missing or not ours.get("published")
+    are relative, misread (``dates.reread``) or missing (those of an undated entry); drop
+    a published date with no date string behind it. A string that is neither RFC 822 nor
+    ISO 8601 was read by dateutil, which fills what it leaves out from today:
+    ``_parse_date_string`` reads it again."""
+    fill = not ours.get("published")
     if raw["published"] is None and ours.get("published") and (
             raw["updated"] is None or is_relative(raw["updated"])):
         del ours["published"]  # from the guid, or a copy of a relative updated
@@ -510,10 +457,12 @@ def _build(attempt: _Attempt, url: str, encoding: str) -> ParsedFeed:
     for raw in attempt.entries:
         try:
             entry = _entry(raw, base)
-        except Exception as exc:  # one odd entry must not lose the others
-            logger.debug("Feed %s: entry could not be normalised: %s", url, exc)
-            rejects.append(EntryReject("unparseable_entry", None, _raw_strings(raw)))
-            continue
+        except Exception:  # one odd field must not lose the entry, nor the others
+            entry = _salvage(raw, base)
+            if entry is None:
+                logger.debug("Feed %s: entry without a usable link or id", url, exc_info=True)
+                rejects.append(EntryReject("unparseable_entry", "link", _raw_strings(raw)))
+                continue
         if entry["url"] is None and entry["external_id"] is None:
             rejects.append(EntryReject("missing_link_and_id", "link", _raw_strings(raw)))
             continue
@@ -546,6 +495,19 @@ def _base(url: str, feed_link: Any) -> str:
 
 def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
     """One raw fastfeedparser/feedparser entry → the harvester's entry dict."""
+    url, entry_id = _identity(raw, base)
+    entry = {"external_id": entry_id, "url": url}
+    for name, read in _FIELDS:
+        entry[name] = read(raw)
+    if entry["published_at"] is None or entry["updated_at"] is None:
+        _unread_dates(raw, entry)
+    if DROPPED in raw:  # a JSON Feed field of the wrong type
+        entry.setdefault("dropped", {}).update(raw[DROPPED])
+    return entry
+
+
+def _identity(raw: Mapping[str, Any], base: str) -> tuple[str | None, str | None]:
+    """(url, external_id) of a raw entry."""
     link = _str(raw.get("link")) or _alternate_link(raw.get("links"))
     entry_id = _str(raw.get("id"))
     url = _absolute(link, base)
@@ -556,18 +518,40 @@ def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
     if entry_id is not None and entry_id == link:
         # fastfeedparser fills a missing id with the raw link; never store a relative one.
         entry_id = url
-    entry = {
-        "external_id": entry_id,
-        "url": url,
-        "title": inline_text(_str(raw.get("title"))),
-        "text": _text(raw),
-        "author": inline_text(_author(raw)),
-        "published_at": _date(raw, "published"),
-        "updated_at": _date(raw, "updated"),
-        "tags": _tags(raw.get("tags")),
-    }
+    return url, entry_id
+
+
+#: The entry's fields after its identity, each read from the raw entry on its own.
+_FIELDS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
+    ("title", lambda raw: inline_text(_str(raw.get("title")))),
+    ("text", lambda raw: _text(raw)),
+    ("author", lambda raw: inline_text(_author(raw))),
+    ("published_at", lambda raw: _date(raw, "published")),
+    ("updated_at", lambda raw: _date(raw, "updated")),
+    ("tags", lambda raw: _tags(raw.get("tags"))),
+)
+
+
+def _salvage(raw: Mapping[str, Any], base: str) -> dict[str, Any] | None:
+    """``_entry`` for an entry it failed on: a field that cannot be read is left out and
+    reported in ``dropped``, the entry kept; None when its link and id cannot be read."""
+    try:
+        url, entry_id = _identity(raw, base)
+    except Exception:
+        return None
+    entry: dict[str, Any] = {"external_id": entry_id, "url": url}
+    dropped: dict[str, str] = {}
+    for name, read in _FIELDS:
+        try:
+            entry[name] = read(raw)
+        except Exception as exc:
+            entry[name] = [] if name == "tags" else None
+            dropped[name] = f"could not be read ({type(exc).__name__}: {first_line(exc)})"
     if entry["published_at"] is None or entry["updated_at"] is None:
         _unread_dates(raw, entry)
+    dropped.update(raw.get(DROPPED) or {})
+    if dropped:
+        entry.setdefault("dropped", {}).update(dropped)
     return entry
 
 
