@@ -386,13 +386,16 @@ def test_rss_dates_survive_as_utc(
         "title": "dated", "link": "https://news.example.org/d",
         "date": "Tue, 24 Nov 2026 10:00:00 +0200",
     }, {"title": "undated", "link": "https://news.example.org/u"},
-        {"title": "future", "link": "https://news.example.org/f", "date": rfc822(-24 * 30)}]))
+        {"title": "future", "link": "https://news.example.org/f", "date": rfc822(-24 * 30)},
+        {"title": "placeholder", "link": "https://news.example.org/p",
+         "date": "Mon, 01 Jan 0001 00:00:00 GMT"}]))  # .NET's DateTime.MinValue
     sources = write_sources(tmp_path / "s.toml", [feed_source("d", [f"{site.url}/d.xml"])])
     assert harvest("--sources", str(sources), "crawl", "d", home=home).returncode == 0
     dates = dict(db.execute(
         "SELECT title, to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
         "FROM signals"))
-    assert dates == {"dated": "2026-11-24 08:00", "undated": None, "future": None}
+    assert dates == {"dated": "2026-11-24 08:00", "undated": None, "future": None,
+                     "placeholder": None}
 
 
 def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(

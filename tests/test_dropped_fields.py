@@ -157,6 +157,23 @@ def test_validate_counts_the_dates_and_links_it_drops_per_source() -> None:
     assert stats["harvest/source/s/dropped_fields"] == 2
 
 
+@pytest.mark.parametrize("placeholder", [datetime(1, 1, 1, tzinfo=UTC),
+                                         datetime(1970, 1, 1, tzinfo=UTC)])
+def test_a_placeholder_date_is_dropped_not_kept_out_of_every_since_window(
+        placeholder: datetime) -> None:
+    # .NET's DateTime.MinValue and epoch 0: stored, they put the item before any
+    # `harvest top --since` window and every weekly brief.
+    crawler = get_crawler(settings_dict={})
+    item = Signal(source="s", kind="feed", url="https://e.org/a", title="Kept",
+                  published_at=placeholder, updated_at=datetime(2024, 5, 1, tzinfo=UTC))
+    asyncio.run(ValidatePipeline(crawler).process_item(item))
+    assert (item.title, item.published_at) == ("Kept", None)
+    assert item.updated_at == datetime(2024, 5, 1, tzinfo=UTC)
+    stats = crawler.stats.get_stats()
+    assert stats["harvest/source/s/dropped_field/published_at"] == 1
+    assert stats["harvest/validate/early_date"] == 1
+
+
 def test_a_url_with_spaces_is_stored_as_a_browser_would_send_it() -> None:
     pipeline = ValidatePipeline(get_crawler(settings_dict={}))
     item = Signal(source="s", kind="feed", url="https://e.org/a b/c\td?q=x y",

@@ -93,6 +93,10 @@ _CLOCK_ONLY = re.compile(
     r"\s*T?\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[ap]\.?m\.?)?\s*"
     r"(?:Z|[+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?\s*", re.IGNORECASE)
 
+# A four-digit year below 100 ("0001"): RFC 822 readers and dateutil take it for 2001.
+# (Not the fraction of a second in "10:00:00.0012".)
+_ZERO_CENTURY = re.compile(r"(?<![\d:])(?<!:\d\d\.)00\d\d(?![\d:])")
+
 _RELATIVE = re.compile(
     r"\b(?:ago|now|today|yesterday|tomorrow|last|next|this|hours?|minutes?|days?|weeks?)\b",
     re.IGNORECASE)
@@ -123,6 +127,8 @@ def localized_rfc822(value: str) -> datetime | None:
 
 def _rfc822(day: str, month: int, year: str, clock: str | None,
             zone: str | None) -> datetime | None:
+    if zero_century(year):
+        return None
     offset = _ZONES.get(zone.upper()) if zone and zone[0] not in "+-" else zone or "+0000"
     if offset is None:
         return None
@@ -150,6 +156,12 @@ def reread(value: str) -> datetime | None:
         return parsedate_to_datetime(f"{named[1]} {_ZONES[named[2].upper()]}")
     except (ValueError, TypeError, IndexError, OverflowError):
         return localized_rfc822(value)
+
+
+def zero_century(value: str) -> bool:
+    """Whether ``value`` writes a year below 100 with four digits (.NET's
+    ``DateTime.MinValue``, ``0001``), which RFC 822 readers and dateutil read as 20xx."""
+    return _ZERO_CENTURY.search(value) is not None
 
 
 def is_relative(value: str) -> bool:
@@ -180,6 +192,8 @@ def read_partial(text: str, now: datetime | None = None) -> datetime | None:
     for what dateutil cannot read, and for a zone it does not know (``IST``: India,
     Ireland or Israel), which it would read as UTC.
     """
+    if zero_century(text):
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UnknownTimezoneWarning)

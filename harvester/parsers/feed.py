@@ -34,7 +34,13 @@ from lxml import html as lxml_html
 
 from harvester import surrogates
 from harvester.messages import first_line
-from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
+from harvester.parsers.dates import (
+    is_relative,
+    localized_rfc822,
+    read_partial,
+    reread,
+    zero_century,
+)
 from harvester.parsers.encoding import (
     BodyTooLarge,
     clean_xml_text,
@@ -669,7 +675,10 @@ def _parse_date_string(value: str) -> datetime | None:
     if strict is not None or is_relative(value):
         return strict
     partial = read_partial(value)
-    return _utc(partial) if partial is not None else None
+    try:
+        return _utc(partial) if partial is not None else None
+    except OverflowError:  # year 1 with a positive offset: no such instant
+        return None
 
 
 def _strict_date(value: str) -> datetime | None:
@@ -682,7 +691,7 @@ def _strict_date(value: str) -> datetime | None:
         return _utc(misread)
     parsers: Iterable[Callable[[str], datetime]] = (
         lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")),
-        parsedate_to_datetime,
+        _rfc822,
     )
     for parse in parsers:
         try:
@@ -691,6 +700,14 @@ def _strict_date(value: str) -> datetime | None:
             continue
     localized = localized_rfc822(value)
     return _utc(localized) if localized is not None else None
+
+
+def _rfc822(value: str) -> datetime:
+    """``parsedate_to_datetime``, except that a year written ``0001`` is not read as 2001
+    (its two-digit-year rule): .NET writes its DateTime.MinValue that way."""
+    if zero_century(value):
+        raise ValueError(f"year of {value!r} before 100")
+    return parsedate_to_datetime(value)
 
 
 def _utc(value: datetime) -> datetime:

@@ -22,6 +22,9 @@ from harvester.stats import drop_fields
 #: long is a broken or hostile source (a 1 MB sitemap <loc> was stored as a signal's URL).
 MAX_URL_LENGTH = 8192
 MAX_ID_LENGTH = 1000
+#: Dates before this are placeholders (``0001-01-01``, ``1970-01-01``), not when an item
+#: was published: the web's oldest pages are from 1991.
+EARLIEST_DATE = datetime(1990, 1, 1, tzinfo=UTC)
 _HTTP_URL = re.compile(r"(?i)https?://[^/?#\s@:]*[^/?#\s@:.][^/?#\s]*(?:[/?#]|$)")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
 _WHITESPACE = re.compile(r"\s")
@@ -127,8 +130,9 @@ class ValidatePipeline:
 
     Settings: ``HARVEST_VALIDATE_MAX_TITLE`` (1000), ``HARVEST_VALIDATE_MAX_TEXT`` (20000),
     ``HARVEST_VALIDATE_FUTURE_HOURS`` (24: a date further ahead is dropped, not the item).
-    Stats: ``harvest/validate/future_date``, ``harvest/validate/out_of_range_date``,
-    ``harvest/validate/truncated``.
+    A date before 1990 is dropped too (``EARLIEST_DATE``).
+    Stats: ``harvest/validate/future_date``, ``harvest/validate/early_date``,
+    ``harvest/validate/out_of_range_date``, ``harvest/validate/truncated``.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -197,6 +201,13 @@ class ValidatePipeline:
             # date is dropped, the item kept.
             self._drop(item, name, f"{value} is outside the calendar once taken to UTC")
             self.crawler.stats.inc_value("harvest/validate/out_of_range_date")
+            return None
+        if value is not None and value < EARLIEST_DATE:
+            # .NET's DateTime.MinValue, the Unix epoch, a two-digit year read as 19xx:
+            # a placeholder, which would put the item outside every --since window.
+            self._drop(item, name, f"{value.isoformat()} is before {EARLIEST_DATE.year}: "
+                                   "a placeholder, not a date")
+            self.crawler.stats.inc_value("harvest/validate/early_date")
             return None
         if value is not None and value > now + self.config.future_tolerance:
             # A clock-skewed or mistyped date must not pin an item to the top forever;
