@@ -13,6 +13,7 @@ import pytest
 from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
 from harvester.parsers.feed import ParsedFeed, parse_feed
 from harvester.parsers.html import html_to_text, inline_text
+from tests.feeds import items, rss
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
 ENTRY_KEYS = {
@@ -280,6 +281,19 @@ def test_truncated_feed_salvages_entries_and_rejects_the_rest() -> None:
     assert reasons["missing_link_and_id"].raw["title"] == "No link and no guid"
     assert reasons["truncated_entry"].raw["title"] == "Cut off"
     json.dumps([asdict(r) for r in feed.rejects])  # raw data is JSON-serialisable
+
+
+def test_a_document_that_stops_before_its_end_is_reported() -> None:
+    whole = rss(items("x", 10))
+    cut = parse_feed(whole[: len(whole) // 2].encode(), "https://e.org/feed")
+    assert 0 < len(cut.entries) < 10
+    [reject] = cut.rejects
+    assert reject.reason == "truncated_document"
+    assert reject.raw["entries_read"] == str(len(cut.entries))
+    assert whole[: len(whole) // 2].endswith(reject.raw["end"])
+    # Whitespace, comments or processing instructions after the end are no cut.
+    for tail in ("\n\n", "<!-- cached 0.2 s -->\n", "<?cache hit?>\n<!-- a -->"):
+        assert parse_feed((whole + tail).encode(), "https://e.org/feed").rejects == []
 
 
 def test_html_page_is_not_a_feed() -> None:

@@ -146,7 +146,34 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
         if not attempt.entries and not attempt.is_feed:
             return _failed(_not_a_feed_reason(text, attempt, url), decoded.encoding)
         _drop_truncated_tail(attempt, text)
+        if not attempt.cut_entries and _unfinished(text):
+            attempt.rejects.append(EntryReject("truncated_document", None, {
+                "entries_read": str(len(attempt.entries)), "end": text[-RAW_LIMIT:]}))
     return _build(attempt, url, decoded.encoding)
+
+
+def _unfinished(text: str) -> bool:
+    """Whether the document stops before its root element's end tag: a body cut short
+    (a truncated gzip decompresses to the bytes before the cut without an error). The
+    entries before the cut are kept; those after it are lost, which the caller reports."""
+    root = _first_element(text)
+    if root is None:
+        return False
+    end = _without_trailing_misc(text)[-len(root) - 16:]
+    return not re.search(rf"</{re.escape(root)}\s*>\Z", end, re.IGNORECASE)
+
+
+def _without_trailing_misc(text: str) -> str:
+    """``text`` without the whitespace, comments and processing instructions after its
+    last element (``<!-- cached in 0.2 s -->``)."""
+    while True:
+        text = text.rstrip()
+        for close, opening in (("-->", "<!--"), ("?>", "<?")):
+            if text.endswith(close) and (start := text.rfind(opening)) >= 0:
+                text = text[:start]
+                break
+        else:
+            return text
 
 
 def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
