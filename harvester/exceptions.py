@@ -10,6 +10,11 @@ class RateLimited(IgnoreRequest):
     """The source asked us to stay away longer than this run is willing to wait."""
 
 
+class BadRedirect(IgnoreRequest):
+    """A redirect to something that is not a web address (``javascript:``, ``mailto:``),
+    which Scrapy could only fail on with its own error."""
+
+
 class InvalidSignal(DropItem):
     """The item failed validation; it is stored in ``rejects`` with ``field`` and ``reason``."""
 

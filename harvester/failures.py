@@ -11,7 +11,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error
 from twisted.python.failure import Failure
 
-from harvester.exceptions import RateLimited
+from harvester.exceptions import BadRedirect, RateLimited
 
 _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.CannotResolveHostError, error.DNSLookupError),
@@ -44,7 +44,7 @@ def describe_failure(failure: Failure) -> str:
     if isinstance(exc, HttpError):
         status = exc.response.status
         return f"HTTP {status}{_STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100, '')}"
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | BadRedirect):
         return str(exc)
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):
         return ("too many redirects (a redirect loop? the URL to put in the sources file is "

@@ -725,6 +725,22 @@ def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
             "the server is misconfigured") in result.stdout, result.stdout
 
 
+def test_a_redirect_to_no_web_address_is_one_clear_line(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as server:
+        server.add("/f.xml", lambda _: Reply(301, b"", {"Location": "javascript:alert(1)"}))
+        sources = write_sources(tmp_path / "s.toml",
+                                [feed_source("js", [f"{server.url}/f.xml"])])
+        result = harvest("--sources", str(sources), "crawl", "js", home=home)
+    assert result.returncode == 1
+    [line] = [ln for ln in result.stdout.splitlines() if ln.startswith("failed js:")]
+    assert ("HTTP 301 redirects to 'javascript:alert(1)', which is not a web address"
+            in line), line
+    assert "ValueError" not in result.stdout
+    assert "moved js" not in result.stdout  # no advice to put it in the sources file
+
+
 def test_a_redirect_loop_is_named_as_one(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
@@ -11,11 +11,14 @@ from w3lib.url import safe_url_string
 
 from harvester import messages
 from harvester import stats as hstats
+from harvester.exceptions import BadRedirect
 from harvester.middlewares.conditional import SOURCE_META
 
 logger = logging.getLogger(__name__)
 
 PERMANENT = (301, 308)
+#: What Scrapy's RedirectMiddleware follows.
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class MovedSourceMiddleware:
@@ -30,6 +33,9 @@ class MovedSourceMiddleware:
     canonical address is the site's business, not the operator's. A rendered source's page
     is redirected inside Chromium, out of Scrapy's sight, and is not watched.
 
+    A redirect (any request's) to something that is not a web address (``javascript:``)
+    fails its request with :class:`~harvester.exceptions.BadRedirect`, which says so.
+
     Sits just inside ``RedirectMiddleware`` (600) in ``DOWNLOADER_MIDDLEWARES``, so it sees
     the redirect before Scrapy turns it into the next request.
     """
@@ -43,13 +49,21 @@ class MovedSourceMiddleware:
         return cls(crawler)
 
     def process_response(self, request: Request, response: Response) -> Response:
+        if response.status not in REDIRECTS:
+            return response
+        location = response.headers.get(b"Location")
+        if not location:
+            return response
+        target = safe_url_string(urljoin(request.url, location.decode("latin-1")))
+        if urlsplit(target).scheme.lower() not in ("http", "https"):
+            # Scrapy would fail on it with "ValueError: Missing scheme in request url".
+            raise BadRedirect(f"HTTP {response.status} redirects to {target[:200]!r}, which is "
+                              "not a web address (the server's redirect is broken)")
         if response.status not in PERMANENT or request.meta.get("redirect_urls"):
             return response
         source = request.meta.get(SOURCE_META)
-        location = response.headers.get(b"Location")
-        if source is None or not location or request.url not in self._urls_of(source):
+        if source is None or request.url not in self._urls_of(source):
             return response
-        target = safe_url_string(urljoin(request.url, location.decode("latin-1")))
         if hstats.moved(self.crawler.stats, source, request.url, target):
             logger.warning("Source %s (HTTP %d)", messages.moved(source, request.url, target),
                            response.status, extra={"spider": self.crawler.spider})
