@@ -296,6 +296,30 @@ def test_a_document_that_stops_before_its_end_is_reported() -> None:
         assert parse_feed((whole + tail).encode(), "https://e.org/feed").rejects == []
 
 
+def test_a_link_that_is_no_web_address_gives_way_to_the_guid_or_the_id() -> None:
+    doc = rss([
+        {"title": "a", "link": "javascript:void(0)", "guid": "https://e.org/permalink"},
+        {"title": "b", "link": "javascript:void(0)", "guid": "tag:e.org,2024:7"},
+        {"title": "c", "link": "mailto:desk@e.org"},
+    ])
+    a, b, c = parse_feed(doc.encode(), "https://e.org/feed").entries
+    assert (a["url"], "dropped" in a) == ("https://e.org/permalink", False)
+    # Kept by its id, the link reported; with neither, validate rejects it (not_http_url).
+    assert (b["url"], b["external_id"]) == (None, "tag:e.org,2024:7")
+    assert b["dropped"] == {"url": "'javascript:void(0)' is not a web address"}
+    assert (c["url"], c["external_id"]) == ("mailto:desk@e.org", None)
+
+
+def test_a_guid_that_is_no_permalink_is_not_taken_for_a_link() -> None:
+    # fastfeedparser makes the guid the link of an item without one, isPermaLink or not.
+    doc = rss([{"title": "a", "guid": "https://e.org/g/5"},
+               {"title": "b", "link": "https://e.org/b", "guid": "https://e.org/b"}])
+    doc = doc.replace("<guid>https://e.org/g/5", '<guid isPermaLink="false">https://e.org/g/5')
+    a, b = parse_feed(doc.encode(), "https://e.org/feed").entries
+    assert (a["url"], a["external_id"]) == (None, "https://e.org/g/5")
+    assert b["url"] == "https://e.org/b"
+
+
 def test_html_page_is_not_a_feed() -> None:
     feed = parse("not_a_feed.html", content_type="text/html; charset=utf-8")
     assert feed.entries == [] and feed.rejects == []
