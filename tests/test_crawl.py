@@ -135,6 +135,20 @@ def test_harvest_crawls_from_any_directory(
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'f'") == 2
 
 
+def test_a_304_to_a_first_visit_is_a_misconfigured_server_not_an_unchanged_feed(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Counted as "not modified", a source always answering 304 would never fail a run.
+    with ApiServer() as server:
+        server.add("/f.xml", lambda _: Reply(304, b""))
+        sources = write_sources(tmp_path / "s.toml", [feed_source("f", [f"{server.url}/f.xml"])])
+        result = harvest("--sources", str(sources), "crawl", "f", home=home)
+    assert result.returncode == 1, result.stdout
+    [line] = [ln for ln in result.stdout.splitlines() if ln.startswith("failed f:")]
+    assert "HTTP 304 (not modified) to a request that sent no ETag or date" in line, line
+    assert count(db, "SELECT not_modified FROM crawl_runs") == 0
+
+
 def test_unchanged_feed_is_not_modified_on_the_next_run(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

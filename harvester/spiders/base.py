@@ -130,6 +130,21 @@ class SourceSpider(Spider):
         kwargs.setdefault("dont_filter", True)
         return Request(url, callback=callback, meta=meta, **kwargs)
 
+    def not_modified(self, source: Source | str, response: Response) -> bool:
+        """Whether ``response`` is a 304, counted: "not modified" when the request sent a
+        validator, else a failure of the source (a server that answers "unchanged" to a
+        request that asked nothing of the kind would never be read)."""
+        if response.status != 304:
+            return False
+        request = response.request
+        if request is not None and (b"If-None-Match" in request.headers
+                                    or b"If-Modified-Since" in request.headers):
+            self.count(source, "not_modified")
+        else:
+            self.fail(source, response.url, "HTTP 304 (not modified) to a request that sent "
+                      "no ETag or date to compare with: the server is misconfigured")
+        return True
+
     def fetched(self, source: Source | str) -> None:
         name = source if isinstance(source, str) else source.name
         hstats.inc(self.crawler.stats, name, "fetched")

@@ -30,8 +30,7 @@ class FeedSpider(SourceSpider):
 
     def parse(self, response: Response, **kwargs: Any) -> Iterator[Signal | Rejection]:
         source = response.meta[SOURCE_META]
-        if response.status == 304:
-            self.count(source, "not_modified")
+        if self.not_modified(source, response):
             return
         content_type = response.headers.get(b"Content-Type")
         parsed = parse_feed(

@@ -66,8 +66,7 @@ class HackerNewsSpider(SourceSpider):
 
     def parse_list(self, response: Response) -> Iterator[Request | Rejection]:
         source = self._source(response)
-        if response.status == 304:
-            self.count(source, "not_modified")
+        if self.not_modified(source, response):
             return
         ids, bad, error = parse_id_list(response.body)
         if error:
@@ -84,8 +83,7 @@ class HackerNewsSpider(SourceSpider):
 
     def parse_item(self, response: Response) -> Iterator[Signal | Rejection]:
         source = self._source(response)
-        if response.status == 304:
-            self.count(source, "not_modified")
+        if self.not_modified(source, response):
             return
         if response.status == 404:
             # An id in the list whose item is gone: the list is a few minutes behind.

@@ -80,8 +80,7 @@ class PagesSpider(SourceSpider):
 
     def parse_listing(self, response: Response, source: Source, page: int,
                       seen: set[str]) -> Iterator[Signal | Rejection | Request]:
-        if response.status == 304:
-            self.count(source, "not_modified")
+        if self.not_modified(source, response):
             return
         text = decode_html(response.body, _content_type(response))
         if not_html := _not_html(response, text):

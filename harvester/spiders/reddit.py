@@ -167,8 +167,7 @@ class RedditSpider(SourceSpider):
 
     def parse_page(self, response: Response, source: Source, page: int, after: str | None,
                    count: int) -> Iterator[Signal | Rejection | Request]:
-        if response.status == 304:
-            self.count(source, "not_modified")
+        if self.not_modified(source, response):
             return
         if response.status != 200:
             self.fail(source, response.url, f"HTTP {response.status}: {_http_detail(response)}")
