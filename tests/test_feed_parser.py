@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harvester.parsers import feed as feed_module
 from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
 from harvester.parsers.feed import ParsedFeed, parse_feed
 from harvester.parsers.html import html_to_text, inline_text
@@ -318,6 +319,23 @@ def test_a_guid_that_is_no_permalink_is_not_taken_for_a_link() -> None:
     a, b = parse_feed(doc.encode(), "https://e.org/feed").entries
     assert (a["url"], a["external_id"]) == (None, "https://e.org/g/5")
     assert b["url"] == "https://e.org/b"
+
+
+def test_a_field_that_fails_to_normalise_costs_only_itself() -> None:
+    # A parser's entry in a shape nothing here expects (content that is a number): the
+    # whole entry used to become the reject unparseable_entry.
+    odd = {"id": "urn:1", "link": "https://e.org/1", "title": "Kept", "content": 5,
+           "published": "2024-05-01T00:00:00Z"}
+    broken_link = {"id": 7, "link": 8, "links": 9}
+    feed = feed_module._build(
+        feed_module._Attempt(feed_module.FEEDPARSER, entries=[odd, broken_link]),
+        "https://e.org/feed", "utf-8")
+    [entry] = feed.entries
+    assert (entry["url"], entry["title"], entry["text"]) == ("https://e.org/1", "Kept", None)
+    assert entry["published_at"] == utc(2024, 5, 1, 0, 0)
+    assert entry["dropped"] == {"text": "could not be read (TypeError: 'int' object is not "
+                                        "iterable)"}
+    assert [r.reason for r in feed.rejects] == ["missing_link_and_id"]
 
 
 def test_html_page_is_not_a_feed() -> None:
