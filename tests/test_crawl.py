@@ -149,6 +149,20 @@ def test_a_304_to_a_first_visit_is_a_misconfigured_server_not_an_unchanged_feed(
     assert count(db, "SELECT not_modified FROM crawl_runs") == 0
 
 
+def test_a_feed_url_serving_a_page_fails_every_run_not_only_the_first(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Its Last-Modified was kept: the second run got a 304, "not modified", and the source
+    # passed for healthy (0 failures) while it still served the page.
+    (site.root / "page.xml").write_text("<html><body><p>Parked</p></body></html>")
+    sources = write_sources(tmp_path / "s.toml", [feed_source("p", [f"{site.url}/page.xml"])])
+    for run in (1, 2):
+        result = harvest("--sources", str(sources), "crawl", "p", home=home)
+        assert result.returncode == 1, (run, result.stdout)
+        assert "not a feed: the document is HTML" in result.stdout, (run, result.stdout)
+    assert count(db, "SELECT consecutive_failures FROM sources_state WHERE source='p'") == 2
+
+
 def test_unchanged_feed_is_not_modified_on_the_next_run(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

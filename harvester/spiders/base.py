@@ -21,6 +21,7 @@ from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
 from harvester.services.state import SourceState, fetch_states
+from harvester.signals import validators_seen
 from harvester.sourcefile import sources_path
 from harvester.sources import Source, SourcesError, load_sources
 
@@ -179,6 +180,10 @@ class SourceSpider(Spider):
         with the start of the body, as evidence."""
         name = source if isinstance(source, str) else source.name
         self.fail(name, response.url, failure or error)
+        # Its ETag/Last-Modified must not be kept: the next run would get a 304, "not
+        # modified", and the source would pass for healthy while it still serves this.
+        self.crawler.signals.send_catch_log(signal=validators_seen, source=name,
+                                            url=response.url, etag=None, last_modified=None)
         return Rejection(source=name, reason="unusable_document", field="document",
                          url=response.url, raw={
                              "error": error,
