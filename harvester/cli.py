@@ -50,10 +50,15 @@ def friendly(func: F) -> F:
             sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
             first = first_line(exc)
-            fix = ("check HARVEST_DATABASE_URL and that its server runs" if
-                   _config().database_url else "run `harvest db start`")
+            fix = database.unreachable_hint()
             err.print(f"[red]error:[/] the database is unreachable ({first}); {fix}.",
                       highlight=False)
+            sys.exit(EXIT_USAGE)
+        except OSError as exc:
+            if exc.filename is None:  # not a path: a socket, a bug
+                raise
+            err.print(f"[red]error:[/] {exc.strerror or type(exc).__name__}: {exc.filename}; "
+                      "check HARVEST_HOME and the paths given.", highlight=False)
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]

@@ -153,4 +153,8 @@ def get_credentials() -> Credentials:
 
 @lru_cache(maxsize=1)
 def get_scrapyd_env() -> ScrapydEnv:
-    return ScrapydEnv()
+    try:
+        return ScrapydEnv()
+    except ValidationError as exc:
+        raise ConfigError(f"{settings_error(exc, 'SCRAPYD_')}; fix the variable, or unset it "
+                          "for the default (README lists it)") from None

@@ -97,6 +97,27 @@ def test_duplicates_within_a_run_and_across_runs(
     assert count(db, "SELECT max(seen_count) FROM signals") == 3
 
 
+def test_another_source_seeing_a_stored_item_does_not_rescore_it(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The row keeps the first sighting's source, title and text; its score was taken from
+    # whichever source saw it last (that source's text and weight).
+    story = items("s", 1)
+    (site.root / "a.xml").write_text(rss(story))
+    (site.root / "b.xml").write_text(rss(story))
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("heavy", [f"{site.url}/a.xml"], weight=3.0),
+        feed_source("light", [f"{site.url}/b.xml"], weight=0.2)],
+        topics={"t": {"keywords": ["story"], "weight": 1.0}})
+    assert harvest("--sources", str(sources), "crawl", "heavy", home=home).returncode == 0
+    first = db.execute("SELECT source, score, score_breakdown->>'source' FROM signals").fetchone()
+    assert harvest("--sources", str(sources), "crawl", "light", home=home).returncode == 0
+    again = db.execute("SELECT source, score, score_breakdown->>'source', seen_count "
+                       "FROM signals").fetchone()
+    assert first is not None and first[0] == first[2] == "heavy" and first[1] > 0
+    assert again == (*first, 2)
+
+
 def test_in_run_duplicates_are_dropped_and_counted(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -88,3 +88,38 @@ def test_serve_on_a_port_in_use_is_one_sentence(tmp_path: Path) -> None:
                                      "already in use); stop what uses it or choose another "
                                      "--port (HARVEST_API_PORT)")
     assert "serving on" not in result.stdout
+
+
+def test_a_harvest_home_that_cannot_be_created_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    home = tmp_path / "afile" / "home"  # under a file: no directory can be made there
+    # The embedded server (HARVEST_DATABASE_URL empty) lives under HARVEST_HOME.
+    result = harvest("stats", home=home, env={"HARVEST_DATABASE_URL": ""})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: Not a directory: "), result.stderr
+    assert "check HARVEST_HOME" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_malformed_scrapyd_variable_is_one_sentence(tmp_path: Path) -> None:
+    for command in (["jobs", "list"], ["scrapyd", "status"]):
+        result = harvest(*command, home=tmp_path / "home",
+                         env={"SCRAPYD_HTTP_PORT": "abc", "SCRAPYD_USERNAME": "u",
+                              "SCRAPYD_PASSWORD": "p"})
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith("error: SCRAPYD_HTTP_PORT: Input should be a valid "
+                                        "integer"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_external_database_is_not_sent_to_the_embedded_one(
+        tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        result = harvest("migrate", home=tmp_path / "home",
+                         env={"HARVEST_DATABASE_URL": f"postgresql://u:S3cretPW@127.0.0.1:{port}/db"})
+    assert result.returncode == 2
+    assert "check HARVEST_DATABASE_URL and that its server runs" in result.stderr
+    assert "harvest db start" not in result.stderr  # not used while the variable is set
+    assert "S3cretPW" not in result.stderr

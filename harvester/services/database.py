@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from harvester.config import HarvestConfig
+from harvester.config import HarvestConfig, get_config
 from harvester.migrations import HEAD
 from harvester.services import embedded
 
@@ -73,8 +73,16 @@ def migrate(url: str, revision: str = "head") -> None:
     except OperationalError as exc:
         raise DatabaseUnavailable(
             f"cannot reach the database at {describe_url(url)} to migrate it; "
-            "check HARVEST_DATABASE_URL or run `harvest db start`"
+            f"{unreachable_hint()}"
         ) from exc
+
+
+def unreachable_hint() -> str:
+    """What to do about an unreachable database: ``harvest db start`` is no help when
+    ``HARVEST_DATABASE_URL`` names another server (it is not used then)."""
+    if get_config().database_url:
+        return "check HARVEST_DATABASE_URL and that its server runs"
+    return "run `harvest db start`"
 
 
 def head_revision() -> str:

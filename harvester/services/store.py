@@ -93,6 +93,9 @@ SELECT NULL, nextval('signals_id_seq')
 FROM generate_series(1, %(count)s - (SELECT count(*) FROM stored))
 """
 # Keys are unique within a batch (see _unique): one INSERT cannot touch a row twice.
+# A re-seen row takes the new score (recency moves) only from its own source: the title,
+# text and source of the first sighting are what is kept, so another source's sighting
+# (its text, its weight) does not score it.
 # A staged row without an id (its key was stored at the lookup, deleted since) gets one
 # here and is its own cluster.
 _UPSERT = sql.SQL("""
@@ -104,8 +107,10 @@ ON CONFLICT (key) DO UPDATE SET
         seen_count = signals.seen_count + 1,
         last_seen = GREATEST(signals.last_seen, EXCLUDED.last_seen),
         updated_at = COALESCE(EXCLUDED.updated_at, signals.updated_at),
-        score = EXCLUDED.score,
-        score_breakdown = EXCLUDED.score_breakdown
+        score = CASE WHEN EXCLUDED.source = signals.source
+                     THEN EXCLUDED.score ELSE signals.score END,
+        score_breakdown = CASE WHEN EXCLUDED.source = signals.source
+                               THEN EXCLUDED.score_breakdown ELSE signals.score_breakdown END
 RETURNING key, (xmax = 0) AS is_new, id, COALESCE(cluster_id, id)
 """).format(cols=_COLS)
 # Rows of this batch whose planned cluster is an id no row holds after all (see _repoint).
