@@ -88,6 +88,7 @@ def _errors(outcome: SourceOutcome) -> str:
 def top_table(rows: Sequence[dict[str, Any]]) -> Table:
     """One row per story (cluster): its best signal, and every source that carried it."""
     table = Table(title="top signals", title_justify="left")
+    table.add_column("id", justify="right")  # what `harvest explain` takes
     table.add_column("score", justify="right")
     table.add_column("sources")
     table.add_column("published")
@@ -101,7 +102,7 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
         sources = row.get("cluster_sources") or [row["source"]]
         size = row.get("cluster_size", 1)
         carried = ", ".join(sources) + (f" ({size} signals)" if size > len(sources) else "")
-        table.add_row(f"{row['score']:.1f}", carried, published,
+        table.add_row(str(row["id"]), f"{row['score']:.1f}", carried, published,
                       f"[link={row['url']}]{title[:90]}[/link]", escape(why) or "-")
     return table
 

@@ -456,7 +456,8 @@ def test_briefs_current_or_204(api: str, db: psycopg.Connection[Any]) -> None:
 def test_crawl_without_a_reachable_node_is_503(api: str, db: psycopg.Connection[Any]) -> None:
     response = requests.post(f"{api}/crawl", json={"source": "alpha"}, headers=W, timeout=60)
     assert response.status_code == 503
-    assert "no Scrapyd node is reachable" in response.json()["detail"]
+    assert "no Scrapyd node can take it (Scrapyd at " in response.json()["detail"]
+    assert "is not reachable" in response.json()["detail"]
     unknown = requests.post(f"{api}/crawl", json={"source": "nope"}, headers=W, timeout=30)
     assert unknown.status_code == 404
 

@@ -372,6 +372,13 @@ def test_top_and_stats_json_contract(
     assert len(rows) == 2
     assert {"url", "title", "source", "score", "published_at"} <= rows[0].keys()
     assert rows[0]["title"] == "Ransomware news" and rows[0]["score"] > rows[1]["score"]
+    # The id is what `harvest explain` takes (its error sends users to `harvest top`).
+    explained = harvest("explain", str(rows[0]["id"]), "--json", home=home)
+    assert explained.returncode == 0, explained.stderr
+    assert json.loads(explained.stdout)["url"] == rows[0]["url"]
+    table = harvest("top", "--limit", "1", home=home).stdout
+    [row] = [ln for ln in table.splitlines() if "Ransomware news" in ln]
+    assert row.split("│")[1].strip() == str(rows[0]["id"]), table
     filtered = json.loads(harvest("top", "--json", "--min-score", "1", home=home).stdout)
     assert [r["title"] for r in filtered] == ["Ransomware news"]
     # The shipped sources file does not define "n": its stored signals still make it known.

@@ -257,6 +257,28 @@ def test_scrapyd_will_not_start_without_credentials(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_node_without_the_project_says_to_deploy_it(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A fresh node (started with --no-deploy) was reported as "not reachable".
+    port = free_port()
+    env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port),
+           "HARVEST_SCRAPYD_URLS": f"http://127.0.0.1:{port}"}
+    path = write_sources(tmp_path / "s.toml", [
+        {"name": "due", "kind": "feed", "urls": ["http://127.0.0.1:9/f.xml"]}])
+    node_home = tmp_path / "node"
+    started = harvest("--sources", str(path), "scrapyd", "start", "--no-deploy",
+                      home=node_home, env=env, timeout=300)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        result = harvest("--sources", str(path), "jobs", "run", "due", home=home, env=env)
+    finally:
+        harvest("scrapyd", "stop", home=node_home, env=env)
+    assert result.returncode != 0
+    assert (f"Scrapyd at http://127.0.0.1:{port} has no 'harvester' project yet; deploy it "
+            "with `harvest scrapyd deploy`") in result.stdout + result.stderr
+
+
 def test_scheduler_once_fails_when_a_due_source_finds_no_node(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
@@ -267,4 +289,5 @@ def test_scheduler_once_fails_when_a_due_source_finds_no_node(
     env = {**CREDENTIALS, "HARVEST_SCRAPYD_URLS": f"http://127.0.0.1:{free_port()}"}
     result = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "not submitted due: no Scrapyd node is reachable" in result.stdout
+    assert "not submitted due: no Scrapyd node can take it (Scrapyd at " in result.stdout
+    assert "is not reachable" in result.stdout

@@ -97,14 +97,14 @@ def top_clusters(conn: psycopg.Connection[Any], flt: TopFilter) -> list[dict[str
     The filters choose the clusters (a cluster shows when one of its signals passes them;
     its best such signal represents it); ``cluster_sources`` and ``cluster_size`` describe
     the whole cluster, so ``--source hn`` still tells which other sources carried the story.
-    Each row has the signal's url, title, source, score, dates, tags and breakdown, plus
-    ``cluster_id``, ``cluster_sources`` (the representative's source first, then the others
-    alphabetically), ``cluster_size`` and ``duplicates`` (= size − 1).
+    Each row has the signal's id (what ``harvest explain`` takes), url, title, source,
+    score, dates, tags and breakdown, plus ``cluster_id``, ``cluster_sources`` (the
+    representative's source first, then the others alphabetically), ``cluster_size`` and
+    ``duplicates`` (= size − 1).
     """
     best = _best_signals(conn, flt)
     for row in best:
         row["duplicates"] = row["cluster_size"] - 1
-        del row["id"]
     return best
 
 

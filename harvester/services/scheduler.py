@@ -277,7 +277,9 @@ class Scheduler:
                 next_due: datetime | None, report: TickReport) -> bool:
         view = self.cluster.least_loaded()
         if view is None:
-            report.not_submitted.append((source.name, "no Scrapyd node is reachable"))
+            why = "; ".join(v.error or f"{v.node.url} is down" for v in self.cluster.down)
+            report.not_submitted.append((source.name, "no Scrapyd node can take it"
+                                         + (f" ({why})" if why else "")))
             return False
         # Phase 1: the intent, committed (autocommit) before any node hears of it.
         _update(self.conn, source.name, job_id=job_id, job_node=view.node.url,

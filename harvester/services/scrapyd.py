@@ -67,8 +67,12 @@ class Node:
             raise ScrapydError(f"Scrapyd at {self.url} answered HTTP {response.status_code} "
                                "with something that is not JSON") from None
         if data.get("status") != "ok":
-            raise ScrapydError(f"Scrapyd at {self.url}: {endpoint} failed: "
-                               f"{data.get('message', data)}")
+            message = str(data.get("message", data))
+            if message.startswith("project ") and message.endswith("not found"):
+                # A fresh node: it has no egg until one is deployed.
+                raise ScrapydError(f"Scrapyd at {self.url} has no {message[8:-10]} project "
+                                   "yet; deploy it with `harvest scrapyd deploy`")
+            raise ScrapydError(f"Scrapyd at {self.url}: {endpoint} failed: {message}")
         return data
 
     def status(self) -> dict[str, Any]:
