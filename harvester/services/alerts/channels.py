@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from harvester.services.alerts import messages
 from harvester.services.alerts.config import AlertsConfig
 
 USER_AGENT = f"harvester/{__version__} (alerts)"
+
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,12 @@ class Channel:
     def _result(self, response: requests.Response) -> SendResult:
         if 200 <= response.status_code < 300:
             return SendResult(True)
-        snippet = self.redact(response.text.strip().replace("\n", " ")[:200])
+        body = response.text.strip()
+        if "html" in response.headers.get("Content-Type", "").lower():
+            # An error page: its title says it (a proxy's "502 Bad Gateway"), its markup not.
+            title = _TITLE_RE.search(body)
+            body = html.unescape(title.group(1)) if title else ""
+        snippet = self.redact(" ".join(body.split())[:200])
         error = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
         # Other 4xx answers (bad payload, revoked webhook, unknown chat) will not change on
         # a retry; 408 and 429 will, and so will any 5xx.

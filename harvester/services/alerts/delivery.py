@@ -148,12 +148,13 @@ class Deliverer:
         if result.permanent or attempts >= self.max_attempts:
             store.mark_failed(self.conn, row.id, error, None)
             report.given_up.append(Outcome(row.id, row.channel, line, attempts, error))
-            logger.error("Gave up on notification %s to %s after %s attempts: %s", row.id,
-                         row.channel, attempts, error)
+            # INFO: the report carries it to the caller (`harvest notify` prints one line).
+            logger.info("Gave up on notification %s to %s after %s attempts: %s", row.id,
+                        row.channel, attempts, error)
             return
         retry_in = result.retry_after if result.retry_after is not None else (
             self.backoff(attempts))
         store.mark_failed(self.conn, row.id, error, retry_in)
         report.failures += 1
-        logger.warning("Notification %s to %s failed (%s); retrying in %.1f s", row.id,
-                       row.channel, error, retry_in)
+        logger.info("Notification %s to %s failed (%s); retrying in %.1f s", row.id,
+                    row.channel, error, retry_in)
