@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ import psycopg
 from rich.markup import escape
 from rich.table import Table
 
-from harvester import messages
+from harvester import demo, messages
 from harvester.cli import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -125,7 +126,8 @@ def verify_command(ctx: click.Context, strict: bool, as_json: bool) -> None:
     indexes (amcheck, where available), the spool and the sources file. Does not migrate.
     """
     try:
-        names: set[str] | None = {s.name for s in _load(ctx).sources}
+        # The demo's sources too: `harvest demo` shares the database (README).
+        names: set[str] | None = {s.name for s in _load(ctx).sources} | demo.source_names()
     except SourcesError:
         names = None
     with _connect(_url(migrate=False)) as conn:
@@ -139,9 +141,11 @@ def verify_command(ctx: click.Context, strict: bool, as_json: bool) -> None:
                  "ok": "[green]ok[/]"}
         for f in findings:
             console.print(f"{style[f.level]} {f.check}: {f.message}", highlight=False)
-    bad = [f for f in findings if f.level in failing]
+    bad = Counter(f.level for f in findings if f.level in failing)
     if bad:
-        err.print(f"[red]{len(bad)} problem(s) found[/]", highlight=False)
+        found = " and ".join(f"{n} {level}(s)" for level, n in sorted(bad.items()))
+        err.print(f"[red]{found} found[/]" + (" (--strict)" if bad["warning"] else ""),
+                  highlight=False)
         sys.exit(EXIT_FAILED)
 
 

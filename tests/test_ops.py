@@ -249,11 +249,18 @@ def test_verify_finds_problems_and_does_not_migrate(private_pg: tuple[Path, str]
     _, url = private_pg
     env = {"HARVEST_DATABASE_URL": url}
     store(url, [signal(n) for n in range(3)])  # their run id has no crawl_runs row
+    with psycopg.connect(url, autocommit=True) as conn:  # `harvest demo` shares the database
+        conn.execute("INSERT INTO sources_state (source) VALUES ('demo-tech'), ('renamed')")
     done = harvest("verify", home=home, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "sources not in the sources file: renamed (renamed" in done.stdout
     assert "ok amcheck:" in done.stdout and "B-tree indexes checked" in done.stdout
     assert "warning runs: 3 signals rows name 1 crawl runs" in done.stdout
-    assert harvest("verify", "--strict", home=home, env=env).returncode == 1
+    # The checks are the ones docs/ops-commands.md names, also when they pass.
+    assert "ok clusters: every cluster id points to a signal" in done.stdout
+    strict = harvest("verify", "--strict", home=home, env=env)
+    assert strict.returncode == 1
+    assert strict.stderr.strip() == "2 warning(s) found (--strict)"  # runs, sources
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT setval(pg_get_serial_sequence('signals', 'id'), 1)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -44,6 +45,14 @@ def site_root() -> Traversable:
 def sources_template() -> Traversable:
     """The packaged demo ``sources.toml`` with its ``{{base}}`` placeholders."""
     return files(__name__) / "sources.toml"
+
+
+def source_names() -> frozenset[str]:
+    """The names of the demo's sources: `harvest demo` shares the database, so their
+    state rows are expected there (``harvest verify``)."""
+    with sources_template().open("rb") as fh:
+        data = tomllib.load(fh)
+    return frozenset(str(s["name"]) for s in data.get("sources", []))
 
 
 def format_date(moment: datetime, rfc822: bool) -> str:

@@ -87,7 +87,7 @@ def signal_rows(conn: psycopg.Connection[Any]) -> list[Finding]:
 
 
 def orphans(conn: psycopg.Connection[Any]) -> list[Finding]:
-    out = []
+    out: list[Finding] = []
     for table in ("signals", "rejects"):
         rows, runs = conn.execute(sql.SQL(
             "SELECT count(*), count(DISTINCT t.run_id) FROM {} t WHERE t.run_id IS NOT NULL "
@@ -97,14 +97,16 @@ def orphans(conn: psycopg.Connection[Any]) -> list[Finding]:
             out.append(Finding("warning", "runs", f"{rows} {table} rows name {runs} crawl runs "
                                "that have no crawl_runs row (a crawl still running or killed, "
                                "its last batch spooled, or rows restored from a snapshot)"))
+    if not out:
+        out.append(Finding("ok", "runs", "every run id points to a crawl_runs row"))
     dangling = _one(conn, "SELECT count(*) FROM signals s WHERE s.cluster_id IS NOT NULL AND "
                           "NOT EXISTS (SELECT 1 FROM signals c WHERE c.id = s.cluster_id)")
     if dangling:
         out.append(Finding("warning", "clusters", f"{dangling} signals belong to clusters whose "
                            "first signal was deleted (retention or archive); they still group "
                            "together"))
-    if not out:
-        out.append(Finding("ok", "references", "every run id and cluster id points to a row"))
+    else:
+        out.append(Finding("ok", "clusters", "every cluster id points to a signal"))
     return out
 
 
