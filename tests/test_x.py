@@ -318,7 +318,69 @@ def test_a_since_id_older_than_the_search_window_is_dropped(
     assert one(db, "SELECT cursor FROM sources_state") == {"since_id": fresh}
 
 
+@pytest.mark.parametrize("newest", ["9" * 40, "abc"])
+def test_a_newest_id_that_is_no_tweet_id_does_not_become_the_cursor(
+    newest: str, api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Stored as since_id, 40 nines stopped every later run (an OverflowError before the
+    # first request, exit 0); "abc" would have been sent to X on every run.
+    fresh = snowflake(10)
+    answer = json.loads(page([tweet(fresh, "fresh")], users={"u1": "alice"}).body)
+    answer["meta"]["newest_id"] = newest
+    api.add(SEARCH, lambda req: Reply.json(answer, headers=limit_headers(remaining=449)))
+    sources = write_sources(tmp_path / "s.toml", [x_source("xn", api)])
+    for run in (1, 2):
+        result = harvest("--sources", str(sources), "crawl", "xn", home=home, env=WITH_TOKEN)
+        assert result.returncode == 0, (run, result.stdout + result.stderr)
+        assert "stopped early" not in result.stdout
+    assert api.hits(SEARCH)[1].arg("since_id") is None
+    assert one(db, "SELECT cursor FROM sources_state") == {}
+    assert one(db, "SELECT count(*) FROM rejects WHERE reason = 'invalid_newest_id'") == 2
+    assert one(db, "SELECT title FROM signals") == "fresh"
+
+
+def test_a_stored_since_id_that_is_no_tweet_id_is_passed_over(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    db.execute("INSERT INTO sources_state (source, cursor) VALUES ('xb', %s)",
+               (json.dumps({"since_id": "9" * 40}),))
+    api.add(SEARCH, lambda req: page([tweet(snowflake(5), "new")]))
+    sources = write_sources(tmp_path / "s.toml", [x_source("xb", api)])
+    result = harvest("--sources", str(sources), "crawl", "xb", home=home, env=WITH_TOKEN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert api.hits(SEARCH)[0].arg("since_id") is None
+    assert one(db, "SELECT (stats->>'harvest/source/xb/since_id_invalid')::int "
+                   "FROM crawl_runs") == 1
+
+
 # -- the parser --------------------------------------------------------------------------
+
+
+def test_usernames_dates_and_languages_x_should_not_send_are_reported() -> None:
+    good, odd = snowflake(3), snowflake(2)
+    parsed = parse_search(json.dumps({
+        "data": [tweet(good, "one", author_id="u1"),
+                 tweet(odd, "two", author_id="u2", created_at="2025-02-30T00:00:00Z",
+                       lang="x" * 5000)],
+        "includes": {"users": [{"id": "u1", "username": 123},
+                               {"id": "u2", "username": "a b?c#d"}]},
+        "errors": ["something went wrong"],
+        "meta": {"result_count": 2}}).encode())
+    first, second = parsed.tweets
+    # A number as username is text; one that is no username leaves the URL on the id.
+    assert (first["author"], first["url"]) == ("123", f"https://x.com/123/status/{good}")
+    assert (second["author"], second["url"]) == (None, f"https://x.com/i/web/status/{odd}")
+    assert second["published_at"] is None and second["language"] is None
+    assert second["dropped"] == {
+        "author": "'a b?c#d' is not an X username",
+        "published_at": "'2025-02-30T00:00:00Z' is not a date",
+        "language": f"{'x' * 80!r} is not a language tag"}
+    assert "dropped" not in first
+    assert parsed.errors == [{"detail": "something went wrong"}]
+    bad_id = parse_search(json.dumps({"data": [{"id": "\u00b2", "text": "t"}],
+                                      "meta": {}}).encode())
+    assert [r.reason for r in bad_id.rejects] == ["invalid_id"]
+
 
 
 def test_parser_reads_zero_results_broken_and_error_only_bodies() -> None:

@@ -6,6 +6,7 @@ next to the data, the paging meta, or one sentence saying why the body is an err
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,12 @@ SNOWFLAKE_EPOCH_MS = 1288834974657
 # X's "no linguistic content" codes (und, zxx, and q* such as qme = media only, qht =
 # hashtags only, qst = very short text) carry no language; two legacy codes are renamed.
 _NO_LANGUAGE = re.compile(r"^(und|zxx|q[a-z]{2})$")
+# A BCP 47 language tag as X writes them ("en", "pt", "zh-TW").
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}")
+# An X username (handle): what may stand in a tweet's URL.
+_USERNAME = re.compile(r"[A-Za-z0-9_]{1,15}")
+# Tweet ids are unsigned 64-bit snowflakes, written in decimal.
+_MAX_ID = 2**64 - 1
 _LEGACY_LANGUAGE = {"in": "id", "iw": "he"}
 _SPACE = re.compile(r"\s+")
 # v2 text is HTML-escaped for exactly these three characters (& last, so "&amp;lt;" stays).
@@ -63,14 +70,21 @@ def parse_search(body: bytes) -> SearchPage:
         return SearchPage(problem="X answered with JSON that is not an object",
                           unusable=True)
     data, meta = doc.get("data"), doc.get("meta")
-    errors = [e for e in _list(doc.get("errors")) if isinstance(e, dict)]
+    # An entry that is not an object is still an error X reported: kept, as its text.
+    errors = [e if isinstance(e, dict) else {"detail": e} for e in _list(doc.get("errors"))]
     if data is None and not isinstance(meta, dict):
         # No data and no meta: an error document (or something else entirely).
         detail = _detail(doc) or "neither data nor meta in the response"
         return SearchPage(problem=f"X answered without results: {detail}")
     page = SearchPage(errors=errors)
     if isinstance(meta, dict):
-        page.newest_id = _str(meta.get("newest_id"))
+        newest = _str(meta.get("newest_id"))
+        if newest is not None and not is_tweet_id(newest):
+            # Kept as the next run's since_id it failed every run after (or was sent to X).
+            page.rejects.append(TweetReject("invalid_newest_id", "meta.newest_id",
+                                            {"newest_id": newest[:200]}))
+        else:
+            page.newest_id = newest
         page.next_token = _str(meta.get("next_token"))
         count = meta.get("result_count")
         page.result_count = count if isinstance(count, int) else None
@@ -85,6 +99,8 @@ def parse_search(body: bytes) -> SearchPage:
             page.rejects.append(TweetReject("tweet_not_an_object", "data", {"tweet": tweet}))
         elif not _str(tweet.get("id")):
             page.rejects.append(TweetReject("missing_id", "id", tweet))
+        elif not is_tweet_id(str(tweet["id"])):
+            page.rejects.append(TweetReject("invalid_id", "id", tweet))
         else:
             page.tweets.append(tweet_fields(tweet, users))
     return page
@@ -94,12 +110,16 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]
     """Signal fields of one tweet; ``users`` maps author ids to usernames (expansions)."""
     tweet_id = str(tweet["id"])
     username = users.get(str(tweet.get("author_id")))
+    dropped: dict[str, str] = {}
+    if username is not None and not _USERNAME.fullmatch(username):
+        # "a b?c#d" put a query and a fragment in the URL, and lost the id from the key.
+        dropped["author"] = f"{username[:80]!r} is not an X username"
+        username = None
     note = tweet.get("note_tweet")
     # Long posts (> 280 characters) come truncated in "text" and whole in note_tweet.
     raw_text = note.get("text") if isinstance(note, dict) else None
     text = unescape(_str(raw_text) or _str(tweet.get("text")) or "") or None
     entities = tweet.get("entities") if isinstance(tweet.get("entities"), dict) else {}
-    dropped: dict[str, str] = {}
     fields = {
         "external_id": tweet_id,
         "url": (f"https://x.com/{username}/status/{tweet_id}" if username
@@ -107,8 +127,10 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]
         "title": title_of(text),
         "text": text,
         "author": username,
-        "published_at": parse_time(tweet.get("created_at")),
-        "language": language(tweet.get("lang")),
+        "published_at": _reported(parse_time, tweet.get("created_at"), "published_at",
+                                  "is not a date", dropped),
+        "language": _reported(language, tweet.get("lang"), "language",
+                              "is not a language tag", dropped),
         "tags": _hashtags(entities),
         "engagement": _metrics(tweet.get("public_metrics"), dropped),
         "link_url": first_link(entities),
@@ -151,9 +173,28 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def language(value: Any) -> str | None:
-    if not isinstance(value, str) or not value or _NO_LANGUAGE.match(value):
+    """A tweet's ``lang`` as a BCP 47 tag; None for none (``und``) or no tag at all."""
+    if (not isinstance(value, str) or not value or _NO_LANGUAGE.match(value)
+            or not _LANGUAGE.fullmatch(value)):
         return None
     return _LEGACY_LANGUAGE.get(value, value)
+
+
+def _reported(read: Callable[[Any], Any], value: Any, name: str, why: str,
+              dropped: dict[str, str]) -> Any:
+    """``read(value)``; a value that is there (not ``None``, ``""``, ``und``) but cannot be
+    read is reported in ``dropped``: a malformed date was left out without a word."""
+    result = read(value)
+    if result is None and value not in (None, "") and not (
+            isinstance(value, str) and _NO_LANGUAGE.match(value)):
+        shown = value[:80] if isinstance(value, str) else value
+        dropped[name] = f"{shown!r} {why}"
+    return result
+
+
+def is_tweet_id(value: str) -> bool:
+    """Whether ``value`` can be a tweet id: an unsigned 64-bit number in ASCII decimal."""
+    return value.isascii() and value.isdecimal() and int(value) <= _MAX_ID
 
 
 def first_link(entities: dict[str, Any]) -> str | None:
@@ -172,11 +213,13 @@ def first_link(entities: dict[str, Any]) -> str | None:
 
 def snowflake_time(tweet_id: str) -> datetime | None:
     """When a tweet id was minted; None for ids that are not snowflakes."""
-    try:
-        ms = (int(tweet_id) >> 22) + SNOWFLAKE_EPOCH_MS
-    except ValueError:
+    if not is_tweet_id(tweet_id):
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    ms = (int(tweet_id) >> 22) + SNOWFLAKE_EPOCH_MS
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):  # past what a datetime holds
+        return None
 
 
 def problem_message(status: int, body: bytes) -> str:
@@ -209,8 +252,9 @@ def _detail(doc: dict[str, Any]) -> str | None:
 def _users(includes: Any) -> dict[str, str]:
     if not isinstance(includes, dict):
         return {}
-    return {str(u["id"]): u["username"] for u in _list(includes.get("users"))
-            if isinstance(u, dict) and u.get("id") and _str(u.get("username"))}
+    # The text form: a number there reached validate as an int.
+    return {str(u["id"]): name for u in _list(includes.get("users"))
+            if isinstance(u, dict) and u.get("id") and (name := _str(u.get("username")))}
 
 
 def _hashtags(entities: dict[str, Any]) -> list[str]:

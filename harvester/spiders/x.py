@@ -13,7 +13,13 @@ from scrapy.http import Response
 
 from harvester.config import get_credentials
 from harvester.items import Rejection, Signal
-from harvester.parsers.x import SearchPage, parse_search, problem_message, snowflake_time
+from harvester.parsers.x import (
+    SearchPage,
+    is_tweet_id,
+    parse_search,
+    problem_message,
+    snowflake_time,
+)
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -55,10 +61,11 @@ def newer_id(a: str | None, b: str | None) -> str | None:
     """The larger of two tweet ids (ids grow with time; compared as numbers)."""
     if not a or not b:
         return a or b
-    try:
-        return a if int(a) >= int(b) else b
-    except ValueError:
+    if not is_tweet_id(b):
         return a
+    if not is_tweet_id(a):
+        return b
+    return a if int(a) >= int(b) else b
 
 
 class XSpider(SourceSpider):
@@ -93,6 +100,12 @@ class XSpider(SourceSpider):
     def _since_id(self, source: Source) -> str | None:
         since_id = self.source_state(source).cursor.get("since_id")
         if not isinstance(since_id, str) or not since_id:
+            return None
+        if not is_tweet_id(since_id):
+            # Stored by an older version from a bad meta.newest_id: X would refuse it.
+            logger.warning("Source %s: the stored since_id %r is not a tweet id; searching "
+                           "the whole window", source.name, since_id[:40], extra=self.log_extra)
+            self.count(source, "since_id_invalid")
             return None
         minted = snowflake_time(since_id)
         if minted is not None and datetime.now(UTC) - minted > SINCE_ID_MAX_AGE:
