@@ -57,7 +57,12 @@ def may_hold(document: str | bytes) -> bool:
 
 
 def json_loads(document: str | bytes, **kwargs: Any) -> Any:
-    """``json.loads``, with lone surrogates replaced; it raises what ``json.loads`` raises.
-    Only documents with a surrogate escape are walked."""
-    data = json.loads(document, **kwargs)
+    """``json.loads``, with lone surrogates replaced; it raises what ``json.loads`` raises,
+    except that a document nested too deeply for it (``[`` × 100,000) is a ``ValueError``
+    like any other broken JSON, not a ``RecursionError``. Only documents with a surrogate
+    escape are walked."""
+    try:
+        data = json.loads(document, **kwargs)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
     return replace_in(data) if may_hold(document) else data

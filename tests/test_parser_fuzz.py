@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from harvester.parsers.feed import parse_feed
-from harvester.parsers.hackernews import parse_hit, parse_item, parse_search_page
+from harvester.parsers.hackernews import load_json, parse_hit, parse_item, parse_search_page
 from harvester.parsers.reddit import parse_listing
 from harvester.parsers.x import parse_search
 
@@ -88,3 +88,16 @@ def test_parsers_never_raise_on_documents_of_the_wrong_types(name: str) -> None:
             parse(document)
         except Exception as exc:  # the failure is the assertion
             pytest.fail(f"{name} raised {type(exc).__name__}: {exc} on {document!r:.300}")
+
+
+@pytest.mark.parametrize("error_of", [
+    lambda body: parse_listing(body).error,
+    lambda body: parse_search(body).problem,
+    lambda body: load_json(body)[1],  # Hacker News: every body goes through it
+    lambda body: parse_feed(b'{"items": ' + body + b"}", "https://e.org/feed.json").error])
+def test_json_nested_too_deeply_is_a_broken_document_not_a_crash(
+        error_of: Callable[[bytes], str | None]) -> None:
+    # json.loads raises RecursionError there: the spider failed on it ("callback_error")
+    # with a traceback, where any other broken JSON is one clear line.
+    error = error_of(b"[" * 100_000 + b"]" * 100_000)
+    assert error is not None and ("too deeply" in error or "not JSON" in error), error

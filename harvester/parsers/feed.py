@@ -182,13 +182,11 @@ def _parse_json_feed(text: str) -> tuple[_Attempt, str | None]:
     is not a JSON Feed (None when it is). An item that is not an object is a reject of its
     own; a field of the wrong type is a dropped field of its item."""
     try:
-        data = json.loads(text)
+        data = surrogates.json_loads(text)
     except ValueError as exc:
         return _Attempt(JSONFEED), f"invalid JSON ({exc})"
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         return _Attempt(JSONFEED), "JSON without a JSON Feed items list"
-    if surrogates.may_hold(text):
-        data = surrogates.replace_in(data)
     feed = read_json_feed(data)
     return _Attempt(
         JSONFEED, entries=feed.entries, feed={"title": feed.title, "link": feed.link},
