@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import shlex
 import sys
@@ -359,13 +360,35 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
 # -- reading ----------------------------------------------------------------------------
 
 
+class _Score(click.ParamType):
+    """A number (``nan`` and ``inf`` are floats to Python, and no score)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number
+
+
+_SCORE = _Score()
+
+
 def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
         return datetime.now(UTC) - parse_interval(value)
-    except ValueError:
-        pass
+    except OverflowError:  # an age reaching back past year 1: everything is newer
+        return datetime.min.replace(tzinfo=UTC)
+    except ValueError as exc:
+        if "longer than" in str(exc):
+            return datetime.min.replace(tzinfo=UTC)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -423,7 +446,8 @@ def _show_rows(ctx: click.Context, sources: tuple[str, ...],
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--since", default=None, help="Only signals newer than an age (24h, 7d) or date.")
 @click.option("--source", "sources", multiple=True, help="Only this source (repeatable).")
-@click.option("--min-score", default=None, type=float, help="Only signals scoring at least this.")
+@click.option("--min-score", default=None, type=_SCORE,
+              help="Only signals scoring at least this.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_context
 @friendly

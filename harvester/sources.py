@@ -35,7 +35,10 @@ def parse_interval(value: str) -> timedelta:
     match = _INTERVAL.match(value)
     if not match or int(match.group(1)) < 1:
         raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:  # past timedelta's 999,999,999 days
+        raise ValueError(f"{value!r} is longer than any interval can be") from None
 
 
 # Options that only some kinds take; anything else set on a source is an error, so a typo

@@ -240,6 +240,7 @@ def test_empty_page_and_tampered_cursors(api: str, db: psycopg.Connection[Any]) 
     ("/signals/99999999999999999999", {}, ["path", "signal_id"]),
     ("/runs", {"limit": -5}, ["query", "limit"]),
     ("/briefs/2026-W99", {}, ["path", "week"]),
+    ("/briefs/0000-W01", {}, ["path", "week"]),  # was a 500
     ("/briefs/current", {"format": "pdf"}, ["query", "format"]),
 ])
 def test_bad_parameters_are_422_naming_the_parameter(api: str, path: str,

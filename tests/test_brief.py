@@ -143,6 +143,9 @@ def test_an_empty_week_still_makes_a_brief(db: psycopg.Connection[Any]) -> None:
     ("2026-W00", "'2026-W00' is not an ISO week: 2026 has weeks 01 to 53"),
     ("2025-W53", "'2025-W53' is not an ISO week: 2025 has weeks 01 to 52"),
     ("last week", "'last week' is not an ISO week; write it like 2026-W47"),
+    # Raised "year 0 is out of range": a 500 from the API, a traceback from the CLI.
+    ("0000-W01", "'0000-W01' is not an ISO week: the year must be 1 to 9998"),
+    ("9999-W52", "'9999-W52' is not an ISO week: the year must be 1 to 9998"),
 ])
 def test_week_parsing_rejects_what_is_no_iso_week(value: str, message: str) -> None:
     with pytest.raises(briefs.WeekError) as info:
@@ -152,6 +155,7 @@ def test_week_parsing_rejects_what_is_no_iso_week(value: str, message: str) -> N
 
 def test_week_bounds() -> None:
     assert str(briefs.IsoWeek.parse("2026-w1")) == "2026-W01"
+    assert str(briefs.IsoWeek.parse("0001-W01")) == "0001-W01"  # not "1-W01"
     week = briefs.IsoWeek.parse("2026-W53")
     assert (week.start, week.end) == (datetime(2026, 12, 28, tzinfo=UTC),
                                       datetime(2027, 1, 4, tzinfo=UTC))

@@ -426,6 +426,23 @@ def test_rejects_lists_the_newest_rejections_with_why(
     assert typo.returncode == 2 and "unknown source 'rr'" in typo.stderr
 
 
+def test_numbers_and_ages_past_every_limit_are_answered_not_raised(
+    db: psycopg.Connection[Any], home: Path
+) -> None:
+    # OverflowError tracebacks (exit 1), and "nan" answered with an empty list (exit 0).
+    for args in (["top", "--since", "9999999d", "--json"],
+                 ["rejects", "--since", "99999999999d", "--json"]):
+        result = harvest(*args, home=home)
+        assert result.returncode == 0, (args, result.stderr)
+        assert isinstance(json.loads(result.stdout), list)
+    for args in (["top", "--min-score", "nan"], ["top", "--min-score", "inf"],
+                 ["brief", "--week", "0000-W01"]):
+        result = harvest(*args, home=home)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "not a number" in result.stderr or "the year must be 1 to 9998" in result.stderr
+
+
 def test_every_command_has_help(home: Path) -> None:
     for args in (["--help"], ["crawl", "--help"], ["top", "--help"], ["stats", "--help"],
                  ["replay", "--help"], ["migrate", "--help"], ["sources", "--help"],

@@ -41,6 +41,8 @@ class IsoWeek:
         if not match:
             raise WeekError(f"{value!r} is not an ISO week; write it like 2026-W47")
         year, week = int(match.group(1)), int(match.group(2))
+        if not 1 <= year <= 9998:  # 9999's last week ends in year 10000
+            raise WeekError(f"{value!r} is not an ISO week: the year must be 1 to 9998")
         weeks = date(year, 12, 28).isocalendar().week  # 28 December is always in the last
         if not 1 <= week <= weeks:
             raise WeekError(f"{value!r} is not an ISO week: {year} has weeks 01 to {weeks}")
@@ -63,7 +65,7 @@ class IsoWeek:
         return self.start + timedelta(days=7)
 
     def __str__(self) -> str:
-        return f"{self.year}-W{self.week:02d}"
+        return f"{self.year:04d}-W{self.week:02d}"
 
 
 @dataclass(frozen=True, slots=True)
