@@ -118,6 +118,25 @@ def test_algolia_hits_and_pages() -> None:
     assert error.error == "the answer has no list of hits: invalid numericFilters"
 
 
+def test_dates_and_counts_in_a_form_hn_does_not_send_are_reported() -> None:
+    # Left out without a word before: a date as text, out of range or malformed, and a
+    # negative comment count stored as engagement.
+    item = parse_item({"id": 8, "type": "story", "title": "t", "time": "1700000000",
+                       "score": -1, "descendants": -3}).fields
+    assert item is not None and item["published_at"] is None
+    assert item["engagement"] == {"score": -1}  # a score may be below zero
+    assert item["dropped"] == {"published_at": "'1700000000' is not a date",
+                               "engagement.comments": "-3 is negative: not a count"}
+    hit = parse_hit({"objectID": "5", "title": "x", "created_at": "garbage",
+                     "updated_at": "2025-13-45T00:00:00Z"}).fields
+    assert hit is not None and hit["dropped"] == {
+        "published_at": "'garbage' is not a date",
+        "updated_at": "'2025-13-45T00:00:00Z' is not a date"}
+    # Digits of other scripts are no item id (they were stored as item?id=²).
+    assert reason(parse_hit({"objectID": "²", "title": "x"})) == "missing_id"
+    assert reason(parse_hit({"objectID": "١٠٧", "title": "x"})) == "missing_id"
+
+
 # -- Firebase crawl --------------------------------------------------------------------
 
 
@@ -199,6 +218,23 @@ def test_firebase_top_stories_with_missing_deleted_and_odd_items(
     assert {k.rsplit("/", 1)[1]: v for k, v in stats.items()
             if k.startswith("harvest/source/hn-top/missing_")} == {
         "missing_not_found": 1, "missing_null": 1, "missing_deleted": 1, "missing_dead": 1}
+
+
+def test_an_item_answer_for_another_id_is_rejected_not_stored_under_it(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    items = {1: const({"id": 999, "type": "story", "title": "someone else", "time": POSTED}),
+             2: const({"id": 2, "type": "story", "title": "itself", "time": POSTED})}
+    with firebase_api(items, [1, 2]) as api:
+        sources = write_sources(tmp_path / "s.toml", [{
+            "name": "hn-mix", "kind": "hackernews", "feed": "top", "api_base": f"{api.url}/v0"}])
+        result = harvest("--sources", str(sources), "crawl", "hn-mix", *NO_THROTTLE,
+                         home=home, timeout=60)
+        base = f"{api.url}/v0"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r[0] for r in db.execute("SELECT external_id FROM signals")] == ["2"]
+    [(reason, url, raw)] = db.execute("SELECT reason, url, raw FROM rejects").fetchall()
+    assert (reason, url, raw["asked"]) == ("id_mismatch", f"{base}/item/1.json", 1)
 
 
 def test_unusable_story_list_fails_the_source(

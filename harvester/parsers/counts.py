@@ -4,7 +4,8 @@ Shared by the Reddit, Hacker News and X parsers. A count the API did not give (a
 ``null``) is simply not there; a count given in a form that is not a number (``"lots"``,
 ``true``, ``NaN``, an object) is left out of the item and reported as a dropped field,
 so that a changed or broken API shows in the crawl's stats instead of silently zeroing
-a score input. A whole number sent as a string (``"42"``) is taken as the number.
+a score input. A whole number sent as a string (``"42"``) is taken as the number; a
+negative one is reported too, except for a score (``SIGNED``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
+#: Counts that may be below zero: a score (Reddit's, of a downvoted post). Everything
+#: else counts things (comments, likes, views), and -3 of them is a broken answer.
+SIGNED = frozenset({"score"})
 
 
 def engagement(values: Mapping[str, Any], dropped: dict[str, str], *,
@@ -29,6 +33,8 @@ def engagement(values: Mapping[str, Any], dropped: dict[str, str], *,
         number = _number(value, fractions)
         if number is None:
             dropped[f"engagement.{name}"] = f"{_show(value)} is not a number"
+        elif number < 0 and name not in SIGNED:
+            dropped[f"engagement.{name}"] = f"{_show(value)} is negative: not a count"
         else:
             out[name] = number
     return out

@@ -16,6 +16,7 @@ titles and user names are plain text.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -127,6 +128,7 @@ def parse_item(data: Any) -> ParsedItem:
     if kind not in POST_TYPES:
         reason = "not_a_post" if kind in PART_TYPES else "unknown_type"
         return ParsedItem(reject=ItemReject(reason, "type", _trim(data)))
+    dropped: dict[str, str] = {}
     fields = {
         "url": item_page(item_id),
         "external_id": str(item_id),
@@ -134,10 +136,10 @@ def parse_item(data: Any) -> ParsedItem:
         "title": _line(data.get("title")),
         "text": html_to_text(_text(data.get("text"))),
         "author": _line(data.get("by")),
-        "published_at": _epoch(data.get("time")),
+        "published_at": _reported(_epoch, data.get("time"), "published_at", dropped),
         "tags": [kind],
     }
-    return ParsedItem(fields=_with_counts(fields, score=data.get("score"),
+    return ParsedItem(fields=_with_counts(fields, dropped, score=data.get("score"),
                                           comments=data.get("descendants")))
 
 
@@ -165,13 +167,16 @@ def parse_hit(hit: Any) -> ParsedItem:
     if not isinstance(hit, dict):
         return ParsedItem(reject=ItemReject("not_an_item", "hit", _raw_value(hit)))
     object_id = str(hit.get("objectID") or "").strip()
-    if not object_id.isdigit():
+    if not (object_id.isascii() and object_id.isdecimal()):  # not "²" or "١٠٧"
         return ParsedItem(reject=ItemReject("missing_id", "external_id", _trim(hit)))
     raw_tags = hit.get("_tags")
     tags = [t for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
     kind = next((t for t in tags if t in POST_TYPES | PART_TYPES), None)
     kind = kind or ("comment" if hit.get("comment_text") else "story")
     text = hit.get("comment_text") if kind == "comment" else hit.get("story_text")
+    dropped: dict[str, str] = {}
+    published = _epoch(hit.get("created_at_i")) or _reported(
+        _iso, hit.get("created_at"), "published_at", dropped)
     fields = {
         "url": item_page(object_id),
         "external_id": object_id,
@@ -179,11 +184,11 @@ def parse_hit(hit: Any) -> ParsedItem:
         "title": _line(hit.get("title")) or _line(hit.get("story_title")),
         "text": html_to_text(_text(text)),
         "author": _line(hit.get("author")),
-        "published_at": _epoch(hit.get("created_at_i")) or _iso(hit.get("created_at")),
-        "updated_at": _iso(hit.get("updated_at")),
+        "published_at": published,
+        "updated_at": _reported(_iso, hit.get("updated_at"), "updated_at", dropped),
         "tags": [kind, *(t for t in KEPT_TAGS if t in tags)],
     }
-    return ParsedItem(fields=_with_counts(fields, score=hit.get("points"),
+    return ParsedItem(fields=_with_counts(fields, dropped, score=hit.get("points"),
                                           comments=hit.get("num_comments")))
 
 
@@ -227,10 +232,22 @@ def _iso(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _with_counts(fields: dict[str, Any], **given: Any) -> dict[str, Any]:
+def _reported(read: Callable[[Any], datetime | None], value: Any, name: str,
+              dropped: dict[str, str]) -> datetime | None:
+    """``read(value)``; a date given (not ``None`` or ``""``) that it cannot read goes into
+    ``dropped``: a date as text or out of range was left out without a word."""
+    parsed = read(value)
+    if parsed is None and value not in (None, ""):
+        shown = value[:80] if isinstance(value, str) else value
+        dropped[name] = f"{shown!r} is not a date"
+    return parsed
+
+
+def _with_counts(fields: dict[str, Any], dropped: dict[str, str],
+                 **given: Any) -> dict[str, Any]:
     """``fields`` with the counts the API gave as ``engagement`` (a job has no comments, a
-    comment hit no points) and any it gave in a form that is not a number as ``dropped``."""
-    dropped: dict[str, str] = {}
+    comment hit no points), and any it gave in a form that is not a count, like the dates
+    already in ``dropped``, as ``dropped``."""
     fields["engagement"] = counts.engagement(given, dropped)
     if dropped:
         fields["dropped"] = dropped

@@ -79,9 +79,11 @@ class HackerNewsSpider(SourceSpider):
         base = source.api_base or FIREBASE_BASE
         for item_id in ids[: source.limit or DEFAULT_LIMIT]:
             yield self.request(source, f"{base}/item/{item_id}.json", self.parse_item,
-                               meta={"handle_httpstatus_list": [304, 404]})
+                               meta={"handle_httpstatus_list": [304, 404]},
+                               cb_kwargs={"asked": item_id})
 
-    def parse_item(self, response: Response) -> Iterator[Signal | Rejection]:
+    def parse_item(self, response: Response,
+                   asked: int | None = None) -> Iterator[Signal | Rejection]:
         source = self._source(response)
         if self.not_modified(source, response):
             return
@@ -94,6 +96,13 @@ class HackerNewsSpider(SourceSpider):
         if error:
             yield self.reject(source, "invalid_json", field="item", url=response.url,
                               raw={"error": error, "head": head(response.body)})
+            return
+        if (asked is not None and isinstance(data, dict) and data.get("id") is not None
+                and str(data.get("id")).strip() != str(asked)):
+            # Another item's answer (a cache or proxy mix-up): stored, it would carry the
+            # other id with whatever this one's fields are.
+            yield self.reject(source, "id_mismatch", field="external_id", url=response.url,
+                              raw={"asked": asked, "answered": head(response.body)})
             return
         yield from self._emit(source, parse_item(data), response.url)
 
@@ -137,9 +146,9 @@ class HackerNewsSpider(SourceSpider):
         # The window moves on after this run: say what it leaves behind.
         left = max(parsed.nb_hits - (page + 1) * (source.limit or DEFAULT_LIMIT), 0)
         self.count(source, "unfetched", left)
-        logger.warning("Source %s: %d more hits after page %d not fetched (max_pages = %d); "
-                       "raise max_pages or limit, or crawl more often",
-                       source.name, left, page + 1, max_pages, extra=self.log_extra)
+        logger.warning("Source %s: %s more hits after page %d not fetched (max_pages = %d); "
+                       "raise max_pages or limit, or crawl more often", source.name,
+                       left or "some", page + 1, max_pages, extra=self.log_extra)
 
     # -- shared --------------------------------------------------------------------------
 
