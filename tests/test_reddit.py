@@ -110,6 +110,14 @@ def test_listing_children_become_signal_fields() -> None:
     assert crosspost["engagement"] == {"score": 0, "num_comments": 7, "upvote_ratio": 0.5}
 
 
+@pytest.mark.parametrize("permalink", ["//evil.example/x", "/r/p/comments/a/\x00x/", "/"])
+def test_a_permalink_that_is_no_reddit_path_is_rejected(permalink: str) -> None:
+    # "//evil.example/x" was stored as https://www.reddit.com//evil.example/x.
+    parsed = parse_listing(json.dumps(listing([post("a", permalink=permalink)])).encode())
+    assert parsed.posts == []
+    assert [(r.reason, r.field) for r in parsed.rejects] == [("invalid_field", "permalink")]
+
+
 def test_unusable_children_are_rejected_with_a_reason() -> None:
     children: list[Any] = [
         {"kind": "t1", "data": {"name": "t1_x", "body": "a comment"}},
@@ -261,6 +269,27 @@ def test_paging_stops_at_max_pages_with_scrapy_crawl(
     assert [(h.arg("t"), h.arg("limit"), h.arg("after")) for h in hits] == [
         ("week", "3", None), ("week", "3", "t3_p1x2")]
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'rs'") == 6
+
+
+def test_a_paging_cursor_handed_out_again_stops_paging(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Pages alternating between two cursors were asked for until max_pages (20 requests,
+    # 19 of them repeats), and without a word.
+    pages = {None: listing([post("a")], after="t3_a"),
+             "t3_a": listing([post("b")], after="t3_b"),
+             "t3_b": listing([post("a")], after="t3_a")}
+    api.add("/r/loop/hot.json",
+            lambda r: Reply.json(pages[r.arg("after")], headers=limits(len(api.requests))))
+    sources = write_sources(tmp_path / "s.toml",
+                            [source("lp", api, subreddit="loop", max_pages=20)])
+    result = harvest("--sources", str(sources), "crawl", "lp", *FAST, home=home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [h.arg("after") for h in api.hits("/r/loop/hot.json")] == [None, "t3_a", "t3_b"]
+    assert count(db, "SELECT count(*) FROM signals") == 2
+    assert count(db, "SELECT (stats->>'harvest/source/lp/paging_loop')::int "
+                     "FROM crawl_runs") == 1
+    assert "sent the paging token 't3_a' again; paging stopped" in logs(home)
 
 
 def test_oauth_client_credentials_then_bearer(

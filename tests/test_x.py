@@ -339,6 +339,21 @@ def test_a_newest_id_that_is_no_tweet_id_does_not_become_the_cursor(
     assert one(db, "SELECT title FROM signals") == "fresh"
 
 
+def test_a_next_token_handed_out_again_stops_paging(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The same next_token on every page was followed until max_pages: five identical
+    # requests against the rate budget, and no word of it.
+    one_tweet = tweet(snowflake(5), "looping")
+    api.add(SEARCH, lambda req: page([one_tweet], next_token="SAME"))
+    sources = write_sources(tmp_path / "s.toml", [x_source("xl", api, max_pages=5)])
+    result = harvest("--sources", str(sources), "crawl", "xl", home=home, env=WITH_TOKEN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [h.arg("next_token") for h in api.hits(SEARCH)] == [None, "SAME"]
+    assert one(db, "SELECT (stats->>'harvest/source/xl/paging_loop')::int "
+                   "FROM crawl_runs") == 1
+
+
 def test_a_stored_since_id_that_is_no_tweet_id_is_passed_over(
     api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -30,6 +30,8 @@ SITE = "https://www.reddit.com"
 RAW_LIMIT = 500
 
 _FULLNAME = re.compile(r"^t3_[0-9a-z]+$")
+# A site-relative path on reddit.com: one slash, then no whitespace or control character.
+_PERMALINK = re.compile(r"/[^/\s\x00-\x1f\x7f][^\s\x00-\x1f\x7f]*")
 # removed_by_category values meaning the author took the post down; any other value
 # (moderator, reddit, automod_filtered, copyright_takedown, …) is a removal.
 _BY_AUTHOR = frozenset({"deleted", "author"})
@@ -115,7 +117,7 @@ def parse_child(child: Any) -> dict[str, Any] | PostReject:
         value = data.get(key)
         if not isinstance(value, str) or not value.strip():
             return PostReject("missing_field", key, raw)
-    if not data["permalink"].startswith("/"):
+    if not _PERMALINK.fullmatch(data["permalink"]):  # not "//evil.example/x", no NUL
         return PostReject("invalid_field", "permalink", raw)
     if "created_utc" not in data or data["created_utc"] is None:
         return PostReject("missing_field", "created_utc", raw)

@@ -64,6 +64,8 @@ class SourceSpider(Spider):
         self.states: dict[str, SourceState] = {}
         # Resume points to keep when a source's run succeeds (since_id, …).
         self.cursors: dict[str, dict[str, Any]] = {}
+        # Paging tokens followed in this run, per source (see repeats_page_token).
+        self._page_tokens: dict[str, set[str]] = {}
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -130,6 +132,20 @@ class SourceSpider(Spider):
         kwargs.setdefault("errback", self.on_error)
         kwargs.setdefault("dont_filter", True)
         return Request(url, callback=callback, meta=meta, **kwargs)
+
+    def repeats_page_token(self, source: Source, token: str) -> bool:
+        """Whether the API hands out a paging token (Reddit's ``after``, X's
+        ``next_token``) this run has followed already: pages that alternate between two
+        tokens would be asked for until ``max_pages``, the same posts every time. Counted
+        (``paging_loop``) and logged once; the caller stops paging."""
+        seen = self._page_tokens.setdefault(source.name, set())
+        if token not in seen:
+            seen.add(token)
+            return False
+        self.count(source, "paging_loop")
+        logger.warning("Source %s: the API sent the paging token %r again; paging stopped "
+                       "(pages would repeat)", source.name, token[:60], extra=self.log_extra)
+        return True
 
     def not_modified(self, source: Source | str, response: Response) -> bool:
         """Whether ``response`` is a 304, counted: "not modified" when the request sent a

@@ -188,7 +188,7 @@ class RedditSpider(SourceSpider):
         for post in parsed.posts:
             yield self.signal(source, **post)
         seen = count + len(parsed.posts) + len(parsed.rejects)
-        if self._wants_next(source, parsed, page, after):
+        if self._wants_next(source, parsed, page):
             yield self._page_request(source, page + 1, parsed.after, seen)
 
     def _unusable(self, source: Source, response: Response, error: str,
@@ -198,13 +198,14 @@ class RedditSpider(SourceSpider):
         else:
             self.fail(source, response.url, f"API error: {error}")
 
-    def _wants_next(self, source: Source, parsed: ParsedListing, page: int,
-                    after: str | None) -> bool:
+    def _wants_next(self, source: Source, parsed: ParsedListing, page: int) -> bool:
         if not parsed.after or page >= (source.max_pages or 1):
             return False
-        if parsed.after == after or not (parsed.posts or parsed.rejects):
-            logger.warning("Source %s: Reddit repeated the cursor %s or sent an empty page; "
+        if not (parsed.posts or parsed.rejects):
+            logger.warning("Source %s: Reddit sent an empty page with the cursor %s; "
                            "paging stopped", source.name, parsed.after, extra=self.log_extra)
+            return False
+        if self.repeats_page_token(source, parsed.after):
             return False
         last = self.source_state(source).last_success
         oldest = parsed.oldest

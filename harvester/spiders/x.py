@@ -149,7 +149,8 @@ class XSpider(SourceSpider):
         newest = newer_id(cursor.get("since_id"), parsed.newest_id)
         if newest:
             cursor["since_id"] = newest
-        if parsed.next_token and page < (source.max_pages or 1):
+        if (parsed.next_token and page < (source.max_pages or 1)
+                and not self.repeats_page_token(source, parsed.next_token)):
             yield self._page(source, since_id, parsed.next_token, page + 1)
 
     def _items(self, source: Source, url: str,
