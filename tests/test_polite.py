@@ -191,3 +191,7 @@ def test_api_reset_headers() -> None:
     assert wait_for(200, {"retry-after": "7"}.get, now) is None
     past = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(now) - 5)}
     assert reset_seconds(past.get, now) is None and wait_for(429, past.get, now) is None
+    # Not a time anyone meant: "asked to wait inf s" was the message.
+    for odd in ("1e400", "nan", "inf"):
+        assert reset_seconds({"x-rate-limit-reset": odd}.get, now) is None
+        assert reset_seconds({"x-ratelimit-reset": odd}.get, now) is None

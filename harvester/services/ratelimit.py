@@ -3,6 +3,7 @@ the APIs we crawl, turned into seconds. Pure functions; the politeness middlewar
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -40,9 +41,10 @@ def _number(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value.strip())
+        number = float(value.strip())
     except ValueError:
         return None
+    return number if math.isfinite(number) else None  # "1e400", "nan": no wait anyone meant
 
 
 def reset_seconds(header: HeaderGetter, now: float | None = None) -> float | None:
