@@ -217,13 +217,48 @@ def test_unknown_field_fails_the_source_without_fetching(
     assert db.execute("SELECT 1 FROM sources_state WHERE source='typo'").fetchone() is None
 
 
+def test_a_bad_card_or_a_pdf_behind_a_card_costs_only_that_card(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A link that does not parse raised in the middle of the listing: the cards after it
+    # were lost. A PDF behind a card was stored with its raw bytes as the text.
+    (site.root / "l").mkdir()
+    (site.root / "l" / "index.html").write_text(listing([
+        card("/l/report.pdf", "The report"),
+        card("http://[::1", "Broken link"),
+        card("/l/after.html", "After the broken one")]), "utf-8")
+    (site.root / "l" / "report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Title (x) >>\n"
+                                                 + bytes(range(256)) * 8)
+    (site.root / "l" / "after.html").write_text(
+        article_page("After", "Ada", "2024-05-01", "Body."), "utf-8")
+    (site.root / "l" / "image.html").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    fields = {"title": "h2", "url": "h2 a::attr(href)"}
+    sources = write_sources(tmp_path / "s.toml", [
+        pages_source("cards", f"{site.url}/l/index.html", fields=fields, follow=True),
+        pages_source("png", f"{site.url}/l/image.html", fields=fields)])
+    result = harvest("--sources", str(sources), "crawl", "cards", "png", home=home)
+
+    got = signals(db, "cards")
+    assert set(got) == {f"{site.url}/l/report.pdf", f"{site.url}/l/after.html"}
+    assert got[f"{site.url}/l/report.pdf"][:4] == ("The report", None, None, None)
+    assert got[f"{site.url}/l/after.html"][0] == "After the broken one"
+    rejects = db.execute("SELECT source, reason FROM rejects ORDER BY source").fetchall()
+    assert rejects == [("cards", "missing_url_and_id"), ("png", "unusable_document")]
+    stats = db.execute("SELECT stats FROM crawl_runs WHERE 'cards' = ANY(sources)").fetchone()
+    assert stats is not None and stats[0]["harvest/source/cards/article_not_html"] == 1
+    assert any(ln.startswith("failed png:") and ln.endswith(
+        "the listing page is binary data, not an HTML page") for ln in
+        result.stdout.splitlines()), result.stdout
+
+
 def test_listing_fields_resolve_links_and_prefer_hrefs() -> None:
     node = Selector(text='<base href="https://cdn.example/x/"><li><a href="../p?id=1">'
                          ' A <b>title</b> </a><a href="javascript:void(0)">js</a></li>')
     item = selectors.select(node, "li")[0]
     assert listing_fields({"url": "a", "title": "a"}, item, "https://cdn.example/x/") == {
         "url": "https://cdn.example/p?id=1", "title": "A title js"}
-    assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/") == {}
+    assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/") == {
+        "dropped": {"url": "'javascript:void(0)' is not a usable link"}}
     assert selectors.is_xpath("(//a)[1]") and selectors.is_xpath("./a")
     assert not selectors.is_xpath("a > b::attr(href)")
 

@@ -244,6 +244,23 @@ def test_disallowed_path_is_never_requested(
     assert stats["harvest/source/polite/robots_forbidden"] == 1 and stats["errors"] == 0
 
 
+def test_a_listed_pdf_keeps_the_sitemaps_fields_not_its_bytes(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Its raw bytes were stored as the article text (10,182 characters of PDF).
+    base = site.url
+    (site.root / "sitemap.xml").write_text(urlset([(f"{base}/files/annual-report.pdf", None)]))
+    (site.root / "files").mkdir()
+    (site.root / "files" / "annual-report.pdf").write_bytes(b"%PDF-1.4\n" + bytes(2000))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "pdf", "kind": "sitemap", "urls": [f"{base}/sitemap.xml"], "follow": True}])
+    result = crawl(sources, "pdf", home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert db.execute("SELECT title, text FROM signals").fetchall() == [
+        ("annual report", None)]  # the title from its address, as without follow
+    assert last_run(db)["harvest/source/pdf/page_not_html"] == 1
+
+
 def crawl_news(site: LocalSite, home: Path, tmp_path: Path, urls: str,
                **extra: Any) -> subprocess.CompletedProcess[str]:
     """Serve a news sitemap of ``urls`` (``<url>`` elements) and crawl it without following

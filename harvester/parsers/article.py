@@ -80,6 +80,26 @@ def extract_article(body: bytes, url: str, content_type: str | None = None) -> A
     return choose(candidates(tree, url))
 
 
+#: Content types whose bodies may be HTML (servers send pages as text/plain or XML too).
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/xml",
+               "application/xml", "")
+#: How binary files start: a PDF, images, archives.
+_BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b",
+                 b"RIFF", b"\x00\x00\x00")
+
+
+def not_html(body: bytes, content_type: str | None) -> str | None:
+    """What a page that should be HTML is instead (``application/pdf``, binary bytes), or
+    None: an article extracted from a PDF's bytes had the raw file as its text."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind not in _HTML_TYPES:
+        return f"{kind}, not an HTML page"
+    start = body[:1024].lstrip()
+    if start.startswith(_BINARY_MAGIC) or b"\x00" in start:
+        return "binary data, not an HTML page"
+    return None
+
+
 def decode_html(body: bytes, content_type: str | None = None) -> str:
     """An HTML page's text: the header's charset, else the page's ``<meta charset>``,
     each checked against the bytes by :func:`decode_document` (which also sniffs BOMs

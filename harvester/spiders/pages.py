@@ -18,7 +18,13 @@ from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import CONDITIONAL_META
 from harvester.parsers import selectors
-from harvester.parsers.article import Article, decode_html, extract_article, parse_date
+from harvester.parsers.article import (
+    Article,
+    decode_html,
+    extract_article,
+    not_html,
+    parse_date,
+)
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -34,6 +40,8 @@ def _not_html(response: Response, text: str) -> str | None:
     content_type = _content_type(response) or ""
     if head in "{[" and "html" not in content_type:
         return f"is JSON, not HTML ({content_type or 'no content type'})"
+    if instead := not_html(response.body, content_type):
+        return f"is {instead}"
     return None
 
 
@@ -133,7 +141,15 @@ class PagesSpider(SourceSpider):
     def parse_article(self, response: Response, source: Source,
                       listing: dict[str, Any]) -> Iterator[Signal]:
         self.fetched(source)
-        article = extract_article(response.body, response.url, _content_type(response))
+        content_type = _content_type(response)
+        if instead := not_html(response.body, content_type):
+            # A link to a PDF or an image: its bytes are no article text.
+            self.count(source, "article_not_html")
+            logger.warning("Source %s: article %s is %s; keeping the listing's fields",
+                           source.name, response.url, instead, extra=self.log_extra)
+            yield self.signal(source, **listing)
+            return
+        article = extract_article(response.body, response.url, content_type)
         yield self.signal(source, **merge(listing, article))
 
     def on_article_error(self, failure: Failure) -> Iterator[Signal]:
@@ -155,6 +171,8 @@ def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[st
     url_selector = fields.get("url") or fields.get("link")
     if url_selector and (target := selectors.first(node, url_selector, link=True)):
         found["url"] = _absolute(base, target)
+        if found["url"] is None:
+            found["dropped"] = {"url": f"{target.strip()[:80]!r} is not a usable link"}
     if "title" in fields:
         found["title"] = selectors.joined(node, fields["title"])
     if "text" in fields:
@@ -165,7 +183,8 @@ def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[st
         text = selectors.first(node, fields["published"])
         found["published_at"] = parse_date(text)
         if text and text.strip() and found["published_at"] is None:
-            found["dropped"] = {"published_at": f"{text.strip()[:80]!r} is not a date"}
+            found.setdefault("dropped", {})["published_at"] = (
+                f"{text.strip()[:80]!r} is not a date")
     if "tags" in fields:
         found["tags"] = list(dict.fromkeys(selectors.values(node, fields["tags"])))
     return {k: v for k, v in found.items() if v}
@@ -190,9 +209,15 @@ def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
 
 
 def _absolute(base: str, target: str) -> str | None:
-    """A link resolved against the page; None for ``javascript:``, ``mailto:`` …"""
-    url = urljoin(base, target.strip())
-    return url if urlsplit(url).scheme in ("http", "https") else None
+    """A link resolved against the page; None for ``javascript:``, ``mailto:`` and one
+    that does not parse (``http://[::1``: it raised, and the page's later items were
+    lost)."""
+    try:
+        url = urljoin(base, target.strip())
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
 
 
 def _content_type(response: Response) -> str | None:

@@ -18,7 +18,7 @@ from scrapy.http import Response
 
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import SOURCE_META
-from harvester.parsers.article import extract_article
+from harvester.parsers.article import extract_article, not_html
 from harvester.parsers.sitemap import (
     ParsedSitemap,
     SitemapEntry,
@@ -236,9 +236,16 @@ class SitemapSpider(SourceSpider):
                                    "sitemap": response.meta[_LISTED_IN]})
             return
         self.fetched(source)
-        content_type = response.headers.get(b"Content-Type")
-        article = extract_article(response.body, response.url,
-                                  content_type.decode("latin-1") if content_type else None)
+        header = response.headers.get(b"Content-Type")
+        content_type = header.decode("latin-1") if header else None
+        if instead := not_html(response.body, content_type):
+            # A PDF or an image listed in the sitemap: its bytes are no article text.
+            self.count(source, "page_not_html")
+            logger.warning("Source %s: %s is %s; keeping the sitemap's fields", source.name,
+                           response.url, instead, extra=self.log_extra)
+            yield self._signal(source, entry, response.meta[_LISTED_IN])
+            return
+        article = extract_article(response.body, response.url, content_type)
         yield self._signal(source, entry, response.meta[_LISTED_IN], title=article.title,
                            text=article.text, author=article.author,
                            published_at=article.published_at, language=article.language)
