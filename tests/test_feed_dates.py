@@ -53,11 +53,14 @@ def test_dated_items_keep_their_dates_next_to_one_with_a_relative_date() -> None
         {"title": "c", "link": "https://e.org/c", "guid": "7",
          "date": "Wed, 11 Jun 2003 05:00:00 +0200"},
         {"title": "d", "link": "https://e.org/d", "guid": "8"},
+        # "+0000" is no year written 0001 (that check dropped it for a moment).
+        {"title": "e", "link": "https://e.org/e", "date": "Thu, 12 Jun 2003 06:00:00 +0000"},
     ])
     entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
     assert entries["https://e.org/a"]["published_at"] == datetime(2003, 6, 10, 4, tzinfo=UTC)
     assert entries["https://e.org/b"]["published_at"] is None
     assert entries["https://e.org/c"]["published_at"] == datetime(2003, 6, 11, 3, tzinfo=UTC)
+    assert entries["https://e.org/e"]["published_at"] == datetime(2003, 6, 12, 6, tzinfo=UTC)
     assert entries["https://e.org/d"]["published_at"] is None
 
 
@@ -196,6 +199,11 @@ def test_feedparser_s_reading_of_a_time_alone_is_not_kept() -> None:
 def test_a_year_written_0001_is_not_read_as_2001(text: str) -> None:
     # .NET's DateTime.MinValue: RFC 822 readers and dateutil take a year below 100 for 20xx.
     assert parse_date(text) is None
+    assert parse_date(text.replace("0001", "2019")) is not None
+    # A zone offset "+0000" is no year written 0001 (the check dropped such dates at first).
+    assert parse_date("2019-11-20T07:29:39+0000") == datetime(2019, 11, 20, 7, 29, 39,
+                                                               tzinfo=UTC)
+    assert parse_date("Nov 20 2019 07:29 -0000") == datetime(2019, 11, 20, 7, 29, tzinfo=UTC)
     if text.startswith("01 "):
         return  # fastfeedparser's own reading of this layout (docs/parsers.md, known gaps)
     entry = one_entry(date=text)

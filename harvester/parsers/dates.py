@@ -94,8 +94,8 @@ _CLOCK_ONLY = re.compile(
     r"(?:Z|[+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?\s*", re.IGNORECASE)
 
 # A four-digit year below 100 ("0001"): RFC 822 readers and dateutil take it for 2001.
-# (Not the fraction of a second in "10:00:00.0012".)
-_ZERO_CENTURY = re.compile(r"(?<![\d:])(?<!:\d\d\.)00\d\d(?![\d:])")
+# (Not a zone offset, "+0000", nor the fraction of a second in "10:00:00.0012".)
+_ZERO_CENTURY = re.compile(r"(?<![\d:+-])(?<!:\d\d\.)00\d\d(?![\d:])")
 
 _RELATIVE = re.compile(
     r"\b(?:ago|now|today|yesterday|tomorrow|last|next|this|hours?|minutes?|days?|weeks?)\b",
