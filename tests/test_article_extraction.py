@@ -198,6 +198,19 @@ def test_opengraph_and_meta_author_when_there_is_no_jsonld() -> None:
     assert article.description == "What happened."
 
 
+@pytest.mark.parametrize("given", ["2024", "soon-ish", "0000-00-00 00:00:00"])
+def test_an_unreadable_page_date_is_reported_not_guessed(given: str) -> None:
+    # trafilatura read "2024" from the same tag as January 1st, and the others were left
+    # out without a word.
+    head = f'<meta property="article:published_time" content="{given}"><title>T</title>'
+    article = extract_article(_page(head), "https://example.org/p")
+    assert article.published_at is None
+    assert article.dropped == {"published_at": f"{given!r} is not a date"}
+    good = extract_article(_page('<meta property="article:published_time" '
+                                 'content="2024-03-05T10:00:00Z">'), "https://example.org/q")
+    assert (good.published_at, good.dropped) == (datetime(2024, 3, 5, 10, tzinfo=UTC), {})
+
+
 def test_wrong_declared_charset_is_corrected() -> None:
     # Declared latin-1 by the server, really UTF-8: the bytes decide.
     head = '<meta charset="iso-8859-1"><meta property="og:title" content="Café Müller">'

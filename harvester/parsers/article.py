@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,8 @@ class Article:
     language: str | None = None
     site_name: str | None = None
     description: str | None = None
+    #: Fields the page's metadata gives in a form that cannot be read: field → why.
+    dropped: dict[str, str] = dataclass_field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +142,17 @@ def choose(found: Candidates) -> Article:
         return None
 
     j, m, t = found.jsonld, found.meta, found.trafilatura
-    published = (parse_date(j.get("published")) or parse_date(m.get("published"))
-                 or parse_date(t.get("published")))
+    published = parse_date(j.get("published")) or parse_date(m.get("published"))
+    dropped: dict[str, str] = {}
+    given = j.get("published") or m.get("published")
+    if published is None and given:
+        # The page's own date is unreadable ("soon-ish", "0000-00-00", "2024"): reported,
+        # and not replaced by trafilatura's reading of the same tags (2024 → January 1st).
+        dropped["published_at"] = f"{given[:80]!r} is not a date"
+    elif published is None:
+        published = parse_date(t.get("published"))
     return Article(
+        dropped=dropped,
         title=first("title", m, j) or first("page_title", m) or t.get("title"),
         author=first("author", j, m, t),
         published_at=published,

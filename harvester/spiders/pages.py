@@ -198,13 +198,13 @@ def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
                         ("language", article.language)):
         if value and not filled.get(name):
             filled[name] = value
-    if "dropped" in filled:
-        # A date the listing garbled but the article page gives is not lost.
-        dropped = {k: why for k, why in filled["dropped"].items() if not filled.get(k)}
-        if dropped:
-            filled["dropped"] = dropped
-        else:
-            del filled["dropped"]
+    # A date the listing garbled but the article page gives is not lost; one neither gives
+    # in a readable form is reported (the listing's reason first).
+    reasons = {**article.dropped, **filled.get("dropped", {})}
+    dropped = {k: why for k, why in reasons.items() if not filled.get(k)}
+    filled.pop("dropped", None)
+    if dropped:
+        filled["dropped"] = dropped
     return filled
 
 

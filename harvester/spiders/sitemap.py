@@ -248,10 +248,13 @@ class SitemapSpider(SourceSpider):
         article = extract_article(response.body, response.url, content_type)
         yield self._signal(source, entry, response.meta[_LISTED_IN], title=article.title,
                            text=article.text, author=article.author,
-                           published_at=article.published_at, language=article.language)
+                           published_at=article.published_at, language=article.language,
+                           dropped=article.dropped)
 
     def _signal(self, source: Source, entry: SitemapEntry, listed_in: str,
                 **found: Any) -> Signal:
+        # The page's unreadable date is reported unless the sitemap dates the page.
+        dated = entry.news_published or entry.lastmod
         return self.signal(
             source, url=entry.loc, feed_url=listed_in,
             title=found.get("title") or entry.news_title or slug_title(entry.loc),
@@ -259,6 +262,7 @@ class SitemapSpider(SourceSpider):
             published_at=found.get("published_at") or entry.news_published or entry.lastmod,
             updated_at=entry.lastmod, tags=list(entry.news_keywords),
             language=found.get("language") or entry.news_language,
+            dropped={} if dated else found.get("dropped") or {},
         )
 
     def _source(self, name: str) -> Source:
