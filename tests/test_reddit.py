@@ -289,7 +289,7 @@ def test_a_paging_cursor_handed_out_again_stops_paging(
     assert count(db, "SELECT count(*) FROM signals") == 2
     assert count(db, "SELECT (stats->>'harvest/source/lp/paging_loop')::int "
                      "FROM crawl_runs") == 1
-    assert "sent the paging token 't3_a' again; paging stopped" in logs(home)
+    assert "paging came back to 't3_a', followed already in this run" in logs(home)
 
 
 def test_oauth_client_credentials_then_bearer(

@@ -150,8 +150,13 @@ def test_url_pagination_by_template_and_by_link(
     sources = fields_toml(tmp_path / "s.toml", [
         source("tmpl", registry(api, "tmpl"), next_page="?page={page}", max_pages=5),
         source("link", registry(api, "link"), next_page="a.next", max_pages=2),
+        # Its "next" link goes back and forth between pages 1 and 2.
+        source("loop", registry(api, "loop", REGISTRY_HTML.replace(
+            'link.href = "?page=" + (n + 1)', 'link.href = "?page=" + (n % 2 + 1)')),
+            next_page="a.next", max_pages=10),
     ])
-    result = harvest("--sources", str(sources), "crawl", "tmpl", "link", home=home, timeout=90)
+    result = harvest("--sources", str(sources), "crawl", "tmpl", "link", "loop", home=home,
+                     timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
     # Template: pages 1-3, then page 4 renders empty and ends the paging (not a failure).
@@ -172,6 +177,7 @@ def test_url_pagination_by_template_and_by_link(
     rejects = db.execute("SELECT source, reason, raw->>'title' FROM rejects "
                          "ORDER BY source").fetchall()
     assert rejects == [("link", "missing_url_and_id", "link sin código"),
+                       ("loop", "missing_url_and_id", "loop sin código"),
                        ("tmpl", "missing_url_and_id", "tmpl sin código")]
     assert not api.hits("/tmpl/logo.png")  # images are not fetched
 
@@ -179,7 +185,12 @@ def test_url_pagination_by_template_and_by_link(
     assert [r.arg("page") for r in api.hits("/link/registry")] == [None, "2"]
     assert len(stored(db, "link")) == 2 * ROWS - 1
     runs = dict(db.execute("SELECT sources[1], errors FROM crawl_runs").fetchall())
-    assert runs == {"tmpl": 0, "link": 0}
+    assert runs == {"tmpl": 0, "link": 0, "loop": 0}
+    # Loop: rendered until max_pages (10 renders of two pages) before; now it stops when the
+    # next link leads back to a page this run has rendered.
+    assert [r.arg("page") for r in api.hits("/loop/registry")] == [None, "2", "1"]
+    loop_stats = db.execute("SELECT stats FROM crawl_runs WHERE sources[1] = 'loop'").fetchone()
+    assert loop_stats is not None and loop_stats[0]["harvest/source/loop/paging_loop"] == 1
     # Both crawlers ran in one process on one shared Chromium.
     log = Path(result.stdout.split("log: ")[-1].strip()).read_text()
     assert log.count("Launching the shared chromium browser") == 1

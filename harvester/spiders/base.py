@@ -134,17 +134,18 @@ class SourceSpider(Spider):
         return Request(url, callback=callback, meta=meta, **kwargs)
 
     def repeats_page_token(self, source: Source, token: str) -> bool:
-        """Whether the API hands out a paging token (Reddit's ``after``, X's
-        ``next_token``) this run has followed already: pages that alternate between two
-        tokens would be asked for until ``max_pages``, the same posts every time. Counted
-        (``paging_loop``) and logged once; the caller stops paging."""
+        """Whether paging leads to a token this run has followed already (Reddit's
+        ``after``, X's ``next_token``, a rendered page's next link): pages that alternate
+        between two would be asked for until ``max_pages``, the same items every time.
+        Counted (``paging_loop``) and logged; the caller stops paging."""
         seen = self._page_tokens.setdefault(source.name, set())
         if token not in seen:
             seen.add(token)
             return False
         self.count(source, "paging_loop")
-        logger.warning("Source %s: the API sent the paging token %r again; paging stopped "
-                       "(pages would repeat)", source.name, token[:60], extra=self.log_extra)
+        logger.warning("Source %s: paging came back to %r, followed already in this run; "
+                       "paging stopped (pages would repeat)", source.name, token[:80],
+                       extra=self.log_extra)
         return True
 
     def not_modified(self, source: Source | str, response: Response) -> bool:

@@ -209,10 +209,12 @@ class RenderedSpider(SourceSpider):
                 async for item in self._click_through(source, page, page_no):
                     yield item
             elif found:
+                if page_no == 1:
+                    self.repeats_page_token(source, response.url)  # where paging started
                 next_url = self._next_url(source, html, page.url, response.url, page_no)
         finally:
             await _close(page)
-        if next_url:
+        if next_url and not self.repeats_page_token(source, next_url):
             yield self._page_request(source, next_url, page_no + 1)
 
     async def _rendered(self, source: Source, page: Page, url: str) -> str | None:
