@@ -15,7 +15,7 @@ import pytest
 
 from harvester.parsers.sitemap import newer_than, parse_lastmod, parse_sitemap, robots_sitemaps
 from harvester.services.localsite import LocalSite
-from harvester.spiders.sitemap import slug_title
+from harvester.spiders.sitemap import MAX_SEEN, SitemapSpider, _Run, slug_title
 from tests.conftest import harvest, write_sources
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -113,6 +113,28 @@ def test_namespaces_news_fields_and_relative_locs() -> None:
     assert [r.reason for r in parsed.rejects] == ["missing_loc"]
     bare = parse_sitemap(b"<urlset><url><loc>https://x.example/a</loc></url></urlset>")
     assert [u.loc for u in bare.urls] == ["https://x.example/a"]
+
+
+def test_locs_that_are_no_web_address_and_marked_up_news_titles() -> None:
+    # "http://" was joined into the sitemap's own address and stored as a page of it.
+    doc = urlset([("http://", None), ("http:/one-slash", None), ("/rel/a.html", None)])
+    parsed = parse_sitemap(doc.encode(), "https://e.example/sitemap.xml")
+    assert [u.loc for u in parsed.urls] == ["https://e.example/rel/a.html"]
+    assert [r.raw["loc"] for r in parsed.rejects] == ["http://", "http:/one-slash"]
+    news = (f'<urlset {NS} xmlns:news="http://www.google.com/schemas/sitemap-news/0.9">'
+            "<url><loc>https://e.example/n</loc><news:news><news:title>"
+            "&lt;b&gt;Bold&lt;/b&gt; &amp;amp; title</news:title></news:news></url></urlset>")
+    [entry] = parse_sitemap(news.encode()).urls
+    assert entry.news_title == "Bold & title"  # as feed titles are read
+
+
+def test_one_huge_sitemap_keeps_the_cursor_within_its_cap() -> None:
+    # 60,000 undated URLs kept 60,000 fingerprints (a 720 KB cursor) past MAX_SEEN.
+    spider = SitemapSpider()
+    run = _Run(since=None, pattern=None, follow=False, limit=None, known=set(), seen={})
+    fingerprints = [f"{n:012x}" for n in range(MAX_SEEN + 5_000)]
+    spider._remember(run, "https://e.example/big.xml", fingerprints)
+    assert len(run.seen["https://e.example/big.xml"]) == MAX_SEEN * 12
 
 
 def test_broken_documents_keep_what_came_before_the_damage() -> None:

@@ -22,13 +22,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 from protego import Protego
 
 from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
 from harvester.parsers.feed import EntryReject, parse_feed
+from harvester.parsers.html import inline_text
 
 Kind = Literal["urlset", "sitemapindex", "text", "feed", "unknown"]
 
@@ -38,6 +39,8 @@ RAW_LIMIT = 500
 _GZIP_MAGIC = b"\x1f\x8b"
 _FEED_ROOTS = frozenset({"rss", "feed", "RDF", "channel"})
 _HTTP_RE = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
+# A URL with a scheme of its own ("http:", "ftp:", "javascript:"): not joined to the base.
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DATE_ONLY_RE = re.compile(r"^\d{4}(?:-\d{2}(?:-\d{2})?)?$")
 _ROOT_RE = re.compile(rb"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 _PROLOG_RE = re.compile(rb"^(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*",
@@ -192,8 +195,9 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
     if not loc:
         result.rejects.append(EntryReject("missing_loc", "loc", _raw(element)))
         return None
-    loc = urljoin(base, loc) if base else loc
-    if not _HTTP_RE.match(loc):
+    if base and not _SCHEME_RE.match(loc):
+        loc = urljoin(base, loc)  # relative: against the sitemap's address
+    if not _web_address(loc):  # "http://" was joined into the sitemap's own address
         result.rejects.append(EntryReject("not_http_url", "loc", {"loc": loc[:RAW_LIMIT]}))
         return None
     lastmod, is_day = parse_lastmod(values.get("lastmod"))
@@ -205,11 +209,22 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
             result.bad_dates.append((loc, name, text))
     keywords = values.get("news_keywords", "")
     return SitemapEntry(
-        loc=loc, lastmod=lastmod, lastmod_is_day=is_day, news_title=values.get("news_title"),
+        loc=loc, lastmod=lastmod, lastmod_is_day=is_day,
+        news_title=inline_text(values.get("news_title")),  # as feed titles: no <b>, &amp;
         news_published=published,
         news_keywords=tuple(k.strip() for k in keywords.split(",") if k.strip()),
         news_language=values.get("news_language"),
     )
+
+
+def _web_address(loc: str) -> bool:
+    """An http(s) URL with a host (not ``http://`` or ``http:/path``)."""
+    if not _HTTP_RE.match(loc):
+        return False
+    try:
+        return bool(urlsplit(loc).hostname)
+    except ValueError:
+        return False
 
 
 def _raw(element: Any) -> dict[str, Any]:

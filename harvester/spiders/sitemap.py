@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 MAX_DEPTH = 4
 #: Fingerprints of lastmod-less URLs kept in the cursor, per source (12 characters each).
 MAX_SEEN = 20_000
+#: The sitemap protocol's limit of URLs per sitemap (sitemaps.org).
+PROTOCOL_MAX_URLS = 50_000
 _FP_LEN = 12
 _DEPTH = "sitemap_depth"
 _ENTRY = "sitemap_entry"
@@ -169,6 +171,12 @@ class SitemapSpider(SourceSpider):
 
     def _pages(self, source: Source, parsed: ParsedSitemap, url: str) -> Iterator[Any]:
         run = self.runs[source.name]
+        if len(parsed.urls) > PROTOCOL_MAX_URLS:
+            # Read whole (nothing is lost), but the publisher should split it: said once.
+            self.count(source, "oversized_sitemaps")
+            logger.warning("Source %s: %s lists %d URLs, more than the sitemap protocol's "
+                           "%d; all are read", source.name, url, len(parsed.urls),
+                           PROTOCOL_MAX_URLS, extra=self.log_extra)
         chosen, keep = self._choose(source, run, parsed.urls)
         room = len(chosen) if run.limit is None else max(0, run.limit - len(run.taken))
         self.count(source, "over_limit", len(chosen) - min(room, len(chosen)))
@@ -207,7 +215,9 @@ class SitemapSpider(SourceSpider):
 
     def _remember(self, run: _Run, url: str, fingerprints: list[str]) -> None:
         run.seen.pop(url, None)
-        run.seen[url] = "".join(dict.fromkeys(fingerprints))
+        # One sitemap of 60,000 undated URLs kept them all (a 720 KB cursor): the cap holds
+        # for it too; URLs past it are taken again next run (re-seen, not lost).
+        run.seen[url] = "".join(list(dict.fromkeys(fingerprints))[:MAX_SEEN])
         total = sum(len(v) for v in run.seen.values()) // _FP_LEN
         for old in list(run.seen):
             if total <= MAX_SEEN or old == url:
