@@ -128,6 +128,19 @@ def test_locs_that_are_no_web_address_and_marked_up_news_titles() -> None:
     assert entry.news_title == "Bold & title"  # as feed titles are read
 
 
+def test_utf16_sitemaps_and_a_doctype_with_an_internal_subset_are_read() -> None:
+    # UTF-16 was taken for a text sitemap ("no line is a URL"); the DOCTYPE's subset made
+    # the root element "<?>".
+    doc = urlset([("https://e.example/ü", None)]).replace('encoding="UTF-8"',
+                                                           'encoding="UTF-16"')
+    for body in (b"\xff\xfe" + doc.encode("utf-16-le"), doc.encode("utf-16-be")):
+        parsed = parse_sitemap(body, "https://e.example/s.xml")
+        assert (parsed.error, [u.loc for u in parsed.urls]) == (None, ["https://e.example/ü"])
+    subset = urlset([("https://e.example/a", None)]).replace(
+        "?>", '?><!DOCTYPE urlset [<!ENTITY x "y">]>', 1)
+    assert [u.loc for u in parse_sitemap(subset.encode()).urls] == ["https://e.example/a"]
+
+
 def test_one_huge_sitemap_keeps_the_cursor_within_its_cap() -> None:
     # 60,000 undated URLs kept 60,000 fingerprints (a 720 KB cursor) past MAX_SEEN.
     spider = SitemapSpider()

@@ -27,7 +27,12 @@ from urllib.parse import urljoin, urlsplit
 from lxml import etree
 from protego import Protego
 
-from harvester.parsers.encoding import BodyTooLarge, decode_document, gunzip_if_needed
+from harvester.parsers.encoding import (
+    BodyTooLarge,
+    decode_document,
+    gunzip_if_needed,
+    to_utf8_xml,
+)
 from harvester.parsers.feed import EntryReject, parse_feed
 from harvester.parsers.html import inline_text
 
@@ -43,8 +48,9 @@ _HTTP_RE = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DATE_ONLY_RE = re.compile(r"^\d{4}(?:-\d{2}(?:-\d{2})?)?$")
 _ROOT_RE = re.compile(rb"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
-_PROLOG_RE = re.compile(rb"^(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)*",
+_PROLOG_RE = re.compile(rb"^(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)*",
                         re.DOTALL | re.IGNORECASE)
+_XML_DECLARATION_RE = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,10 @@ def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
                              error="document too large once decompressed")
     if gzipped and not data:
         return ParsedSitemap(kind="unknown", gzipped=True, error="gzip stream is corrupt")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+        # UTF-16 or UTF-32 (a BOM, or NULs between ASCII): read as text, parsed as UTF-8.
+        text = decode_document(data, None).text.lstrip("\ufeff")
+        data = to_utf8_xml(_XML_DECLARATION_RE.sub("", text, count=1))
     head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:
         result = ParsedSitemap(kind="unknown", error="empty document")
