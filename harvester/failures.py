@@ -39,11 +39,23 @@ _STATUS_HINTS = {
 }
 
 
-def describe_failure(failure: Failure) -> str:
+# The same for a URL found on the way (a sitemap named in robots.txt, an article link).
+_FOUND_HINTS = {
+    404: " (not found: what linked to it is out of date)",
+    410: " (gone: what linked to it is out of date)",
+}
+
+
+def describe_failure(failure: Failure, *, listed: bool = True) -> str:
+    """One line for a failed request. ``listed``: the URL is one the sources file lists,
+    so a 404 or 410 is the operator's to fix there; a URL found on the way (a sitemap named
+    in robots.txt, an article) is not."""
     exc: Any = failure.value
     if isinstance(exc, HttpError):
         status = exc.response.status
-        return f"HTTP {status}{_STATUS_HINTS.get(status) or _STATUS_HINTS.get(status // 100, '')}"
+        hint = ((None if listed else _FOUND_HINTS.get(status)) or _STATUS_HINTS.get(status)
+                or _STATUS_HINTS.get(status // 100, ""))
+        return f"HTTP {status}{hint}"
     if isinstance(exc, RateLimited | BadRedirect):
         return str(exc)
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):

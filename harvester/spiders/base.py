@@ -226,7 +226,16 @@ class SourceSpider(Spider):
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
                         request.url, extra=self.log_extra)
             return
-        self.fail(source, request.url, describe_failure(failure))
+        self.fail(source, request.url,
+                  describe_failure(failure, listed=self._listed(source, request)))
+
+    def _listed(self, name: str, request: Request) -> bool:
+        """Whether the request is for (or was redirected from) a URL the sources file
+        lists for the source; an API source's requests all follow from its entry."""
+        urls = next((getattr(s, "urls", None) or [] for s in self.sources if s.name == name),
+                    [])
+        asked = (request.meta.get("redirect_urls") or [request.url])[0]
+        return not urls or asked in urls
 
     # -- the crawl -----------------------------------------------------------------------
 
