@@ -9,6 +9,7 @@ import math
 import os
 import shlex
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,7 +216,8 @@ def sources_list(ctx: click.Context) -> None:
         table.add_row(s.name, s.kind, status, f"{s.weight:g}", s.interval,
                       last.strftime("%Y-%m-%d %H:%M") if last else "-",
                       str(state.get("consecutive_failures", "-")),
-                      (error or "-")[:120])
+                      # Whole words: a cut mid-word hid the advice at the end.
+                      textwrap.shorten(error, 240, placeholder=" …") if error else "-")
     console.print(table)
     for name in disabled:
         console.print(f"[red]{name}[/] was disabled after failing "
