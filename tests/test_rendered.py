@@ -181,6 +181,12 @@ def test_url_pagination_by_template_and_by_link(
                        ("tmpl", "missing_url_and_id", "tmpl sin código")]
     assert not api.hits("/tmpl/logo.png")  # images are not fetched
 
+    # Each row says which rendered page it was read from.
+    pages_read = {r[0] for r in db.execute(
+        "SELECT DISTINCT feed_url FROM signals WHERE source = 'tmpl'").fetchall()}
+    assert pages_read == {f"{api.url}/tmpl/registry"} | {
+        f"{api.url}/tmpl/registry?page={n}" for n in (2, 3)}
+
     # Link: followed the rendered "next" link, stopped at max_pages = 2.
     assert [r.arg("page") for r in api.hits("/link/registry")] == [None, "2"]
     assert len(stored(db, "link")) == 2 * ROWS - 1

@@ -268,7 +268,8 @@ class RenderedSpider(SourceSpider):
                 fields["engagement"][name] = value
             else:
                 fields[target] = value
-        return self.signal(source, fetched_at=fetched_at, **fields)
+        # feed_url: the rendered page it was read from, as a pages listing's (was NULL).
+        return self.signal(source, fetched_at=fetched_at, feed_url=url, **fields)
 
     def _next_url(self, source: Source, html: str, page_url: str, request_url: str,
                   page_no: int) -> str | None:
