@@ -200,7 +200,8 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
                 if item is not child and key not in values and (item.text or "").strip():
                     values[key] = item.text.strip()
         elif name in ("loc", "lastmod") and name not in values:
-            values[name] = (child.text or "").strip()
+            # All its text: markup inside (<loc>…/<b>x</b>y</loc>) cut the URL short.
+            values[name] = "".join(child.itertext()).strip()
     loc = values.get("loc") or (element.text or "").strip()
     if not loc:
         result.rejects.append(EntryReject("missing_loc", "loc", _raw(element)))
