@@ -249,11 +249,12 @@ def test_running_job_blocks_its_source_missed_windows_run_once_and_pause_works(
     assert outcome == ("finished",)
 
 
-def test_scrapyd_will_not_start_without_credentials(tmp_path: Path) -> None:
+@pytest.mark.parametrize("user", ["", "ops"])  # an empty password: Scrapyd ran open
+def test_scrapyd_will_not_start_without_credentials(tmp_path: Path, user: str) -> None:
     result = harvest("scrapyd", "start", home=tmp_path / "home",
-                     env={"SCRAPYD_USERNAME": "", "SCRAPYD_PASSWORD": ""})
+                     env={"SCRAPYD_USERNAME": user, "SCRAPYD_PASSWORD": ""})
     assert result.returncode == 2
-    assert "set SCRAPYD_USERNAME and SCRAPYD_PASSWORD" in result.stderr
+    assert "set SCRAPYD_USERNAME and a non-empty SCRAPYD_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr
 
 

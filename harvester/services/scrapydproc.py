@@ -75,9 +75,12 @@ def running_pid(paths: Paths) -> int | None:
 def start(config: HarvestConfig) -> tuple[int, Node]:
     """Start Scrapyd in the background; return its pid and node once it answers."""
     env_cfg = get_scrapyd_env()
-    if not env_cfg.username or env_cfg.password is None:
-        raise ScrapydError("set SCRAPYD_USERNAME and SCRAPYD_PASSWORD: this project never "
-                           "runs Scrapyd without authentication")
+    if (not env_cfg.username or env_cfg.password is None
+            or not env_cfg.password.get_secret_value()):
+        # Scrapyd turns authentication off when either is empty: SCRAPYD_PASSWORD="" left
+        # it open to anyone on the machine.
+        raise ScrapydError("set SCRAPYD_USERNAME and a non-empty SCRAPYD_PASSWORD: this "
+                           "project never runs Scrapyd without authentication")
     paths = Paths.of(config)
     node = local_node()
     if (pid := running_pid(paths)) is not None:
