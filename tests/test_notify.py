@@ -173,6 +173,26 @@ def test_429_retry_after_is_waited_out(db: psycopg.Connection[Any], home: Path,
     assert_no_secrets(result)
 
 
+@pytest.mark.parametrize("wait", ["99999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_of_more_than_a_day_is_given_up_not_a_crash(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer, wait: str
+) -> None:
+    # The first overflowed PostgreSQL's interval (a traceback on every run); the second
+    # left the alert pending until year 9999.
+    api.add("/hook", lambda r: Reply.text("slow down", status=429,
+                                          headers={"Retry-After": wait}))
+    add_signal(db, "Supply-chain attack", 88)
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook"}
+    result = notify("--no-ops", home=home, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("given up: ") and line.endswith("more than a day"), line
+    assert sorted(statuses(db)) == [("signal", "webhook", "given_up", 1)]
+    again = notify("--no-ops", home=home, env=env)
+    assert again.returncode == 0 and len(api.hits("/hook")) == 1
+
+
 def test_failures_are_given_up_and_reported_without_secrets(
     db: psycopg.Connection[Any], home: Path, api: ApiServer
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -26,6 +26,19 @@ from harvester.services.alerts.channels import Channel, SendResult
 logger = logging.getLogger(__name__)
 
 BUSY_PAUSE = 0.2
+#: A channel asking to wait longer than this (Retry-After of a day and more, or a date in
+#: year 9999) is given up on: the alert would be stale, and the wait overflowed
+#: PostgreSQL's interval and stopped every later `harvest notify`.
+LONGEST_RETRY_AFTER = 86_400.0
+
+
+def _bounded(result: SendResult) -> SendResult:
+    """``result``, given up on when it asks to wait more than ``LONGEST_RETRY_AFTER``."""
+    if result.retry_after is None or result.retry_after <= LONGEST_RETRY_AFTER:
+        return result
+    return replace(result, retry_after=None, permanent=True,
+                   error=f"{result.error}; the channel asked to wait "
+                         f"{result.retry_after:.0f} s, more than a day")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +145,7 @@ class Deliverer:
             if row is None:
                 return False
             channel = self.channels[row.channel]
-            result = channel.send(row.payload)
+            result = _bounded(channel.send(row.payload))
             self._pacer.sent(channel, result.retry_after)
             self._mark(row, result, report)
         return True
