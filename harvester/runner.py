@@ -39,7 +39,9 @@ class SourceOutcome:
 
     @property
     def failed(self) -> bool:
-        if self.config_error or self.lost:
+        if self.config_error or self.lost or self.finish_reason == "shutdown":
+            # Interrupted (Ctrl-C, SIGTERM): what was not fetched is unknown; a cron job
+            # must not read that as a good run (CLOSESPIDER_* limits are chosen, not failures).
             return True
         if self.skipped:
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -15,7 +16,7 @@ import pytest
 
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
-from tests.conftest import ROOT, free_port, harvest, write_sources
+from tests.conftest import ROOT, free_port, harvest, wait_for, write_sources
 from tests.feeds import items, rfc822, rss
 
 TOPICS = {"security": {"keywords": ["ransomware", "zero-day"], "weight": 2.0}}
@@ -628,6 +629,28 @@ def test_a_crawl_stopped_early_says_so(
     assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [
         ("closespider_itemcount",)
     ]
+
+
+def test_an_interrupted_crawl_exits_1(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # SIGTERM (or Ctrl-C) mid-crawl exited 0: cron read a run that fetched nothing as good.
+    (site.root / "slow.xml").write_text(rss(items("slow", 2)))
+    site.set_delay("/slow.xml", 6.0)
+    sources = write_sources(tmp_path / "s.toml", [feed_source("slow", [f"{site.url}/slow.xml"])])
+    env = {**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200"}
+    env.pop("SCRAPY_SETTINGS_MODULE", None)
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "slow"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: site.hits("/slow.xml"), "the crawl to ask for the slow feed")
+        crawl.send_signal(signal.SIGTERM)
+        out, err = crawl.communicate(timeout=90)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 1, out + err
+    assert "stopped early slow: finish reason shutdown" in out, out
 
 
 def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
