@@ -41,6 +41,26 @@ def test_unreadable_file_is_renamed_and_reported(tmp_path: Path) -> None:
     assert spool.pending(tmp_path) == [good]
 
 
+def test_a_file_cut_at_a_line_boundary_is_unreadable_not_replayed_short(
+        tmp_path: Path) -> None:
+    # Cut after 8 of its 21 lines, a batch replayed 7 signals and was deleted: 13 lost.
+    path = spool.write(tmp_path, Batch(signals=[{"key": f"k{n}"} for n in range(20)],
+                                       run={"id": "r"}))
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:8]))
+    with pytest.raises(spool.SpoolError, match=r"7 of its 21 rows are there \(cut short\)"):
+        spool.read(path)
+    # Format 1 (no count) is still read; an unknown format or record type is refused.
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"format": 1, "batch_id": "x"}\n{"t": "signal", "row": {"key": "a"}}\n')
+    assert spool.read(old).signals == [{"key": "a"}]
+    for text in ('{"format": 99, "batch_id": "x"}\n',
+                 '{"format": 2, "batch_id": "x", "records": 1}\n{"t": "weird", "row": {}}\n'):
+        old.write_text(text)
+        with pytest.raises(spool.SpoolError, match="unknown"):
+            spool.read(old)
+
+
 def test_file_replayed_by_another_process_is_skipped(tmp_path: Path) -> None:
     first = spool.write(tmp_path, Batch(signals=[{"key": "a"}]))
     second = spool.write(tmp_path, Batch(signals=[{"key": "b"}]))

@@ -2,7 +2,10 @@
 
 One file per batch, ``<UTC timestamp>-<batch id>.jsonl``; the first line is a header, then
 one line per row tagged ``signal``, ``reject`` or ``run``. Files are written to a temporary
-name, fsynced and renamed, so a crash never leaves a half batch that looks complete.
+name, fsynced and renamed, so a crash never leaves a half batch that looks complete. The
+header (format 2) counts the rows: a file cut short afterwards (a bad copy, a disk
+error) is unreadable rather than replayed as if whole and deleted. Format 1 files (no
+count) are still read.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from harvester.services.batch import Batch, from_jsonable, to_jsonable
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+_FORMATS = (1, 2)
+_TAGS = frozenset({"signal", "reject", "run"})
 
 
 class SpoolError(RuntimeError):
@@ -34,11 +39,12 @@ def write(spool_dir: Path, batch: Batch) -> Path:
     # batch is spooled as it came) must still reach the disk; read() reads it back as is.
     try:
         with tmp.open("w", encoding="utf-8", errors="surrogatepass") as fh:
-            fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id}) + "\n")
             records = [("signal", row) for row in batch.signals]
             records += [("reject", row) for row in batch.rejects]
             if batch.run is not None:
                 records.append(("run", batch.run))
+            fh.write(json.dumps({"format": FORMAT, "batch_id": batch.batch_id,
+                                 "records": len(records)}) + "\n")
             for tag, row in records:
                 fh.write(json.dumps({"t": tag, "row": to_jsonable(row)}, ensure_ascii=False)
                          + "\n")
@@ -55,18 +61,27 @@ def read(path: Path) -> Batch:
     try:
         with path.open(encoding="utf-8", errors="surrogatepass") as fh:
             header = json.loads(fh.readline())
+            if header.get("format") not in _FORMATS:
+                raise ValueError(f"unknown format {header.get('format')!r}")
             batch = Batch(batch_id=header["batch_id"])
+            count = 0
             for line in fh:
                 if not line.strip():
                     continue
                 record = json.loads(line)
+                if record["t"] not in _TAGS:
+                    raise ValueError(f"unknown record type {record['t']!r}")
                 row = from_jsonable(record["row"])
+                count += 1
                 if record["t"] == "signal":
                     batch.signals.append(row)
                 elif record["t"] == "reject":
                     batch.rejects.append(row)
                 else:
                     batch.run = row
+        expected = header.get("records")
+        if expected is not None and count != expected:
+            raise ValueError(f"{count} of its {expected} rows are there (cut short)")
     except (OSError, ValueError, KeyError) as exc:
         raise SpoolError(f"spool file {path} is unreadable: {exc}") from exc
     return batch
