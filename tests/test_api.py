@@ -185,6 +185,12 @@ def test_pages_cover_every_row_once_in_order(api: str, db: psycopg.Connection[An
                                                 newest_first[6:]]
     # An exact multiple of the limit: the last full page says there is no next one.
     assert walk(api, limit=7) == [newest_first]
+    # Scores a real cannot hold exactly (67.7 is 67.69999694… as a real): the cursor's
+    # double was compared as a double, and the boundary row came back on the next page.
+    db.execute("UPDATE signals SET score = 60 + id % 3 + 0.7")
+    pages = walk(api, limit=2, sort="score")
+    flat = [i for p in pages for i in p]
+    assert sorted(flat) == sorted(ids) and len(flat) == len(ids), pages
     # Equal keys are ordered by id, so a page boundary inside a tie loses nothing.
     db.execute("UPDATE signals SET score = 5, published_at = %s",
                (datetime(2026, 11, 1, tzinfo=UTC),))

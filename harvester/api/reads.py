@@ -77,8 +77,10 @@ def list_signals(conn: psycopg.Connection[Any], flt: SignalFilter, sort: Sort, l
     if after is not None:
         # Written out rather than a row comparison so the single-column score index and
         # the (seen_at, id) index both serve it.
-        clauses.append(f"{key} <= %(after_key)s AND ({key} < %(after_key)s "
-                       "OR id < %(after_id)s)")
+        # The score column is a real: the cursor's 67.7 (a double) is above the stored
+        # 67.69999694…, and the boundary row came back on the next page. Compared as reals.
+        bound = "%(after_key)s::real" if sort == "score" else "%(after_key)s"
+        clauses.append(f"{key} <= {bound} AND ({key} < {bound} OR id < %(after_id)s)")
         params["after_key"], params["after_id"] = after.key, after.id
     params["limit"] = limit + 1
     query = (f"SELECT {LIST_COLUMNS}, {key} AS sort_key FROM signals "
