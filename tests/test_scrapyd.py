@@ -103,6 +103,15 @@ def test_schedule_json_crawl_lands_in_postgres_with_its_job_id(
     assert run == (job, ["alpha"], "finished")
 
 
+def test_deploying_with_the_wrong_password_says_so(nodes: list[Node], home: Path) -> None:
+    # The node answers 401 with HTML: "could not deploy … (JSONDecodeError)".
+    result = harvest("scrapyd", "deploy", home=home, timeout=300, env={
+        **CREDENTIALS, "HARVEST_SCRAPYD_URLS": f"http://ops:wrong@127.0.0.1:{nodes[0].port}"})
+    assert result.returncode != 0
+    assert "refused our credentials (401)" in result.stdout + result.stderr
+    assert "JSONDecodeError" not in result.stdout + result.stderr
+
+
 def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
     nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
     tmp_path: Path,

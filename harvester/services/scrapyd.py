@@ -58,9 +58,7 @@ class Node:
         except requests.RequestException as exc:
             raise ScrapydError(f"Scrapyd at {self.url} is not reachable "
                                f"({type(exc).__name__}); is it running?") from None
-        if response.status_code == 401:
-            raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); set "
-                               "SCRAPYD_USERNAME and SCRAPYD_PASSWORD to its account")
+        self._check_credentials(response)
         try:
             data = response.json()
         except ValueError:
@@ -95,6 +93,10 @@ class Node:
     def cancel(self, jobid: str) -> None:
         self._call("POST", "cancel.json", project=PROJECT, job=jobid)
 
+    def _check_credentials(self, response: requests.Response) -> None:
+        if response.status_code == 401:
+            raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); set "
+                               "SCRAPYD_USERNAME and SCRAPYD_PASSWORD to its account")
 
     def add_version(self, version: str, egg: bytes) -> int:
         """Upload a project egg (what ``scrapyd-deploy`` does); returns the spider count."""
@@ -104,6 +106,7 @@ class Node:
                                      data={"project": PROJECT, "version": version},
                                      files={"egg": ("harvester.egg", egg)}, auth=auth,
                                      timeout=60)
+            self._check_credentials(response)  # it answered HTML: "(JSONDecodeError)"
             data = response.json()
         except (requests.RequestException, ValueError) as exc:
             raise ScrapydError(f"could not deploy to Scrapyd at {self.url} "
