@@ -34,7 +34,7 @@ class ArchiveReport:
 
 def _open(path: Path, mode: str, compressed: bool) -> IO[bytes]:
     if compressed:
-        return gzip.GzipFile(path, mode, mtime=0)  # type: ignore[return-value]
+        return files.GzipWriter(path) if "w" in mode else gzip.open(path, mode)  # type: ignore[return-value]
     return path.open(mode)  # type: ignore[return-value]
 
 

@@ -8,6 +8,7 @@ as it lies on disk (compressed or not): ``sha256sum FILE`` prints the same value
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -41,6 +42,22 @@ def new_base(directory: Path, prefix: str, now: datetime | None = None) -> Path:
         n += 1
         base = directory / f"{prefix}-{stamp}-{n}"
     return base
+
+
+class GzipWriter(gzip.GzipFile):
+    """A gzip file whose bytes depend on its content only: no mtime and no file name in
+    the header (the name carries the timestamp, so equal snapshots had unequal
+    checksums)."""
+
+    def __init__(self, path: Path) -> None:
+        self._raw = path.open("wb")
+        super().__init__(filename="", mode="wb", fileobj=self._raw, mtime=0)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def manifest_path(data_path: Path) -> Path:

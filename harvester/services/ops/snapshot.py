@@ -25,8 +25,8 @@ _RESTORE_CHUNK = 1000
 
 
 def _open_write(path: Path, compress: bool) -> IO[bytes]:
-    # mtime=0: the same rows give the same bytes, so equal snapshots have equal checksums.
-    return gzip.GzipFile(path, "wb", mtime=0) if compress else path.open("wb")
+    # The same rows give the same bytes, so equal snapshots have equal checksums.
+    return files.GzipWriter(path) if compress else path.open("wb")
 
 
 def _open_read(path: Path, compressed: bool) -> IO[bytes]:
