@@ -397,6 +397,29 @@ def test_post_signal_malformed_body(api: str) -> None:
                                                         ("body", "source")}
 
 
+def test_post_bodies_too_large_or_with_lone_surrogates_are_4xx_not_500(api: str) -> None:
+    # A lone surrogate broke the 422's echo of the input (a 500); a 50 MB text was held and
+    # echoed back whole.
+    raw = '{"url": "https://example.org/s1", "title": "a\\ud800b", "source": "a b"}'
+    response = requests.post(f"{api}/signals", data=raw, timeout=30,
+                             headers={**W, "Content-Type": "application/json"})
+    assert response.status_code == 422
+    long_text = post(api, {"url": "https://example.org/long", "text": "x" * 300_000})
+    assert long_text.status_code == 422 and len(long_text.content) < 2_000
+    huge = requests.post(f"{api}/signals", data=b"{" + b" " * 2_000_000 + b"}", timeout=30,
+                         headers={**W, "Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert huge.json() == {"detail": "the request body is over 1,000,000 bytes"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(30):
+            yield b" " * 100_000
+
+    chunked = requests.post(f"{api}/signals", data=chunks(), timeout=30,
+                            headers={**W, "Content-Type": "application/json"})
+    assert chunked.status_code == 413
+
+
 # -- sources, runs, briefs ------------------------------------------------------------------
 
 

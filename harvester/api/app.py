@@ -16,13 +16,14 @@ from typing import Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.types import Scope
 
 from harvester import __version__
-from harvester.api import checks, prom, routes_ops, routes_signals
+from harvester.api import checks, limits, prom, routes_ops, routes_signals
 from harvester.api.deps import no_nul
 from harvester.api.ratelimit import RateLimitMiddleware, TokenBuckets
 from harvester.api.security import client_identity
@@ -120,6 +121,8 @@ def _install(app: FastAPI, settings: ApiSettings) -> None:
     app.include_router(routes_ops.writes_router)
     app.add_exception_handler(psycopg.OperationalError, _database_down)
     app.add_exception_handler(PoolTimeout, _database_down)
+    app.add_exception_handler(RequestValidationError, limits.invalid_request)
+    app.add_middleware(limits.BodyLimitMiddleware)
     if (rate := settings.rate_limit) is not None:
         def identify(scope: Scope) -> str:
             headers = dict(scope["headers"])
