@@ -70,20 +70,31 @@ async def prepare(body: NewSignal, sources_file: Path) -> Signal:
     return item
 
 
+# A session lock per key (the connection is in autocommit; write_batch commits itself).
+_LOCK = "SELECT pg_advisory_lock(hashtextextended(%s, 20261129))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended(%s, 20261129))"
+
+
 async def store(database_url: str, item: Signal) -> Outcome:
     """Insert unless the key is stored already (then nothing changes: a repeated POST is
     not a new sighting)."""
     assert item.key is not None
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True,
                                                      connect_timeout=5) as conn:
-        existing = await _stored(conn, item.key)
-        created = False
-        if existing is None:
-            row = signal_row(item, "")
-            row["run_id"] = None  # not part of a crawl run
-            result = await write_batch(conn, Batch(signals=[row]))
-            created = result.total_new == 1  # else another request stored it meanwhile
+        # One request per key at a time: 15 identical POSTs at once all found the key
+        # missing, and the store's upsert counted 14 of them as sightings.
+        await conn.execute(_LOCK, (item.key,))
+        try:
             existing = await _stored(conn, item.key)
+            created = False
+            if existing is None:
+                row = signal_row(item, "")
+                row["run_id"] = None  # not part of a crawl run
+                result = await write_batch(conn, Batch(signals=[row]))
+                created = result.total_new == 1  # else a crawl stored it meanwhile
+                existing = await _stored(conn, item.key)
+        finally:
+            await conn.execute(_UNLOCK, (item.key,))
     assert existing is not None
     return Outcome(existing[0], created, item.key, existing[1])
 
