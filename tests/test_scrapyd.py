@@ -103,6 +103,15 @@ def test_schedule_json_crawl_lands_in_postgres_with_its_job_id(
     assert run == (job, ["alpha"], "finished")
 
 
+def test_starting_again_on_another_port_names_the_one_running(nodes: list[Node]) -> None:
+    # It said "Scrapyd running at <the port asked for>" of one listening elsewhere.
+    node = nodes[0]
+    result = harvest("scrapyd", "start", "--no-deploy", home=node.home,
+                     env={**node.env, "SCRAPYD_HTTP_PORT": str(free_port())})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Scrapyd is already running at {node.url}" in result.stderr
+
+
 def test_deploying_with_the_wrong_password_says_so(nodes: list[Node], home: Path) -> None:
     # The node answers 401 with HTML: "could not deploy … (JSONDecodeError)".
     result = harvest("scrapyd", "deploy", home=home, timeout=300, env={

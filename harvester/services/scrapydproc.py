@@ -45,6 +45,11 @@ class Paths:
     def log(self) -> Path:
         return self.root / "scrapyd.log"
 
+    @property
+    def url(self) -> Path:
+        """Where the running Scrapyd listens (its port may differ from the environment's)."""
+        return self.root / "scrapyd.url"
+
 
 def project_dir() -> Path:
     """The project checkout (where scrapy.cfg is): deploy/ and setup.py live there."""
@@ -84,6 +89,11 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
     paths = Paths.of(config)
     node = local_node()
     if (pid := running_pid(paths)) is not None:
+        running = paths.url.read_text().strip() if paths.url.exists() else node.url
+        if running != node.url:
+            # "running at <the port asked for>" was said of one listening elsewhere.
+            raise ScrapydError(f"Scrapyd is already running at {running} (pid {pid}); stop it "
+                               f"with `harvest scrapyd stop` to start it at {node.url}")
         return pid, node
     paths.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(project_dir() / "deploy" / "scrapyd.conf", paths.root / "scrapyd.conf")
@@ -102,6 +112,7 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
     paths.pid.write_text(str(process.pid))
+    paths.url.write_text(node.url)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
