@@ -8,11 +8,13 @@ import sys
 from typing import Any
 
 import click
+import psycopg
 from rich.markup import escape
 
 from harvester import settings as project_settings
 from harvester.cli import (
     EXIT_USAGE,
+    _check_sources,
     _config,
     _connect,
     _json_default,
@@ -170,11 +172,15 @@ def rescore_command(ctx: click.Context, since: str | None, source: str | None,
     """Recompute stored scores with the current topics and weights of the sources file,
     without re-crawling; prints how many changed. Safe to run again or to interrupt."""
     parsed = _load(ctx)
-    if source is not None:
-        parsed.get(source)  # a misspelt name is an error, not "0 signals"
     since_at = _since(since)
     url = database.resolve_url(_config())
     database.ensure_schema(url)
+    if source is not None:
+        # A misspelt name is an error, not "0 signals"; one with stored rows is known
+        # (`curated`, posted through the API; a source since removed from the file), as
+        # for `harvest top --source`.
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            _check_sources(ctx, conn, (source,))
 
     def progress(report: RescoreReport) -> None:
         if console.is_terminal:

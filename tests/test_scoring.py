@@ -340,9 +340,17 @@ def test_rescore_after_a_topics_change_updates_postgresql(
 def test_rescore_of_an_unknown_source_is_one_sentence(
     crawled: Callable[[str], Path], home: Path
 ) -> None:
-    result = harvest_score("rescore", "--source", "nope", sources=crawled(BEFORE), home=home)
+    sources = crawled(BEFORE)
+    result = harvest_score("rescore", "--source", "nope", sources=sources, home=home)
     assert result.returncode == 2
     assert "unknown source 'nope'" in result.stderr and "Traceback" not in result.stderr
+    # A source the file does not define but whose rows are stored (signals posted through
+    # the API are "curated") is known, as for `harvest top --source`.
+    gone = sources.with_name("without-news.toml")
+    gone.write_text(sources.read_text().replace('name = "news"', 'name = "renamed"'))
+    kept = harvest_score("rescore", "--source", "news", sources=gone, home=home)
+    assert kept.returncode == 0, kept.stderr
+    assert "rescored 4 signals" in kept.stdout
 
 
 def test_explain_prints_the_breakdown_in_words(
