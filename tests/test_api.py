@@ -371,6 +371,22 @@ def test_post_signal_goes_through_the_pipeline(api: str, db: psycopg.Connection[
     assert get(api, f"/signals/{first['id']}").json()["title"] == "New ransomware strain"
 
 
+def test_a_post_while_the_sources_file_is_broken_is_refused_not_scored_zero(
+        api: str, sources: Path, db: psycopg.Connection[Any]) -> None:
+    # Scored against no topics, it was stored with a score of 0 and a 201.
+    good = sources.read_text()
+    sources.write_text(good + "\n[[sources]]\nname = 'x'\n")  # no kind: unreadable
+    try:
+        refused = post(api, {"url": "https://example.org/ransomware", "title": "Ransomware"})
+    finally:
+        sources.write_text(good)
+    assert refused.status_code == 503
+    assert refused.json()["detail"].startswith("signals cannot be scored: ")
+    assert db.execute("SELECT count(*) FROM signals").fetchone() == (0,)
+    assert post(api, {"url": "https://example.org/ransomware",
+                      "title": "Ransomware"}).status_code == 201
+
+
 def test_the_same_post_at_once_is_one_signal_seen_once(
         api: str, db: psycopg.Connection[Any]) -> None:
     # 15 at once gave one 201 and fourteen 200s, but seen_count 15: each found the key

@@ -16,6 +16,7 @@ from harvester.api.models import CreatedSignal, NewSignal, SignalDetail, SignalP
 from harvester.api.pagination import Cursor, CursorError
 from harvester.api.security import require_read, require_write
 from harvester.exceptions import InvalidSignal
+from harvester.sources import SourcesError, load_sources
 
 reads_router = APIRouter(tags=["signals"], dependencies=[Depends(require_read)])
 writes_router = APIRouter(tags=["curation"], dependencies=[Depends(require_write)])
@@ -91,10 +92,17 @@ def get_signal(conn: Conn,
     "/signals", response_model=CreatedSignal, status_code=status.HTTP_201_CREATED,
     summary="Add a signal by hand (bearer token)",
     responses={200: {"model": CreatedSignal, "description": "already stored: its id"},
-               422: {"description": "rejected by validation: field and reason in `detail`"}})
+               422: {"description": "rejected by validation: field and reason in `detail`"},
+               503: {"description": "the sources file cannot be read, so nothing is scored"}})
 async def post_signal(body: NewSignal, request: Request, response: Response,
                       sources: Annotated[Path, Depends(sources_file)]) -> Any:
     url: str = request.app.state.database_url
+    try:
+        load_sources(sources)
+    except SourcesError as exc:
+        # Scored against no topics, it was stored with a score of 0 and a 201.
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"signals cannot be scored: {exc}") from None
     try:
         item = await curate.prepare(body, sources)
     except InvalidSignal as exc:
