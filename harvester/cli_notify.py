@@ -3,6 +3,7 @@ channels (Slack, Telegram, a webhook), each once; see docs/alerts.md."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import Counter
 
@@ -70,12 +71,14 @@ def _print_delivery(result: NotifyResult) -> bool:
                   f" {len(report.sent)} messages sent" + (f" ({detail})" if detail else ""),
                   highlight=False)
     if report.deferred:
-        waiting = ", ".join(f"{ch} in {s:.0f} s" for ch, s in sorted(report.deferred.items()))
+        waiting = ", ".join(f"{ch} in {math.ceil(s)} s" if s >= 0.5 else f"{ch} now"
+                            for ch, s in sorted(report.deferred.items()))
         console.print(f"retries left for the next `harvest notify`: {waiting}",
                       highlight=False)
     for given in report.given_up:
-        err.print(f"given up: {given.summary} on {given.channel} after {given.attempts} "
-                  f"attempts: {given.error}", highlight=False, markup=False)
+        tries = f"{given.attempts} attempt" + ("s" if given.attempts != 1 else "")
+        err.print(f"given up: {given.summary} on {given.channel} after {tries}: "
+                  f"{given.error}", highlight=False, markup=False)
     return bool(report.given_up)
 
 

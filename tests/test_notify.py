@@ -173,6 +173,20 @@ def test_429_retry_after_is_waited_out(db: psycopg.Connection[Any], home: Path,
     assert_no_secrets(result)
 
 
+def test_a_webhook_that_redirects_is_given_up_at_once(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # A 302 was retried like a 5xx, five times; the body is not re-sent elsewhere.
+    api.add("/hook", lambda r: Reply(302, b"", {"Location": "https://elsewhere.example/h"}))
+    add_signal(db, "Supply-chain attack", 88)
+    result = notify("--no-ops", home=home, env={"HARVEST_WEBHOOK_URL": api.url + "/hook"})
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "on webhook after 1 attempt: HTTP 302: redirects to https://elsewhere.example/h; "
+        "check the URL"), result.stderr
+    assert len(api.hits("/hook")) == 1
+
+
 @pytest.mark.parametrize("wait", ["99999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
 def test_a_retry_after_of_more_than_a_day_is_given_up_not_a_crash(
     db: psycopg.Connection[Any], home: Path, api: ApiServer, wait: str
@@ -214,7 +228,7 @@ def test_failures_are_given_up_and_reported_without_secrets(
     assert len(given_up) == 3, result.stderr
     # One line each on stderr: the log's copy of the same news stays out of it.
     assert len(result.stderr.strip().splitlines()) == 3, result.stderr
-    assert any("on slack after 1 attempts: HTTP 404: no_service" in g for g in given_up)
+    assert any("on slack after 1 attempt: HTTP 404: no_service" in g for g in given_up)
     assert any(g.endswith("on webhook after 3 attempts: HTTP 503: 503 Service Unavailable")
                for g in given_up), given_up
     assert all("Supply-chain attack" in g for g in given_up)

@@ -109,8 +109,13 @@ class Channel:
         snippet = self.redact(" ".join(body.split())[:200])
         error = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
         # Other 4xx answers (bad payload, revoked webhook, unknown chat) will not change on
-        # a retry; 408 and 429 will, and so will any 5xx.
-        permanent = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
+        # a retry; 408 and 429 will, and so will any 5xx. A redirect is not followed (the
+        # body would be re-sent elsewhere) and will not change either.
+        status_code = response.status_code
+        permanent = 300 <= status_code < 500 and status_code not in (408, 429)
+        if 300 <= status_code < 400:
+            where = self.redact(response.headers.get("Location", "?"))
+            error = f"HTTP {status_code}: redirects to {where[:200]}; check the URL"
         return SendResult(False, error, retry_after_seconds(response.headers.get("Retry-After")),
                           permanent)
 
