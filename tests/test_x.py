@@ -395,6 +395,10 @@ def test_usernames_dates_and_languages_x_should_not_send_are_reported() -> None:
     bad_id = parse_search(json.dumps({"data": [{"id": "\u00b2", "text": "t"}],
                                       "meta": {}}).encode())
     assert [r.reason for r in bad_id.rejects] == ["invalid_id"]
+    # Too long for int() (over 4,300 digits raised a ValueError): no tweet id either.
+    long_id = parse_search(json.dumps({"data": [{"id": "9" * 5000, "text": "t"}],
+                                       "meta": {"newest_id": "9" * 5000}}).encode())
+    assert [r.reason for r in long_id.rejects] == ["invalid_newest_id", "invalid_id"]
 
 
 

@@ -194,7 +194,9 @@ def _reported(read: Callable[[Any], Any], value: Any, name: str, why: str,
 
 def is_tweet_id(value: str) -> bool:
     """Whether ``value`` can be a tweet id: an unsigned 64-bit number in ASCII decimal."""
-    return value.isascii() and value.isdecimal() and int(value) <= _MAX_ID
+    # The length first: int() refuses strings of over 4,300 digits with a ValueError.
+    return (len(value) <= 20 and value.isascii() and value.isdecimal()
+            and int(value) <= _MAX_ID)
 
 
 def first_link(entities: dict[str, Any]) -> str | None:
