@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,29 @@ class _Running:
                 "the -s settings and HARVEST_* variables (the log has the traceback)")
 
 
+class _EchoShutdown(logging.Handler):
+    """Scrapy's "Received SIGTERM, shutting down gracefully" on stderr: the crawl's log
+    goes to a file, and a terminal showed nothing for the half minute the requests in
+    flight took to finish after Ctrl-C."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Received ") and "shutting down" in message:
+            sys.stderr.write(f"{message}\n")
+            sys.stderr.flush()
+
+
+@contextmanager
+def _shutdown_notice() -> Iterator[None]:
+    crawler_log = logging.getLogger("scrapy.crawler")
+    handler = _EchoShutdown(logging.INFO)
+    crawler_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        crawler_log.removeHandler(handler)
+
+
 def _stats_so_far(crawler: Crawler) -> dict[str, Any]:
     try:
         return crawler.stats.get_stats()
@@ -133,7 +158,8 @@ def run_crawls(
     if on_start is not None:
         on_start(live)
     if running:
-        process.start()
+        with _shutdown_notice():
+            process.start()
     for r in running:
         stats = _stats_so_far(r.crawler)
         counters = per_source(stats, [r.source])[r.source]

@@ -651,6 +651,8 @@ def test_an_interrupted_crawl_exits_1(
         crawl.kill()
     assert crawl.returncode == 1, out + err
     assert "stopped early slow: finish reason shutdown" in out, out
+    # Said at once on the terminal (the log is in a file): the wait is not a hang.
+    assert "Received SIGTERM, shutting down gracefully" in err, err
 
 
 def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
