@@ -83,9 +83,13 @@ def _dir(given: Path | None, kind: str) -> Path:
 def _cutoff(value: str, hint: str) -> datetime:
     try:
         return datetime.now(UTC) - parse_interval(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an age like 30d or 12h",
+    except OverflowError:  # an age, only one reaching back before year 1
+        raise click.BadParameter(f"{value!r} reaches back before year 1",
                                  param_hint=hint) from None
+    except ValueError as exc:
+        message = str(exc) if "longer than" in str(exc) else (
+            f"{value!r} is not an age like 30d or 12h")
+        raise click.BadParameter(message, param_hint=hint) from None
 
 
 def _size(n: int) -> str:

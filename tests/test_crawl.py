@@ -436,12 +436,15 @@ def test_numbers_and_ages_past_every_limit_are_answered_not_raised(
         result = harvest(*args, home=home)
         assert result.returncode == 0, (args, result.stderr)
         assert isinstance(json.loads(result.stdout), list)
-    for args in (["top", "--min-score", "nan"], ["top", "--min-score", "inf"],
-                 ["brief", "--week", "0000-W01"]):
+    for args, says in ((["top", "--min-score", "nan"], "not a number"),
+                       (["top", "--min-score", "inf"], "not a number"),
+                       (["brief", "--week", "0000-W01"], "the year must be 1 to 9998"),
+                       (["retain", "--keep-age", "9999999d"], "reaches back before year 1"),
+                       (["retain", "--keep-age", "99999999999d"], "longer than any interval")):
         result = harvest(*args, home=home)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
-        assert "not a number" in result.stderr or "the year must be 1 to 9998" in result.stderr
+        assert says in " ".join(result.stderr.split()), (args, result.stderr)
 
 
 def test_every_command_has_help(home: Path) -> None:
