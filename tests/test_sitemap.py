@@ -283,12 +283,16 @@ def test_a_sitemap_found_in_robots_txt_that_is_gone_is_not_the_sources_files_fau
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
     # The hint said "fix it in the sources file", which does not list that URL.
-    (site.root / "robots.txt").write_text(f"Sitemap: {site.url}/missing.xml\n")
+    (site.root / "robots.txt").write_text(f"Sitemap: {site.url}/missing.xml\n"
+                                          "Sitemap: ftp://files.example/sitemap.xml\n")
     sources = write_sources(tmp_path / "s.toml", [
         {"name": "gone", "kind": "sitemap", "urls": [f"{site.url}/robots.txt"]}])
     result = crawl(sources, "gone", home)
     [line] = [ln for ln in result.stdout.splitlines() if "failed gone:" in ln]
     assert "HTTP 404 (not found: what linked to it is out of date)" in line, line
+    # An ftp:// Sitemap line was passed over without a word.
+    assert db.execute("SELECT reason, raw->>'loc' FROM rejects").fetchall() == [
+        ("not_http_url", "ftp://files.example/sitemap.xml")]
 
 
 def test_a_listed_pdf_keeps_the_sitemaps_fields_not_its_bytes(

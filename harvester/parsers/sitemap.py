@@ -109,9 +109,16 @@ def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
 
 def robots_sitemaps(body: bytes, robots_url: str) -> list[str]:
     """The ``Sitemap:`` URLs of a robots.txt, absolute and without repeats."""
+    return robots_sitemap_lines(body, robots_url)[0]
+
+
+def robots_sitemap_lines(body: bytes, robots_url: str) -> tuple[list[str], list[str]]:
+    """(the http(s) ``Sitemap:`` URLs of a robots.txt, absolute and without repeats; the
+    other ones, such as ``ftp://…``, which are passed over)."""
     text = body.decode("utf-8-sig", errors="replace")
-    found = (urljoin(robots_url, u.strip()) for u in Protego.parse(text).sitemaps)
-    return list(dict.fromkeys(u for u in found if _HTTP_RE.match(u)))
+    found = dict.fromkeys(urljoin(robots_url, u.strip()) for u in Protego.parse(text).sitemaps)
+    return ([u for u in found if _HTTP_RE.match(u)],
+            [u for u in found if not _HTTP_RE.match(u)])
 
 
 def parse_lastmod(value: str | None) -> tuple[datetime | None, bool]:

@@ -24,7 +24,7 @@ from harvester.parsers.sitemap import (
     SitemapEntry,
     newer_than,
     parse_sitemap,
-    robots_sitemaps,
+    robots_sitemap_lines,
 )
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
@@ -143,7 +143,10 @@ class SitemapSpider(SourceSpider):
         yield from self._pages(source, parsed, response.url)
 
     def _robots(self, source: Source, response: Response, depth: int) -> Iterator[Any]:
-        urls = robots_sitemaps(response.body, response.url)
+        urls, others = robots_sitemap_lines(response.body, response.url)
+        for other in others:  # ftp://…: passed over without a word before
+            yield self.reject(source, "not_http_url", field="loc", url=response.url,
+                              raw={"loc": other[:500]})
         if not urls:
             yield self._unusable(source, response, "robots.txt lists no Sitemap: URLs")
         for url in urls:
