@@ -295,6 +295,23 @@ def test_a_sitemap_found_in_robots_txt_that_is_gone_is_not_the_sources_files_fau
         ("not_http_url", "ftp://files.example/sitemap.xml")]
 
 
+def test_nesting_past_four_levels_is_rejected_and_a_back_link_is_no_level(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # i0 → i1 → … → i5; i4 also links back to i3, which was counted as "too deep".
+    base = site.url
+    for n in range(6):
+        children = [(f"{base}/i{n + 1}.xml", None)] + (
+            [(f"{base}/i3.xml", None)] if n == 4 else [])
+        (site.root / f"i{n}.xml").write_text(index(children))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "deep", "kind": "sitemap", "urls": [f"{base}/i0.xml"], "follow": False}])
+    crawl(sources, "deep", home)
+    assert db.execute("SELECT reason, raw->>'loc' FROM rejects").fetchall() == [
+        ("sitemap_too_deep", f"{base}/i5.xml")]  # five documents read: i0 … i4
+    assert [site.hits(f"/i{n}.xml") for n in range(6)] == [1, 1, 1, 1, 1, 0]
+
+
 def test_a_listed_pdf_keeps_the_sitemaps_fields_not_its_bytes(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -158,6 +158,8 @@ class SitemapSpider(SourceSpider):
                   depth: int) -> Iterator[Any]:
         run = self.runs[source.name]
         for child in parsed.sitemaps:
+            if child.loc in run.visited:
+                continue  # read already (a back-link is a cycle, not a level too deep)
             if depth + 1 > MAX_DEPTH:
                 self.count(source, "too_deep")
                 yield self.reject(source, "sitemap_too_deep", field="loc", url=url,
