@@ -42,6 +42,9 @@ def test_a_sources_path_that_is_a_directory_is_one_sentence(tmp_path: Path) -> N
     ("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is not a Scrapyd URL"),
     ("http://ops:S3cretPW@127.0.0.1:abc", "'http://ops:***@127.0.0.1:abc' is not a Scrapyd URL"),
     (" , ", "HARVEST_SCRAPYD_URLS names no Scrapyd node"),  # said nothing, exit 0
+    # One answer overwrote the other in the report.
+    ("http://127.0.0.1:6899,http://ops:S3cretPW@127.0.0.1:6899/",
+     "HARVEST_SCRAPYD_URLS lists the node http://127.0.0.1:6899 more than once"),
 ])
 def test_a_wrong_scrapyd_node_list_is_one_sentence(value: str, says: str,
                                                    tmp_path: Path) -> None:

@@ -124,6 +124,11 @@ def nodes() -> list[Node]:
         # Empty, every command that asks the nodes said nothing and exited 0.
         raise ScrapydError("HARVEST_SCRAPYD_URLS names no Scrapyd node; set it to one or more "
                            "URLs like http://127.0.0.1:6800, or unset it for that default")
+    urls = [node.url for node in found]
+    if twice := next((url for url in urls if urls.count(url) > 1), None):
+        # Each answer is reported under its URL: the second overwrote the first.
+        raise ScrapydError(f"HARVEST_SCRAPYD_URLS lists the node {twice} more than once; "
+                           "list each node once")
     return found
 
 
