@@ -186,11 +186,14 @@ def test_feedparser_s_reading_of_a_time_alone_is_not_kept() -> None:
     doc = ('<rss version="2.0" xml:base="https://e.org/"><channel><title>x</title>'
            "<item><title>a</title><link>a/1</link><pubDate>10:30</pubDate></item>"
            "<item><title>b</title><link>a/2</link><pubDate>Mar 5 2024</pubDate></item>"
+           "<item><title>c</title><link>a/3</link><pubDate>2024</pubDate></item>"
            "</channel></rss>")
     entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
     assert entries["https://e.org/a/1"]["published_at"] is None
     assert entries["https://e.org/a/1"]["dropped"] == {"published_at": "'10:30' is not a date"}
     assert entries["https://e.org/a/2"]["published_at"] == datetime(2024, 3, 5, tzinfo=UTC)
+    # A year alone is no date here either (feedparser: January 1st, fastfeedparser: none).
+    assert entries["https://e.org/a/3"]["dropped"] == {"published_at": "'2024' is not a date"}
 
 
 @pytest.mark.parametrize("text", ["Mon, 01 Jan 0001 00:00:00 GMT",

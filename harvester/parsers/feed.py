@@ -70,6 +70,7 @@ _FIRST_ELEMENT_RE = re.compile(r"<([A-Za-z][\w:.-]*)")
 _HTML_ROOTS = frozenset({"html", "head", "body"})
 _HTTP_RE = re.compile(r"^https?://", re.IGNORECASE)
 _WEB = ("https://", "http://")  # the common case of _HTTP_RE, 2x faster
+_YEAR_ONLY_RE = re.compile(r"\s*\d{4}\s*")
 # A date element of an entry (or of the channel: only a hint that dates are there).
 _ENTRY_DATE_RE = re.compile(
     r"<(?:[A-Za-z_][\w.-]*:)?(?:pubDate|published|updated|issued|modified|created|date)[\s>]")
@@ -706,7 +707,7 @@ def _date(raw: Mapping[str, Any], key: str) -> datetime | None:
     # when there is none, and that must not become updated_at.
     lookup = dict.get if isinstance(raw, dict) else type(raw).get
     parsed = lookup(raw, f"{key}_parsed")
-    if isinstance(parsed, time.struct_time) and not _relative_text(lookup(raw, key)):
+    if isinstance(parsed, time.struct_time) and not _no_date_text(lookup(raw, key)):
         try:
             return datetime(*parsed[:6], tzinfo=UTC)
         except ValueError:
@@ -717,9 +718,11 @@ def _date(raw: Mapping[str, Any], key: str) -> datetime | None:
     return _parse_date_string(value) if isinstance(value, str) else None
 
 
-def _relative_text(value: Any) -> bool:
-    """feedparser reads a time alone (``10:30``) as today's: its reading is not kept."""
-    return isinstance(value, str) and is_relative(value)
+def _no_date_text(value: Any) -> bool:
+    """feedparser reads a time alone (``10:30``) as today's and a year alone (``2024``,
+    W3C-DTF) as its January 1st: neither reading is kept, as our readers give neither."""
+    return isinstance(value, str) and (is_relative(value) or _YEAR_ONLY_RE.fullmatch(value)
+                                       is not None)
 
 
 def _parse_date_string(value: str) -> datetime | None:
