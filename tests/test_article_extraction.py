@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from dateutil import parser as dateparser
 
-from harvester.parsers.article import Article, extract_article, parse_date
+from harvester.parsers.article import Article, extract_article, not_html, parse_date
 from tests.realdata import REALDATA
 
 ARTICLES = REALDATA / "articles"
@@ -209,6 +209,18 @@ def test_an_unreadable_page_date_is_reported_not_guessed(given: str) -> None:
     good = extract_article(_page('<meta property="article:published_time" '
                                  'content="2024-03-05T10:00:00Z">'), "https://example.org/q")
     assert (good.published_at, good.dropped) == (datetime(2024, 3, 5, 10, tzinfo=UTC), {})
+
+
+def test_pages_that_are_no_html_are_told_from_wide_charset_pages() -> None:
+    page = "<html><head><title>Über</title></head><body>Text</body></html>"
+    # UTF-16 is full of NUL bytes and still a page (shared corpora and the pages tests
+    # have such listings); a PDF, an image or random bytes are not.
+    assert not_html(page.encode("utf-16"), "text/html") is None
+    assert not_html(page.encode("utf-16-le"), None) is None
+    assert not_html(page.encode(), "text/html; charset=utf-8") is None
+    assert not_html(b"%PDF-1.4 ...", "application/pdf") == "application/pdf, not an HTML page"
+    assert not_html(b"%PDF-1.4 ...", "text/html") == "binary data, not an HTML page"
+    assert not_html(bytes(range(256)) * 4, None) == "binary data, not an HTML page"
 
 
 def test_wrong_declared_charset_is_corrected() -> None:

@@ -25,7 +25,7 @@ from lxml import html as lxml_html
 
 from harvester import surrogates
 from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
-from harvester.parsers.encoding import decode_document
+from harvester.parsers.encoding import decode_document, wide_encoding
 from harvester.parsers.html import collapse_ws
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "text/xml",
                "application/xml", "")
 #: How binary files start: a PDF, images, archives.
 _BINARY_MAGIC = (b"%PDF", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"PK\x03\x04", b"\x1f\x8b",
-                 b"RIFF", b"\x00\x00\x00")
+                 b"RIFF")
 
 
 def not_html(body: bytes, content_type: str | None) -> str | None:
@@ -98,8 +98,8 @@ def not_html(body: bytes, content_type: str | None) -> str | None:
     if kind not in _HTML_TYPES:
         return f"{kind}, not an HTML page"
     start = body[:1024].lstrip()
-    if start.startswith(_BINARY_MAGIC) or b"\x00" in start:
-        return "binary data, not an HTML page"
+    if start.startswith(_BINARY_MAGIC) or (b"\x00" in start and not wide_encoding(body)):
+        return "binary data, not an HTML page"  # a UTF-16 page has NULs and is a page
     return None
 
 

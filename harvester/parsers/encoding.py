@@ -152,6 +152,15 @@ def _sniff_wide(body: bytes) -> str | None:
     return None
 
 
+def wide_encoding(body: bytes) -> str | None:
+    """UTF-16 or UTF-32 by a BOM or the NUL pattern of the first characters, else None:
+    such a text is full of NUL bytes without being binary."""
+    bom = _sniff_bom(body)
+    if bom is not None:
+        return bom[0] if bom[0] != "utf-8" else None
+    return _sniff_wide(body)
+
+
 def _strict(body: bytes, codec: str) -> str | None:
     try:
         return body.decode(codec)

@@ -32,6 +32,7 @@ from harvester.parsers.encoding import (
     decode_document,
     gunzip_if_needed,
     to_utf8_xml,
+    wide_encoding,
 )
 from harvester.parsers.feed import EntryReject, parse_feed
 from harvester.parsers.html import inline_text
@@ -92,7 +93,7 @@ def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
                              error="document too large once decompressed")
     if gzipped and not data:
         return ParsedSitemap(kind="unknown", gzipped=True, error="gzip stream is corrupt")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:4]:
+    if wide_encoding(data):
         # UTF-16 or UTF-32 (a BOM, or NULs between ASCII): read as text, parsed as UTF-8.
         text = decode_document(data, None).text.lstrip("\ufeff")
         data = to_utf8_xml(_XML_DECLARATION_RE.sub("", text, count=1))
