@@ -23,8 +23,10 @@ from __future__ import annotations
 import re
 import unicodedata
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from dateutil import parser as dateparser
 from dateutil.parser import UnknownTimezoneWarning
@@ -224,3 +226,15 @@ def _real_offset(value: datetime) -> bool:
     except ValueError:
         return False
     return True
+
+
+def reported(read: Callable[[Any], datetime | None], value: Any, name: str,
+             dropped: dict[str, str]) -> datetime | None:
+    """``read(value)`` for an API's date field; a value that is there (not ``None`` or
+    ``""``) but cannot be read goes into ``dropped`` as ``name``: a date sent as text, out
+    of range or malformed was left out without a word."""
+    parsed = read(value)
+    if parsed is None and value not in (None, ""):
+        shown = value[:80] if isinstance(value, str) else value
+        dropped[name] = f"{shown!r} is not a date"
+    return parsed

@@ -16,13 +16,13 @@ titles and user names are plain text.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from harvester import surrogates
 from harvester.parsers import counts
+from harvester.parsers.dates import reported
 from harvester.parsers.html import collapse_ws, html_to_text
 
 ITEM_PAGE = "https://news.ycombinator.com/item?id={id}"
@@ -136,7 +136,7 @@ def parse_item(data: Any) -> ParsedItem:
         "title": _line(data.get("title")),
         "text": html_to_text(_text(data.get("text"))),
         "author": _line(data.get("by")),
-        "published_at": _reported(_epoch, data.get("time"), "published_at", dropped),
+        "published_at": reported(_epoch, data.get("time"), "published_at", dropped),
         "tags": [kind],
     }
     return ParsedItem(fields=_with_counts(fields, dropped, score=data.get("score"),
@@ -175,7 +175,7 @@ def parse_hit(hit: Any) -> ParsedItem:
     kind = kind or ("comment" if hit.get("comment_text") else "story")
     text = hit.get("comment_text") if kind == "comment" else hit.get("story_text")
     dropped: dict[str, str] = {}
-    published = _epoch(hit.get("created_at_i")) or _reported(
+    published = _epoch(hit.get("created_at_i")) or reported(
         _iso, hit.get("created_at"), "published_at", dropped)
     fields = {
         "url": item_page(object_id),
@@ -185,7 +185,7 @@ def parse_hit(hit: Any) -> ParsedItem:
         "text": html_to_text(_text(text)),
         "author": _line(hit.get("author")),
         "published_at": published,
-        "updated_at": _reported(_iso, hit.get("updated_at"), "updated_at", dropped),
+        "updated_at": reported(_iso, hit.get("updated_at"), "updated_at", dropped),
         "tags": [kind, *(t for t in KEPT_TAGS if t in tags)],
     }
     return ParsedItem(fields=_with_counts(fields, dropped, score=hit.get("points"),
@@ -230,17 +230,6 @@ def _iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _reported(read: Callable[[Any], datetime | None], value: Any, name: str,
-              dropped: dict[str, str]) -> datetime | None:
-    """``read(value)``; a date given (not ``None`` or ``""``) that it cannot read goes into
-    ``dropped``: a date as text or out of range was left out without a word."""
-    parsed = read(value)
-    if parsed is None and value not in (None, ""):
-        shown = value[:80] if isinstance(value, str) else value
-        dropped[name] = f"{shown!r} is not a date"
-    return parsed
 
 
 def _with_counts(fields: dict[str, Any], dropped: dict[str, str],

@@ -6,13 +6,13 @@ next to the data, the paging meta, or one sentence saying why the body is an err
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from harvester import surrogates
 from harvester.parsers import counts
+from harvester.parsers.dates import reported
 
 #: Longest title cut from a tweet's first line (the whole tweet stays in ``text``).
 TITLE_MAX = 120
@@ -127,10 +127,9 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str]) -> dict[str, Any]
         "title": title_of(text),
         "text": text,
         "author": username,
-        "published_at": _reported(parse_time, tweet.get("created_at"), "published_at",
-                                  "is not a date", dropped),
-        "language": _reported(language, tweet.get("lang"), "language",
-                              "is not a language tag", dropped),
+        "published_at": reported(parse_time, tweet.get("created_at"), "published_at",
+                                 dropped),
+        "language": _language(tweet.get("lang"), dropped),
         "tags": _hashtags(entities),
         "engagement": _metrics(tweet.get("public_metrics"), dropped),
         "link_url": first_link(entities),
@@ -180,16 +179,14 @@ def language(value: Any) -> str | None:
     return _LEGACY_LANGUAGE.get(value, value)
 
 
-def _reported(read: Callable[[Any], Any], value: Any, name: str, why: str,
-              dropped: dict[str, str]) -> Any:
-    """``read(value)``; a value that is there (not ``None``, ``""``, ``und``) but cannot be
-    read is reported in ``dropped``: a malformed date was left out without a word."""
-    result = read(value)
-    if result is None and value not in (None, "") and not (
+def _language(value: Any, dropped: dict[str, str]) -> str | None:
+    """``language(value)``; a ``lang`` that is no tag at all (5,000 ``x``) is reported."""
+    tag = language(value)
+    if tag is None and value not in (None, "") and not (
             isinstance(value, str) and _NO_LANGUAGE.match(value)):
         shown = value[:80] if isinstance(value, str) else value
-        dropped[name] = f"{shown!r} {why}"
-    return result
+        dropped["language"] = f"{shown!r} is not a language tag"
+    return tag
 
 
 def is_tweet_id(value: str) -> bool:
