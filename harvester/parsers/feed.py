@@ -545,13 +545,7 @@ def _entry(raw: Mapping[str, Any], base: str) -> dict[str, Any]:
     entry = {"external_id": entry_id, "url": url}
     for name, read in _FIELDS:
         entry[name] = read(raw)
-    if entry["published_at"] is None or entry["updated_at"] is None:
-        _unread_dates(raw, entry)
-    if unusable is not None:  # kept by its id
-        _no_web_address(entry, unusable)
-    if DROPPED in raw:  # a JSON Feed field of the wrong type
-        entry.setdefault("dropped", {}).update(raw[DROPPED])
-    return entry
+    return _reported(raw, entry, unusable, {})
 
 
 def _identity(raw: Mapping[str, Any],
@@ -576,14 +570,25 @@ def _identity(raw: Mapping[str, Any],
     return url, entry_id, None if url is not None else unusable
 
 
-def _no_web_address(entry: dict[str, Any], link: str) -> None:
-    entry.setdefault("dropped", {})["url"] = f"{link[:80]!r} is not a web address"
+def _reported(raw: Mapping[str, Any], entry: dict[str, Any], unusable: str | None,
+              dropped: dict[str, str]) -> dict[str, Any]:
+    """``entry`` with what could not be used reported in its ``dropped``: ``dropped``
+    (fields that failed), a date the document gave that no reader read, a link that is no
+    web address (the entry is kept by its id), a JSON Feed field of the wrong type."""
+    if entry["published_at"] is None or entry["updated_at"] is None:
+        _unread_dates(raw, entry)
+    if unusable is not None:
+        dropped["url"] = f"{unusable[:80]!r} is not a web address"
+    dropped.update(raw.get(DROPPED) or {})
+    if dropped:
+        entry.setdefault("dropped", {}).update(dropped)
+    return entry
 
 
 #: The entry's fields after its identity, each read from the raw entry on its own.
 _FIELDS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("title", lambda raw: inline_text(_str(raw.get("title")))),
-    ("text", lambda raw: _text(raw)),
+    ("text", lambda raw: _text(raw)),  # a lambda: _text is defined below
     ("author", lambda raw: inline_text(_author(raw))),
     ("published_at", lambda raw: _date(raw, "published")),
     ("updated_at", lambda raw: _date(raw, "updated")),
@@ -606,14 +611,7 @@ def _salvage(raw: Mapping[str, Any], base: str) -> dict[str, Any] | None:
         except Exception as exc:
             entry[name] = [] if name == "tags" else None
             dropped[name] = f"could not be read ({type(exc).__name__}: {first_line(exc)})"
-    if entry["published_at"] is None or entry["updated_at"] is None:
-        _unread_dates(raw, entry)
-    dropped.update(raw.get(DROPPED) or {})
-    if unusable is not None:
-        _no_web_address(entry, unusable)
-    if dropped:
-        entry.setdefault("dropped", {}).update(dropped)
-    return entry
+    return _reported(raw, entry, unusable, dropped)
 
 
 def _unread_dates(raw: Mapping[str, Any], entry: dict[str, Any]) -> None:

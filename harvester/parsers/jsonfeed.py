@@ -103,10 +103,10 @@ def _scalar(item: Mapping[str, Any], key: str, target: str,
     return _string(item, key, target, dropped)
 
 
-def _escaped(title: str | None) -> str | None:
-    """Plain text in the form the normaliser reads titles in (HTML): ``&`` and ``<`` are
-    then read back as themselves."""
-    return html.escape(title, quote=False) if title else title
+def _escaped(text: str | None) -> str | None:
+    """Plain text in the form the normaliser reads titles, names and tags in (HTML): ``&``
+    and ``<`` are then read back as themselves."""
+    return html.escape(text, quote=False) if text else text
 
 
 def _author(item: Mapping[str, Any], dropped: dict[str, str]) -> str | None:
@@ -117,9 +117,9 @@ def _author(item: Mapping[str, Any], dropped: dict[str, str]) -> str | None:
         if isinstance(candidate, Mapping):
             name = _text(candidate.get("name"))
             if name:
-                return html.escape(name, quote=False)
+                return _escaped(name)
         elif isinstance(candidate, str) and candidate.strip():
-            return html.escape(candidate.strip(), quote=False)
+            return _escaped(candidate.strip())
     shown = [c for c in candidates if c is not None and not isinstance(c, Mapping | str)]
     if shown:
         dropped["author"] = f"authors {_shown(shown[0])} is not a name"
@@ -131,11 +131,11 @@ def _tags(item: Mapping[str, Any], dropped: dict[str, str]) -> list[str]:
     if tags is None:
         return []
     if isinstance(tags, str):
-        return [html.escape(tags, quote=False)]
+        return [_escaped(tags)]
     if not isinstance(tags, list):
         dropped["tags"] = f"tags {_shown(tags)} is not a list"
         return []
-    kept = [html.escape(tag, quote=False) for tag in tags if isinstance(tag, str)]
+    kept = [_escaped(tag) for tag in tags if isinstance(tag, str)]
     if len(kept) < len(tags):
         left = [tag for tag in tags if not isinstance(tag, str)]
         dropped["tags"] = f"{len(left)} tag(s) that are not text left out: {_shown(left)}"
