@@ -29,7 +29,7 @@ from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
 from harvester.services.scrapyd import ScrapydError
-from harvester.sources import SourcesError, SourcesFile, load_sources, parse_interval
+from harvester.sources import SourcesError, SourcesFile, ago, load_sources
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -385,12 +385,9 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.now(UTC) - parse_interval(value)
-    except OverflowError:  # an age reaching back past year 1: everything is newer
-        return datetime.min.replace(tzinfo=UTC)
-    except ValueError as exc:
-        if "longer than" in str(exc):
-            return datetime.min.replace(tzinfo=UTC)
+        return ago(value)
+    except ValueError:
+        pass
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -48,7 +48,7 @@ from harvester.services.ops import (
     stats,
     verify,
 )
-from harvester.sources import SourcesError, parse_interval
+from harvester.sources import SourcesError, ago
 
 
 def _ops(func: F) -> F:
@@ -82,14 +82,10 @@ def _dir(given: Path | None, kind: str) -> Path:
 
 def _cutoff(value: str, hint: str) -> datetime:
     try:
-        return datetime.now(UTC) - parse_interval(value)
-    except OverflowError:  # an age, only one reaching back before year 1
-        raise click.BadParameter(f"{value!r} reaches back before year 1",
+        return ago(value)  # one reaching back before year 1 keeps (or archives) everything
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an age like 30d or 12h",
                                  param_hint=hint) from None
-    except ValueError as exc:
-        message = str(exc) if "longer than" in str(exc) else (
-            f"{value!r} is not an age like 30d or 12h")
-        raise click.BadParameter(message, param_hint=hint) from None
 
 
 def _size(n: int) -> str:

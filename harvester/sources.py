@@ -30,15 +30,30 @@ class SourcesError(ValueError):
     """A sources file that cannot be used; the message is one sentence for the operator."""
 
 
-def parse_interval(value: str) -> timedelta:
-    """``"30m"`` → 30 minutes; accepts ``Ns``, ``Nm``, ``Nh``, ``Nd`` with N ≥ 1."""
+def _seconds(value: str) -> int:
     match = _INTERVAL.match(value)
     if not match or int(match.group(1)) < 1:
         raise ValueError(f"{value!r} is not an interval like '30m', '6h' or '1d'")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_interval(value: str) -> timedelta:
+    """``"30m"`` → 30 minutes; accepts ``Ns``, ``Nm``, ``Nh``, ``Nd`` with N ≥ 1."""
     try:
-        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        return timedelta(seconds=_seconds(value))
     except OverflowError:  # past timedelta's 999,999,999 days
         raise ValueError(f"{value!r} is longer than any interval can be") from None
+
+
+def ago(value: str, now: datetime | None = None) -> datetime:
+    """The moment an age (``"24h"``, ``"7d"``) before ``now`` (UTC); an age reaching back
+    before year 1 is the start of the calendar (everything is newer). Raises ``ValueError``
+    for what is not an age."""
+    seconds = _seconds(value)
+    try:
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 # Options that only some kinds take; anything else set on a source is an error, so a typo

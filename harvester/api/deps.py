@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from psycopg_pool import ConnectionPool
 
-from harvester.sources import SourcesError, parse_interval
+from harvester.sources import ago
 
 
 def connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
@@ -41,8 +41,8 @@ def parse_since(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         try:
-            return datetime.now(UTC) - parse_interval(text)
-        except (SourcesError, ValueError, OverflowError):
+            return ago(text)
+        except ValueError:
             raise invalid("query", "since", "expected an ISO 8601 date or time "
                           "(2026-11-20T08:00:00Z) or an age like 30m, 24h, 7d", value) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
