@@ -29,6 +29,7 @@ from harvester.pipelines.store import reject_row, signal_row
 from harvester.pipelines.validate import ValidatePipeline
 from harvester.services.batch import Batch
 from harvester.services.store import write_batch
+from harvester.sources import load_sources
 
 KIND = "curated"
 PIPELINES = (ValidatePipeline, DedupePipeline, ScorePipeline)
@@ -61,7 +62,10 @@ def as_item(body: NewSignal) -> Signal:
 
 
 async def prepare(body: NewSignal, sources_file: Path) -> Signal:
-    """Validated, keyed and scored; raises ``InvalidSignal`` with the field and reason."""
+    """Validated, keyed and scored; raises ``InvalidSignal`` with the field and reason, and
+    ``SourcesError`` when the sources file cannot be read (``ScorePipeline`` would score
+    against no topics, as a crawl does after reporting the file: 0 for everything)."""
+    load_sources(sources_file)
     crawler = pipeline_crawler(sources_file)
     item: Any = as_item(body)
     for pipeline in PIPELINES:

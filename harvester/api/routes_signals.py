@@ -16,7 +16,7 @@ from harvester.api.models import CreatedSignal, NewSignal, SignalDetail, SignalP
 from harvester.api.pagination import Cursor, CursorError
 from harvester.api.security import require_read, require_write
 from harvester.exceptions import InvalidSignal
-from harvester.sources import SourcesError, load_sources
+from harvester.sources import SourcesError
 
 reads_router = APIRouter(tags=["signals"], dependencies=[Depends(require_read)])
 writes_router = APIRouter(tags=["curation"], dependencies=[Depends(require_write)])
@@ -98,13 +98,11 @@ async def post_signal(body: NewSignal, request: Request, response: Response,
                       sources: Annotated[Path, Depends(sources_file)]) -> Any:
     url: str = request.app.state.database_url
     try:
-        load_sources(sources)
+        item = await curate.prepare(body, sources)
     except SourcesError as exc:
         # Scored against no topics, it was stored with a score of 0 and a 201.
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"signals cannot be scored: {exc}") from None
-    try:
-        item = await curate.prepare(body, sources)
     except InvalidSignal as exc:
         await curate.keep_rejection(url, body, exc)
         return JSONResponse({"detail": [{"loc": ["body", exc.field], "msg": exc.reason,

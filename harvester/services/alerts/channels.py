@@ -101,21 +101,23 @@ class Channel:
     def _result(self, response: requests.Response) -> SendResult:
         if 200 <= response.status_code < 300:
             return SendResult(True)
-        body = response.text.strip()
-        if "html" in response.headers.get("Content-Type", "").lower():
-            # An error page: its title says it (a proxy's "502 Bad Gateway"), its markup not.
-            title = _TITLE_RE.search(body)
-            body = html.unescape(title.group(1)) if title else ""
-        snippet = self.redact(" ".join(body.split())[:200])
-        error = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
-        # Other 4xx answers (bad payload, revoked webhook, unknown chat) will not change on
-        # a retry; 408 and 429 will, and so will any 5xx. A redirect is not followed (the
-        # body would be re-sent elsewhere) and will not change either.
         status_code = response.status_code
-        permanent = 300 <= status_code < 500 and status_code not in (408, 429)
         if 300 <= status_code < 400:
             where = self.redact(response.headers.get("Location", "?"))
             error = f"HTTP {status_code}: redirects to {where[:200]}; check the URL"
+        else:
+            body = response.text.strip()
+            if "html" in response.headers.get("Content-Type", "").lower():
+                # An error page: its title says it (a proxy's "502 Bad Gateway"), not its
+                # markup.
+                title = _TITLE_RE.search(body)
+                body = html.unescape(title.group(1)) if title else ""
+            snippet = self.redact(" ".join(body.split())[:200])
+            error = f"HTTP {status_code}" + (f": {snippet}" if snippet else "")
+        # Other 4xx answers (bad payload, revoked webhook, unknown chat) will not change on
+        # a retry; 408 and 429 will, and so will any 5xx. A redirect is not followed (the
+        # body would be re-sent elsewhere) and will not change either.
+        permanent = 300 <= status_code < 500 and status_code not in (408, 429)
         return SendResult(False, error, retry_after_seconds(response.headers.get("Retry-After")),
                           permanent)
 
