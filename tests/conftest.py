@@ -131,13 +131,20 @@ def harvest(*args: str, home: Path, env: dict[str, str] | None = None,
     """Run the ``harvest`` command the way an operator does, in a subprocess: from the
     checkout unless ``cwd`` says otherwise, without the ``SCRAPY_SETTINGS_MODULE`` an
     in-process crawl of the test session may have set."""
+    return subprocess.run(
+        [sys.executable, "-m", "harvester.cli", *args],
+        cwd=cwd, env=harvest_env(home, env), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def harvest_env(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an operator's ``harvest``: this test's home, a wide terminal,
+    and no ``SCRAPY_SETTINGS_MODULE`` unless ``env`` sets it."""
     full_env = {**os.environ, "HARVEST_HOME": str(home), "COLUMNS": "200", **(env or {})}
     if "SCRAPY_SETTINGS_MODULE" not in (env or {}):
         full_env.pop("SCRAPY_SETTINGS_MODULE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "harvester.cli", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
+    return full_env
 
 
 @pytest.fixture
