@@ -207,8 +207,41 @@ def test_a_year_written_0001_is_not_read_as_2001(text: str) -> None:
     assert parse_date("2019-11-20T07:29:39+0000") == datetime(2019, 11, 20, 7, 29, 39,
                                                                tzinfo=UTC)
     assert parse_date("Nov 20 2019 07:29 -0000") == datetime(2019, 11, 20, 7, 29, tzinfo=UTC)
-    if text.startswith("01 "):
-        return  # fastfeedparser's own reading of this layout (docs/parsers.md, known gaps)
     entry = one_entry(date=text)
     # Year 1, which validate drops as a placeholder, or no date at all: never 2001.
     assert entry["published_at"] is None or entry["published_at"].year == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Layouts fastfeedparser hands to email.utils, which took each zone for UTC (or "+02"
+    # for two minutes) without a word.
+    ("10 Jun 2003 04:00 CEST", datetime(2003, 6, 10, 2, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00:00 +02:00", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00:00 -05:00", datetime(2026, 11, 29, 15, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00:00 GMT+2", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00:00 UTC+02:00", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00 +02", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+    # What it reads right stays as it is.
+    ("Sun, 29 Nov 2026 10:00:00 +0200", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+    ("Sun, 29 Nov 2026 10:00:00 CEST", datetime(2026, 11, 29, 8, tzinfo=UTC)),
+])
+def test_every_item_of_a_feed_with_an_unusual_offset_layout_is_read_at_its_offset(
+        text: str, expected: datetime) -> None:
+    doc = rss([{"title": f"t{i}", "link": f"https://e.org/{i}", "date": text}
+               for i in range(3)])
+    entries = parse_feed(doc.encode(), FEED_URL).entries
+    assert [e["published_at"] for e in entries] == [expected] * 3
+    assert all("dropped" not in e for e in entries)
+
+
+def test_feedparser_s_reading_of_a_zone_it_does_not_know_is_not_kept() -> None:
+    # xml:base sends the document to feedparser, which takes CET and UTC+02:00 for UTC.
+    doc = ('<rss version="2.0" xml:base="https://e.org/"><channel><title>x</title>'
+           "<item><title>a</title><link>a/1</link>"
+           "<pubDate>Sun, 29 Nov 2026 10:00:00 CET</pubDate></item>"
+           "<item><title>b</title><link>a/2</link>"
+           "<pubDate>Sun, 29 Nov 2026 10:00:00 UTC+02:00</pubDate></item>"
+           "</channel></rss>")
+    entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
+    assert entries["https://e.org/a/1"]["published_at"] == datetime(2026, 11, 29, 9, tzinfo=UTC)
+    assert entries["https://e.org/a/2"]["published_at"] == datetime(2026, 11, 29, 8, tzinfo=UTC)

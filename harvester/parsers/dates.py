@@ -7,8 +7,10 @@ Four kinds matter in practice:
   the numbers are all there, only the names are not English. ``localized_rfc822`` reads
   them for Portuguese, Spanish, French, German, Italian and Dutch month names.
 - Dates that general parsers misread without a word: a dotted ``01.05.2024`` is the 1st of
-  May wherever dots are written (dateutil reads January 5th), and a zone abbreviation they
-  do not know (``CEST``) is taken as UTC, hours off. ``reread`` reads those two forms.
+  May wherever dots are written (dateutil reads January 5th), a zone abbreviation they
+  do not know (``CEST``) is taken as UTC, hours off, and so is an RFC 822 date whose
+  offset is written the ISO way or after ``GMT`` (``+02:00``, ``GMT+2``; ``+02`` is even
+  read as two minutes). ``reread`` reads those three forms.
 - Phrases relative to the moment of reading (``yesterday``, ``2 hours ago``, ``now``, a
   time of day alone): a general date parser turns them into a time near the crawl,
   different on every crawl, so they are not dates of the entry. ``is_relative``
@@ -90,6 +92,12 @@ _DOTTED = re.compile(
 # Anything ending in a time and a zone abbreviation: "10 Jun 2003 04:00 CEST".
 _NAMED_ZONE = re.compile(r"(.*\d{1,2}:\d{2}(?::\d{2})?)\s+([A-Za-z]{3,4})\s*")
 
+# Anything ending in a time and an offset written other than RFC 822's "+0200": "+02:00",
+# "+02", "+2", "GMT+2", "UTC+02:00", "GMT+0200" (an ISO 8601 date has no space before it).
+_OFFSET_ZONE = re.compile(
+    r"(.*\d{1,2}:\d{2}(?::\d{2})?)\s+(?:(?:GMT|UTC|UT)\s*([+-])(\d{1,2})(?::?(\d{2}))?"
+    r"|([+-])(\d{1,2})(?::(\d{2}))?)\s*", re.IGNORECASE)
+
 # "10:30", "10:30:00 PM", "22:15 CEST", "10:30+02:00": a time without a date.
 _CLOCK_ONLY = re.compile(
     r"\s*T?\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[ap]\.?m\.?)?\s*"
@@ -145,12 +153,18 @@ def _rfc822(day: str, month: int, year: str, clock: str | None,
 
 def reread(value: str) -> datetime | None:
     """Our reading of a date text general parsers misread (see the module), or None when
-    it has neither form: a dotted day-first date, or a date ending in a time and a zone
-    abbreviation of ``_ZONES`` beyond RFC 822's own."""
+    it has none of its forms: a dotted day-first date, a date ending in a time and a zone
+    abbreviation of ``_ZONES`` beyond RFC 822's own, or one ending in a time and an offset
+    written ``+02:00``, ``+02`` or ``GMT+2``."""
     dotted = _DOTTED.fullmatch(value)
     if dotted is not None:
         day, month, year, clock, zone = dotted.groups()
         return _rfc822(day, int(month), year, clock, zone) if 1 <= int(month) <= 12 else None
+    offset = _OFFSET_ZONE.fullmatch(value)
+    if offset is not None:
+        head, *zone = offset.groups()
+        sign, hours, minutes = zone[:3] if zone[0] else zone[3:]
+        return _offset_zone(head, sign, hours, minutes)
     named = _NAMED_ZONE.fullmatch(value)
     if named is None or named[2].upper() not in _ZONES.keys() - _RFC822_ZONES:
         return None
@@ -158,6 +172,18 @@ def reread(value: str) -> datetime | None:
         return parsedate_to_datetime(f"{named[1]} {_ZONES[named[2].upper()]}")
     except (ValueError, TypeError, IndexError, OverflowError):
         return localized_rfc822(value)
+
+
+def _offset_zone(head: str, sign: str, hours: str, minutes: str | None) -> datetime | None:
+    """``head`` (an RFC 822 date and time) at the offset ``sign hours:minutes``; None when
+    the head is no RFC 822 date (an ISO 8601 one is read right by every parser) or the
+    offset is none (``+2:75``, ``+15``)."""
+    if int(hours) > 14 or int(minutes or 0) > 59 or zero_century(head) or head[:4].isdigit():
+        return None
+    try:
+        return parsedate_to_datetime(f"{head} {sign}{int(hours):02d}{minutes or '00'}")
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
 
 
 def zero_century(value: str) -> bool:
