@@ -216,6 +216,14 @@ class Source(BaseModel):
     def interval_td(self) -> timedelta:
         return parse_interval(self.interval)
 
+    def period(self, now: datetime) -> timedelta:
+        """How long this source waits between crawls: its interval, or with ``cron`` the
+        gap between its next two due times after ``now`` (what staleness is measured in)."""
+        if self.cron:
+            first = self.next_due(now)
+            return self.next_due(first) - first
+        return self.interval_td
+
 
 def _check_url(url: str) -> None:
     if not re.match(r"^https?://[^/\s]+", url):

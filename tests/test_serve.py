@@ -115,19 +115,31 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         {"name": "old", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/o"]},
         {"name": "broken", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/b"]},
         {"name": "new", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/n"]},
+        {"name": "tried", "kind": "feed", "interval": "1h", "urls": ["http://127.0.0.1:9/t"]},
+        # Weekly by cron (its interval is the default hour): two days old is fresh.
+        {"name": "weekly", "kind": "feed", "cron": "0 6 * * 1",
+         "urls": ["http://127.0.0.1:9/w"]},
     ])
     db.execute("""INSERT INTO sources_state (source, last_attempt, last_success, disabled) VALUES
         ('fresh', now(), now() - interval '30 minutes', false),
         ('old', now(), now() - interval '5 hours', false),
-        ('broken', now(), NULL, true)""")
+        ('broken', now(), NULL, true),
+        ('tried', now(), NULL, false),
+        ('weekly', now(), now() - interval '2 days', false)""")
     with serving(home, sources=sources) as base:
         status, body = _health(base)
         assert status == 200 and body["status"] == "degraded"
-        states = {k: v["state"] for k, v in body["checks"]["sources"]["sources"].items()}
+        report = body["checks"]["sources"]["sources"]
+        states = {k: v["state"] for k, v in report.items()}
         assert states == {"fresh": "fresh", "old": "stale", "broken": "disabled",
-                          "new": "never run"}
+                          "new": "never run", "tried": "never succeeded", "weekly": "fresh"}
+        assert report["weekly"]["allowed_s"] == 3 * 7 * 86400
         detail = body["checks"]["sources"]["detail"]
         assert "old stale" in detail and "broken disabled" in detail
+        assert "tried never succeeded" in detail
+        # Prometheus's stale rule measures in the same period.
+        text = requests.get(f"{base}/metrics", timeout=30).text
+        assert 'harvest_source_interval_seconds{source="weekly"} 604800.0' in text
         assert "`harvest sources enable NAME`" in detail
 
         db.execute("UPDATE sources_state SET last_success = now(), disabled = false")

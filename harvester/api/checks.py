@@ -85,7 +85,7 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
         if not source.enabled or not config.kind_enabled(source.kind):
             continue
         last_success, last_attempt, disabled = rows.get(source.name, (None, None, False))
-        allowed = source.interval_td.total_seconds() * config.stale_factor
+        allowed = source.period(now).total_seconds() * config.stale_factor
         age = (now - last_success).total_seconds() if last_success else None
         if disabled:
             state = "disabled"
@@ -93,9 +93,11 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
             state = "fresh"
         elif age is None and last_attempt is None:
             state = "never run"  # just added: not a problem until it has been tried
+        elif age is None:
+            state = "never succeeded"  # tried, and nothing usable came back yet
         else:
             state = "stale"
-        if state in ("disabled", "stale"):
+        if state in ("disabled", "stale", "never succeeded"):
             problems.append(f"{source.name} {state}")
         report[source.name] = {
             "state": state, "last_success": last_success.isoformat() if last_success else None,

@@ -103,7 +103,7 @@ class SourceInfo(BaseModel):
     interval: str
     cron: str | None = None
     weight: float
-    state: str = Field(description="fresh, stale, disabled, never run, or off")
+    state: str = Field(description="fresh, stale, disabled, never run, never succeeded, or off")
     last_success: datetime | None = None
     last_attempt: datetime | None = None
     age_s: int | None = None

@@ -4,6 +4,7 @@ from PostgreSQL at scrape time (signals, freshness, spool, notifications, nodes)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -71,12 +72,14 @@ class DatabaseCollector(Collector):
         yield disabled
         parsed = self.sources()
         if parsed is not None:
-            interval = GaugeMetricFamily("harvest_source_interval_seconds",
-                                         "Each enabled source's crawl interval",
-                                         labels=["source"])
+            interval = GaugeMetricFamily(
+                "harvest_source_interval_seconds",
+                "Each enabled source's crawl interval (with cron, the gap between its next "
+                "two due times)", labels=["source"])
+            now = datetime.now(UTC)
             for source in parsed.sources:
                 if source.enabled:
-                    interval.add_metric([source.name], source.interval_td.total_seconds())
+                    interval.add_metric([source.name], source.period(now).total_seconds())
             yield interval
         pending = GaugeMetricFamily("harvest_notifications_pending",
                                     "Alerts waiting to be sent", labels=["channel"])

@@ -104,13 +104,6 @@ def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition
     return out
 
 
-def _period(source: Source, now: datetime) -> timedelta:
-    if source.cron:
-        first = source.next_due(now)
-        return source.next_due(first) - first
-    return source.interval_td
-
-
 def _stale(conn: psycopg.Connection[Any], sources: Sequence[Source], factor: float,
            now: datetime) -> list[Condition]:
     rows = dict(conn.execute("SELECT source, last_success FROM sources_state "
@@ -119,12 +112,12 @@ def _stale(conn: psycopg.Connection[Any], sources: Sequence[Source], factor: flo
     out = []
     for source in sources:
         last = rows.get(source.name)
-        limit = _period(source, now) * factor
+        limit = source.period(now) * factor
         if last is not None and now - last > limit:
             out.append(Condition(
                 f"stale:{source.name}",
                 f"'{source.name}' has not been crawled successfully for "
-                f"{_duration(now - last)} (limit {factor:g} × {_duration(_period(source, now))})",
+                f"{_duration(now - last)} (limit {factor:g} × {_duration(source.period(now))})",
                 {"last_success": last.isoformat(), "limit_seconds": limit.total_seconds()}))
     return out
 
