@@ -36,13 +36,19 @@ _COLUMNS = "id, source, title, url, score, score_breakdown, published_at, last_s
 def _find(conn: Any, ref: str) -> dict[str, Any] | None:
     """The signal with this id, or whose URL (as given or canonical) or link is ``ref``."""
     cur = conn.cursor()
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # not "²", which isdigit() takes for a digit
+        if len(ref) > 18:  # beyond bigint: no such id
+            return None
         cur.execute(f"SELECT {_COLUMNS} FROM signals WHERE id = %s", (int(ref),))
     else:
+        try:
+            key: str | None = url_key(canonical_url(ref))
+        except ValueError:  # "http://[::1", a port that is no number: no stored URL
+            key = None
         cur.execute(
             f"SELECT {_COLUMNS} FROM signals WHERE key = %s OR url = %s OR link_url = %s "
             "ORDER BY last_seen DESC LIMIT 1",
-            (url_key(canonical_url(ref)), ref, ref),
+            (key, ref, ref),
         )
     row = cur.fetchone()
     if row is None:

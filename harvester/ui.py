@@ -7,7 +7,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from harvester import messages
 from harvester.runner import SourceOutcome
@@ -98,12 +100,14 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
         published = row["published_at"].strftime("%m-%d %H:%M") if row["published_at"] else "-"
-        title = escape(row["title"] or row["url"] or "")
+        # A Text with a link style, not markup: a URL or title may hold "[" and "]".
+        title = Text((row["title"] or row["url"] or "")[:90],
+                     style=Style(link=row["url"]) if row["url"] else "")
         sources = row.get("cluster_sources") or [row["source"]]
         size = row.get("cluster_size", 1)
         carried = ", ".join(sources) + (f" ({size} signals)" if size > len(sources) else "")
         table.add_row(str(row["id"]), f"{row['score']:.1f}", carried, published,
-                      f"[link={row['url']}]{title[:90]}[/link]", escape(why) or "-")
+                      title, escape(why) or "-")
     return table
 
 

@@ -361,6 +361,8 @@ def test_top_and_stats_json_contract(
 ) -> None:
     entries = items("n", 3)
     entries[1]["title"] = "Ransomware news"
+    # Brackets are rich markup: in the table's link they made `harvest top` crash.
+    entries[1]["link"] = "https://news.example.org/list?filter[tags]=ransomware"
     entries.append({"title": "no link", "description": "x"})
     (site.root / "f.xml").write_text(rss(entries))
     sources = write_sources(tmp_path / "s.toml", [feed_source("n", [f"{site.url}/f.xml"])],
@@ -377,7 +379,9 @@ def test_top_and_stats_json_contract(
     explained = harvest("explain", str(rows[0]["id"]), "--json", home=home)
     assert explained.returncode == 0, explained.stderr
     assert json.loads(explained.stdout)["url"] == rows[0]["url"]
-    table = harvest("top", "--limit", "1", home=home).stdout
+    shown = harvest("top", "--limit", "1", home=home)
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout
     [row] = [ln for ln in table.splitlines() if "Ransomware news" in ln]
     assert row.split("│")[1].strip() == str(rows[0]["id"]), table
     filtered = json.loads(harvest("top", "--json", "--min-score", "1", home=home).stdout)

@@ -377,6 +377,11 @@ def test_explain_prints_the_breakdown_in_words(
     assert as_json["explanation"][0] == f"Scored {round(value)}/100"
     missing = harvest_score("explain", "999999", home=home)
     assert missing.returncode == 2 and "no signal with id or URL '999999'" in missing.stderr
+    # No traceback for what is neither an id nor a URL anything could have stored.
+    for ref in ("http://[::1", "http://127.0.0.1:abc/x", "²", "9" * 30):
+        odd = harvest_score("explain", ref, home=home)
+        assert odd.returncode == 2 and f"no signal with id or URL {ref!r}" in odd.stderr, (
+            odd.stderr)
 
 
 def test_explain_names_the_corroborating_sources(db: psycopg.Connection[Any],
