@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -247,12 +248,22 @@ class _OptionError(ValueError):
         self.message = message
 
 
+def _not_blank(term: str) -> str:
+    if not term.strip():  # a blank term would match everywhere (or cancel every topic)
+        raise ValueError("a term cannot be blank")
+    return term
+
+
+#: A keyword, phrase or negative term: scoring strips it, so spaces alone are nothing.
+_Term = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
 class Keyword(BaseModel):
     """A weighted keyword or phrase: ``{term = "zero-day", weight = 3}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    term: Annotated[str, Field(min_length=1)]
+    term: _Term
     weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
 
 
@@ -266,7 +277,7 @@ class Topic(BaseModel):
     keywords: Annotated[list[str | Keyword], Field(min_length=1)]
     # Points grow with it; a negative weight would make relevance run off below zero.
     weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
-    negative: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    negative: list[_Term] = Field(default_factory=list)
     sources: Annotated[list[str], Field(min_length=1)] | None = None
 
     @field_validator("keywords", mode="before")
@@ -280,16 +291,15 @@ class Topic(BaseModel):
             if isinstance(entry, Keyword):
                 out.append(entry)
             elif isinstance(entry, str):
-                if not entry.strip():
-                    raise ValueError("a keyword cannot be empty")
-                out.append(entry)
+                out.append(_not_blank(entry))
             elif isinstance(entry, dict):
                 try:
                     out.append(Keyword.model_validate(entry))
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     where = ".".join(str(p) for p in first["loc"]) or "entry"
-                    raise ValueError(f"{entry!r}: {where!r} {first['msg'].lower()}") from None
+                    msg = first["msg"].lower().removeprefix("value error, ")
+                    raise ValueError(f"{entry!r}: {where!r} {msg}") from None
             else:
                 raise ValueError(f"{entry!r} is neither a string nor a table like "
                                  "{term = \"zero-day\", weight = 3}")

@@ -138,6 +138,11 @@ sources = ["a"]
         ('keywords = ["a"]\nweight = -1', "topic 'sec', field 'weight': Input should be "
                                           "greater than 0"),
         ('keywords = [{term = "a", weight = "3"}]', "'weight' input should be a valid number"),
+        # Blank terms matched every item (keyword) or cancelled every topic (negative).
+        ('keywords = [" "]', "topic 'sec', field 'keywords': a term cannot be blank"),
+        ('keywords = [{term = " ", weight = 3}]', "'term' a term cannot be blank"),
+        ('keywords = ["a"]\nnegative = ["b", " "]',
+         "topic 'sec', field 'negative': a term cannot be blank"),
         ('keywords = ["a"]\nsources = ["b"]',
          "topic 'sec', field 'sources': unknown source 'b' (the file defines a)"),
     ],
