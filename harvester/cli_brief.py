@@ -48,18 +48,20 @@ def brief(week: str | None, fmt: str, limit: int, output: Path | None) -> None:
     it."""
     now = datetime.now(UTC)
     chosen = _week(week, now)
+    # The file is written before the transaction that stores the brief ends: a brief
+    # that could not be written does not replace the stored one (the exit rolls back).
     with _connect() as conn:
         made = briefs.generate(conn, chosen, limit=limit, now=now)
-    text = made.html() if fmt == "html" else made.markdown()
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        err.print(f"[red]error:[/] cannot write {escape(str(output))}: "
-                  f"{escape(str(exc.strerror or exc))}; choose "
-                  "another --output.", highlight=False)
-        sys.exit(EXIT_USAGE)
+        text = made.html() if fmt == "html" else made.markdown()
+        if output is None:
+            click.echo(text, nl=False)
+            return
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            err.print(f"[red]error:[/] cannot write {escape(str(output))}: "
+                      f"{escape(str(exc.strerror or exc))}; choose "
+                      "another --output.", highlight=False)
+            sys.exit(EXIT_USAGE)
     console.print(f"{made.title}: {made.story_count} stories in {len(made.sections)} sections, "
                   f"written to {escape(str(output))}", highlight=False)

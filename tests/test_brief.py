@@ -213,6 +213,14 @@ def test_brief_command_prints_markdown_and_regenerating_replaces_the_week(
     assert (week, markdown) == ("2026-W47", again.stdout)
     assert params["limit"] == 1
 
+    # A brief that cannot be written leaves the stored one as it was.
+    unwritten = harvest("brief", "--week", "2026-W47", "--limit", "5", "--output",
+                        str(home / "no-such-dir" / "brief.md"), home=home)
+    assert unwritten.returncode == 2
+    assert "cannot write" in unwritten.stderr and "choose another --output" in unwritten.stderr
+    assert db.execute("SELECT markdown, params->>'limit' FROM briefs").fetchall() == [
+        (again.stdout, "1")]
+
 
 @pytest.mark.parametrize(("value", "sentence"), [
     ("2026-47", "error: --week '2026-47' is not an ISO week; write it like 2026-W47."),
