@@ -85,3 +85,28 @@ def test_one_story_from_two_sources_is_one_cluster(
     assert late["corroboration"] == {"sources": ["wire-a", "wire-b"], "factor": 1.15}
     assert db.execute("SELECT sources FROM cluster_sources WHERE cluster_id = %s",
                       (cluster,)).fetchone() == (["wire-a", "wire-b"],)
+
+
+def test_a_source_past_the_bonus_cap_is_named_by_every_member(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Five sources reach the corroboration cap: a sixth changes no score, but every
+    # member's breakdown (what `harvest explain` says) must name it, not only its own row.
+    names = [f"w{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        (site.root / f"{name}.xml").write_text(rss([
+            {"title": "Ransomware hits hospital imaging", "link": f"https://{name}.example/1",
+             "description": STORY, "date": rfc822(1 + i)}]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": name, "kind": "feed", "urls": [f"{site.url}/{name}.xml"]} for name in names
+    ], {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    first = harvest("--sources", str(sources), "crawl", *names[:5], home=home)
+    assert first.returncode == 0, first.stdout + first.stderr
+    last = harvest("--sources", str(sources), "crawl", names[5], home=home)
+    assert last.returncode == 0, last.stdout + last.stderr
+
+    rows = db.execute("SELECT cluster_id, score_breakdown -> 'corroboration' FROM signals"
+                      ).fetchall()
+    assert len(rows) == 6 and len({cluster for cluster, _ in rows}) == 1
+    assert [c["sources"] for _, c in rows] == [names] * 6
+    assert {c["factor"] for _, c in rows} == {1.6}

@@ -154,8 +154,9 @@ WHERE s.id = v.id
 
 async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) -> int:
     """After the batch's upsert (``ids``: its rows, new and re-seen) and cluster
-    assignment: record clusters that gained a source, rescore a whole cluster only when its
-    factor changed, and give the batch's own rows in multi-source clusters their factor.
+    assignment: record clusters that gained a source and rescore those whole (their factor
+    and the sources every member names), and give the batch's own rows in other
+    multi-source clusters their factor.
     Returns the clusters rescored in full."""
     if not ids:
         return 0
@@ -168,8 +169,9 @@ async def update_for_batch(cur: psycopg.AsyncCursor[Any], ids: Sequence[int]) ->
         before = sorted(set(before or []))
         after = sorted(set(before) | set(incoming))
         if after != before:
+            # Every member's breakdown names the cluster's sources: all are rewritten,
+            # also when the factor stays (past its cap, a sixth source changes no score).
             grown.append((cluster, after))
-        if corroboration_factor(len(after)) != corroboration_factor(len(before) or 1):
             rescore.append(cluster)
         else:
             factor = Decimal(str(corroboration_factor(len(after))))
