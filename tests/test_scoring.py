@@ -338,7 +338,7 @@ def test_rescore_after_a_topics_change_updates_postgresql(
 
 
 def test_rescore_of_an_unknown_source_is_one_sentence(
-    crawled: Callable[[str], Path], home: Path
+    crawled: Callable[[str], Path], db: psycopg.Connection[Any], home: Path
 ) -> None:
     sources = crawled(BEFORE)
     result = harvest_score("rescore", "--source", "nope", sources=sources, home=home)
@@ -346,11 +346,18 @@ def test_rescore_of_an_unknown_source_is_one_sentence(
     assert "unknown source 'nope'" in result.stderr and "Traceback" not in result.stderr
     # A source the file does not define but whose rows are stored (signals posted through
     # the API are "curated") is known, as for `harvest top --source`.
+    weighted = sources.with_name("weighted.toml")
+    weighted.write_text(sources.read_text().replace('name = "news"',
+                                                    'name = "news"\nweight = 2.0'))
+    assert "2 changed score" in harvest_score("rescore", sources=weighted, home=home).stdout
     gone = sources.with_name("without-news.toml")
     gone.write_text(sources.read_text().replace('name = "news"', 'name = "renamed"'))
     kept = harvest_score("rescore", "--source", "news", sources=gone, home=home)
     assert kept.returncode == 0, kept.stderr
-    assert "rescored 4 signals" in kept.stdout
+    # Out of the file, its signals keep the weight they were scored with (not 1).
+    assert "rescored 4 signals: 0 changed score" in kept.stdout
+    assert {b["source_weight"] for (b,) in db.execute(
+        "SELECT score_breakdown FROM signals")} == {2.0}
 
 
 def test_explain_prints_the_breakdown_in_words(

@@ -82,10 +82,20 @@ class Rescorer:
             measured = self._references.measure(source, kind, counts)
         return self._scorer.score(
             title=title, text=text, published_at=published_at, source=source,
-            source_weight=self._weights.get(source, 1.0),
+            source_weight=self._weight(source, breakdown or {}),
             # The crawl scored as of the fetch; last_seen is the last one. Rescoring as of
             # then changes only what the topics and weights change, so it is idempotent.
             now=last_seen, engagement=measured, cluster_sources=cluster_sources)
+
+
+    def _weight(self, source: str, breakdown: dict[str, Any]) -> float:
+        """The file's weight of ``source``; for one the file no longer defines (or signals
+        posted through the API) the weight it was scored with, not 1: taking a source out
+        of the file stops its crawls, it does not re-rank what it brought."""
+        if (weight := self._weights.get(source)) is not None:
+            return weight
+        stored = breakdown.get("source_weight")
+        return float(stored) if isinstance(stored, int | float) else 1.0
 
 
 def _select(since: datetime | None, source: str | None) -> sql.Composable:
