@@ -500,6 +500,14 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
     pending = spool.pending(spool_dir)
     if not pending:
         console.print(f"nothing to replay in {spool_dir}", highlight=False)
+        aside = spool.set_aside(spool_dir)
+        if aside["refused"] or aside["unreadable"]:  # still not stored: not a clean spool
+            err.print(f"[red]set aside in {escape(str(spool_dir))}: {aside['refused']} "
+                      f"refused, {aside['unreadable']} unreadable files[/]; "
+                      f"`harvest replay --retry-refused{again}` takes the refused back once "
+                      "their cause is fixed, and a mended .bad file renamed .jsonl",
+                      highlight=False)
+            sys.exit(EXIT_FAILED)
         return
     url = database.resolve_url(cfg)
     database.ensure_schema(url)
@@ -518,7 +526,10 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
         err.print(f"[red]{len(report.refused)} spool files were refused and renamed .refused[/]"
                   f"; fix the cause, then `harvest replay --retry-refused{again}`")
     if report.unreadable:
-        err.print(f"[red]{report.unreadable} spool files were unreadable and renamed .bad[/]")
+        err.print(f"[red]{report.unreadable} spool files were unreadable and renamed .bad[/]"
+                  ": their items are not stored; mend each at the line named above and "
+                  f"rename it back to .jsonl, then run `harvest replay{again}`",
+                  highlight=False)
     if report.refused or report.unreadable:
         sys.exit(EXIT_FAILED)
 

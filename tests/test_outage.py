@@ -201,3 +201,41 @@ def test_a_refused_spool_file_is_set_aside_and_the_others_replay(
 def count_rows(db: psycopg.Connection[Any]) -> int:
     row = db.execute("SELECT count(*) FROM signals").fetchone()
     return int(row[0]) if row else 0
+
+
+def test_a_spool_file_of_another_shape_is_set_aside_and_the_others_replay(
+    db: psycopg.Connection[Any], pg_url: str, home: Path
+) -> None:
+    # Valid JSON of another shape (a hand edit) crashed replay with a traceback and held
+    # back every batch behind it; a batch id that is no UUID crashed `harvest verify`.
+    spool_dir = home / "spool"
+    first = spool.write(spool_dir, Batch(signals=[row("before")]))
+    listed = spool_dir / "20000101T000000000000-listed.jsonl"
+    listed.write_text(f'{{"format": 2, "batch_id": "{first.stem[22:]}", "records": 1}}\n'
+                      '["signal", {}]\n')
+    hand = spool_dir / "20000101T000000000001-hand.jsonl"
+    hand.write_text('{"format": 2, "batch_id": "hand-made", "records": 0}\n')
+    env = {"HARVEST_DATABASE_URL": pg_url}
+
+    verify = harvest("verify", home=home, env=env)
+    assert "Traceback" not in verify.stderr, verify.stderr
+    assert "3 spooled batches wait" in " ".join(verify.stdout.split()), verify.stdout
+
+    result = harvest("replay", home=home, env=env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.execute("SELECT key FROM signals").fetchall() == [("before",)]
+    err = " ".join(result.stderr.split())
+    assert "(line 2: not a signal, reject or run record)" in err
+    assert "(line 1: the header's batch_id 'hand-made' is no UUID)" in err
+    assert "2 spool files were unreadable and renamed .bad" in err
+    assert "rename it back to .jsonl, then run `harvest replay`" in err
+    assert sorted(p.name for p in spool_dir.iterdir()) == [
+        listed.with_suffix(".bad").name, hand.with_suffix(".bad").name]
+
+    # Nothing pending, but two files wait for the operator: not a clean spool.
+    again = harvest("replay", home=home, env=env)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "nothing to replay" in again.stdout
+    assert "0 refused, 2 unreadable files" in " ".join(again.stderr.split())

@@ -10,6 +10,8 @@ import pytest
 from harvester.services import spool
 from harvester.services.batch import Batch
 
+ID = "6a1b2c3d-0000-4000-8000-000000000001"
+
 
 def test_round_trip_keeps_rows_types_and_order(tmp_path: Path) -> None:
     now = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
@@ -34,7 +36,7 @@ def test_round_trip_keeps_rows_types_and_order(tmp_path: Path) -> None:
 def test_unreadable_file_is_renamed_and_reported(tmp_path: Path) -> None:
     good = spool.write(tmp_path, Batch(signals=[{"key": "k"}]))
     bad = tmp_path / "20260101T000000000000-broken.jsonl"
-    bad.write_text('{"format": 1, "batch_id": "x"}\n{"t": "signal", "row": {')
+    bad.write_text(f'{{"format": 1, "batch_id": "{ID}"}}\n{{"t": "signal", "row": {{')
     seen = list(spool.iter_pending(tmp_path))
     assert [(p, b is None) for p, b in seen] == [(bad, True), (good, False)]
     assert bad.with_suffix(".bad").exists() and not bad.exists()
@@ -50,15 +52,35 @@ def test_a_file_cut_at_a_line_boundary_is_unreadable_not_replayed_short(
     path.write_text("".join(lines[:8]))
     with pytest.raises(spool.SpoolError, match=r"7 of its 21 rows are there \(cut short\)"):
         spool.read(path)
-    # Format 1 (no count) is still read; an unknown format or record type is refused.
+    # Format 1 (no count) is still read.
     old = tmp_path / "old.jsonl"
-    old.write_text('{"format": 1, "batch_id": "x"}\n{"t": "signal", "row": {"key": "a"}}\n')
+    old.write_text(f'{{"format": 1, "batch_id": "{ID}"}}\n'
+                   '{"t": "signal", "row": {"key": "a"}}\n')
     assert spool.read(old).signals == [{"key": "a"}]
-    for text in ('{"format": 99, "batch_id": "x"}\n',
-                 '{"format": 2, "batch_id": "x", "records": 1}\n{"t": "weird", "row": {}}\n'):
-        old.write_text(text)
-        with pytest.raises(spool.SpoolError, match="unknown"):
-            spool.read(old)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('{"format": 99, "batch_id": "%s"}\n', "line 1: unknown format 99"),
+    ("[1]\n", "line 1: the header is not a JSON object"),
+    ('{"format": 2, "batch_id": "hand-made", "records": 0}\n',
+     "line 1: the header's batch_id 'hand-made' is no UUID"),
+    # Valid JSON of another shape made replay (and every crawl's replay) crash.
+    ('{"format": 2, "batch_id": "%s", "records": 1}\n{"t": "weird", "row": {}}\n',
+     "line 2: not a signal, reject or run record"),
+    ('{"format": 2, "batch_id": "%s", "records": 1}\n["signal", {}]\n',
+     "line 2: not a signal, reject or run record"),
+    ('{"format": 2, "batch_id": "%s", "records": 1}\n{"t": "signal", "row": "oops"}\n',
+     "line 2: not a signal, reject or run record"),
+    ('{"format": 2, "batch_id": "%s", "records": 2}\n{"t": "signal", "row": {}}\n'
+     '{"t": "signal", "row": {"ke', "line 3: Unterminated string starting at (character 25)"),
+])
+def test_a_file_of_another_shape_is_unreadable_naming_its_line(
+        tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_text(text.replace("%s", ID))
+    with pytest.raises(spool.SpoolError) as info:
+        spool.read(path)
+    assert str(info.value) == f"spool file {path} is unreadable ({says})"
 
 
 def test_file_replayed_by_another_process_is_skipped(tmp_path: Path) -> None:

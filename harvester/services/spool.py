@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,19 +59,26 @@ def write(spool_dir: Path, batch: Batch) -> Path:
 
 
 def read(path: Path) -> Batch:
+    """The batch in ``path``; SpoolError naming the line when the file is not one this
+    module wrote (cut short, edited, or of another shape), so that it is set aside."""
+    number = 1
     try:
         with path.open(encoding="utf-8", errors="surrogatepass") as fh:
             header = json.loads(fh.readline())
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
             if header.get("format") not in _FORMATS:
                 raise ValueError(f"unknown format {header.get('format')!r}")
-            batch = Batch(batch_id=header["batch_id"])
+            batch = Batch(batch_id=_uuid(header.get("batch_id")))
             count = 0
             for line in fh:
+                number += 1  # named in the error
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                if record["t"] not in _TAGS:
-                    raise ValueError(f"unknown record type {record['t']!r}")
+                if not isinstance(record, dict) or record.get("t") not in _TAGS or (
+                        not isinstance(record.get("row"), dict)):
+                    raise ValueError("not a signal, reject or run record")
                 row = from_jsonable(record["row"])
                 count += 1
                 if record["t"] == "signal":
@@ -82,9 +90,39 @@ def read(path: Path) -> Batch:
         expected = header.get("records")
         if expected is not None and count != expected:
             raise ValueError(f"{count} of its {expected} rows are there (cut short)")
-    except (OSError, ValueError, KeyError) as exc:
+    except OSError as exc:
         raise SpoolError(f"spool file {path} is unreadable: {exc}") from exc
+    except (ValueError, TypeError) as exc:  # json's errors are ValueErrors
+        where = "" if str(exc).endswith("(cut short)") else f"line {number}: "
+        raise SpoolError(f"spool file {path} is unreadable ({where}{_short(exc)})") from exc
     return batch
+
+
+def batch_id(path: Path) -> str | None:
+    """The batch id in the header of ``path``; None when it has none that is a UUID."""
+    try:
+        with path.open(encoding="utf-8", errors="surrogatepass") as fh:
+            header = json.loads(fh.readline())
+        return _uuid(header.get("batch_id") if isinstance(header, dict) else None)
+    except (OSError, ValueError):
+        return None
+
+
+def _uuid(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"the header's batch_id {value!r} is no UUID")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError(f"the header's batch_id {value!r} is no UUID") from None
+
+
+def _short(exc: Exception) -> str:
+    """json's message without its "line 1 column N (char N)": each line is read alone."""
+    text = str(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        text = f"{exc.msg} (character {exc.pos + 1})"
+    return text
 
 
 def pending(spool_dir: Path) -> list[Path]:

@@ -15,7 +15,6 @@ What is deliberately *not* a problem:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,14 +109,6 @@ def orphans(conn: psycopg.Connection[Any]) -> list[Finding]:
     return out
 
 
-def _batch_id(path: Path) -> str | None:
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return str(json.loads(fh.readline())["batch_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def spooled(conn: psycopg.Connection[Any], spool_dir: Path) -> list[Finding]:
     out = []
     aside = spool.set_aside(spool_dir)
@@ -130,7 +121,7 @@ def spooled(conn: psycopg.Connection[Any], spool_dir: Path) -> list[Finding]:
                            f"refused (*.refused) in {spool_dir}: the crawl log or `harvest "
                            "replay` says why; fix it, then `harvest replay --retry-refused`"))
     pending = spool.pending(spool_dir)
-    ids = [b for b in map(_batch_id, pending) if b]
+    ids = [b for b in map(spool.batch_id, pending) if b]
     applied = set()
     if ids:
         applied = {str(r[0]) for r in conn.execute(
