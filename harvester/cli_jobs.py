@@ -44,6 +44,13 @@ def _print_report(report: scheduler.TickReport) -> None:
     for source in report.skipped_running:
         console.print(f"{stamp} [yellow]skipped[/] {source}: its previous job is still "
                       "running", highlight=False)
+    for source, job, node in report.unanswered:
+        console.print(f"{stamp} [yellow]skipped[/] {source}: its job {job} is on {node}, "
+                      "which does not answer; it may still run there, so the source waits "
+                      "for that node", highlight=False)
+    for source, job in report.lost:
+        console.print(f"{stamp} [yellow]lost[/] {source}: job {job} is listed by no node "
+                      "(restarted?); its outcome is unknown", highlight=False)
     for source, outcome in report.finished:
         console.print(f"{stamp} finished {source}: {outcome}", highlight=False)
     for source, why in report.not_submitted:

@@ -310,3 +310,40 @@ def test_scheduler_once_fails_when_a_due_source_finds_no_node(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "not submitted due: no Scrapyd node can take it (Scrapyd at " in result.stdout
     assert "is not reachable" in result.stdout
+
+
+def test_a_job_on_a_node_that_does_not_answer_is_not_run_twice(
+    nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    # A job on a node that does not answer for a tick was marked "lost" and the source
+    # submitted again elsewhere (or there, once it came back): two crawls of one source.
+    path, _ = sources_file
+    away = f"http://127.0.0.1:{free_port()}"
+    env = {**_scheduler_env(nodes[:1], path),
+           "HARVEST_SCRAPYD_URLS": f"{nodes[0].url},{away}"}
+    home = tmp_path / "sched"
+    for name in ("alpha", "beta", "gamma", "delta"):
+        harvest("--sources", str(path), "jobs", "pause", name, home=home, env=env)
+    before = set(_jobs_of(nodes, "slow"))
+    db.execute("INSERT INTO schedules (source, next_due, job_id, job_node, job_state) VALUES "
+               "('slow', now() - interval '1 second', 'slow.elsewhere', %s, 'submitted')",
+               (away,))
+
+    waited = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+
+    assert f"skipped slow: its job slow.elsewhere is on {away}, which does not answer" in (
+        " ".join(waited.stdout.split())), waited.stdout
+    assert set(_jobs_of(nodes, "slow")) == before
+    assert db.execute("SELECT job_state, skipped_running FROM schedules WHERE source = 'slow'"
+                      ).fetchone() == ("submitted", 1)
+    manual = harvest("--sources", str(path), "jobs", "run", "slow", home=home, env=env)
+    assert manual.returncode == 1 and "which does not answer" in manual.stderr
+
+    # Paused with a submission interrupted between its phases: it is dropped, not sent.
+    db.execute("UPDATE schedules SET job_state = 'submitting', job_id = 'slow.interrupted', "
+               "job_node = %s, paused = true", (nodes[0].url,))
+    harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert set(_jobs_of(nodes, "slow")) == before
+    assert db.execute("SELECT job_state FROM schedules WHERE source = 'slow'").fetchone() == (
+        "not submitted",)

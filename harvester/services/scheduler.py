@@ -12,12 +12,15 @@ Rules per source and tick:
 * paused (``harvest jobs pause``), disabled after failing, switched off by
   ``HARVEST_<KIND>_ENABLED`` or ``enabled = false`` → not submitted;
 * not due yet → nothing; a never-scheduled source is due at once;
-* its previous job still pending or running → this window is skipped and counted
-  (``skipped_running``): at most one job per source;
+* its previous job still pending or running, or on a node that does not answer (it may
+  still run there) → this window is skipped and counted (``skipped_running``): at most one
+  job per source; a job that a node answering again does not list is ``lost``;
+* an interrupted submission (``submitting``) of a paused or disabled source is dropped;
 * due several times over (the scheduler was down) → one run, then the next due time after
   now: a missed window runs once on catch-up;
 * nodes that do not answer are skipped and reported; with none up nothing is submitted and
-  the source stays due.
+  the source stays due; a node that answers "no" to ``schedule.json`` is passed over for
+  the next one in the same pass.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from harvester.config import get_config
-from harvester.services.scrapyd import Node, ScrapydError
+from harvester.services.scrapyd import Node, ScrapydError, ScrapydRefused
 from harvester.sources import Source
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ logger = logging.getLogger(__name__)
 # Any constant shared by every scheduler of one database: only one of them may run.
 LOCK_KEY = 0x68617276  # "harv"
 ACTIVE = ("pending", "running")
+#: A job on a node that does not answer: it may still run there.
+UNKNOWN = "unknown"
 
 
 class SchedulerError(RuntimeError):
@@ -85,6 +90,11 @@ class Cluster:
     def down(self) -> list[NodeView]:
         return [v for v in self.views if not v.up]
 
+    def unanswered(self, url: str | None) -> bool:
+        """Whether the node at ``url`` is configured and did not answer this tick: what
+        it runs is unknown, not gone."""
+        return any(v.node.url == url and not v.up for v in self.views)
+
     def find(self, job_id: str) -> tuple[NodeView, str] | None:
         for view in self.views:
             if view.up and job_id in view.jobs:
@@ -107,6 +117,9 @@ class TickReport:
     finished: list[tuple[str, str]] = field(default_factory=list)  # source, outcome
     not_submitted: list[tuple[str, str]] = field(default_factory=list)  # source, why
     nodes_down: list[tuple[str, str]] = field(default_factory=list)  # url, why
+    lost: list[tuple[str, str]] = field(default_factory=list)  # source, job no node lists
+    #: due sources whose job is on a node that does not answer: source, job, node
+    unanswered: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 _COLUMNS = ("source", "next_due", "paused", "job_id", "job_node", "job_state", "job_due",
@@ -193,8 +206,9 @@ class Scheduler:
                 continue
             row = rows.get(source.name) or {c: None for c in _COLUMNS} | {
                 "source": source.name, "paused": False, "skipped_running": 0}
-            running = self._settle(source, row, report)
-            if row["paused"] or source.name in disabled:
+            held = bool(row["paused"]) or source.name in disabled
+            running = self._settle(source, row, report, resubmit=not held)
+            if held:
                 continue
             due = row["next_due"] or now
             if due > now:
@@ -204,9 +218,14 @@ class Scheduler:
                     "UPDATE schedules SET skipped_running = skipped_running + 1, "
                     "next_due = %s, updated_at = now() WHERE source = %s",
                     (catch_up(source, due, now), source.name))
-                report.skipped_running.append(source.name)
+                if running == UNKNOWN:
+                    report.unanswered.append((source.name, row["job_id"], row["job_node"]))
+                else:
+                    report.skipped_running.append(source.name)
                 logger.warning("%s is due but its job %s is still %s: skipped this window",
-                               source.name, row["job_id"], running)
+                               source.name, row["job_id"],
+                               f"unknown (its node {row['job_node']} does not answer)"
+                               if running == UNKNOWN else running)
                 continue
             job_id = f"{source.name}.{int(due.timestamp())}"
             self._submit(source, job_id, due, catch_up(source, due, now), report)
@@ -219,9 +238,13 @@ class Scheduler:
         report = TickReport()
         if row is not None:
             running = self._settle(source, row, report)
+            if running == UNKNOWN:
+                raise SchedulerError(f"{source.name} has job {row['job_id']} on "
+                                     f"{row['job_node']}, which does not answer; start that "
+                                     "node again (its job may still run there)")
             if running:
                 raise SchedulerError(f"{source.name} already has job {row['job_id']} {running} "
-                                     f"on {row['job_node']}; wait for it or cancel it")
+                                     f"on {row['job_node']}; wait for it to finish")
         now = self.clock()
         job_id = f"{source.name}.manual.{int(now.timestamp())}"
         next_due = row["next_due"] if row else None
@@ -232,17 +255,30 @@ class Scheduler:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _settle(self, source: Source, row: dict[str, Any], report: TickReport) -> str | None:
+    def _settle(self, source: Source, row: dict[str, Any], report: TickReport, *,
+                resubmit: bool = True) -> str | None:
         """Bring the row's job up to date with what the nodes say; return "pending" or
-        "running" when that job is still active, else None."""
+        "running" when that job is still active, ``UNKNOWN`` when its node does not answer
+        (it may still run there: the source waits rather than run twice), else None. An
+        interrupted submission is submitted again only when ``resubmit`` (the source is
+        neither paused nor disabled)."""
         job_id, state = row["job_id"], row["job_state"]
         if not job_id or state not in ("submitting", "submitted"):
             return None
         found = self.cluster.find(job_id)
+        if found is None and self.cluster.unanswered(row["job_node"]):
+            run = _recorded_run(self.conn, job_id)
+            if run is None or run[0] is None:
+                return UNKNOWN
         if state == "submitting":
             if found is None:
-                # Never reached a node (the scheduler stopped between the two phases): submit
-                # it now under the same id, on whichever node is least loaded.
+                # Never reached a node (the scheduler stopped between the two phases, or
+                # the node refused it): submit it now under the same id, on whichever node
+                # is least loaded; a paused or disabled source's is dropped instead.
+                if not resubmit:
+                    _update(self.conn, source.name, job_state="not submitted",
+                            last_outcome="not submitted (paused or disabled)")
+                    return None
                 self._submit(source, job_id, row["job_due"], row["next_due"], report)
                 return "pending" if report.submitted and report.submitted[-1][1] == job_id \
                     else None
@@ -261,8 +297,13 @@ class Scheduler:
                         last_finished_at=ended)
                 report.finished.append((source.name, outcome))
                 return None
-            # The node forgot it or is down: its outcome is unknown; do not block the source.
-            _update(self.conn, source.name, job_state="lost", last_outcome="lost (node down?)")
+            # Its node answers and does not list it (restarted, or it forgot its finished
+            # jobs): its outcome is unknown; do not block the source.
+            _update(self.conn, source.name, job_state="lost",
+                    last_outcome="lost (its node no longer lists it)")
+            report.lost.append((source.name, job_id))
+            logger.warning("%s: job %s is listed by no node (%s restarted?): marked lost",
+                           source.name, job_id, row["job_node"])
             return None
         view, job_state = found
         if job_state in ACTIVE:
@@ -275,23 +316,31 @@ class Scheduler:
 
     def _submit(self, source: Source, job_id: str, due: datetime | None,
                 next_due: datetime | None, report: TickReport) -> bool:
-        view = self.cluster.least_loaded()
-        if view is None:
-            why = "; ".join(v.error or f"{v.node.url} is down" for v in self.cluster.down)
-            report.not_submitted.append((source.name, "no Scrapyd node can take it"
-                                         + (f" ({why})" if why else "")))
-            return False
-        # Phase 1: the intent, committed (autocommit) before any node hears of it.
-        _update(self.conn, source.name, job_id=job_id, job_node=view.node.url,
-                job_state="submitting", job_due=due, next_due=next_due,
-                job_submitted_at=None)
-        try:
-            view.node.schedule(self.spider_for(source), jobid=job_id, source=source.name)
-        except ScrapydError as exc:
-            self.cluster.mark_down(view, str(exc))
-            report.nodes_down.append((view.node.url, str(exc)))
-            report.not_submitted.append((source.name, str(exc)))
-            return False
+        while True:
+            view = self.cluster.least_loaded()
+            if view is None:
+                why = "; ".join(v.error or f"{v.node.url} is down" for v in self.cluster.down)
+                report.not_submitted.append((source.name, "no Scrapyd node can take it"
+                                             + (f" ({why})" if why else "")))
+                return False
+            # Phase 1: the intent, committed (autocommit) before any node hears of it.
+            _update(self.conn, source.name, job_id=job_id, job_node=view.node.url,
+                    job_state="submitting", job_due=due, next_due=next_due,
+                    job_submitted_at=None)
+            try:
+                view.node.schedule(self.spider_for(source), jobid=job_id, source=source.name)
+                break
+            except ScrapydRefused as exc:
+                # It answered no (an egg without this spider): nothing runs there, so the
+                # next node may take it in this same pass.
+                self.cluster.mark_down(view, str(exc))
+                report.nodes_down.append((view.node.url, str(exc)))
+            except ScrapydError as exc:
+                # No answer: it may have taken the job. Next tick looks for it there first.
+                self.cluster.mark_down(view, str(exc))
+                report.nodes_down.append((view.node.url, str(exc)))
+                report.not_submitted.append((source.name, str(exc)))
+                return False
         # Phase 2: submitted.
         _update(self.conn, source.name, job_state="submitted", job_submitted_at=self.clock())
         view.load += 1

@@ -25,6 +25,10 @@ class ScrapydError(RuntimeError):
     """A node that is down, refuses us, or answers with an error; one sentence."""
 
 
+class ScrapydRefused(ScrapydError):
+    """The node answered and said no (``"status": "error"``): nothing was done there."""
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     url: str  # without credentials: safe to print
@@ -68,9 +72,9 @@ class Node:
             message = str(data.get("message", data))
             if message.startswith("project ") and message.endswith("not found"):
                 # A fresh node: it has no egg until one is deployed.
-                raise ScrapydError(f"Scrapyd at {self.url} has no {message[8:-10]} project "
-                                   "yet; deploy it with `harvest scrapyd deploy`")
-            raise ScrapydError(f"Scrapyd at {self.url}: {endpoint} failed: {message}")
+                raise ScrapydRefused(f"Scrapyd at {self.url} has no {message[8:-10]} "
+                                     "project yet; deploy it with `harvest scrapyd deploy`")
+            raise ScrapydRefused(f"Scrapyd at {self.url}: {endpoint} failed: {message}")
         return data
 
     def status(self) -> dict[str, Any]:
