@@ -335,7 +335,7 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     log_file = None
     if not verbose:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        log_file = cfg.home.absolute() / "logs" / f"crawl-{stamp}.log"
+        log_file = cfg.home.absolute() / "logs" / f"crawl-{stamp}-{os.getpid()}.log"
     settings = crawl_settings(
         {"HARVEST_SOURCES_FILE": str(_sources_path(ctx)), **overrides}, log_file
     )

@@ -75,6 +75,7 @@ class _Running:
         exc = self.task.exception()  # retrieved: asyncio no longer logs it as unhandled
         if exc is None:
             return None
+        logger.error("The crawl of %s could not run", self.source, exc_info=exc)
         return (f"the crawl could not run ({type(exc).__name__}: {first_line(exc)}); check "
                 "the -s settings and HARVEST_* variables (the log has the traceback)")
 

@@ -57,7 +57,7 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         elif outcome.lost:
             console.print(f"[red]lost[/] {outcome.source}: {outcome.lost} items were neither "
                           f"stored nor spooled: {escape(outcome.error)}")
-        elif outcome.failed:
+        elif outcome.failed and (outcome.error or outcome.finish_reason != "shutdown"):
             console.print(f"[red]failed[/] {outcome.source}: {_errors(outcome)}")
         elif outcome.counters.get("errors"):
             console.print(f"[yellow]partly failed[/] {outcome.source}: {_errors(outcome)}")

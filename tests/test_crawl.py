@@ -661,6 +661,7 @@ def test_an_interrupted_crawl_exits_1(
         crawl.kill()
     assert crawl.returncode == 1, out + err
     assert "stopped early slow: finish reason shutdown" in out, out
+    assert "failed slow" not in out  # it said "failed slow: " with no reason at all
     # Said at once on the terminal (the log is in a file): the wait is not a hang.
     assert "Received SIGTERM, shutting down gracefully" in err, err
 
@@ -817,6 +818,17 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
     assert ("not crawled set: the crawl could not run (ValueError: HARVEST_CLUSTER_DISTANCE "
             "must be between 0 and 11, not 99.)") in result.stdout
     assert count(db, "SELECT count(*) FROM signals") == 0
+    # "(the log has the traceback)": it has now.
+    [log] = (home / "logs").glob("crawl-*.log")
+    assert "The crawl of set could not run" in log.read_text()
+    assert "Traceback" in log.read_text()
+    # 0 made the metrics sync loop spin a core at 100 % for the whole crawl.
+    for value in ("0", "abc"):
+        spin = harvest("--sources", str(sources), "crawl", "set", "-s",
+                       f"HARVEST_METRICS_SYNC_SECONDS={value}", home=home)
+        assert spin.returncode == 1, spin.stdout + spin.stderr
+        assert (f"HARVEST_METRICS_SYNC_SECONDS must be a number of seconds above 0, not "
+                f"'{value}'") in " ".join(spin.stdout.split())
 
 
 def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(

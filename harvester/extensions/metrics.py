@@ -36,7 +36,7 @@ class MetricsExtension:
             raise NotConfigured
         self.crawler = crawler
         self.metrics: CrawlMetrics = crawl_metrics()
-        self.sync_seconds = crawler.settings.getfloat("HARVEST_METRICS_SYNC_SECONDS", 10.0)
+        self.sync_seconds = _seconds(crawler.settings.get("HARVEST_METRICS_SYNC_SECONDS", 10.0))
         self._pushed: dict[tuple[str, str], float] = {}
         self._started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
@@ -121,3 +121,15 @@ class MetricsExtension:
             outcome = "succeeded" if succeeded(row) and reason == "finished" else "failed"
             self.metrics.runs.labels(*labels, outcome).inc()
             self.metrics.duration.labels(*labels).observe(elapsed)
+
+
+def _seconds(value: object) -> float:
+    """``HARVEST_METRICS_SYNC_SECONDS``: 0 made the sync loop spin a core at 100 %."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"HARVEST_METRICS_SYNC_SECONDS must be a number of seconds above 0, "
+                         f"not {value!r}")
+    return seconds
