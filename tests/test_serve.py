@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -207,3 +208,23 @@ def test_alerts_given_up_degrade_health_and_show_in_metrics(
     assert "127.0.0.1:9/hook" not in json.dumps(body)  # the webhook URL is a secret
     assert 'harvest_notifications_failed{channel="slack"} 1.0' in text
     assert 'harvest_notifications_pending{channel="slack"} 1.0' in text
+
+
+def test_nodes_that_never_answer_leave_metrics_and_health_answering(
+    db: psycopg.Connection[Any], home: Path
+) -> None:
+    # Two nodes that accept connections and never answer held /metrics 10 s each, past
+    # Prometheus's 10 s scrape timeout: the exporter looked down, and no node alert fired.
+    with socket.socket() as one, socket.socket() as two:
+        for hung in (one, two):
+            hung.bind(("127.0.0.1", 0))
+            hung.listen(8)
+        urls = ",".join(f"http://127.0.0.1:{s.getsockname()[1]}" for s in (one, two))
+        with serving(home, env={"HARVEST_SCRAPYD_URLS": urls, "SCRAPYD_USERNAME": "ops",
+                                "SCRAPYD_PASSWORD": "x"}) as base:
+            text = requests.get(f"{base}/metrics", timeout=9).text  # inside a scrape's 10 s
+            status, body = _health(base)
+    for url in urls.split(","):
+        assert f'harvest_scrapyd_node_up{{node="{url}"}} 0.0' in text
+    assert status == 200 and body["status"] == "degraded"
+    assert "2 of 2 nodes down" in body["checks"]["scrapyd"]["detail"]

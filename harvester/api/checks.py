@@ -59,13 +59,12 @@ def scrapyd_nodes() -> Check | None:
         configured = scrapyd.nodes()
     except scrapyd.ScrapydError as exc:  # HARVEST_SCRAPYD_URLS itself is wrong
         return Check(False, str(exc), {"nodes": nodes})
-    for node in configured:
-        try:
-            status = node.status()
-            nodes[node.url] = {"up": True, "running": status.get("running", 0),
-                               "pending": status.get("pending", 0)}
-        except scrapyd.ScrapydError as exc:
-            nodes[node.url] = {"up": False, "error": str(exc)}
+    for url, status in scrapyd.statuses(configured).items():
+        if isinstance(status, scrapyd.ScrapydError):
+            nodes[url] = {"up": False, "error": str(status)}
+        else:
+            nodes[url] = {"up": True, "running": status.get("running", 0),
+                          "pending": status.get("pending", 0)}
     down = [url for url, n in nodes.items() if not n["up"]]
     detail = (f"{len(down)} of {len(nodes)} nodes down: {', '.join(down)}; start Scrapyd "
               "there (`harvest scrapyd start` on that machine)") if down else (

@@ -112,12 +112,8 @@ class DatabaseCollector(Collector):
             return  # HARVEST_SCRAPYD_URLS itself is wrong: /health says so
         gauge = GaugeMetricFamily("harvest_scrapyd_node_up", "Whether a Scrapyd node answers",
                                   labels=["node"])
-        for node in configured:
-            try:
-                node.status()
-                gauge.add_metric([node.url], 1)
-            except scrapyd.ScrapydError:
-                gauge.add_metric([node.url], 0)
+        for url, status in scrapyd.statuses(configured).items():
+            gauge.add_metric([url], 0 if isinstance(status, scrapyd.ScrapydError) else 1)
         yield gauge
 
 

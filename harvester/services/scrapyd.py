@@ -8,6 +8,7 @@ URLs shown to people never carry the password.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +20,8 @@ from harvester.services.urls import split_error
 
 PROJECT = "harvester"
 TIMEOUT_S = 10.0
+#: For probes made while someone waits (/metrics, /health): well inside a scrape's 10 s.
+PROBE_TIMEOUT_S = 3.0
 
 
 class ScrapydError(RuntimeError):
@@ -50,15 +53,16 @@ class Node:
         password = parts.password or (secret.get_secret_value() if secret else None)
         return cls(url, username, password)
 
-    def _call(self, method: str, endpoint: str, **params: Any) -> dict[str, Any]:
+    def _call(self, method: str, endpoint: str, timeout: float = TIMEOUT_S,
+              **params: Any) -> dict[str, Any]:
         auth = (self.username, self.password or "") if self.username else None
         try:
             if method == "GET":
                 response = requests.get(f"{self.url}/{endpoint}", params=params, auth=auth,
-                                        timeout=TIMEOUT_S)
+                                        timeout=timeout)
             else:
                 response = requests.post(f"{self.url}/{endpoint}", data=params, auth=auth,
-                                         timeout=TIMEOUT_S)
+                                         timeout=timeout)
         except requests.RequestException as exc:
             raise ScrapydError(f"Scrapyd at {self.url} is not reachable "
                                f"({type(exc).__name__}); is it running?") from None
@@ -77,9 +81,9 @@ class Node:
             raise ScrapydRefused(f"Scrapyd at {self.url}: {endpoint} failed: {message}")
         return data
 
-    def status(self) -> dict[str, Any]:
+    def status(self, timeout: float = TIMEOUT_S) -> dict[str, Any]:
         """``daemonstatus.json``: running, pending, finished counts."""
-        return self._call("GET", "daemonstatus.json")
+        return self._call("GET", "daemonstatus.json", timeout)
 
     def load(self) -> int:
         data = self.status()
@@ -134,6 +138,24 @@ def nodes() -> list[Node]:
         raise ScrapydError(f"HARVEST_SCRAPYD_URLS lists the node {twice} more than once; "
                            "list each node once")
     return found
+
+
+def statuses(configured: list[Node], timeout: float = PROBE_TIMEOUT_S
+             ) -> dict[str, dict[str, Any] | ScrapydError]:
+    """Each node's ``daemonstatus.json`` or why it has none, all asked at once with a short
+    timeout: one node that accepts and never answers held a Prometheus scrape (and
+    ``/health``) for 10 s a node, past the scrape's own timeout."""
+
+    def ask(node: Node) -> dict[str, Any] | ScrapydError:
+        try:
+            return node.status(timeout)
+        except ScrapydError as exc:
+            return exc
+
+    if not configured:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(configured))) as pool:
+        return dict(zip([n.url for n in configured], pool.map(ask, configured), strict=True))
 
 
 def _shown(value: str) -> str:
