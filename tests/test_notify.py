@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from harvester.services import alerts
 from harvester.services.alerts.config import AlertsConfig
 from tests.apiserver import ApiRequest, ApiServer, Reply
-from tests.conftest import harvest, write_sources
+from tests.conftest import free_port, harvest, write_sources
 from tests.feeds import items, rss
 
 SLACK_PATH = "/services/T000/B000/s3cr3tSlackPath"
@@ -348,6 +348,25 @@ def test_reject_spike_opens_an_alert(db: psycopg.Connection[Any], home: Path,
     relaxed = notify(home=home, env={"HARVEST_SOURCES": str(sources),
                                      "HARVEST_REJECT_SPIKE_PERCENT": "80"})
     assert "ops alert resolved: 'messy': rejections back under the limit" in relaxed.stdout
+
+
+def test_items_spooled_in_an_outage_count_against_the_rejections(
+        db: psycopg.Connection[Any], home: Path, api: ApiServer, tmp_path: Path) -> None:
+    # Three good items spooled (the database away) and one rejected read as "100 % of its
+    # items were rejected (1 of 1)": every outage paged the operator for a reject spike.
+    entries = [*items("o", 3), {"link": "https://news.example.org/bare/0"}]
+    api.add("/feed.xml", lambda r: Reply.text(rss(entries),
+                                              content_type="application/rss+xml"))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "outage", "kind": "feed", "urls": [f"{api.url}/feed.xml"]}])
+    away = {"HARVEST_DATABASE_URL": f"postgresql://harvest@127.0.0.1:{free_port()}/x"}
+    crawl = harvest("--sources", str(sources), "crawl", "outage", *FAST, home=home, env=away)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    assert harvest("replay", home=home).returncode == 0
+    result = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT count(*) FROM signals").fetchone() == (3,)
+    assert "reject" not in result.stdout, result.stdout
 
 
 def test_a_source_that_moved_opens_an_alert_until_the_file_is_fixed(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -309,3 +310,32 @@ def test_a_key_planned_as_new_and_stored_by_the_batch_ahead_is_reseen(
     assert first.new == {"s": 1}
     assert (second.new, second.reseen) == ({"s": 1}, {"s": 1})
     assert dangling(db) == 0
+
+
+def test_a_run_replayed_after_a_newer_one_leaves_the_source_state_as_the_newer_made_it(
+        db: psycopg.Connection[Any], pg_url: str) -> None:
+    # A failed run spooled to its own directory and replayed after a good run made
+    # `harvest sources` show the failure (1 failure, its error) as the latest state.
+    now = datetime.now(UTC)
+
+    def run(minutes_ago: int, success: bool) -> dict[str, Any]:
+        at = now - timedelta(minutes=minutes_ago)
+        return {"id": str(uuid.uuid4()), "spider": "feed", "sources": ["fz"],
+                "started_at": at, "finished_at": at, "finish_reason": "finished",
+                "source_states": {"fz": {
+                    "attempted_at": at, "success": success,
+                    "validators": {"https://x.org/f": {"etag": f'"{minutes_ago}"'}},
+                    "last_error": None if success else "HTTP 404"}}}
+
+    newer, older = run(1, True), run(5, False)
+
+    async def go() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            await write_batch(conn, Batch(run=newer))
+            await write_batch(conn, Batch(run=older))  # the late replay
+
+    asyncio.run(go())
+    state = db.execute("SELECT consecutive_failures, last_error, last_attempt = last_success, "
+                       "validators FROM sources_state WHERE source = 'fz'").fetchone()
+    assert state == (0, None, True, {"https://x.org/f": {"etag": '"1"'}})
+    assert db.execute("SELECT count(*) FROM crawl_runs").fetchone() == (2,)  # both recorded

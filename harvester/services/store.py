@@ -157,6 +157,9 @@ ON CONFLICT (source) DO UPDATE SET
         WHEN EXCLUDED.last_success IS NULL AND %(disable_after)s > 0
              AND s.consecutive_failures + 1 >= %(disable_after)s THEN now()
     END
+-- A run replayed from the spool after a newer one was recorded (harvest replay --dir,
+-- --retry-refused days later) must not wind the source's state back to its own.
+WHERE s.last_attempt IS NULL OR EXCLUDED.last_attempt >= s.last_attempt
 """
 
 

@@ -84,7 +84,10 @@ def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition
                               "errors": errors, "last_error": row.get("last_error")}))
     if row:
         rejected = int(row.get("rejected", 0))
-        total = rejected + sum(int(row.get(k, 0)) for k in ("new", "reseen", "duplicates"))
+        # Spooled items are items too (the database was away): without them one rejection
+        # in an outage read as 100 %.
+        total = rejected + sum(int(row.get(k, 0))
+                               for k in ("new", "reseen", "duplicates", "spooled"))
     else:
         rejected, total = int(run["rejected"]), int(run["rejected"]) + int(run["scraped"])
     if total and rejected * 100.0 / total > spike_percent:
