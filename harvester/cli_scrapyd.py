@@ -45,12 +45,13 @@ def scrapyd_stop() -> None:
 @scrapyd.command("status")
 @friendly
 def scrapyd_status() -> None:
-    """Each configured node (HARVEST_SCRAPYD_URLS): up with its load, or down; exit 1 if any
-    is down."""
+    """Each configured node (HARVEST_SCRAPYD_URLS): up with its load, or down (not answering,
+    or without the project, which the scheduler cannot use either); exit 1 if any is down."""
     down = 0
     for node in scrapyd_api.nodes():
         try:
             status = node.status()
+            node.jobs()  # the project is there: what the scheduler asks each pass
         except scrapyd_api.ScrapydError as exc:
             down += 1
             console.print(f"[red]down[/] {node.url}: {exc}", highlight=False)

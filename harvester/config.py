@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import psycopg
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harvester.services.embedded import DEFAULT_SHARED_BUFFERS
+from harvester.services.embedded import DEFAULT_SHARED_BUFFERS, SIZE
 
 
 class HarvestConfig(BaseSettings):
@@ -25,7 +25,8 @@ class HarvestConfig(BaseSettings):
                               (``HARVEST_REDDIT_ENABLED=false``); default on
     ``HARVEST_DISABLE_AFTER`` consecutive failed runs after which a source is disabled
                               until ``harvest sources enable NAME``; 0 = never (default 5)
-    ``HARVEST_SCRAPYD_URLS``  Scrapyd nodes, comma-separated (default http://127.0.0.1:6800)
+    ``HARVEST_SCRAPYD_URLS``  Scrapyd nodes, comma-separated (default: the local one,
+                              http://127.0.0.1:$SCRAPYD_HTTP_PORT)
     ``HARVEST_STALE_FACTOR``  a source is stale when its last success is older than this many
                               intervals (default 3)
     ``HARVEST_API_HOST``, ``HARVEST_API_PORT``  where `harvest serve` listens (127.0.0.1:8000)
@@ -58,6 +59,24 @@ class HarvestConfig(BaseSettings):
     pages_enabled: bool = True
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
+
+    @field_validator("home", "prometheus_multiproc_dir", "api_host", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
+        # "HARVEST_HOME=" was Path("") = the current directory: a server under ./pg and
+        # metrics files in the checkout. Empty means the documented default.
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
+        return value
+
+    @field_validator("pg_shared_buffers")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        # Checked only where the embedded server starts, a wrong size read as "the
+        # database is unreachable" and the crawl went on into the spool.
+        if not SIZE.fullmatch(value):
+            raise ValueError(f"must be a size in kB, MB, GB or TB such as 512MB, not {value!r}")
+        return value
 
     @field_validator("home")
     @classmethod
@@ -121,7 +140,7 @@ class ScrapydEnv(BaseSettings):
     username: str | None = None
     password: SecretStr | None = None
     bind_address: str = "127.0.0.1"
-    http_port: int = 6800
+    http_port: int = Field(default=6800, ge=1, le=65535)
 
 
 class ConfigError(ValueError):

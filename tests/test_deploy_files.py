@@ -241,6 +241,10 @@ def test_scrapydweb_settings_for_remote_nodes_only(
                             HARVEST_SCRAPYD_URLS="http://user:pw@scrapyd:6800")
     assert settings["SCRAPYD_SERVERS"] == [("user", "pw", "scrapyd", "6800", "")]
     assert (settings["ENABLE_LOGPARSER"], settings["LOCAL_SCRAPYD_LOGS_DIR"]) == (False, "")
+    # Unset, the node is the local one, on the port `harvest scrapyd start` listens on.
+    local = _ui_settings(monkeypatch, tmp_path, HARVEST_SCRAPYD_URLS=None,
+                         SCRAPYD_HTTP_PORT="6900")
+    assert local["SCRAPYD_SERVERS"] == [("runner", "p:@#ss", "127.0.0.1", "6900", "")]
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -249,6 +253,7 @@ def test_scrapydweb_settings_for_remote_nodes_only(
     ({"SCRAPYD_PASSWORD": None}, "set SCRAPYD_USERNAME and SCRAPYD_PASSWORD"),
     ({"SCRAPYDWEB_PORT": "http"}, "SCRAPYDWEB_PORT must be a TCP port number"),
     ({"HARVEST_SCRAPYD_URLS": "https://node:6800"}, "is not a Scrapyd URL"),
+    ({"HARVEST_SCRAPYD_URLS": "http://127.0.0.1:abc"}, "is not a Scrapyd URL"),  # traceback
 ])
 def test_scrapydweb_settings_refuse_to_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str | None], message: str

@@ -121,6 +121,16 @@ def test_deploying_with_the_wrong_password_says_so(nodes: list[Node], home: Path
     assert "JSONDecodeError" not in result.stdout + result.stderr
 
 
+def test_credentials_in_a_node_url_are_percent_decoded(nodes: list[Node], home: Path) -> None:
+    # A password with ":" "@" "#" can only be written encoded in a URL; it was sent as is.
+    encoded = f"http://ops:test%2Dsecret@127.0.0.1:{nodes[0].port}"
+    result = harvest("scrapyd", "status", home=home,
+                     env={"HARVEST_SCRAPYD_URLS": encoded, "SCRAPYD_USERNAME": "",
+                          "SCRAPYD_PASSWORD": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"up {nodes[0].url}" in result.stdout and "secret" not in result.stdout
+
+
 def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
     nodes: list[Node], sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any],
     tmp_path: Path,
@@ -291,11 +301,16 @@ def test_a_node_without_the_project_says_to_deploy_it(
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         result = harvest("--sources", str(path), "jobs", "run", "due", home=home, env=env)
+        # `status` said "up" of a node the scheduler cannot use.
+        status = harvest("scrapyd", "status", home=home, env=env)
     finally:
         harvest("scrapyd", "stop", home=node_home, env=env)
+    says = (f"Scrapyd at http://127.0.0.1:{port} has no 'harvester' project yet; deploy it "
+            "with `harvest scrapyd deploy`")
     assert result.returncode != 0
-    assert (f"Scrapyd at http://127.0.0.1:{port} has no 'harvester' project yet; deploy it "
-            "with `harvest scrapyd deploy`") in result.stdout + result.stderr
+    assert says in result.stdout + result.stderr
+    assert status.returncode == 1 and says in " ".join(status.stdout.split())
+    assert f"down http://127.0.0.1:{port}" in status.stdout
 
 
 def test_scheduler_once_fails_when_a_due_source_finds_no_node(

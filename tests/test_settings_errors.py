@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import harvest
+from tests.conftest import free_port, harvest
 
 
 @pytest.mark.parametrize(("env", "says"), [
@@ -19,6 +19,10 @@ from tests.conftest import harvest
      "HARVEST_DATABASE_URL: not a PostgreSQL connection string"),
     ({"HARVEST_DATABASE_URL": "mysql://admin:S3cretPW@db.example/harvest"},
      "HARVEST_DATABASE_URL: not a PostgreSQL connection string"),
+    # Checked only where the embedded server started: "the database is unreachable", and
+    # the crawl went on into the spool.
+    ({"HARVEST_PG_SHARED_BUFFERS": "256mb"},
+     "HARVEST_PG_SHARED_BUFFERS: must be a size in kB, MB, GB or TB such as 512MB, not '256mb'"),
 ])
 def test_a_malformed_setting_is_one_sentence(env: dict[str, str], says: str,
                                              tmp_path: Path) -> None:
@@ -40,7 +44,9 @@ def test_a_sources_path_that_is_a_directory_is_one_sentence(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("value", "says"), [
     ("http://127.0.0.1:abc", "'http://127.0.0.1:abc' is not a Scrapyd URL"),
-    ("http://ops:S3cretPW@127.0.0.1:abc", "'http://ops:***@127.0.0.1:abc' is not a Scrapyd URL"),
+    ("http://ops:S3cretPW@127.0.0.1:abc", "'http://***@127.0.0.1:abc' is not a Scrapyd URL"),
+    # An unencoded "#" in the password: its tail was shown.
+    ("http://ops:s3:et@#S3cretPW@127.0.0.1:6801", "'http://***@127.0.0.1:6801' is not a"),
     (" , ", "HARVEST_SCRAPYD_URLS names no Scrapyd node"),  # said nothing, exit 0
     # One answer overwrote the other in the report.
     ("http://127.0.0.1:6899,http://ops:S3cretPW@127.0.0.1:6899/",
@@ -126,3 +132,27 @@ def test_an_unreachable_external_database_is_not_sent_to_the_embedded_one(
     assert "check HARVEST_DATABASE_URL and that its server runs" in result.stderr
     assert "harvest db start" not in result.stderr  # not used while the variable is set
     assert "S3cretPW" not in result.stderr
+
+
+def test_an_empty_home_is_the_default_not_the_current_directory(tmp_path: Path) -> None:
+    # "HARVEST_HOME=" started a server under ./pg and wrote metrics files into the checkout.
+    result = harvest("db", "status", home=tmp_path, cwd=tmp_path,
+                     env={"HARVEST_HOME": "", "PROMETHEUS_MULTIPROC_DIR": "",
+                          "HARVEST_DATABASE_URL": ""})
+    assert result.returncode in (0, 1), result.stderr
+    assert f"embedded PostgreSQL in {tmp_path / 'var' / 'pg'}" in " ".join(result.stdout.split())
+
+
+def test_scrapyd_s_port_moves_the_default_node_and_is_checked(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SCRAPYD_USERNAME": "u", "SCRAPYD_PASSWORD": "p", "SCRAPYD_HTTP_PORT": str(port)}
+    # Without HARVEST_SCRAPYD_URLS every command asked 6800 while Scrapyd listened here.
+    status = harvest("scrapyd", "status", home=tmp_path / "home", env=env)
+    assert status.returncode == 1 and f"down http://127.0.0.1:{port}" in status.stdout
+    ipv6 = harvest("scrapyd", "status", home=tmp_path / "home",
+                   env={**env, "HARVEST_SCRAPYD_URLS": f"http://[::1]:{port}"})
+    assert f"down http://[::1]:{port}" in ipv6.stdout, ipv6.stdout + ipv6.stderr
+    wrong = harvest("scrapyd", "status", home=tmp_path / "home",
+                    env={**env, "SCRAPYD_HTTP_PORT": "99999"})
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("error: SCRAPYD_HTTP_PORT: Input should be less than")

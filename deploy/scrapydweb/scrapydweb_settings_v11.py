@@ -6,7 +6,9 @@ environment, and ScrapydWeb refuses to start when the UI credentials are missing
 ``SCRAPYDWEB_USERNAME``, ``SCRAPYDWEB_PASSWORD``  basic auth of the web UI (required)
 ``SCRAPYDWEB_PORT``        port of the web UI, default 5000; the address is 127.0.0.1
                            (``scrapydweb --bind ADDRESS`` overrides it, e.g. in a container)
-``HARVEST_SCRAPYD_URLS``   Scrapyd nodes, comma-separated, default ``http://127.0.0.1:6800``
+``HARVEST_SCRAPYD_URLS``   Scrapyd nodes, comma-separated, default the local one,
+                           ``http://127.0.0.1:$SCRAPYD_HTTP_PORT`` (6800); a URL without a
+                           port means port 80, as in a browser
 ``SCRAPYD_USERNAME``, ``SCRAPYD_PASSWORD``  their account, unless a URL carries
                            ``user:password@`` itself (the variables Scrapyd reads)
 ``HARVEST_HOME``           ScrapydWeb keeps its data in ``$HARVEST_HOME/scrapydweb``; a local
@@ -54,7 +56,11 @@ def _node(url: str) -> tuple[str, str, str, str, str]:
     """One Scrapyd URL as ScrapydWeb's (username, password, host, port, group) tuple; the tuple
     form survives ``:``, ``@`` and ``#`` in passwords, the string form does not."""
     parts = urlsplit(url.strip())
-    if parts.scheme != "http" or not parts.hostname or parts.path.strip("/"):
+    try:
+        port = parts.port or 80  # the URL's own meaning, as harvest reads it
+    except ValueError:  # "http://127.0.0.1:abc"
+        port = None
+    if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or port is None:
         raise SystemExit(f"HARVEST_SCRAPYD_URLS: {parts.hostname or url.strip()!r} is not a "
                          "Scrapyd URL like http://127.0.0.1:6800 (ScrapydWeb speaks plain HTTP "
                          "to Scrapyd, without a path).")
@@ -63,7 +69,12 @@ def _node(url: str) -> tuple[str, str, str, str, str]:
     if not username or not password:
         raise SystemExit(f"ScrapydWeb needs the account of the Scrapyd at {parts.hostname}: set "
                          "SCRAPYD_USERNAME and SCRAPYD_PASSWORD.")
-    return username, password, parts.hostname, str(parts.port or 6800), ""
+    return username, password, parts.hostname, str(port), ""
+
+
+def _default_node() -> str:
+    """The local Scrapyd of `harvest scrapyd start`, wherever SCRAPYD_HTTP_PORT puts it."""
+    return f"http://127.0.0.1:{os.environ.get('SCRAPYD_HTTP_PORT') or 6800}"
 
 
 def _hide_secrets(record: logging.LogRecord) -> bool:
@@ -94,7 +105,7 @@ def _private_dir(path: Path) -> Path:
 _install_log_filter()
 _UI_LOGIN = _ui_credentials()
 _NODES = [_node(url) for url in
-          os.environ.get("HARVEST_SCRAPYD_URLS", "http://127.0.0.1:6800").split(",")
+          (os.environ.get("HARVEST_SCRAPYD_URLS") or _default_node()).split(",")
           if url.strip()]
 _LOCAL = [f"{host}:{port}" for _, _, host, port, _ in _NODES if host in _LOOPBACK]
 

