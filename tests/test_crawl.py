@@ -822,6 +822,12 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
     [log] = (home / "logs").glob("crawl-*.log")
     assert "The crawl of set could not run" in log.read_text()
     assert "Traceback" in log.read_text()
+    # It said "invalid literal for int() with base 10: 'abc'", naming no setting.
+    batch = harvest("--sources", str(sources), "crawl", "set", "-s",
+                    "HARVEST_STORE_BATCH_SIZE=abc", home=home)
+    assert batch.returncode == 1
+    assert ("HARVEST_STORE_BATCH_SIZE must be a whole number, not 'abc'"
+            in " ".join(batch.stdout.split())), batch.stdout
     # 0 made the metrics sync loop spin a core at 100 % for the whole crawl.
     for value in ("0", "abc"):
         spin = harvest("--sources", str(sources), "crawl", "set", "-s",

@@ -331,6 +331,16 @@ def test_a_directory_that_does_not_exist_is_refused_not_nothing_to_do(tmp_path: 
         assert result.returncode == 2 and "does not exist" in result.stderr
 
 
+def test_restoring_an_empty_name_says_no_file_was_named(tmp_path: Path) -> None:
+    # The runbook's "$(ls -t … | head -n 1)" with no backup gives "": it was read as the
+    # current directory, "has no manifest (repo.manifest.json)".
+    result = harvest("restore", "", "--force", home=tmp_path / "home", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: an empty name (the current directory) is a directory, not a backup file; "
+        "`ls $HARVEST_HOME/backups` lists what there is")
+
+
 def test_an_export_directory_that_cannot_be_made_is_one_sentence(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

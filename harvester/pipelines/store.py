@@ -52,17 +52,26 @@ class StoreConfig:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> StoreConfig:
         spool_dir = settings.get("HARVEST_STORE_SPOOL_DIR")
+
+        def number(name: str, default: float, kind: type[int] | type[float] = int) -> Any:
+            # Scrapy's getint said "invalid literal for int() with base 10: 'abc'".
+            try:
+                return (settings.getint if kind is int else settings.getfloat)(name, default)
+            except ValueError:
+                raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number'}"
+                                 f", not {settings.get(name)!r}") from None
+
         config = cls(
-            batch_size=settings.getint("HARVEST_STORE_BATCH_SIZE", 500),
-            max_in_flight=max(1, settings.getint("HARVEST_STORE_MAX_IN_FLIGHT", 4)),
-            flush_seconds=settings.getfloat("HARVEST_STORE_FLUSH_SECONDS", 5.0),
-            reconnect_seconds=settings.getfloat("HARVEST_STORE_RECONNECT_SECONDS", 10.0),
-            connect_timeout=settings.getint("HARVEST_STORE_CONNECT_TIMEOUT", 5),
+            batch_size=number("HARVEST_STORE_BATCH_SIZE", 500),
+            max_in_flight=max(1, number("HARVEST_STORE_MAX_IN_FLIGHT", 4)),
+            flush_seconds=number("HARVEST_STORE_FLUSH_SECONDS", 5.0, float),
+            reconnect_seconds=number("HARVEST_STORE_RECONNECT_SECONDS", 10.0, float),
+            connect_timeout=number("HARVEST_STORE_CONNECT_TIMEOUT", 5),
             spool_dir=Path(spool_dir) if spool_dir else get_config().spool_dir,
-            cluster_distance=clusters.check_distance(settings.getint(
+            cluster_distance=clusters.check_distance(number(
                 "HARVEST_CLUSTER_DISTANCE", clusters.DEFAULT_DISTANCE)),
             # The store worker's collector is tuned as the crawl's (extensions/gc.py).
-            gc_threshold=settings.getint("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD)
+            gc_threshold=number("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD)
             if settings.getbool("HARVEST_GC_FREEZE_ENABLED", True) else None,
         )
         if config.batch_size < 1 or config.flush_seconds <= 0:

@@ -105,6 +105,11 @@ def _a(kind: str) -> str:
 
 def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
     """The data file and manifest named by ``path`` (either of the two), checksum verified."""
+    if str(path) in ("", ".") or path.is_dir():
+        # "$(ls -t … | head -n 1)" with nothing there gives "", read as the current directory.
+        shown = "an empty name (the current directory)" if str(path) in ("", ".") else path
+        raise OpsError(f"{shown} is a directory, not {_a(kind)} file; "
+                       f"`ls $HARVEST_HOME/{kind}s` lists what there is")
     path = path.absolute()
     if not path.exists():
         raise OpsError(f"{path} does not exist; `ls $HARVEST_HOME/{kind}s` lists what there is")
