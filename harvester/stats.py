@@ -60,9 +60,16 @@ def set_skipped(stats: StatsCollector, source: str, reason: str) -> None:
 
 
 def succeeded(row: dict[str, Any]) -> bool:
-    """A source's run succeeded when something was fetched (or not modified) and nothing
-    failed."""
-    return (row["fetched"] + row["not_modified"]) > 0 and row["errors"] == 0
+    """A source's run succeeded when something usable came back (fetched, or not modified),
+    as ``harvest crawl`` and the run_failed alert judge it: some of its URLs may have failed
+    ("partly failed"), but it is no failed run, and does not count towards disabling it."""
+    return (row["fetched"] + row["not_modified"]) > 0
+
+
+def complete(row: dict[str, Any]) -> bool:
+    """It succeeded and nothing failed: only then is a resume point (``since_id``) kept, or
+    what the failed pages held would be skipped for good."""
+    return succeeded(row) and row["errors"] == 0
 
 
 def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[str, Any]]:

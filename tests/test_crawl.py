@@ -201,6 +201,26 @@ def test_unchanged_feed_is_not_modified_on_the_next_run(
     assert count(db, "SELECT count(*) FROM signals") == 3
 
 
+def test_a_source_with_one_broken_url_of_two_is_partly_failed_never_disabled(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Any error made the run a failure in the source's state: two good feeds out of three
+    # got the source disabled after HARVEST_DISABLE_AFTER runs, while `harvest crawl`
+    # called it "partly failed" and the run_failed alert did not open.
+    (site.root / "ok.xml").write_text(rss(items("half", 2)))
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("half", [f"{site.url}/ok.xml", f"{site.url}/gone.xml"])])
+    for _ in range(2):
+        result = harvest("--sources", str(sources), "crawl", "half", home=home,
+                         env={"HARVEST_DISABLE_AFTER": "2"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "partly failed half:" in result.stdout and "skipped" not in result.stdout
+    state = db.execute("SELECT consecutive_failures, disabled, last_success IS NOT NULL, "
+                       "last_error FROM sources_state WHERE source = 'half'").fetchone()
+    assert state[:3] == (0, False, True)
+    assert "gone.xml" in state[3]  # the broken URL is still named
+
+
 def test_unreachable_and_failing_sources_are_one_line_each(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

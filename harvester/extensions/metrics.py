@@ -22,7 +22,7 @@ from scrapy.http import Response
 from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.services.metrics import CrawlMetrics, crawl_metrics
-from harvester.stats import per_source, succeeded
+from harvester.stats import complete, per_source, succeeded
 
 # metric attribute → per-source harvest stat it follows
 _FROM_STATS = {"scraped": "scraped", "stored": "new", "reseen": "reseen",
@@ -118,7 +118,8 @@ class MetricsExtension:
             if row["skipped"]:
                 continue
             labels = self._labels(source)
-            outcome = "succeeded" if succeeded(row) and reason == "finished" else "failed"
+            outcome = "failed" if not succeeded(row) or reason != "finished" else (
+                "succeeded" if complete(row) else "partial")
             self.metrics.runs.labels(*labels, outcome).inc()
             self.metrics.duration.labels(*labels).observe(elapsed)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from harvester.stats import per_source, succeeded
+from harvester.stats import complete, per_source, succeeded
 
 
 def _jsonable(value: Any) -> Any:
@@ -36,9 +36,10 @@ def run_record(
 ) -> dict[str, Any]:
     """A row for ``crawl_runs`` plus ``source_states`` for ``sources_state``.
 
-    A source succeeded when something was fetched (or not modified) and nothing failed.
-    A skipped source (switched off, disabled, no credentials) was not attempted: its state is
-    left alone. ``cursors`` (resume points such as ``since_id``) are kept only on success.
+    A source succeeded when something usable was fetched (or not modified), even if some
+    of its URLs failed (``stats.succeeded``). A skipped source (switched off, disabled, no
+    credentials) was not attempted: its state is left alone. ``cursors`` (resume points such
+    as ``since_id``) are kept only when nothing failed (``stats.complete``).
     """
     def total(name: str) -> int:
         return int(stats.get(f"harvest/{name}", 0))
@@ -50,7 +51,7 @@ def run_record(
             "attempted_at": started_at,
             "success": succeeded(row),
             "validators": validators.get(name, {}),
-            "cursor": cursors.get(name, {}),
+            "cursor": cursors.get(name, {}) if complete(row) else {},
             "last_error": row["last_error"],
             "disable_after": disable_after,
         }
