@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "duplicates",
             "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
             "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden",
-            "dropped_fields")
+            "dropped_fields", "spool_stored")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:

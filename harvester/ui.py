@@ -73,11 +73,15 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         for old_url, new_url in (outcome.counters.get("moved") or {}).items():
             console.print("[yellow]moved[/] " + escape(messages.moved(outcome.source, old_url,
                                                                       new_url)))
-        if outcome.counters.get("spooled"):
+        spooled = int(outcome.counters.get("spooled") or 0)
+        waiting = spooled - int(outcome.counters.get("spool_stored") or 0)
+        if waiting > 0:
             console.print(
-                f"[yellow]spooled[/] {outcome.source}: {outcome.counters['spooled']} items wait "
-                f"in the spool for the database; `{escape(replay_command)}` stores them"
-            )
+                f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the spool for "
+                f"the database; `{escape(replay_command)}` stores them")
+        elif spooled:
+            console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
+                          "the database was away and were stored when the crawl ended")
 
 
 def _errors(outcome: SourceOutcome) -> str:

@@ -89,6 +89,50 @@ def test_database_stopped_mid_crawl_loses_nothing(
     assert max_seen == 1
 
 
+def test_a_database_back_before_the_crawl_ends_takes_the_spool_at_its_close(
+    private_pg: tuple[Path, str], site: LocalSite, home: Path, tmp_path: Path
+) -> None:
+    # The close replayed the run's spooled batches after writing the run record, and the
+    # summary still said "N items wait in the spool; `harvest replay` stores them".
+    pg_dir, url = private_pg
+    embedded.stop(pg_dir, mode="immediate")
+    urls = []
+    for i in range(6):
+        (site.root / f"b{i}.xml").write_text(rss(items(f"b{i}", 5)))
+        site.set_delay(f"/b{i}.xml", 8.0 if i == 5 else 1.0)  # the last outlives the outage
+        urls.append(f"{site.url}/b{i}.xml")
+    sources = write_sources(tmp_path / "s.toml", [{"name": "back", "kind": "feed",
+                                                   "urls": urls}])
+    env = {"HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(home), "COLUMNS": "200"}
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "back",
+         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
+         "-s", "HARVEST_STORE_BATCH_SIZE=5", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
+         "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((home / "spool").glob("*.jsonl")):  # spooling while it is away
+            assert time.monotonic() < deadline and crawl.poll() is None, "nothing spooled"
+            time.sleep(0.1)
+        embedded.start(pg_dir)
+        out, errors = crawl.communicate(timeout=180)
+    finally:
+        crawl.kill()
+    assert crawl.returncode == 0, errors[-2000:]
+    out = " ".join(out.split())
+    assert "were stored when the crawl ended" in out, out
+    assert "harvest replay" not in out
+    assert not list((home / "spool").iterdir())
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM signals").fetchone() == (30,)
+        stats = conn.execute("SELECT stats FROM crawl_runs").fetchone()[0]
+    assert stats["harvest/store/replayed"] >= 1  # the run record came after the replay
+    assert stats["harvest/source/back/spool_stored"] == stats["harvest/source/back/spooled"]
+
+
 def test_crawl_with_the_database_down_spools_everything_for_replay(
     site: LocalSite, db: psycopg.Connection[Any], pg_url: str, home: Path, tmp_path: Path
 ) -> None:

@@ -136,6 +136,8 @@ class StorePipeline:
         self._ticker: asyncio.Task[None] | None = None
         # Batches being written while the crawl goes on: at most HARVEST_STORE_MAX_IN_FLIGHT.
         self._in_flight: deque[asyncio.Task[None]] = deque()
+        #: This run's spool files → their signals per source (see _spool_stored).
+        self._spooled: dict[Path, Counter[str]] = {}
         self._validators: dict[str, dict[str, dict[str, str]]] = {}
         crawler.signals.connect(self._item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self._item_error, signal=signals.item_error)
@@ -221,6 +223,12 @@ class StorePipeline:
     async def _spider_closed(self, spider: Spider, reason: str) -> None:
         await self._flush(force=True)  # anything dropped after close_spider's flush
         await self._drain(0)
+        # The spool first (this run's batches, if the database came back, and older ones),
+        # so that the run record counts what of this run it stored.
+        worker = await self._ready_worker(force=True)
+        if worker is not None and worker.alive:
+            await self._replay()
+        self._spool_stored()
         batch = Batch(run=run_record(
             run_id=self.run_id,
             spider=spider.name,
@@ -234,9 +242,20 @@ class StorePipeline:
             disable_after=get_config().disable_after,
         ))
         await self._write(batch, force=True)
-        if self._worker is not None and self._worker.alive:
-            await self._replay()
         await SHARED.leave(self)
+
+    def _spool_stored(self) -> None:
+        """This run's spooled signals whose files a replay took (this one at close, or
+        another process's meanwhile) are stored: counted per source as ``spool_stored``,
+        so the summary does not send the operator to replay what is in the database."""
+        for path, sources in self._spooled.items():
+            set_aside = (path.with_suffix(".refused").exists()
+                         or path.with_suffix(".bad").exists())
+            if path.exists() or set_aside:
+                continue
+            for source, n in sources.items():
+                hstats.inc(self.crawler.stats, source, "spool_stored", n)
+        self._spooled.clear()
 
     # -- internals -------------------------------------------------------------------
 
@@ -317,6 +336,7 @@ class StorePipeline:
             self._lost(batch, exc)
             return
         stats.inc_value("harvest/store/spool_files")
+        self._spooled[path] = Counter(row["source"] for row in batch.signals)
         for row in batch.signals:
             hstats.inc(stats, row["source"], "spooled")
         for row in batch.rejects:
