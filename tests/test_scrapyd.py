@@ -362,3 +362,24 @@ def test_a_job_on_a_node_that_does_not_answer_is_not_run_twice(
     assert set(_jobs_of(nodes, "slow")) == before
     assert db.execute("SELECT job_state FROM schedules WHERE source = 'slow'").fetchone() == (
         "not submitted",)
+
+
+def test_an_edited_interval_applies_from_the_last_run_not_the_old_due_time(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Edited from 1d to 20s, a source waited for the due time its old interval had set.
+    path = write_sources(tmp_path / "s.toml", [
+        {"name": "edited", "kind": "feed", "interval": "20s",
+         "urls": ["http://127.0.0.1:9/f.xml"]}])
+    db.execute("INSERT INTO schedules (source, next_due, job_due, planned_for) VALUES "
+               "('edited', now() + interval '1 day', now() - interval '1 hour', 'every 1d')")
+    env = {**CREDENTIALS, "HARVEST_SCRAPYD_URLS": f"http://127.0.0.1:{free_port()}"}
+    result = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    # Due now (its last run was an hour ago): it looked for a node, and there is none.
+    assert result.returncode == 1 and "not submitted edited" in result.stdout, result.stdout
+    row = db.execute("SELECT next_due <= now(), planned_for FROM schedules").fetchone()
+    assert row == (True, "every 20s")
+    # Unchanged, the stored due time stands.
+    db.execute("UPDATE schedules SET next_due = now() + interval '1 day'")
+    calm = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    assert calm.returncode == 0 and "edited" not in calm.stdout, calm.stdout

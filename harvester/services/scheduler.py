@@ -123,7 +123,13 @@ class TickReport:
 
 
 _COLUMNS = ("source", "next_due", "paused", "job_id", "job_node", "job_state", "job_due",
-            "job_submitted_at", "last_outcome", "last_finished_at", "skipped_running")
+            "job_submitted_at", "last_outcome", "last_finished_at", "skipped_running",
+            "planned_for")
+
+
+def plan(source: Source) -> str:
+    """The schedule a ``next_due`` is computed with (``schedules.planned_for``)."""
+    return f"cron {source.cron}" if source.cron else f"every {source.interval}"
 
 
 def load_rows(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
@@ -210,7 +216,7 @@ class Scheduler:
             running = self._settle(source, row, report, resubmit=not held)
             if held:
                 continue
-            due = row["next_due"] or now
+            due = self._replanned(source, row, now)
             if due > now:
                 continue
             if running:
@@ -228,8 +234,22 @@ class Scheduler:
                                if running == UNKNOWN else running)
                 continue
             job_id = f"{source.name}.{int(due.timestamp())}"
-            self._submit(source, job_id, due, catch_up(source, due, now), report)
+            self._submit(source, job_id, due, catch_up(source, due, now), report, planned=True)
         return report
+
+    def _replanned(self, source: Source, row: dict[str, Any], now: datetime) -> datetime:
+        """The row's next due time, planned again from its last run when the file's
+        ``interval`` or ``cron`` changed since it was computed (an edit from 1d to 1h
+        waited up to a day); a never-run source is due now."""
+        due: datetime = row["next_due"] or now
+        if row["next_due"] is None or row["planned_for"] == plan(source):
+            return due
+        if row["planned_for"] is not None:  # None: planned before the column existed
+            due = source.next_due(row["job_due"]) if row["job_due"] else now
+            logger.info("%s: schedule changed from %s to %s; next due %s", source.name,
+                        row["planned_for"], plan(source), due.isoformat())
+        _update(self.conn, source.name, next_due=due, planned_for=plan(source))
+        return due
 
     def run_now(self, source: Source) -> tuple[str, str]:
         """Submit one source at once (``harvest jobs run``); its schedule is left as is."""
@@ -315,7 +335,11 @@ class Scheduler:
         return None
 
     def _submit(self, source: Source, job_id: str, due: datetime | None,
-                next_due: datetime | None, report: TickReport) -> bool:
+                next_due: datetime | None, report: TickReport, *, planned: bool = False
+                ) -> bool:
+        """Submit ``job_id`` to the least loaded node; ``planned`` when ``next_due`` was
+        computed from the source's schedule now (it is recorded as ``planned_for``)."""
+        planned_for = {"planned_for": plan(source)} if planned else {}
         while True:
             view = self.cluster.least_loaded()
             if view is None:
@@ -326,7 +350,7 @@ class Scheduler:
             # Phase 1: the intent, committed (autocommit) before any node hears of it.
             _update(self.conn, source.name, job_id=job_id, job_node=view.node.url,
                     job_state="submitting", job_due=due, next_due=next_due,
-                    job_submitted_at=None)
+                    job_submitted_at=None, **planned_for)
             try:
                 view.node.schedule(self.spider_for(source), jobid=job_id, source=source.name)
                 break
