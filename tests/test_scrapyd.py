@@ -383,3 +383,51 @@ def test_an_edited_interval_applies_from_the_last_run_not_the_old_due_time(
     db.execute("UPDATE schedules SET next_due = now() + interval '1 day'")
     calm = harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
     assert calm.returncode == 0 and "edited" not in calm.stdout, calm.stdout
+
+
+def test_start_on_a_port_another_server_holds_is_refused(nodes: list[Node],
+                                                         tmp_path: Path) -> None:
+    # Scrapyd exited at once ("Address already in use") and the other server's answer
+    # passed for it: "Scrapyd running at …", exit 0, and the egg went to the other one.
+    result = harvest("scrapyd", "start", "--no-deploy", home=tmp_path / "other",
+                     env={**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(nodes[0].port)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (f"cannot start Scrapyd at {nodes[0].url}: port {nodes[0].port} is in use"
+            in " ".join(result.stderr.split()))
+    assert not (tmp_path / "other" / "scrapyd" / "scrapyd.pid").exists()
+
+
+def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(
+    sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    # Scrapyd killed: its jobs ran on, `harvest scrapyd stop` said "not running", and no
+    # harvest command could stop them.
+    path, _ = sources_file
+    port = free_port()
+    node = Node(tmp_path / "node", port,
+                {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port), "HARVEST_SOURCES": str(path)})
+    node.start()
+    try:
+        job = node.api("schedule.json", project="harvester", spider="feed",
+                       source="slow")["jobid"]  # the site answers after 6 s
+        deadline = time.monotonic() + 60
+        while job not in {j["id"] for j in node.jobs()["running"]}:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.2)
+        leader = int((node.home / "scrapyd" / "scrapyd.pid").read_text())
+        os.kill(leader, signal.SIGKILL)
+        while True:  # the leader gone, its job still running in its process group
+            try:
+                os.kill(leader, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        os.killpg(leader, 0)
+
+        stopped = harvest("scrapyd", "stop", home=node.home, env=node.env)
+
+        assert stopped.stdout.strip() == "stopped", stopped.stdout + stopped.stderr
+        with pytest.raises(ProcessLookupError):
+            os.killpg(leader, 0)
+    finally:
+        node.stop()

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,10 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
             raise ScrapydError(f"Scrapyd is already running at {running} (pid {pid}); stop it "
                                f"with `harvest scrapyd stop` to start it at {node.url}")
         return pid, node
+    if problem := _port_taken(get_scrapyd_env().bind_address, get_scrapyd_env().http_port):
+        # Scrapyd exited at once, and the other server's answer passed for it: "running".
+        raise ScrapydError(f"cannot start Scrapyd at {node.url}: {problem}; stop what "
+                           "listens there or set SCRAPYD_HTTP_PORT to a free port")
     paths.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(project_dir() / "deploy" / "scrapyd.conf", paths.root / "scrapyd.conf")
     url = database.resolve_url(config)
@@ -128,22 +133,58 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
                        f"see {paths.log}")
 
 
-def stop(config: HarvestConfig, timeout: float = 20.0) -> bool:
-    """Stop the Scrapyd started by :func:`start`; False when none was running."""
+def _port_taken(host: str, port: int) -> str | None:
+    """Why Scrapyd could not listen on ``host:port`` (another server has it), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return f"port {port} is in use ({exc.strerror or exc})"
+    return None
+
+
+def stop(config: HarvestConfig, timeout: float = 60.0) -> bool:
+    """Stop the Scrapyd started by :func:`start` and its jobs (its process group: the jobs
+    outlive a Scrapyd that was killed), waiting for the jobs to finish their shutdown
+    (their last batch, their run record) up to ``timeout``; False when none was running."""
     paths = Paths.of(config)
-    pid = running_pid(paths)
-    if pid is None:
+    try:
+        group = int(paths.pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        group = None
+    if group is None or not _group_alive(group):
         paths.pid.unlink(missing_ok=True)
         return False
-    os.killpg(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(paths) is not None:
+    while time.monotonic() < deadline and _group_alive(group):
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child (tests)
+            os.waitpid(group, os.WNOHANG)  # reap it when it is our child (tests)
         time.sleep(0.2)
-    if running_pid(paths) is not None:
-        os.killpg(pid, signal.SIGKILL)
+    if _group_alive(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
     paths.pid.unlink(missing_ok=True)
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of Scrapyd's group (it, or a job it started) is running."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(group, os.WNOHANG)  # a leader that is our zombie child is gone
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
     return True
 
 
