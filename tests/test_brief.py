@@ -4,6 +4,7 @@ as headless Chromium shows it (screenshot in tests/artifacts/)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import uuid
@@ -146,6 +147,7 @@ def test_an_empty_week_still_makes_a_brief(db: psycopg.Connection[Any]) -> None:
     # Raised "year 0 is out of range": a 500 from the API, a traceback from the CLI.
     ("0000-W01", "'0000-W01' is not an ISO week: the year must be 1 to 9998"),
     ("9999-W52", "'9999-W52' is not an ISO week: the year must be 1 to 9998"),
+    ("２０２６-W47", "'２０２６-W47' is not an ISO week; write it like 2026-W47"),
 ])
 def test_week_parsing_rejects_what_is_no_iso_week(value: str, message: str) -> None:
     with pytest.raises(briefs.WeekError) as info:
@@ -250,6 +252,22 @@ def test_html_escapes_titles_and_drops_non_web_links(db: psycopg.Connection[Any]
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
     assert "javascript:" not in page
     assert "http://" not in page.replace("https://", "") and "src=" not in page
+
+
+def test_topics_are_sorted_alphabetically_with_an_anchor_each(
+        db: psycopg.Connection[Any]) -> None:
+    # "c++" and "c#" shared the anchor "topic-c-" (the menu's link went to the first), and
+    # "Zeta" came before "alpha" (byte order).
+    for topic in ("c++", "c#", "Zeta", "alpha"):
+        add(db, f"About {topic}", "feed", score=10.0, topics={topic: ["x"]})
+    page = briefs.build(db, WEEK).html()
+    ids = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', page)
+    assert [title for _, title in ids] == ["alpha", "c#", "c++", "Zeta"]
+    anchors = [anchor for anchor, _ in ids]
+    assert len(set(anchors)) == 4
+    assert re.findall(r'<nav>(.*?)</nav>', page)[0].count('href="#') == 4
+    for anchor in anchors:
+        assert f'href="#{anchor}"' in page
 
 
 def _png_rows(path: Path) -> tuple[int, int, int]:

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from harvester.services.clustered import week_clusters
 
 DEFAULT_LIMIT = 5
-_WEEK = re.compile(r"^\s*(\d{4})-?W(\d{1,2})\s*$", re.IGNORECASE)
+_WEEK = re.compile(r"^\s*(\d{4})-?W(\d{1,2})\s*$", re.IGNORECASE | re.ASCII)  # not "２０２６"
 
 
 class WeekError(ValueError):
@@ -301,23 +301,37 @@ def _html_entry(entry: Entry) -> str:
             f'<p class="why">Why: {escape(entry.why())}</p></li>')
 
 
-def _anchor(section: Section) -> str:
-    return "other" if section.topic is None else "topic-" + re.sub(r"\W+", "-", section.topic)
+def _anchors(sections: list[Section]) -> list[str]:
+    """Each section's id, unique in the page: ``c++`` and ``c#`` both read ``topic-c-``,
+    and the menu's second link went to the first."""
+    seen: set[str] = set()
+    out = []
+    for section in sections:
+        base = "other" if section.topic is None else "topic-" + re.sub(r"\W+", "-",
+                                                                         section.topic)
+        anchor, n = base, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{base}{n}"
+        seen.add(anchor)
+        out.append(anchor)
+    return out
 
 
 def render_html(brief: Brief) -> str:
     title = escape(brief.title)
     body = [f"<header><h1>{title}</h1>",
             f'<p class="meta">{escape(_subtitle(brief))}</p>']
+    anchors = _anchors(brief.sections)
     if len(brief.sections) > 1:
-        body.append("<nav>" + "".join(f'<a href="#{escape(_anchor(s))}">{escape(s.title)}</a>'
-                                      for s in brief.sections) + "</nav>")
+        body.append("<nav>" + "".join(f'<a href="#{escape(a)}">{escape(s.title)}</a>'
+                                      for s, a in zip(brief.sections, anchors, strict=True))
+                    + "</nav>")
     body.append("</header>")
     if not brief.sections:
         body.append('<p class="empty">No signals are dated in this week.</p>')
-    for section in brief.sections:
-        body.append(f'<section id="{escape(_anchor(section))}"><h2>{escape(section.title)}</h2>'
-                    "<ol>")
+    for section, anchor in zip(brief.sections, anchors, strict=True):
+        body.append(f'<section id="{escape(anchor)}"><h2>{escape(section.title)}</h2><ol>')
         body += [_html_entry(entry) for entry in section.entries]
         body.append("</ol></section>")
     # The policy lets the inline style apply and nothing else load or run: the page stays

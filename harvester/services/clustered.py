@@ -171,7 +171,7 @@ SELECT ch.topic, ch.rank, ch.cluster, ch.best_id, ch.title, ch.url, ch.score, ch
        (SELECT coalesce(jsonb_object_agg(t.topic, t.keywords), '{}'::jsonb)
         FROM topics t WHERE t.cluster = ch.cluster) AS matched
 FROM chosen ch
-ORDER BY ch.topic NULLS LAST, ch.rank
+ORDER BY lower(ch.topic) NULLS LAST, ch.topic, ch.rank  -- alphabetical: "alpha" before "Zeta"
 """
 
 
