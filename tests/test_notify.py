@@ -248,6 +248,15 @@ def test_failures_are_given_up_and_reported_without_secrets(
     assert "/hook" not in json.dumps(health)
     assert_no_secrets(result, again)
 
+    # The webhook works again and delivers a later alert: its given-up one no longer keeps
+    # /health degraded and the alert rule firing (it counted every given-up row ever).
+    api.add("/hook", lambda r: Reply.text("ok"))
+    add_signal(db, "Another attack", 90)
+    delivered = notify("--no-ops", home=home, env={"HARVEST_WEBHOOK_URL": api.url + "/hook"})
+    assert delivered.returncode == 0, delivered.stderr
+    health = alerts.status(db, AlertsConfig(webhook_url=api.url + "/hook"))
+    assert health["given_up"] == {"slack": 1, "telegram": 1}
+
 
 def test_dry_run_prints_and_records_nothing(db: psycopg.Connection[Any], home: Path,
                                             api: ApiServer, tmp_path: Path) -> None:

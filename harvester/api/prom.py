@@ -84,7 +84,7 @@ class DatabaseCollector(Collector):
         pending = GaugeMetricFamily("harvest_notifications_pending",
                                     "Alerts waiting to be sent", labels=["channel"])
         failed = GaugeMetricFamily("harvest_notifications_failed",
-                                   "Alerts that failed or were given up", labels=["channel"])
+                                   "Alerts given up that the channel has delivered no later one since", labels=["channel"])
         for channel, counts in self.notifications(conn).items():
             pending.add_metric([channel], counts.get("pending", 0))
             failed.add_metric([channel], counts.get("failed", 0))

@@ -124,12 +124,24 @@ def due_in(conn: psycopg.Connection[Any], channels: Sequence[str]) -> dict[str, 
     return {ch: float(s) for ch, s in conn.execute(_DUE_IN, (list(channels),)).fetchall()}
 
 
+# A message given up counts until its channel delivers a later one: then the channel works
+# again, and /health and the alert rule (which counted every given-up row ever) recover.
+_COUNTS = """
+SELECT status, channel, count(*) FROM notifications n
+WHERE status <> 'sent'
+  AND (status <> 'given_up' OR NOT EXISTS (
+      SELECT 1 FROM notifications s
+      WHERE s.channel = n.channel AND s.status = 'sent' AND s.created_at > n.created_at))
+GROUP BY status, channel
+"""
+
+
 def counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
-    """``{status: {channel: n}}`` for the statuses that need attention or explain a gap."""
+    """``{status: {channel: n}}`` for the statuses that need attention or explain a gap
+    (``given_up``: those not followed by a later message the channel delivered)."""
     out: dict[str, dict[str, int]] = {"pending": {}, "failed": {}, "given_up": {},
                                       "recorded": {}}
-    rows = conn.execute("SELECT status, channel, count(*) FROM notifications "
-                        "WHERE status <> 'sent' GROUP BY status, channel").fetchall()
+    rows = conn.execute(_COUNTS).fetchall()
     for status, channel, n in rows:
         out[status][channel] = int(n)
     return out
