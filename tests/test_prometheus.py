@@ -51,7 +51,7 @@ COUNTERS = {
 HISTOGRAMS = {"harvest_run_duration_seconds"}
 GAUGES = {
     "harvest_database_up", "harvest_signals", "harvest_source_last_success_timestamp_seconds",
-    "harvest_source_interval_seconds", "harvest_source_disabled",
+    "harvest_source_interval_seconds", "harvest_source_disabled", "harvest_sources_file_readable",
     "harvest_spool_pending_batches", "harvest_spool_set_aside_files",
     "harvest_notifications_pending",
     "harvest_notifications_failed", "harvest_scrapyd_node_up",
@@ -172,7 +172,7 @@ def test_every_alert_has_a_severity_names_a_command_and_is_unit_tested() -> None
         description = block.split("description:", 1)[1]
         assert re.search(r"`(harvest|curl) [^`]+`", description), alert
         expr = block.split("expr:", 1)[1].split("for:")[0].split("labels:")[0]
-        if "source" in expr:
+        if re.search(r"\bsource\b", expr):
             assert "{{ $labels.source }}" in description, alert
         # Each alert is shown both firing and not firing in rules_test.yml.
         cases = re.findall(rf"alertname: {alert}\n +exp_alerts:( \[\])?", tests)

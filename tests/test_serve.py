@@ -141,6 +141,14 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         # Prometheus's stale rule measures in the same period.
         text = requests.get(f"{base}/metrics", timeout=30).text
         assert 'harvest_source_interval_seconds{source="weekly"} 604800.0' in text
+        assert "harvest_sources_file_readable 1.0" in text
+        # A broken file took every interval, and so every stale alert, away in silence.
+        good = sources.read_text()
+        sources.write_text(good + "\ninterval = \n")
+        text = requests.get(f"{base}/metrics", timeout=30).text
+        assert "harvest_sources_file_readable 0.0" in text
+        assert "harvest_source_interval_seconds{" not in text
+        sources.write_text(good)
         assert "`harvest sources enable NAME`" in detail
 
         db.execute("UPDATE sources_state SET last_success = now(), disabled = false")

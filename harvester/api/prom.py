@@ -71,6 +71,11 @@ class DatabaseCollector(Collector):
         yield last
         yield disabled
         parsed = self.sources()
+        # Without it the intervals are gone, and every stale alert with them, silently.
+        readable = GaugeMetricFamily("harvest_sources_file_readable",
+                                     "1 when harvest serve can read the sources file")
+        readable.add_metric([], 0 if parsed is None else 1)
+        yield readable
         if parsed is not None:
             interval = GaugeMetricFamily(
                 "harvest_source_interval_seconds",
@@ -83,8 +88,10 @@ class DatabaseCollector(Collector):
             yield interval
         pending = GaugeMetricFamily("harvest_notifications_pending",
                                     "Alerts waiting to be sent", labels=["channel"])
-        failed = GaugeMetricFamily("harvest_notifications_failed",
-                                   "Alerts given up that the channel has delivered no later one since", labels=["channel"])
+        failed = GaugeMetricFamily(
+            "harvest_notifications_failed",
+            "Alerts given up that the channel has delivered no later one since",
+            labels=["channel"])
         for channel, counts in self.notifications(conn).items():
             pending.add_metric([channel], counts.get("pending", 0))
             failed.add_metric([channel], counts.get("failed", 0))
