@@ -172,6 +172,8 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
     good[0]["date"] = "yesterday-ish"  # kept, without its date
     (site.root / "m.xml").write_text(rss([*good, {"title": "no link"}]))
     (site.root / "o.xml").write_text(rss(items("o", 2)))
+    # Two 500s retried away: only the final 200 was counted, and one retry.
+    site.set_status("/o.xml", 500, times=2)
     sources = write_sources(tmp_path / "s.toml", [
         {"name": "met", "kind": "feed", "interval": "2h", "urls": [f"{site.url}/m.xml"]},
         {"name": "other", "kind": "feed", "urls": [f"{site.url}/o.xml"]}])
@@ -188,6 +190,10 @@ def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], hom
     assert f'harvest_items_rejected_total{{reason="missing_link_and_id",{labels}}} 1.0' in text
     assert f'harvest_fields_dropped_total{{field="published_at",{labels}}} 1.0' in text
     assert f'harvest_http_responses_total{{{labels},status="200"}} 1.0' in text
+    other = 'source="other",spider="feed"'
+    assert f'harvest_http_responses_total{{{other},status="500"}} 2.0' in text
+    assert f'harvest_http_responses_total{{{other},status="200"}} 1.0' in text
+    assert f"harvest_retries_total{{{other}}} 2.0" in text
     assert f'harvest_runs_total{{outcome="succeeded",{labels}}} 1.0' in text
     assert f"harvest_run_duration_seconds_count{{{labels}}} 1.0" in text
     assert 'harvest_signals{source="met"} 3.0' in text

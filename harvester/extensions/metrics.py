@@ -43,7 +43,9 @@ class MetricsExtension:
         crawler.signals.connect(self._opened, signal=signals.spider_opened)
         crawler.signals.connect(self._closed, signal=signals.spider_closed)
         crawler.signals.connect(self._stopped, signal=signals.engine_stopped)
-        crawler.signals.connect(self._response, signal=signals.response_received)
+        # response_downloaded, not response_received: that one sees only the response the
+        # downloader middlewares let through, never the 429s and 500s retried or waited out.
+        crawler.signals.connect(self._response, signal=signals.response_downloaded)
         crawler.signals.connect(self._dropped, signal=signals.item_dropped)
 
     @classmethod
