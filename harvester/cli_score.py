@@ -200,3 +200,7 @@ def rescore_command(ctx: click.Context, since: str | None, source: str | None,
     console.print(f"rescored {report.examined:,} signals: {report.changed:,} changed score, "
                   f"{unchanged:,} unchanged ({report.rewritten:,} rows written)",
                   highlight=False)
+    if report.left:
+        console.print(f"left {report.left:,} signals of sources the sources file does not "
+                      "define as they were scored (`harvest demo`'s, removed sources); "
+                      "`--source NAME` rescores one", highlight=False)

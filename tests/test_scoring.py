@@ -356,6 +356,12 @@ def test_rescore_of_an_unknown_source_is_one_sentence(
     assert kept.returncode == 0, kept.stderr
     # Out of the file, its signals keep the weight they were scored with (not 1).
     assert "rescored 4 signals: 0 changed score" in kept.stdout
+    # Without --source they are left as scored: the file's topics are not theirs (the
+    # demo's signals lost every score to the shipped file's topics, and back on each demo).
+    everything = harvest_score("rescore", sources=gone, home=home)
+    assert "rescored 0 signals" in everything.stdout
+    assert "left 4 signals of sources the sources file does not define as they were " \
+           "scored" in " ".join(everything.stdout.split())
     assert {b["source_weight"] for (b,) in db.execute(
         "SELECT score_breakdown FROM signals")} == {2.0}
 

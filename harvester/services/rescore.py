@@ -32,6 +32,14 @@ SELECT s.id, s.source, s.kind, s.title, s.text, s.published_at, s.last_seen, s.e
 FROM signals s
 WHERE ({since} OR coalesce(s.published_at, s.first_seen) >= %(since)s)
   AND ({source} OR s.source = %(source)s)
+  AND ({every} OR s.source = ANY(%(defined)s) OR s.kind = 'curated')
+"""
+# The signals of sources the file does not define (a removed source, `harvest demo`'s),
+# which a rescore without --source leaves as they were scored.
+_LEFT = """
+SELECT count(*) FROM signals s
+WHERE ({since} OR coalesce(s.published_at, s.first_seen) >= %(since)s)
+  AND s.source <> ALL(%(defined)s) AND s.kind <> 'curated'
 """
 _TEMP = """
 CREATE TEMP TABLE IF NOT EXISTS rescore_updates (id bigint, score real, breakdown jsonb)
@@ -51,6 +59,8 @@ class RescoreReport:
     examined: int = 0
     changed: int = 0
     rewritten: int = 0
+    #: signals of sources the file does not define, left as they were scored
+    left: int = 0
 
 
 def _stored_engagement(kind: str, breakdown: dict[str, Any]) -> Engagement | None:
@@ -99,9 +109,12 @@ class Rescorer:
 
 
 def _select(since: datetime | None, source: str | None) -> sql.Composable:
+    # A named source is rescored whether the file defines it or not (its stored weight is
+    # kept, see Rescorer._weight); without one, only what the file's topics are for.
     return sql.SQL(_SELECT).format(  # type: ignore[arg-type]
         since=sql.SQL("TRUE" if since is None else "FALSE"),
         source=sql.SQL("TRUE" if source is None else "FALSE"),
+        every=sql.SQL("FALSE" if source is None else "TRUE"),
     )
 
 
@@ -127,7 +140,8 @@ def rescore(url: str, sources: SourcesFile, *, half_life_hours: float,
     batch, and an interrupted rescore keeps its finished batches (running it again is
     safe: a signal whose score and breakdown come out the same is not written)."""
     report = RescoreReport()
-    names = [source] if source else [s.name for s in sources.sources]
+    defined = [s.name for s in sources.sources]
+    names = [source] if source else defined
     with psycopg.connect(url, connect_timeout=5) as reader, \
             psycopg.connect(url, connect_timeout=5) as writer:
         references = engagement.load_references_sync(reader, names)
@@ -135,7 +149,8 @@ def rescore(url: str, sources: SourcesFile, *, half_life_hours: float,
         rescorer = Rescorer(sources, half_life_hours, references)
         with reader.transaction(), reader.cursor(name="rescore") as cur:
             cur.itersize = batch_size
-            cur.execute(_select(since, source), {"since": since, "source": source})
+            params = {"since": since, "source": source, "defined": defined}
+            cur.execute(_select(since, source), params)
             while rows := cur.fetchmany(batch_size):
                 updates = []
                 for row in rows:
@@ -151,4 +166,8 @@ def rescore(url: str, sources: SourcesFile, *, half_life_hours: float,
                 report.rewritten += len(updates)
                 if progress is not None:
                     progress(report)
+        if source is None:
+            left = reader.execute(sql.SQL(_LEFT).format(  # type: ignore[arg-type]
+                since=sql.SQL("TRUE" if since is None else "FALSE")), params).fetchone()
+            report.left = int(left[0]) if left else 0
     return report
