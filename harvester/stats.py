@@ -54,9 +54,13 @@ def set_last_error(stats: StatsCollector, source: str, message: str) -> None:
     stats.set_value(f"harvest/source/{source}/last_error", message)
 
 
-def set_skipped(stats: StatsCollector, source: str, reason: str) -> None:
-    """The source was not crawled at all (switched off, disabled, no credentials)."""
+def set_skipped(stats: StatsCollector, source: str, reason: str,
+                disabled: bool = False) -> None:
+    """The source was not crawled at all (switched off, disabled, no credentials);
+    ``disabled`` after failing: not reached, so the crawl's exit status says so."""
     stats.set_value(f"harvest/source/{source}/skipped", reason)
+    if disabled:
+        stats.set_value(f"harvest/source/{source}/disabled", True)
 
 
 def succeeded(row: dict[str, Any]) -> bool:
@@ -84,6 +88,7 @@ def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[
             row["dropped"] = {k[start:]: int(v) for k, v in stats.items()
                               if k.startswith(prefix + "dropped_field/")}
         row["skipped"] = stats.get(prefix + "skipped")
+        row["disabled"] = bool(stats.get(prefix + "disabled"))
         if moved := stats.get(prefix + "moved"):
             row["moved"] = dict(moved)
         table[name] = row

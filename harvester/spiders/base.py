@@ -252,7 +252,9 @@ class SourceSpider(Spider):
             if reason:
                 logger.warning("Source %s skipped: %s", source.name, reason,
                                extra=self.log_extra)
-                hstats.set_skipped(self.crawler.stats, source.name, reason)
+                disabled = (get_config().kind_enabled(source.kind)
+                            and self.source_state(source).disabled)
+                hstats.set_skipped(self.crawler.stats, source.name, reason, disabled=disabled)
                 continue
             async for request in self.start_source(source):
                 yield request
