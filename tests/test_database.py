@@ -69,3 +69,15 @@ def test_rows_up_to_4_kb_are_stored_uncompressed(db: psycopg.Connection[Any],
 async def _write(pg_url: str, batch: Batch) -> None:
     async with await psycopg.AsyncConnection.connect(pg_url) as conn:
         await write_batch(conn, batch)
+
+
+def test_the_url_shown_for_the_embedded_server_connects(pg_url: str) -> None:
+    # Shown as postgresql://postgres@/tmp/…/pg/postgres, it read as a database named
+    # "tmp/…" when pasted into psql.
+    shown = database.describe_url(pg_url)
+    assert "?host=/" in shown or not psycopg.conninfo.conninfo_to_dict(pg_url)[
+        "host"].startswith("/")
+    with psycopg.connect(shown, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    secret = database.describe_url("postgresql://u:S3cret@db.example:5433/harvest")
+    assert secret == "postgresql://u@db.example:5433/harvest"

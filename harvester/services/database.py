@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 
@@ -50,8 +51,14 @@ def describe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "<unparseable database URL>"
     host = info.get("host") or "localhost"
+    user, dbname = quote(info.get("user", ""), safe=""), quote(info.get("dbname", ""), safe="")
+    if host.startswith("/"):
+        # A socket directory (the embedded server): written as a host, psql read the path
+        # as the database name. The query form is a URL psql and psycopg take as it is.
+        port = f"&port={info['port']}" if info.get("port") else ""
+        return f"postgresql://{user}@/{dbname}?host={quote(host, safe='/')}{port}"
     port = f":{info['port']}" if info.get("port") else ""
-    return f"postgresql://{info.get('user', '')}@{host}{port}/{info.get('dbname', '')}"
+    return f"postgresql://{user}@{host}{port}/{dbname}"
 
 
 def _alembic_config(url: str):  # type: ignore[no-untyped-def]
