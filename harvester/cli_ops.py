@@ -173,7 +173,7 @@ def stats_command(as_json: bool) -> None:
     for name, s in data["sources"].items():
         table.add_row(name + (" (disabled)" if s["disabled"] else ""), str(s["signals"]),
                       str(s["rejects"]), f"{_when(s['oldest'])} … {_when(s['newest'])}",
-                      _when(s["last_run_started_at"]), s["last_run_finish_reason"] or "-",
+                      _when(s["last_run_started_at"]), s["last_run_outcome"] or "-",
                       _when(s["last_success"]))
     console.print(table)
     for name, s in data["sources"].items():

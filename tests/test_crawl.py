@@ -252,6 +252,11 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
     failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
     assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1}
+    # `harvest stats` showed the crawl's finish reason, "finished", for each of them.
+    stats = json.loads(harvest("--sources", str(sources), "stats", "--json", home=home).stdout)
+    outcomes = {name: s["last_run_outcome"] for name, s in stats["sources"].items()}
+    assert outcomes == {"ok": "succeeded", "down": "failed", "broken": "failed",
+                        "twice": "failed", "moved": "failed"}
 
 
 def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(

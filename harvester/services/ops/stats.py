@@ -20,12 +20,27 @@ sig AS (SELECT source, count(*) AS n, min(first_seen) AS oldest, max(first_seen)
         FROM signals GROUP BY source),
 rej AS (SELECT source, count(*) AS n FROM rejects GROUP BY source),
 run AS (SELECT DISTINCT ON (src) src, started_at, finished_at, finish_reason,
+               stats -> 'harvest/by_source' -> src AS counters,
                stats -> 'harvest/by_source' -> src -> 'dropped' AS dropped,
                stats -> 'harvest/by_source' -> src -> 'moved' AS moved
-        FROM crawl_runs, unnest(sources) AS src ORDER BY src, started_at DESC)
+        FROM crawl_runs, unnest(sources) AS src ORDER BY src, started_at DESC),
+-- What `harvest crawl` said of the source's last run ("finished" was the finish reason of
+-- a crawl in which every fetch of it failed).
+judged AS (SELECT src, CASE
+        WHEN finish_reason IS DISTINCT FROM 'finished' THEN finish_reason
+        WHEN counters IS NULL THEN 'finished'
+        WHEN counters ->> 'skipped' IS NOT NULL THEN 'skipped'
+        WHEN coalesce((counters ->> 'fetched')::bigint, 0)
+             + coalesce((counters ->> 'not_modified')::bigint, 0) = 0
+         AND coalesce((counters ->> 'errors')::bigint, 0)
+             + coalesce((counters ->> 'robots_forbidden')::bigint, 0) > 0 THEN 'failed'
+        WHEN coalesce((counters ->> 'errors')::bigint, 0) > 0 THEN 'partly failed'
+        ELSE 'succeeded' END AS outcome
+    FROM run)
 SELECT names.source, coalesce(sig.n, 0) AS signals, coalesce(rej.n, 0) AS rejects,
        sig.oldest, sig.newest, run.started_at AS last_run_started_at,
        run.finished_at AS last_run_finished_at, run.finish_reason AS last_run_finish_reason,
+       judged.outcome AS last_run_outcome,
        coalesce(run.dropped, '{}'::jsonb) AS last_run_dropped_fields,
        coalesce(run.moved, '{}'::jsonb) AS last_run_moved,
        st.last_success, coalesce(st.disabled, false) AS disabled
@@ -33,6 +48,7 @@ FROM names
 LEFT JOIN sig ON sig.source = names.source
 LEFT JOIN rej ON rej.source = names.source
 LEFT JOIN run ON run.src = names.source
+LEFT JOIN judged ON judged.src = names.source
 LEFT JOIN sources_state st ON st.source = names.source
 ORDER BY names.source
 """
