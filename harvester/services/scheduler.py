@@ -208,10 +208,14 @@ class Scheduler:
         disabled = self.disabled()
         config = get_config()
         for source in sources:
-            if not source.enabled or not config.kind_enabled(source.kind):
-                continue
             row = rows.get(source.name) or {c: None for c in _COLUMNS} | {
                 "source": source.name, "paused": False, "skipped_running": 0}
+            if not source.enabled or not config.kind_enabled(source.kind):
+                # Never submitted by the scheduler, but a job `harvest jobs run` started
+                # still gets its outcome in `harvest jobs list`.
+                if row["job_state"] in ("submitting", "submitted"):
+                    self._settle(source, row, report, resubmit=False)
+                continue
             held = bool(row["paused"]) or source.name in disabled
             running = self._settle(source, row, report, resubmit=not held)
             if held:
