@@ -431,3 +431,22 @@ def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(
             os.killpg(leader, 0)
     finally:
         node.stop()
+
+
+def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
+    nodes: list[Node], db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The scheduler skipped `enabled = false` sources before looking at their jobs: a job
+    # `harvest jobs run` started for one stayed "submitted" with no outcome for good.
+    path = write_sources(tmp_path / "s.toml", [
+        {"name": "handrun", "kind": "feed", "enabled": False,
+         "urls": ["http://127.0.0.1:9/f.xml"]}])
+    env = {**CREDENTIALS, "HARVEST_SCRAPYD_URLS": nodes[0].url}
+    started = harvest("--sources", str(path), "jobs", "run", "handrun", home=home, env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    job = db.execute("SELECT job_id FROM schedules WHERE source = 'handrun'").fetchone()[0]
+    _wait_finished(nodes[0], [job])
+    harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
+    state, outcome = db.execute("SELECT job_state, last_outcome FROM schedules "
+                                "WHERE source = 'handrun'").fetchone()
+    assert state == "finished" and outcome, (state, outcome)
