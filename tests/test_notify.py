@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -185,6 +186,22 @@ def test_a_webhook_that_redirects_is_given_up_at_once(
         "on webhook after 1 attempt: HTTP 302: redirects to https://elsewhere.example/h; "
         "check the URL"), result.stderr
     assert len(api.hits("/hook")) == 1
+
+
+def test_a_secret_url_written_percent_encoded_is_redacted(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # The webhook URL came back percent-encoded (a login redirect's ?next=): only its plain
+    # form was redacted, so the secret path reached stderr and the database.
+    secret = "/hook/S3cretWebhookPath"
+    encoded = quote(api.url + secret, safe="")
+    api.add(secret, lambda r: Reply(302, b"", {"Location": f"/login?next={encoded}"}))
+    add_signal(db, "Supply-chain attack", 88)
+    result = notify("--no-ops", home=home, env={"HARVEST_WEBHOOK_URL": api.url + secret})
+    assert result.returncode == 1
+    assert "redirects to /login?next=***" in result.stderr, result.stderr
+    errors = [e for (e,) in db.execute("SELECT last_error FROM notifications").fetchall()]
+    assert "S3cretWebhookPath" not in result.stderr + "".join(errors)
 
 
 @pytest.mark.parametrize("wait", ["99999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"])

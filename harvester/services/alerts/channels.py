@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
@@ -67,8 +67,11 @@ class Channel:
 
     def __init__(self, url: str, secrets: tuple[str, ...], timeout: float) -> None:
         self._url = url
-        # Longest first, and never a trivial fragment such as a bare "/" path.
-        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len,
+        # Longest first, and never a trivial fragment such as a bare "/" path; also as
+        # an error or a redirect may write them: percent-encoded, or decoded.
+        forms = {form for s in secrets
+                 for form in (s, quote(s, safe=""), quote(s, safe="/:"), unquote(s))}
+        self._secrets = tuple(sorted({s for s in forms if len(s) >= 6}, key=len,
                                      reverse=True))
         self._timeout = timeout
         self._session = requests.Session()
