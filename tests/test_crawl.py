@@ -533,14 +533,17 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
 
     result = harvest("--sources", str(sources), "crawl", "odd", home=home)
 
-    # The HTML page is a failure of the source, not only a rejection: a feed URL that now
-    # serves a web page must fail its runs (and in the end disable the source). The other
-    # three URLs answered feeds: the source partly failed.
+    # The HTML page is an error of the source, not only a rejection: a feed URL that now
+    # serves a web page is reported on every run. The other three URLs answered feeds: the
+    # source partly failed, which is no failed run (it is not on its way to being disabled),
+    # and its last error names the page.
     assert result.returncode == 0, result.stdout + result.stderr
     assert "partly failed odd" in result.stdout
     assert "page.xml: not a feed: the document is HTML" in result.stdout
-    assert db.execute("SELECT consecutive_failures, last_success FROM sources_state "
-                      "WHERE source = 'odd'").fetchone() == (1, None)
+    failures, succeeded, last_error = db.execute(
+        "SELECT consecutive_failures, last_success IS NOT NULL, last_error FROM sources_state "
+        "WHERE source = 'odd'").fetchone()
+    assert (failures, succeeded) == (0, True) and "page.xml" in last_error
     titles = {row[0] for row in db.execute("SELECT title FROM signals")}
     assert "Новости дня" in titles
     ru_text = db.execute("SELECT text FROM signals WHERE title = 'Новости дня'").fetchone()
