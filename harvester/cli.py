@@ -24,7 +24,7 @@ from rich.table import Table
 from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
-from harvester.messages import first_line
+from harvester.messages import first_line, shown
 from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
@@ -48,18 +48,19 @@ def friendly(func: F) -> F:
             return func(*args, **kwargs)
         except (SourcesError, database.DatabaseUnavailable, embedded.EmbeddedError,
                 ScrapydError, ConfigError) as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
             sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
             first = first_line(exc)
             fix = database.unreachable_hint()
-            err.print(f"[red]error:[/] the database is unreachable ({first}); {fix}.",
+            err.print(f"[red]error:[/] the database is unreachable ({shown(first)}); {fix}.",
                       highlight=False)
             sys.exit(EXIT_USAGE)
         except OSError as exc:
             if exc.filename is None:  # not a path: a socket, a bug
                 raise
-            err.print(f"[red]error:[/] {exc.strerror or type(exc).__name__}: {exc.filename}; "
+            err.print(f"[red]error:[/] {exc.strerror or type(exc).__name__}: "
+                      f"{shown(exc.filename)}; "
                       "check HARVEST_HOME and the paths given.", highlight=False)
             sys.exit(EXIT_USAGE)
 
@@ -95,7 +96,7 @@ def main(ctx: click.Context, sources: Path | None) -> None:
     try:
         ctx.obj["sources"] = sources or _config().sources
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
         sys.exit(EXIT_USAGE)
 
 
@@ -194,7 +195,7 @@ def sources_list(ctx: click.Context) -> None:
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         # Listing works without a database, but a disabled source would show as enabled:
         # say why the health columns are empty.
-        err.print(f"[yellow]warning:[/] no source health shown: {first_line(exc)}",
+        err.print(f"[yellow]warning:[/] no source health shown: {shown(first_line(exc))}",
                   highlight=False)
     config = _config()
     table = Table(title=f"sources ({_sources_path(ctx)})", title_justify="left")
@@ -212,12 +213,14 @@ def sources_list(ctx: click.Context) -> None:
             status = f"off (HARVEST_{s.kind.upper()}_ENABLED)"
         else:
             status = "enabled" if s.enabled else "off (sources file)"
-        error = state.get("last_error") if state.get("consecutive_failures") else None
+        # Also after a partly failed run (no failure, but a URL or page that failed).
+        error = state.get("last_error")
         table.add_row(s.name, s.kind, status, f"{s.weight:g}", s.interval,
                       last.strftime("%Y-%m-%d %H:%M") if last else "-",
                       str(state.get("consecutive_failures", "-")),
-                      # Whole words: a cut mid-word hid the advice at the end.
-                      textwrap.shorten(error, 240, placeholder=" …") if error else "-")
+                      # Whole words: a cut mid-word hid the advice at the end. A server's
+                      # text: no markup ("Forbidden [/]" crashed this), no control codes.
+                      shown(textwrap.shorten(error, 240, placeholder=" …")) if error else "-")
     console.print(table)
     for name in disabled:
         console.print(f"[red]{name}[/] was disabled after failing "
@@ -329,7 +332,7 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
         # Crawling still makes sense: every batch is spooled and `harvest replay` (or the
         # next crawl) stores it once the database is back.
         first = first_line(exc)
-        err.print(f"[yellow]warning:[/] the database is unreachable ({first}); crawling "
+        err.print(f"[yellow]warning:[/] the database is unreachable ({shown(first)}); crawling "
                   f"anyway, items go to {spool_dir or cfg.spool_dir} until "
                   f"`{replay_command}`.", highlight=False)
     log_file = None

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
-from harvester.messages import first_line
+from harvester.messages import first_line, shown
 from harvester.runner import SPIDERS
 from harvester.services import database, scheduler, scrapyd
 from harvester.sources import Source, SourcesError, SourcesFile
@@ -35,7 +35,7 @@ def _scheduler(conn: psycopg.Connection[Any]) -> scheduler.Scheduler:
 def _print_report(report: scheduler.TickReport) -> None:
     stamp = datetime.now().astimezone().strftime("%H:%M:%S")
     for url, why in report.nodes_down:
-        console.print(f"{stamp} [red]node down[/] {url}: {why}", highlight=False)
+        console.print(f"{stamp} [red]node down[/] {url}: {shown(why)}", highlight=False)
     for source, job, node in report.submitted:
         console.print(f"{stamp} submitted {source}: job {job} on {node}", highlight=False)
     for source in report.confirmed:
@@ -52,9 +52,9 @@ def _print_report(report: scheduler.TickReport) -> None:
         console.print(f"{stamp} [yellow]lost[/] {source}: job {job} is listed by no node "
                       "(restarted?); its outcome is unknown", highlight=False)
     for source, outcome in report.finished:
-        console.print(f"{stamp} finished {source}: {outcome}", highlight=False)
+        console.print(f"{stamp} finished {source}: {shown(outcome)}", highlight=False)
     for source, why in report.not_submitted:
-        console.print(f"{stamp} [red]not submitted[/] {source}: {why}", highlight=False)
+        console.print(f"{stamp} [red]not submitted[/] {source}: {shown(why)}", highlight=False)
 
 
 class _Stop:
@@ -92,7 +92,8 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
         except SourcesError as exc:
             if sources is None:
                 raise
-            err.print(f"[red]error:[/] {exc} (keeping the previous sources)", highlight=False)
+            err.print(f"[red]error:[/] {shown(exc)} (keeping the previous sources)",
+                      highlight=False)
         try:
             if conn is None or conn.closed:
                 conn = _connect()
@@ -105,13 +106,13 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
         except (psycopg.OperationalError, database.DatabaseUnavailable) as exc:
             first = first_line(exc)
             later = "" if once else f"; trying again in {tick_s:g} s"
-            err.print(f"[red]database unreachable[/] ({first}){later}", highlight=False)
+            err.print(f"[red]database unreachable[/] ({shown(first)}){later}", highlight=False)
             done = False
             if conn is not None:
                 conn.close()
             conn = None
         except scheduler.SchedulerError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
             sys.exit(EXIT_USAGE)
         if once or stop.event.wait(tick_s):
             break
@@ -159,7 +160,7 @@ def jobs_list(ctx: click.Context) -> None:
         if view.up:
             console.print(f"[green]up[/] {view.node.url}: load {view.load}", highlight=False)
         else:
-            console.print(f"[red]down[/] {view.node.url}: {view.error}", highlight=False)
+            console.print(f"[red]down[/] {view.node.url}: {shown(view.error)}", highlight=False)
 
 
 def _source(ctx: click.Context, name: str) -> Source:
@@ -177,7 +178,7 @@ def jobs_run(ctx: click.Context, name: str) -> None:
         try:
             job_id, node = _scheduler(conn).run_now(source)
         except scheduler.SchedulerError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
             sys.exit(1)
     console.print(f"submitted {name}: job {job_id} on {node}", highlight=False)
 

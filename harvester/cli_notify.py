@@ -12,6 +12,7 @@ import psycopg
 
 from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
+from harvester.messages import printable, printable_lines, shown
 from harvester.services import database
 from harvester.services.alerts import messages
 from harvester.services.alerts.channels import build_channels
@@ -29,7 +30,8 @@ def _sources(ctx: click.Context) -> list[Source] | None:
     try:
         parsed = _load(ctx)
     except SourcesError as exc:
-        err.print(f"[yellow]warning:[/] {exc} — stale sources are not checked this time.",
+        err.print(f"[yellow]warning:[/] {shown(exc)} — stale sources are not checked this "
+                  "time.",
                   highlight=False)
         return None
     cfg = get_config()
@@ -44,10 +46,12 @@ def _print_dry_run(result: NotifyResult) -> None:
     where = ", ".join(result.channels) if result.channels else "no channel configured"
     console.print(f"dry run: nothing recorded, nothing sent ({where})", highlight=False)
     for payload in result.signals:
-        console.print("would send:\n" + _indent(messages.plain(payload)), highlight=False,
+        console.print("would send:\n" + _indent(printable_lines(messages.plain(payload))),
+                      highlight=False,
                       markup=False)
     for change in result.changes:
-        console.print(f"would send: {messages.plain(change.payload)}", highlight=False,
+        console.print(f"would send: {printable(messages.plain(change.payload))}",
+                      highlight=False,
                       markup=False)
     if not result.signals and not result.changes:
         console.print("nothing new to announce", highlight=False)
@@ -55,8 +59,8 @@ def _print_dry_run(result: NotifyResult) -> None:
 
 def _print_changes(result: NotifyResult) -> None:
     for change in result.changes:
-        console.print(f"ops alert {change.event}: {change.payload['text']}", highlight=False,
-                      markup=False)
+        console.print(f"ops alert {change.event}: {printable(change.payload['text'])}",
+                      highlight=False, markup=False)
 
 
 def _print_delivery(result: NotifyResult) -> bool:
@@ -64,7 +68,8 @@ def _print_delivery(result: NotifyResult) -> bool:
     report = result.delivery
     assert report is not None
     for sent in report.sent:
-        console.print(f"sent to {sent.channel}: {sent.summary}", highlight=False, markup=False)
+        console.print(f"sent to {sent.channel}: {printable(sent.summary)}", highlight=False,
+                      markup=False)
     per_channel = Counter(s.channel for s in report.sent)
     detail = ", ".join(f"{ch} {n}" for ch, n in sorted(per_channel.items()))
     console.print(f"{len(result.signals)} new signal alerts, {len(result.changes)} ops changes;"
@@ -77,8 +82,8 @@ def _print_delivery(result: NotifyResult) -> bool:
                       highlight=False)
     for given in report.given_up:
         tries = f"{given.attempts} attempt" + ("s" if given.attempts != 1 else "")
-        err.print(f"given up: {given.summary} on {given.channel} after {tries}: "
-                  f"{given.error}", highlight=False, markup=False)
+        err.print(f"given up: {printable(given.summary)} on {given.channel} after {tries}: "
+                  f"{printable(given.error)}", highlight=False, markup=False)
     return bool(report.given_up)
 
 
@@ -87,7 +92,7 @@ def _run(ctx: click.Context, threshold: float, limit: int, dry_run: bool,
     try:
         cfg = load_alerts_config()
     except AlertsConfigError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
         sys.exit(EXIT_USAGE)
     sources = _sources(ctx) if with_ops else []
     channels = build_channels(cfg)

@@ -34,6 +34,7 @@ from harvester.cli import (
     main,
 )
 from harvester.config import get_config
+from harvester.messages import shown
 from harvester.migrations import HEAD
 from harvester.services import database, queries
 from harvester.services.ops import (
@@ -59,7 +60,7 @@ def _ops(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except OpsError as exc:
-            err.print(f"[red]error:[/] {exc}", highlight=False)
+            err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
@@ -140,7 +141,7 @@ def verify_command(ctx: click.Context, strict: bool, as_json: bool) -> None:
         style = {"problem": "[red]problem[/]", "warning": "[yellow]warning[/]",
                  "ok": "[green]ok[/]"}
         for f in findings:
-            console.print(f"{style[f.level]} {f.check}: {f.message}", highlight=False)
+            console.print(f"{style[f.level]} {f.check}: {shown(f.message)}", highlight=False)
     bad = Counter(f.level for f in findings if f.level in failing)
     if bad:
         found = " and ".join(f"{n} {level}(s)" for level, n in sorted(bad.items()))

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 import psycopg
-from rich.markup import escape
 
 from harvester import settings as project_settings
 from harvester.cli import (
@@ -25,6 +24,7 @@ from harvester.cli import (
     friendly,
     main,
 )
+from harvester.messages import shown
 from harvester.services import database
 from harvester.services.rescore import RescoreReport, rescore
 from harvester.services.scoring import SCORING_VERSION
@@ -144,7 +144,7 @@ def explain(ref: str, as_json: bool) -> None:
     with _connect() as conn:
         row = _find(conn, ref.strip())
     if row is None:
-        err.print(f"[red]error:[/] no signal with id or URL {escape(ref)!r}; "
+        err.print(f"[red]error:[/] no signal with id or URL {shown(repr(ref))}; "
                   "`harvest top` lists ids and URLs.", highlight=False)
         sys.exit(EXIT_USAGE)
     breakdown = row["score_breakdown"] or {}
@@ -154,13 +154,13 @@ def explain(ref: str, as_json: bool) -> None:
                "breakdown": breakdown, "explanation": lines}
         click.echo(json.dumps(out, default=_json_default, ensure_ascii=False, indent=2))
         return
-    console.print(f"signal {row['id']} from {escape(row['source'])}: "
-                  f"{escape(row['title'] or '(untitled)')}", highlight=False)
+    console.print(f"signal {row['id']} from {shown(row['source'])}: "
+                  f"{shown(row['title'] or '(untitled)')}", highlight=False)
     if row["url"]:
-        console.print(f"  {escape(row['url'])}", highlight=False)
+        console.print(f"  {shown(row['url'])}", highlight=False)
     console.print(lines[0], highlight=False)
     for line in lines[1:]:
-        console.print(f"  {escape(line)}", highlight=False)
+        console.print(f"  {shown(line)}", highlight=False)
 
 
 @main.command("rescore")

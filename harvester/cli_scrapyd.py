@@ -8,6 +8,7 @@ import click
 
 from harvester.cli import EXIT_FAILED, _sources_path, console, friendly, main
 from harvester.config import get_config
+from harvester.messages import shown
 from harvester.services import scrapyd as scrapyd_api
 from harvester.services import scrapydproc
 
@@ -54,7 +55,7 @@ def scrapyd_status() -> None:
             node.jobs()  # the project is there: what the scheduler asks each pass
         except scrapyd_api.ScrapydError as exc:
             down += 1
-            console.print(f"[red]down[/] {node.url}: {exc}", highlight=False)
+            console.print(f"[red]down[/] {node.url}: {shown(exc)}", highlight=False)
             continue
         console.print(f"[green]up[/] {node.url}: {status.get('running', 0)} running, "
                       f"{status.get('pending', 0)} pending, {status.get('finished', 0)} "
@@ -77,6 +78,6 @@ def _deploy(nodes: list[scrapyd_api.Node]) -> None:
             console.print(f"deployed harvester to {url}: {outcome} spiders", highlight=False)
         else:
             failed = True
-            console.print(f"[red]not deployed[/] to {url}: {outcome}", highlight=False)
+            console.print(f"[red]not deployed[/] to {url}: {shown(outcome)}", highlight=False)
     if failed:
         sys.exit(EXIT_FAILED)

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from harvester.exceptions import InvalidSignal
 from harvester.items import Rejection, Signal
+from harvester.messages import printable
 
 
 class HarvestLogFormatter(LogFormatter):
@@ -44,9 +45,11 @@ class HarvestLogFormatter(LogFormatter):
         if isinstance(item, Signal):
             kept = " (kept in rejects)" if isinstance(exception, InvalidSignal) else ""
             result["msg"] = "Dropped %(source)s %(url)s: %(exception)s" + kept
-            result["args"] = {"source": item.source, "url": item.url or item.external_id,
-                              "exception": exception}
+            result["args"] = {"source": item.source,
+                              "url": printable(item.url or item.external_id or ""),
+                              "exception": printable(str(exception))}
         elif isinstance(item, Rejection):
             result["msg"] = "Rejected %(source)s %(url)s: %(reason)s (kept in rejects)"
-            result["args"] = {"source": item.source, "url": item.url, "reason": item.reason}
+            result["args"] = {"source": item.source, "url": printable(item.url or ""),
+                              "reason": item.reason}
         return result

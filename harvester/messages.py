@@ -1,7 +1,36 @@
 """One-sentence messages to operators (logs, CLI, API): the first line of an error, a
-source whose URL moved."""
+source whose URL moved, and outside text made safe to show on a terminal."""
 
 from __future__ import annotations
+
+import re
+
+#: What a terminal obeys instead of showing: C0 and C1 controls (ESC, CSI, BEL …), DEL,
+#: and the bidi overrides that show "exe.html" for "lmth.exe". Line breaks and tabs are
+#: turned into spaces (a newline in a server's error text forged table rows and log lines).
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202d\u202e]")
+_BREAKS = re.compile(r"[\t\n\r]+")
+
+
+def shown(value: object) -> str:
+    """``value`` as text for rich markup: :func:`printable`, its ``[`` escaped (a server's
+    "Forbidden [/]" crashed `harvest sources` with a MarkupError)."""
+    from rich.markup import escape  # only where something is printed
+
+    return escape(printable(str(value)))
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` line by line: a message of several lines keeps them."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+def printable(text: str) -> str:
+    """``text`` from outside (a server's error, a feed's title or URL) as one line a
+    terminal shows as it is: no control sequence, no line break."""
+    if text.isprintable():
+        return text
+    return _UNSHOWABLE.sub("", _BREAKS.sub(" ", text))
 
 
 def first_line(exc: BaseException) -> str:

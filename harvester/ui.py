@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harvester import messages
+from harvester.messages import printable, shown
 from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
@@ -51,12 +52,12 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         console.print(crawl_table(rows, "crawl summary"))
     for outcome in outcomes:
         if outcome.config_error:
-            console.print(f"[red]not crawled[/] {outcome.source}: {escape(outcome.config_error)}")
+            console.print(f"[red]not crawled[/] {outcome.source}: {shown(outcome.config_error)}")
         elif outcome.skipped:
-            console.print(f"[yellow]skipped[/] {outcome.source}: {escape(outcome.skipped)}")
+            console.print(f"[yellow]skipped[/] {outcome.source}: {shown(outcome.skipped)}")
         elif outcome.lost:
             console.print(f"[red]lost[/] {outcome.source}: {outcome.lost} items were neither "
-                          f"stored nor spooled: {escape(outcome.error)}")
+                          f"stored nor spooled: {shown(outcome.error)}")
         elif outcome.failed and (outcome.error or outcome.finish_reason != "shutdown"):
             console.print(f"[red]failed[/] {outcome.source}: {_errors(outcome)}")
         elif outcome.counters.get("errors"):
@@ -87,7 +88,7 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
 def _errors(outcome: SourceOutcome) -> str:
     """The source's last error; with several, how many (the others are in the log)."""
     count = int(outcome.counters.get("errors", 0))
-    last = escape(outcome.error or "")
+    last = shown(outcome.error or "")
     return f"{count} errors, the last: {last}" if count > 1 else last
 
 
@@ -104,14 +105,16 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
         published = row["published_at"].strftime("%m-%d %H:%M") if row["published_at"] else "-"
-        # A Text with a link style, not markup: a URL or title may hold "[" and "]".
-        title = Text((row["title"] or row["url"] or "")[:90],
-                     style=Style(link=row["url"]) if row["url"] else "")
+        # A Text with a link style, not markup: a URL or title may hold "[" and "]". No
+        # link for a URL with a control code: it would end the terminal's link sequence.
+        url = row["url"]
+        title = Text(printable((row["title"] or url or "")[:90]),
+                     style=Style(link=url) if url and url.isprintable() else "")
         sources = row.get("cluster_sources") or [row["source"]]
         size = row.get("cluster_size", 1)
         carried = ", ".join(sources) + (f" ({size} signals)" if size > len(sources) else "")
         table.add_row(str(row["id"]), f"{row['score']:.1f}", carried, published,
-                      title, escape(why) or "-")
+                      title, shown(why) or "-")
     return table
 
 
@@ -130,6 +133,6 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
         detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
         text = " ".join(str(detail).split())[:120] if detail is not None else "-"
         table.add_row(str(row["id"]), row["created_at"].strftime("%m-%d %H:%M"),
-                      escape(row["source"]), row["reason"], row["field"] or "-",
-                      escape(row["url"] or "-"), escape(text))
+                      shown(row["source"]), row["reason"], row["field"] or "-",
+                      shown(row["url"] or "-"), shown(text))
     return table

@@ -89,7 +89,7 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     api.add(SLACK_PATH, lambda r: Reply.text("ok"))
     api.add(f"/bot{TOKEN}/sendMessage", ok_telegram)
     api.add("/hook", lambda r: Reply.json({}))
-    top = add_signal(db, "Ransomware hits <Acme> & co", 95)
+    top = add_signal(db, "Ransomware hits <Acme> & co <!channel>", 95)
     add_signal(db, "CVE-2026-1 in a router", 85)
     add_signal(db, "Patch Tuesday roundup", 81)
     add_signal(db, "Cat pictures", 40)
@@ -102,6 +102,8 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     assert len(api.hits(f"/bot{TOKEN}/sendMessage")) == 2
     body = json.loads(slack[0].body)
     assert "Ransomware hits &lt;Acme&gt; &amp; co" in body["blocks"][0]["text"]["text"]
+    # The fallback text (what notifications show) too: a raw <!channel> pinged everyone.
+    assert "&lt;!channel&gt;" in body["text"] and "<!channel>" not in body["text"]
     assert "security (cve, ransomware; 6 pts)" in body["text"]
     assert "score 95" in body["text"] and "https://news.example.org/" in body["text"]
     assert "CVE-2026-1" in json.loads(slack[1].body)["text"], "highest score first"

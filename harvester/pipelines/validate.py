@@ -15,7 +15,7 @@ from scrapy.settings import BaseSettings
 from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
-from harvester.services.urls import encode_whitespace, split_error
+from harvester.services.urls import UNSAFE, encode_whitespace, split_error
 from harvester.stats import drop_fields
 
 #: Longer than any server takes (8 KB is the common request-line limit): a URL or id this
@@ -25,12 +25,15 @@ MAX_ID_LENGTH = 1000
 #: Dates before this are placeholders (``0001-01-01``, ``1970-01-01``), not when an item
 #: was published: the web's oldest pages are from 1991.
 EARLIEST_DATE = datetime(1990, 1, 1, tzinfo=UTC)
-_HTTP_URL = re.compile(r"(?i)https?://[^/?#\s@:]*[^/?#\s@:.][^/?#\s]*(?:[/?#]|$)")
+_HTTP_URL = re.compile(
+    r"(?i)https?://[^/?#\s@:\x00-\x1f\x7f-\x9f]*[^/?#\s@:.\x00-\x1f\x7f-\x9f]"
+    r"[^/?#\s\x00-\x1f\x7f-\x9f]*(?:[/?#]|$)")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0]+")
-_WHITESPACE = re.compile(r"\s")
 _NEWLINES = re.compile(r"\n{3,}")
-# Control characters PostgreSQL text cannot hold (NUL) or that only garble output.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters PostgreSQL text cannot hold (NUL) or that only garble output (C1's
+# 8-bit CSI is a terminal command), and the bidi overrides that show "lmth.exe" as
+# "exe.html".
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202d\u202e]")
 
 
 def _is_tidy(value: str) -> bool:
@@ -116,6 +119,8 @@ def check_url(url: str) -> str | None:
         return "url_too_long"
     if _HTTP_URL.match(url):
         return None
+    if UNSAFE.search(url):  # left in the host by encode_whitespace
+        return "unparsable_url"
     try:
         parts = urlsplit(url)
     except ValueError:  # "Invalid IPv6 URL"
@@ -156,7 +161,7 @@ class ValidatePipeline:
         # the cleaning below; the store replaces any left in the other fields.
         if item.url:
             item.url = surrogates.replace(item.url.strip())
-            if _WHITESPACE.search(item.url):
+            if UNSAFE.search(item.url):
                 item.url = encode_whitespace(item.url)
             if reason := check_url(item.url):
                 raise InvalidSignal("url", reason, item.url[:200])
@@ -165,11 +170,15 @@ class ValidatePipeline:
         if item.external_id:
             if len(item.external_id) > MAX_ID_LENGTH:
                 raise InvalidSignal("external_id", "id_too_long", item.external_id[:200])
-            item.external_id = surrogates.replace(item.external_id)
+            # Before dedupe keys it: the store drops a NUL, so "a\0b" and "ab" were two
+            # signals with one stored id.
+            item.external_id = surrogates.replace(_CONTROL.sub("", item.external_id))
+            if not item.external_id and not item.url:
+                raise InvalidSignal("url", "missing_url_and_id")
         if item.link_url:
             # Only a pointer: a bad one is dropped from the item, the post itself is kept.
             item.link_url = surrogates.replace(item.link_url.strip())
-            if _WHITESPACE.search(item.link_url):
+            if UNSAFE.search(item.link_url):
                 item.link_url = encode_whitespace(item.link_url)
             if reason := check_url(item.link_url) or split_error(item.link_url):
                 self._drop(item, "link_url", f"{item.link_url[:200]!r} is not a usable "

@@ -32,18 +32,20 @@ _SIMPLE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0
 
 
 _AUTHORITY = re.compile(r"[^:/?#]*:(?://[^/?#]*)?")
-_WHITESPACE = re.compile(r"\s")
+#: Whitespace and control characters (C0, DEL, C1): what a URL must not hold as it is.
+UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _DROPPED_WHITESPACE = str.maketrans("", "", "\t\n\r")
 
 
 def encode_whitespace(url: str) -> str:
-    """``url`` with the whitespace of its path, query and fragment written as a browser
-    sends it: tabs and line breaks removed, any other whitespace percent-encoded (a space
-    is ``%20``). Whitespace in the scheme or host is left for validation to refuse."""
+    """``url`` with the whitespace and control characters of its path, query and fragment
+    written as a browser sends them: tabs and line breaks removed, any other percent-encoded
+    (a space is ``%20``, ESC ``%1B``: stored raw, it cleared the screen of whoever listed
+    it). In the scheme or host they are left for validation to refuse."""
     head = _AUTHORITY.match(url)
     cut = head.end() if head else 0
     rest = url[cut:].translate(_DROPPED_WHITESPACE)
-    return url[:cut] + _WHITESPACE.sub(lambda m: quote(m.group(), safe=""), rest)
+    return url[:cut] + UNSAFE.sub(lambda m: quote(m.group(), safe=""), rest)
 
 
 def split_error(url: str) -> str | None:

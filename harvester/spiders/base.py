@@ -19,6 +19,7 @@ from harvester.config import get_config
 from harvester.exceptions import RateLimited
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
+from harvester.messages import printable
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
 from harvester.services.state import SourceState, fetch_states
 from harvester.signals import validators_seen
@@ -210,6 +211,9 @@ class SourceSpider(Spider):
         """Count a failure of this source that is not a failed request (e.g. an API error
         document answered with 200)."""
         name = source if isinstance(source, str) else source.name
+        # A server's error text, and a URL: one line, nothing a terminal would obey (they
+        # reach the log, the summary, `harvest sources` and alerts).
+        url, message = printable(url), printable(message)
         hstats.inc(self.crawler.stats, name, "errors")
         hstats.set_last_error(self.crawler.stats, name, f"{url}: {message}")
         logger.error("Source %s: %s failed: %s", name, url, message, extra=self.log_extra)

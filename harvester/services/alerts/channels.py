@@ -140,7 +140,7 @@ class SlackChannel(Channel):
     def body(self, payload: dict[str, Any]) -> bytes:
         text = messages.render_slack(payload)
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-        return json.dumps({"text": messages.plain(payload), "blocks": blocks}).encode()
+        return json.dumps({"text": messages.slack_fallback(payload), "blocks": blocks}).encode()
 
 
 class TelegramChannel(Channel):

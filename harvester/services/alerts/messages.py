@@ -84,6 +84,12 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def slack_fallback(payload: dict[str, Any]) -> str:
+    """:func:`plain`, escaped for Slack: its ``text`` is what notifications show, and a
+    title's ``<!channel>`` there pinged the whole channel."""
+    return _slack_escape(plain(payload))
+
+
 def render_slack(payload: dict[str, Any]) -> str:
     if payload["type"] == "ops":
         return _slack_escape(_ops_line(payload))

@@ -1,0 +1,95 @@
+"""Text from crawled sources reaches the operator's terminal as text: no rich markup
+interpreted (or crashing a command), no terminal control sequences (ESC, C1, bidi
+overrides), no line breaks that forge output lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from harvester.services.localsite import LocalSite
+from tests.apiserver import ApiServer, Reply
+from tests.conftest import harvest, write_sources
+from tests.feeds import rss
+
+ESC = "\x1b"
+FORGED = "line2 │ 99.9 │ fake-source"
+
+
+def assert_safe(text: str) -> None:
+    assert ESC not in text and "\x9b" not in text and "\u202e" not in text, repr(text)
+    assert "MarkupError" not in text and "Traceback" not in text, text
+    assert not any(line.startswith("line2") for line in text.splitlines()), text
+
+
+@pytest.fixture
+def api() -> Iterator[ApiServer]:
+    with ApiServer() as server:
+        yield server
+
+
+def test_feed_titles_and_links_cannot_drive_the_terminal(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    (site.root / "f.xml").write_text(rss([
+        # ESC in a link was stored raw: `harvest explain`/`top` cleared the screen (or wrote
+        # the clipboard, OSC 52) of whoever listed it.
+        {"title": "Ransomware [bold]here[/] &#x202E;lmth.exe&#x202C; &#x9b;2J",
+         "link": "https://news.example.org/a&#27;[2J&#27;]52;c;ZXZpbA==&#7;"},
+        {"title": "no link [/] &#27;[2J"},  # a rejection, listed by `harvest rejects`
+    ]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "evil", "kind": "feed", "urls": [f"{site.url}/f.xml"]}],
+        {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    crawl = harvest("--sources", str(sources), "crawl", "evil", home=home)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+
+    url, title = db.execute("SELECT url, title FROM signals").fetchone()
+    assert url == "https://news.example.org/a%1B[2J%1B]52;c;ZXZpbA==%07"
+    assert title == "Ransomware [bold]here[/] lmth.exe\u202c 2J"
+    for args in (["top"], ["explain", url], ["rejects"], ["stats"]):
+        shown = harvest("--sources", str(sources), *args, home=home)
+        assert shown.returncode == 0, (args, shown.stdout + shown.stderr)
+        assert_safe(shown.stdout + shown.stderr)
+    # Markup is shown as written, not applied.
+    assert "[bold]here[/]" in harvest("explain", url, home=home).stdout
+
+
+def test_a_server_s_error_text_is_one_plain_line_everywhere(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer, tmp_path: Path
+) -> None:
+    # Reddit's error document, quoted in the error: "Forbidden [/]" crashed `harvest
+    # sources` (MarkupError) on every run until the source succeeded, and its ESC and
+    # newline reached the summary, the log and `harvest notify`.
+    api.add("/r/python/hot.json", lambda r: Reply.json(
+        {"message": f"Forbidden [/] {ESC}[2J{ESC}]52;c;ZXZpbA==\x07\n{FORGED}",
+         "reason": "[bold]private[/]", "error": 403}, status=403))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "redd", "kind": "reddit", "api_base": api.url, "subreddit": "python"}])
+    crawl = harvest("--sources", str(sources), "crawl", "redd", home=home)
+    assert crawl.returncode == 1
+    assert_safe(crawl.stdout + crawl.stderr)
+    assert "[bold]private[/]" in crawl.stdout  # shown, not applied
+    for args in (["sources"], ["stats"], ["notify", "--dry-run"]):
+        shown = harvest("--sources", str(sources), *args, home=home)
+        assert shown.returncode == 0, (args, shown.stdout + shown.stderr)
+        assert_safe(shown.stdout + shown.stderr)
+    [log] = (home / "logs").glob("crawl-*.log")
+    assert_safe(log.read_text())
+    last_error = db.execute("SELECT last_error FROM sources_state").fetchone()[0]
+    assert ESC not in last_error and "\n" not in last_error
+    assert json.dumps(last_error)  # stored as the one line that was shown
+
+
+@pytest.mark.parametrize("args", [["top", "--source", "[/]x"], ["explain", "http://x/[/]"]])
+def test_an_operator_s_argument_with_brackets_is_an_error_not_a_crash(
+    db: psycopg.Connection[Any], home: Path, args: list[str]
+) -> None:
+    result = harvest(*args, home=home)
+    assert result.returncode == 2
+    assert "[/]" in result.stderr and "MarkupError" not in result.stderr
