@@ -77,6 +77,20 @@ def test_serve_with_a_wrong_api_setting_says_so_before_serving(tmp_path: Path) -
     assert "serving on" not in result.stdout
 
 
+@pytest.mark.parametrize(("env", "says"), [
+    # " , " (or an unset variable's empty expansion) left reads open without a word.
+    ({"HARVEST_API_KEYS": " , "}, "HARVEST_API_KEYS: is set but names no key"),
+    ({"HARVEST_API_TOKENS": ""}, "HARVEST_API_TOKENS: is set but names no key"),
+    # Matched only when a client sent it in Latin-1.
+    ({"HARVEST_API_KEYS": "ok,cl\u00e9S3cret"}, "HARVEST_API_KEYS: holds a character outside"),
+])
+def test_api_keys_that_would_leave_the_api_open_or_unusable_are_refused(
+        env: dict[str, str], says: str, tmp_path: Path) -> None:
+    result = harvest("serve", home=tmp_path / "home", env=env)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {says}"), result.stderr
+    assert "serving on" not in result.stdout and "S3cret" not in result.stderr
+
+
 def test_a_harvest_home_that_is_a_file_is_one_sentence(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     result = harvest("stats", home=tmp_path / "afile")

@@ -74,6 +74,22 @@ class ApiSettings(BaseSettings):
         parse_rate(value)
         return value
 
+    @field_validator("keys", "tokens", "token")
+    @classmethod
+    def _check_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        # Set to " , " (or to an unset variable's empty expansion), the keys left reads
+        # open without a word; a key outside ASCII matched only when a client sent it in
+        # Latin-1. Neither is said with the value: it is a secret.
+        if value is None:
+            return None
+        parts = [p.strip() for p in value.get_secret_value().split(",")]
+        if not any(parts):
+            raise ValueError("is set but names no key (comma-separated keys or tokens)")
+        if not all(p.isascii() and p.isprintable() for p in parts):
+            raise ValueError("holds a character outside printable ASCII, which an HTTP "
+                             "header cannot carry as such")
+        return value
+
     @property
     def read_keys(self) -> tuple[bytes, ...]:
         return _split(self.keys)
