@@ -224,6 +224,11 @@ def test_empty_page_and_tampered_cursors(api: str, db: psycopg.Connection[Any]) 
     wrong_type = base64.urlsafe_b64encode(json.dumps(["recent", 3.5, 1]).encode()).decode()
     for bad in ("not-a-cursor!", cursor[:-3], garbage, wrong_type, cursor + "AAAA", "x" * 400):
         assert loc_of(get(api, "/signals", cursor=bad)) == [["query", "cursor"]], bad
+    # Scores beyond PostgreSQL's real overflowed its cast: a 500.
+    for score in (1e39, -1e308, 1e-50):
+        bad = base64.urlsafe_b64encode(json.dumps(["score", score, 5]).encode()).decode()
+        assert loc_of(get(api, "/signals", cursor=bad, sort="score")) == [
+            ["query", "cursor"]], score
     # A cursor of one sort is refused by the other.
     response = get(api, "/signals", cursor=cursor, sort="score")
     assert loc_of(response) == [["query", "cursor"]]
@@ -344,6 +349,18 @@ def test_top_and_one_signal_with_its_cluster(api: str, db: psycopg.Connection[An
 
 def post(base: str, body: dict[str, Any]) -> requests.Response:
     return requests.post(f"{base}/signals", json=body, headers=W, timeout=30)
+
+
+def test_nan_or_infinity_in_a_body_is_a_422_not_a_500(api: str) -> None:
+    # The 422 echoed the value back, and NaN has no JSON: the answer itself failed (500).
+    for body, where in ((b'{"title": NaN}', None), (b'{"source": -Infinity}', "source"),
+                        (b'{"url": "https://e.org/x", "title": "x", "published_at": 1e400}',
+                         "published_at")):
+        response = requests.post(f"{api}/signals", data=body, timeout=30,
+                                 headers={**W, "Content-Type": "application/json"})
+        assert response.status_code == 422, (body, response.text)
+        if where:
+            assert ["body", where] in loc_of(response), response.text
 
 
 def test_post_signal_goes_through_the_pipeline(api: str, db: psycopg.Connection[Any]) -> None:

@@ -10,6 +10,7 @@ encode: a 500 where a 422 belongs.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import Request
@@ -80,9 +81,13 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 def _shown(value: Any) -> Any:
     value = surrogates.replace_in(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN, Infinity: no JSON for them, and the 422 itself was a 500
     if isinstance(value, str):
         return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…"
     if isinstance(value, dict | list):
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = json.dumps(value, ensure_ascii=False, default=str)  # NaN written as NaN
+        if "NaN" in text or "Infinity" in text:
+            return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
         return value if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
     return value

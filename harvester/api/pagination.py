@@ -18,6 +18,9 @@ from typing import Any, Literal
 Sort = Literal["recent", "score"]
 
 
+#: The range of PostgreSQL's real that scores are stored as (normal numbers, and 0).
+_REAL_MIN, _REAL_MAX = 1.1754944e-38, 3.4028234e38
+
 class CursorError(ValueError):
     """The cursor is not one this API handed out for this sort."""
 
@@ -48,8 +51,10 @@ class Cursor:
         if isinstance(row_id, bool) or not isinstance(row_id, int) or not 0 < row_id < 2**63:
             raise CursorError("not a cursor returned by this API")
         if kind == "score":
+            # Scores are real (float4): 1e39 or 1e-50 overflowed the ::real cast (a 500).
             if isinstance(key, bool) or not isinstance(key, (int, float)) \
-                    or not math.isfinite(key):
+                    or not math.isfinite(key) or not (key == 0 or _REAL_MIN <= abs(key)
+                                                      <= _REAL_MAX):
                 raise CursorError("not a cursor returned by this API")
             return cls("score", float(key), row_id)
         try:
