@@ -555,9 +555,15 @@ def test_crawl_schedules_on_a_real_scrapyd(db: psycopg.Connection[Any], home: Pa
         try:
             env = {**CREDENTIALS, "HARVEST_SCRAPYD_URLS": node.url, "HARVEST_API_TOKENS": TOKEN}
             with serving(home, env, path) as base:
-                first = requests.post(f"{base}/crawl", json={"source": "slow"}, headers=W,
-                                      timeout=60)
-                assert first.status_code == 202, first.text
+                # Five at once: each saw no job running and several were submitted.
+                with ThreadPoolExecutor(5) as pool:
+                    answers = list(pool.map(lambda _: requests.post(
+                        f"{base}/crawl", json={"source": "slow"}, headers=W, timeout=60),
+                        range(5)))
+                codes = sorted(a.status_code for a in answers)
+                assert codes == [202, 409, 409, 409, 409], [a.text for a in answers]
+                assert len([j for j in node.job_ids() if j.startswith("slow.")]) == 1
+                [first] = [a for a in answers if a.status_code == 202]
                 accepted = first.json()
                 assert accepted["node"] == node.url and accepted["source"] == "slow"
                 assert accepted["job_id"] in node.job_ids()

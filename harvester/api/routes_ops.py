@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from harvester.api import checks, reads
@@ -134,7 +134,7 @@ def week_brief(conn: Conn, week: str, format: BriefFormat = "json") -> Response:
     responses={404: {"description": "no such source"},
                409: {"description": "its previous job is still pending or running"},
                503: {"description": "no Scrapyd node accepted the job"}})
-def crawl(body: CrawlRequest, conn: Conn, path: SourcesPath) -> dict[str, Any]:
+def crawl(body: CrawlRequest, request: Request, path: SourcesPath) -> dict[str, Any]:
     try:
         source = _sources(path).get(body.source)
     except SourcesError:
@@ -143,11 +143,16 @@ def crawl(body: CrawlRequest, conn: Conn, path: SourcesPath) -> dict[str, Any]:
         cluster = scheduler.Cluster(scrapyd.nodes())
     except scrapyd.ScrapydError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
-    sched = scheduler.Scheduler(conn, cluster, spider_for=lambda s: SPIDERS[s.kind])
-    try:
-        job_id, node = sched.run_now(source)
-    except scheduler.SchedulerError as exc:
-        raise HTTPException(_why_not(conn, cluster, source.name), str(exc)) from None
+    # A connection of its own, not the pool's: Scrapyd may take seconds a node to answer,
+    # and a few such requests held every pooled connection (reads answered "the database
+    # is unavailable").
+    with psycopg.connect(request.app.state.database_url, connect_timeout=5,
+                         autocommit=True) as conn:
+        sched = scheduler.Scheduler(conn, cluster, spider_for=lambda s: SPIDERS[s.kind])
+        try:
+            job_id, node = sched.run_now(source)
+        except scheduler.SchedulerError as exc:
+            raise HTTPException(_why_not(conn, cluster, source.name), str(exc)) from None
     return {"source": source.name, "job_id": job_id, "node": node}
 
 

@@ -26,7 +26,8 @@ Rules per source and tick:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,8 +72,11 @@ class Cluster:
 
     def __init__(self, nodes: Iterable[Node]) -> None:
         self.views = [NodeView(n) for n in nodes]
+        #: When the nodes were last asked: a job submitted since is in no listing yet.
+        self.refreshed_at: datetime | None = None
 
     def refresh(self) -> None:
+        self.refreshed_at = utcnow()
         for view in self.views:
             view.jobs.clear()
             try:
@@ -132,9 +136,13 @@ def plan(source: Source) -> str:
     return f"cron {source.cron}" if source.cron else f"every {source.interval}"
 
 
-def load_rows(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+def load_rows(conn: psycopg.Connection[Any],
+              source: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every source's ``schedules`` row, or only ``source``'s."""
+    where = " WHERE source = %s" if source is not None else ""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM schedules")  # fixed column list
+        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM schedules{where}",  # fixed columns
+                    (source,) if source is not None else None)
         return {row["source"]: row for row in cur.fetchall()}
 
 
@@ -146,6 +154,20 @@ def _update(conn: psycopg.Connection[Any], source: str, **values: Any) -> None:
     )
     conn.execute(f"UPDATE schedules SET {assigns}, updated_at = now() "  # type: ignore[arg-type]
                  "WHERE source = %(source)s", {**values, "source": source})
+
+
+#: The first key of the per-source locks (two int4 keys: apart from LOCK_KEY's bigint).
+_SOURCE_LOCK = 0x68617277  # "harw"
+
+
+@contextmanager
+def _source_lock(conn: psycopg.Connection[Any], source: str) -> Iterator[None]:
+    """Hold the source's advisory lock (session level) for the block."""
+    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_SOURCE_LOCK, source))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_SOURCE_LOCK, source))
 
 
 def set_paused(conn: psycopg.Connection[Any], source: str, paused: bool) -> None:
@@ -204,42 +226,49 @@ class Scheduler:
         report = TickReport()
         self.cluster.refresh()
         report.nodes_down = [(v.node.url, v.error or "down") for v in self.cluster.down]
-        rows = load_rows(self.conn)
         disabled = self.disabled()
         config = get_config()
         for source in sources:
-            row = rows.get(source.name) or {c: None for c in _COLUMNS} | {
-                "source": source.name, "paused": False, "skipped_running": 0}
-            if not source.enabled or not config.kind_enabled(source.kind):
-                # Never submitted by the scheduler, but a job `harvest jobs run` started
-                # still gets its outcome in `harvest jobs list`.
-                if row["job_state"] in ("submitting", "submitted"):
-                    self._settle(source, row, report, resubmit=False)
-                continue
-            held = bool(row["paused"]) or source.name in disabled
-            running = self._settle(source, row, report, resubmit=not held)
-            if held:
-                continue
-            due = self._replanned(source, row, now)
-            if due > now:
-                continue
-            if running:
-                self.conn.execute(
-                    "UPDATE schedules SET skipped_running = skipped_running + 1, "
-                    "next_due = %s, updated_at = now() WHERE source = %s",
-                    (catch_up(source, due, now), source.name))
-                if running == UNKNOWN:
-                    report.unanswered.append((source.name, row["job_id"], row["job_node"]))
-                else:
-                    report.skipped_running.append(source.name)
-                logger.warning("%s is due but its job %s is still %s: skipped this window",
-                               source.name, row["job_id"],
-                               f"unknown (its node {row['job_node']} does not answer)"
-                               if running == UNKNOWN else running)
-                continue
-            job_id = f"{source.name}.{int(due.timestamp())}"
-            self._submit(source, job_id, due, catch_up(source, due, now), report, planned=True)
+            # Under the source's lock, its row read now: a `harvest jobs run` or `POST
+            # /crawl` since the tick began must not be submitted a second time.
+            with _source_lock(self.conn, source.name):
+                row = load_rows(self.conn, source.name).get(source.name) or {
+                    c: None for c in _COLUMNS} | {
+                    "source": source.name, "paused": False, "skipped_running": 0}
+                self._tick_one(source, row, report, disabled, config, now)
         return report
+
+    def _tick_one(self, source: Source, row: dict[str, Any], report: TickReport,
+                  disabled: set[str], config: Any, now: datetime) -> None:
+        if not source.enabled or not config.kind_enabled(source.kind):
+            # Never submitted by the scheduler, but a job `harvest jobs run` started
+            # still gets its outcome in `harvest jobs list`.
+            if row["job_state"] in ("submitting", "submitted"):
+                self._settle(source, row, report, resubmit=False)
+            return
+        held = bool(row["paused"]) or source.name in disabled
+        running = self._settle(source, row, report, resubmit=not held)
+        if held:
+            return
+        due = self._replanned(source, row, now)
+        if due > now:
+            return
+        if running:
+            self.conn.execute(
+                "UPDATE schedules SET skipped_running = skipped_running + 1, "
+                "next_due = %s, updated_at = now() WHERE source = %s",
+                (catch_up(source, due, now), source.name))
+            if running == UNKNOWN:
+                report.unanswered.append((source.name, row["job_id"], row["job_node"]))
+            else:
+                report.skipped_running.append(source.name)
+            logger.warning("%s is due but its job %s is still %s: skipped this window",
+                           source.name, row["job_id"],
+                           f"unknown (its node {row['job_node']} does not answer)"
+                           if running == UNKNOWN else running)
+            return
+        job_id = f"{source.name}.{int(due.timestamp())}"
+        self._submit(source, job_id, due, catch_up(source, due, now), report, planned=True)
 
     def _replanned(self, source: Source, row: dict[str, Any], now: datetime) -> datetime:
         """The row's next due time, planned again from its last run when the file's
@@ -256,9 +285,15 @@ class Scheduler:
         return due
 
     def run_now(self, source: Source) -> tuple[str, str]:
-        """Submit one source at once (``harvest jobs run``); its schedule is left as is."""
+        """Submit one source at once (``harvest jobs run``, ``POST /crawl``); its schedule is
+        left as is. One at a time per source: two requests at once both saw no job running
+        and both submitted (under one id, as ids counted seconds)."""
+        with _source_lock(self.conn, source.name):
+            return self._run_now(source)
+
+    def _run_now(self, source: Source) -> tuple[str, str]:
         self.cluster.refresh()
-        row = load_rows(self.conn).get(source.name)
+        row = load_rows(self.conn, source.name).get(source.name)
         report = TickReport()
         if row is not None:
             running = self._settle(source, row, report)
@@ -270,7 +305,7 @@ class Scheduler:
                 raise SchedulerError(f"{source.name} already has job {row['job_id']} {running} "
                                      f"on {row['job_node']}; wait for it to finish")
         now = self.clock()
-        job_id = f"{source.name}.manual.{int(now.timestamp())}"
+        job_id = f"{source.name}.manual.{int(now.timestamp() * 1000)}"
         next_due = row["next_due"] if row else None
         if not self._submit(source, job_id, now, next_due, report):
             why = report.not_submitted[-1][1] if report.not_submitted else "no node took it"
@@ -290,6 +325,10 @@ class Scheduler:
         if not job_id or state not in ("submitting", "submitted"):
             return None
         found = self.cluster.find(job_id)
+        submitted = row["job_submitted_at"]
+        if found is None and state == "submitted" and submitted is not None and (
+                self.cluster.refreshed_at is None or submitted >= self.cluster.refreshed_at):
+            return "pending"  # submitted by someone else since the nodes were asked
         if found is None and self.cluster.unanswered(row["job_node"]):
             run = _recorded_run(self.conn, job_id)
             if run is None or run[0] is None:
