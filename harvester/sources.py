@@ -229,6 +229,11 @@ class Source(BaseModel):
 def _check_url(url: str) -> None:
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValueError(f"{url!r} is not an http(s) URL")
+    if "@" in url.split("/", 3)[2]:
+        # Never crawled ("invalid hostname"), and the URL with its password went into
+        # errors, logs and the API's /sources. Not repeated here either.
+        raise ValueError("carries a user name or password (user:password@host), which "
+                         "harvest does not send; remove it from the URL")
     if problem := split_error(url):
         # One such URL stopped a whole spider at its start, every source in it charged a
         # failed run.

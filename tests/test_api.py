@@ -118,6 +118,11 @@ def test_reads_need_a_key_and_refusals_say_nothing(api: str, db: psycopg.Connect
     assert "`harvest scrapyd start`" in node["detail"]
     assert "harvest_database_up 1.0" in requests.get(f"{api}/metrics", timeout=30).text
     assert requests.get(f"{api}/docs", timeout=30).status_code == 200
+    assert requests.get(f"{api}/redoc", timeout=30).status_code == 404  # not documented
+    # No redirect to a Location built from the Host header, before any key was asked.
+    slash = requests.get(f"{api}/signals/", headers={"Host": "evil.example"},
+                         allow_redirects=False, timeout=30)
+    assert slash.status_code != 307 and "evil.example" not in slash.headers.get("location", "")
     paths = requests.get(f"{api}/openapi.json", timeout=30).json()["paths"]
     assert {"/signals", "/signals/top", "/signals/{signal_id}", "/sources", "/runs",
             "/rejects", "/briefs/current", "/briefs/{week}", "/crawl"} <= set(paths)

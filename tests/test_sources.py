@@ -62,6 +62,9 @@ weight = 2
          "of range 0-65535)"),
         ('name = "a"\nkind = "feed"\nurls = ["http://[::1/f"]',
          "source 'a', field 'urls': 'http://[::1/f' is not a usable URL (Invalid IPv6 URL)"),
+        # Never crawled, and its password went into errors, logs and the API's /sources.
+        ('name = "a"\nkind = "feed"\nurls = ["http://user:S3cret@x.org/f"]',
+         "source 'a', field 'urls': carries a user name or password (user:password@host)"),
         ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div["\n'
          'fields = {title = "h2"}',
          "source 'a', field 'item_selector': 'div[' cannot be used: it is not valid CSS"),

@@ -66,8 +66,10 @@ def create_app(database_url: str, sources_path: Path | None = None,
         finally:
             pool.close()
 
+    # No slash redirects: they answered before authentication, with a Location built from
+    # the request's Host header. No /redoc: /docs is the documented one.
     app = FastAPI(title="harvester", version=__version__, lifespan=lifespan,
-                  dependencies=[Depends(no_nul)],
+                  dependencies=[Depends(no_nul)], redirect_slashes=False, redoc_url=None,
                   summary="Signals harvested by harvester, its health and metrics.")
     app.state.pool = pool
     app.state.database_url = database_url
