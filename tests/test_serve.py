@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,19 @@ def test_nodes_that_never_answer_leave_metrics_and_health_answering(
                                 "SCRAPYD_PASSWORD": "x"}) as base:
             text = requests.get(f"{base}/metrics", timeout=9).text  # inside a scrape's 10 s
             status, body = _health(base)
+            # A flood of /health (open, not rate limited) held every worker thread while
+            # the nodes were probed: a read sent meanwhile waited behind all of them.
+            finished: list[str] = []
+            with ThreadPoolExecutor(61) as pool:
+                floods = [pool.submit(lambda: (requests.get(f"{base}/health", timeout=60),
+                                               finished.append("health"))) for _ in range(60)]
+                time.sleep(0.5)
+                read = pool.submit(lambda: (requests.get(f"{base}/runs", timeout=60),
+                                            finished.append("read")))
+                read.result()
+                for flood in floods:
+                    flood.result()
+            assert finished[0] == "read", finished  # the probes take 3 s; the read did not wait
     for url in urls.split(","):
         assert f'harvest_scrapyd_node_up{{node="{url}"}} 0.0' in text
     assert status == 200 and body["status"] == "degraded"

@@ -8,12 +8,14 @@ when HARVEST_API_KEYS is set, writes behind a bearer token, all rate limited per
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -92,8 +94,21 @@ def create_app(database_url: str, sources_path: Path | None = None,
     def metrics() -> Response:
         return Response(prom.render(collector), media_type=prom.CONTENT_TYPE)
 
+    # /health is open and not rate limited: one computation at a time, in one worker
+    # thread, its answer shared by the requests that arrived while it ran. A flood of it
+    # with a Scrapyd node that does not answer held every worker thread, and authenticated
+    # reads waited seconds behind it.
+    running: dict[str, asyncio.Future[tuple[dict[str, Any], int]] | None] = {"task": None}
+
     @app.get("/health", summary="Health of the database, Scrapyd, sources and alerts")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
+        task = running["task"]
+        if task is None or task.done():
+            task = running["task"] = asyncio.ensure_future(anyio.to_thread.run_sync(_health))
+        body, code = await asyncio.shield(task)
+        return JSONResponse(body, status_code=code)
+
+    def _health() -> tuple[dict[str, Any], int]:
         db_check, conn = checks.database(database_url)
         report: dict[str, checks.Check] = {"database": db_check}
         if (node_check := checks.scrapyd_nodes()) is not None:
@@ -111,7 +126,7 @@ def create_app(database_url: str, sources_path: Path | None = None,
         status = checks.overall(report)
         body = {"status": status, "version": __version__,
                 "checks": {name: check.as_json() for name, check in report.items()}}
-        return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+        return body, 503 if status == "unhealthy" else 200
 
     return app
 
