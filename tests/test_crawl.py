@@ -199,6 +199,19 @@ def test_unchanged_feed_is_not_modified_on_the_next_run(
     failures = count(db, "SELECT consecutive_failures FROM sources_state WHERE source='f'")
     assert failures == 0  # a 304 is a successful visit, not a failure
     assert count(db, "SELECT count(*) FROM signals") == 3
+    # Its items were seen again: a 304 left last_seen where it was, so `harvest retain` took
+    # items the feed still listed for gone, and they came back as new (alerted twice).
+    seen, second_run = db.execute(
+        "SELECT array_agg(DISTINCT last_seen), (SELECT max(started_at) FROM crawl_runs) "
+        "FROM signals").fetchone()
+    assert len(seen) == 1 and seen[0] > second_run, (seen, second_run)
+    # An item the feed no longer lists is not kept alive by the 304s.
+    db.execute("UPDATE signals SET last_seen = last_seen - interval '1 day' "
+               "WHERE url = (SELECT min(url) FROM signals)")
+    assert harvest("--sources", str(sources), "crawl", "f", home=home).returncode == 0
+    ages = db.execute("SELECT count(*) FILTER (WHERE last_seen > now() - interval '1 hour') "
+                      "FROM signals").fetchone()
+    assert ages == (2,)
 
 
 def test_a_source_with_one_broken_url_of_two_is_partly_failed_never_disabled(

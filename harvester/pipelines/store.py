@@ -239,6 +239,7 @@ class StorePipeline:
             stats=self.crawler.stats.get_stats(),
             validators=self._validators,
             cursors=getattr(spider, "cursors", None),
+            unchanged=getattr(spider, "unchanged", None),
             disable_after=get_config().disable_after,
         ))
         await self._write(batch, force=True)

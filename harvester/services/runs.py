@@ -33,13 +33,15 @@ def run_record(
     validators: dict[str, dict[str, dict[str, str]]],
     cursors: dict[str, dict[str, Any]] | None = None,
     disable_after: int = 0,
+    unchanged: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """A row for ``crawl_runs`` plus ``source_states`` for ``sources_state``.
 
     A source succeeded when something usable was fetched (or not modified), even if some
     of its URLs failed (``stats.succeeded``). A skipped source (switched off, disabled, no
     credentials) was not attempted: its state is left alone. ``cursors`` (resume points such
-    as ``since_id``) are kept only when nothing failed (``stats.complete``).
+    as ``since_id``) are kept only when nothing failed (``stats.complete``). ``unchanged``:
+    per source, the URLs that answered 304 (their items' ``last_seen`` moves on).
     """
     def total(name: str) -> int:
         return int(stats.get(f"harvest/{name}", 0))
@@ -75,4 +77,6 @@ def run_record(
         "not_modified": total("not_modified"),
         "stats": _jsonable({**stats, "harvest/by_source": table}),
         "source_states": _jsonable(states),
+        # Per source, the URLs that answered 304: their items were seen again unchanged.
+        "unchanged": {name: sorted(set(urls)) for name, urls in (unchanged or {}).items()},
     }

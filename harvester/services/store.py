@@ -528,6 +528,18 @@ async def _repoint(cur: psycopg.AsyncCursor[Any], looked_up: dict[str, tuple[int
     return gone
 
 
+# A URL that answered 304 lists what its last full answer listed: those items (the ones
+# last seen at that URL's newest last_seen, as one response gives its items one fetched_at)
+# are seen again now. Per URL, by the signals_source index: once a run, not per item.
+_SEEN_UNCHANGED = """
+UPDATE signals s SET last_seen = coalesce(%(at)s::timestamptz, now())
+WHERE s.source = %(source)s AND s.feed_url = %(url)s
+  AND s.last_seen < coalesce(%(at)s::timestamptz, now())
+  AND s.last_seen = (SELECT max(m.last_seen) FROM signals m
+                     WHERE m.source = %(source)s AND m.feed_url = %(url)s)
+"""
+
+
 async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None:
     params = {c: run.get(c) for c in _RUN_COLUMNS}
     for counter in _RUN_COLUMNS[7:14]:
@@ -548,6 +560,10 @@ async def _write_run(cur: psycopg.AsyncCursor[Any], run: dict[str, Any]) -> None
                 "disable_after": int(state.get("disable_after") or 0),
             },
         )
+    at = run.get("finished_at")
+    for source, urls in (run.get("unchanged") or {}).items():
+        for url in urls:
+            await cur.execute(_SEEN_UNCHANGED, {"at": at, "source": source, "url": url})
 
 
 async def load_validators(conn: psycopg.AsyncConnection[Any],

@@ -65,6 +65,9 @@ class SourceSpider(Spider):
         self.states: dict[str, SourceState] = {}
         # Resume points to keep when a source's run succeeds (since_id, …).
         self.cursors: dict[str, dict[str, Any]] = {}
+        #: Per source, the URLs that answered 304: what they listed is seen again (the
+        #: store moves those items' last_seen on, or retention took them for gone).
+        self.unchanged: dict[str, list[str]] = {}
         # Paging tokens followed in this run, per source (see repeats_page_token).
         self._page_tokens: dict[str, set[str]] = {}
 
@@ -159,6 +162,8 @@ class SourceSpider(Spider):
         if request is not None and (b"If-None-Match" in request.headers
                                     or b"If-Modified-Since" in request.headers):
             self.count(source, "not_modified")
+            name = source if isinstance(source, str) else source.name
+            self.unchanged.setdefault(name, []).append(response.url)
         else:
             self.fail(source, response.url, "HTTP 304 (not modified) to a request that sent "
                       "no ETag or date to compare with: the server is misconfigured")
