@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
+import signal as signal_module
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from harvester.migrations import HEAD
 from harvester.services.batch import Batch
 from harvester.services.ops.files import sha256_of
 from harvester.services.store import write_batch
-from tests.conftest import harvest
+from tests.conftest import ROOT, harvest, harvest_env
 
 RUN_ID = "6f1a1f4c-8c1a-4d3e-9a55-222222222222"
 def signal(n: int, source: str = "s1") -> dict[str, Any]:
@@ -351,3 +355,30 @@ def test_an_export_directory_that_cannot_be_made_is_one_sentence(
         assert result.stderr.strip() == (f"error: cannot create {tmp_path / 'afile' / 'sub'} "
                                           "(Not a directory); choose another --dir or "
                                           "HARVEST_HOME")
+
+
+def _file_size_limited(limit: int) -> None:
+    """In the child: files may grow to ``limit`` bytes; past it a write fails (EFBIG) as
+    on a full disk, rather than the signal killing the process."""
+    signal_module.signal(signal_module.SIGXFSZ, signal_module.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_an_export_the_disk_cannot_hold_is_one_sentence_and_leaves_no_part(
+    db: psycopg.Connection[Any], pg_url: str, home: Path, tmp_path: Path
+) -> None:
+    # A full disk printed a traceback (exit 1) and left the .tmp file behind.
+    store(pg_url, [signal(n) for n in range(300)])
+    age(db, [f"key-{n}" for n in range(300)], 10)
+    out = tmp_path / "exports"
+    for command in (["snapshot"], ["archive", "--older-than", "1d"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "harvester.cli", *command, "--dir", str(out)],
+            cwd=ROOT, env=harvest_env(home), capture_output=True, text=True, timeout=180,
+            preexec_fn=lambda: _file_size_limited(20_000), check=False)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: cannot write "), result.stderr
+        assert "choose another --dir" in " ".join(result.stderr.split())
+        assert list(out.iterdir()) == []
+    assert db.execute("SELECT count(*) FROM signals").fetchone() == (300,)  # none archived

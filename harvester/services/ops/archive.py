@@ -55,7 +55,8 @@ def archive(conn: psycopg.Connection[Any], directory: Path, cutoff: datetime, *,
             "COPY (SELECT {} FROM signals s JOIN {} d USING (id) ORDER BY id) "
             "TO STDOUT (FORMAT csv, HEADER true)").format(
             merge.column_list(columns, "s"), sql.Identifier(retention.DOOMED))
-        with _open(tmp, "wb", compress) as fh, conn.cursor() as cur, cur.copy(query) as copy:
+        with files.writing(tmp), _open(tmp, "wb", compress) as fh, conn.cursor() as cur, \
+                cur.copy(query) as copy:
             for data in copy:
                 fh.write(data)
     manifest = files.finish(tmp, final, {

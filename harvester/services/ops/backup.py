@@ -112,8 +112,9 @@ def take(conn: psycopg.Connection[Any], url: str, directory: Path, *,
                            ).fetchone()
         assert row is not None
         counts = table_counts(conn)
-        _run([tool("pg_dump"), "--format=custom", f"--snapshot={row[0]}", f"--file={tmp}",
-              "--no-password", f"--dbname={target}"], env)
+        with files.writing(tmp):
+            _run([tool("pg_dump"), "--format=custom", f"--snapshot={row[0]}", f"--file={tmp}",
+                  "--no-password", f"--dbname={target}"], env)
     return files.finish(tmp, final, {
         "kind": KIND, "tables": counts, "rows": sum(counts.values()),
         "schema_revision": schema_revision, "server_version": row[1],

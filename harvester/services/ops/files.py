@@ -12,6 +12,8 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,20 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def writing(tmp: Path) -> Iterator[None]:
+    """The block writes ``tmp``: if it fails, ``tmp`` is removed, and a full disk (an
+    OSError with no file name, which the CLI took for a bug: a traceback) is one sentence."""
+    try:
+        yield
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise OpsError(f"cannot write {tmp.with_suffix('')} ({exc.strerror or exc}); "
+                           "free space there or choose another --dir") from exc
+        raise
 
 
 def finish(tmp: Path, final: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def take(conn: psycopg.Connection[Any], directory: Path, *, compress: bool,
         query = sql.SQL(
             "SELECT row_to_json(r)::text FROM (SELECT {} FROM signals ORDER BY id) r"
         ).format(merge.column_list(columns))
-        with _open_write(tmp, compress) as fh, conn.cursor(name="snapshot") as cur:
+        with files.writing(tmp), _open_write(tmp, compress) as fh, \
+                conn.cursor(name="snapshot") as cur:
             cur.itersize = _FETCH
             cur.execute(query)
             for (line,) in cur:
