@@ -382,3 +382,29 @@ def test_an_export_the_disk_cannot_hold_is_one_sentence_and_leaves_no_part(
         assert "choose another --dir" in " ".join(result.stderr.split())
         assert list(out.iterdir()) == []
     assert db.execute("SELECT count(*) FROM signals").fetchone() == (300,)  # none archived
+
+
+def test_restored_members_whose_head_is_not_in_the_file_join_no_stranger(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    # Restored where the head's id is another story's (another database), the members kept
+    # that id as their cluster: the stranger gained their sources and a higher score.
+    store(pg_url, [signal(n, source=f"s{n}") for n in range(3)])
+    cluster(db, ["key-0", "key-1", "key-2"])
+    head = db.execute("SELECT id FROM signals WHERE key = 'key-0'").fetchone()[0]
+    age(db, ["key-1", "key-2"], 60)
+    assert harvest("archive", "--older-than", "45d", home=home).returncode == 0
+    archived = next((home / "archives").glob("*.csv"))
+    db.execute("DELETE FROM signals WHERE key = 'key-0'")
+    db.execute("INSERT INTO signals (id, key, source, kind, fetched_at, score, score_breakdown)"
+               " VALUES (%s, 'stranger', 'garden', 'feed', now(), 10, '{}')", (head,))
+
+    done = harvest("archive", "restore", str(archived), home=home)
+
+    assert done.returncode == 0, done.stderr
+    rows = dict(db.execute("SELECT key, coalesce(cluster_id, id) FROM signals").fetchall())
+    assert rows["key-1"] != head and rows["key-2"] != head
+    assert rows["key-1"] == rows["key-2"]  # still near-duplicates of each other
+    assert db.execute("SELECT score, cluster_id FROM signals WHERE key = 'stranger'"
+                      ).fetchone() == (10.0, None)
+    assert db.execute("SELECT count(*) FROM cluster_sources WHERE cluster_id = %s",
+                      (head,)).fetchone() == (0,)

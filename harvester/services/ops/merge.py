@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from harvester.services import corroboration
+from harvester.services import clusters, corroboration
 from harvester.services.ops import OpsError
 
 TABLE = "signals"
@@ -67,10 +67,37 @@ def _select_list(columns: list[str]) -> sql.Composable:
         if col == "id":
             parts.append(sql.SQL("m.new_id"))
         elif col == "cluster_id":
-            parts.append(sql.SQL("coalesce(c.new_id, r.cluster_id)"))
+            # The cluster's head as restored (or stored already, found by its key). A head
+            # the file does not hold is left out: its id here may be another story's (a
+            # restore into another database joined an unrelated cluster and raised its
+            # score); such rows are clustered again by their fingerprints (_recluster).
+            parts.append(sql.SQL("c.new_id"))
         else:
             parts.append(sql.Identifier("r", col))
     return sql.SQL(", ").join(parts)
+
+
+def _orphans(conn: psycopg.Connection[Any], columns: list[str]) -> list[int]:
+    """The new ids of the rows to insert that belonged to a cluster whose head the file
+    does not hold (and is not stored here under its key)."""
+    if "cluster_id" not in columns:
+        return []
+    return [i for (i,) in conn.execute("""
+        SELECT m.new_id FROM restore_rows r
+        JOIN restore_ids m ON m.old_id = r.id AND m.present_id IS NULL
+        LEFT JOIN restore_ids c ON c.old_id = r.cluster_id
+        WHERE r.cluster_id IS NOT NULL AND c.old_id IS NULL""").fetchall()]
+
+
+def _recluster(conn: psycopg.Connection[Any], ids: list[int]) -> None:
+    """Cluster ``ids`` (just inserted, each alone) by their fingerprints, as the store
+    would have: with the nearest stored signal's cluster (its own head back, restored into
+    the database it was archived from), or alone."""
+    if not ids:
+        return
+    rows = conn.execute("SELECT id, simhash FROM signals WHERE id = ANY(%s) "
+                        "AND simhash IS NOT NULL ORDER BY id", (ids,)).fetchall()
+    clusters.assign_clusters_sync(conn, [(i, h) for i, h in rows])
 
 
 def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
@@ -86,6 +113,7 @@ def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
         FROM restore_rows r LEFT JOIN signals s ON s.key = r.key""").format(seq=_SEQ))
     cluster_join = (sql.SQL("LEFT JOIN restore_ids c ON c.old_id = r.cluster_id")
                     if "cluster_id" in columns else sql.SQL(""))
+    orphans = _orphans(conn, columns)
     cur = conn.execute(sql.SQL("""
         INSERT INTO signals ({cols})
         SELECT {select} FROM restore_rows r
@@ -94,14 +122,12 @@ def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
         ON CONFLICT (key) DO NOTHING""").format(
         cols=column_list(columns), select=_select_list(columns), cluster_join=cluster_join))
     inserted = cur.rowcount
-    # Restored members count for their clusters' corroboration again (clusters of more
-    # than one signal: a lone signal corroborates nothing).
+    _recluster(conn, orphans)
+    # Every cluster a restored row is in now is recomputed, a lone one too: a head
+    # restored without its members kept the corroboration it had when it was exported.
     restored = conn.execute("""
-        SELECT t.cluster FROM (
-            SELECT DISTINCT coalesce(s.cluster_id, s.id) AS cluster FROM restore_ids m
-            JOIN signals s ON s.id = m.new_id WHERE m.present_id IS NULL) AS t
-        WHERE EXISTS (SELECT 1 FROM signals x
-                      WHERE x.cluster_id = t.cluster AND x.id <> t.cluster)""").fetchall()
+        SELECT DISTINCT coalesce(s.cluster_id, s.id) FROM restore_ids m
+        JOIN signals s ON s.id = m.new_id WHERE m.present_id IS NULL""").fetchall()
     corroboration.rebuild_sync(conn, [c for (c,) in restored])
     counts = conn.execute(
         "SELECT count(*), count(present_id), "
