@@ -50,6 +50,13 @@ def friendly(func: F) -> F:
                 ScrapydError, ConfigError) as exc:
             err.print(f"[red]error:[/] {shown(exc)}", highlight=False)
             sys.exit(EXIT_USAGE)
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+            # An OperationalError, but the database is there: it was no "run `harvest db
+            # start`" matter.
+            err.print(f"[red]error:[/] the database gave up this command's transaction "
+                      f"({shown(first_line(exc))}) after a conflict with a concurrent write; "
+                      "run it again", highlight=False)
+            sys.exit(EXIT_USAGE)
         except psycopg.OperationalError as exc:
             first = first_line(exc)
             fix = database.unreachable_hint()

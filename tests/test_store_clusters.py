@@ -339,3 +339,32 @@ def test_a_run_replayed_after_a_newer_one_leaves_the_source_state_as_the_newer_m
                        "validators FROM sources_state WHERE source = 'fz'").fetchone()
     assert state == (0, None, True, {"https://x.org/f": {"etag": '"1"'}})
     assert db.execute("SELECT count(*) FROM crawl_runs").fetchone() == (2,)  # both recorded
+
+
+def test_a_deadlock_with_another_writer_writes_the_batch_again(
+        db: psycopg.Connection[Any], pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Two writers taking the same rows in other orders (two feeds listing the same items,
+    # a retain deleting by id): PostgreSQL aborts one. For the store that was "the database
+    # is down": the batch was spooled, and every later one until a reconnect.
+    caplog.set_level(logging.INFO, logger="harvester.services.store")
+    store(pg_url, [row("x", STORY), row("y", SYNDICATED)])
+
+    async def go() -> BatchResult:
+        async with await psycopg.AsyncConnection.connect(pg_url) as a, \
+                await psycopg.AsyncConnection.connect(pg_url) as b, \
+                await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as watch:
+            await b.execute("SET deadlock_timeout = '5s'")  # so that A detects it
+            await b.execute("UPDATE signals SET seen_count = seen_count WHERE key = 'y'")
+            task = asyncio.create_task(write_batch(a, Batch(signals=[row("x", STORY),
+                                                                      row("y", SYNDICATED)])))
+            await _until_waiting_for_a_lock(watch, a.info.backend_pid, task)
+            # B now wants A's row: a cycle, and A, whose check runs first, is aborted.
+            await b.execute("UPDATE signals SET seen_count = seen_count WHERE key = 'x'")
+            await b.commit()
+            return await task
+
+    result = asyncio.run(go())
+    assert result.reseen == {"s": 2}
+    assert db.execute("SELECT key, seen_count FROM signals ORDER BY key").fetchall() == [
+        ("x", 2), ("y", 2)]
+    assert "deadlock detected; writing the batch again" in caplog.text

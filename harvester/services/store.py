@@ -17,9 +17,11 @@ then adds the rows stored since those reads (:class:`Recent`) and makes no reads
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+import random
 import struct
 import uuid
 from collections import Counter, deque
@@ -36,6 +38,7 @@ from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from harvester import surrogates
+from harvester.messages import first_line
 from harvester.services import clusters, corroboration
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
 from harvester.services.simhash import fingerprints
@@ -45,6 +48,9 @@ logger = logging.getLogger(__name__)
 #: Errors that mean "the database is not there" (the connection failed or broke), as
 #: opposed to a bug in our SQL or rows it refuses.
 DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+#: The database aborted the transaction for a conflict with a concurrent one (both are
+#: OperationalErrors, so in DB_DOWN as well): run it again.
+CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (
@@ -381,10 +387,34 @@ async def write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,
         # batch again, every row through the upsert (its lookup now sees that key).
         logger.info("store: a key of the batch was stored meanwhile by another writer; "
                     "writing the batch again through the upsert")
-        result, stored = await _write_batch(conn, batch, cluster_distance, False, None, None)
+        result, stored = await _rewrite(conn, batch, cluster_distance)
+    except CONFLICTS as exc:
+        # A deadlock with another writer (two feeds listing the same items in other
+        # orders, a retain deleting by id): the database is there, the batch is written
+        # again. It was taken for "the database is down" and the crawl spooled on.
+        logger.info("store: %s; writing the batch again", first_line(exc))
+        result, stored = await _rewrite(conn, batch, cluster_distance)
     if recent is not None and not result.already_applied:
         recent.add(stored)
     return result
+
+
+async def _rewrite(conn: psycopg.AsyncConnection[Any], batch: Batch,
+                   cluster_distance: int) -> tuple[BatchResult, list[Any]]:
+    """The batch through the upsert, its lookups made again; a deadlock is retried a few
+    times, a short random wait apart (the other transaction goes first)."""
+    for attempt in range(_REWRITES):
+        try:
+            return await _write_batch(conn, batch, cluster_distance, False, None, None)
+        except CONFLICTS:
+            if attempt == _REWRITES - 1:
+                raise
+            await asyncio.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+#: Writes of one batch after a deadlock before the error is given to the caller.
+_REWRITES = 4
 
 
 async def _write_batch(conn: psycopg.AsyncConnection[Any], batch: Batch,

@@ -16,6 +16,8 @@ recomputed (``corroboration.rebuild_sync``).
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import psycopg
 
 from harvester.services import corroboration
+from harvester.services.store import CONFLICTS
 
 BATCH = 1000
 DOOMED = "ops_doomed"
@@ -61,13 +64,31 @@ def choose(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
     return row[0] if row else 0
 
 
+def _retried(conn: psycopg.Connection[Any], query: str,
+             params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """One statement (its own transaction), run again after a deadlock with a crawl
+    writing the same rows in another order: it stopped the deletion half-way with "the
+    database is unreachable … run `harvest db start`"."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        except CONFLICTS:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+    return None
+
+
+_ATTEMPTS = 5
+
+
 def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                   batch: int = BATCH) -> DeleteReport:
     """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM."""
     deleted = kept = batches = 0
     touched: set[int] = set()  # clusters carried by several sources that lost members
     while True:
-        row = conn.execute(f"""
+        row = _retried(conn, f"""
             WITH picked AS (
                 DELETE FROM {DOOMED} WHERE id IN (SELECT id FROM {DOOMED} ORDER BY id LIMIT %s)
                 RETURNING id),
@@ -78,7 +99,7 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
             SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone),
                    ARRAY(SELECT DISTINCT g.cluster FROM gone g
                          JOIN cluster_sources cs ON cs.cluster_id = g.cluster)""",
-            (batch, cutoff)).fetchone()
+            (batch, cutoff))
         assert row is not None
         if row[0] == 0:
             break
