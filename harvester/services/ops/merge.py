@@ -134,5 +134,7 @@ def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
         "count(*) FILTER (WHERE present_id IS NULL AND new_id <> old_id) FROM restore_ids"
     ).fetchone()
     assert counts is not None
-    return MergeResult(rows=counts[0], inserted=inserted, present=counts[1],
+    # Already stored: those found by key, and those a crawl stored between that lookup and
+    # the insert (ON CONFLICT DO NOTHING skipped them): counts[1] missed the latter.
+    return MergeResult(rows=counts[0], inserted=inserted, present=counts[0] - inserted,
                        renumbered=counts[2])
