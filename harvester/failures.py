@@ -19,7 +19,8 @@ _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.DownloadConnectionRefusedError, error.ConnectionRefusedError),
      "connection refused (nothing listens there: is the server down, or the port wrong?)"),
     ((scrapy_errors.DownloadTimeoutError, error.TimeoutError, error.TCPTimedOutError),
-     "timed out (no answer within DOWNLOAD_TIMEOUT: the server is slow or down)"),
+     "timed out (no whole answer within DOWNLOAD_TIMEOUT: the server is down, or sends too "
+     "slowly, or less than it announced; -s DOWNLOAD_TIMEOUT=SECONDS waits longer)"),
     ((scrapy_errors.ResponseDataLossError, error.ConnectionLost),
      "connection lost before the response was complete"),
     ((scrapy_errors.UnsupportedURLSchemeError,), "unsupported URL scheme"),
@@ -58,6 +59,12 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
         return f"HTTP {status}{hint}"
     if isinstance(exc, RateLimited | BadRedirect):
         return str(exc)
+    if "download max size" in str(exc) or "DOWNLOAD_MAXSIZE" in str(exc):
+        # Scrapy's own words ("Expected to receive 62487774 bytes which is larger than …")
+        # named no fix; a compressed answer that inflates past it says the same.
+        return ("the answer is larger than DOWNLOAD_MAXSIZE (50 MB; compressed answers "
+                "count as inflated): a feed that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES "
+                "takes it")
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):
         return ("too many redirects (a redirect loop? the URL to put in the sources file is "
                 "where it should end)")

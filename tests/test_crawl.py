@@ -234,6 +234,21 @@ def test_a_source_with_one_broken_url_of_two_is_partly_failed_never_disabled(
     assert "gone.xml" in state[3]  # the broken URL is still named
 
 
+def test_an_answer_over_the_size_limit_says_which_setting_takes_it(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Scrapy's own words ("Expected to receive N bytes which is larger than download max
+    # size") named no fix.
+    (site.root / "big.xml").write_text(rss(items("big", 40)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("big", [f"{site.url}/big.xml"])])
+    result = harvest("--sources", str(sources), "crawl", "big", "-s", "DOWNLOAD_MAXSIZE=2000",
+                     "-s", "DOWNLOAD_WARNSIZE=1000", home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())
+    assert "the answer is larger than DOWNLOAD_MAXSIZE" in out, out
+    assert "-s DOWNLOAD_MAXSIZE=BYTES takes it" in out
+
+
 def test_unreachable_and_failing_sources_are_one_line_each(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
