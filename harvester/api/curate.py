@@ -94,8 +94,13 @@ async def store(database_url: str, item: Signal) -> Outcome:
             if existing is None:
                 row = signal_row(item, "")
                 row["run_id"] = None  # not part of a crawl run
-                result = await write_batch(conn, Batch(signals=[row]))
-                created = result.total_new == 1  # else a crawl stored it meanwhile
+                # A crawl that stored the key meanwhile made the upsert count this POST as a
+                # sighting (seen_count, last_seen): undone, as the answer says "not created".
+                async with conn.transaction():
+                    result = await write_batch(conn, Batch(signals=[row]))
+                    created = result.total_new == 1
+                    if not created:
+                        raise psycopg.Rollback()
                 existing = await _stored(conn, item.key)
         finally:
             await conn.execute(_UNLOCK, (item.key,))
