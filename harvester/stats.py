@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "duplicates",
             "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
             "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden",
-            "dropped_fields", "spool_stored")
+            "dropped_fields", "spool_stored", "bugs")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:
@@ -64,10 +64,16 @@ def set_skipped(stats: StatsCollector, source: str, reason: str,
 
 
 def succeeded(row: dict[str, Any]) -> bool:
-    """A source's run succeeded when something usable came back (fetched, or not modified),
-    as ``harvest crawl`` and the run_failed alert judge it: some of its URLs may have failed
-    ("partly failed"), but it is no failed run, and does not count towards disabling it."""
-    return (row["fetched"] + row["not_modified"]) > 0
+    """A source's run succeeded when it reached something (fetched, or not modified) and,
+    if some of its fetches failed, the others still gave entries or were unchanged: a feed
+    source with one dead URL of three, an API whose second page failed, is "partly failed"
+    and no failed run (it was disabled after HARVEST_DISABLE_AFTER of them). A run with
+    errors and nothing usable (a listing whose selectors match nothing any more, a
+    malformed sitemap) failed, and so did one where our own code failed (``bugs``: a
+    spider callback or a pipeline raised)."""
+    if row.get("bugs") or (row["fetched"] + row["not_modified"]) == 0:
+        return False
+    return row["errors"] == 0 or row["entries"] > 0 or row["not_modified"] > 0
 
 
 def complete(row: dict[str, Any]) -> bool:

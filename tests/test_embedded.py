@@ -144,8 +144,9 @@ def test_a_setting_that_is_not_a_size_is_one_sentence(tmp_path: Path) -> None:
                      env={"HARVEST_PG_SHARED_BUFFERS": "lots", "HARVEST_DATABASE_URL": ""})
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "error: HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as "
-        "512MB, not 'lots'")
+        "error: HARVEST_PG_SHARED_BUFFERS: must be a size in kB, MB, GB or TB such as "
+        "512MB, not 'lots'; fix the variable, or unset it for the default (README lists "
+        "every HARVEST_* setting)")
     assert not (tmp_path / "home" / "pg").exists()  # nothing was started
 
 

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from harvester import stats as hstats
 from harvester.failures import describe_failure
 from harvester.items import Rejection
+from harvester.messages import printable
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.spiders.base import SourceSpider
 
@@ -72,8 +73,10 @@ class CallbackErrorMiddleware:
         crawler.signals.send_catch_log(
             signal=signals.spider_error, response=response, spider=spider, failure=failure)
         hstats.inc(crawler.stats, source, "errors")
+        hstats.inc(crawler.stats, source, "bugs")  # fails the run, whatever else came
         hstats.set_last_error(crawler.stats, source,
-                              f"{response.url}: the spider failed on it: {error}")
+                              f"{printable(response.url)}: the spider failed on it: "
+                              f"{printable(error)}")
         return [Rejection(source=source, reason=REASON, field="document", url=response.url,
                           raw={"error": error, "exception": name, "head": _head(response)})]
 

@@ -211,6 +211,7 @@ class StorePipeline:
             self.run_id,
         ))
         if isinstance(spider, SourceSpider):  # counts and reports the source's failure
+            hstats.inc(self.crawler.stats, item.source, "bugs")  # fails the run
             spider.fail(item.source, str(item.url),
                         f"a pipeline failed on this item ({error}); kept as rejection "
                         f"{PIPELINE_ERROR!r}")
