@@ -102,7 +102,8 @@ def _when(value: Any) -> str:
     if value is None:
         return "-"
     parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return str(parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M"))
+    # isoformat, not strftime: "%Y" wrote year 1 as "1" ("before 1-01-01").
+    return parsed.astimezone(UTC).isoformat(sep=" ", timespec="minutes")[:16]
 
 
 def _merged(what: str, path: Path, result: merge.MergeResult) -> None:

@@ -498,6 +498,7 @@ def test_numbers_and_ages_past_every_limit_are_answered_not_raised(
         kept = harvest("retain", "--keep-age", age, home=home)
         assert kept.returncode == 0, kept.stderr
         assert "nothing to delete" in kept.stdout, kept.stdout
+        assert "before 0001-01-01 00:00" in kept.stdout  # it said "before 1-01-01"
     for args, says in ((["top", "--min-score", "nan"], "not a number"),
                        (["top", "--min-score", "inf"], "not a number"),
                        (["brief", "--week", "0000-W01"], "the year must be 1 to 9998"),

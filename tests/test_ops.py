@@ -279,13 +279,21 @@ def test_verify_finds_problems_and_does_not_migrate(private_pg: tuple[Path, str]
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT setval(pg_get_serial_sequence('signals', 'id'), 1)")
+        # At max(id) but not yet called: nextval hands out max(id) itself ("is at 0" was
+        # said of it).
+        conn.execute("INSERT INTO rejects (source, reason) VALUES ('s', 'no_title')")
+        conn.execute("SELECT setval(pg_get_serial_sequence('rejects', 'id'), "
+                     "(SELECT max(id) FROM rejects), false)")
         conn.execute("UPDATE alembic_version SET version_num = '0006'")
     (home / "spool").mkdir()
     (home / "spool" / "20260101T000000000000-broken.bad").write_text("{")
     done = harvest("verify", "--json", home=home, env=env)
     assert done.returncode == 1
-    problems = {f["check"] for f in json.loads(done.stdout) if f["level"] == "problem"}
-    assert problems == {"schema", "sequences", "spool"}
+    found = [f for f in json.loads(done.stdout) if f["level"] == "problem"]
+    assert {f["check"] for f in found} == {"schema", "sequences", "spool"}
+    said = " ".join(f["message"] for f in found if f["check"] == "sequences")
+    assert "public.signals_id_seq would hand out 2 next" in said, said
+    assert "public.rejects_id_seq would hand out" in said
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
 

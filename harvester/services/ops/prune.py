@@ -25,7 +25,9 @@ class PrunePlan:
 def plan(directory: Path, keep: int, kind: str) -> PrunePlan:
     found = [(p, m) for p, m in files.listing(directory) if m.get("kind") == kind]
     cut = max(len(found) - keep, 0)
-    named = {str(m.get("file")) for _, m in found} | {p.name for p, _ in found}
+    # Files of another kind's manifests (an archive in the directory) are not "unfinished".
+    every = files.listing(directory)
+    named = {str(m.get("file")) for _, m in every} | {p.name for p, _ in every}
     unfinished = sorted(p for p in (directory.iterdir() if directory.is_dir() else [])
                         if p.is_file() and p.name not in named)
     return PrunePlan(keep=found[cut:], delete=found[:cut], unfinished=unfinished)

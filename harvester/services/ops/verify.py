@@ -59,16 +59,19 @@ def sequences(conn: psycopg.Connection[Any]) -> list[Finding]:
         ORDER BY table_name""").fetchall()
     out = []
     for table, column, seq in rows:
-        row = conn.execute(
-            sql.SQL("SELECT max({}), pg_sequence_last_value(%s::regclass) FROM {}")
-            .format(sql.Identifier(column), sql.Identifier(table)),
-            (seq,)).fetchone()
-        assert row is not None
-        highest, last = row
-        if highest is not None and highest > (last or 0):
-            out.append(Finding("problem", "sequences", f"{seq} is at {last or 0} but "
-                               f"{table}.{column} goes up to {highest}: the next insert fails; "
-                               f"run SELECT setval('{seq}', {highest}) in psql"))
+        row = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+            sql.Identifier(column), sql.Identifier(table))).fetchone()
+        state = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+            sql.Identifier(*seq.split(".", 1)))).fetchone()
+        assert row is not None and state is not None
+        highest = row[0]
+        # What nextval hands out: last_value itself while is_called is false (setval(…,
+        # false)); "is at 0" was said of such a sequence.
+        following = state[0] + 1 if state[1] else state[0]
+        if highest is not None and following <= highest:
+            out.append(Finding("problem", "sequences", f"{seq} would hand out {following} next "
+                               f"but {table}.{column} goes up to {highest}: the next insert "
+                               f"fails; run SELECT setval('{seq}', {highest}) in psql"))
     if not out:
         out.append(Finding("ok", "sequences", f"{len(rows)} id sequences ahead of their rows"))
     return out
