@@ -154,6 +154,9 @@ def test_archive_restore_round_trip_keeps_rows_identical(
     archived = next((home / "archives").glob("*.csv.gz"))
     manifest = json.loads(next((home / "archives").glob("*.manifest.json")).read_text())
     assert manifest["rows"] == 2100 and manifest["file"] == archived.name
+    # An archive in the directory is no interrupted export ("no manifest names it").
+    pruned = harvest("prune", "--keep", "1", "--dir", str(home / "archives"), home=home)
+    assert pruned.returncode == 0 and "left alone" not in pruned.stdout, pruned.stdout
 
     done = harvest("archive", "restore", str(archived), home=home)
     assert done.returncode == 0, done.stderr
