@@ -3,6 +3,7 @@ scheduled through the JSON API and by `harvest scheduler`, results in PostgreSQL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -397,40 +398,43 @@ def test_start_on_a_port_another_server_holds_is_refused(nodes: list[Node],
     assert not (tmp_path / "other" / "scrapyd" / "scrapyd.pid").exists()
 
 
-def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(
-    sources_file: tuple[Path, LocalSite], db: psycopg.Connection[Any], tmp_path: Path
-) -> None:
-    # Scrapyd killed: its jobs ran on, `harvest scrapyd stop` said "not running", and no
-    # harvest command could stop them.
-    path, _ = sources_file
-    port = free_port()
-    node = Node(tmp_path / "node", port,
-                {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(port), "HARVEST_SOURCES": str(path)})
-    node.start()
+def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path) -> None:
+    # Scrapyd killed: its jobs ran on in its process group, `harvest scrapyd stop` said
+    # "not running", and no harvest command could stop them. The group here is what
+    # `harvest scrapyd start` leaves (a session leader whose pid it records, and a job
+    # process under it), without the cost of a Scrapyd and a deploy.
+    home = tmp_path / "home"
+    (home / "scrapyd").mkdir(parents=True)
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True)
     try:
-        job = node.api("schedule.json", project="harvester", spider="feed",
-                       source="slow")["jobid"]  # the site answers after 6 s
-        deadline = time.monotonic() + 60
-        while job not in {j["id"] for j in node.jobs()["running"]}:
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.2)
-        leader = int((node.home / "scrapyd" / "scrapyd.pid").read_text())
-        os.kill(leader, signal.SIGKILL)
-        while True:  # the leader gone, its job still running in its process group
-            try:
-                os.kill(leader, 0)
-            except ProcessLookupError:
-                break
+        (home / "scrapyd" / "scrapyd.pid").write_text(str(leader.pid))
+        deadline = time.monotonic() + 10
+        while len(_group(leader.pid)) < 2:  # the "job" has started
+            assert time.monotonic() < deadline, "the job process did not start"
             time.sleep(0.05)
-        os.killpg(leader, 0)
+        leader.kill()
+        leader.wait()
+        assert _group(leader.pid)  # the leader gone, its job still running
 
-        stopped = harvest("scrapyd", "stop", home=node.home, env=node.env)
+        stopped = harvest("scrapyd", "stop", home=home, env=CREDENTIALS)
 
         assert stopped.stdout.strip() == "stopped", stopped.stdout + stopped.stderr
-        with pytest.raises(ProcessLookupError):
-            os.killpg(leader, 0)
+        assert _group(leader.pid) == []
     finally:
-        node.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies are not)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    found.append(int(entry.name))
+    return found
 
 
 def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
