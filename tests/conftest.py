@@ -21,6 +21,7 @@ import pytest
 from harvester.config import get_config
 from harvester.services import database, embedded
 from harvester.services.localsite import LocalSite
+from tests.apiserver import ApiServer
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -176,3 +177,10 @@ def wait_for(check: Callable[[], T], what: str, seconds: float = 60.0,
             return value
         time.sleep(every)
     raise AssertionError(f"gave up waiting for {what} after {seconds:g} s")
+
+
+@pytest.fixture
+def api() -> Iterator[ApiServer]:
+    """A stand-in HTTP API on 127.0.0.1 (tests/apiserver.py) for the test's routes."""
+    with ApiServer() as server:
+        yield server

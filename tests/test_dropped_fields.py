@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,6 @@ from tests.feeds import items, rss
 from tests.test_reddit import FAST, listing, post
 
 FEED_URL = "https://e.org/feed"
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 def by_url(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,12 +74,6 @@ def assert_no_secrets(*results: subprocess.CompletedProcess[str]) -> None:
     for result in results:
         for secret in (SLACK_PATH, TOKEN, WEBHOOK_SECRET):
             assert secret not in result.stdout + result.stderr
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 def test_each_signal_is_announced_once_per_channel_highest_first(

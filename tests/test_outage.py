@@ -34,6 +34,20 @@ def wait_for_rows(url: str, deadline: float) -> int:
     raise AssertionError("no rows were stored before the deadline")
 
 
+def crawl_in_background(sources: Path, name: str, env: dict[str, str], *, per_domain: int,
+                        batch: int) -> subprocess.Popen[str]:
+    """``harvest crawl NAME`` as a process of its own, with small batches flushed often and
+    a quick reconnect, so that an outage the test makes falls in the middle of it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", name,
+         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", f"CONCURRENT_REQUESTS_PER_DOMAIN={per_domain}",
+         "-s", f"HARVEST_STORE_BATCH_SIZE={batch}", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
+         "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
 def test_database_stopped_mid_crawl_loses_nothing(
     private_pg: tuple[Path, str], site: LocalSite, home: Path, tmp_path: Path
 ) -> None:
@@ -45,14 +59,7 @@ def test_database_stopped_mid_crawl_loses_nothing(
         urls.append(f"{site.url}/f{i}.xml")
     sources = write_sources(tmp_path / "s.toml", [{"name": "many", "kind": "feed", "urls": urls}])
     env = {"HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(home), "COLUMNS": "200"}
-    crawl = subprocess.Popen(
-        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "many",
-         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=2",
-         "-s", "HARVEST_STORE_BATCH_SIZE=20", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
-         "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
+    crawl = crawl_in_background(sources, "many", env, per_domain=2, batch=20)
     try:
         stored_before = wait_for_rows(url, time.monotonic() + 60)
         embedded.stop(pg_dir, mode="immediate")  # a crash, not a polite shutdown
@@ -104,14 +111,7 @@ def test_a_database_back_before_the_crawl_ends_takes_the_spool_at_its_close(
     sources = write_sources(tmp_path / "s.toml", [{"name": "back", "kind": "feed",
                                                    "urls": urls}])
     env = {"HARVEST_DATABASE_URL": url, "HARVEST_HOME": str(home), "COLUMNS": "200"}
-    crawl = subprocess.Popen(
-        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "back",
-         "-s", "AUTOTHROTTLE_ENABLED=False", "-s", "CONCURRENT_REQUESTS_PER_DOMAIN=1",
-         "-s", "HARVEST_STORE_BATCH_SIZE=5", "-s", "HARVEST_STORE_FLUSH_SECONDS=0.2",
-         "-s", "HARVEST_STORE_RECONNECT_SECONDS=1"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
+    crawl = crawl_in_background(sources, "back", env, per_domain=1, batch=5)
     try:
         deadline = time.monotonic() + 60
         while not list((home / "spool").glob("*.jsonl")):  # spooling while it is away

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,12 +67,6 @@ def count(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     row = db.execute(query, params).fetchone()
     assert row is not None
     return row[0]
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 def logs(home: Path) -> str:

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -129,12 +128,6 @@ def fields_toml(path: Path, sources: list[dict[str, Any]]) -> Path:
         out.append("[[sources]]\n" + block.rstrip("\n") + "\n" + extra + "\n")
     path.write_text("".join(out))
     return path
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 def stored(db: psycopg.Connection[Any], name: str) -> list[tuple[Any, ...]]:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,12 +89,6 @@ def one(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
 def all_output(result: subprocess.CompletedProcess[str], home: Path) -> str:
     logs = "".join(p.read_text(errors="replace") for p in home.rglob("*.log"))
     return result.stdout + result.stderr + logs
-
-
-@pytest.fixture
-def api() -> Iterator[ApiServer]:
-    with ApiServer() as server:
-        yield server
 
 
 # -- real crawls -------------------------------------------------------------------------
