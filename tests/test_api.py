@@ -138,6 +138,16 @@ def test_writes_need_the_bearer_token(api: str, db: psycopg.Connection[Any]) -> 
         response = requests.post(f"{api}/crawl", json={"source": "alpha"}, headers=headers,
                                  timeout=30)
         assert response.status_code == code
+        # A body that is not JSON is parsed before any dependency runs: still refused.
+        for path in ("/signals", "/crawl"):
+            response = requests.post(f"{api}{path}", data="{not json", headers={
+                **headers, "Content-Type": "application/json"}, timeout=30)
+            assert response.status_code == code, (path, headers, response.text)
+            assert "JSON" not in response.text
+    # With the token, the same body is what is wrong.
+    response = requests.post(f"{api}/signals", data="{not json", timeout=30, headers={
+        **W, "Content-Type": "application/json"})
+    assert response.status_code == 422 and "json_invalid" in response.text
     assert db.execute("SELECT count(*) FROM signals").fetchone() == (0,)
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harvester import surrogates
+from harvester.api import security
 
 #: The largest request body taken (a curated signal is a few KB; text is capped at 20,000).
 MAX_BODY_BYTES = 1_000_000
@@ -73,8 +74,12 @@ class BodyLimitMiddleware:
 
 
 async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422, with each error's ``input`` shown short and encodable."""
+    """FastAPI's 422, with each error's ``input`` shown short and encodable; to a write
+    request without a valid token, the refusal instead (its body is parsed before auth)."""
     assert isinstance(exc, RequestValidationError)
+    if request.method == "POST" and (refusal := security.write_refusal(request)):
+        return JSONResponse({"detail": refusal.detail}, status_code=refusal.status_code,
+                            headers=refusal.headers)
     errors = [{**error, "input": _shown(error.get("input"))} for error in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 

@@ -62,11 +62,24 @@ def require_read(request: Request, key: ApiKey, credentials: Bearer) -> None:
 
 def require_write(request: Request, credentials: Bearer) -> None:
     """Writes need a bearer token of HARVEST_API_TOKENS; without any configured, none pass."""
-    settings = _settings(request)
-    if credentials is None:
-        raise _refuse(status.HTTP_401_UNAUTHORIZED, "bearer token required", "Bearer")
-    if not matches(credentials.credentials, settings.write_tokens):
-        raise _refuse(status.HTTP_403_FORBIDDEN, "invalid credentials", "Bearer")
+    if (refusal := write_refusal(request, credentials.credentials if credentials else None)):
+        raise refusal
+
+
+def write_refusal(request: Request, token: str | None = None) -> HTTPException | None:
+    """Why a write request is refused (401 without a token, 403 with a wrong one), or None.
+
+    Also asked by the 422 handler with the token read from the headers: FastAPI parses a
+    JSON body before any dependency runs, so a malformed body answered 422 (and echoed the
+    parse error) to callers without a token before they were asked for one."""
+    if token is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    if token is None:
+        return _refuse(status.HTTP_401_UNAUTHORIZED, "bearer token required", "Bearer")
+    if not matches(token, _settings(request).write_tokens):
+        return _refuse(status.HTTP_403_FORBIDDEN, "invalid credentials", "Bearer")
+    return None
 
 
 def client_identity(settings: ApiSettings, api_key: str | None, authorization: str | None,
