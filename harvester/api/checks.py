@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,12 @@ from harvester.services.database import revision_of
 from harvester.sources import SourcesFile
 
 Status = Literal["healthy", "degraded", "unhealthy"]
+
+logger = logging.getLogger(__name__)
+# libpq names where it tried ('connection to server on socket "/path/.s.PGSQL.5432" failed:',
+# 'at "10.0.0.5", port 5432 failed:'): /health is open, so it says why, not where.
+_WHERE = re.compile(r'^(?:connection (?:is bad|failed): )?connection to server '
+                    r'(?:on socket "[^"]*"|at "[^"]*", port \d+) failed: ')
 
 
 @dataclass(slots=True)
@@ -38,8 +46,10 @@ def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
     except psycopg.Error as exc:
         if conn is not None:
             conn.close()
-        return Check(False, f"unreachable: {first_line(exc)}; start it (`harvest db start` "
-                            "for the embedded server) or check HARVEST_DATABASE_URL"), None
+        logger.warning("Health check: the database is unreachable: %s", first_line(exc))
+        return Check(False, f"unreachable: {_WHERE.sub('', first_line(exc))}; start it "
+                            "(`harvest db start` for the embedded server) or check "
+                            "HARVEST_DATABASE_URL"), None
     ms = round((time.monotonic() - started) * 1000, 1)
     if revision != HEAD:
         # The server may have come back after `harvest serve` started without it: every
