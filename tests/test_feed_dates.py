@@ -245,3 +245,21 @@ def test_feedparser_s_reading_of_a_zone_it_does_not_know_is_not_kept() -> None:
     entries = {e["url"]: e for e in parse_feed(doc.encode(), FEED_URL).entries}
     assert entries["https://e.org/a/1"]["published_at"] == datetime(2026, 11, 29, 9, tzinfo=UTC)
     assert entries["https://e.org/a/2"]["published_at"] == datetime(2026, 11, 29, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["28 Nov 2026 10:00 IST", "Sat, 28 Nov 2026 10:00:00 IST",
+                                  "Sat, 28 Nov 2026 10:00:00 XYZ"])
+@pytest.mark.parametrize("base", ["", ' xml:base="https://e.org/"'])
+def test_a_zone_no_reader_knows_is_no_date_and_said(text: str, base: str) -> None:
+    # IST is India's, Ireland's or Israel's: email.utils took the short layout for UTC and
+    # fastfeedparser the full one for India's, hours apart and without a word. Pages
+    # already left it out; feeds now do too, and say so. (xml:base: feedparser reads it.)
+    doc = (f'<rss version="2.0"{base}><channel><title>x</title>'
+           + "".join(f"<item><title>t{i}</title><link>https://e.org/{i}</link>"
+                     f"<pubDate>{text}</pubDate></item>" for i in range(2))
+           + "</channel></rss>")
+    entries = parse_feed(doc.encode(), FEED_URL).entries
+    assert [e["published_at"] for e in entries] == [None, None]
+    assert all(text in e["dropped"]["published_at"] for e in entries)
+    # A clock's PM is no zone: read by the time it says, not dropped.
+    assert parse_date("28 Nov 2026 10:00 PM") == datetime(2026, 11, 28, 22, tzinfo=UTC)

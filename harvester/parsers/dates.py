@@ -80,6 +80,12 @@ _ZONES = {
 _RFC822_ZONES = frozenset(("UT", "UTC", "GMT", "Z", "EST", "EDT", "CDT", "MST", "MDT", "PST",
                            "PDT"))
 _ZONE = r"([+-]\d{4}|[A-Za-z]{1,4})"
+#: The zone abbreviations read right here: ``_ZONES`` and email.utils's own (it reads
+#: ``CST`` as RFC 822's US Central, ``AST``/``ADT`` as Atlantic). Not AM/PM: email.utils
+#: takes "10:00 PM" for 10:00 UTC.
+_KNOWN_ZONES = frozenset(_ZONES) | {"AST", "ADT", "CST"}
+# Anything ending in a time and a word where a zone goes: "28 Nov 2026 10:00 IST".
+_TRAILING_WORD = re.compile(r".*\d{1,2}:\d{2}(?::\d{2})?\s*([A-Za-z]{1,5})\s*")
 
 # [weekday,] day month year hh:mm[:ss] [zone]: the weekday is any word (it is redundant).
 _LOCALIZED = re.compile(
@@ -184,6 +190,14 @@ def _offset_zone(head: str, sign: str, hours: str, minutes: str | None) -> datet
         return parsedate_to_datetime(f"{head} {sign}{int(hours):02d}{minutes or '00'}")
     except (ValueError, TypeError, IndexError, OverflowError):
         return None
+
+
+def unknown_zone(value: str) -> bool:
+    """Whether ``value`` ends in a time and a zone abbreviation no reader here knows
+    (``IST``: India, Ireland or Israel), which email.utils reads as UTC and fastfeedparser,
+    in RFC 822's full layout, as India's: a guess either way, so no date."""
+    match = _TRAILING_WORD.fullmatch(value)
+    return match is not None and match[1].upper() not in _KNOWN_ZONES
 
 
 def zero_century(value: str) -> bool:

@@ -39,6 +39,7 @@ from harvester.parsers.dates import (
     localized_rfc822,
     read_partial,
     reread,
+    unknown_zone,
     zero_century,
 )
 from harvester.parsers.encoding import (
@@ -265,12 +266,14 @@ def _misread_pubdates(text: str, start: int) -> bool:
     fastfeedparser hands to email.utils, which reads it wrong without a word: a zone
     abbreviation RFC 822 lacks in a short layout (``10 Jun 2003 04:00 CEST``, taken for
     UTC), an offset written ``+02:00``, ``GMT+2`` (UTC) or ``+02`` (two minutes), a
-    dotted date, a year written ``0001`` (2001). A document's dates come from one
+    dotted date, a year written ``0001`` (2001), or a zone no reader knows (``IST``,
+    guessed: ``dates.unknown_zone``). A document's dates come from one
     generator and share one layout, so two are looked at: finding every one would cost
     ≈ 1 % of parsing (100 µs a 225 KB feed)."""
     for end in {text.find("</pubDate>", start), text.rfind("</pubDate>")} - {-1}:
         value = text[text.rfind(">", max(0, end - 80), end) + 1:end].strip()
-        if value and (reread(value) is not None or zero_century(value)):
+        if value and (reread(value) is not None or zero_century(value)
+                      or unknown_zone(value)):
             return True
     return False
 
@@ -353,7 +356,8 @@ def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None]) -> None:
         if not ours.get(key):
             take = fill or is_relative(value) or reread(value) is not None
         else:  # fastfeedparser's reading of "Dec 28", "10:30" or "May 5, 2024" is redone
-            take = is_relative(value) or _strict_date(value) is None or reread(value) is not None
+            take = (is_relative(value) or _strict_date(value) is None
+                    or reread(value) is not None)
         if take:
             ours[key] = value
 
@@ -761,7 +765,7 @@ def _strict_date(value: str) -> datetime | None:
     """RFC 3339 / ISO 8601, RFC 822, and the forms of ``dates.reread`` and
     ``dates.localized_rfc822``; None for anything else."""
     value = value.strip()
-    if not value:
+    if not value or unknown_zone(value):
         return None
     if (misread := reread(value)) is not None:
         return _utc(misread)
