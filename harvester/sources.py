@@ -182,9 +182,16 @@ class Source(BaseModel):
         if self.kind == "hackernews" and bool(self.feed) == bool(self.query or self.tags):
             raise _OptionError("feed", "set either feed (top, new, best) or query/tags")
         if self.kind == "pages":
-            for key in sorted(set(self.fields or {}) - PAGE_FIELDS):
+            fields = set(self.fields or {})
+            for key in sorted(fields - PAGE_FIELDS):
                 raise _OptionError("fields", f"{key!r} is not a field a pages source fills "
                                              f"(use {', '.join(sorted(PAGE_FIELDS))})")
+            # Found only when crawled before: `sources check` said OK and each run failed.
+            if {"url", "link"} <= fields:
+                raise _OptionError("fields", "url and link are the same field; keep one")
+            if not {"url", "link", "title"} & fields:
+                raise _OptionError("fields", "a pages source needs a url (or link) or a "
+                                             "title selector")
         if self.kind in ("pages", "rendered"):
             # Caught when the file loads (`harvest sources check`), not at the crawl.
             self._check_selectors()

@@ -45,17 +45,6 @@ def _not_html(response: Response, text: str) -> str | None:
     return None
 
 
-def config_error(source: Source) -> str | None:
-    """What is wrong with a pages source's fields, in one sentence, or None (unknown field
-    names and selectors that do not parse are refused when the sources file loads)."""
-    fields = source.fields or {}
-    if "url" in fields and "link" in fields:
-        return "fields.url and fields.link are the same field; keep one"
-    if not {"url", "link", "title"} & set(fields):
-        return "fields needs a url (or link) or a title selector"
-    return None
-
-
 class PagesSpider(SourceSpider):
     """``scrapy crawl pages -a source=NAME``: one item per node matched by
     ``item_selector`` on each listing page, ``next_page`` followed up to ``max_pages``
@@ -72,10 +61,6 @@ class PagesSpider(SourceSpider):
     kind = "pages"
 
     async def start_source(self, source: Source) -> AsyncIterator[Request]:
-        problem = config_error(source)
-        if problem:
-            self.fail(source, "sources file", problem)
-            return
         for url in source.urls:
             yield self._listing(source, url, page=1, seen={url})
 
