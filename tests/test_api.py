@@ -509,6 +509,12 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     assert [r["sources"] for r in runs] == [["beta"], ["alpha"]]
     only = get(api, "/runs", source="alpha").json()["items"]
     assert len(only) == 1 and only[0]["scraped"] == 5 and only[0]["stored"] == 4
+    # A run that skipped its source looked like an empty successful one: each run says what
+    # became of each of its sources, as `harvest stats` does.
+    db.execute("""UPDATE crawl_runs SET stats = '{"harvest/by_source": {"beta":
+                  {"skipped": "feed sources are switched off"}}}' WHERE sources = '{beta}'""")
+    outcomes = [r["outcomes"] for r in get(api, "/runs").json()["items"]]
+    assert outcomes == [{"beta": "skipped"}, {"alpha": "succeeded"}]
 
     db.execute("""INSERT INTO rejects (source, reason, field, url, raw) VALUES
                   ('alpha', 'missing_link_and_id', 'link', 'https://a.example/feed',

@@ -140,6 +140,11 @@ class Run(BaseModel):
     rejected: int
     errors: int
     not_modified: int
+    outcomes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per source: succeeded, partly failed, failed, skipped (switched off, "
+                    "disabled, no credentials: not attempted), or the crawl's finish reason "
+                    "when it did not finish (shutdown, …).")
 
 
 class RunList(BaseModel):

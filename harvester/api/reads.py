@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from harvester.api.pagination import Cursor, Sort
+from harvester.services import queries
 from harvester.services.clustered import cluster_members, first_per_cluster
 
 FTS_DOCUMENT = "to_tsvector('simple'::regconfig, coalesce(title, ''))"
@@ -149,7 +150,11 @@ def runs(conn: psycopg.Connection[Any], source: str | None, limit: int) -> list[
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(f"""
             SELECT id, spider, sources, job_id, started_at, finished_at, finish_reason,
-                   scraped, stored, reseen, duplicates, rejected, errors, not_modified
+                   scraped, stored, reseen, duplicates, rejected, errors, not_modified,
+                   (SELECT coalesce(jsonb_object_agg(src, {queries.RUN_OUTCOME}), '{{}}')
+                    FROM unnest(sources) AS src,
+                         LATERAL (SELECT stats -> 'harvest/by_source' -> src AS counters) c
+                   ) AS outcomes
             FROM crawl_runs {where} ORDER BY started_at DESC, id LIMIT %(limit)s""",  # type: ignore[arg-type]
                     {"source": source, "limit": limit})
         return cur.fetchall()

@@ -11,6 +11,20 @@ import psycopg
 from psycopg.rows import dict_row
 from w3lib.url import safe_url_string
 
+#: What `harvest crawl` said of one source in one run, from the run's ``finish_reason`` and
+#: the source's ``counters`` (``crawl_runs.stats -> 'harvest/by_source' -> source``):
+#: "finished" was also the finish reason of a crawl in which every fetch of it failed.
+RUN_OUTCOME = """CASE
+        WHEN finish_reason IS DISTINCT FROM 'finished' THEN finish_reason
+        WHEN counters IS NULL THEN 'finished'
+        WHEN counters ->> 'skipped' IS NOT NULL THEN 'skipped'
+        WHEN coalesce((counters ->> 'fetched')::bigint, 0)
+             + coalesce((counters ->> 'not_modified')::bigint, 0) = 0
+         AND coalesce((counters ->> 'errors')::bigint, 0)
+             + coalesce((counters ->> 'robots_forbidden')::bigint, 0) > 0 THEN 'failed'
+        WHEN coalesce((counters ->> 'errors')::bigint, 0) > 0 THEN 'partly failed'
+        ELSE 'succeeded' END"""
+
 
 @dataclass(frozen=True, slots=True)
 class TopFilter:

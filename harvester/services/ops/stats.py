@@ -24,18 +24,7 @@ run AS (SELECT DISTINCT ON (src) src, started_at, finished_at, finish_reason,
                stats -> 'harvest/by_source' -> src -> 'dropped' AS dropped,
                stats -> 'harvest/by_source' -> src -> 'moved' AS moved
         FROM crawl_runs, unnest(sources) AS src ORDER BY src, started_at DESC),
--- What `harvest crawl` said of the source's last run ("finished" was the finish reason of
--- a crawl in which every fetch of it failed).
-judged AS (SELECT src, CASE
-        WHEN finish_reason IS DISTINCT FROM 'finished' THEN finish_reason
-        WHEN counters IS NULL THEN 'finished'
-        WHEN counters ->> 'skipped' IS NOT NULL THEN 'skipped'
-        WHEN coalesce((counters ->> 'fetched')::bigint, 0)
-             + coalesce((counters ->> 'not_modified')::bigint, 0) = 0
-         AND coalesce((counters ->> 'errors')::bigint, 0)
-             + coalesce((counters ->> 'robots_forbidden')::bigint, 0) > 0 THEN 'failed'
-        WHEN coalesce((counters ->> 'errors')::bigint, 0) > 0 THEN 'partly failed'
-        ELSE 'succeeded' END AS outcome
+judged AS (SELECT src, {outcome} AS outcome
     FROM run)
 SELECT names.source, coalesce(sig.n, 0) AS signals, coalesce(rej.n, 0) AS rejects,
        sig.oldest, sig.newest, run.started_at AS last_run_started_at,
@@ -51,7 +40,7 @@ LEFT JOIN run ON run.src = names.source
 LEFT JOIN judged ON judged.src = names.source
 LEFT JOIN sources_state st ON st.source = names.source
 ORDER BY names.source
-"""
+""".replace("{outcome}", queries.RUN_OUTCOME)
 
 
 def _iso(value: Any) -> Any:
