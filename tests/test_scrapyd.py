@@ -118,8 +118,19 @@ def test_deploying_with_the_wrong_password_says_so(nodes: list[Node], home: Path
     result = harvest("scrapyd", "deploy", home=home, timeout=300, env={
         **CREDENTIALS, "HARVEST_SCRAPYD_URLS": f"http://ops:wrong@127.0.0.1:{nodes[0].port}"})
     assert result.returncode != 0
-    assert "refused our credentials (401)" in result.stdout + result.stderr
+    # The credentials came from the URL, which wins over SCRAPYD_USERNAME/PASSWORD: it said
+    # to set those.
+    assert ("refused our credentials (401); fix the user:password of its URL in "
+            "HARVEST_SCRAPYD_URLS") in result.stdout + result.stderr
     assert "JSONDecodeError" not in result.stdout + result.stderr
+    url = f"http://127.0.0.1:{nodes[0].port}"
+    for env, said in (({**CREDENTIALS, "SCRAPYD_PASSWORD": "wrong"},
+                       "refused our credentials (401); set SCRAPYD_USERNAME"),
+                      ({"SCRAPYD_USERNAME": "", "SCRAPYD_PASSWORD": ""},
+                       "asks for credentials (401); set SCRAPYD_USERNAME")):
+        result = harvest("scrapyd", "status", home=home,
+                         env={**env, "HARVEST_SCRAPYD_URLS": url})
+        assert result.returncode != 0 and said in result.stdout + result.stderr, result.stdout
 
 
 def test_credentials_in_a_node_url_are_percent_decoded(nodes: list[Node], home: Path) -> None:

@@ -38,6 +38,7 @@ class Node:
     url: str  # without credentials: safe to print
     username: str | None = None
     password: str | None = None
+    credentials_in_url: bool = False  # user:password in HARVEST_SCRAPYD_URLS itself
 
     @classmethod
     def parse(cls, value: str) -> Node:
@@ -55,7 +56,7 @@ class Node:
         username = unquote(parts.username or "") or env.username or None
         password = unquote(parts.password or "") or (
             secret.get_secret_value() if secret else None)
-        return cls(url, username, password)
+        return cls(url, username, password, bool(parts.username or parts.password))
 
     def _call(self, method: str, endpoint: str, timeout: float = TIMEOUT_S,
               **params: Any) -> dict[str, Any]:
@@ -106,9 +107,16 @@ class Node:
         self._call("POST", "cancel.json", project=PROJECT, job=jobid)
 
     def _check_credentials(self, response: requests.Response) -> None:
-        if response.status_code == 401:
-            raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); set "
+        if response.status_code != 401:
+            return
+        if self.credentials_in_url:  # the variables would not be used: the URL's win
+            raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); fix "
+                               "the user:password of its URL in HARVEST_SCRAPYD_URLS")
+        if not self.username:
+            raise ScrapydError(f"Scrapyd at {self.url} asks for credentials (401); set "
                                "SCRAPYD_USERNAME and SCRAPYD_PASSWORD to its account")
+        raise ScrapydError(f"Scrapyd at {self.url} refused our credentials (401); set "
+                           "SCRAPYD_USERNAME and SCRAPYD_PASSWORD to its account")
 
     def add_version(self, version: str, egg: bytes) -> int:
         """Upload a project egg (what ``scrapyd-deploy`` does); returns the spider count."""
