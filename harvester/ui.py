@@ -119,7 +119,8 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
 
 
 #: What a rejection's raw input is shown by, first found first.
-_REJECT_DETAIL = ("error", "title", "value", "item", "tweet", "hit", "child", "head")
+_REJECT_DETAIL = ("error", "title", "value", "text", "item", "tweet", "hit", "child",
+                  "head")
 
 
 def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -132,6 +133,8 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
         raw = row["raw"] or {}
         detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
         text = " ".join(str(detail).split())[:120] if detail is not None else "-"
+        if detail is not None and "line" in raw:  # a text sitemap's line
+            text = f"line {raw['line']}: {text}"
         table.add_row(str(row["id"]), row["created_at"].strftime("%m-%d %H:%M"),
                       shown(row["source"]), row["reason"], row["field"] or "-",
                       shown(row["url"] or "-"), shown(text))

@@ -12,10 +12,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from harvester.parsers.sitemap import newer_than, parse_lastmod, parse_sitemap, robots_sitemaps
 from harvester.services.localsite import LocalSite
 from harvester.spiders.sitemap import MAX_SEEN, SitemapSpider, _Run, slug_title
+from harvester.ui import rejects_table
 from tests.conftest import harvest, write_sources
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -86,6 +88,12 @@ def test_gzip_is_recognised_by_its_bytes_not_its_name() -> None:
     text = parse_sitemap(gzip.compress(b"\xef\xbb\xbfhttps://a.example/x\n\nnot a url\n"))
     assert text.kind == "text" and [u.loc for u in text.urls] == ["https://a.example/x"]
     assert [(r.reason, r.raw["line"]) for r in text.rejects] == [("not_http_url", 3)]
+    # `harvest rejects` showed "-" for it: the bad line is what the operator needs.
+    row = {"id": 1, "created_at": datetime(2026, 11, 29, tzinfo=UTC), "source": "s",
+           "reason": "not_http_url", "field": "loc", "url": None, "raw": text.rejects[0].raw}
+    console = Console(width=200, record=True)
+    console.print(rejects_table([row]))
+    assert "line 3: not a url" in console.export_text()
 
 
 def test_namespaces_news_fields_and_relative_locs() -> None:
