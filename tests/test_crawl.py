@@ -888,8 +888,18 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
     batch = harvest("--sources", str(sources), "crawl", "set", "-s",
                     "HARVEST_STORE_BATCH_SIZE=abc", home=home)
     assert batch.returncode == 1
-    assert ("HARVEST_STORE_BATCH_SIZE must be a whole number, not 'abc'"
+    assert ("HARVEST_STORE_BATCH_SIZE must be a whole number of at least 1, not 'abc'"
             in " ".join(batch.stdout.split())), batch.stdout
+    # NaN stored NaN scores (above every threshold; `harvest notify` then failed on each
+    # run); -1 cut every title's last character.
+    for setting, said in (("HARVEST_SCORE_HALF_LIFE_HOURS=nan", "HARVEST_SCORE_HALF_LIFE_HOURS "
+                           "must be a number above 0, at most 876000, not 'nan'"),
+                          ("HARVEST_VALIDATE_MAX_TITLE=-1", "HARVEST_VALIDATE_MAX_TITLE must "
+                           "be a whole number of at least 1, not '-1'")):
+        refused = harvest("--sources", str(sources), "crawl", "set", "-s", setting, home=home)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert said in " ".join(refused.stdout.split()), refused.stdout
+    assert count(db, "SELECT count(*) FROM signals") == 0
     # 0 made the metrics sync loop spin a core at 100 % for the whole crawl.
     for value in ("0", "abc"):
         spin = harvest("--sources", str(sources), "crawl", "set", "-s",

@@ -10,10 +10,14 @@ from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
 
 from harvester.items import Signal
+from harvester.pipelines.numbers import number
 from harvester.services import engagement
 from harvester.services.scoring import Scorer
 from harvester.sourcefile import sources_path
 from harvester.sources import SourcesError, SourcesFile, load_sources
+
+#: A century: no decay worth the name, and still a number.
+HALF_LIFE_MAX = 876_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,20 +29,16 @@ class ScoreConfig:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> ScoreConfig:
-        config = cls(
-            half_life_hours=settings.getfloat("HARVEST_SCORE_HALF_LIFE_HOURS", 24.0),
+        # NaN stored NaN scores, which sort above all (and JSON has no NaN or Infinity).
+        return cls(
+            half_life_hours=number(settings, "HARVEST_SCORE_HALF_LIFE_HOURS", 24.0, float,
+                                   above=0, high=HALF_LIFE_MAX),
             engagement_enabled=settings.getbool("HARVEST_SCORE_ENGAGEMENT_ENABLED", True),
-            engagement_window=settings.getint("HARVEST_SCORE_ENGAGEMENT_WINDOW",
-                                              engagement.DEFAULT_WINDOW),
-            engagement_days=settings.getfloat("HARVEST_SCORE_ENGAGEMENT_DAYS",
-                                              engagement.DEFAULT_DAYS),
+            engagement_window=number(settings, "HARVEST_SCORE_ENGAGEMENT_WINDOW",
+                                     engagement.DEFAULT_WINDOW, low=1),
+            engagement_days=number(settings, "HARVEST_SCORE_ENGAGEMENT_DAYS",
+                                   engagement.DEFAULT_DAYS, float, above=0, high=36600),
         )
-        if config.half_life_hours <= 0:
-            raise ValueError("HARVEST_SCORE_HALF_LIFE_HOURS must be > 0")
-        if config.engagement_window < 1 or config.engagement_days <= 0:
-            raise ValueError("HARVEST_SCORE_ENGAGEMENT_WINDOW and HARVEST_SCORE_ENGAGEMENT_DAYS "
-                             "must be > 0")
-        return config
 
 
 class ScorePipeline:

@@ -24,6 +24,7 @@ from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import first_line
+from harvester.pipelines import numbers
 from harvester.services import clusters, database, gcfreeze, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.runs import run_record
@@ -53,30 +54,24 @@ class StoreConfig:
     def from_settings(cls, settings: BaseSettings) -> StoreConfig:
         spool_dir = settings.get("HARVEST_STORE_SPOOL_DIR")
 
-        def number(name: str, default: float, kind: type[int] | type[float] = int) -> Any:
-            # Scrapy's getint said "invalid literal for int() with base 10: 'abc'".
-            try:
-                return (settings.getint if kind is int else settings.getfloat)(name, default)
-            except ValueError:
-                raise ValueError(f"{name} must be {'a whole number' if kind is int else 'a number'}"
-                                 f", not {settings.get(name)!r}") from None
+        def number(name: str, default: float, kind: type[int] | type[float] = int,
+                   **bounds: float) -> Any:
+            return numbers.number(settings, name, default, kind, **bounds)
 
-        config = cls(
-            batch_size=number("HARVEST_STORE_BATCH_SIZE", 500),
-            max_in_flight=max(1, number("HARVEST_STORE_MAX_IN_FLIGHT", 4)),
-            flush_seconds=number("HARVEST_STORE_FLUSH_SECONDS", 5.0, float),
-            reconnect_seconds=number("HARVEST_STORE_RECONNECT_SECONDS", 10.0, float),
-            connect_timeout=number("HARVEST_STORE_CONNECT_TIMEOUT", 5),
+        return cls(
+            batch_size=number("HARVEST_STORE_BATCH_SIZE", 500, low=1),
+            max_in_flight=number("HARVEST_STORE_MAX_IN_FLIGHT", 4, low=1),
+            flush_seconds=number("HARVEST_STORE_FLUSH_SECONDS", 5.0, float, above=0),
+            reconnect_seconds=number("HARVEST_STORE_RECONNECT_SECONDS", 10.0, float, above=0,
+                                     high=86400),
+            connect_timeout=number("HARVEST_STORE_CONNECT_TIMEOUT", 5, low=1, high=3600),
             spool_dir=Path(spool_dir) if spool_dir else get_config().spool_dir,
             cluster_distance=clusters.check_distance(number(
                 "HARVEST_CLUSTER_DISTANCE", clusters.DEFAULT_DISTANCE)),
             # The store worker's collector is tuned as the crawl's (extensions/gc.py).
-            gc_threshold=number("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD)
+            gc_threshold=number("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD, low=1)
             if settings.getbool("HARVEST_GC_FREEZE_ENABLED", True) else None,
         )
-        if config.batch_size < 1 or config.flush_seconds <= 0:
-            raise ValueError("HARVEST_STORE_BATCH_SIZE and HARVEST_STORE_FLUSH_SECONDS must be > 0")
-        return config
 
 
 def signal_row(item: Signal, run_id: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from scrapy.settings import BaseSettings
 from harvester import surrogates
 from harvester.exceptions import InvalidSignal
 from harvester.items import Signal, TidyText
+from harvester.pipelines.numbers import number
 from harvester.services.urls import UNSAFE, encode_whitespace, split_error
 from harvester.stats import drop_fields
 
@@ -58,6 +59,10 @@ def _is_tidy(value: str) -> bool:
     return True
 
 
+#: A year of tolerance for dates ahead of the clock is more than any feed needs.
+FUTURE_HOURS_MAX = 24 * 366
+
+
 @dataclass(frozen=True, slots=True)
 class ValidateConfig:
     max_title: int
@@ -67,11 +72,11 @@ class ValidateConfig:
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> ValidateConfig:
         return cls(
-            max_title=settings.getint("HARVEST_VALIDATE_MAX_TITLE", 1000),
-            max_text=settings.getint("HARVEST_VALIDATE_MAX_TEXT", 20000),
-            future_tolerance=timedelta(
-                hours=settings.getfloat("HARVEST_VALIDATE_FUTURE_HOURS", 24.0)
-            ),
+            max_title=number(settings, "HARVEST_VALIDATE_MAX_TITLE", 1000, low=1),
+            max_text=number(settings, "HARVEST_VALIDATE_MAX_TEXT", 20000, low=1),
+            future_tolerance=timedelta(hours=number(
+                settings, "HARVEST_VALIDATE_FUTURE_HOURS", 24.0, float, low=0,
+                high=FUTURE_HOURS_MAX)),
         )
 
 

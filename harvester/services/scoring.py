@@ -105,7 +105,7 @@ class Scorer:
     """Scores items against the ``[topics.*]`` of the sources file."""
 
     def __init__(self, topics: Mapping[str, Topic], half_life_hours: float = 24.0) -> None:
-        if half_life_hours <= 0:
+        if not 0 < half_life_hours < float("inf"):  # NaN too
             raise ValueError("the recency half-life must be positive")
         self._topics = dict(topics)
         # One term per (topic, label): "AI" and "ai" would otherwise both count.
