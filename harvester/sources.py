@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
@@ -24,6 +26,9 @@ from harvester.services.urls import split_error
 
 KINDS = ("feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered")
 _INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: The longest source or topic name (the API's parameters take as much).
+MAX_NAME = 100
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -91,7 +96,7 @@ class Source(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    name: str
     kind: Literal["feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered"]
     enabled: bool = True
     weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
@@ -154,6 +159,19 @@ class Source(BaseModel):
                 CronSim(value, datetime.now(UTC))
             except CronSimError as exc:
                 raise ValueError(f"{value!r} is not a cron expression ({exc})") from None
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        # The name is a Scrapyd job id's start (and so a log file's name), an API parameter
+        # (at most 100 characters) and a column of every table: a 250-character one made
+        # every Scrapyd job die on "File name too long".
+        if not _NAME.fullmatch(value):
+            raise ValueError("must start with a letter or digit and hold only letters, digits, "
+                             "'_', '.' and '-'")
+        if len(value) > MAX_NAME:
+            raise ValueError(f"is {len(value)} characters long; keep it to {MAX_NAME}")
         return value
 
     @field_validator("url_pattern")
@@ -234,17 +252,26 @@ class Source(BaseModel):
 
 
 def _check_url(url: str) -> None:
-    if not re.match(r"^https?://[^/\s]+", url):
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):  # HTTPS:// is one too
         raise ValueError(f"{url!r} is not an http(s) URL")
-    if "@" in url.split("/", 3)[2]:
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]  # an "@" in a query is no password
+    if "@" in unicodedata.normalize("NFKC", netloc):
         # Never crawled ("invalid hostname"), and the URL with its password went into
-        # errors, logs and the API's /sources. Not repeated here either.
+        # errors, logs and the API's /sources. Not repeated here either (urllib's message
+        # for a full-width "＠" quotes the whole netloc).
         raise ValueError("carries a user name or password (user:password@host), which "
                          "harvest does not send; remove it from the URL")
+    if not netloc or not netloc.isprintable() or any(c.isspace() for c in netloc):
+        # "http://127.0.0.1 :8080/" passed, then failed each crawl ("Invalid URI").
+        raise ValueError(f"{url!r} is not an http(s) URL (its host is empty or has a space "
+                         "or a control character)")
     if problem := split_error(url):
         # One such URL stopped a whole spider at its start, every source in it charged a
         # failed run.
         raise ValueError(f"{url!r} is not a usable URL ({problem})")
+    if urlsplit(url).port == 0:
+        raise ValueError(f"{url!r} is not a usable URL (port 0)")
 
 
 def _a(kind: str) -> str:
@@ -333,6 +360,18 @@ class SourcesFile(BaseModel):
 
     sources: list[Source] = Field(default_factory=list)
     topics: dict[str, Topic] = Field(default_factory=dict)
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topic_names(cls, value: dict[str, Topic]) -> dict[str, Topic]:
+        for name in value:
+            if not name.strip() or not name.isprintable():
+                raise ValueError(f"the topic name {name!r} is blank or has control "
+                                 "characters; name it in words")
+            if len(name) > MAX_NAME:
+                raise ValueError(f"the topic name {name[:40]!r}… is {len(name)} characters "
+                                 f"long; keep it to {MAX_NAME}")
+        return value
 
     def get(self, name: str) -> Source:
         for source in self.sources:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -954,3 +957,42 @@ def test_a_redirect_loop_is_named_as_one(
     assert ("failed loop: " in result.stdout and "too many redirects (a redirect loop?"
             in result.stdout), result.stdout
     assert hits <= 21  # Scrapy's REDIRECT_MAX_TIMES (20), then it stops
+
+
+class _V6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_a_feed_on_an_ipv6_address_is_crawled(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Scrapy's default resolver (gethostbyname) failed "http://[::1]:PORT/" as "host name
+    # not found (DNS lookup failed; offline?)", though the sources file took it.
+    body = rss(items("six", 2)).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            data = b"User-agent: *\nAllow: /\n" if self.path == "/robots.txt" else body
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    try:
+        server = _V6Server(("::1", 0), Handler)
+    except OSError as exc:  # a container without IPv6 on its loopback
+        pytest.skip(f"no IPv6 loopback here ({exc})")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://[::1]:{server.server_address[1]}/feed.xml"
+        sources = write_sources(tmp_path / "s.toml", [feed_source("six", [url])])
+        result = harvest("--sources", str(sources), "crawl", "six", home=home)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'six'") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,6 +66,20 @@ weight = 2
         # Never crawled, and its password went into errors, logs and the API's /sources.
         ('name = "a"\nkind = "feed"\nurls = ["http://user:S3cret@x.org/f"]',
          "source 'a', field 'urls': carries a user name or password (user:password@host)"),
+        ('name = "a"\nkind = "feed"\nurls = ["http://u:S3cret\uff20x.org/f"]',
+         "source 'a', field 'urls': carries a user name or password"),
+        # Passed, then failed every crawl: a space in the host, port 0.
+        ('name = "a"\nkind = "feed"\nurls = ["http://127.0.0.1 :8080/f"]',
+         "source 'a', field 'urls': 'http://127.0.0.1 :8080/f' is not an http(s) URL (its "
+         "host is empty or has a space or a control character)"),
+        ('name = "a"\nkind = "feed"\nurls = ["http://127.0.0.1:0/f"]',
+         "source 'a', field 'urls': 'http://127.0.0.1:0/f' is not a usable URL (port 0)"),
+        # A Scrapyd job id starts with the name: 250 characters died on "File name too long".
+        (f'name = "{"n" * 101}"\nkind = "feed"\nurls = ["https://x.org/f"]',
+         "field 'name': is 101 characters long; keep it to 100"),
+        ('name = "a b"\nkind = "feed"\nurls = ["https://x.org/f"]',
+         "source 'a b', field 'name': must start with a letter or digit and hold only "
+         "letters, digits, '_', '.' and '-'"),
         ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div["\n'
          'fields = {title = "h2"}',
          "source 'a', field 'item_selector': 'div[' cannot be used: it is not valid CSS"),
@@ -88,6 +103,22 @@ def test_bad_entry_names_file_source_and_field(tmp_path: Path, body: str, expect
     assert message.startswith(str(tmp_path / "sources.toml"))
     assert expected in message
     assert "\n" not in message
+
+
+def test_urls_urllib_takes_are_not_refused(tmp_path: Path) -> None:
+    # An upper-case scheme is a scheme; an "@" after the host is no user name.
+    urls = ["HTTPS://x.org/f", "http://x.org?contact=me@x.org", "http://x.org#@top",
+            "http://[::1]:8080/f"]
+    parsed = load_text(tmp_path, '[[sources]]\nname = "a"\nkind = "feed"\nurls = [' +
+                       ", ".join(f'"{u}"' for u in urls) + "]\n")
+    assert parsed.sources[0].urls == urls
+
+
+def test_topic_names_are_words_of_at_most_100_characters(tmp_path: Path) -> None:
+    for name, said in (("", "the topic name '' is blank"), (" ", "the topic name ' ' is blank"),
+                       ("t" * 101, "is 101 characters long; keep it to 100")):
+        with pytest.raises(SourcesError, match=re.escape(said)):
+            load_text(tmp_path, TOPIC_SOURCE + f'[topics."{name}"]\nkeywords = ["a"]\n')
 
 
 def test_duplicate_names(tmp_path: Path) -> None:
