@@ -586,6 +586,10 @@ def test_oddly_encoded_and_malformed_feeds_through_the_whole_pipeline(
     # The cut document says so, besides its half-written last item.
     assert (f"{site.url}/cut.xml", "truncated_document") in rejected
     assert count(db, "SELECT rejected FROM crawl_runs") == len(rejected)
+    # Its ETag was kept: the next run got a 304 and the entries after the cut stayed lost
+    # until the feed changed. Those of the whole documents are kept.
+    validators = count(db, "SELECT validators FROM sources_state WHERE source = 'odd'")
+    assert validators[f"{site.url}/gz.xml"] and not validators.get(f"{site.url}/cut.xml")
 
 
 def test_links_that_do_not_parse_are_rejections_not_a_lost_feed(

@@ -97,6 +97,11 @@ class ParsedFeed:
     encoding: str | None
     feed_title: str | None
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the document was cut short: the entries after the cut are missing."""
+        return any(r.reason in ("truncated_document", "truncated_entry") for r in self.rejects)
+
 
 @dataclass(slots=True)
 class _Attempt:

@@ -203,14 +203,19 @@ class SourceSpider(Spider):
         with the start of the body, as evidence."""
         name = source if isinstance(source, str) else source.name
         self.fail(name, response.url, failure or error)
-        # Its ETag/Last-Modified must not be kept: the next run would get a 304, "not
-        # modified", and the source would pass for healthy while it still serves this.
-        self.crawler.signals.send_catch_log(signal=validators_seen, source=name,
-                                            url=response.url, etag=None, last_modified=None)
+        # The next run would get a 304, "not modified", and the source would pass for
+        # healthy while it still serves this.
+        self.forget_validators(name, response.url)
         return Rejection(source=name, reason="unusable_document", field="document",
                          url=response.url, raw={
                              "error": error,
                              "head": response.body[:1000].decode("utf-8", "replace")})
+
+    def forget_validators(self, source: str, url: str) -> None:
+        """Keep no ETag/Last-Modified of this response: the next run asks for the whole
+        document again, not whether it changed."""
+        self.crawler.signals.send_catch_log(signal=validators_seen, source=source, url=url,
+                                            etag=None, last_modified=None)
 
     def fail(self, source: Source | str, url: str, message: str) -> None:
         """Count a failure of this source that is not a failed request (e.g. an API error

@@ -43,6 +43,9 @@ class FeedSpider(SourceSpider):
             yield self.unusable(source, response, parsed.error)
             return
         self.fetched(source)
+        if parsed.truncated:
+            # A 304 next run would lose the entries after the cut until the feed changes.
+            self.forget_validators(source, response.url)
         for reject in parsed.rejects:
             yield Rejection(source=source, reason=reject.reason, field=reject.field,
                             url=response.url, raw=reject.raw)
