@@ -169,10 +169,13 @@ def test_a_size_postgresql_refuses_is_one_sentence(private_pg: tuple[Path, str])
     assert _shared_buffers(url) == "512MB"
 
 
-def test_a_harvest_home_with_a_space_or_a_quote_gets_a_server(tmp_path: Path) -> None:
+def test_a_harvest_home_with_a_space_or_a_quote_gets_a_server_only_its_user_reaches(
+        tmp_path: Path) -> None:
     # pg_ctl hands the socket directory to postgres through /bin/sh: "~/My Harvest" was
-    # split at the space (and a quote ended the command), so the server never started.
-    home = tmp_path / "my harvest's home"
+    # split at the space (a quote or ";" ended the command), so the server never started;
+    # "%41" went into the URI unencoded. Such a socket goes under the runtime directory,
+    # world-readable: with the library's trust authentication any local user was superuser.
+    home = tmp_path / "my harvest's home %41;(1)"
     env = {"HARVEST_DATABASE_URL": ""}
     try:
         started = harvest("db", "start", home=home, env=env, timeout=180)
@@ -180,5 +183,42 @@ def test_a_harvest_home_with_a_space_or_a_quote_gets_a_server(tmp_path: Path) ->
         assert "Failed postgres command" not in started.stderr
         stats = harvest("stats", "--json", home=home, env=env)
         assert stats.returncode == 0 and '"signals": 0' in stats.stdout, stats.stderr
+        url = harvest("db", "url", home=home, env=env).stdout.strip()
+        socket_dir = Path(psycopg.conninfo.conninfo_to_dict(url)["host"])
+        assert socket_dir != home / "pg"
+        assert (socket_dir / ".s.PGSQL.5432").stat().st_mode & 0o777 == 0o700
     finally:
         harvest("db", "stop", home=home, env=env)
+
+
+def test_a_harvest_home_the_shell_would_expand_is_refused(tmp_path: Path) -> None:
+    # pg_ctl double-quotes -D and -l: "$(...)" in HARVEST_HOME ran as the server's user.
+    home = tmp_path / "h$(touch pwned)"
+    result = harvest("db", "start", home=home, env={"HARVEST_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert "its start goes through /bin/sh, which would expand the $" in result.stderr
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+
+
+def test_a_lock_file_naming_another_server_is_not_that_server(
+        private_pg: tuple[Path, str]) -> None:
+    # After a reboot postmaster.pid may name a live process that is not this server, even
+    # another HARVEST_HOME's: it passed for running (never started), and `db stop` stopped
+    # the other server.
+    other_dir, other_url = private_pg
+    pg_dir = other_dir.parent / "second" / "pg"
+    embedded.start(pg_dir)
+    embedded.stop(pg_dir)
+    other_pid = embedded.status(other_dir).pid
+    (pg_dir / "postmaster.pid").write_text(f"{other_pid}\n{pg_dir}\n1764300000\n5432\n"
+                                           f"{pg_dir}\n\n0 0\nready\n")
+    assert embedded.status(pg_dir).running is False
+    assert embedded.stop(pg_dir) is False
+    assert embedded.status(other_dir).running  # left alone
+    url = embedded.start(pg_dir)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert embedded.status(pg_dir).pid != other_pid
+    embedded.stop(pg_dir)
+    with psycopg.connect(other_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

