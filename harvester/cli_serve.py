@@ -37,14 +37,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     url = database.resolve_url(config)
     try:
         database.ensure_schema(url)
-    except psycopg.OperationalError as exc:
-        if not config.database_url:
+    except (psycopg.OperationalError, database.DatabaseUnavailable) as exc:
+        if not config.database_url and not isinstance(exc, database.SchemaUnknown):
             raise  # our own embedded server answered resolve_url(): this is not an outage
-        # A service must answer while its database is down: /health says 503 and why, and
-        # tells to migrate if the schema is behind once the server is back.
-        err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} is "
-                  f"unreachable ({first_line(exc)}); serving anyway: /health answers 503 "
-                  "until it is back", highlight=False)
+        # A service must answer while its database is down (or at a newer harvest's schema):
+        # /health says 503 and why, and tells to migrate if the schema is behind once the
+        # server is back.
+        err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} cannot be "
+                  f"used ({first_line(exc)}); serving anyway: /health answers 503 until it "
+                  "is fixed", highlight=False)
     console.print(f"serving on http://{host}:{port} (database {database.describe_url(url)})",
                   highlight=False)
     server = uvicorn.Server(uvicorn.Config(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ from harvester.migrations import HEAD
 from harvester.services import database
 from harvester.services.batch import Batch
 from harvester.services.store import write_batch
+from tests.conftest import harvest
 
 
 def test_head_constant_matches_alembic() -> None:
@@ -21,6 +23,22 @@ def test_head_constant_matches_alembic() -> None:
 def test_schema_is_current_after_migrate(pg_url: str) -> None:
     assert database.current_revision(pg_url) == HEAD
     assert database.ensure_schema(pg_url) is False
+
+
+def test_a_role_that_may_not_create_the_schema_is_one_sentence(
+        private_pg: tuple[Path, str], tmp_path: Path) -> None:
+    # A 116-line SQLAlchemy traceback from `migrate` and every command that migrates.
+    _, url = private_pg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE limited LOGIN")
+        conn.execute("CREATE DATABASE lim")
+    limited = psycopg.conninfo.make_conninfo(url, user="limited", dbname="lim")
+    result = harvest("migrate", home=tmp_path / "home", env={"HARVEST_DATABASE_URL": limited})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().endswith(
+        "refused the migration (permission denied for schema public); its role needs to own "
+        "its schema (or CREATE on it), or run `harvest migrate` once as its owner")
+    assert "Traceback" not in result.stderr
 
 
 def row(key: str, source: str, **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import requests
 
+from harvester.migrations import HEAD
 from harvester.services import embedded
 from harvester.services.localsite import LocalSite
 from tests.conftest import ROOT, free_port, harvest, write_sources
@@ -109,6 +110,25 @@ def test_serve_starts_while_its_database_is_down_and_health_says_what_to_run(
         assert migrated.returncode == 0, migrated.stdout + migrated.stderr
         status, body = _health(base)
         assert status == 200 and body["status"] == "healthy", body
+
+        # An older release put back after a newer one migrated the database: `migrate`,
+        # every command and a restarted `serve` died on a 95-line Alembic traceback, and
+        # `verify` said to run `harvest migrate`.
+        with psycopg.connect(blank, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '9999'")
+        said = (f"the database's schema is 9999, which this code (schema {HEAD}) does not know: "
+                "a newer harvest migrated it; run that version, or restore a backup taken "
+                "before it")
+        status, body = _health(base)
+        assert status == 503 and body["checks"]["database"]["detail"] == said, body
+        for command in (["migrate"], ["top"], ["verify"]):
+            result = harvest("--sources", str(sources), *command, home=home,
+                             env={"HARVEST_DATABASE_URL": blank})
+            assert result.returncode != 0 and said in result.stdout + result.stderr, command
+            assert "Traceback" not in result.stderr
+    with serving(home, {"HARVEST_DATABASE_URL": blank}, sources) as base:
+        status, body = _health(base)
+        assert status == 503 and body["checks"]["database"]["detail"] == said, body
 
 
 def test_stale_disabled_sources_and_spool_degrade_health(

@@ -13,7 +13,7 @@ import psycopg
 
 from harvester.config import get_config
 from harvester.messages import first_line
-from harvester.migrations import HEAD
+from harvester.migrations import HEAD, schema_advice
 from harvester.services import scrapyd, spool
 from harvester.services.database import revision_of
 from harvester.sources import SourcesFile
@@ -55,8 +55,7 @@ def database(url: str) -> tuple[Check, psycopg.Connection[Any] | None]:
         # The server may have come back after `harvest serve` started without it: every
         # read would fail on a missing or older table.
         conn.close()
-        return Check(False, f"the schema is at {revision or 'none'}, this code needs {HEAD}; "
-                            "run `harvest migrate`", {"latency_ms": ms}), None
+        return Check(False, schema_advice(revision), {"latency_ms": ms}), None
     return Check(True, "reachable", {"latency_ms": ms}), conn
 
 

@@ -15,7 +15,7 @@ def run_migrations_online() -> None:
     # psycopg connects, as everywhere else: any libpq URL or key=value string works, which
     # SQLAlchemy's own URL parser would not all accept.
     engine = create_engine("postgresql+psycopg://", poolclass=pool.NullPool,
-                           creator=lambda: psycopg.connect(conninfo))
+                           creator=lambda: psycopg.connect(conninfo, connect_timeout=10))
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=None)
         with context.begin_transaction():

@@ -11,7 +11,8 @@ from urllib.parse import quote
 import psycopg
 
 from harvester.config import HarvestConfig, get_config
-from harvester.migrations import HEAD
+from harvester.messages import first_line
+from harvester.migrations import HEAD, schema_advice, schema_newer
 from harvester.services import embedded
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,10 @@ _start_lock = threading.Lock()
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached; the message is one sentence with the fix."""
+
+
+class SchemaUnknown(DatabaseUnavailable):
+    """The database is at a schema revision this code does not know (a newer harvest's)."""
 
 
 def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
@@ -73,8 +78,14 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 def migrate(url: str, revision: str = "head") -> None:
     """``alembic upgrade head`` against ``url``."""
     from alembic import command
-    from sqlalchemy.exc import OperationalError  # alembic reports driver errors through it
+    from sqlalchemy.exc import (
+        OperationalError,  # alembic reports driver errors through it
+        ProgrammingError,
+    )
 
+    current = current_revision(url)
+    if schema_newer(current):
+        raise SchemaUnknown(f"{describe_url(url)}: {schema_advice(current)}")
     try:
         command.upgrade(_alembic_config(url), revision)
     except OperationalError as exc:
@@ -82,6 +93,11 @@ def migrate(url: str, revision: str = "head") -> None:
             f"cannot reach the database at {describe_url(url)} to migrate it; "
             f"{unreachable_hint()}"
         ) from exc
+    except ProgrammingError as exc:  # permission denied for schema public, no such schema
+        raise DatabaseUnavailable(
+            f"the database at {describe_url(url)} refused the migration "
+            f"({first_line(exc.orig or exc)}); its role needs to own its schema (or CREATE "
+            "on it), or run `harvest migrate` once as its owner") from exc
 
 
 def unreachable_hint() -> str:
@@ -102,8 +118,13 @@ def head_revision() -> str:
 
 
 def current_revision(url: str) -> str | None:
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        return revision_of(conn)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            return revision_of(conn)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the database at {describe_url(url)} ({first_line(exc)}); "
+            f"{unreachable_hint()}") from exc
 
 
 def revision_of(conn: psycopg.Connection[Any]) -> str | None:
@@ -120,6 +141,8 @@ def ensure_schema(url: str) -> bool:
     current = current_revision(url)
     if current == HEAD:
         return False
+    if schema_newer(current):
+        raise SchemaUnknown(f"{describe_url(url)}: {schema_advice(current)}")
     if not MIGRATIONS.is_dir():
         # Running from a zipped egg (a Scrapyd job): Alembic needs its scripts on disk.
         raise DatabaseUnavailable(

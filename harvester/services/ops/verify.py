@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from harvester.messages import first_line
+from harvester.migrations import schema_advice
 from harvester.services import spool
 
 
@@ -44,8 +45,7 @@ def schema(conn: psycopg.Connection[Any], head: str) -> list[Finding]:
                         "`harvest migrate` (or restore a backup)")]
     current = _one(conn, "SELECT version_num FROM alembic_version")
     if current != head:
-        return [Finding("problem", "schema", f"schema at revision {current}, this code needs "
-                        f"{head}; run `harvest migrate`")]
+        return [Finding("problem", "schema", schema_advice(current))]
     return [Finding("ok", "schema", f"schema at revision {head} (head)")]
 
 
