@@ -419,3 +419,25 @@ def test_restored_members_whose_head_is_not_in_the_file_join_no_stranger(
                       ).fetchone() == (10.0, None)
     assert db.execute("SELECT count(*) FROM cluster_sources WHERE cluster_id = %s",
                       (head,)).fetchone() == (0,)
+
+
+def test_verify_checks_the_schema_the_tables_are_in(
+        private_pg: tuple[Path, str], tmp_path: Path) -> None:
+    # With search_path set to another schema every command worked there, and verify looked
+    # in 'public' only: "ok" after checking nothing, a sequence behind its rows missed.
+    _, url = private_pg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE other")
+    other = psycopg.conninfo.make_conninfo(url, dbname="other")
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA harv")
+    harv = psycopg.conninfo.make_conninfo(other, options="-csearch_path=harv")
+    env = {"HARVEST_DATABASE_URL": harv}
+    assert harvest("migrate", home=tmp_path / "home", env=env).returncode == 0
+    store(harv, [signal(n) for n in range(3)])
+    with psycopg.connect(harv, autocommit=True) as conn:
+        conn.execute("SELECT setval(pg_get_serial_sequence('signals', 'id'), 1)")
+    done = harvest("verify", "--json", home=tmp_path / "home", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = " ".join(f["message"] for f in json.loads(done.stdout) if f["level"] == "problem")
+    assert "harv.signals_id_seq would hand out 2 next" in said, said

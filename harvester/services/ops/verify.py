@@ -55,7 +55,7 @@ def sequences(conn: psycopg.Connection[Any]) -> list[Finding]:
         SELECT table_name, column_name,
                pg_get_serial_sequence(quote_ident(table_name), column_name)
         FROM information_schema.columns
-        WHERE table_schema = 'public' AND column_default LIKE 'nextval(%'
+        WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'
         ORDER BY table_name""").fetchall()
     out = []
     for table, column, seq in rows:
@@ -171,7 +171,7 @@ def amcheck(conn: psycopg.Connection[Any]) -> list[Finding]:
             JOIN pg_class c ON c.oid = i.indexrelid
             JOIN pg_am a ON a.oid = c.relam
             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE a.amname = 'btree' AND n.nspname = 'public' AND i.indisvalid
+            WHERE a.amname = 'btree' AND n.nspname = current_schema() AND i.indisvalid
             ORDER BY c.relname""").fetchall()
         for oid, name in indexes:
             try:
