@@ -222,3 +222,16 @@ def test_a_lock_file_naming_another_server_is_not_that_server(
     embedded.stop(pg_dir)
     with psycopg.connect(other_url) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_data_directory_initdb_never_finished_says_what_to_do(tmp_path: Path) -> None:
+    # A first start killed during initdb leaves PG_VERSION and no pg_control: every later
+    # start failed with "see …/pg/log", and crawls spooled for good.
+    pg_dir = tmp_path / "home" / "pg"
+    pg_dir.mkdir(parents=True)
+    (pg_dir / "PG_VERSION").write_text("18\n")
+    result = harvest("db", "start", home=tmp_path / "home", env={"HARVEST_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        f"was left half-made by a first start that was interrupted, and holds no data: "
+        f"remove it (rm -r '{pg_dir}') and run the command again")

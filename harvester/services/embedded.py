@@ -168,6 +168,13 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
                     pending.unlink(missing_ok=True)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pg_dir / "log"
+        if (pg_dir / "PG_VERSION").exists() and not (pg_dir / "global" / "pg_control").exists():
+            # initdb was killed (OOM, a container stopped) before it finished: every start
+            # failed from then on, and crawls spooled for good.
+            raise EmbeddedError(
+                f"the embedded PostgreSQL in {pg_dir} was left half-made by a first start "
+                f"that was interrupted, and holds no data: remove it (rm -r '{pg_dir}') and "
+                "run the command again") from exc
         raise EmbeddedError(
             f"the embedded PostgreSQL in {pg_dir} did not start ({exc.__class__.__name__}); "
             f"see {log} or set HARVEST_DATABASE_URL to use another server"
