@@ -10,6 +10,11 @@ class RateLimited(IgnoreRequest):
     """The source asked us to stay away longer than this run is willing to wait."""
 
 
+class NotSent(IgnoreRequest):
+    """The crawl was stopping (Ctrl-C, SIGTERM, Scrapyd's cancel) while the request waited
+    for its source's pause or budget: it is dropped, not sent."""
+
+
 class BadRedirect(IgnoreRequest):
     """A redirect to something that is not a web address (``javascript:``, ``mailto:``),
     which Scrapy could only fail on with its own error."""

@@ -45,6 +45,12 @@ DOWNLOADER_MIDDLEWARES = {
     # Inside RedirectMiddleware (600): sees a listed URL's 301/308 before it is followed.
     "harvester.middlewares.moved.MovedSourceMiddleware": 610,
 }
+# Scrapy's HTTP(S) handler, after a last look at the request's source gate: a request
+# queued before its source was paused (429/503 Retry-After) is held, not sent.
+DOWNLOAD_HANDLERS = {
+    "http": "harvester.middlewares.polite.PoliteDownloadHandler",
+    "https": "harvester.middlewares.polite.PoliteDownloadHandler",
+}
 # Nearest the spider: a callback's exception becomes a stored rejection and a failure of
 # its source (harvester/middlewares/callback_errors.py).
 SPIDER_MIDDLEWARES = {

@@ -4,6 +4,9 @@ respected, a server asking for too long is left alone — all through ``harvest 
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -13,8 +16,9 @@ import psycopg
 import pytest
 
 from harvester.services.ratelimit import exhausted, reset_seconds, retry_after_seconds, wait_for
+from tests import conftest
 from tests.apiserver import ApiRequest, ApiServer, Reply
-from tests.conftest import harvest, write_sources
+from tests.conftest import ROOT, harvest, harvest_env, write_sources
 from tests.feeds import items, rss
 
 FAST = ("-s", "AUTOTHROTTLE_ENABLED=False")
@@ -113,6 +117,59 @@ def test_a_pause_holds_back_every_request_of_the_source(
     assert result.returncode == 0, result.stdout + result.stderr
     assert all(at - first_429 >= 1.9 for at in later)
     assert _stored(db) == 9
+
+
+@pytest.mark.parametrize("retry_after", ["2", "99999"], ids=["waited", "too-long"])
+def test_requests_queued_behind_autothrottle_are_held_by_a_pause(
+    retry_after: str, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # With AutoThrottle on (the default) and no budget, /b and /c passed the gate at once
+    # and waited in the host's queue, then went out during the pause (or, asked to wait
+    # too long, were sent anyway).
+    with ApiServer() as api:
+        api.add("/a.xml", _first_then_feed("a", 429, {"Retry-After": retry_after}))
+        api.add("/b.xml", lambda r: _feed("b"))
+        api.add("/c.xml", lambda r: _feed("c"))
+        sources = write_sources(tmp_path / "s.toml", [{
+            "name": "polite", "kind": "feed",
+            "urls": [api.url + p for p in ("/a.xml", "/b.xml", "/c.xml")]}])
+        result = harvest("--sources", str(sources), "crawl", "polite", home=home)
+        first_429 = api.hits("/a.xml")[0].at
+        later = [r.at for r in api.requests if r.path in ("/b.xml", "/c.xml")]
+    if retry_after == "2":
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(later) == 2 and all(at - first_429 >= 1.9 for at in later)
+        assert _stored(db) == 9
+    else:
+        assert later == [], "the server asked to be left alone; nothing more was to be sent"
+        assert "more than HARVEST_RETRY_AFTER_MAX" in result.stdout
+
+
+def test_a_crawl_stopped_during_a_pause_sends_nothing_more(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # SIGTERM during a 120 s Retry-After: the crawl kept sleeping, exited 124 s later and
+    # sent the retry after the stop was asked for (Scrapyd's cancel, systemd's timeout
+    # would have killed it first).
+    with ApiServer() as api:
+        api.add("/a.xml", _first_then_feed("a", 429, {"Retry-After": "120"}))
+        sources = write_sources(tmp_path / "s.toml", [
+            {"name": "polite", "kind": "feed", "urls": [api.url + "/a.xml"]}])
+        crawl = subprocess.Popen(
+            [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl",
+             "polite", *FAST], cwd=ROOT, env=harvest_env(home), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            conftest.wait_for(lambda: api.hits("/a.xml"), "the 429")
+            time.sleep(1)  # the pause has begun
+            crawl.send_signal(signal.SIGTERM)
+            out, err = crawl.communicate(timeout=60)  # a bound, not a timing: 120 s before
+        finally:
+            crawl.kill()
+        hits = api.hits("/a.xml")
+    assert len(hits) == 1, "nothing is sent once the crawl is stopping"
+    assert crawl.returncode == 1, out + err
+    assert "stopped early polite: finish reason shutdown" in out, out
 
 
 def test_requests_per_minute_spaces_requests(db: psycopg.Connection[Any], home: Path,

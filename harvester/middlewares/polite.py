@@ -14,6 +14,12 @@ Every request tagged with a source (``meta["harvest_source"]``) passes one gate 
   waited for in this run: the request fails ("rate limited") and so do the source's other
   requests until then, instead of being sent to a server that will refuse them.
 
+A downloader middleware runs before the request joins its host's queue, where AutoThrottle
+(and the per-host concurrency) may keep it for seconds: requests that passed the gate
+before a 429 went out during the pause. So :class:`PoliteDownloadHandler` asks the gate
+again right before a request is sent, and holds it there (or fails it) too. A crawl that is
+stopping (Ctrl-C, SIGTERM) sends no request that is still waiting (:class:`NotSent`).
+
 Stats: ``harvest/source/<name>/waits`` (and ``harvest/waits``), ``harvest/polite/waited_s``,
 ``harvest/polite/paced`` (requests delayed by the budget), ``retry/…`` for the retries.
 """
@@ -24,14 +30,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from scrapy import Request
+from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
 
 from harvester import stats as hstats
-from harvester.exceptions import RateLimited
+from harvester.exceptions import NotSent, RateLimited
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.services import ratelimit
 from harvester.sourcefile import sources_path
@@ -41,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # A 429 with no hint: wait 1, 2, 4 … seconds, never more than this.
 BACKOFF_CAP_S = 60.0
+# How often a waiting request looks whether the crawl is stopping.
+_TICK_S = 0.5
 
 
 @dataclass(slots=True)
@@ -54,13 +64,43 @@ class _Gate:
     closed_reason: str = ""
 
 
+#: Each crawler's gates, shared by the middleware and the download handler.
+_GATES: WeakKeyDictionary[Crawler, dict[str, _Gate]] = WeakKeyDictionary()
+
+
+async def _hold(crawler: Crawler, gate: _Gate, until: float) -> None:
+    """Sleep until ``until`` and the gate's pause are over; fail the request when the
+    server asked for too long, drop it when the crawl is stopping."""
+    while True:
+        now = time.monotonic()
+        if gate.closed_until > now:
+            raise RateLimited(gate.closed_reason)
+        end = max(until, gate.paused_until)
+        if end <= now:
+            return
+        if crawler.engine is None or not crawler.engine.running:
+            raise NotSent("the crawl is stopping: not sent")
+        await asyncio.sleep(min(_TICK_S, end - now))
+
+
+class PoliteDownloadHandler(HTTP11DownloadHandler):
+    """Scrapy's HTTP(S) handler, after one more look at the request's source gate."""
+
+    async def download_request(self, request: Request) -> Response:
+        source = request.meta.get(SOURCE_META)
+        gate = _GATES.get(self._crawler, {}).get(source) if source is not None else None
+        if gate is not None:
+            await _hold(self._crawler, gate, 0.0)
+        return await super().download_request(request)
+
+
 class PoliteMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         settings = crawler.settings
         self.max_wait = settings.getfloat("HARVEST_RETRY_AFTER_MAX", 300.0)
         self.max_retries = settings.getint("HARVEST_RATE_LIMIT_RETRIES", 5)
-        self._gates: dict[str, _Gate] = {}
+        self._gates: dict[str, _Gate] = _GATES.setdefault(crawler, {})
         self._budgets: dict[str, float] | None = None
 
     @classmethod
@@ -94,14 +134,11 @@ class PoliteMiddleware:
         start = max(now, gate.paused_until, gate.next_at)
         if gate.interval:
             gate.next_at = start + gate.interval
-        delay = start - now
-        if delay > 0:
+        if start > now:
             if gate.paused_until <= now:
                 self.crawler.stats.inc_value("harvest/polite/paced")
-            await asyncio.sleep(delay)
-            # Paused again while we slept (another request got a 429): wait that out too.
-            while gate.paused_until > time.monotonic():
-                await asyncio.sleep(gate.paused_until - time.monotonic())
+            # Paused again while we slept (another request got a 429): that is waited too.
+            await _hold(self.crawler, gate, start)
         return None
 
     def process_response(self, request: Request, response: Response) -> Request | Response:

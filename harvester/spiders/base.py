@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from harvester import stats as hstats
 from harvester.config import get_config
-from harvester.exceptions import RateLimited
+from harvester.exceptions import NotSent, RateLimited
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import printable
@@ -231,6 +231,10 @@ class SourceSpider(Spider):
     def on_error(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
         source = request.meta.get(SOURCE_META, "?")
+        if failure.check(NotSent):  # the crawl is stopping: its finish reason says so
+            logger.info("Source %s: %s not sent: the crawl is stopping", source, request.url,
+                        extra=self.log_extra)
+            return
         if is_robots_forbidden(failure):
             # The site asked us not to: counted and reported, not an error. A source left
             # with nothing fetched because of it still fails its run (see runner/runs).
