@@ -223,7 +223,8 @@ def test_too_long_retry_after_fails_the_source_without_retrying(
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("2", 2.0), (" 120 ", 120.0), ("", None), ("soon", None), ("-5", None), (None, None),
-     ("0", None)],  # "now": no wait to honour, the caller backs off instead
+     ("0", None),  # "now": no wait to honour, the caller backs off instead
+     ("\u00b2", None)],  # a latin-1 "²": str.isdigit said yes, float() raised
 )
 def test_retry_after_values(value: str | None, expected: float | None) -> None:
     assert retry_after_seconds(value) == expected
@@ -233,6 +234,10 @@ def test_retry_after_dates() -> None:
     now = 1_700_000_000.0
     assert retry_after_seconds(formatdate(now + 30, usegmt=True), now) == pytest.approx(30)
     assert retry_after_seconds(formatdate(now - 30, usegmt=True), now) is None  # past
+    # RFC 9110's other two layouts, which recipients must take: RFC 850 and asctime (no
+    # zone, GMT by definition; it was taken for no hint at all).
+    assert retry_after_seconds("Tuesday, 14-Nov-23 22:13:50 GMT", now) == pytest.approx(30)
+    assert retry_after_seconds("Tue Nov 14 22:13:50 2023", now) == pytest.approx(30)
 
 
 def test_api_reset_headers() -> None:

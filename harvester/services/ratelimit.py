@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 # Header lookups take a lower-cased name and return the value or None.
@@ -23,13 +24,16 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if not value:
         return None
     if value.isdigit():
-        return _positive(float(value))
+        # "²" is a digit to str.isdigit (a latin-1 header byte) and not to float().
+        return _positive(float(value)) if value.isascii() else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # an HTTP date is GMT by definition
-        return None
+    if when.tzinfo is None:
+        # An HTTP date is GMT by definition; asctime's layout ("Sun Nov  6 08:49:37 1994"),
+        # which RFC 9110 has recipients accept, does not say so.
+        when = when.replace(tzinfo=UTC)
     return _positive(when.timestamp() - (time.time() if now is None else now))
 
 
