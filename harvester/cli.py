@@ -24,7 +24,7 @@ from rich.table import Table
 from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
-from harvester.messages import first_line, shown
+from harvester.messages import first_line, shown, tolerate_narrow_output, utf8_output
 from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
@@ -99,6 +99,7 @@ def _connect(start: bool = True) -> psycopg.Connection[Any]:
 @click.pass_context
 def main(ctx: click.Context, sources: Path | None) -> None:
     """harvester: crawl sources, keep the signals that matter, in PostgreSQL."""
+    tolerate_narrow_output()
     ctx.ensure_object(dict)
     try:
         ctx.obj["sources"] = sources or _config().sources
@@ -444,7 +445,8 @@ def _show_rows(ctx: click.Context, sources: tuple[str, ...],
         _check_sources(ctx, conn, sources)
         rows = fetch(conn)
     if as_json:
-        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(rows, default=_json_default, ensure_ascii=not utf8_output(),
+                               indent=2))
         return
     from harvester import ui
 

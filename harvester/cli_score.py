@@ -24,7 +24,7 @@ from harvester.cli import (
     friendly,
     main,
 )
-from harvester.messages import shown
+from harvester.messages import shown, utf8_output
 from harvester.services import database
 from harvester.services.rescore import RescoreReport, rescore
 from harvester.services.scoring import SCORING_VERSION
@@ -152,7 +152,8 @@ def explain(ref: str, as_json: bool) -> None:
     if as_json:
         out = {**{k: v for k, v in row.items() if k != "score_breakdown"},
                "breakdown": breakdown, "explanation": lines}
-        click.echo(json.dumps(out, default=_json_default, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(out, default=_json_default, ensure_ascii=not utf8_output(),
+                               indent=2))
         return
     console.print(f"signal {row['id']} from {shown(row['source'])}: "
                   f"{shown(row['title'] or '(untitled)')}", highlight=False)

@@ -43,3 +43,28 @@ def first_line(exc: BaseException) -> str:
 def moved(source: str, old: str, new: str) -> str:
     """A listed URL of ``source`` that redirects permanently, and what to do about it."""
     return f"{source}: {old} redirects permanently to {new}; put the new URL in the sources file"
+
+
+def utf8_output() -> bool:
+    """Whether standard output takes any character (its encoding is UTF-8)."""
+    import codecs
+    import sys
+
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def tolerate_narrow_output() -> None:
+    """Write what the terminal's encoding lacks as ``?`` rather than fail on it: with a
+    latin-1 locale or ``PYTHONIOENCODING=latin-1`` a title's CJK, rich's "…" or explain's
+    "→" raised UnicodeEncodeError (a 30-line traceback, exit 1, after a crawl had stored
+    its items)."""
+    import io
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="replace")

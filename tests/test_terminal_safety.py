@@ -4,6 +4,9 @@ overrides), no line breaks that forge output lines."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pytest
 
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
-from tests.conftest import harvest, write_sources
+from tests.conftest import ROOT, harvest, harvest_env, write_sources
 from tests.feeds import rss
 
 ESC = "\x1b"
@@ -86,3 +89,27 @@ def test_an_operator_s_argument_with_brackets_is_an_error_not_a_crash(
     result = harvest(*args, home=home)
     assert result.returncode == 2
     assert "[/]" in result.stderr and "MarkupError" not in result.stderr
+
+
+def test_a_terminal_that_is_not_utf8_gets_every_command_s_output(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # With a latin-1 locale (or PYTHONIOENCODING=latin-1) a CJK title, rich's "…" or
+    # explain's "→" raised UnicodeEncodeError: a traceback and exit 1, also after a crawl
+    # that had stored its items.
+    (site.root / "f.xml").write_text(rss([
+        {"title": "東京 ransomware outbreak → café …", "link": "https://news.example.org/t"}]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "wide", "kind": "feed", "urls": [f"{site.url}/f.xml"]}],
+        {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    env = harvest_env(home, {"PYTHONIOENCODING": "latin-1", "COLUMNS": "60"})
+    for args in (["crawl", "wide"], ["top"], ["explain", "https://news.example.org/t"],
+                 ["stats"], ["brief"], ["top", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "harvester.cli", "--sources",
+                               str(sources), *args], cwd=ROOT, env=env, capture_output=True,
+                              timeout=180, check=False)
+        out, errors = done.stdout.decode("latin-1"), done.stderr.decode("latin-1")
+        assert done.returncode == 0, (args, out + errors)
+        assert "Traceback" not in errors
+    # The JSON says every character, escaped: a program reading it gets the title whole.
+    assert json.loads(out)[0]["title"] == "東京 ransomware outbreak → café …"
