@@ -24,7 +24,13 @@ from rich.table import Table
 from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
-from harvester.messages import first_line, shown, tolerate_narrow_output, utf8_output
+from harvester.messages import (
+    first_line,
+    shown,
+    tolerate_narrow_output,
+    utc_time,
+    utf8_output,
+)
 from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
 from harvester.services.replay import put_back_refused, replay_pending
@@ -224,7 +230,7 @@ def sources_list(ctx: click.Context) -> None:
         # Also after a partly failed run (no failure, but a URL or page that failed).
         error = state.get("last_error")
         table.add_row(s.name, s.kind, status, f"{s.weight:g}", s.interval,
-                      last.strftime("%Y-%m-%d %H:%M") if last else "-",
+                      utc_time(last),
                       str(state.get("consecutive_failures", "-")),
                       # Whole words: a cut mid-word hid the advice at the end. A server's
                       # text: no markup ("Forbidden [/]" crashed this), no control codes.

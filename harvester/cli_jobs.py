@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
-from harvester.messages import first_line, shown
+from harvester.messages import first_line, shown, utc_time
 from harvester.runner import SPIDERS
 from harvester.services import database, scheduler, scrapyd
 from harvester.sources import Source, SourcesError, SourcesFile
@@ -33,7 +33,7 @@ def _scheduler(conn: psycopg.Connection[Any]) -> scheduler.Scheduler:
 
 
 def _print_report(report: scheduler.TickReport) -> None:
-    stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%H:%M:%SZ")
     for url, why in report.nodes_down:
         console.print(f"{stamp} [red]node down[/] {url}: {shown(why)}", highlight=False)
     for source, job, node in report.submitted:
@@ -128,7 +128,7 @@ def jobs() -> None:
 
 
 def _when(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    return utc_time(value, seconds=True)
 
 
 @jobs.command("list")

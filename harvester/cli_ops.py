@@ -12,7 +12,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from harvester.cli import (
     main,
 )
 from harvester.config import get_config
-from harvester.messages import shown
+from harvester.messages import shown, utc_time
 from harvester.migrations import HEAD
 from harvester.services import database, queries
 from harvester.services.ops import (
@@ -99,11 +99,7 @@ def _size(n: int) -> str:
 
 
 def _when(value: Any) -> str:
-    if value is None:
-        return "-"
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    # isoformat, not strftime: "%Y" wrote year 1 as "1" ("before 1-01-01").
-    return parsed.astimezone(UTC).isoformat(sep=" ", timespec="minutes")[:16]
+    return utc_time(value)
 
 
 def _merged(what: str, path: Path, result: merge.MergeResult) -> None:
@@ -197,7 +193,7 @@ def stats_command(as_json: bool) -> None:
                 "errors", "304s"):
         table.add_column(col)
     for r in runs:
-        table.add_row(r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), ",".join(r["sources"]),
+        table.add_row(utc_time(r["started_at"], seconds=True), ",".join(r["sources"]),
                       r["finish_reason"] or "-", *(str(r[k]) for k in (
                           "scraped", "stored", "reseen", "rejected", "errors", "not_modified")))
     console.print(table)

@@ -4,6 +4,7 @@ source whose URL moved, and outside text made safe to show on a terminal."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: What a terminal obeys instead of showing: C0 and C1 controls (ESC, CSI, BEL …), DEL,
 #: and the bidi overrides that show "exe.html" for "lmth.exe". Line breaks and tabs are
@@ -68,3 +69,24 @@ def tolerate_narrow_output() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             stream.reconfigure(errors="replace")
+
+
+def utc_time(value: Any, *, seconds: bool = False, this_year: int | None = None) -> str:
+    """A stored time as a table shows it: in UTC, whatever the database session's zone
+    (the embedded server took the machine's at initdb, so one command printed 17:42 and
+    another 12:12 for one run). With ``this_year``, a time of that year drops its year
+    ("11-29 11:00") and one of another year its clock ("2021-11-29"): an old article no
+    longer looked like today's."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    # isoformat, not strftime: "%Y" wrote year 1 as "1".
+    text = when.isoformat(sep=" ", timespec="seconds" if seconds else "minutes")
+    text = text[:19 if seconds else 16]
+    if this_year is None:
+        return text
+    return text[5:] if when.year == this_year else text[:10]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -12,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harvester import messages
-from harvester.messages import printable, shown
+from harvester.messages import printable, shown, utc_time
 from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
@@ -101,10 +102,11 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
     table.add_column("published")
     table.add_column("title")
     table.add_column("why")
+    year = datetime.now(UTC).year
     for row in rows:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
-        published = row["published_at"].strftime("%m-%d %H:%M") if row["published_at"] else "-"
+        published = utc_time(row["published_at"], this_year=year)
         # A Text with a link style, not markup: a URL or title may hold "[" and "]". No
         # link for a URL with a control code: it would end the terminal's link sequence.
         url = row["url"]
@@ -129,13 +131,14 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
     for col in ("id", "when", "source", "reason", "field", "url", "detail"):
         table.add_column(col, justify="right" if col == "id" else "left",
                          overflow="fold" if col in ("url", "detail") else "ellipsis")
+    year = datetime.now(UTC).year
     for row in rows:
         raw = row["raw"] or {}
         detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
         text = " ".join(str(detail).split())[:120] if detail is not None else "-"
         if detail is not None and "line" in raw:  # a text sitemap's line
             text = f"line {raw['line']}: {text}"
-        table.add_row(str(row["id"]), row["created_at"].strftime("%m-%d %H:%M"),
+        table.add_row(str(row["id"]), utc_time(row["created_at"], this_year=year),
                       shown(row["source"]), row["reason"], row["field"] or "-",
                       shown(row["url"] or "-"), shown(text))
     return table

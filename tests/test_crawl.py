@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -1000,3 +1002,26 @@ def test_a_feed_on_an_ipv6_address_is_crawled(
         server.server_close()
     assert result.returncode == 0, result.stdout + result.stderr
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'six'") == 2
+
+
+def test_tables_show_times_in_utc_and_an_old_year_as_such(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Times came out in the database session's zone (the embedded server takes the
+    # machine's at initdb; PGTZ sets it too) next to others in UTC, none labelled; and an
+    # article of 2021 showed as "11-29 11:00", like today's.
+    now = datetime.now(UTC).replace(microsecond=0)
+    recent = now - timedelta(hours=2)
+    (site.root / "f.xml").write_text(rss([
+        {"title": "recent", "link": "https://news.example.org/r", "date": format_datetime(recent)},
+        {"title": "old", "link": "https://news.example.org/o",
+         "date": "Mon, 29 Nov 2021 11:00:00 +0000"}]))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("tz", [f"{site.url}/f.xml"])])
+    assert harvest("--sources", str(sources), "crawl", "tz", home=home).returncode == 0
+    env = {"PGTZ": "Asia/Kolkata"}
+    top = harvest("--sources", str(sources), "top", home=home, env=env).stdout
+    assert recent.strftime("%m-%d %H:%M") in top, top
+    assert "2021-11-29" in top and "11-29 11:00" not in top
+    started = count(db, "SELECT started_at FROM crawl_runs").astimezone(UTC)
+    stats = harvest("--sources", str(sources), "stats", home=home, env=env).stdout
+    assert started.strftime("%Y-%m-%d %H:%M:%S") in stats, stats
