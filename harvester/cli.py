@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import json
 import math
@@ -99,7 +101,31 @@ def _connect(start: bool = True) -> psycopg.Connection[Any]:
     return psycopg.connect(url, connect_timeout=5)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Writing the output failed: the disk behind a redirect is full (/dev/full), a pipe's
+#: reader is gone (`| head -1`), a terminal went away.
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EPIPE)
+
+
+class _Harvest(click.Group):
+    """The ``harvest`` group: an output that cannot be written is one sentence on stderr
+    (a full disk printed a 40-line traceback), and a closed pipe ends it quietly."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as exc:
+            if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            # Nothing more reaches the broken stream, not even Python's flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if exc.errno != errno.EPIPE:
+                with contextlib.suppress(OSError):  # stderr may be as full
+                    print(f"error: cannot write the output ({exc.strerror}); write it "
+                          "somewhere with room, or to the terminal", file=sys.stderr)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=_Harvest, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--sources", "sources", type=click.Path(path_type=Path), default=None,
               help="Sources file (default: $HARVEST_SOURCES or ./sources.toml).")
 @click.pass_context

@@ -113,3 +113,17 @@ def test_a_terminal_that_is_not_utf8_gets_every_command_s_output(
         assert "Traceback" not in errors
     # The JSON says every character, escaped: a program reading it gets the title whole.
     assert json.loads(out)[0]["title"] == "東京 ransomware outbreak → café …"
+
+
+def test_an_output_that_cannot_be_written_is_one_sentence(home: Path) -> None:
+    # `harvest stats > /dev/full` (a full disk behind a redirect) printed a 40-line
+    # traceback; a closed pipe (`| head -1`) must stay quiet.
+    for args in (["stats"], ["--help"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "harvester.cli", *args], cwd=ROOT,
+                                  env=harvest_env(home), stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=120, check=False)
+        assert done.returncode == 1
+        assert done.stderr.strip() == ("error: cannot write the output (No space left on "
+                                       "device); write it somewhere with room, or to the "
+                                       "terminal"), done.stderr
