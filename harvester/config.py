@@ -46,7 +46,7 @@ class HarvestConfig(BaseSettings):
     sources: Path = Field(default=Path("sources.toml"))
     disable_after: int = Field(default=5, ge=0)
     scrapyd_urls: str = "http://127.0.0.1:6800"
-    stale_factor: float = Field(default=3.0, gt=0)
+    stale_factor: float = Field(default=3.0, gt=0, le=1000)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     # prometheus-client's own variable; default $HARVEST_HOME/metrics.
@@ -60,7 +60,7 @@ class HarvestConfig(BaseSettings):
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
 
-    @field_validator("home", "prometheus_multiproc_dir", "api_host", mode="before")
+    @field_validator("home", "sources", "prometheus_multiproc_dir", "api_host", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
         # "HARVEST_HOME=" was Path("") = the current directory: a server under ./pg and

@@ -43,12 +43,22 @@ def _seconds(value: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+#: The longest interval a source may have: the scheduler and staleness add it (times the
+#: stale factor) to dates, and "3000000d" passed the file and then overflowed there.
+MAX_INTERVAL = timedelta(days=3660)
+
+
 def parse_interval(value: str) -> timedelta:
-    """``"30m"`` → 30 minutes; accepts ``Ns``, ``Nm``, ``Nh``, ``Nd`` with N ≥ 1."""
+    """``"30m"`` → 30 minutes; accepts ``Ns``, ``Nm``, ``Nh``, ``Nd`` with N ≥ 1, up to
+    ``MAX_INTERVAL`` (about ten years)."""
     try:
-        return timedelta(seconds=_seconds(value))
+        interval = timedelta(seconds=_seconds(value))
     except OverflowError:  # past timedelta's 999,999,999 days
-        raise ValueError(f"{value!r} is longer than any interval can be") from None
+        interval = MAX_INTERVAL * 2
+    if interval > MAX_INTERVAL:
+        raise ValueError(f"{value!r} is longer than an interval may be (at most "
+                         f"{MAX_INTERVAL.days}d)")
+    return interval
 
 
 def ago(value: str, now: datetime | None = None) -> datetime:

@@ -448,6 +448,11 @@ def test_bad_setting_is_one_sentence(home: Path) -> None:
     assert result.returncode == 2
     assert "set both HARVEST_TELEGRAM_BOT_TOKEN and HARVEST_TELEGRAM_CHAT_ID" in result.stderr
     assert "Traceback" not in result.stderr and TOKEN not in result.stderr
+    # "inf" passed and failed in the socket's timeout (a traceback after the alerts were
+    # recorded).
+    result = notify(home=home, env={"HARVEST_NOTIFY_TIMEOUT": "inf"})
+    assert result.returncode == 2
+    assert "HARVEST_NOTIFY_TIMEOUT: Input should be less than or equal to 600" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["HARVEST_SLACK_WEBHOOK_URL", "HARVEST_WEBHOOK_URL"])

@@ -14,6 +14,9 @@ from tests.conftest import free_port, harvest
 @pytest.mark.parametrize(("env", "says"), [
     ({"HARVEST_DISABLE_AFTER": "abc"}, "HARVEST_DISABLE_AFTER: Input should be a valid integer"),
     ({"HARVEST_STALE_FACTOR": "0"}, "HARVEST_STALE_FACTOR: Input should be greater than 0"),
+    # Passed, then /health and /sources answered 500 and notify failed on an OverflowError.
+    ({"HARVEST_STALE_FACTOR": "inf"},
+     "HARVEST_STALE_FACTOR: Input should be less than or equal to 1000"),
     ({"HARVEST_FEED_ENABLED": "maybe"}, "HARVEST_FEED_ENABLED: Input should be a valid boolean"),
     ({"HARVEST_DATABASE_URL": "postgres//admin:S3cretPW@db.example/harvest"},
      "HARVEST_DATABASE_URL: not a PostgreSQL connection string"),

@@ -142,7 +142,8 @@ def test_unknown_source_lists_known_ones(tmp_path: Path) -> None:
         parsed.get("b")
 
 
-@pytest.mark.parametrize("bad", ["0m", "5", "m", "5w", "", "99999999999d"])
+@pytest.mark.parametrize("bad", ["0m", "5", "m", "5w", "", "99999999999d",
+                                 "3000000d"])  # passed, then overflowed the scheduler's dates
 def test_interval_rejects_nonsense(bad: str) -> None:
     with pytest.raises(ValueError):  # 99999999999d raised OverflowError: a traceback
         parse_interval(bad)

@@ -44,10 +44,11 @@ class AlertsConfig(BaseSettings):
     webhook_url: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     notify_max_attempts: int = Field(default=5, ge=1, le=100)
-    notify_backoff_max: float = Field(default=300.0, gt=0)
-    notify_max_wait: float = Field(default=10.0, ge=0)
-    notify_timeout: float = Field(default=10.0, gt=0)
-    stale_factor: float = Field(default=3.0, gt=0)
+    # Bounded: "inf" passed and failed in time arithmetic or socket timeouts (a traceback).
+    notify_backoff_max: float = Field(default=300.0, gt=0, le=86400)
+    notify_max_wait: float = Field(default=10.0, ge=0, le=3600)
+    notify_timeout: float = Field(default=10.0, gt=0, le=600)
+    stale_factor: float = Field(default=3.0, gt=0, le=1000)
     reject_spike_percent: float = Field(default=50.0, ge=0, le=100)
 
     @field_validator("slack_webhook_url", "webhook_url")
