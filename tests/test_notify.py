@@ -17,6 +17,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from harvester.services import alerts
+from harvester.services.alerts import messages
 from harvester.services.alerts.config import AlertsConfig
 from tests.apiserver import ApiRequest, ApiServer, Reply
 from tests.conftest import free_port, harvest, write_sources
@@ -467,3 +468,17 @@ def test_a_webhook_url_that_is_not_one_is_refused_at_once(name: str, value: str,
         assert result.stderr.strip() == (f"error: {name}: not an http(s) URL; copy the whole "
                                          "URL the service gave.")
         assert "sekrit" not in result.stdout + result.stderr
+
+
+def test_a_signal_matching_hundreds_of_keywords_fits_a_telegram_message() -> None:
+    # "why" named every matched keyword: 700 of them made a message past Telegram's 4,096
+    # characters, refused as too long and given up after its first attempt.
+    keywords = [f"vendor{i}" for i in range(700)]
+    row = {"id": 1, "title": "Big advisory " + "x" * 400, "source": "adv",
+           "url": "https://news.example.org/a", "score": 99.0,
+           "score_breakdown": {"topics": {"adv": {"keywords": keywords, "points": 40}},
+                               "age_hours": 1, "freshness": 0.97, "source_weight": 1}}
+    payload = messages.signal_payload(row)
+    assert len(messages.render_telegram(payload)) < 4096
+    assert "vendor0, vendor1" in payload["why"] and "and 692 more" in payload["why"]
+    assert payload["breakdown"]["topics"]["adv"]["keywords"] == keywords  # kept whole

@@ -11,6 +11,9 @@ from datetime import datetime
 from typing import Any
 
 TITLE_MAX = 300
+#: Keywords named per topic in "why": an item matching 700 of a topic's keywords made a
+#: Telegram message past its 4,096 characters, refused ("message is too long") and given up.
+KEYWORDS_SHOWN = 8
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -22,7 +25,10 @@ def explain(breakdown: dict[str, Any]) -> str:
     topics = breakdown.get("topics") or {}
     parts = []
     for name, topic in sorted(topics.items(), key=lambda kv: -float(kv[1].get("points", 0))):
-        keywords = ", ".join(topic.get("keywords") or [])
+        matched = topic.get("keywords") or []
+        keywords = ", ".join(matched[:KEYWORDS_SHOWN])
+        if len(matched) > KEYWORDS_SHOWN:
+            keywords += f" and {len(matched) - KEYWORDS_SHOWN} more"
         parts.append(f"{name} ({keywords}; {float(topic.get('points', 0)):g} pts)")
     words = "matched " + ", ".join(parts) if parts else "no topic matched"
     age = breakdown.get("age_hours")
