@@ -300,7 +300,9 @@ class _OptionError(ValueError):
 def _not_blank(term: str) -> str:
     if not term.strip():  # a blank term would match everywhere (or cancel every topic)
         raise ValueError("a term cannot be blank")
-    return term
+    # Composed, as validate stores titles and texts: "café" typed with a combining accent
+    # matched nothing.
+    return unicodedata.normalize("NFC", term)
 
 
 #: A keyword, phrase or negative term: scoring strips it, so spaces alone are nothing.

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import unicodedata
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -1025,3 +1026,24 @@ def test_tables_show_times_in_utc_and_an_old_year_as_such(
     started = count(db, "SELECT started_at FROM crawl_runs").astimezone(UTC)
     stats = harvest("--sources", str(sources), "stats", home=home, env=env).stdout
     assert started.strftime("%Y-%m-%d %H:%M:%S") in stats, stats
+
+
+def test_text_in_decomposed_form_is_stored_composed_and_matches_keywords(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # "Café" written as "Cafe" + a combining accent (NFD, as macOS file names and some
+    # editors write it) looked the same and matched neither the keyword "café" nor its
+    # composed copy; a keyword typed decomposed matched composed text just as little.
+    decomposed = unicodedata.normalize("NFD", "Café attack hits Zürich")
+    (site.root / "f.xml").write_text(rss([
+        {"title": decomposed, "link": "https://news.example.org/nfd",
+         "description": decomposed}]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "cafe", "kind": "feed", "urls": [f"{site.url}/f.xml"]}],
+        {"places": {"keywords": ["café", unicodedata.normalize("NFD", "zürich")]}})
+    assert harvest("--sources", str(sources), "crawl", "cafe", home=home).returncode == 0
+    title, text, breakdown = db.execute(
+        "SELECT title, text, score_breakdown FROM signals").fetchone()
+    assert title == "Café attack hits Zürich" == unicodedata.normalize("NFC", title)
+    assert text == title
+    assert sorted(breakdown["topics"]["places"]["keywords"]) == ["café", "zürich"]
