@@ -255,7 +255,8 @@ def sources_list(ctx: click.Context) -> None:
             status = "enabled" if s.enabled else "off (sources file)"
         # Also after a partly failed run (no failure, but a URL or page that failed).
         error = state.get("last_error")
-        table.add_row(s.name, s.kind, status, f"{s.weight:g}", s.interval,
+        table.add_row(s.name, s.kind, status, f"{s.weight:g}",
+                      f"cron {s.cron}" if s.cron else s.interval,
                       utc_time(last),
                       str(state.get("consecutive_failures", "-")),
                       # Whole words: a cut mid-word hid the advice at the end. A server's

@@ -46,7 +46,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} cannot be "
                   f"used ({first_line(exc)}); serving anyway: /health answers 503 until it "
                   "is fixed", highlight=False)
-    console.print(f"serving on http://{host}:{port} (database {database.describe_url(url)})",
+    shown_host = f"[{host}]" if ":" in host else host  # IPv6: http://[::1]:8000
+    console.print(f"serving on http://{shown_host}:{port} (database "
+                  f"{database.describe_url(url)})",
                   highlight=False)
     server = uvicorn.Server(uvicorn.Config(
         create_app(url, ctx.obj["sources"]), host=host, port=port, log_level="warning",

@@ -82,12 +82,14 @@ def test_kind_switched_off_by_environment(db: psycopg.Connection[Any], home: Pat
         api.add("/feed.xml", lambda r: Reply.text(rss(items("k", 2)),
                                                    content_type="application/rss+xml"))
         sources = write_sources(tmp_path / "s.toml", [
-            {"name": "switched", "kind": "feed", "urls": [f"{api.url}/feed.xml"]}])
-        env = {"HARVEST_FEED_ENABLED": "false"}
+            {"name": "switched", "kind": "feed", "urls": [f"{api.url}/feed.xml"],
+             "cron": "0 6 * * 1"}])
+        env = {"HARVEST_FEED_ENABLED": "false", "COLUMNS": "250"}
         result = harvest("--sources", str(sources), "crawl", "--all", *FAST, home=home, env=env)
         listing = harvest("--sources", str(sources), "sources", home=home, env=env)
         assert api.hits("/feed.xml") == []
     assert result.returncode == 0, result.stdout
     assert "HARVEST_FEED_ENABLED=false" in result.stdout
     assert "off (HARVEST_FEED_ENABLED)" in listing.stdout
+    assert "cron 0 6 * * 1" in listing.stdout  # it showed the unused interval, 1h
     assert _state(db, "switched") is None
