@@ -235,3 +235,18 @@ def test_a_data_directory_initdb_never_finished_says_what_to_do(tmp_path: Path) 
     assert result.stderr.strip().endswith(
         f"was left half-made by a first start that was interrupted, and holds no data: "
         f"remove it (rm -r '{pg_dir}') and run the command again")
+
+
+def test_a_locale_that_is_not_installed_does_not_stop_the_first_start(tmp_path: Path) -> None:
+    # initdb took the caller's locale: LC_ALL naming one the machine lacks (ssh from a
+    # Mac, a slim container) failed it, "invalid locale settings", on every start.
+    home = tmp_path / "home"
+    env = {"HARVEST_DATABASE_URL": "", "LC_ALL": "xx_XX.UTF-8"}
+    try:
+        started = harvest("db", "start", home=home, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout + started.stderr
+        url = harvest("db", "url", home=home, env=env).stdout.strip()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
+    finally:
+        harvest("db", "stop", home=home, env=env)

