@@ -68,9 +68,20 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):
         return ("too many redirects (a redirect loop? the URL to put in the sources file is "
                 "where it should end)")
+    if isinstance(exc, scrapy_errors.DownloadFailedError) and _connection_dropped(exc):
+        return ("the server closed the connection without a whole answer (it dropped or "
+                "reset it; a proxy or firewall in between?)")
     for kinds, message in _MESSAGES:
         if isinstance(exc, kinds):
             return message
     text = str(exc).strip().splitlines()
     name = type(exc).__name__
     return f"{name}: {text[0]}" if text else name
+
+
+def _connection_dropped(exc: BaseException) -> bool:
+    """Whether Scrapy's "download failed" (it wraps Twisted's ResponseFailed) was the
+    connection ending before the answer did: a server that closed or reset it."""
+    reasons = getattr(exc.__cause__, "reasons", None) or []
+    return any(isinstance(r, Failure) and r.check(error.ConnectionLost, error.ConnectionDone)
+               for r in reasons)

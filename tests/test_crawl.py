@@ -260,17 +260,37 @@ def test_unreachable_and_failing_sources_are_one_line_each(
 ) -> None:
     (site.root / "ok.xml").write_text(rss(items("ok", 1)))
     site.set_status("/broken.xml", 500)
+    # A server that reads the request and closes the connection: "download failed".
+    dropper = socket.create_server(("127.0.0.1", 0))
+
+    def drop() -> None:
+        while True:
+            try:
+                conn, _ = dropper.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+
+    threading.Thread(target=drop, daemon=True).start()
     sources = write_sources(tmp_path / "s.toml", [
         feed_source("ok", [f"{site.url}/ok.xml"]),
         feed_source("down", ["http://127.0.0.1:9/feed.xml"]),
         feed_source("broken", [f"{site.url}/broken.xml"]),
         feed_source("twice", ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]),
         feed_source("moved", [f"{site.url}/no-such-feed.xml"]),
+        feed_source("dropped", [f"http://127.0.0.1:{dropper.getsockname()[1]}/f.xml"]),
     ])
-    result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
-                     home=home)
+    try:
+        result = harvest("--sources", str(sources), "crawl", "--all", "-s", "RETRY_TIMES=0",
+                         home=home)
+    finally:
+        dropper.close()
     assert result.returncode == 1
     lines = result.stdout.splitlines()
+    assert any(line.startswith("failed dropped:") and line.endswith(
+        "the server closed the connection without a whole answer (it dropped or reset it; "
+        "a proxy or firewall in between?)") for line in lines), result.stdout
     assert any(line.startswith("failed down:") and "connection refused" in line
                for line in lines), result.stdout
     # With several errors the line says how many: only the last one was shown.
@@ -285,12 +305,12 @@ def test_unreachable_and_failing_sources_are_one_line_each(
     assert "Traceback" not in result.stdout + result.stderr
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'ok'") == 1
     failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
-    assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1}
+    assert failures == {"ok": 0, "down": 1, "broken": 1, "twice": 1, "moved": 1, "dropped": 1}
     # `harvest stats` showed the crawl's finish reason, "finished", for each of them.
     stats = json.loads(harvest("--sources", str(sources), "stats", "--json", home=home).stdout)
     outcomes = {name: s["last_run_outcome"] for name, s in stats["sources"].items()}
     assert outcomes == {"ok": "succeeded", "down": "failed", "broken": "failed",
-                        "twice": "failed", "moved": "failed"}
+                        "twice": "failed", "moved": "failed", "dropped": "failed"}
 
 
 def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
