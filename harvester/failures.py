@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import zlib
 from typing import Any
 
@@ -12,6 +13,20 @@ from twisted.internet import error
 from twisted.python.failure import Failure
 
 from harvester.exceptions import BadRedirect, RateLimited
+
+
+def _decoder_errors() -> tuple[type[BaseException], ...]:
+    """What the decoders Scrapy uses raise on bytes that are not what Content-Encoding
+    says: gzip, deflate, and brotli and zstd when installed ("brotli: decoder failed")."""
+    found: list[type[BaseException]] = [gzip.BadGzipFile, zlib.error]
+    for module, name in (("brotli", "error"), ("brotlicffi", "error"),
+                         ("compression.zstd", "ZstdError"), ("backports.zstd", "ZstdError")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
 
 _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.CannotResolveHostError, error.DNSLookupError),
@@ -25,7 +40,7 @@ _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
      "connection lost before the response was complete"),
     ((scrapy_errors.UnsupportedURLSchemeError,), "unsupported URL scheme"),
     ((scrapy_errors.DownloadFailedError,), "download failed"),
-    ((gzip.BadGzipFile, zlib.error),
+    (_decoder_errors(),
      "the server marks its answer as compressed (Content-Encoding) but it is not; the "
      "server is misconfigured"),
 )

@@ -942,15 +942,22 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
 def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
+    # br and zstd said "error: brotli: decoder failed" and "ZstdError: Unable to …".
+    encodings = ("gzip", "br", "zstd")
     with ApiServer() as server:
-        server.add("/f.xml", lambda _: Reply(200, rss(items("gz", 1)).encode(), {
-            "Content-Type": "application/rss+xml", "Content-Encoding": "gzip"}))
-        sources = write_sources(tmp_path / "s.toml",
-                                [feed_source("fakegz", [f"{server.url}/f.xml"])])
-        result = harvest("--sources", str(sources), "crawl", "fakegz", home=home)
+        for encoding in encodings:
+            server.add(f"/{encoding}.xml", lambda _, e=encoding: Reply(
+                200, rss(items("gz", 1)).encode(),
+                {"Content-Type": "application/rss+xml", "Content-Encoding": e}))
+        sources = write_sources(tmp_path / "s.toml", [
+            feed_source(f"fake{e}", [f"{server.url}/{e}.xml"]) for e in encodings])
+        result = harvest("--sources", str(sources), "crawl", "--all", home=home)
+        base = server.url
     assert result.returncode == 1
-    assert ("the server marks its answer as compressed (Content-Encoding) but it is not; "
-            "the server is misconfigured") in result.stdout, result.stdout
+    for encoding in encodings:
+        assert (f"failed fake{encoding}: {base}/{encoding}.xml: the server marks its "
+                "answer as compressed (Content-Encoding) but it is not; the server is "
+                "misconfigured") in " ".join(result.stdout.split()), result.stdout
 
 
 def test_a_redirect_to_no_web_address_is_one_clear_line(
