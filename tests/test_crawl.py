@@ -321,17 +321,32 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     site.set_status("/old.xml", 301, headers={"Location": "/new.xml"})
     # A temporary redirect is the site's business: nothing to change in the sources file.
     site.set_status("/elsewhere.xml", 302, headers={"Location": "/temp.xml"})
+    # Two permanent hops name where they end (the middle one took two edits, two runs);
+    # one that ends in a 404 or loops names nothing to move to, and its failure names the
+    # listed URL (it named "/gone.xml", which is not in the file).
+    site.set_status("/hop1.xml", 301, headers={"Location": "/hop2.xml"})
+    site.set_status("/hop2.xml", 308, headers={"Location": "/new.xml"})
+    site.set_status("/dead.xml", 301, headers={"Location": "/gone.xml"})
+    site.set_status("/loop.xml", 301, headers={"Location": "/loop.xml"})
     sources = write_sources(tmp_path / "s.toml", [
         feed_source("relocated", [f"{site.url}/old.xml"]),
         feed_source("bounced", [f"{site.url}/elsewhere.xml"]),
+        feed_source("hopped", [f"{site.url}/hop1.xml"]),
+        feed_source("dead", [f"{site.url}/dead.xml"]),
+        feed_source("loop", [f"{site.url}/loop.xml"]),
     ])
-    result = harvest("--sources", str(sources), "crawl", "--all", home=home)
+    result = harvest("--sources", str(sources), "crawl", "--all", "-s", "REDIRECT_MAX_TIMES=4",
+                     home=home)  # the loop's 20 hops each waited for AutoThrottle
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # dead and loop failed
     out = " ".join(result.stdout.split())
     assert (f"moved relocated: {site.url}/old.xml redirects permanently to "
             f"{site.url}/new.xml; put the new URL in the sources file") in out
-    assert "moved bounced" not in out
+    assert (f"moved hopped: {site.url}/hop1.xml redirects permanently to "
+            f"{site.url}/new.xml") in out
+    assert "moved bounced" not in out and "moved dead" not in out and "moved loop" not in out
+    assert (f"failed dead: {site.url}/dead.xml (redirected to {site.url}/gone.xml): HTTP "
+            "404") in out, out
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'relocated'") == 2
     by_source = dict(db.execute(
         "SELECT sources[1], stats -> 'harvest/by_source' FROM crawl_runs").fetchall())
@@ -354,6 +369,7 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     fixed = write_sources(tmp_path / "fixed.toml", [
         feed_source("relocated", [f"{site.url}/new.xml"]),
         feed_source("bounced", [f"{site.url}/elsewhere.xml"]),
+        feed_source("hopped", [f"{site.url}/new.xml"]),
     ])
     listed = harvest("--sources", str(fixed), "sources", home=home)
     assert listed.returncode == 0 and "moved relocated" not in listed.stdout, listed.stdout

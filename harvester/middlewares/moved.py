@@ -50,6 +50,8 @@ class MovedSourceMiddleware:
 
     def process_response(self, request: Request, response: Response) -> Response:
         if response.status not in REDIRECTS:
+            if response.status < 400:
+                self._arrived(request)
             return response
         location = response.headers.get(b"Location")
         if not location:
@@ -59,15 +61,30 @@ class MovedSourceMiddleware:
             # Scrapy would fail on it with "ValueError: Missing scheme in request url".
             raise BadRedirect(f"HTTP {response.status} redirects to {target[:200]!r}, which is "
                               "not a web address (the server's redirect is broken)")
-        if response.status not in PERMANENT or request.meta.get("redirect_urls"):
-            return response
-        source = request.meta.get(SOURCE_META)
-        if source is None or request.url not in self._urls_of(source):
-            return response
-        if hstats.moved(self.crawler.stats, source, request.url, target):
-            logger.warning("Source %s (HTTP %d)", messages.moved(source, request.url, target),
-                           response.status, extra={"spider": self.crawler.spider})
         return response
+
+    def _arrived(self, request: Request) -> None:
+        """A request that answered after redirects: when it started at a listed URL with
+        permanent ones, the URL to list now is where they led. Judged once the chain ends
+        in an answer: a chain that loops or ends in a 404 named a URL that did not work,
+        and 301 → 301 → feed named the middle hop, two edits over two runs."""
+        hops = request.meta.get("redirect_urls")
+        if not hops:
+            return
+        source = request.meta.get(SOURCE_META)
+        if source is None or hops[0] not in self._urls_of(source):
+            return
+        chain = [*hops, request.url]
+        reasons = request.meta.get("redirect_reasons") or []
+        permanent = 0
+        while permanent < len(reasons) and reasons[permanent] in PERMANENT:
+            permanent += 1
+        if not permanent:
+            return  # a temporary redirect first: the site's business
+        old, new = chain[0], chain[permanent]
+        if hstats.moved(self.crawler.stats, source, old, new):
+            logger.warning("Source %s (HTTP %s)", messages.moved(source, old, new),
+                           reasons[0], extra={"spider": self.crawler.spider})
 
     def _urls_of(self, name: str) -> frozenset[str]:
         urls = self._listed.get(name)

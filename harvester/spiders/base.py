@@ -244,8 +244,11 @@ class SourceSpider(Spider):
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
                         request.url, extra=self.log_extra)
             return
-        self.fail(source, request.url,
-                  describe_failure(failure, listed=self._listed(source, request)))
+        # A redirected request is named by the URL the sources file has: "/nothere: 404
+        # (fix it in the sources file)" named a URL that is not in it.
+        hops = request.meta.get("redirect_urls")
+        url = f"{hops[0]} (redirected to {request.url})" if hops else request.url
+        self.fail(source, url, describe_failure(failure, listed=self._listed(source, request)))
 
     def _listed(self, name: str, request: Request) -> bool:
         """Whether the request is for (or was redirected from) a URL the sources file
