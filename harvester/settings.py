@@ -36,6 +36,9 @@ TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 
 DOWNLOADER_MIDDLEWARES = {
+    # A robots.txt answering 5xx means complete disallow (RFC 9309), not "no rules".
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "harvester.middlewares.robots.PoliteRobotsTxtMiddleware": 100,
     "harvester.middlewares.conditional.ConditionalGetMiddleware": 560,
     # After RetryMiddleware (550) for requests, before it for responses: a 429/503 that says
     # how long to wait is waited out here; Scrapy's retry handles the rest.

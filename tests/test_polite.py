@@ -172,6 +172,28 @@ def test_a_crawl_stopped_during_a_pause_sends_nothing_more(
     assert "stopped early polite: finish reason shutdown" in out, out
 
 
+@pytest.mark.parametrize(("robots", "said"), [
+    (Reply.text("User-agent: *\nDisallow: /\n"), "forbidden by robots.txt"),
+    # A robots.txt the server cannot serve allowed everything (its error page has no
+    # rules): RFC 9309 says complete disallow.
+    (Reply.text("<h1>Service Unavailable</h1>", status=503),
+     "forbidden by robots.txt (it answered HTTP 503, and a robots.txt the server cannot "
+     "serve means stay away this run (RFC 9309))"),
+], ids=["disallow", "server-error"])
+def test_robots_txt_keeps_the_crawl_away(
+    robots: Reply, said: str, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    with ApiServer() as api:
+        api.add("/robots.txt", lambda r: robots)
+        api.add("/feed.xml", lambda r: _feed("r"))
+        result = _crawl(api, tmp_path, home, ["/feed.xml"])
+        fetched = api.hits("/feed.xml")
+    assert fetched == []
+    assert result.returncode == 1, result.stdout
+    assert said in " ".join(result.stdout.split()), result.stdout
+    assert _stored(db) == 0
+
+
 def test_requests_per_minute_spaces_requests(db: psycopg.Connection[Any], home: Path,
                                              tmp_path: Path) -> None:
     paths = [f"/f{i}.xml" for i in range(4)]

@@ -239,8 +239,10 @@ class SourceSpider(Spider):
             # The site asked us not to: counted and reported, not an error. A source left
             # with nothing fetched because of it still fails its run (see runner/runs).
             self.count(source, "robots_forbidden")
+            why = str(failure.value).partition(": ")[2]  # the robots.txt answered 5xx
             hstats.set_last_error(self.crawler.stats, source,
-                                  f"{request.url}: forbidden by robots.txt")
+                                  f"{request.url}: forbidden by robots.txt"
+                                  + (f" ({why})" if why else ""))
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
                         request.url, extra=self.log_extra)
             return
