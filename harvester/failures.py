@@ -6,6 +6,7 @@ import gzip
 import importlib
 import zlib
 from typing import Any
+from urllib.parse import urlsplit
 
 from scrapy import exceptions as scrapy_errors
 from scrapy.spidermiddlewares.httperror import HttpError
@@ -100,3 +101,11 @@ def _connection_dropped(exc: BaseException) -> bool:
     reasons = getattr(exc.__cause__, "reasons", None) or []
     return any(isinstance(r, Failure) and r.check(error.ConnectionLost, error.ConnectionDone)
                for r in reasons)
+
+
+def safe_proxy(proxy: str) -> str:
+    """A proxy's URL without its user:password (Scrapy keeps them in the URL's place)."""
+    parts = urlsplit(proxy)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")

@@ -1090,3 +1090,23 @@ def test_text_in_decomposed_form_is_stored_composed_and_matches_keywords(
     assert title == "Café attack hits Zürich" == unicodedata.normalize("NFC", title)
     assert text == title
     assert sorted(breakdown["topics"]["places"]["keywords"]) == ["café", "zürich"]
+
+
+def test_a_proxy_that_refuses_is_named_not_the_source(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # With http_proxy set and its proxy down, the line blamed the feed's server
+    # ("connection refused … is the server down?"), which was up.
+    (site.root / "f.xml").write_text(rss(items("px", 1)))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("px", [f"{site.url}/f.xml"])])
+    env = {"http_proxy": "http://ops:S3cret@127.0.0.1:9", "no_proxy": "", "NO_PROXY": "",
+           "HTTP_PROXY": ""}
+    result = harvest("--sources", str(sources), "crawl", "px", "-s", "RETRY_TIMES=0",
+                     home=home, env=env)
+    assert result.returncode == 1
+    out = " ".join(result.stdout.split())
+    assert ("connection refused (nothing listens there: is the server down, or the port "
+            "wrong?) (through the proxy http://127.0.0.1:9 of the environment's "
+            "http_proxy/https_proxy; no_proxy=HOST bypasses it)") in out, out
+    assert "S3cret" not in result.stdout + result.stderr
+    assert site.hits("/f.xml") == 0

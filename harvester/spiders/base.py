@@ -12,12 +12,13 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import CloseSpider, IgnoreRequest
 from scrapy.http import Response
+from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.exceptions import NotSent, RateLimited
-from harvester.failures import describe_failure
+from harvester.failures import describe_failure, safe_proxy
 from harvester.items import Rejection, Signal
 from harvester.messages import printable
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
@@ -250,7 +251,12 @@ class SourceSpider(Spider):
         # (fix it in the sources file)" named a URL that is not in it.
         hops = request.meta.get("redirect_urls")
         url = f"{hops[0]} (redirected to {request.url})" if hops else request.url
-        self.fail(source, url, describe_failure(failure, listed=self._listed(source, request)))
+        said = describe_failure(failure, listed=self._listed(source, request))
+        if (proxy := request.meta.get("proxy")) and not failure.check(HttpError, IgnoreRequest):
+            # The proxy refused or timed out, not the source: it blamed the feed's server.
+            said += (f" (through the proxy {safe_proxy(proxy)} of the environment's "
+                     "http_proxy/https_proxy; no_proxy=HOST bypasses it)")
+        self.fail(source, url, said)
 
     def _listed(self, name: str, request: Request) -> bool:
         """Whether the request is for (or was redirected from) a URL the sources file
