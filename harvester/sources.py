@@ -449,7 +449,8 @@ def load_sources(path: Path) -> SourcesFile:
         raise SourcesError(f"{path}: cannot be read ({exc.strerror}); fix its permissions or "
                            "point HARVEST_SOURCES/--sources at another file.") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is no TOML error.
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SourcesError(f"{path}: not valid TOML ({exc}).") from None
     try:

@@ -121,6 +121,13 @@ def test_topic_names_are_words_of_at_most_100_characters(tmp_path: Path) -> None
             load_text(tmp_path, TOPIC_SOURCE + f'[topics."{name}"]\nkeywords = ["a"]\n')
 
 
+def test_a_byte_order_mark_is_no_error(tmp_path: Path) -> None:
+    # "not valid TOML (Invalid statement (at line 1, column 1))", naming no mark.
+    path = tmp_path / "sources.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + TOPIC_SOURCE.encode())
+    assert [s.name for s in load_sources(path).sources] == ["a"]
+
+
 def test_duplicate_names(tmp_path: Path) -> None:
     entry = '[[sources]]\nname = "a"\nkind = "feed"\nurls = ["https://x.org/f"]\n'
     with pytest.raises(SourcesError, match="source 'a', field 'name': duplicate name"):
