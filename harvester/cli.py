@@ -174,18 +174,33 @@ def db_stop() -> None:
 def db_status() -> None:
     """Say which database is used and whether it answers; exit 1 when it does not."""
     cfg = _config()
-    if cfg.database_url:
+
+    def answer(url: str) -> str | None:
+        """Why the server does not answer (libpq's reason: a wrong password, no such
+        database, a timeout), or None when it does."""
         try:
-            with psycopg.connect(cfg.database_url, connect_timeout=5):
-                pass
-        except psycopg.OperationalError:
-            console.print(f"external {database.describe_url(cfg.database_url)}: unreachable")
+            with psycopg.connect(url, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return first_line(exc)
+        return None
+
+    if cfg.database_url:
+        shown_url = database.describe_url(cfg.database_url)
+        if why := answer(cfg.database_url):
+            console.print(f"external {shown_url}: unreachable ({shown(why)})", highlight=False)
             sys.exit(EXIT_FAILED)
-        console.print(f"external {database.describe_url(cfg.database_url)}: up")
+        console.print(f"external {shown_url}: up", highlight=False)
         return
     server = embedded.status(cfg.pg_dir)
-    if not server.running:
+    if not server.running or server.uri is None:
         console.print(f"embedded PostgreSQL in {cfg.pg_dir}: stopped", highlight=False)
+        sys.exit(EXIT_FAILED)
+    if why := answer(server.uri):
+        # A process that holds the lock file but does not answer (stopped with SIGSTOP,
+        # hung): "running", exit 0, while every command timed out.
+        console.print(f"embedded PostgreSQL in {cfg.pg_dir}: running (pid {server.pid}) but "
+                      f"not answering ({shown(why)})", highlight=False)
         sys.exit(EXIT_FAILED)
     console.print(f"embedded PostgreSQL in {cfg.pg_dir}: running (pid {server.pid})",
                   highlight=False)

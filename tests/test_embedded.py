@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -250,3 +251,24 @@ def test_a_locale_that_is_not_installed_does_not_stop_the_first_start(tmp_path: 
             assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
     finally:
         harvest("db", "stop", home=home, env=env)
+
+
+def test_db_status_says_whether_the_server_answers_and_why_not(
+        private_pg: tuple[Path, str]) -> None:
+    pg_dir, url = private_pg
+    pid = embedded.status(pg_dir).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # holds its lock file, answers nothing
+    try:
+        # It said "running", exit 0, while every command timed out.
+        frozen = harvest("db", "status", home=pg_dir.parent, env={"HARVEST_DATABASE_URL": ""})
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert frozen.returncode == 1
+    assert f"running (pid {pid}) but not answering" in " ".join(frozen.stdout.split())
+    # An external database: libpq's reason, which "unreachable" alone left out.
+    missing = psycopg.conninfo.make_conninfo(url, dbname="nosuchdb")
+    external = harvest("db", "status", home=pg_dir.parent,
+                       env={"HARVEST_DATABASE_URL": missing})
+    assert external.returncode == 1
+    assert 'database "nosuchdb" does not exist' in external.stdout, external.stdout
