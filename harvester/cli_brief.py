@@ -38,7 +38,7 @@ def _week(value: str | None, now: datetime) -> briefs.IsoWeek:
 @click.option("--limit", default=briefs.DEFAULT_LIMIT, show_default=True,
               type=click.IntRange(1, 100), help="Stories per topic.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the brief to this file instead of printing it.")
+              help="Write the brief to this file instead of printing it (- prints it).")
 @friendly
 def brief(week: str | None, fmt: str, limit: int, output: Path | None) -> None:
     """The week's top stories per topic: one entry per story (near-duplicates from several
@@ -53,7 +53,7 @@ def brief(week: str | None, fmt: str, limit: int, output: Path | None) -> None:
     with _connect() as conn:
         made = briefs.generate(conn, chosen, limit=limit, now=now)
         text = made.html() if fmt == "html" else made.markdown()
-        if output is None:
+        if output is None or str(output) == "-":  # "-" wrote a file named "-"
             click.echo(text, nl=False)
             return
         try:

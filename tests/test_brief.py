@@ -214,6 +214,11 @@ def test_brief_command_prints_markdown_and_regenerating_replaces_the_week(
     week, markdown, params = rows[0]
     assert (week, markdown) == ("2026-W47", again.stdout)
     assert params["limit"] == 1
+    # "--output -" wrote a file named "-" in the current directory.
+    dashed = harvest("brief", "--week", "2026-W47", "--limit", "1", "--output", "-",
+                     home=home, cwd=home)
+    assert dashed.returncode == 0 and dashed.stdout == again.stdout
+    assert not (home / "-").exists()
 
     # A brief that cannot be written leaves the stored one as it was.
     unwritten = harvest("brief", "--week", "2026-W47", "--limit", "5", "--output",
