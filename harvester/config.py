@@ -69,6 +69,16 @@ class HarvestConfig(BaseSettings):
             return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
         return value
 
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _a_directory(cls, value: Path | None) -> Path | None:
+        # A file there failed the crawl ("FileExistsError … check the -s settings") and
+        # serve ("check HARVEST_HOME"), neither naming this variable.
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a directory; point it at a directory, "
+                             "or unset it for $HARVEST_HOME/metrics")
+        return value
+
     @field_validator("pg_shared_buffers")
     @classmethod
     def _size(cls, value: str) -> str:

@@ -38,6 +38,15 @@ def test_a_malformed_setting_is_one_sentence(env: dict[str, str], says: str,
         assert "S3cretPW" not in result.stdout + result.stderr
 
 
+def test_a_metrics_directory_that_is_a_file_names_the_variable(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = harvest("stats", home=tmp_path / "home", env={"PROMETHEUS_MULTIPROC_DIR": str(afile)})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: PROMETHEUS_MULTIPROC_DIR: {afile} is a file, not a "
+                                    "directory"), result.stderr
+
+
 def test_a_sources_path_that_is_a_directory_is_one_sentence(tmp_path: Path) -> None:
     result = harvest("--sources", str(tmp_path), "sources", "check", home=tmp_path / "home")
     assert result.returncode == 2
