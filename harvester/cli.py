@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -116,6 +117,13 @@ class _Harvest(click.Group):
         except OSError as exc:
             if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
                 raise
+            if not _output_broken():
+                # A full disk under HARVEST_HOME (a file without a name in the error).
+                with contextlib.suppress(OSError):
+                    print(f"error: {exc.strerror}: free space where harvest writes "
+                          f"(HARVEST_HOME, {get_config().home.absolute()}) or the output "
+                          "goes", file=sys.stderr)
+                sys.exit(EXIT_FAILED)
             # Nothing more reaches the broken stream, not even Python's flush at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             if exc.errno != errno.EPIPE:
@@ -123,6 +131,16 @@ class _Harvest(click.Group):
                     print(f"error: cannot write the output ({exc.strerror}); write it "
                           "somewhere with room, or to the terminal", file=sys.stderr)
             sys.exit(EXIT_FAILED)
+
+
+def _output_broken() -> bool:
+    """Whether standard output is what failed: what it could not write is still in its
+    buffer, and flushing it fails again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
 
 
 @click.group(cls=_Harvest, context_settings={"help_option_names": ["-h", "--help"]})
@@ -395,6 +413,13 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
     if not verbose:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_file = cfg.home.absolute() / "logs" / f"crawl-{stamp}-{os.getpid()}.log"
+        if _room(log_file.parent) < LOG_ROOM_BYTES:
+            # Scrapy's log handler failed on the full disk as each crawler started (its
+            # close flushes): the crawl died with "No space left on device".
+            err.print(f"[yellow]warning:[/] {escape(str(log_file.parent))} has no room for "
+                      "the crawl's log; it is not kept this time (free space there).",
+                      highlight=False)
+            log_file = Path(os.devnull)
     settings = crawl_settings(
         {"HARVEST_SOURCES_FILE": str(_sources_path(ctx)), **overrides}, log_file
     )
@@ -413,9 +438,24 @@ def run_crawl_command(ctx: click.Context, names: tuple[str, ...], all_: bool,
         if live is not None:
             live.stop()
     ui.summary(console, outcomes, replay_command)
-    if log_file is not None:
+    if log_file is not None and log_file != Path(os.devnull):
         console.print(f"log: {log_file}", highlight=False, style="dim")
     return outcomes
+
+
+#: Free space a crawl's log file needs to be kept (a crawl writes a few hundred KB).
+LOG_ROOM_BYTES = 4 * 2**20
+
+
+def _room(directory: Path) -> int:
+    """Free bytes where ``directory`` is (or would be created)."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            try:
+                return shutil.disk_usage(path).free
+            except OSError:
+                return LOG_ROOM_BYTES
+    return LOG_ROOM_BYTES
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -139,6 +139,9 @@ def run_crawls(
 
     ``on_start`` receives a function returning live per-source counters (for a progress view).
     """
+    # A log file on a full disk printed "--- Logging error ---" and a traceback for every
+    # record (145 lines) over the summary, which says what was stored, spooled or lost.
+    logging.raiseExceptions = False
     process = AsyncCrawlerProcess(settings)
     running: list[_Running] = []
     outcomes: dict[str, SourceOutcome] = {}

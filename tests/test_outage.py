@@ -4,6 +4,7 @@ can be neither stored nor spooled fail the crawl loudly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from harvester.services import embedded, spool
 from harvester.services.batch import Batch
@@ -283,3 +285,39 @@ def test_a_spool_file_of_another_shape_is_set_aside_and_the_others_replay(
     assert again.returncode == 1, again.stdout + again.stderr
     assert "nothing to replay" in again.stdout
     assert "0 refused, 2 unreadable files" in " ".join(again.stderr.split())
+
+
+def test_a_full_disk_under_harvest_home_still_stores_the_crawl(
+    site: LocalSite, db: psycopg.Connection[Any], pg_url: str, tmp_path: Path
+) -> None:
+    # Logs and metrics live there: the crawl died on "No space left on device" as each
+    # crawler set up its log (a 145-line traceback), and with -v prometheus-client's
+    # mmapped files killed it with SIGBUS. The database is elsewhere: the items belong in it.
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(full)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()})")
+    try:
+        home = full / "home"
+        home.mkdir()
+        with open(full / "fill", "wb") as fill, contextlib.suppress(OSError):
+            while True:  # every byte taken
+                fill.write(b"\0" * 65536)
+                fill.flush()
+        (site.root / "f.xml").write_text(rss(items("full", 5)))
+        sources = write_sources(tmp_path / "s.toml", [{"name": "full", "kind": "feed",
+                                                       "urls": [f"{site.url}/f.xml"]}])
+        for extra in ([], ["-v"]):
+            db.execute("TRUNCATE signals, sources_state CASCADE")  # no 304 the second time
+            result = harvest("--sources", str(sources), "crawl", "full", *extra, home=home,
+                             env={"HARVEST_DATABASE_URL": pg_url})
+            assert result.returncode == 0, (extra, result.stdout + result.stderr)
+            assert "Logging error" not in result.stderr and "Traceback" not in result.stderr
+            assert db.execute("SELECT count(*) FROM signals").fetchone() == (5,), result.stdout
+        assert "has no room for the crawl's log" in harvest(
+            "--sources", str(sources), "crawl", "full", home=home,
+            env={"HARVEST_DATABASE_URL": pg_url}).stderr
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from scrapy import Request, Spider, signals
@@ -21,8 +24,10 @@ from scrapy.http import Response
 
 from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.middlewares.conditional import SOURCE_META
-from harvester.services.metrics import CrawlMetrics, crawl_metrics
+from harvester.services.metrics import CrawlMetrics, crawl_metrics, prepare_directory
 from harvester.stats import complete, per_source, succeeded
+
+logger = logging.getLogger(__name__)
 
 # metric attribute → per-source harvest stat it follows
 _FROM_STATS = {"scraped": "scraped", "stored": "new", "reseen": "reseen",
@@ -30,9 +35,30 @@ _FROM_STATS = {"scraped": "scraped", "stored": "new", "reseen": "reseen",
                "errors": "errors", "waits": "waits"}
 
 
+#: Free space the metrics directory must have when a crawl starts (its two files start at
+#: 1 MB each and grow by doubling).
+MIN_FREE_BYTES = 16 * 2**20
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return MIN_FREE_BYTES  # cannot tell: as before
+
+
 class MetricsExtension:
     def __init__(self, crawler: Crawler) -> None:
         if not crawler.settings.getbool("HARVEST_METRICS_ENABLED", True):
+            raise NotConfigured
+        if (free := _free_bytes(prepare_directory())) < MIN_FREE_BYTES:
+            # prometheus-client writes its files through mmap: on a full disk a write to a
+            # page the file system cannot back kills the process with SIGBUS, and the
+            # crawl's items in memory with it. Without metrics the store step still spools
+            # what it can, and says what it could not.
+            logger.warning("Metrics are off for this crawl: %.1f MB free in %s (the metrics "
+                           "files need %d MB); free space there", free / 2**20,
+                           prepare_directory(), MIN_FREE_BYTES // 2**20)
             raise NotConfigured
         self.crawler = crawler
         self.metrics: CrawlMetrics = crawl_metrics()
