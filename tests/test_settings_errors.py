@@ -59,6 +59,9 @@ def test_a_sources_path_that_is_a_directory_is_one_sentence(tmp_path: Path) -> N
     ("http://ops:S3cretPW@127.0.0.1:abc", "'http://***@127.0.0.1:abc' is not a Scrapyd URL"),
     # An unencoded "#" in the password: its tail was shown.
     ("http://ops:s3:et@#S3cretPW@127.0.0.1:6801", "'http://***@127.0.0.1:6801' is not a"),
+    # Without "http://" the password was shown whole (in the open /health too).
+    ("ops:S3cretPW@127.0.0.1:6800", "'***@127.0.0.1:6800' is not a Scrapyd URL"),
+    ("http//ops:S3cretPW@127.0.0.1:6800", "'***@127.0.0.1:6800' is not a Scrapyd URL"),
     (" , ", "HARVEST_SCRAPYD_URLS names no Scrapyd node"),  # said nothing, exit 0
     # One answer overwrote the other in the report.
     ("http://127.0.0.1:6899,http://ops:S3cretPW@127.0.0.1:6899/",

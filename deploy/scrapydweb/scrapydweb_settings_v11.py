@@ -61,7 +61,8 @@ def _node(url: str) -> tuple[str, str, str, str, str]:
     except ValueError:  # "http://127.0.0.1:abc"
         port = None
     if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or port is None:
-        raise SystemExit(f"HARVEST_SCRAPYD_URLS: {parts.hostname or url.strip()!r} is not a "
+        shown = parts.hostname or "***@" + url.strip().rsplit("@", 1)[-1]  # never a password
+        raise SystemExit(f"HARVEST_SCRAPYD_URLS: {shown!r} is not a "
                          "Scrapyd URL like http://127.0.0.1:6800 (ScrapydWeb speaks plain HTTP "
                          "to Scrapyd, without a path).")
     username = unquote(parts.username or "") or os.environ.get("SCRAPYD_USERNAME", "")

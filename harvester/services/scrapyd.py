@@ -184,7 +184,15 @@ def statuses(configured: list[Node], timeout: float = PROBE_TIMEOUT_S
 
 
 def _shown(value: str) -> str:
-    """The URL as given, its password (if any) masked: it ends up in an error message."""
-    # Everything between "://" and the last "@" of the authority: a password holding "#"
-    # or "@" unencoded was cut at the wrong place, and its tail shown.
-    return re.sub(r"(?<=://)[^/?]*@", "***@", value.strip(), count=1)
+    """The URL as given, its password (if any) masked: it ends up in an error message
+    (and in the open /health)."""
+    # Everything before the last "@", after a well-formed "scheme://": a password holding
+    # "#" or "@" unencoded was cut at the wrong place, and a URL without its "http://"
+    # ("ops:pw@host:6800", "http//…") was shown whole, password and all. A path's "@"
+    # masks more than needed, never less.
+    value = value.strip()
+    if "@" not in value:
+        return value
+    match = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value)
+    head = match.group(0) if match else ""
+    return f"{head}***@{value.rsplit('@', 1)[1]}"
