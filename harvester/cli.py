@@ -150,6 +150,11 @@ def _output_broken() -> bool:
 def main(ctx: click.Context, sources: Path | None) -> None:
     """harvester: crawl sources, keep the signals that matter, in PostgreSQL."""
     tolerate_narrow_output()
+    # Nothing harvest writes is for other users: backups (a whole pg_dump), snapshots,
+    # spool files, logs and metrics were 0644, readable by every local account (as root
+    # the embedded server opens HARVEST_HOME's directories for traversal). Scrapyd started
+    # from here inherits it. The group keeps what the user's umask gives it.
+    os.umask(os.umask(0o077) | 0o007)
     ctx.ensure_object(dict)
     try:
         ctx.obj["sources"] = sources or _config().sources

@@ -84,6 +84,8 @@ def test_snapshot_prune_restore_round_trip(db: psycopg.Connection[Any], pg_url: 
         assert "snapshot of 40 signals" in done.stdout
     shots = home / "snapshots"
     assert len(files_in(shots)) == 6  # three data files, three manifests
+    # Every signal, readable by every local account (0644) until harvest set its umask.
+    assert all(p.stat().st_mode & 0o007 == 0 for p in [shots, *shots.iterdir()])
     newest = sorted(shots.glob("*.ndjson.gz"))[0]
     manifest = json.loads((shots / (newest.name.split(".")[0] + ".manifest.json")).read_text())
     assert (manifest["rows"], manifest["schema_revision"]) == (40, HEAD)
