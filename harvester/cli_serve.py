@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 
@@ -46,6 +47,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} cannot be "
                   f"used ({first_line(exc)}); serving anyway: /health answers 503 until it "
                   "is fixed", highlight=False)
+    if not get_api_settings().read_keys and not _loopback(host):
+        err.print(f"[yellow]warning:[/] reads are open to anyone who reaches {host}:{port} "
+                  "(HARVEST_API_KEYS is not set); set it, or serve on 127.0.0.1",
+                  highlight=False)
     shown_host = f"[{host}]" if ":" in host else host  # IPv6: http://[::1]:8000
     console.print(f"serving on http://{shown_host}:{port} (database "
                   f"{database.describe_url(url)})",
@@ -72,3 +77,12 @@ def _listen(host: str, port: int) -> socket.socket:
                   f"({exc.strerror or exc}); {fix}", highlight=False)
         sys.exit(EXIT_USAGE)
     return sock
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
