@@ -109,6 +109,7 @@ def test_reads_need_a_key_and_refusals_say_nothing(api: str, db: psycopg.Connect
     for key in KEYS:
         assert len(get(api, "/signals", headers={"X-API-Key": key}).json()["items"]) == 1
     assert get(api, "/signals", headers=W).status_code == 200  # a write token reads too
+    assert get(api, "/signals", headers={"X-API-Key": TOKEN}).status_code == 200  # sent as a key
     # Health and metrics stay open for load balancers and Prometheus.
     health = requests.get(f"{api}/health", timeout=30)
     assert health.status_code == 200

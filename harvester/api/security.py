@@ -53,7 +53,9 @@ def require_read(request: Request, key: ApiKey, credentials: Bearer) -> None:
     if not settings.read_keys:
         return
     token = credentials.credentials if credentials else None
-    if matches(key, settings.read_keys) or matches(token, settings.write_tokens):
+    # A write token reads too, however it is sent (the rate limiter took it as X-API-Key).
+    if matches(key, settings.read_keys + settings.write_tokens) or matches(
+            token, settings.write_tokens):
         return
     if key is None and token is None:
         raise _refuse(status.HTTP_401_UNAUTHORIZED, "API key required", "ApiKey")
