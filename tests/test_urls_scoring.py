@@ -27,6 +27,8 @@ from harvester.sources import Topic
         ("https://ex.org/a#comments", "https://ex.org/a"),
         ("http://EX.org:80/a?b=2&a=1", "https://ex.org/a?a=1&b=2"),
         ("https://ex.org:443/a", "https://ex.org/a"),
+        ("https://ex.org/a?q=a%20b&%75tm_source=x", "https://ex.org/a?q=a+b"),  # an escaped name
+        ("https://ex.org/s?name=caf%E9&utm_medium=rss", "https://ex.org/s?name=caf%e9"),
     ],
 )
 def test_same_story_same_key(a: str, b: str) -> None:
@@ -40,6 +42,10 @@ def test_same_story_same_key(a: str, b: str) -> None:
         ("https://ex.org/a?id=1", "https://ex.org/a?id=2"),
         ("https://ex.org/a", "https://ex.org/b"),
         ("https://ex.org:8080/a", "https://ex.org/a"),
+        # Latin-1 escapes: each byte that is not UTF-8 became U+FFFD, one key for both, and
+        # the second article was dropped as a duplicate of the first.
+        ("https://ex.org/s?name=caf%E9", "https://ex.org/s?name=caf%E8"),
+        ("https://ex.org/s?q=%FCber", "https://ex.org/s?q=%E4ber"),
     ],
 )
 def test_different_stories_different_keys(a: str, b: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
@@ -88,9 +88,12 @@ def _full_canonical(url: str) -> str:
     """:func:`canonical_url` through ``urllib`` and w3lib, for any URL."""
     parts = urlsplit(url)
     if parts.query:
-        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                if not _is_tracking(k)]
-        parts = parts._replace(query=urlencode(kept))
+        # The raw pairs, not parse_qsl's: it decoded escapes as UTF-8 and made every byte
+        # that is not (a Latin-1 "caf%E9", "caf%E8") U+FFFD, so two different articles had
+        # one key and the second was dropped as a duplicate. w3lib below keeps the bytes.
+        kept = [pair for pair in parts.query.split("&")
+                if not _is_tracking(unquote_plus(pair.partition("=")[0]))]
+        parts = parts._replace(query="&".join(kept))
     netloc = parts.netloc.lower()
     if (parts.scheme.lower(), netloc.rpartition(":")[2]) in (("http", "80"), ("https", "443")):
         netloc = netloc.rpartition(":")[0]
