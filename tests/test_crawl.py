@@ -218,6 +218,17 @@ def test_unchanged_feed_is_not_modified_on_the_next_run(
     ages = db.execute("SELECT count(*) FILTER (WHERE last_seen > now() - interval '1 hour') "
                       "FROM signals").fetchone()
     assert ages == (2,)
+    # Another source seeing one of them made it the URL's newest: from then on each 304
+    # moved that one alone, and the rest aged out while the feed still listed them.
+    (site.root / "b.xml").write_text(rss(items("f", 3)[2:]))
+    both = write_sources(tmp_path / "b.toml", [feed_source("f", [f"{site.url}/f.xml"]),
+                                               feed_source("b", [f"{site.url}/b.xml"])])
+    assert harvest("--sources", str(both), "crawl", "b", home=home).returncode == 0
+    assert harvest("--sources", str(both), "crawl", "f", home=home).returncode == 0
+    last = count(db, "SELECT max(started_at) FROM crawl_runs")
+    listed = db.execute("SELECT count(*) FILTER (WHERE last_seen > %s) FROM signals "
+                        "WHERE url <> (SELECT min(url) FROM signals)", (last,)).fetchone()
+    assert listed == (2,)  # both items f still lists; the one it dropped stays old
 
 
 def test_a_source_with_one_broken_url_of_two_is_partly_failed_never_disabled(

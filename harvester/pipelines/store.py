@@ -214,6 +214,8 @@ class StorePipeline:
     def _validators_seen(self, source: str, url: str, etag: str | None,
                          last_modified: str | None) -> None:
         entry = {k: v for k, v in (("etag", etag), ("last_modified", last_modified)) if v}
+        if entry:  # when this full answer came: a later 304 sees again what it listed
+            entry["seen_at"] = datetime.now(UTC).isoformat()
         self._validators.setdefault(source, {})[url] = entry
 
     async def _spider_closed(self, spider: Spider, reason: str) -> None:

@@ -558,15 +558,21 @@ async def _repoint(cur: psycopg.AsyncCursor[Any], looked_up: dict[str, tuple[int
     return gone
 
 
-# A URL that answered 304 lists what its last full answer listed: those items (the ones
-# last seen at that URL's newest last_seen, as one response gives its items one fetched_at)
-# are seen again now. Per URL, by the signals_source index: once a run, not per item.
+# A URL that answered 304 lists what its last full answer listed: those items are seen
+# again now. They are the URL's items last seen since that answer (its time is kept with
+# the validators, "seen_at"): by the newest last_seen alone, an item another source saw
+# later became the newest, and from then on each 304 moved only that one, so retention
+# aged out what the feed still listed. Validators kept before "seen_at": the newest
+# last_seen, as before. Per URL, by the signals_source index: once a run, not per item.
 _SEEN_UNCHANGED = """
 UPDATE signals s SET last_seen = coalesce(%(at)s::timestamptz, now())
 WHERE s.source = %(source)s AND s.feed_url = %(url)s
   AND s.last_seen < coalesce(%(at)s::timestamptz, now())
-  AND s.last_seen = (SELECT max(m.last_seen) FROM signals m
-                     WHERE m.source = %(source)s AND m.feed_url = %(url)s)
+  AND s.last_seen >= coalesce(
+      (SELECT (st.validators -> %(url)s ->> 'seen_at')::timestamptz FROM sources_state st
+       WHERE st.source = %(source)s),
+      (SELECT max(m.last_seen) FROM signals m
+       WHERE m.source = %(source)s AND m.feed_url = %(url)s))
 """
 
 
