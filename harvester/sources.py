@@ -217,9 +217,11 @@ class Source(BaseModel):
             # Found only when crawled before: `sources check` said OK and each run failed.
             if {"url", "link"} <= fields:
                 raise _OptionError("fields", "url and link are the same field; keep one")
-            if not {"url", "link", "title"} & fields:
-                raise _OptionError("fields", "a pages source needs a url (or link) or a "
-                                             "title selector")
+            if not {"url", "link"} & fields:
+                # An item is kept by its address: with a title alone every card was
+                # rejected (missing_url_and_id) and the crawl still said it succeeded.
+                raise _OptionError("fields", "a pages source needs a url (or link) selector: "
+                                             "an item is stored by its address")
         if self.kind in ("pages", "rendered"):
             # Caught when the file loads (`harvest sources check`), not at the crawl.
             self._check_selectors()

@@ -154,7 +154,8 @@ def test_xpath_selectors_and_a_listing_that_matches_nothing(
         pages_source("redesigned", f"{site.url}/redesigned.html"),
     ])
     text = sources.read_text("utf-8")
-    text = text.replace('name = "redesigned"', 'name = "redesigned"\nfields = {title = "h2"}')
+    text = text.replace('name = "redesigned"',
+                        'name = "redesigned"\nfields = {url = "h2 a", title = "h2"}')
     text = text.replace('name = "xp"', 'name = "xp"\nfields = ' + "{" + ", ".join(
         f"{k} = {json.dumps(v)}" for k, v in xpath_fields.items()) + "}")
     sources.write_text(text, "utf-8")
@@ -176,7 +177,10 @@ def test_xpath_selectors_and_a_listing_that_matches_nothing(
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"text": "p"}, "a pages source needs a url (or link) or a title selector"),
+    ({"text": "p"}, "a pages source needs a url (or link) selector: an item is stored by its "
+                    "address"),
+    # Every card was rejected (missing_url_and_id) and the crawl said it succeeded.
+    ({"title": "h2"}, "a pages source needs a url (or link) selector"),
     ({"url": "a", "link": "a"}, "url and link are the same field; keep one"),
 ])
 def test_fields_a_crawl_cannot_use_are_refused_with_the_file(
@@ -194,8 +198,8 @@ def test_fields_a_crawl_cannot_use_are_refused_with_the_file(
 
 
 @pytest.mark.parametrize(("fields", "extra", "message"), [
-    ({"title": "h2[["}, {}, "title: 'h2[[' cannot be used: it is not valid CSS"),
-    ({"title": "h2"}, {"next_page": "//a[@"}, "'//a[@' cannot be used: it is not valid XPath"),
+    ({"url": "a", "title": "h2[["}, {}, "title: 'h2[[' cannot be used: it is not valid CSS"),
+    ({"url": "a"}, {"next_page": "//a[@"}, "'//a[@' cannot be used: it is not valid XPath"),
 ])
 def test_selectors_that_do_not_parse_are_refused_with_the_file(
         fields: dict[str, str], extra: dict[str, str], message: str) -> None:

@@ -81,10 +81,10 @@ weight = 2
          "source 'a b', field 'name': must start with a letter or digit and hold only "
          "letters, digits, '_', '.' and '-'"),
         ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div["\n'
-         'fields = {title = "h2"}',
+         'fields = {url = "a", title = "h2"}',
          "source 'a', field 'item_selector': 'div[' cannot be used: it is not valid CSS"),
         ('name = "a"\nkind = "pages"\nurls = ["https://x.org/"]\nitem_selector = "div"\n'
-         'fields = {title = "//h2["}',
+         'fields = {url = "a", title = "//h2["}',
          "source 'a', field 'fields': title: '//h2[' cannot be used: it is not valid XPath"),
         # TOML has types: a quoted number or a "yes" is a slip, not a value to guess at.
         ('name = "a"\nkind = "feed"\nweight = "2"\nurls = ["https://x.org/f"]',
