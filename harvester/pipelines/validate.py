@@ -202,9 +202,16 @@ class ValidatePipeline:
                 raise InvalidSignal("url", reason, item.url[:200])
         elif not item.external_id:
             raise InvalidSignal("url", "missing_url_and_id")
-        if item.external_id:
-            if len(item.external_id) > MAX_ID_LENGTH:
+        if item.external_id and len(item.external_id) > MAX_ID_LENGTH:
+            if not item.url:
                 raise InvalidSignal("external_id", "id_too_long", item.external_id[:200])
+            # The item has its address (up to MAX_URL_LENGTH): an id over 1,000
+            # characters (a feed's guid-less item gets its link as id) is dropped, not
+            # the item, which was lost as "id_too_long".
+            self._drop(item, "external_id",
+                       f"{len(item.external_id)} characters, over {MAX_ID_LENGTH}")
+            item.external_id = None
+        if item.external_id:
             # Before dedupe keys it: the store drops a NUL, so "a\0b" and "ab" were two
             # signals with one stored id.
             item.external_id = surrogates.replace(_CONTROL.sub("", item.external_id))
