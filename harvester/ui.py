@@ -140,5 +140,10 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
             text = f"line {raw['line']}: {text}"
         table.add_row(str(row["id"]), utc_time(row["created_at"], this_year=year),
                       shown(row["source"]), row["reason"], row["field"] or "-",
-                      shown(row["url"] or "-"), shown(text))
+                      # A 3,000-character URL (url_too_long) filled hundreds of lines.
+                      shown(_cut(row["url"] or "-", 200)), shown(text))
     return table
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

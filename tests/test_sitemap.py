@@ -94,6 +94,10 @@ def test_gzip_is_recognised_by_its_bytes_not_its_name() -> None:
     console = Console(width=200, record=True)
     console.print(rejects_table([row]))
     assert "line 3: not a url" in console.export_text()
+    # A rejected URL of thousands of characters is cut, not printed over hundreds of lines.
+    console = Console(width=200, record=True)
+    console.print(rejects_table([{**row, "url": "https://x.org/" + "a" * 9000}]))
+    assert len(console.export_text()) < 2000
 
 
 def test_namespaces_news_fields_and_relative_locs() -> None:
