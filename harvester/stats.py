@@ -78,8 +78,9 @@ def succeeded(row: dict[str, Any]) -> bool:
 
 def complete(row: dict[str, Any]) -> bool:
     """It succeeded and nothing failed: only then is a resume point (``since_id``) kept, or
-    what the failed pages held would be skipped for good."""
-    return succeeded(row) and row["errors"] == 0
+    what the failed pages held would be skipped for good. Items neither stored nor spooled
+    (``lost``: the database down and the spool unwritable) make a run incomplete too."""
+    return succeeded(row) and row["errors"] == 0 and not row.get("lost")
 
 
 def per_source(stats: dict[str, Any], sources: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from harvester.services import embedded, spool
 from harvester.services.batch import Batch
 from harvester.services.localsite import LocalSite
+from harvester.services.runs import run_record
 from tests.conftest import ROOT, harvest, write_sources
 from tests.feeds import items, rss
 from tests.test_store_clusters import row
@@ -321,3 +323,26 @@ def test_a_full_disk_under_harvest_home_still_stores_the_crawl(
             env={"HARVEST_DATABASE_URL": pg_url}).stderr
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
+
+
+def test_a_run_that_lost_items_keeps_no_validators_or_resume_point() -> None:
+    # It kept the feed's ETag (and an API source's since_id): the next run got a 304 and
+    # the lost items were never fetched again, while every status looked healthy.
+    stats = {"harvest/source/f/fetched": 1, "harvest/source/f/entries": 40,
+             "harvest/source/f/new": 30, "harvest/source/f/lost": 10}
+    url = "http://127.0.0.1:9/f.xml"
+    record = run_record(run_id="6f1a1f4c-8c1a-4d3e-9a55-333333333333", spider="feed",
+                        sources=["f"], job_id=None, started_at=datetime.now(UTC),
+                        reason="finished", stats=stats,
+                        validators={"f": {url: {"etag": '"v1"'}}},
+                        cursors={"f": {"since_id": "99"}})
+    state = record["source_states"]["f"]
+    assert state["validators"] == {url: {}}  # forgotten, not only left out (merged)
+    assert state["cursor"] == {}
+    # Without the loss both are kept.
+    del stats["harvest/source/f/lost"]
+    kept = run_record(run_id="6f1a1f4c-8c1a-4d3e-9a55-333333333334", spider="feed",
+                      sources=["f"], job_id=None, started_at=datetime.now(UTC),
+                      reason="finished", stats=stats, validators={"f": {url: {"etag": '"v1"'}}},
+                      cursors={"f": {"since_id": "99"}})["source_states"]["f"]
+    assert kept["validators"] == {url: {"etag": '"v1"'}} and kept["cursor"] == {"since_id": "99"}

@@ -52,7 +52,10 @@ def run_record(
         name: {
             "attempted_at": started_at,
             "success": succeeded(row),
-            "validators": validators.get(name, {}),
+            # A run that lost items keeps no ETag/Last-Modified, and forgets those of its
+            # URLs: the next run got 304s and the lost items were never fetched again.
+            "validators": ({url: {} for url in validators.get(name, {})} if row.get("lost")
+                           else validators.get(name, {})),
             "cursor": cursors.get(name, {}) if complete(row) else {},
             "last_error": row["last_error"],
             "disable_after": disable_after,
