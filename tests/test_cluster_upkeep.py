@@ -4,12 +4,14 @@ scored as carried by a source whose copies were all deleted."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
 
 from harvester.services.scoring import corroboration_factor
-from tests.conftest import harvest
+from tests.conftest import ROOT, harvest, harvest_env, wait_for
 from tests.test_store_clusters import STORY, SYNDICATED, row, store
 
 BASE = 10.0
@@ -78,3 +80,34 @@ def test_archive_and_restore_take_their_sources_along(db: psycopg.Connection[Any
     restored = db.execute("SELECT * FROM signals WHERE key = 'from-a'").fetchone()
     assert restored is not None and before is not None
     assert restored[0] == before[0] and score(db, "from-a") == (round(BASE * two, 2), two)
+
+
+def test_a_retention_killed_between_batches_leaves_no_stale_corroboration(
+        db: psycopg.Connection[Any], pg_url: str, home: Any) -> None:
+    # The touched clusters were rebuilt once, after the last batch: a run killed before
+    # that left the cluster naming a deleted source and its members with the bonus, and a
+    # second run found nothing to delete, so nothing repaired it.
+    two_sources(db, pg_url)
+    filler = [signal(f"filler-{i}", f"unrelated note {i} on item {i * 7919}", "z")
+              for i in range(1100)]  # the first batch of 1,000 takes from-a; the second waits
+    store(pg_url, filler)
+    db.execute("UPDATE signals SET last_seen = last_seen - interval '60 days' "
+               "WHERE key = 'from-a' OR source = 'z'")
+    with psycopg.connect(pg_url) as blocker:
+        blocker.execute("SELECT 1 FROM signals WHERE key = 'filler-1099' FOR UPDATE")
+        retain = subprocess.Popen(
+            [sys.executable, "-m", "harvester.cli", "retain", "--keep-age", "30d", "--force"],
+            cwd=ROOT, env=harvest_env(home, {"HARVEST_DATABASE_URL": pg_url}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: db.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                "query LIKE '%ops_doomed%'").fetchone(), "the second batch to wait")
+            retain.kill()
+            retain.wait(timeout=30)
+        finally:
+            retain.kill()
+        blocker.rollback()
+    assert db.execute("SELECT count(*) FROM signals WHERE key = 'from-a'").fetchone() == (0,)
+    assert sources(db) == []  # the first batch's cluster, rebuilt with that batch
+    assert score(db, "from-b") == (BASE, 1.0)

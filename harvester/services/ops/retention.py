@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from harvester.services import corroboration
 from harvester.services.store import CONFLICTS
+
+T = TypeVar("T")
 
 BATCH = 1000
 DOOMED = "ops_doomed"
@@ -64,19 +67,19 @@ def choose(conn: psycopg.Connection[Any], cutoff: datetime) -> int:
     return row[0] if row else 0
 
 
-def _retried(conn: psycopg.Connection[Any], query: str,
-             params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """One statement (its own transaction), run again after a deadlock with a crawl
-    writing the same rows in another order: it stopped the deletion half-way with "the
-    database is unreachable … run `harvest db start`"."""
+def _retried(conn: psycopg.Connection[Any], work: Callable[[], T]) -> T:
+    """``work`` in one transaction, run again after a deadlock with a crawl writing the
+    same rows in another order: it stopped the deletion half-way with "the database is
+    unreachable … run `harvest db start`"."""
     for attempt in range(_ATTEMPTS):
         try:
-            return conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            with conn.transaction():
+                return work()
         except CONFLICTS:
             if attempt == _ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
-    return None
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 _ATTEMPTS = 5
@@ -84,11 +87,16 @@ _ATTEMPTS = 5
 
 def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                   batch: int = BATCH) -> DeleteReport:
-    """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM."""
-    deleted = kept = batches = 0
-    touched: set[int] = set()  # clusters carried by several sources that lost members
-    while True:
-        row = _retried(conn, f"""
+    """Delete the chosen ids ``batch`` at a time (autocommit connection), then VACUUM.
+
+    Each batch rebuilds the corroboration of the clusters it took members from in its own
+    transaction: rebuilt once at the end, a run killed between two batches left those
+    clusters naming a deleted source and its members scored with the bonus, and a second
+    run found nothing to delete, so nothing ever repaired them."""
+    deleted = kept = batches = rescored = 0
+
+    def one_batch() -> tuple[int, int, int]:
+        row = conn.execute(f"""
             WITH picked AS (
                 DELETE FROM {DOOMED} WHERE id IN (SELECT id FROM {DOOMED} ORDER BY id LIMIT %s)
                 RETURNING id),
@@ -99,17 +107,20 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
             SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM gone),
                    ARRAY(SELECT DISTINCT g.cluster FROM gone g
                          JOIN cluster_sources cs ON cs.cluster_id = g.cluster)""",
-            (batch, cutoff))
+            (batch, cutoff)).fetchone()
         assert row is not None
-        if row[0] == 0:
+        # A source whose last member of a cluster went no longer corroborates the rest.
+        return row[0], row[1], corroboration.rebuild_sync(conn, row[2]) if row[2] else 0
+
+    while True:
+        picked, gone, changed = _retried(conn, one_batch)
+        if picked == 0:
             break
         batches += 1
-        deleted += row[1]
-        kept += row[0] - row[1]
-        touched.update(row[2])
+        deleted += gone
+        kept += picked - gone
+        rescored += changed
     conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
-    # A source whose last member of a cluster went no longer corroborates the rest.
-    rescored = corroboration.rebuild_sync(conn, touched)
     if deleted:
         conn.execute("VACUUM (ANALYZE) signals")
     return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches, rescored=rescored)
