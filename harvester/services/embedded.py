@@ -293,6 +293,8 @@ def _drop_stale_lock(pg_dir: Path) -> None:
         pid = int(lock.read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return
+    if pid <= 0:  # initdb's bootstrap backend writes -PID: another process is setting up
+        return
     import psutil
 
     try:
