@@ -117,7 +117,7 @@ class _Harvest(click.Group):
         except OSError as exc:
             if exc.filename is not None or exc.errno not in _OUTPUT_ERRNOS:
                 raise
-            if not _output_broken():
+            if not _writing_output(exc):
                 # A full disk under HARVEST_HOME (a file without a name in the error).
                 with contextlib.suppress(OSError):
                     print(f"error: {exc.strerror}: free space where harvest writes "
@@ -133,14 +133,19 @@ class _Harvest(click.Group):
             sys.exit(EXIT_FAILED)
 
 
-def _output_broken() -> bool:
-    """Whether standard output is what failed: what it could not write is still in its
-    buffer, and flushing it fails again."""
-    try:
-        sys.stdout.flush()
-    except OSError:
+def _writing_output(exc: BaseException) -> bool:
+    """Whether ``exc`` came from writing the output: raised in rich's or click's write to
+    the terminal (or a print), not in a file harvest writes (a crawl's log on a full
+    disk raised the same "No space left on device")."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb.tb_frame.f_code
+        tb = tb.tb_next
+    if last is None:
         return True
-    return False
+    return (last.co_name in ("_write_buffer", "echo", "flush", "write")
+            and any(part in last.co_filename for part in ("rich", "click", "_io")))
 
 
 @click.group(cls=_Harvest, context_settings={"help_option_names": ["-h", "--help"]})
