@@ -36,7 +36,6 @@ from harvester.messages import (
 )
 from harvester.messages import moved as moved_message
 from harvester.services import clustered, database, embedded, queries, spool, state
-from harvester.services.replay import put_back_refused, replay_pending
 from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, ago, load_sources
 
@@ -601,6 +600,9 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
     A batch the database refuses is set aside as .refused and the others go on; exit 1
     when one was refused or unreadable.
     """
+    # Here, not at the top: it brings the store and numpy, which other commands do not need.
+    from harvester.services.replay import put_back_refused, replay_pending
+
     cfg = _config()
     spool_dir = spool_dir or cfg.spool_dir
     again = " --dir " + shlex.quote(str(spool_dir)) if spool_dir != cfg.spool_dir else ""

@@ -16,9 +16,8 @@ from rich.table import Table
 from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
 from harvester.messages import first_line, shown, utc_time
-from harvester.runner import SPIDERS
 from harvester.services import database, scheduler, scrapyd
-from harvester.sources import Source, SourcesError, SourcesFile
+from harvester.sources import SPIDERS, Source, SourcesError, SourcesFile
 
 
 def _connect() -> psycopg.Connection[Any]:

@@ -17,7 +17,7 @@ from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
 from harvester.messages import first_line
-from harvester.sources import KINDS, Source
+from harvester.sources import SPIDERS, Source
 from harvester.stats import per_source
 
 logger = logging.getLogger(__name__)
@@ -25,8 +25,6 @@ logger = logging.getLogger(__name__)
 #: The settings module of ``scrapy.cfg``, used wherever ``harvest`` is run from.
 SETTINGS_MODULE = "harvester.settings"
 
-# Spider per source kind (each spider is named after its kind).
-SPIDERS: dict[str, str] = {kind: kind for kind in KINDS}
 
 
 @dataclass(slots=True)

@@ -25,6 +25,9 @@ from pydantic import (
 from harvester.services.urls import split_error
 
 KINDS = ("feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered")
+#: Spider per source kind (each spider is named after its kind); here, not in the runner,
+#: so that `harvest jobs` and the scheduler need not import Scrapy.
+SPIDERS: dict[str, str] = {kind: kind for kind in KINDS}
 _INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: The longest source or topic name (the API's parameters take as much).

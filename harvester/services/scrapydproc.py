@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scrapy.utils.conf import closest_scrapy_cfg
-
 from harvester.config import HarvestConfig, get_scrapyd_env
 from harvester.services import database
 from harvester.services.scrapyd import Node, ScrapydError, local_url
@@ -54,6 +52,8 @@ class Paths:
 
 def project_dir() -> Path:
     """The project checkout (where scrapy.cfg is): deploy/ and setup.py live there."""
+    from scrapy.utils.conf import closest_scrapy_cfg  # Scrapy only where it is needed
+
     cfg = closest_scrapy_cfg()
     if not cfg:
         raise ScrapydError("no scrapy.cfg here or above; run this from the harvester "

@@ -41,16 +41,11 @@ from harvester import surrogates
 from harvester.messages import first_line
 from harvester.services import clusters, corroboration
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
+from harvester.services.database import CONFLICTS
 from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)
 
-#: Errors that mean "the database is not there" (the connection failed or broke), as
-#: opposed to a bug in our SQL or rows it refuses.
-DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
-#: The database aborted the transaction for a conflict with a concurrent one (both are
-#: OperationalErrors, so in DB_DOWN as well): run it again.
-CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS signals_staging (

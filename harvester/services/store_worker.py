@@ -52,8 +52,9 @@ import harvester
 from harvester.messages import first_line
 from harvester.services import gcfreeze
 from harvester.services.batch import Batch, BatchResult
+from harvester.services.database import DB_DOWN
 from harvester.services.replay import ReplayReport, replay_pending
-from harvester.services.store import DB_DOWN, Plan, Recent, plan_batch, prepare, write_batch
+from harvester.services.store import Plan, Recent, plan_batch, prepare, write_batch
 
 _LENGTH = struct.Struct(">I")
 logger = logging.getLogger(__name__)

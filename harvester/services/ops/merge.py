@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from harvester.services import clusters, corroboration
+from harvester.services import corroboration
 from harvester.services.ops import OpsError
 
 TABLE = "signals"
@@ -97,6 +97,8 @@ def _recluster(conn: psycopg.Connection[Any], ids: list[int]) -> None:
         return
     rows = conn.execute("SELECT id, simhash FROM signals WHERE id = ANY(%s) "
                         "AND simhash IS NOT NULL ORDER BY id", (ids,)).fetchall()
+    from harvester.services import clusters  # numpy: only for a restore, not every command
+
     clusters.assign_clusters_sync(conn, [(i, h) for i, h in rows])
 
 
