@@ -27,7 +27,7 @@ from harvester.messages import first_line
 from harvester.pipelines import numbers
 from harvester.services import clusters, database, gcfreeze, spool
 from harvester.services.batch import Batch, BatchResult
-from harvester.services.database import DB_DOWN
+from harvester.services.dberrors import DB_DOWN
 from harvester.services.runs import run_record
 from harvester.services.store_worker import SHARED, Config, Outcome, StoreWorker
 from harvester.signals import validators_seen

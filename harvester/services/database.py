@@ -22,14 +22,6 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 _start_lock = threading.Lock()
 
 
-#: Errors that mean "the database is not there" (the connection failed or broke), as
-#: opposed to a bug in our SQL or rows it refuses.
-DB_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
-#: The database aborted the transaction for a conflict with a concurrent one (both are
-#: OperationalErrors, so in DB_DOWN as well): run it again.
-CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-
-
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached; the message is one sentence with the fix."""
 

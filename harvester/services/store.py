@@ -41,7 +41,7 @@ from harvester import surrogates
 from harvester.messages import first_line
 from harvester.services import clusters, corroboration
 from harvester.services.batch import REJECT_COLUMNS, SIGNAL_COLUMNS, Batch, BatchResult
-from harvester.services.database import CONFLICTS
+from harvester.services.dberrors import CONFLICTS
 from harvester.services.simhash import fingerprints
 
 logger = logging.getLogger(__name__)

@@ -52,7 +52,7 @@ import harvester
 from harvester.messages import first_line
 from harvester.services import gcfreeze
 from harvester.services.batch import Batch, BatchResult
-from harvester.services.database import DB_DOWN
+from harvester.services.dberrors import DB_DOWN
 from harvester.services.replay import ReplayReport, replay_pending
 from harvester.services.store import Plan, Recent, plan_batch, prepare, write_batch
 

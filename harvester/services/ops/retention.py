@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from harvester.services import corroboration
-from harvester.services.database import CONFLICTS
+from harvester.services.dberrors import CONFLICTS
 
 T = TypeVar("T")
 
