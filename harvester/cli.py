@@ -143,8 +143,8 @@ def _writing_output(exc: BaseException) -> bool:
         tb = tb.tb_next
     if last is None:
         return True
-    return (last.co_name in ("_write_buffer", "echo", "flush", "write")
-            and any(part in last.co_filename for part in ("rich", "click", "_io")))
+    return last.co_name in ("_write_buffer", "echo") and any(
+        part in last.co_filename for part in ("rich", "click"))
 
 
 @click.group(cls=_Harvest, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
 
@@ -13,6 +12,7 @@ from harvester.cli import EXIT_USAGE, console, err, friendly, main
 from harvester.config import get_config
 from harvester.messages import first_line
 from harvester.services import database
+from harvester.services.urls import is_loopback
 
 
 @main.command("serve")
@@ -47,7 +47,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} cannot be "
                   f"used ({first_line(exc)}); serving anyway: /health answers 503 until it "
                   "is fixed", highlight=False)
-    if not get_api_settings().read_keys and not _loopback(host):
+    if not get_api_settings().read_keys and not is_loopback(host):
         err.print(f"[yellow]warning:[/] reads are open to anyone who reaches {host}:{port} "
                   "(HARVEST_API_KEYS is not set); set it, or serve on 127.0.0.1",
                   highlight=False)
@@ -78,11 +78,3 @@ def _listen(host: str, port: int) -> socket.socket:
         sys.exit(EXIT_USAGE)
     return sock
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve anywhere

@@ -441,5 +441,9 @@ def test_verify_checks_the_schema_the_tables_are_in(
         conn.execute("SELECT setval(pg_get_serial_sequence('signals', 'id'), 1)")
     done = harvest("verify", "--json", home=tmp_path / "home", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
-    said = " ".join(f["message"] for f in json.loads(done.stdout) if f["level"] == "problem")
+    found = json.loads(done.stdout)
+    said = " ".join(f["message"] for f in found if f["level"] == "problem")
     assert "harv.signals_id_seq would hand out 2 next" in said, said
+    # And amcheck looked at harv's indexes: "0 B-tree indexes checked" was an ok.
+    [amcheck] = [f["message"] for f in found if f["check"] == "amcheck"]
+    assert int(amcheck.split()[0]) > 10, amcheck

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
@@ -108,3 +109,14 @@ def url_key(canonical: str) -> str:
 
 def id_key(source: str, external_id: str) -> str:
     return "i:" + hashlib.sha256(f"{source}\x00{external_id}".encode()).hexdigest()[:32]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only: ``localhost`` or a loopback address (a name
+    may resolve anywhere, so it is not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
