@@ -336,7 +336,9 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     # one that ends in a 404 or loops names nothing to move to, and its failure names the
     # listed URL (it named "/gone.xml", which is not in the file).
     site.set_status("/hop1.xml", 301, headers={"Location": "/hop2.xml"})
-    site.set_status("/hop2.xml", 308, headers={"Location": "/new.xml"})
+    # Its own items: two sources carrying one URL make one signal, of whichever stored first.
+    (site.root / "new2.xml").write_text(rss(items("hop", 1)))
+    site.set_status("/hop2.xml", 308, headers={"Location": "/new2.xml"})
     site.set_status("/dead.xml", 301, headers={"Location": "/gone.xml"})
     site.set_status("/loop.xml", 301, headers={"Location": "/loop.xml"})
     sources = write_sources(tmp_path / "s.toml", [
@@ -354,7 +356,7 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     assert (f"moved relocated: {site.url}/old.xml redirects permanently to "
             f"{site.url}/new.xml; put the new URL in the sources file") in out
     assert (f"moved hopped: {site.url}/hop1.xml redirects permanently to "
-            f"{site.url}/new.xml") in out
+            f"{site.url}/new2.xml") in out
     assert "moved bounced" not in out and "moved dead" not in out and "moved loop" not in out
     assert (f"failed dead: {site.url}/dead.xml (redirected to {site.url}/gone.xml): HTTP "
             "404") in out, out
@@ -380,7 +382,7 @@ def test_a_listed_url_that_moved_for_good_is_reported_and_still_crawled(
     fixed = write_sources(tmp_path / "fixed.toml", [
         feed_source("relocated", [f"{site.url}/new.xml"]),
         feed_source("bounced", [f"{site.url}/elsewhere.xml"]),
-        feed_source("hopped", [f"{site.url}/new.xml"]),
+        feed_source("hopped", [f"{site.url}/new2.xml"]),
     ])
     listed = harvest("--sources", str(fixed), "sources", home=home)
     assert listed.returncode == 0 and "moved relocated" not in listed.stdout, listed.stdout
