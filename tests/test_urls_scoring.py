@@ -29,6 +29,10 @@ from harvester.sources import Topic
         ("https://ex.org:443/a", "https://ex.org/a"),
         ("https://ex.org/a?q=a%20b&%75tm_source=x", "https://ex.org/a?q=a+b"),  # an escaped name
         ("https://ex.org/s?name=caf%E9&utm_medium=rss", "https://ex.org/s?name=caf%e9"),
+        # A feed that escaped its links twice: "&amp;amp;" reads "&amp;" once parsed.
+        ("https://ex.org/a?id=1&amp;utm_source=rss&amp;page=2", "https://ex.org/a?id=1&page=2"),
+        ("https://ex.org/a?id=1&amp;amp;fbclid=X", "https://ex.org/a?id=1"),
+        ("http://ex.org:443/a", "https://ex.org/a"),  # the key of its key is itself
     ],
 )
 def test_same_story_same_key(a: str, b: str) -> None:
@@ -42,6 +46,8 @@ def test_same_story_same_key(a: str, b: str) -> None:
         ("https://ex.org/a?id=1", "https://ex.org/a?id=2"),
         ("https://ex.org/a", "https://ex.org/b"),
         ("https://ex.org:8080/a", "https://ex.org/a"),
+        ("https://ex.org:80/a", "https://ex.org/a"),
+        ("https://ex.org/a?amp=1", "https://ex.org/a?ampere=1"),
         # Latin-1 escapes: each byte that is not UTF-8 became U+FFFD, one key for both, and
         # the second article was dropped as a duplicate of the first.
         ("https://ex.org/s?name=caf%E9", "https://ex.org/s?name=caf%E8"),
@@ -59,7 +65,7 @@ def test_the_fast_paths_agree_with_the_full_treatment() -> None:
     hosts = ["ex.org", "EX.org", "www.ex.org:443", "ex.org:80", "ex.org:8080"]
     paths = ["/a", "/a/b-1.html", "/", "/a/./b", "/a/../b", "/%7Ea", "/caf%C3%A9", "/a b"]
     names = ["utm_source", "UTM_Medium", "fbclid", "gclid", "mc_cid", "id", "page", "q",
-             "utm%5Fsource", "utm+x", "", "ref"]
+             "utm%5Fsource", "utm+x", "", "ref", "amp;utm_source", "amp;id", "amp"]
     values = ["", "rss", "a b", "x%20y", "1&2", "=", "é"]
     fast = 0
     for _ in range(5_000):
@@ -73,10 +79,11 @@ def test_the_fast_paths_agree_with_the_full_treatment() -> None:
         full = _full_canonical(url.partition("#")[0])
         assert canonical_url(url) == full, url
         assert full == _full_canonical(url), url  # dropping the fragment first changes nothing
+        assert canonical_url(full) == full, url  # a key is its own key
         base, _, query = url.partition("#")[0].partition("?")
         fast += bool(query and _only_tracking(query) and _SIMPLE.match(base)
                      and "/." not in base)
-    assert fast > 100, fast  # the tracking-only fast path was taken, not only the full one
+    assert fast > 50, fast  # the tracking-only fast path was taken, not only the full one
 
 
 def test_id_key_is_per_source() -> None:

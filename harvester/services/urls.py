@@ -69,7 +69,7 @@ def canonical_url(url: str) -> str:
     simple = _SIMPLE.match(url)
     if simple and "/." not in url:  # dot segments need w3lib's resolution
         scheme, host, port, path = simple.groups()
-        if (scheme, port) in (("http", ":80"), ("https", ":443")):
+        if port == ":443" or (scheme, port) == ("http", ":80"):
             port = None
         return f"https://{host}{port or ''}{path}"
     return _full_canonical(url)
@@ -92,15 +92,28 @@ def _full_canonical(url: str) -> str:
         # The raw pairs, not parse_qsl's: it decoded escapes as UTF-8 and made every byte
         # that is not (a Latin-1 "caf%E9", "caf%E8") U+FFFD, so two different articles had
         # one key and the second was dropped as a duplicate. w3lib below keeps the bytes.
-        kept = [pair for pair in parts.query.split("&")
+        kept = [pair for pair in map(_unescape_amp, parts.query.split("&"))
                 if not _is_tracking(unquote_plus(pair.partition("=")[0]))]
         parts = parts._replace(query="&".join(kept))
     netloc = parts.netloc.lower()
-    if (parts.scheme.lower(), netloc.rpartition(":")[2]) in (("http", "80"), ("https", "443")):
+    port = netloc.rpartition(":")[2]
+    # "http://x/a" and "https://x/a" are the same story on today's web. The key is always
+    # https, so ":443" goes whatever the scheme was: kept after "http", the key of the key
+    # ("https://x:443/a") would be another one ("https://x/a").
+    if port == "443" or (parts.scheme.lower(), port) == ("http", "80"):
         netloc = netloc.rpartition(":")[0]
-    # "http://x/a" and "https://x/a" are the same story on today's web.
     parts = parts._replace(scheme="https", netloc=netloc, fragment="")
     return canonicalize_url(urlunsplit(parts))
+
+
+_AMP = re.compile(r"(?:amp;|amp%3b)+", re.IGNORECASE)
+
+
+def _unescape_amp(pair: str) -> str:
+    """A query pair without the ``amp;`` a twice-escaped link leaves in its name: a feed
+    writing ``&amp;amp;`` gives ``?a=1&amp;utm_source=x``, whose second name is
+    ``amp;utm_source`` (no real parameter's name starts so)."""
+    return _AMP.sub("", pair, count=1) if pair[:3].lower() == "amp" else pair
 
 
 def url_key(canonical: str) -> str:
