@@ -246,6 +246,8 @@ def test_too_long_retry_after_fails_the_source_without_retrying(
     ("value", "expected"),
     [("2", 2.0), (" 120 ", 120.0), ("", None), ("soon", None), ("-5", None), (None, None),
      ("0", None),  # "now": no wait to honour, the caller backs off instead
+     ("1.5", 1.5),  # a fraction, as some APIs send: the alert channels' reading too
+     ("1e3", None), ("nan", None),
      ("\u00b2", None)],  # a latin-1 "²": str.isdigit said yes, float() raised
 )
 def test_retry_after_values(value: str | None, expected: float | None) -> None:

@@ -4,10 +4,13 @@ the APIs we crawl, turned into seconds. Pure functions; the politeness middlewar
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # ASCII digits only: not "²"
 
 # Header lookups take a lower-cased name and return the value or None.
 HeaderGetter = Callable[[str], str | None]
@@ -23,9 +26,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
-        # "²" is a digit to str.isdigit (a latin-1 header byte) and not to float().
-        return _positive(float(value)) if value.isascii() else None
+    if _SECONDS.fullmatch(value):
+        # Whole seconds per RFC 9110; a fraction ("1.5", which some APIs send) is taken too.
+        return _positive(float(value))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -14,8 +14,6 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
@@ -24,6 +22,7 @@ import requests
 from harvester import __version__
 from harvester.services.alerts import messages
 from harvester.services.alerts.config import AlertsConfig
+from harvester.services.ratelimit import retry_after_seconds
 
 USER_AGENT = f"harvester/{__version__} (alerts)"
 
@@ -36,22 +35,6 @@ class SendResult:
     error: str | None = None
     retry_after: float | None = None  # seconds the server asked us to wait
     permanent: bool = False  # retrying cannot help (revoked webhook, unknown chat)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _host(url: str) -> str:
