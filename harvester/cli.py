@@ -582,8 +582,20 @@ def rejects(ctx: click.Context, limit: int, since: str | None, sources: tuple[st
     """The newest rejections: what could not become a signal, and why."""
     flt = queries.RejectFilter(limit=limit, since=_since(since), sources=sources,
                                reasons=reasons)
-    _show_rows(ctx, sources, lambda conn: queries.rejects(conn, flt), "rejects_table",
-               as_json)
+    stored: list[str] = []
+
+    def fetch(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+        rows = queries.rejects(conn, flt)
+        if not rows and reasons:
+            stored.extend(r for (r,) in conn.execute(
+                "SELECT DISTINCT reason FROM rejects ORDER BY reason"))
+        return rows
+
+    _show_rows(ctx, sources, fetch, "rejects_table", as_json)
+    unknown = [r for r in reasons if r not in stored]
+    if stored and unknown:  # a misspelt reason reads like "no such rejections"
+        err.print(f"no stored rejection has the reason {unknown[0]!r}; the stored reasons are "
+                  f"{', '.join(stored)}", highlight=False, markup=False)
 
 
 @main.command()

@@ -537,6 +537,16 @@ def test_rejects_lists_the_newest_rejections_with_why(
     assert "not a feed: the document is HTML" in " ".join(table.stdout.split())
     typo = harvest("--sources", str(sources), "rejects", "--source", "rr", home=home)
     assert typo.returncode == 2 and "unknown source 'rr'" in typo.stderr
+    # A misspelt reason is said to be one, not answered as "no such rejections".
+    typo = harvest("--sources", str(sources), "rejects", "--json", "--reason",
+                   "missing_link", home=home)
+    assert typo.returncode == 0 and json.loads(typo.stdout) == []
+    assert " ".join(typo.stderr.split()) == (
+        "no stored rejection has the reason 'missing_link'; the stored reasons are "
+        "missing_link_and_id, not_http_url, unusable_document")
+    known = harvest("--sources", str(sources), "rejects", "--reason", "not_http_url",
+                    "--source", "o", home=home)
+    assert known.returncode == 0 and known.stderr == ""  # stored, just not for that source
 
 
 def test_numbers_and_ages_past_every_limit_are_answered_not_raised(
