@@ -28,6 +28,7 @@ from w3lib.url import safe_url_string
 
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import (
+    console_width,
     first_line,
     shown,
     tolerate_narrow_output,
@@ -39,8 +40,8 @@ from harvester.services import clustered, database, embedded, queries, spool, st
 from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, ago, load_sources
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+console = Console(soft_wrap=True, width=console_width())
+err = Console(stderr=True, soft_wrap=True, width=console_width())
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILED = 1  # the job ran and something failed (a source, a replay)

@@ -71,6 +71,23 @@ def tolerate_narrow_output() -> None:
             stream.reconfigure(errors="replace")
 
 
+#: Narrower than this, a table is one column of borders: ``COLUMNS`` is taken as unset.
+MIN_COLUMNS = 20
+
+
+def console_width() -> int | None:
+    """The width for rich's consoles: None (rich's own choice: ``COLUMNS``, the terminal,
+    80) unless ``COLUMNS`` says fewer than ``MIN_COLUMNS``: ``COLUMNS=0``, which some CI
+    runners set, made every command print nothing at all, warnings and errors included."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return None
+    return 80 if columns < MIN_COLUMNS else None
+
+
 def utc_time(value: Any, *, seconds: bool = False, this_year: int | None = None) -> str:
     """A stored time as a table shows it: in UTC, whatever the database session's zone
     (the embedded server took the machine's at initdb, so one command printed 17:42 and

@@ -127,3 +127,19 @@ def test_an_output_that_cannot_be_written_is_one_sentence(home: Path) -> None:
         assert done.stderr.strip() == ("error: cannot write the output (No space left on "
                                        "device); write it somewhere with room, or to the "
                                        "terminal"), done.stderr
+
+
+@pytest.mark.parametrize("columns", ["0", "5"])
+def test_a_terminal_width_too_narrow_for_a_table_is_taken_as_unset(
+    home: Path, tmp_path: Path, columns: str
+) -> None:
+    # COLUMNS=0 (set by some CI runners) made every command print nothing at all, errors
+    # included, and exit as if all was well; COLUMNS=5 printed tables of bare borders.
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "cve", "kind": "feed", "urls": ["https://example.org/a.xml"]}])
+    listed = harvest("--sources", str(sources), "sources", "list", home=home,
+                     env={"COLUMNS": columns})
+    assert listed.returncode == 0, listed.stderr
+    assert "│ cve " in listed.stdout and "enabled" in listed.stdout, listed.stdout
+    wrong = harvest("top", "--since", "3x", home=home, env={"COLUMNS": columns})
+    assert wrong.returncode == 2 and "is neither an age" in wrong.stderr, wrong.stderr
