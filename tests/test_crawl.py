@@ -104,11 +104,41 @@ def test_duplicates_within_a_run_and_across_runs(
     assert count(db, "SELECT max(seen_count) FROM signals") == 3
 
 
+def test_an_edited_entry_is_stored_as_its_source_last_published_it(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The score was taken from the edited title while the first title stayed: the top list
+    # and `explain` showed a headline without the keyword its breakdown said matched.
+    first = {"title": "Quarterly results", "link": "https://news.example.org/q3",
+             "description": "Revenue grew.", "category": "finance"}
+    (site.root / "f.xml").write_text(rss([first]))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("f", [f"{site.url}/f.xml"])],
+                            topics={"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    assert harvest("--sources", str(sources), "crawl", "f", home=home).returncode == 0
+    query = ("SELECT title, text, tags, score, score_breakdown->'topics', simhash, cluster_id,"
+             " seen_count FROM signals")
+    before = db.execute(query).fetchone()
+    assert before is not None and before[3] == 0 and before[4] == {}
+
+    edited = dict(first, title="Ransomware halts quarterly results",
+                  description="Revenue grew before the attack.", category="security")
+    (site.root / "f.xml").write_text(rss([edited]))
+    assert harvest("--sources", str(sources), "crawl", "f", home=home).returncode == 0
+    title, text, tags, score, topics, simhash, cluster, seen = db.execute(query).fetchone()
+    assert (title, text, tags) == (edited["title"], edited["description"], ["security"])
+    assert score > 0 and topics["security"]["keywords"] == ["ransomware"]
+    assert simhash != before[5]  # near-duplicate lookups compare the text as stored
+    assert (cluster, seen) == (before[6], 2)
+    shown = harvest("--sources", str(sources), "explain", "https://news.example.org/q3",
+                    home=home)
+    assert edited["title"] in shown.stdout and "ransomware" in shown.stdout
+
+
 def test_another_source_seeing_a_stored_item_does_not_rescore_it(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
-    # The row keeps the first sighting's source, title and text; its score was taken from
-    # whichever source saw it last (that source's text and weight).
+    # The row keeps the first sighting's source, title and text, and its score: another
+    # source's text and weight are not the row's.
     story = items("s", 1)
     (site.root / "a.xml").write_text(rss(story))
     (site.root / "b.xml").write_text(rss(story))

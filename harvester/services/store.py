@@ -94,11 +94,17 @@ SELECT NULL, nextval('signals_id_seq')
 FROM generate_series(1, %(count)s - (SELECT count(*) FROM stored))
 """
 # Keys are unique within a batch (see _unique): one INSERT cannot touch a row twice.
-# A re-seen row takes the new score (recency moves) only from its own source: the title,
-# text and source of the first sighting are what is kept, so another source's sighting
-# (its text, its weight) does not score it.
+# A re-seen row takes its own source's latest version: the score (recency moves) and what
+# the score was computed from (an edited title or text, the engagement that grew), so the
+# stored row and its breakdown agree. Another source's sighting changes neither (its text,
+# its weight are not the row's). A column is written only when it changed: the same text
+# written again would be a new TOAST value each time an unchanged feed is re-crawled.
+# The row's cluster is kept (decided at first sight).
 # A staged row without an id (its key was stored at the lookup, deleted since) gets one
 # here and is its own cluster.
+#: What a re-seen row takes from its own source's latest sighting.
+LATEST_COLUMNS = ("title", "text", "author", "link_url", "language", "tags", "engagement",
+                  "simhash", "score", "score_breakdown")
 _UPSERT = sql.SQL("""
 INSERT INTO signals (id, cluster_id, {cols}, first_seen, last_seen)
 SELECT n.id, COALESCE(n.cluster_id, n.id), {cols}, fetched_at, fetched_at
@@ -108,12 +114,13 @@ ON CONFLICT (key) DO UPDATE SET
         seen_count = signals.seen_count + 1,
         last_seen = GREATEST(signals.last_seen, EXCLUDED.last_seen),
         updated_at = COALESCE(EXCLUDED.updated_at, signals.updated_at),
-        score = CASE WHEN EXCLUDED.source = signals.source
-                     THEN EXCLUDED.score ELSE signals.score END,
-        score_breakdown = CASE WHEN EXCLUDED.source = signals.source
-                               THEN EXCLUDED.score_breakdown ELSE signals.score_breakdown END
+        {latest}
 RETURNING key, (xmax = 0) AS is_new, id, COALESCE(cluster_id, id)
-""").format(cols=_COLS)
+""").format(cols=_COLS, latest=sql.SQL(",\n        ").join(
+    sql.SQL("{0} = CASE WHEN EXCLUDED.source = signals.source"
+            " AND EXCLUDED.{0} IS DISTINCT FROM signals.{0}"
+            " THEN EXCLUDED.{0} ELSE signals.{0} END").format(sql.Identifier(c))
+    for c in LATEST_COLUMNS))
 # Rows of this batch whose planned cluster is an id no row holds after all (see _repoint).
 _REPOINT = """
 UPDATE signals AS s SET cluster_id = m.cluster_id
