@@ -623,7 +623,7 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
         console.print(f"{put_back_refused(spool_dir)} refused files put back",
                       highlight=False)
     pending = spool.pending(spool_dir)
-    if not pending:
+    if not pending and not spool.partial(spool_dir):
         console.print(f"nothing to replay in {spool_dir}", highlight=False)
         aside = spool.set_aside(spool_dir)
         if aside["refused"] or aside["unreadable"]:  # still not stored: not a clean spool

@@ -289,6 +289,37 @@ def test_a_spool_file_of_another_shape_is_set_aside_and_the_others_replay(
     assert "0 refused, 2 unreadable files" in " ".join(again.stderr.split())
 
 
+def test_spool_files_a_killed_crawl_left_half_written_are_replayed_or_reported(
+    db: psycopg.Connection[Any], pg_url: str, home: Path
+) -> None:
+    # A crawl killed outright while spooling leaves its batch as .tmp: replay did not look
+    # at it (a whole batch, killed between fsync and rename, was never stored) and nothing
+    # said that a cut one's items were lost.
+    spool_dir = home / "spool"
+    whole = spool.write(spool_dir, Batch(signals=[row("whole")]))
+    whole = whole.rename(whole.with_suffix(".tmp"))
+    cut = spool.write(spool_dir, Batch(signals=[row("cut1"), row("cut2")]))
+    cut.with_suffix(".tmp").write_text(cut.read_text().splitlines(keepends=True)[0])
+    cut.unlink()
+    cut = cut.with_suffix(".tmp")
+    old = time.time() - spool.STALE_TMP_S - 5
+    for path in (whole, cut):
+        os.utime(path, (old, old))
+    writing = spool_dir / "20991231T000000000000-in-progress.tmp"  # another crawl's, now
+    writing.write_text("{")
+    env = {"HARVEST_DATABASE_URL": pg_url}
+
+    verify = harvest("verify", home=home, env=env)
+    assert "2 spool files (*.tmp) in" in " ".join(verify.stdout.split()), verify.stdout
+    result = harvest("replay", home=home, env=env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert db.execute("SELECT key FROM signals").fetchall() == [("whole",)]
+    assert "1 spool files were unreadable and renamed .bad" in " ".join(result.stderr.split())
+    assert sorted(p.name for p in spool_dir.iterdir()) == sorted(
+        [cut.with_suffix(".bad").name, writing.name])
+
+
 def test_a_full_disk_under_harvest_home_still_stores_the_crawl(
     site: LocalSite, db: psycopg.Connection[Any], pg_url: str, tmp_path: Path
 ) -> None:

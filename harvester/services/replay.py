@@ -46,7 +46,7 @@ async def replay_pending(conn: psycopg.AsyncConnection[Any], spool_dir: Path,
     file must not hold back every batch spooled after it (``harvest replay
     --retry-refused`` tries them again once the cause is fixed).
     """
-    report = ReplayReport()
+    report = ReplayReport(unreadable=spool.settle_partial(spool_dir))
     for path, batch in spool.iter_pending(spool_dir):
         if batch is None:
             report.unreadable += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 FORMAT = 2
 _FORMATS = (1, 2)
 _TAGS = frozenset({"signal", "reject", "run"})
+#: A ``.tmp`` this old is no write in progress (one takes well under a second) but one a
+#: killed process left.
+STALE_TMP_S = 600
 
 
 class SpoolError(RuntimeError):
@@ -139,6 +143,43 @@ def set_aside(spool_dir: Path) -> dict[str, int]:
         return {"refused": 0, "unreadable": 0}
     return {"refused": len(list(spool_dir.glob("*.refused"))),
             "unreadable": len(list(spool_dir.glob("*.bad")))}
+
+
+def partial(spool_dir: Path) -> list[Path]:
+    """``.tmp`` files older than ``STALE_TMP_S``: writes a process killed outright (``kill
+    -9``, a power cut) did not finish."""
+    if not spool_dir.is_dir():
+        return []
+    stale = []
+    for tmp in sorted(spool_dir.glob("*.tmp")):
+        try:
+            if time.time() - tmp.stat().st_mtime >= STALE_TMP_S:
+                stale.append(tmp)
+        except FileNotFoundError:  # renamed meanwhile: a write that finished
+            continue
+    return stale
+
+
+def settle_partial(spool_dir: Path) -> int:
+    """Make each of :func:`partial`'s files what it is: a whole batch (the process was
+    killed between the fsync and the rename) becomes a pending ``.jsonl``, and one cut
+    short an unreadable ``.bad``, which replay and ``harvest verify`` report. Left as
+    ``.tmp``, neither was replayed nor said to be lost. Returns how many were cut short."""
+    cut = 0
+    for tmp in partial(spool_dir):
+        try:
+            read(tmp)
+        except SpoolError as exc:
+            logger.error("%s: a write a killed process left; renamed to .bad", exc)
+            target = tmp.with_suffix(".bad")
+        else:
+            target = tmp.with_suffix(".jsonl")
+        try:
+            os.rename(tmp, target)
+        except FileNotFoundError:  # another replay settled it first
+            continue
+        cut += target.suffix == ".bad"
+    return cut
 
 
 def iter_pending(spool_dir: Path) -> Iterator[tuple[Path, Batch | None]]:

@@ -123,6 +123,12 @@ def spooled(conn: psycopg.Connection[Any], spool_dir: Path) -> list[Finding]:
         out.append(Finding("problem", "spool", f"{aside['refused']} spool files the database "
                            f"refused (*.refused) in {spool_dir}: the crawl log or `harvest "
                            "replay` says why; fix it, then `harvest replay --retry-refused`"))
+    partial = spool.partial(spool_dir)
+    if partial:
+        out.append(Finding("problem", "spool", f"{len(partial)} spool files (*.tmp) in "
+                           f"{spool_dir} were being written when their crawl was killed; "
+                           "`harvest replay` stores those that are whole and renames the "
+                           "rest .bad (their items are not in the database)"))
     pending = spool.pending(spool_dir)
     ids = [b for b in map(spool.batch_id, pending) if b]
     applied = set()
