@@ -140,6 +140,48 @@ def test_listing_pages_followed_to_articles(
     assert state == (0, True)
 
 
+def test_entries_anchored_on_the_listing_page_itself_are_items_of_their_own(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A changelog or advisory page lists its entries as anchors on itself: the fragment
+    # was dropped from the key, so the first entry was stored and the others counted as
+    # duplicates; with follow = true each card fetched the listing page as its "article".
+    (site.root / "changes.html").write_text(listing([
+        card("#v2", "Version 2 fixes a ransomware hole", teaser="Patch now."),
+        card("changes.html#v1", "Version 1", teaser="First release."),
+        card(f"{site.url}/changes.html?utm_source=x#v0", "Version 0", teaser="Preview."),
+        card("/blog/post.html#comments", "A blog post", teaser="Elsewhere."),
+        card("/blog/post.html", "The same blog post", teaser="Again."),
+    ]), "utf-8")
+    (site.root / "blog").mkdir()
+    (site.root / "blog" / "post.html").write_text(article_page(
+        "A blog post", "Ada", "2024-05-01", "Words."), "utf-8")
+    sources = tmp_path / "s.toml"
+    write_sources(sources, [pages_source("log", f"{site.url}/changes.html", follow=True)])
+    with sources.open("a", encoding="utf-8") as out:
+        out.write("[sources.fields]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in CSS_FIELDS.items()))
+
+    result = harvest("--sources", str(sources), "crawl", "log", home=home)
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    rows = db.execute("SELECT title, canonical_url, text FROM signals "
+                      "WHERE title LIKE 'Version%' ORDER BY title").fetchall()
+    page = site.url.replace("http://", "https://") + "/changes.html"
+    assert rows == [
+        ("Version 0", f"{page}#v0", "Preview."),
+        ("Version 1", f"{page}#v1", "First release."),
+        ("Version 2 fixes a ransomware hole", f"{page}#v2", "Patch now."),
+    ]
+    # Another page's "#comments" is still that page: one item (whichever card's article
+    # came back first), the other a duplicate.
+    assert db.execute("SELECT count(*) FROM signals WHERE canonical_url LIKE "
+                      "'%/blog/post.html'").fetchone() == (1,)
+    stats = db.execute("SELECT stats FROM crawl_runs").fetchone()[0]
+    assert stats["harvest/source/log/duplicates"] == 1
+    assert site.hits("/changes.html") == 1 and site.hits("/blog/post.html") == 2
+
+
 def test_xpath_selectors_and_a_listing_that_matches_nothing(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -15,7 +15,8 @@ from harvester.services.urls import canonical_url, id_key, url_key
 
 def assign_key(item: Signal) -> str:
     if item.url:
-        item.canonical_url = canonical_url(item.url)
+        # A spider may know better (pages: an entry's anchor on the listing page itself).
+        item.canonical_url = item.canonical_url or canonical_url(item.url)
         item.key = url_key(item.canonical_url)
     else:
         assert item.external_id, "validate guarantees a URL or an id"
