@@ -14,6 +14,7 @@ from harvester.services.urls import (
     _only_tracking,
     canonical_url,
     id_key,
+    in_page_anchor,
     url_key,
 )
 from harvester.sources import Topic
@@ -84,6 +85,18 @@ def test_the_fast_paths_agree_with_the_full_treatment() -> None:
         fast += bool(query and _only_tracking(query) and _SIMPLE.match(base)
                      and "/." not in base)
     assert fast > 50, fast  # the tracking-only fast path was taken, not only the full one
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://ex.org/log#v2", "https://ex.org/log#v2"),
+    ("http://EX.org/log?utm_source=x#/item/7", "https://ex.org/log#/item/7"),  # a hash route
+    ("https://ex.org/log", None), ("https://ex.org/log#", None),
+    ("https://ex.org/post#comments", None),  # another page: its fragment is no identity
+    ("https://ex.org:99999/log#v2", None), (None, None),
+])
+def test_only_a_place_on_the_listing_page_itself_keeps_its_fragment(
+        url: str | None, expected: str | None) -> None:
+    assert in_page_anchor(url, "https://ex.org/log#top") == expected
 
 
 def test_id_key_is_per_source() -> None:

@@ -116,6 +116,24 @@ def _unescape_amp(pair: str) -> str:
     return _AMP.sub("", pair, count=1) if pair[:3].lower() == "amp" else pair
 
 
+def in_page_anchor(url: str | None, listing_url: str) -> str | None:
+    """The canonical URL, fragment kept, of a link to a place on the listing page itself
+    (an entry of a changelog, a hash route of a single-page app); None for any other link.
+    Elsewhere a fragment is dropped from the key (``#comments`` is the same story), which
+    made every entry of a one-page changelog or advisory list one item: the first was
+    stored and the rest counted as duplicates."""
+    if not url or "#" not in url:
+        return None
+    page, _, fragment = url.partition("#")
+    try:
+        key = canonical_url(page)
+        if not fragment or key != canonical_url(listing_url):
+            return None
+    except ValueError:  # a port that is no number: the dedupe step rejects the link
+        return None
+    return f"{key}#{fragment}"
+
+
 def url_key(canonical: str) -> str:
     return "u:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 

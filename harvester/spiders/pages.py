@@ -25,7 +25,7 @@ from harvester.parsers.article import (
     not_html,
     parse_date,
 )
-from harvester.services.urls import canonical_url
+from harvester.services.urls import in_page_anchor
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -153,23 +153,6 @@ class PagesSpider(SourceSpider):
                        "listing's fields", source.name, request.url, describe_failure(failure),
                        extra=self.log_extra)
         yield self.signal(source, **request.cb_kwargs["listing"])
-
-
-def in_page_anchor(url: str | None, listing_url: str) -> str | None:
-    """The canonical URL, fragment kept, of a link to a place on the listing page itself;
-    None for any other link. Elsewhere a fragment is dropped from the key (``#comments``
-    is the same story), which made every entry of a one-page changelog or advisory list
-    one item: the first was stored and the rest counted as duplicates."""
-    if not url or "#" not in url:
-        return None
-    page, _, fragment = url.partition("#")
-    try:
-        key = canonical_url(page)
-        if not fragment or key != canonical_url(listing_url):
-            return None
-    except ValueError:  # a port that is no number: the dedupe step rejects the link
-        return None
-    return f"{key}#{fragment}"
 
 
 def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[str, Any]:

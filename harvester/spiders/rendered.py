@@ -44,6 +44,7 @@ from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.article import parse_date as parse_article_date
 from harvester.parsers.selectors import first, is_xpath, joined, select, values
+from harvester.services.urls import in_page_anchor
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -268,6 +269,8 @@ class RenderedSpider(SourceSpider):
                 fields["engagement"][name] = value
             else:
                 fields[target] = value
+        if anchor := in_page_anchor(fields.get("url"), url):
+            fields["canonical_url"] = anchor  # as a pages listing's: see urls.in_page_anchor
         # feed_url: the rendered page it was read from, as a pages listing's (was NULL).
         return self.signal(source, fetched_at=fetched_at, feed_url=url, **fields)
 
