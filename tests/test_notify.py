@@ -482,3 +482,18 @@ def test_a_signal_matching_hundreds_of_keywords_fits_a_telegram_message() -> Non
     assert len(messages.render_telegram(payload)) < 4096
     assert "vendor0, vendor1" in payload["why"] and "and 692 more" in payload["why"]
     assert payload["breakdown"]["topics"]["adv"]["keywords"] == keywords  # kept whole
+
+
+def test_a_score_shown_as_the_threshold_meets_it(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # The score column is float4: 15.74 is stored as 15.7399997..., which a float8
+    # threshold of 15.74 left out of `top --min-score 15.74`, the API and alerts.
+    add_signal(db, "Wiper malware spreads", 15.74)
+    add_signal(db, "Below the line", 15.73)
+    top = json.loads(harvest("top", "--min-score", "15.74", "--json", home=home).stdout)
+    assert [row["title"] for row in top] == ["Wiper malware spreads"]
+    result = notify("--dry-run", "--no-ops", "--threshold", "15.74", home=home,
+                    env={"HARVEST_WEBHOOK_URL": api.url + "/hook"})
+    assert result.returncode == 0, result.stderr
+    assert "Wiper malware spreads" in result.stdout and "Below the line" not in result.stdout

@@ -59,7 +59,7 @@ def _where(flt: SignalFilter) -> tuple[list[str], dict[str, Any]]:
         clauses.append(f"{SEEN_AT} >= %(since)s")
         params["since"] = flt.since
     if flt.min_score is not None:
-        clauses.append("score >= %(min_score)s")
+        clauses.append("score >= %(min_score)s::real")  # as stored: 15.74 is 15.7399997 in float4
         params["min_score"] = flt.min_score
     if flt.cluster is not None:
         # The OR lets PostgreSQL use signals_cluster_id and the primary key.

@@ -31,7 +31,7 @@ def _top_where(flt: TopFilter) -> tuple[str, dict[str, Any]]:
         clauses.append("source = ANY(%(sources)s)")
         params["sources"] = list(flt.sources)
     if flt.min_score is not None:
-        clauses.append("score >= %(min_score)s")
+        clauses.append("score >= %(min_score)s::real")  # as stored: 15.74 is 15.7399997 in float4
         params["min_score"] = flt.min_score
     return " AND ".join(clauses), params
 

@@ -16,7 +16,7 @@ _CANDIDATES = """
 SELECT s.id, s.title, s.source, s.url, s.link_url, s.score, s.score_breakdown,
        s.published_at, s.first_seen
 FROM signals s
-WHERE s.score >= %(threshold)s
+WHERE s.score >= %(threshold)s::real
   AND EXISTS (SELECT 1 FROM unnest(%(channels)s::text[]) AS c(name)
               WHERE NOT EXISTS (SELECT 1 FROM notifications n
                                 WHERE n.kind = 'signal' AND n.signal_id = s.id
