@@ -12,6 +12,7 @@ import psycopg
 
 from harvester import settings as project_settings
 from harvester.cli import (
+    _SCORE,
     EXIT_USAGE,
     _check_sources,
     _config,
@@ -27,7 +28,7 @@ from harvester.cli import (
 from harvester.messages import shown, utf8_output
 from harvester.services import database
 from harvester.services.rescore import RescoreReport, rescore
-from harvester.services.scoring import SCORING_VERSION
+from harvester.services.scoring import HALF_LIFE_MAX, SCORING_VERSION
 from harvester.services.urls import canonical_url, url_key
 
 _COLUMNS = "id, source, title, url, score, score_breakdown, published_at, last_seen"
@@ -168,8 +169,9 @@ def explain(ref: str, as_json: bool) -> None:
 @click.option("--since", default=None,
               help="Only signals dated after an age (24h, 7d) or an ISO date.")
 @click.option("--source", "source", default=None, help="Only this source.")
-@click.option("--half-life", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Recency half-life in hours (default: HARVEST_SCORE_HALF_LIFE_HOURS).")
+@click.option("--half-life", type=_SCORE, default=None,
+              help="Recency half-life in hours for every signal (default: the one each "
+                   "was scored with, else HARVEST_SCORE_HALF_LIFE_HOURS).")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000),
               help="Signals read and written per round trip.")
 @click.pass_context
@@ -178,6 +180,10 @@ def rescore_command(ctx: click.Context, since: str | None, source: str | None,
                     half_life: float | None, batch_size: int) -> None:
     """Recompute stored scores with the current topics and weights of the sources file,
     without re-crawling; prints how many changed. Safe to run again or to interrupt."""
+    if half_life is not None and not 0 < half_life <= HALF_LIFE_MAX:
+        raise click.BadParameter(f"{half_life:g} is not a half-life: give hours above 0 and "
+                                 f"at most {HALF_LIFE_MAX:.0f} (a century)",
+                                 param_hint="'--half-life'")
     parsed = _load(ctx)
     since_at = _since(since)
     url = database.resolve_url(_config())
@@ -195,7 +201,8 @@ def rescore_command(ctx: click.Context, since: str | None, source: str | None,
                           highlight=False, end="\r")
 
     report = rescore(url, parsed, since=since_at, source=source, batch_size=batch_size,
-                     half_life_hours=half_life or project_settings.HARVEST_SCORE_HALF_LIFE_HOURS,
+                     half_life_hours=half_life,
+                     default_half_life=project_settings.HARVEST_SCORE_HALF_LIFE_HOURS,
                      progress=progress)
     unchanged = report.examined - report.changed
     console.print(f"rescored {report.examined:,} signals: {report.changed:,} changed score, "

@@ -110,7 +110,7 @@ def test_an_edited_entry_is_stored_as_its_source_last_published_it(
     # The score was taken from the edited title while the first title stayed: the top list
     # and `explain` showed a headline without the keyword its breakdown said matched.
     first = {"title": "Quarterly results", "link": "https://news.example.org/q3",
-             "description": "Revenue grew.", "category": "finance"}
+             "description": "Revenue grew.", "category": "finance", "date": rfc822(30)}
     (site.root / "f.xml").write_text(rss([first]))
     sources = write_sources(tmp_path / "s.toml", [feed_source("f", [f"{site.url}/f.xml"])],
                             topics={"security": {"keywords": ["ransomware"], "weight": 2.0}})
@@ -121,13 +121,17 @@ def test_an_edited_entry_is_stored_as_its_source_last_published_it(
     assert before is not None and before[3] == 0 and before[4] == {}
 
     edited = dict(first, title="Ransomware halts quarterly results",
-                  description="Revenue grew before the attack.", category="security")
+                  description="Revenue grew before the attack.", category="security",
+                  date=rfc822(1))  # the feed dated the edit
     (site.root / "f.xml").write_text(rss([edited]))
     assert harvest("--sources", str(sources), "crawl", "f", home=home).returncode == 0
     title, text, tags, score, topics, simhash, cluster, seen = db.execute(query).fetchone()
     assert (title, text, tags) == (edited["title"], edited["description"], ["security"])
     assert score > 0 and topics["security"]["keywords"] == ["ransomware"]
     assert simhash != before[5]  # near-duplicate lookups compare the text as stored
+    age = db.execute("SELECT fetched_at - published_at, (score_breakdown->>'age_hours')::float"
+                     " FROM signals").fetchone()
+    assert age is not None and abs(age[0].total_seconds() / 3600 - age[1]) < 0.01  # agree
     assert (cluster, seen) == (before[6], 2)
     shown = harvest("--sources", str(sources), "explain", "https://news.example.org/q3",
                     home=home)

@@ -337,6 +337,39 @@ def test_rescore_after_a_topics_change_updates_postgresql(
     assert "rescored 0 signals" in future.stdout
 
 
+def test_rescore_with_nothing_changed_changes_nothing_after_304s_and_odd_half_lives(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A rescore aged each signal from last_seen, which a 304 moves without scoring, and
+    # with the settings' half-life, not the one the crawl scored with: with nothing
+    # changed it moved scores (39.35 -> 11.8 after a re-crawl, 11.23 -> 39.32 after a
+    # crawl with its own half-life).
+    entries = items("n", 2)
+    entries[0]["title"] = "Ransomware gang exploits zero-day"
+    (site.root / "n.xml").write_text(rss(entries))
+    sources = write_topics(tmp_path / "s.toml", f"{site.url}/n.xml", BEFORE)
+    quick = ("-s", "HARVEST_SCORE_HALF_LIFE_HOURS=0.01")  # 36 s: a second is visible
+    assert harvest_score("crawl", "news", *quick, sources=sources, home=home).returncode == 0
+    scored = by_title(db)
+    same = harvest_score("rescore", sources=sources, home=home)
+    assert "rescored 2 signals: 0 changed score" in same.stdout, same.stdout + same.stderr
+    again = harvest_score("crawl", "news", *quick, sources=sources, home=home)
+    assert again.returncode == 0 and db.execute(
+        "SELECT not_modified FROM crawl_runs ORDER BY started_at DESC LIMIT 1"
+    ).fetchone() == (1,)
+    same = harvest_score("rescore", sources=sources, home=home)
+    assert "rescored 2 signals: 0 changed score" in same.stdout, same.stdout
+    assert by_title(db) == scored
+    chosen = harvest_score("rescore", "--half-life", "48", sources=sources, home=home)
+    assert "rescored 2 signals: 1 changed score" in chosen.stdout, chosen.stdout  # 1 is 0
+    assert {b["half_life_hours"] for (b,) in db.execute(
+        "SELECT score_breakdown FROM signals")} == {48.0}
+    for bad in ("nan", "inf", "0", "1e308"):
+        refused = harvest_score("rescore", "--half-life", bad, sources=sources, home=home)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "--half-life" in refused.stderr
+
+
 def test_rescore_of_an_unknown_source_is_one_sentence(
     crawled: Callable[[str], Path], db: psycopg.Connection[Any], home: Path
 ) -> None:

@@ -12,12 +12,9 @@ from scrapy.settings import BaseSettings
 from harvester.items import Signal
 from harvester.pipelines.numbers import number
 from harvester.services import engagement
-from harvester.services.scoring import Scorer
+from harvester.services.scoring import DEFAULT_HALF_LIFE_HOURS, HALF_LIFE_MAX, Scorer
 from harvester.sourcefile import sources_path
 from harvester.sources import SourcesError, SourcesFile, load_sources
-
-#: A century: no decay worth the name, and still a number.
-HALF_LIFE_MAX = 876_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +28,9 @@ class ScoreConfig:
     def from_settings(cls, settings: BaseSettings) -> ScoreConfig:
         # NaN stored NaN scores, which sort above all (and JSON has no NaN or Infinity).
         return cls(
-            half_life_hours=number(settings, "HARVEST_SCORE_HALF_LIFE_HOURS", 24.0, float,
-                                   above=0, high=HALF_LIFE_MAX),
+            half_life_hours=number(settings, "HARVEST_SCORE_HALF_LIFE_HOURS",
+                                   DEFAULT_HALF_LIFE_HOURS, float, above=0,
+                                   high=HALF_LIFE_MAX),
             engagement_enabled=settings.getbool("HARVEST_SCORE_ENGAGEMENT_ENABLED", True),
             engagement_window=number(settings, "HARVEST_SCORE_ENGAGEMENT_WINDOW",
                                      engagement.DEFAULT_WINDOW, low=1),

@@ -16,6 +16,8 @@ from psycopg import sql
 from harvester.services import engagement
 from harvester.services.engagement import Engagement
 from harvester.services.scoring import (
+    DEFAULT_HALF_LIFE_HOURS,
+    HALF_LIFE_MAX,
     SCORING_VERSION,
     Scorer,
 )
@@ -24,7 +26,7 @@ from harvester.sources import SourcesFile
 # -- harvest rescore ----------------------------------------------------------------------
 
 _SELECT = """
-SELECT s.id, s.source, s.kind, s.title, s.text, s.published_at, s.last_seen, s.engagement,
+SELECT s.id, s.source, s.kind, s.title, s.text, s.published_at, s.fetched_at, s.engagement,
        s.score, s.score_breakdown,
        (SELECT array_agg(DISTINCT m.source) FROM signals m
         WHERE (m.cluster_id = coalesce(s.cluster_id, s.id) OR m.id = coalesce(s.cluster_id, s.id))
@@ -75,17 +77,29 @@ def _stored_engagement(kind: str, breakdown: dict[str, Any]) -> Engagement | Non
                       int(stored.get("reference") or 0))
 
 
+def _stored_half_life(breakdown: dict[str, Any]) -> float | None:
+    value = breakdown.get("half_life_hours")
+    if isinstance(value, int | float) and 0 < value <= HALF_LIFE_MAX:
+        return float(value)
+    return None
+
+
 class Rescorer:
     """Recomputes stored signals' scores with the current sources file."""
 
-    def __init__(self, sources: SourcesFile, half_life_hours: float,
-                 references: engagement.References) -> None:
-        self._scorer = Scorer(sources.topics, half_life_hours)
+    def __init__(self, sources: SourcesFile, half_life_hours: float | None,
+                 references: engagement.References,
+                 default_half_life: float = DEFAULT_HALF_LIFE_HOURS) -> None:
+        # Each signal keeps the half-life it was scored with (its breakdown's) unless
+        # ``half_life_hours`` says otherwise; ``default_half_life`` is for a breakdown
+        # without one.
+        self._scorer = Scorer(sources.topics, default_half_life)
+        self._half_life = half_life_hours
         self._weights = {s.name: s.weight for s in sources.sources}
         self._references = references
 
     def score_row(self, row: tuple[Any, ...]) -> tuple[float, dict[str, Any]]:
-        (_, source, kind, title, text, published_at, last_seen, counts, _, breakdown,
+        (_, source, kind, title, text, published_at, fetched_at, counts, _, breakdown,
          cluster_sources) = row
         measured = _stored_engagement(kind, breakdown or {})
         if measured is None:
@@ -93,9 +107,12 @@ class Rescorer:
         return self._scorer.score(
             title=title, text=text, published_at=published_at, source=source,
             source_weight=self._weight(source, breakdown or {}),
-            # The crawl scored as of the fetch; last_seen is the last one. Rescoring as of
-            # then changes only what the topics and weights change, so it is idempotent.
-            now=last_seen, engagement=measured, cluster_sources=cluster_sources)
+            # The crawl scored as of its fetch, which the row keeps with the score (not
+            # last_seen: a 304 or another source's sighting moves that without scoring).
+            # Rescoring as of then, with the half-life the signal was scored with, changes
+            # only what the topics and weights change, so it is idempotent.
+            now=fetched_at, engagement=measured, cluster_sources=cluster_sources,
+            half_life_hours=self._half_life or _stored_half_life(breakdown or {}))
 
 
     def _weight(self, source: str, breakdown: dict[str, Any]) -> float:
@@ -129,7 +146,8 @@ def _write(conn: psycopg.Connection[Any], updates: list[tuple[int, float, dict[s
         cur.execute(_UPDATE)
 
 
-def rescore(url: str, sources: SourcesFile, *, half_life_hours: float,
+def rescore(url: str, sources: SourcesFile, *, half_life_hours: float | None,
+            default_half_life: float = DEFAULT_HALF_LIFE_HOURS,
             since: datetime | None = None, source: str | None = None,
             batch_size: int = 500,
             progress: Callable[[RescoreReport], None] | None = None) -> RescoreReport:
@@ -146,7 +164,7 @@ def rescore(url: str, sources: SourcesFile, *, half_life_hours: float,
             psycopg.connect(url, connect_timeout=5) as writer:
         references = engagement.load_references_sync(reader, names)
         reader.commit()
-        rescorer = Rescorer(sources, half_life_hours, references)
+        rescorer = Rescorer(sources, half_life_hours, references, default_half_life)
         with reader.transaction(), reader.cursor(name="rescore") as cur:
             cur.itersize = batch_size
             params = {"since": since, "source": source, "defined": defined}

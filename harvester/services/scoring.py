@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # the store worker imports scoring without pydantic
     from harvester.sources import Topic
 
 SCORING_VERSION = 2
+DEFAULT_HALF_LIFE_HOURS = 24.0
+#: A century: no decay worth the name, and still a number.
+HALF_LIFE_MAX = 876_000.0
 SATURATION = 4.0
 TITLE_FACTOR = 2
 FRESHNESS_FLOOR = 0.2
@@ -104,7 +107,8 @@ def _where(term: _Term, texts: tuple[str, str, str, str]) -> str | None:
 class Scorer:
     """Scores items against the ``[topics.*]`` of the sources file."""
 
-    def __init__(self, topics: Mapping[str, Topic], half_life_hours: float = 24.0) -> None:
+    def __init__(self, topics: Mapping[str, Topic],
+                 half_life_hours: float = DEFAULT_HALF_LIFE_HOURS) -> None:
         if not 0 < half_life_hours < float("inf"):  # NaN too
             raise ValueError("the recency half-life must be positive")
         self._topics = dict(topics)
@@ -192,17 +196,20 @@ class Scorer:
         source: str | None = None,
         engagement: Engagement = NEUTRAL,
         cluster_sources: Sequence[str] | None = None,
+        half_life_hours: float | None = None,
     ) -> tuple[float, dict[str, Any]]:
         """The score and its breakdown. ``now`` is the moment the item is scored as of (the
         crawl's fetch time); ``cluster_sources`` the distinct sources of its cluster
-        (default: its own source alone)."""
+        (default: its own source alone); ``half_life_hours`` replaces the scorer's own
+        (a rescore keeps each signal's)."""
+        half_life = half_life_hours or self._half_life
         points, topics, negated = self._relevance(title or "", text or "", source)
         relevance = 1.0 - math.exp(-points / SATURATION)
         age_hours = None
         freshness = FRESHNESS_FLOOR
         if published_at is not None:
             age_hours = max(0.0, (now - published_at).total_seconds() / 3600.0)
-            decay = 0.5 ** (age_hours / self._half_life)
+            decay = 0.5 ** (age_hours / half_life)
             freshness = FRESHNESS_FLOOR + (1.0 - FRESHNESS_FLOOR) * decay
         # The common cases (no percentile, no cluster yet) skip the helpers: per-item cost.
         engaged = 1.0 if engagement.percentile is None else engagement_factor(
@@ -231,7 +238,7 @@ class Scorer:
                 "factor": engaged,
             },
             "age_hours": None if age_hours is None else round(age_hours, 2),
-            "half_life_hours": self._half_life,
+            "half_life_hours": half_life,
             "freshness": round(freshness, 4),
             "source": source,
             "source_weight": source_weight,

@@ -95,16 +95,18 @@ FROM generate_series(1, %(count)s - (SELECT count(*) FROM stored))
 """
 # Keys are unique within a batch (see _unique): one INSERT cannot touch a row twice.
 # A re-seen row takes its own source's latest version: the score (recency moves) and what
-# the score was computed from (an edited title or text, the engagement that grew), so the
-# stored row and its breakdown agree. Another source's sighting changes neither (its text,
-# its weight are not the row's). A column is written only when it changed: the same text
-# written again would be a new TOAST value each time an unchanged feed is re-crawled.
+# the score was computed from (an edited title or text, the engagement that grew, a date
+# set or changed, the fetch it is scored as of), so the stored row and its breakdown
+# agree, and `harvest rescore` ages it from that fetch. Another source's sighting changes
+# neither (its text, its weight are not the row's). A column is written only when it
+# changed: the same text written again would be a new TOAST value each time an unchanged
+# feed is re-crawled.
 # The row's cluster is kept (decided at first sight).
 # A staged row without an id (its key was stored at the lookup, deleted since) gets one
 # here and is its own cluster.
 #: What a re-seen row takes from its own source's latest sighting.
 LATEST_COLUMNS = ("title", "text", "author", "link_url", "language", "tags", "engagement",
-                  "simhash", "score", "score_breakdown")
+                  "published_at", "simhash", "score", "score_breakdown", "fetched_at")
 _UPSERT = sql.SQL("""
 INSERT INTO signals (id, cluster_id, {cols}, first_seen, last_seen)
 SELECT n.id, COALESCE(n.cluster_id, n.id), {cols}, fetched_at, fetched_at
