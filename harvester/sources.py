@@ -359,6 +359,15 @@ class Topic(BaseModel):
             else:
                 raise ValueError(f"{entry!r} is neither a string nor a table like "
                                  "{term = \"zero-day\", weight = 3}")
+        seen: dict[str, str] = {}
+        for entry in out:
+            term = (entry if isinstance(entry, str) else entry.term).strip()
+            if (first := seen.setdefault(term.lower(), term)) is not term:
+                # The first one won and the other was ignored without a word: a weighted
+                # entry appended to a list that had the plain term weighed 1.
+                also = "" if first == term else f" (as {first!r})"
+                raise ValueError(f"{term!r} is listed twice{also}; list it once, with its "
+                                 "weight")
         return out
 
     def terms(self) -> list[tuple[str, float]]:

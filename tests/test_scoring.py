@@ -71,6 +71,16 @@ def test_phrases_match_as_a_whole_and_acronyms_as_written() -> None:
     assert score("Machine shop is learning fast")[1]["topics"] == {}
     assert score("The AI model")[0] > 0
     assert score("They said it was fair")[0] == 0  # "said" holds "ai", not the word "AI"
+    # Chinese and Japanese write no spaces: a term is found inside a run of characters.
+    quake = {"quake": Topic(keywords=["地震", "人工智能"]), "th": Topic(keywords=["ข่าว"])}
+    assert score("東京で地震、被害を調査", topics=quake)[1]["topics"]["quake"]["keywords"] == [
+        "地震"]
+    assert score("中国发布新的人工智能法规", topics=quake)[0] > 0
+    assert score("อ่านข่าววันนี้", topics=quake)[0] > 0
+    assert score("Quakers meet", topics={"q": Topic(keywords=["quake"])})[0] == 0  # still
+    # A hard-wrapped paragraph: the line break is a space to a phrase.
+    wrapped = score("Compiler news", "Uses machine\nlearning for tuning.")[1]
+    assert wrapped["topics"]["ai"]["keywords"] == ["machine learning"]
 
 
 def test_a_negative_term_cancels_its_topic_only() -> None:

@@ -187,6 +187,10 @@ sources = ["a"]
          "topic 'sec', field 'negative': a term cannot be blank"),
         ('keywords = ["a"]\nsources = ["b"]',
          "topic 'sec', field 'sources': unknown source 'b' (the file defines a)"),
+        # The first entry won in silence: the appended weight 5 was never used.
+        ('keywords = ["ransomware", {term = "ransomware", weight = 5}]',
+         "field 'keywords': 'ransomware' is listed twice; list it once, with its weight"),
+        ('keywords = ["AI", "ai"]', "'ai' is listed twice (as 'AI')"),
     ],
 )
 def test_bad_topic_is_one_sentence(tmp_path: Path, body: str, expected: str) -> None:

@@ -67,19 +67,38 @@ class _Term:
     needle: str  # lower-cased, unless the term is an acronym matched as written
     exact_case: bool
     weight: float
+    #: the term starts / ends in a script written without spaces (see ``_spaceless``)
+    open_start: bool = False
+    open_end: bool = False
 
 
 def _is_word_char(char: str) -> bool:
     return char.isalnum() or char == "_"
 
 
-def _occurs(haystack: str, needle: str) -> bool:
-    """``needle`` in ``haystack`` as a whole word (no word character on either side)."""
+# Scripts written without spaces between words: Thai and Lao, Myanmar, Khmer, kana, CJK
+# ideographs (and their compatibility and supplementary planes), half-width katakana.
+_SPACELESS = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF),
+              (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+              (0xFF66, 0xFF9F), (0x20000, 0x3FFFF))
+
+
+def _spaceless(char: str) -> bool:
+    """Whether ``char`` belongs to a script without spaces: a term there is found inside
+    longer runs of letters (地震 in 東京で地震、…), which a word boundary would refuse."""
+    code = ord(char)
+    return code >= 0x0E00 and any(low <= code <= high for low, high in _SPACELESS)
+
+
+def _occurs(haystack: str, needle: str, open_start: bool = False,
+            open_end: bool = False) -> bool:
+    """``needle`` in ``haystack`` as a whole word (no word character on either side; a
+    side in a spaceless script needs none)."""
     start = haystack.find(needle)
     while start != -1:
         end = start + len(needle)
-        if (start == 0 or not _is_word_char(haystack[start - 1])) and (
-            end == len(haystack) or not _is_word_char(haystack[end])
+        if (open_start or start == 0 or not _is_word_char(haystack[start - 1])) and (
+            open_end or end == len(haystack) or not _is_word_char(haystack[end])
         ):
             return True
         start = haystack.find(needle, start + 1)
@@ -89,9 +108,11 @@ def _occurs(haystack: str, needle: str) -> bool:
 def _term(topic: str, raw: str, weight: float = 1.0) -> _Term:
     word = raw.strip()
     # All-caps acronyms ("AI", "CVE") are matched as written so "AI" is not "ai" in "said";
-    # everything else ignores case. Word boundaries on both sides, always.
+    # everything else ignores case. Word boundaries on both sides, except where the term
+    # is in a script without spaces.
     exact = word.isupper() and len(word) <= 5
-    return _Term(topic, word.lower(), word if exact else word.lower(), exact, weight)
+    return _Term(topic, word.lower(), word if exact else word.lower(), exact, weight,
+                 bool(word) and _spaceless(word[0]), bool(word) and _spaceless(word[-1]))
 
 
 def _where(term: _Term, texts: tuple[str, str, str, str]) -> str | None:
@@ -99,9 +120,10 @@ def _where(term: _Term, texts: tuple[str, str, str, str]) -> str | None:
     (title, text, and the same lower-cased), made once per item."""
     title, text, title_lower, text_lower = texts
     in_title, in_text = (title, text) if term.exact_case else (title_lower, text_lower)
-    if term.needle in in_title and _occurs(in_title, term.needle):
+    needle, left, right = term.needle, term.open_start, term.open_end
+    if needle in in_title and _occurs(in_title, needle, left, right):
         return "title"
-    return "text" if term.needle in in_text and _occurs(in_text, term.needle) else None
+    return "text" if needle in in_text and _occurs(in_text, needle, left, right) else None
 
 
 class Scorer:
@@ -119,6 +141,8 @@ class Scorer:
         self._terms = list(reversed(unique.values()))
         self._negative = {name: [_term(name, t) for t in dict.fromkeys(topic.negative)]
                           for name, topic in topics.items() if topic.negative}
+        self._phrases = any(" " in t.needle for t in self._terms) or any(
+            " " in t.needle for terms in self._negative.values() for t in terms)
         self._per_source: dict[str | None, list[_Term]] = {}
         self._half_life = half_life_hours
 
@@ -133,6 +157,10 @@ class Scorer:
 
     def _relevance(self, title: str, text: str, source: str | None
                    ) -> tuple[float, dict[str, Any], dict[str, list[str]]]:
+        if self._phrases and "\n" in text:
+            # A line break is a space to a phrase: a hard-wrapped paragraph ("a supply\nchain
+            # attack") missed "supply chain attack".
+            text = text.replace("\n", " ")
         title_lower, text_lower = title.lower(), text.lower()
         texts = (title, text, title_lower, text_lower)
         found: dict[str, list[tuple[_Term, str]]] = {}
