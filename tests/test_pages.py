@@ -294,8 +294,12 @@ def test_a_bad_card_or_a_pdf_behind_a_card_costs_only_that_card(
     assert set(got) == {f"{site.url}/l/report.pdf", f"{site.url}/l/after.html"}
     assert got[f"{site.url}/l/report.pdf"][:4] == ("The report", None, None, None)
     assert got[f"{site.url}/l/after.html"][0] == "After the broken one"
-    rejects = db.execute("SELECT source, reason FROM rejects ORDER BY source").fetchall()
-    assert rejects == [("cards", "missing_url_and_id"), ("png", "unusable_document")]
+    rejects = db.execute("SELECT source, reason, raw->>'why', raw ? 'html' FROM rejects "
+                         "ORDER BY source").fetchall()
+    assert rejects == [("cards", "unusable_url", "'http://[::1' is not a usable link", True),
+                       ("png", "unusable_document", None, False)]
+    # Rejected, not "kept without fields" as the summary said.
+    assert "fields dropped" not in result.stdout
     stats = db.execute("SELECT stats FROM crawl_runs WHERE 'cards' = ANY(sources)").fetchone()
     assert stats is not None and stats[0]["harvest/source/cards/article_not_html"] == 1
     assert any(ln.startswith("failed png:") and ln.endswith(
@@ -307,10 +311,16 @@ def test_listing_fields_resolve_links_and_prefer_hrefs() -> None:
     node = Selector(text='<base href="https://cdn.example/x/"><li><a href="../p?id=1">'
                          ' A <b>title</b> </a><a href="javascript:void(0)">js</a></li>')
     item = selectors.select(node, "li")[0]
-    assert listing_fields({"url": "a", "title": "a"}, item, "https://cdn.example/x/") == {
-        "url": "https://cdn.example/p?id=1", "title": "A title js"}
-    assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/") == {
+    page = "https://example.org/list"
+    assert listing_fields({"url": "a", "title": "a"}, item, "https://cdn.example/x/",
+                          page) == {"url": "https://cdn.example/p?id=1", "title": "A title js"}
+    assert listing_fields({"url": "a:nth-of-type(2)"}, item, "https://cdn.example/",
+                          page) == {
         "dropped": {"url": "'javascript:void(0)' is not a usable link"}}
+    # href="#" (a card whose script does the rest) is the listing page, no item's address.
+    hashed = selectors.select(Selector(text='<li><a href="#">Open</a></li>'), "li")[0]
+    assert listing_fields({"url": "a"}, hashed, page, page) == {
+        "dropped": {"url": "'#' links to the listing page itself"}}
     assert selectors.is_xpath("(//a)[1]") and selectors.is_xpath("./a")
     assert not selectors.is_xpath("a > b::attr(href)")
 

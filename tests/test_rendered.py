@@ -281,6 +281,19 @@ def test_row_values_dates_and_engagement() -> None:
                       "title": "Impartición de cursos", "published": "15/03/2024",
                       "votes": 1234, "code": "0217", "tags": ["Educación", "Servicios"]}
     assert missing == ["author"]
+    # Links as a browser reads them (a <base href>), and none for a row whose link is no
+    # item's address: javascript: and href="#" (the id keeps such a row), one that does not
+    # parse (it raised, and the page's later rows were lost).
+    page = "https://conocer.example/registro"
+    for href, why in (("javascript:show(1)", "'javascript:show(1)' is not a usable link"),
+                      ("#", "'#' links to the listing page itself"),
+                      ("http://[::1", "'http://[::1' is not a usable link")):
+        odd = Selector(text=f'<table><tr><td class="t"><a href="{href}">Uno</a></td>'
+                            '<td class="c">EC1</td></tr></table>').css("tr")[0]
+        got, _ = extract_row(odd, {"url": "td.t a", "id": "td.c"}, page, page)
+        assert got == {"dropped": {"url": why}, "id": "EC1"}
+    based, _ = extract_row(row, {"url": "td.t a"}, "https://cdn.example/x/", page)
+    assert based == {"url": "https://cdn.example/std/EC0217"}
     assert parse_date("15/03/2024") == datetime(2024, 3, 15, tzinfo=UTC)
     assert parse_date("2024-03-15T10:00:00+02:00") == datetime(2024, 3, 15, 8, tzinfo=UTC)
     assert parse_date("31/02/2024") is None and parse_date("pronto") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
 
@@ -114,6 +114,32 @@ def _unescape_amp(pair: str) -> str:
     writing ``&amp;amp;`` gives ``?a=1&amp;utm_source=x``, whose second name is
     ``amp;utm_source`` (no real parameter's name starts so)."""
     return _AMP.sub("", pair, count=1) if pair[:3].lower() == "amp" else pair
+
+
+def web_link(base: str, target: str) -> str | None:
+    """``target`` resolved against ``base`` when it is a web address; None for
+    ``javascript:``, ``mailto:``, ``data:`` and one that does not parse (``http://[::1``:
+    raised mid-page, the page's later items were lost)."""
+    try:
+        url = urljoin(base, target.strip())
+        scheme = urlsplit(url).scheme
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
+
+
+def item_link(base: str, target: str, page_url: str) -> tuple[str | None, str | None]:
+    """An item's link on a listing page: ``(url, None)``, or ``(None, why)`` when it is no
+    address of its own: not a web address, or the listing page itself (``href="#"`` or
+    ``""`` on a card whose script does the rest: every such card had the page's key, and
+    all but the first were dropped as duplicates)."""
+    url = web_link(base, target)
+    if url is None:
+        return None, f"{target.strip()[:80]!r} is not a usable link"
+    page, _, fragment = url.partition("#")
+    if not fragment and page == page_url.partition("#")[0]:
+        return None, f"{target.strip()[:80]!r} links to the listing page itself"
+    return url, None
 
 
 def in_page_anchor(url: str | None, listing_url: str) -> str | None:

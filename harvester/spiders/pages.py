@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from parsel import Selector
 from scrapy import Request
@@ -25,7 +24,7 @@ from harvester.parsers.article import (
     not_html,
     parse_date,
 )
-from harvester.services.urls import in_page_anchor
+from harvester.services.urls import in_page_anchor, item_link, web_link
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -98,10 +97,16 @@ class PagesSpider(SourceSpider):
 
     def _item(self, source: Source, listing_url: str, base: str, index: int,
               node: Selector) -> Iterator[Signal | Rejection | Request]:
-        listing = listing_fields(source.fields or {}, node, base)
-        if not listing.get("url") and not listing.get("title"):
-            yield self.reject(source, "missing_url_and_title", field="url", url=listing_url,
-                              raw={"index": index, "html": node.get()[:2000]})
+        listing = listing_fields(source.fields or {}, node, base, listing_url)
+        if not listing.get("url"):
+            # Stored by its address, a card without one is a rejection with its HTML (it
+            # went on as a signal that validate refused, said to be "kept without url").
+            raw = {"index": index, "html": node.get()[:2000]}
+            if why := listing.get("dropped", {}).get("url"):
+                raw["why"] = why
+            reason = ("missing_url_and_title" if not listing.get("title")
+                      else "unusable_url" if why else "missing_url")
+            yield self.reject(source, reason, field="url", url=listing_url, raw=raw)
             return
         listing["feed_url"] = listing_url
         if anchor := in_page_anchor(listing.get("url"), listing_url):
@@ -122,7 +127,7 @@ class PagesSpider(SourceSpider):
         target = selectors.first(document, source.next_page, link=True)
         if not target:
             return
-        url = _absolute(base, target)
+        url = web_link(base, target)
         if url is None or url in seen:
             return
         seen.add(url)
@@ -155,14 +160,15 @@ class PagesSpider(SourceSpider):
         yield self.signal(source, **request.cb_kwargs["listing"])
 
 
-def listing_fields(fields: dict[str, str], node: Selector, base: str) -> dict[str, Any]:
+def listing_fields(fields: dict[str, str], node: Selector, base: str,
+                   page_url: str) -> dict[str, Any]:
     """Signal fields from one listing item node (only those that were found)."""
     found: dict[str, Any] = {}
     url_selector = fields.get("url") or fields.get("link")
     if url_selector and (target := selectors.first(node, url_selector, link=True)):
-        found["url"] = _absolute(base, target)
-        if found["url"] is None:
-            found["dropped"] = {"url": f"{target.strip()[:80]!r} is not a usable link"}
+        found["url"], why = item_link(base, target, page_url)
+        if why:
+            found["dropped"] = {"url": why}
     if "title" in fields:
         found["title"] = selectors.joined(node, fields["title"])
     if "text" in fields:
@@ -196,18 +202,6 @@ def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
     if dropped:
         filled["dropped"] = dropped
     return filled
-
-
-def _absolute(base: str, target: str) -> str | None:
-    """A link resolved against the page; None for ``javascript:``, ``mailto:`` and one
-    that does not parse (``http://[::1``: it raised, and the page's later items were
-    lost)."""
-    try:
-        url = urljoin(base, target.strip())
-        scheme = urlsplit(url).scheme
-    except ValueError:
-        return None
-    return url if scheme in ("http", "https") else None
 
 
 def _content_type(response: Response) -> str | None:

@@ -37,6 +37,7 @@ from scrapy.settings import BaseSettings
 from scrapy_playwright.handler import Config as PlaywrightConfig
 from scrapy_playwright.headers import use_scrapy_headers
 from twisted.python.failure import Failure
+from w3lib.html import get_base_url
 
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
@@ -44,7 +45,7 @@ from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.article import parse_date as parse_article_date
 from harvester.parsers.selectors import first, is_xpath, joined, select, values
-from harvester.services.urls import in_page_anchor
+from harvester.services.urls import in_page_anchor, item_link, web_link
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -246,17 +247,23 @@ class RenderedSpider(SourceSpider):
             logger.info("Source %s: no more items at %s", source.name, url, extra=self.log_extra)
         self.count(source, "entries", len(rows))
         fetched_at = datetime.now(UTC)
+        base = get_base_url(html, url)  # a <base href>, as a browser resolves the links
         for row in rows:
-            values, missing = extract_row(row, source.fields or {}, url)
+            values, missing = extract_row(row, source.fields or {}, base, url)
             self.count(source, "missing", len(missing))
             yield self._item(source, values, row, url, fetched_at)
 
     def _item(self, source: Source, values: dict[str, Any], row: Selector, url: str,
               fetched_at: datetime) -> Signal | Rejection:
+        dropped = values.pop("dropped", None)
         if not (values.get("url") or values.get("link") or values.get("id")):
             raw = {**_jsonable(values), "html": row.get()[:2000]}
+            if dropped:
+                raw["why"] = dropped["url"]
             return self.reject(source, "missing_url_and_id", field="url", url=url, raw=raw)
         fields: dict[str, Any] = {"engagement": {}}
+        if dropped:  # kept by its id, without the link
+            fields["dropped"] = dict(dropped)
         for name, value in values.items():
             target = FIELD_MAP.get(name)
             if name == "link" and "url" in values:
@@ -282,7 +289,8 @@ class RenderedSpider(SourceSpider):
         if "{page}" in source.next_page:
             return urljoin(request_url, source.next_page.replace("{page}", str(page_no + 1)))
         found = first(Selector(text=html), source.next_page, link=True)
-        href = urljoin(page_url, found) if found else None
+        # javascript:load(2) is no page to ask for (Request raised on it, every run).
+        href = web_link(get_base_url(html, page_url), found) if found else None
         return href if href and href not in (page_url, request_url) else None
 
     # -- pagination by clicking ------------------------------------------------------------
@@ -473,9 +481,12 @@ def _pw(expr: str) -> str:
     return f"xpath={expr.strip()}" if is_xpath(expr) else expr
 
 
-def extract_row(row: Selector, fields: dict[str, str],
-                base: str) -> tuple[dict[str, Any], list[str]]:
-    """The row's field values and the names of the fields whose selector found nothing."""
+def extract_row(row: Selector, fields: dict[str, str], base: str,
+                page_url: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The row's field values and the names of the fields whose selector found nothing.
+    Links resolve against ``base`` (the page's ``<base href>``, else its address); one
+    that is no address of an item of its own (``javascript:``, ``href="#"``, one that does
+    not parse) is left out, and why is under ``"dropped"``."""
     values_: dict[str, Any] = {}
     missing: list[str] = []
     for name, expr in fields.items():
@@ -484,7 +495,10 @@ def extract_row(row: Selector, fields: dict[str, str],
             value = values(row, expr)
         elif name in ("url", "link"):
             found = first(row, expr, link=True)
-            value = urljoin(base, found) if found else None
+            value, why = item_link(base, found, page_url or base) if found else (None, None)
+            if why:
+                values_.setdefault("dropped", {})["url"] = why
+                continue
         else:
             value = joined(row, expr, "\n" if name == "text" else " ")
         if value:
