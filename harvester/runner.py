@@ -18,7 +18,7 @@ from scrapy.utils.project import get_project_settings
 
 from harvester.messages import first_line
 from harvester.sources import SPIDERS, Source
-from harvester.stats import per_source
+from harvester.stats import per_source, succeeded
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,12 @@ class SourceOutcome:
             return bool(self.counters.get("disabled"))
         reached = self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
         blocked = self.counters.get("errors", 0) + self.counters.get("robots_forbidden", 0)
-        return reached == 0 and blocked > 0
+        if reached == 0:
+            return blocked > 0
+        # As the source's state counts it (toward HARVEST_DISABLE_AFTER): errors and
+        # nothing usable (a listing whose selector matches nothing), or a bug of ours.
+        # It said "partly failed", exit 0, while the state counted a failed run.
+        return not succeeded(self.counters)
 
     @property
     def lost(self) -> int:

@@ -14,6 +14,7 @@ from w3lib.url import safe_url_string
 #: What `harvest crawl` said of one source in one run, from the run's ``finish_reason`` and
 #: the source's ``counters`` (``crawl_runs.stats -> 'harvest/by_source' -> source``):
 #: "finished" was also the finish reason of a crawl in which every fetch of it failed.
+# As stats.succeeded and runner.SourceOutcome.failed judge a run (keep the three alike).
 RUN_OUTCOME = """CASE
         WHEN finish_reason IS DISTINCT FROM 'finished' THEN finish_reason
         WHEN counters IS NULL THEN 'finished'
@@ -22,6 +23,10 @@ RUN_OUTCOME = """CASE
              + coalesce((counters ->> 'not_modified')::bigint, 0) = 0
          AND coalesce((counters ->> 'errors')::bigint, 0)
              + coalesce((counters ->> 'robots_forbidden')::bigint, 0) > 0 THEN 'failed'
+        WHEN coalesce((counters ->> 'bugs')::bigint, 0) > 0
+          OR (coalesce((counters ->> 'errors')::bigint, 0) > 0
+              AND coalesce((counters ->> 'entries')::bigint, 0) = 0
+              AND coalesce((counters ->> 'not_modified')::bigint, 0) = 0) THEN 'failed'
         WHEN coalesce((counters ->> 'errors')::bigint, 0) > 0 THEN 'partly failed'
         ELSE 'succeeded' END"""
 
