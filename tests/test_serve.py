@@ -261,12 +261,13 @@ def test_nodes_that_never_answer_leave_metrics_and_health_answering(
                                 "SCRAPYD_PASSWORD": "x"}) as base:
             text = requests.get(f"{base}/metrics", timeout=9).text  # inside a scrape's 10 s
             status, body = _health(base)
-            # A flood of /health (open, not rate limited) held every worker thread while
-            # the nodes were probed: a read sent meanwhile waited behind all of them.
+            # A flood of /health or /metrics (open, not rate limited) held every worker
+            # thread while the nodes were probed: a read sent meanwhile waited behind them.
             finished: list[str] = []
             with ThreadPoolExecutor(61) as pool:
-                floods = [pool.submit(lambda: (requests.get(f"{base}/health", timeout=60),
-                                               finished.append("health"))) for _ in range(60)]
+                floods = [pool.submit(lambda path=path: (
+                    requests.get(f"{base}/{path}", timeout=60), finished.append(path)))
+                    for path in ("health",) * 15 + ("metrics",) * 45]
                 time.sleep(0.5)
                 read = pool.submit(lambda: (requests.get(f"{base}/runs", timeout=60),
                                             finished.append("read")))
@@ -274,7 +275,30 @@ def test_nodes_that_never_answer_leave_metrics_and_health_answering(
                 for flood in floods:
                     flood.result()
             assert finished[0] == "read", finished  # the probes take 3 s; the read did not wait
+            # Load balancers and uptime monitors probe with HEAD: it was 405, "down".
+            for path in ("health", "metrics"):
+                head = requests.head(f"{base}/{path}", timeout=9)
+                assert head.status_code == 200 and head.content == b"", (path, head.status_code)
     for url in urls.split(","):
         assert f'harvest_scrapyd_node_up{{node="{url}"}} 0.0' in text
     assert status == 200 and body["status"] == "degraded"
     assert "2 of 2 nodes down" in body["checks"]["scrapyd"]["detail"]
+
+
+def test_every_connection_busy_is_a_busy_server_not_a_database_down(
+    db: psycopg.Connection[Any], pg_url: str, home: Path
+) -> None:
+    # Readers queued behind the pool's 8 connections got "the database is unavailable"
+    # after 5 s while /health said healthy: operators went looking for an outage.
+    with serving(home) as base, psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE signals IN ACCESS EXCLUSIVE MODE")  # reads now wait
+        with ThreadPoolExecutor(9) as pool:
+            waiting = [pool.submit(requests.get, f"{base}/signals", timeout=60)
+                       for _ in range(8)]
+            time.sleep(1)  # the 8 hold every pooled connection
+            busy = requests.get(f"{base}/signals", timeout=60)
+            locker.rollback()
+            answered = [w.result().status_code for w in waiting]
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert busy.json() == {"detail": "the server is busy; try again shortly"}
+    assert answered == [200] * 8

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
@@ -36,6 +36,7 @@ from harvester.services import alerts, database
 from harvester.sources import SourcesError, SourcesFile, load_sources
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # Connections shared by the request threads; more requests wait (up to POOL_TIMEOUT_S).
 POOL_SIZE = 8
 POOL_TIMEOUT_S = 5.0
@@ -89,23 +90,19 @@ def create_app(database_url: str, sources_path: Path | None = None,
             return None
 
     collector = prom.DatabaseCollector(connect, sources, notification_counts)
+    shared_metrics = _one_at_a_time(lambda: prom.render(collector))
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return Response(prom.render(collector), media_type=prom.CONTENT_TYPE)
+    # HEAD too: load balancers and uptime monitors probe with it (405 read as "down").
+    @app.api_route("/metrics", methods=["GET", "HEAD"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(await shared_metrics(), media_type=prom.CONTENT_TYPE)
 
-    # /health is open and not rate limited: one computation at a time, in one worker
-    # thread, its answer shared by the requests that arrived while it ran. A flood of it
-    # with a Scrapyd node that does not answer held every worker thread, and authenticated
-    # reads waited seconds behind it.
-    running: dict[str, asyncio.Future[tuple[dict[str, Any], int]] | None] = {"task": None}
+    shared_health = _one_at_a_time(lambda: _health())  # _health is defined below
 
-    @app.get("/health", summary="Health of the database, Scrapyd, sources and alerts")
+    @app.api_route("/health", methods=["GET", "HEAD"],
+                   summary="Health of the database, Scrapyd, sources and alerts")
     async def health() -> JSONResponse:
-        task = running["task"]
-        if task is None or task.done():
-            task = running["task"] = asyncio.ensure_future(anyio.to_thread.run_sync(_health))
-        body, code = await asyncio.shield(task)
+        body, code = await shared_health()
         return JSONResponse(body, status_code=code)
 
     def _health() -> tuple[dict[str, Any], int]:
@@ -131,13 +128,30 @@ def create_app(database_url: str, sources_path: Path | None = None,
     return app
 
 
+def _one_at_a_time(compute: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """``compute`` for an open, unlimited endpoint (/health, /metrics): one computation at
+    a time, in one worker thread, its answer shared by the requests that arrived while it
+    ran. A flood of either, with a Scrapyd node that does not answer, held every worker
+    thread (each scrape also opened a connection), and authenticated reads waited
+    seconds behind it."""
+    running: dict[str, asyncio.Future[T] | None] = {"task": None}
+
+    async def shared() -> T:
+        task = running["task"]
+        if task is None or task.done():
+            task = running["task"] = asyncio.ensure_future(anyio.to_thread.run_sync(compute))
+        return await asyncio.shield(task)
+
+    return shared
+
+
 def _install(app: FastAPI, settings: ApiSettings) -> None:
     app.include_router(routes_signals.reads_router)
     app.include_router(routes_signals.writes_router)
     app.include_router(routes_ops.reads_router)
     app.include_router(routes_ops.writes_router)
     app.add_exception_handler(psycopg.OperationalError, _database_down)
-    app.add_exception_handler(PoolTimeout, _database_down)
+    app.add_exception_handler(PoolTimeout, _no_connection)
     app.add_exception_handler(RequestValidationError, limits.invalid_request)
     app.add_middleware(limits.BodyLimitMiddleware)
     if (rate := settings.rate_limit) is not None:
@@ -161,6 +175,19 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
                  first_line(exc))
     return JSONResponse({"detail": "the database is unavailable; try again later"},
                         status_code=503)
+
+
+async def _no_connection(request: Request, exc: Exception) -> JSONResponse:
+    """No pooled connection within ``POOL_TIMEOUT_S``: with every one of them open and in
+    use, the server is busy, not the database down (50 readers at once got "the database
+    is unavailable" while /health said healthy)."""
+    pool = request.app.state.pool
+    if pool.get_stats().get("pool_size", 0) >= pool.max_size:
+        logger.warning("All %d database connections were busy for %ss; %s answered 503",
+                       pool.max_size, POOL_TIMEOUT_S, request.url.path)
+        return JSONResponse({"detail": "the server is busy; try again shortly"},
+                            status_code=503, headers={"Retry-After": "1"})
+    return await _database_down(request, exc)
 
 
 def _alerts(conn: psycopg.Connection[Any]) -> checks.Check:
