@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import json
 import subprocess
+import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -497,3 +499,30 @@ def test_a_score_shown_as_the_threshold_meets_it(
                     env={"HARVEST_WEBHOOK_URL": api.url + "/hook"})
     assert result.returncode == 0, result.stderr
     assert "Wiper malware spreads" in result.stdout and "Below the line" not in result.stdout
+
+
+def test_backoff_counts_from_the_failure_and_a_telegram_wait_of_0_backs_off(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # The next attempt was set from when the run claimed the row, before a post that
+    # waited out its timeout: a slow receiver got every retry back to back. Telegram's
+    # "retry_after": 0 was taken as it was: a retry a second, until given up.
+    def slow(request: ApiRequest) -> Reply:
+        time.sleep(1.5)
+        return Reply.text("late")
+    api.add("/hook", slow)
+    api.add(f"/bot{TOKEN}/sendMessage", lambda r: Reply.json(
+        {"ok": False, "error_code": 429, "parameters": {"retry_after": 0}}, status=429))
+    add_signal(db, "Breach at a bank", 99)
+    # A token from a mounted secret file ends in a newline: it went into the path as %0A.
+    env = {**channels_env(api), "HARVEST_SLACK_WEBHOOK_URL": "",
+           "HARVEST_TELEGRAM_BOT_TOKEN": TOKEN + "\n", "HARVEST_WEBHOOK_URL": f" {api.url}/hook\n",
+           "HARVEST_NOTIFY_TIMEOUT": "1", "HARVEST_NOTIFY_MAX_ATTEMPTS": "3"}
+    result = notify("--no-ops", home=home, env=env)
+    assert result.returncode == 1, result.stderr
+    for path in ("/hook", f"/bot{TOKEN}/sendMessage"):
+        hits = [h.at for h in api.hits(path)]
+        assert len(hits) == 3, path
+        gaps = [later - earlier for earlier, later in pairwise(hits)]
+        timeout = 1 if path == "/hook" else 0  # the webhook's posts each waited 1 s
+        assert gaps[0] >= timeout + 0.9 and gaps[1] >= timeout + 1.9, (path, gaps)

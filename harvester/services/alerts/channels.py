@@ -150,7 +150,10 @@ class TelegramChannel(Channel):
             wait = response.json().get("parameters", {}).get("retry_after")
         except (ValueError, AttributeError):
             wait = None
-        if isinstance(wait, (int, float)) and result.retry_after is None:
+        # 0 (or less) asks for no wait: backed off as without it, as a Retry-After of 0
+        # is (taken as it was, every retry went a second apart until given up).
+        if (isinstance(wait, (int, float)) and not isinstance(wait, bool) and 0 < wait
+                < float("inf") and result.retry_after is None):
             return SendResult(False, result.error, float(wait))
         return result
 

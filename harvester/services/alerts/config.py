@@ -17,6 +17,7 @@ HTTP request). Ops alerts: ``HARVEST_STALE_FACTOR`` (3 × the source's interval)
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -50,6 +51,14 @@ class AlertsConfig(BaseSettings):
     notify_timeout: float = Field(default=10.0, gt=0, le=600)
     stale_factor: float = Field(default=3.0, gt=0, le=1000)
     reject_spike_percent: float = Field(default=50.0, ge=0, le=100)
+
+    @field_validator("slack_webhook_url", "webhook_url", "telegram_bot_token",
+                     "telegram_chat_id", "telegram_api_base", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        # A secret mounted from a file ends in a newline (kubectl create secret
+        # --from-file): it went into every post's path as %0A, and real services said 404.
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("slack_webhook_url", "webhook_url")
     @classmethod

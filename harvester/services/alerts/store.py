@@ -40,7 +40,7 @@ ON CONFLICT (alert_id, event, channel) WHERE kind = 'ops' DO NOTHING
 # Oldest due first; a row another `harvest notify` is sending is skipped, not waited for.
 _CLAIM = """
 SELECT id, kind, channel, attempts, payload FROM notifications
-WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
+WHERE status IN ('pending', 'failed') AND next_attempt_at <= clock_timestamp()
   AND channel = ANY(%s)
 ORDER BY next_attempt_at, id
 LIMIT 1
@@ -48,7 +48,7 @@ FOR UPDATE SKIP LOCKED
 """
 
 _DUE_IN = """
-SELECT channel, extract(epoch FROM min(next_attempt_at) - now())::float8
+SELECT channel, extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
 FROM notifications
 WHERE status IN ('pending', 'failed') AND channel = ANY(%s)
 GROUP BY channel
@@ -102,7 +102,9 @@ def claim(conn: psycopg.Connection[Any], channels: Sequence[str]) -> Claimed | N
 
 
 def mark_sent(conn: psycopg.Connection[Any], notification_id: int) -> None:
-    conn.execute("UPDATE notifications SET status = 'sent', sent_at = now(), "
+    # clock_timestamp(), not now(): the transaction began before the post, which may have
+    # waited out a timeout (a backoff of 1 s after a 10 s timeout was already due).
+    conn.execute("UPDATE notifications SET status = 'sent', sent_at = clock_timestamp(), "
                  "attempts = attempts + 1, last_error = NULL WHERE id = %s",
                  (notification_id,))
 
@@ -115,7 +117,8 @@ def mark_failed(conn: psycopg.Connection[Any], notification_id: int, error: str,
                      "last_error = %s WHERE id = %s", (error, notification_id))
         return
     conn.execute("UPDATE notifications SET status = 'failed', attempts = attempts + 1, "
-                 "last_error = %s, next_attempt_at = now() + make_interval(secs => %s) "
+                 "last_error = %s, "
+                 "next_attempt_at = clock_timestamp() + make_interval(secs => %s) "
                  "WHERE id = %s", (error, retry_in, notification_id))
 
 
