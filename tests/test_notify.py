@@ -368,7 +368,21 @@ def test_reject_spike_opens_an_alert(db: psycopg.Connection[Any], home: Path,
     result = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
     assert result.returncode == 0, result.stderr
     assert ("ops alert opened: 'messy': 75 % of its items were rejected in its last run "
-            "(3 of 4; limit 50 %)") in result.stdout
+            "with items (3 of 4; limit 50 %)") in result.stdout
+    # A run with no items (an empty feed, a 304) rejected 0 % of nothing: it resolved the
+    # alert, which opened again with the next change of the feed.
+    entries.clear()
+    harvest("--sources", str(sources), "crawl", "messy", *FAST, home=home)
+    quiet = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
+    assert "ops alert" not in quiet.stdout, quiet.stdout
+    # A source no longer crawled is not said to recover.
+    other = write_sources(tmp_path / "other.toml", [
+        {"name": "other", "kind": "feed", "urls": [f"{api.url}/other.xml"]}])
+    gone = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(other)})
+    assert ("ops alert resolved: 'messy' is no longer crawled (not in the sources file, or "
+            "switched off); the alert is closed unresolved") in " ".join(gone.stdout.split())
+    back = notify("--threshold", "100", home=home, env={"HARVEST_SOURCES": str(sources)})
+    assert "ops alert opened: 'messy': 75 %" in back.stdout
     relaxed = notify(home=home, env={"HARVEST_SOURCES": str(sources),
                                      "HARVEST_REJECT_SPIKE_PERCENT": "80"})
     assert "ops alert resolved: 'messy': rejections back under the limit" in relaxed.stdout

@@ -48,7 +48,9 @@ def notify(conn: psycopg.Connection[Any], cfg: AlertsConfig, channels: dict[str,
             judged = ops.KINDS if sources is not None else ops.RUN_KINDS
             conditions = ops.evaluate(conn, sources, cfg.stale_factor,
                                       cfg.reject_spike_percent)
-            result.changes = ops.apply(conn, conditions, judged, dry_run=dry_run)
+            crawled = None if sources is None else {s.name for s in sources}
+            result.changes = ops.apply(conn, conditions, judged, dry_run=dry_run,
+                                       crawled=crawled)
         if not dry_run:
             _record(conn, names, "pending" if channels else "recorded", result)
     if channels and not dry_run:

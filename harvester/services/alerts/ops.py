@@ -15,7 +15,7 @@ Conditions, per source (key ``<kind>:<source>``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,16 @@ WHERE r.finished_at IS NOT NULL
   AND (r.stats -> 'harvest/by_source' -> src ->> 'skipped') IS NULL
 ORDER BY src, r.started_at DESC
 """
+# The same, among the runs in which the source had items (new, re-seen, duplicate,
+# spooled or rejected): what a reject spike is judged on. A run with none (a 304, an empty
+# feed) rejected 0 % of nothing, and resolved the alert until the feed next changed.
+_WITH_ITEMS = """  AND CASE WHEN r.stats -> 'harvest/by_source' -> src IS NULL
+           THEN r.scraped + r.rejected > 0
+           ELSE (SELECT coalesce(sum((r.stats -> 'harvest/by_source' -> src ->> k)::bigint), 0)
+                 FROM unnest(ARRAY['new', 'reseen', 'duplicates', 'spooled', 'rejected']) k)
+                > 0 END
+"""
+_LATEST_RUNS_WITH_ITEMS = _LATEST_RUNS.replace("ORDER BY", _WITH_ITEMS + "ORDER BY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,7 @@ def _duration(delta: timedelta) -> str:
     return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
-def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition]:
+def _run_conditions(run: dict[str, Any]) -> list[Condition]:
     source, row = run["source"], run["row"] or {}
     out = []
     errors = int(row.get("errors", run["errors"]))
@@ -82,21 +92,6 @@ def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition
         out.append(Condition(f"run_failed:{source}", f"crawl of '{source}' failed ({why})",
                              {"run_id": str(run["id"]), "finish_reason": run["finish_reason"],
                               "errors": errors, "last_error": row.get("last_error")}))
-    if row:
-        rejected = int(row.get("rejected", 0))
-        # Spooled items are items too (the database was away): without them one rejection
-        # in an outage read as 100 %.
-        total = rejected + sum(int(row.get(k, 0))
-                               for k in ("new", "reseen", "duplicates", "spooled"))
-    else:
-        rejected, total = int(run["rejected"]), int(run["rejected"]) + int(run["scraped"])
-    if total and rejected * 100.0 / total > spike_percent:
-        rate = rejected * 100.0 / total
-        out.append(Condition(
-            f"reject_spike:{source}",
-            f"'{source}': {rate:.0f} % of its items were rejected in its last run "
-            f"({rejected} of {total}; limit {spike_percent:g} %)",
-            {"run_id": str(run["id"]), "rejected": rejected, "items": total}))
     if moved := row.get("moved"):
         where = "; ".join(f"{old} → {new}" for old, new in sorted(moved.items()))
         out.append(Condition(
@@ -105,6 +100,26 @@ def _run_conditions(run: dict[str, Any], spike_percent: float) -> list[Condition
             "new URL in the sources file",
             {"run_id": str(run["id"]), "moved": moved}))
     return out
+
+
+def _spike(run: dict[str, Any], spike_percent: float) -> list[Condition]:
+    source, row = run["source"], run["row"] or {}
+    if row:
+        rejected = int(row.get("rejected", 0))
+        # Spooled items are items too (the database was away): without them one rejection
+        # in an outage read as 100 %.
+        total = rejected + sum(int(row.get(k, 0))
+                               for k in ("new", "reseen", "duplicates", "spooled"))
+    else:
+        rejected, total = int(run["rejected"]), int(run["rejected"]) + int(run["scraped"])
+    if not total or rejected * 100.0 / total <= spike_percent:
+        return []
+    rate = rejected * 100.0 / total
+    return [Condition(
+        f"reject_spike:{source}",
+        f"'{source}': {rate:.0f} % of its items were rejected in its last run with items "
+        f"({rejected} of {total}; limit {spike_percent:g} %)",
+        {"run_id": str(run["id"]), "rejected": rejected, "items": total})]
 
 
 def _stale(conn: psycopg.Connection[Any], sources: Sequence[Source], factor: float,
@@ -133,17 +148,26 @@ def evaluate(conn: psycopg.Connection[Any], sources: Sequence[Source] | None,
     names = None if sources is None else {s.name for s in sources}
     with conn.cursor(row_factory=dict_row) as cur:
         runs = cur.execute(_LATEST_RUNS).fetchall()
+        with_items = cur.execute(_LATEST_RUNS_WITH_ITEMS).fetchall()
     found: list[Condition] = []
     for run in runs:
         if names is None or run["source"] in names:
-            found += _run_conditions(run, spike_percent)
+            found += _run_conditions(run)
+    for run in with_items:
+        if names is None or run["source"] in names:
+            found += _spike(run, spike_percent)
     if sources is not None:
         found += _stale(conn, sources, stale_factor, now)
     return {c.key: c for c in found}
 
 
-def _resolved_text(key: str, opened_at: datetime) -> str:
+def _resolved_text(key: str, opened_at: datetime, crawled: bool = True) -> str:
     kind, _, source = key.partition(":")
+    if not crawled:
+        # Not judged any more: "succeed again" told on-call it had recovered.
+        what = (f"'{source}' is no longer crawled (not in the sources file, or switched "
+                "off); the alert is closed unresolved")
+        return f"{what} (alert open for {_duration(datetime.now(UTC) - opened_at)})"
     what = {"run_failed": f"crawls of '{source}' succeed again",
             "stale": f"'{source}' is fresh again",
             "reject_spike": f"'{source}': rejections back under the limit",
@@ -152,9 +176,11 @@ def _resolved_text(key: str, opened_at: datetime) -> str:
 
 
 def apply(conn: psycopg.Connection[Any], conditions: dict[str, Condition],
-          judged: Sequence[str], *, dry_run: bool = False) -> list[Change]:
+          judged: Sequence[str], *, dry_run: bool = False,
+          crawled: Collection[str] | None = None) -> list[Change]:
     """Open an alert per new condition, resolve open alerts whose condition cleared (only of
-    the kinds in ``judged``). Call inside a transaction; nothing is written in a dry run."""
+    the kinds in ``judged``); one of a source not in ``crawled`` (when given) is closed as
+    no longer crawled. Call inside a transaction; nothing is written in a dry run."""
     with conn.cursor(row_factory=dict_row) as cur:
         open_rows = cur.execute("SELECT id, key, opened_at FROM alerts "
                                 "WHERE resolved_at IS NULL FOR UPDATE").fetchall()
@@ -182,8 +208,9 @@ def apply(conn: psycopg.Connection[Any], conditions: dict[str, Condition],
             done = conn.execute("UPDATE alerts SET resolved_at = now() WHERE id = %s "
                                 "RETURNING resolved_at", (row["id"],)).fetchone()
             resolved_at = done[0] if done else resolved_at
+        still = crawled is None or row["key"].partition(":")[2] in crawled
         payload = messages.ops_payload(row["key"], "resolved",
-                                       _resolved_text(row["key"], row["opened_at"]), {},
+                                       _resolved_text(row["key"], row["opened_at"], still), {},
                                        row["opened_at"], resolved_at)
         changes.append(Change(row["id"], row["key"], "resolved", payload))
     return changes
