@@ -67,7 +67,9 @@ def tolerate_narrow_output() -> None:
     import sys
 
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        # "surrogateescape" is what the C (POSIX) locale gives: it raised on "é" as "strict" did.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict",
+                                                                      "surrogateescape"):
             stream.reconfigure(errors="replace")
 
 

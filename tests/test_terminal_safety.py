@@ -91,8 +91,15 @@ def test_an_operator_s_argument_with_brackets_is_an_error_not_a_crash(
     assert "[/]" in result.stderr and "MarkupError" not in result.stderr
 
 
+@pytest.mark.parametrize("narrow", [
+    {"PYTHONIOENCODING": "latin-1", "COLUMNS": "60"},
+    # The C locale's ASCII with "surrogateescape" raised as "strict" did (after the alerts
+    # of `harvest notify` were sent: cron mailed a traceback for a good run).
+    {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "COLUMNS": "60"},
+])
 def test_a_terminal_that_is_not_utf8_gets_every_command_s_output(
-    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path,
+    narrow: dict[str, str]
 ) -> None:
     # With a latin-1 locale (or PYTHONIOENCODING=latin-1) a CJK title, rich's "…" or
     # explain's "→" raised UnicodeEncodeError: a traceback and exit 1, also after a crawl
@@ -102,7 +109,7 @@ def test_a_terminal_that_is_not_utf8_gets_every_command_s_output(
     sources = write_sources(tmp_path / "s.toml", [
         {"name": "wide", "kind": "feed", "urls": [f"{site.url}/f.xml"]}],
         {"security": {"keywords": ["ransomware"], "weight": 2.0}})
-    env = harvest_env(home, {"PYTHONIOENCODING": "latin-1", "COLUMNS": "60"})
+    env = harvest_env(home, narrow)
     for args in (["crawl", "wide"], ["top"], ["explain", "https://news.example.org/t"],
                  ["stats"], ["brief"], ["top", "--json"]):
         done = subprocess.run([sys.executable, "-m", "harvester.cli", "--sources",
