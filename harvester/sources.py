@@ -237,12 +237,26 @@ class Source(BaseModel):
         return self
 
     def _check_selectors(self) -> None:
-        from harvester.parsers.selectors import selector_error  # parsel: only when needed
+        # parsel: only when needed
+        from harvester.parsers.selectors import is_xpath, selector_error
 
         named = [("item_selector", "", self.item_selector)]
+        if self.next_page and "{page}" in self.next_page and self.kind != "rendered":
+            raise _OptionError("next_page", "a {page} address template is for rendered "
+                                            "sources; here next_page is a link selector")
         if self.next_page and "{page}" not in self.next_page:  # else a URL template
             named.append(("next_page", "", self.next_page))
         named += [("fields", f"{key}: ", expr) for key, expr in (self.fields or {}).items()]
+        # What the browser waits for and clicks: Playwright takes plain CSS or XPath (a
+        # typo failed every crawl in the browser, past `harvest sources check`).
+        browser = [("wait_for", self.wait_for), ("next_click", self.next_click)]
+        if self.next_click:
+            browser.append(("item_selector", self.item_selector))
+        for option, expr in browser:
+            if expr is not None and "::" in expr and not is_xpath(expr):
+                raise _OptionError(option, f"{expr!r} cannot be used: the browser takes "
+                                           "plain CSS or XPath (no ::text or ::attr)")
+            named.append((option, "", expr))
         for option, prefix, expr in named:
             if expr is not None and (problem := selector_error(expr)):
                 raise _OptionError(option, f"{prefix}{expr!r} cannot be used: {problem}")

@@ -239,14 +239,28 @@ def test_fields_a_crawl_cannot_use_are_refused_with_the_file(
     assert f"source 's', field 'fields': {message}" in result.stderr
 
 
-@pytest.mark.parametrize(("fields", "extra", "message"), [
-    ({"url": "a", "title": "h2[["}, {}, "title: 'h2[[' cannot be used: it is not valid CSS"),
-    ({"url": "a"}, {"next_page": "//a[@"}, "'//a[@' cannot be used: it is not valid XPath"),
+@pytest.mark.parametrize(("kind", "fields", "extra", "message"), [
+    ("pages", {"url": "a", "title": "h2[["}, {},
+     "title: 'h2[[' cannot be used: it is not valid CSS"),
+    ("pages", {"url": "a"}, {"next_page": "//a[@"},
+     "'//a[@' cannot be used: it is not valid XPath"),
+    # Passed the check, then failed every crawl ("SelectorSyntaxError", a callback error).
+    ("pages", {"url": "a"}, {"next_page": "?page={page}"},
+     "a {page} address template is for rendered sources"),
+    # What the browser waits for and clicks failed in Playwright, past the check.
+    ("rendered", {"url": "a"}, {"wait_for": "ul[data-loaded"},
+     "'ul[data-loaded' cannot be used: it is not valid CSS"),
+    ("rendered", {"url": "a"}, {"wait_for": "li::text"},
+     "the browser takes plain CSS or XPath (no ::text or ::attr)"),
+    ("rendered", {"url": "a"}, {"wait_for": "ul", "next_click": "button[x"},
+     "'button[x' cannot be used"),
 ])
 def test_selectors_that_do_not_parse_are_refused_with_the_file(
-        fields: dict[str, str], extra: dict[str, str], message: str) -> None:
+        kind: str, fields: dict[str, str], extra: dict[str, str], message: str) -> None:
+    if kind == "rendered":
+        extra = {"wait_for": "ul", **extra}
     with pytest.raises(ValidationError, match=re.escape(message)):
-        Source(name="s", kind="pages", urls=["https://example.org/"], item_selector="li",
+        Source(name="s", kind=kind, urls=["https://example.org/"], item_selector="li",
                fields=fields, **extra)
 
 

@@ -241,6 +241,14 @@ def test_missing_chromium_is_one_clear_failure(
     assert ("Chromium is not installed at /nonexistent/chromium; install it with "
             "`sudo apt-get install -y chromium`") in result.stdout
     assert not api.hits("/nc/registry")
+    # 0 is "no timeout" to Playwright: a page that never shows wait_for hung the crawl.
+    for wait in ("0", "-5", "nan"):
+        refused = harvest("--sources", str(sources), "crawl", "nochrome",
+                          "-s", f"HARVEST_RENDERED_WAIT_SECONDS={wait}", home=home, timeout=60)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert ("HARVEST_RENDERED_WAIT_SECONDS must be a number above 0, at most 3600"
+                in " ".join(refused.stdout.split())), refused.stdout
+    assert not api.hits("/nc/registry")
 
 
 @needs_chromium

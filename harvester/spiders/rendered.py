@@ -45,6 +45,7 @@ from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.article import parse_date as parse_article_date
 from harvester.parsers.selectors import first, is_xpath, joined, select, values
+from harvester.pipelines import numbers
 from harvester.services.urls import in_page_anchor, item_link, web_link
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
@@ -98,7 +99,10 @@ class RenderedConfig:
     def from_settings(cls, settings: BaseSettings) -> RenderedConfig:
         return cls(
             chromium_path=settings.get("HARVEST_CHROMIUM_PATH") or DEFAULT_CHROMIUM,
-            wait_seconds=settings.getfloat("HARVEST_RENDERED_WAIT_SECONDS", 20.0),
+            # 0 is no timeout at all to Playwright (a page that never shows wait_for hung
+            # the crawl), a negative or huge one 1 ms, NaN a JSON error.
+            wait_seconds=numbers.number(settings, "HARVEST_RENDERED_WAIT_SECONDS", 20.0, float,
+                                        above=0, high=3600),
             remote_browser=bool(settings.get("PLAYWRIGHT_CDP_URL")
                                 or settings.get("PLAYWRIGHT_CONNECT_URL")),
         )
