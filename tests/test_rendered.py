@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -20,7 +22,7 @@ from parsel import Selector
 from harvester.services.localsite import LocalSite
 from harvester.spiders.rendered import DEFAULT_CHROMIUM, extract_row, parse_date
 from tests.apiserver import ApiRequest, ApiServer, Reply
-from tests.conftest import ROOT, harvest, write_sources
+from tests.conftest import ROOT, harvest, harvest_env, write_sources
 from tests.feeds import items, rss
 
 needs_chromium = pytest.mark.skipif(
@@ -229,6 +231,33 @@ def test_click_pagination_and_a_page_that_never_renders(
     assert all(gap >= 0.45 for gap in gaps), (gaps, [(r.path, r.query) for r in api.requests])
     failures = dict(db.execute("SELECT source, consecutive_failures FROM sources_state"))
     assert failures == {"click": 0, "broken": 1, "redesign": 1}
+
+
+@needs_chromium
+def test_a_crawl_told_to_stop_clicks_no_further(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # SIGTERM (Scrapyd's cancel, Ctrl-C) did not reach click pagination: it slept out each
+    # paced wait and clicked on to max_pages (the process exited 88 s later).
+    sources = fields_toml(tmp_path / "s.toml", [
+        source("slow", registry(api, "slow"), next_click="#next", max_pages=3,
+               requests_per_minute=6)])  # a click every 10 s
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "slow",
+         "--no-progress"], cwd=ROOT, env=harvest_env(home), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not api_pages(api, "slow") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # rendered and read; the first click waits for its turn
+        crawl.send_signal(signal.SIGTERM)
+        out, err = crawl.communicate(timeout=60)
+    finally:
+        crawl.kill()
+    assert api_pages(api, "slow") == [1], (out, err)
+    assert crawl.returncode == 1 and "stopped early slow: finish reason shutdown" in out
+    assert len(stored(db, "slow")) == ROWS  # what page 1 held is kept
 
 
 def test_missing_chromium_is_one_clear_failure(

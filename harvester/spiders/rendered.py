@@ -312,7 +312,12 @@ class RenderedSpider(SourceSpider):
                                 extra=self.log_extra)
                     return
                 before = await page.evaluate(_FINGERPRINT_JS, [item_sel, xpath])
-                await self._pace(source)
+                # A crawl told to stop (SIGTERM, Ctrl-C, Scrapyd's cancel) clicked on to
+                # max_pages, sleeping out each paced wait: 88 s after a SIGTERM.
+                if not await self._pace(source) or self._stopping():
+                    logger.info("Source %s: the crawl is stopping; no click past page %d",
+                                source.name, number - 1, extra=self.log_extra)
+                    return
                 await button.click(timeout=self.config.wait_ms)
                 await page.wait_for_function(_CHANGED_JS, arg=[item_sel, xpath, before],
                                              timeout=self.config.wait_ms, polling=100)
@@ -345,16 +350,27 @@ class RenderedSpider(SourceSpider):
                 return
             last = now
 
-    async def _pace(self, source: Source) -> None:
+    async def _pace(self, source: Source) -> bool:
         """Clicks fetch from the site behind Scrapy's back: keep them within the source's
-        ``requests_per_minute`` too (slots are reserved, so concurrent pages queue up)."""
+        ``requests_per_minute`` too (slots are reserved, so concurrent pages queue up).
+        False when the crawl began to stop during the wait."""
         if not source.requests_per_minute:
-            return
+            return True
         now = time.monotonic()
         due = max(now, self.last_action.get(source.name, 0.0)
                   + 60.0 / source.requests_per_minute)
         self.last_action[source.name] = due
-        await asyncio.sleep(due - now)
+        while (left := due - time.monotonic()) > 0:
+            if self._stopping():
+                return False
+            await asyncio.sleep(min(left, 0.25))
+        return True
+
+    def _stopping(self) -> bool:
+        """Whether the crawl is shutting down (its crawler stopped, its engine no more
+        running)."""
+        engine = self.crawler.engine
+        return not self.crawler.crawling or engine is None or not engine.running
 
     # -- errors --------------------------------------------------------------------------
 
