@@ -90,20 +90,23 @@ class _EchoShutdown(logging.Handler):
     goes to a file, and a terminal showed nothing for the half minute the requests in
     flight took to finish after Ctrl-C."""
 
+    received = False  # a shutdown was asked for
+
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith("Received ") and "shutting down" in message:
+            self.received = True
             sys.stderr.write(f"{message}\n")
             sys.stderr.flush()
 
 
 @contextmanager
-def _shutdown_notice() -> Iterator[None]:
+def _shutdown_notice() -> Iterator[_EchoShutdown]:
     crawler_log = logging.getLogger("scrapy.crawler")
     handler = _EchoShutdown(logging.INFO)
     crawler_log.addHandler(handler)
     try:
-        yield
+        yield handler
     finally:
         crawler_log.removeHandler(handler)
 
@@ -166,16 +169,21 @@ def run_crawls(
 
     if on_start is not None:
         on_start(live)
+    interrupted = False
     if running:
-        with _shutdown_notice():
+        with _shutdown_notice() as notice:
             process.start()
+        interrupted = notice.received
     for r in running:
         stats = _stats_so_far(r.crawler)
         counters = per_source(stats, [r.source])[r.source]
+        # A second Ctrl-C stops the reactor before a crawl closes: no finish reason, and
+        # it read as a good run (exit 0, zero counts, no "stopped early").
+        reason = stats.get("finish_reason") or ("shutdown" if interrupted else None)
         outcomes[r.source] = SourceOutcome(
             r.source,
             counters=counters,
-            finish_reason=stats.get("finish_reason"),
+            finish_reason=reason,
             skipped=counters["skipped"],
             config_error=stats.get("harvest/config_error") or r.start_error(),
         )
