@@ -9,6 +9,7 @@ import hmac
 import json
 import subprocess
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -498,6 +499,27 @@ def test_a_signal_matching_hundreds_of_keywords_fits_a_telegram_message() -> Non
     assert len(messages.render_telegram(payload)) < 4096
     assert "vendor0, vendor1" in payload["why"] and "and 692 more" in payload["why"]
     assert payload["breakdown"]["topics"]["adv"]["keywords"] == keywords  # kept whole
+
+
+def test_long_links_and_long_ops_texts_fit_the_chat_limits() -> None:
+    # A 3,700-character query made a Slack section of 4,608 (Slack refuses past 3,000) and
+    # a source with 20 moved URLs an ops text of 5,840 (Telegram refuses past 4,096): both
+    # were given up as permanent failures.
+    long_url = "https://news.example.org/a?" + "&".join(f"p{i}=" + "v" * 30 for i in range(120))
+    row = {"id": 42, "title": "CVE ransomware exploit", "source": "adv", "url": long_url,
+           "score": 99.0, "score_breakdown": {}}
+    signal = messages.signal_payload(row)
+    moved = "; ".join(f"https://old.example.org/{'p' * 230}/{i} → https://new.example.org/{i}"
+                      for i in range(20))
+    ops = messages.ops_payload("moved:adv", "opened", f"'adv': URLs redirect ({moved})", {},
+                               datetime.now(UTC), None)
+    for payload in (signal, ops):
+        assert len(messages.render_slack(payload)) < 3000
+        assert len(messages.render_telegram(payload)) < 4096
+    assert "`harvest explain 42` shows it" in messages.render_slack(signal)
+    assert long_url not in messages.render_telegram(signal)
+    assert messages.render_webhook(signal)["url"] == long_url  # the JSON keeps it whole
+    assert messages.render_webhook(ops)["text"] == ops["text"]
 
 
 def test_a_score_shown_as_the_threshold_meets_it(

@@ -69,9 +69,31 @@ def ops_payload(key: str, event: str, text: str, details: dict[str, Any],
     }
 
 
+#: Longest ops text in a chat message: Telegram refuses more than 4,096 characters and a
+#: Slack section more than 3,000 (escapes included), each given up as a permanent failure;
+#: a source with many moved URLs made 5,840. The webhook's JSON keeps the whole text.
+OPS_TEXT_MAX = 2_000
+#: Longest link put behind a chat message's title; a longer one (URLs up to 8 KB are
+#: valid) is left out and the message says where to find it.
+LINK_MAX = 1_500
+
+
 def _ops_line(payload: dict[str, Any]) -> str:
     head = "RESOLVED" if payload["event"] == "resolved" else "ALERT"
-    return f"{head}: {payload['text']}"
+    text = payload["text"]
+    if len(text) > OPS_TEXT_MAX:
+        text = (f"{text[:OPS_TEXT_MAX]}… ({len(text) - OPS_TEXT_MAX:,} characters more: "
+                "`harvest notify --dry-run` or the alerts table has the whole text)")
+    return f"{head}: {text}"
+
+
+def _chat_link(payload: dict[str, Any]) -> tuple[str | None, str]:
+    """The link for a chat message's title, and a line to add when it is too long."""
+    url = payload.get("url")
+    if url and len(url) > LINK_MAX:
+        return None, (f"\n(its link is {len(url):,} characters long: `harvest explain "
+                      f"{payload['signal']['id']}` shows it)")
+    return url, ""
 
 
 def plain(payload: dict[str, Any]) -> str:
@@ -101,10 +123,10 @@ def render_slack(payload: dict[str, Any]) -> str:
         return _slack_escape(_ops_line(payload))
     sig = payload["signal"]
     title = _slack_escape(sig["title"])
-    url = payload.get("url")
+    url, note = _chat_link(payload)
     head = f"*<{url.replace('|', '%7C').replace('>', '%3E')}|{title}>*" if url else f"*{title}*"
     return (f"{head}\n{_slack_escape(sig['source'])} · score *{payload['score']:g}*\n"
-            f"why: {_slack_escape(payload['why'])}")
+            f"why: {_slack_escape(payload['why'])}{note}")
 
 
 def render_telegram(payload: dict[str, Any]) -> str:
@@ -112,10 +134,11 @@ def render_telegram(payload: dict[str, Any]) -> str:
         return html.escape(_ops_line(payload), quote=False)
     sig = payload["signal"]
     title = html.escape(sig["title"], quote=False)
-    url = payload.get("url")
+    url, note = _chat_link(payload)
     head = f'<b><a href="{html.escape(url)}">{title}</a></b>' if url else f"<b>{title}</b>"
     return (f"{head}\n{html.escape(sig['source'], quote=False)} · score "
-            f"<b>{payload['score']:g}</b>\nwhy: {html.escape(payload['why'], quote=False)}")
+            f"<b>{payload['score']:g}</b>\nwhy: {html.escape(payload['why'], quote=False)}"
+            f"{html.escape(note, quote=False)}")
 
 
 def render_webhook(payload: dict[str, Any]) -> dict[str, Any]:
