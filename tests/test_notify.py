@@ -562,3 +562,23 @@ def test_backoff_counts_from_the_failure_and_a_telegram_wait_of_0_backs_off(
         gaps = [later - earlier for earlier, later in pairwise(hits)]
         timeout = 1 if path == "/hook" else 0  # the webhook's posts each waited 1 s
         assert gaps[0] >= timeout + 0.9 and gaps[1] >= timeout + 1.9, (path, gaps)
+
+
+def test_a_429_holds_its_channel_across_runs(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # The hold lived in one run's memory: each later `harvest notify` (cron, a minute on)
+    # posted the next row at once, used up its attempt, and said the retry was due "now".
+    api.add("/hook", lambda r: Reply.text("slow down", status=429,
+                                          headers={"Retry-After": "3600"}))
+    for n in range(3):
+        add_signal(db, f"Breach {n}", 90 + n)
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook"}
+    for _ in range(2):
+        result = notify("--no-ops", home=home, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "retries left for the next `harvest notify`: webhook in 3600 s" in result.stdout
+    assert len(api.hits("/hook")) == 1
+    assert sorted(statuses(db)) == [("signal", "webhook", "failed", 1),
+                                     ("signal", "webhook", "pending", 0),
+                                     ("signal", "webhook", "pending", 0)]

@@ -168,6 +168,8 @@ class Deliverer:
         retry_in = result.retry_after if result.retry_after is not None else (
             self.backoff(attempts))
         store.mark_failed(self.conn, row.id, error, retry_in)
+        if result.retry_after is not None:  # the server holds the whole channel
+            store.hold_channel(self.conn, row.channel, result.retry_after)
         report.failures += 1
         logger.info("Notification %s to %s failed (%s); retrying in %.1f s", row.id,
                     row.channel, error, retry_in)

@@ -122,6 +122,15 @@ def mark_failed(conn: psycopg.Connection[Any], notification_id: int, error: str,
                  "WHERE id = %s", (error, retry_in, notification_id))
 
 
+def hold_channel(conn: psycopg.Connection[Any], channel: str, seconds: float) -> None:
+    """Hold every undelivered row of ``channel`` for ``seconds`` (a 429's Retry-After):
+    held in this run's memory only, the next `harvest notify` posted to the channel at
+    once, using up another row's attempt on each run."""
+    conn.execute("UPDATE notifications SET next_attempt_at = greatest(next_attempt_at, "
+                 "clock_timestamp() + make_interval(secs => %s)) "
+                 "WHERE channel = %s AND status IN ('pending', 'failed')", (seconds, channel))
+
+
 def due_in(conn: psycopg.Connection[Any], channels: Sequence[str]) -> dict[str, float]:
     """Per channel with undelivered rows: seconds until the earliest is due (≤ 0: now)."""
     return {ch: float(s) for ch, s in conn.execute(_DUE_IN, (list(channels),)).fetchall()}
