@@ -334,7 +334,7 @@ class Keyword(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     term: _Term
-    weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    weight: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = 1.0
 
 
 class Topic(BaseModel):
@@ -346,7 +346,7 @@ class Topic(BaseModel):
 
     keywords: Annotated[list[str | Keyword], Field(min_length=1)]
     # Points grow with it; a negative weight would make relevance run off below zero.
-    weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    weight: Annotated[float, Field(gt=0.0, le=100.0, allow_inf_nan=False)] = 1.0
     negative: list[_Term] = Field(default_factory=list)
     sources: Annotated[list[str], Field(min_length=1)] | None = None
 

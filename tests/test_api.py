@@ -259,6 +259,7 @@ def test_empty_page_and_tampered_cursors(api: str, db: psycopg.Connection[Any]) 
     ("/signals", {"limit": 0}, ["query", "limit"]),
     ("/signals", {"min_score": "high"}, ["query", "min_score"]),
     ("/signals", {"min_score": 101}, ["query", "min_score"]),
+    ("/signals", {"min_score": "nan"}, ["query", "min_score"]),
     ("/signals", {"since": "last tuesday"}, ["query", "since"]),
     ("/signals", {"cluster": -1}, ["query", "cluster"]),
     ("/signals", {"sort": "random"}, ["query", "sort"]),

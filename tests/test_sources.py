@@ -191,6 +191,8 @@ sources = ["a"]
         ('keywords = ["ransomware", {term = "ransomware", weight = 5}]',
          "field 'keywords': 'ransomware' is listed twice; list it once, with its weight"),
         ('keywords = ["AI", "ai"]', "'ai' is listed twice (as 'AI')"),
+        # NaN was "less than or equal to 100".
+        ('keywords = ["a"]\nweight = nan', "field 'weight': Input should be a finite number"),
     ],
 )
 def test_bad_topic_is_one_sentence(tmp_path: Path, body: str, expected: str) -> None:

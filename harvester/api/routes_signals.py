@@ -28,7 +28,7 @@ Since = Annotated[str | None, Query(max_length=40, description=(
 Sources = Annotated[list[Annotated[str, Query(max_length=100)]], Query(
     max_length=50, description="source name; repeat for several")]
 Topic = Annotated[str | None, Query(max_length=100, description="a [topics.NAME] it matched")]
-MinScore = Annotated[float | None, Query(ge=0, le=100)]
+MinScore = Annotated[float | None, Query(ge=0, le=100, allow_inf_nan=False)]
 
 
 @reads_router.get("/signals", response_model=SignalPage,
