@@ -7,7 +7,7 @@ Conditions, per source (key ``<kind>:<source>``):
 - ``stale``: its last success is older than ``stale_factor`` × its interval (its cron period
   when it has one); a source that never succeeded is left to ``run_failed``;
 - ``reject_spike``: more than ``reject_spike_percent`` % of its items were rejected in its
-  latest run;
+  latest run with items (a 304 or an empty feed leaves it as it was);
 - ``moved``: its latest run found a URL of the sources file redirecting permanently (the
   crawl followed it; the file should say the new address). It clears once a run no longer
   sees it, i.e. after the file is edited.
