@@ -128,7 +128,7 @@ def test_a_pages_listing_date_that_is_no_date_is_reported_unless_the_article_giv
     node = selectors.select(Selector(text='<li><a href="/a">A</a><time>soon</time></li>'),
                             "li")[0]
     listing = listing_fields({"url": "a", "title": "a", "published": "time"}, node,
-                             "https://e.org/")
+                             "https://e.org/", "https://e.org/")
     assert listing == {"url": "https://e.org/a", "title": "A",
                        "dropped": {"published_at": "'soon' is not a date"}}
     assert merge(listing, Article())["dropped"] == {"published_at": "'soon' is not a date"}
