@@ -241,6 +241,11 @@ class Source(BaseModel):
         from harvester.parsers.selectors import is_xpath, selector_error
 
         named = [("item_selector", "", self.item_selector)]
+        if self.item_selector and _selects_values(self.item_selector):
+            # Every match was a string, no item: each crawl rejected every one of them.
+            raise _OptionError("item_selector", f"{self.item_selector!r} selects text or "
+                                                "attributes; it must select the elements "
+                                                "that hold one item each")
         if self.next_page and "{page}" in self.next_page and self.kind != "rendered":
             raise _OptionError("next_page", "a {page} address template is for rendered "
                                             "sources; here next_page is a link selector")
@@ -278,6 +283,13 @@ class Source(BaseModel):
             first = self.next_due(now)
             return self.next_due(first) - first
         return self.interval_td
+
+
+def _selects_values(selector: str) -> bool:
+    """Whether a CSS or XPath selector ends in text or an attribute, not elements."""
+    last = selector.strip().rsplit("/", 1)[-1]
+    return ("::text" in selector or "::attr(" in selector or last.startswith("@")
+            or last.replace(" ", "") in ("text()", "string()"))
 
 
 def _check_url(url: str) -> None:

@@ -248,6 +248,10 @@ def test_fields_a_crawl_cannot_use_are_refused_with_the_file(
     ("pages", {"url": "a"}, {"next_page": "?page={page}"},
      "a {page} address template is for rendered sources"),
     # What the browser waits for and clicks failed in Playwright, past the check.
+    # Every match was a string, and every one a rejection, run after run.
+    ("pages", {"url": "a"}, {"item_selector": "article h2 a::attr(href)"},
+     "selects text or attributes; it must select the elements that hold one item each"),
+    ("pages", {"url": "a"}, {"item_selector": "//li/text()"}, "selects text or attributes"),
     ("rendered", {"url": "a"}, {"wait_for": "ul[data-loaded"},
      "'ul[data-loaded' cannot be used: it is not valid CSS"),
     ("rendered", {"url": "a"}, {"wait_for": "li::text"},
@@ -259,9 +263,9 @@ def test_selectors_that_do_not_parse_are_refused_with_the_file(
         kind: str, fields: dict[str, str], extra: dict[str, str], message: str) -> None:
     if kind == "rendered":
         extra = {"wait_for": "ul", **extra}
+    extra = {"item_selector": "li", **extra}
     with pytest.raises(ValidationError, match=re.escape(message)):
-        Source(name="s", kind=kind, urls=["https://example.org/"], item_selector="li",
-               fields=fields, **extra)
+        Source(name="s", kind=kind, urls=["https://example.org/"], fields=fields, **extra)
 
 
 def test_unknown_field_fails_the_source_without_fetching(
