@@ -123,9 +123,9 @@ def mark_failed(conn: psycopg.Connection[Any], notification_id: int, error: str,
 
 
 def hold_channel(conn: psycopg.Connection[Any], channel: str, seconds: float) -> None:
-    """Hold every undelivered row of ``channel`` for ``seconds`` (a 429's Retry-After):
-    held in this run's memory only, the next `harvest notify` posted to the channel at
-    once, using up another row's attempt on each run."""
+    """Hold every undelivered row of ``channel`` for ``seconds`` (a 429's Retry-After), in
+    the database: held only in one run's memory, the wait was lost with the run, and the
+    next `harvest notify` posted to the channel at once, using up another row's attempt."""
     conn.execute("UPDATE notifications SET next_attempt_at = greatest(next_attempt_at, "
                  "clock_timestamp() + make_interval(secs => %s)) "
                  "WHERE channel = %s AND status IN ('pending', 'failed')", (seconds, channel))
