@@ -90,6 +90,9 @@ def test_serve_with_a_wrong_api_setting_says_so_before_serving(tmp_path: Path) -
     assert result.returncode == 2
     assert result.stderr.startswith("error: HARVEST_API_RATE: 'fast' is not a rate like")
     assert "serving on" not in result.stdout
+    # A burst of 0 was taken as 1 without a word.
+    zero = harvest("serve", home=tmp_path / "home", env={"HARVEST_API_RATE": "10/s burst 0"})
+    assert zero.returncode == 2 and "the burst must be at least 1 request" in zero.stderr
 
 
 @pytest.mark.parametrize(("env", "says"), [

@@ -48,7 +48,9 @@ def parse_rate(value: str) -> Rate | None:
     if per_second <= 0:
         raise ValueError(f"{value!r}: the rate must be positive (or 'off')")
     burst = int(match.group(3)) if match.group(3) else max(1, round(per_second * 2))
-    return Rate(per_second, max(1, burst))
+    if burst < 1:  # it was taken as 1 without a word
+        raise ValueError(f"{value!r}: the burst must be at least 1 request")
+    return Rate(per_second, burst)
 
 
 def _split(value: SecretStr | None) -> tuple[bytes, ...]:
