@@ -4,6 +4,7 @@ edges, bad parameters, hostile input, curator input through the pipeline, briefs
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -178,6 +179,16 @@ def test_rate_limit_per_client_with_retry_after(db: psycopg.Connection[Any], hom
         retry_after = int(limited.headers["Retry-After"])
         assert 1 <= retry_after <= 60
         assert "retry after" in limited.json()["detail"]
+        # A repeated X-API-Key is one client: auth reads the first, and so does the limit
+        # (it read the last, so a valid key followed by junk drew on the address's bucket).
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.putrequest("GET", "/signals")
+        conn.putheader("X-API-Key", KEYS[0])
+        conn.putheader("X-API-Key", "junk")
+        conn.endheaders()
+        assert conn.getresponse().status == 429
+        conn.close()
         # Another key is another client; wrong keys share their address's bucket.
         assert get(base, "/signals", headers={"X-API-Key": KEYS[1]}).status_code == 200
         assert get(base, "/signals", headers={}).status_code == 401  # the address's bucket

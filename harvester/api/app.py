@@ -161,7 +161,9 @@ def _install(app: FastAPI, settings: ApiSettings) -> None:
     app.add_middleware(limits.BodyLimitMiddleware)
     if (rate := settings.rate_limit) is not None:
         def identify(scope: Scope) -> str:
-            headers = dict(scope["headers"])
+            headers: dict[bytes, bytes] = {}
+            for name, value in scope["headers"]:  # the first of a repeated header, as the
+                headers.setdefault(name, value)   # key check reads it (dict() kept the last)
             key, auth = headers.get(b"x-api-key"), headers.get(b"authorization")
             peer = scope["client"][0] if scope.get("client") else "unknown"
             return client_identity(settings, key.decode("latin-1") if key else None,
