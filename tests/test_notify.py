@@ -340,8 +340,15 @@ def test_failed_run_alert_opens_once_and_resolves_once(
     assert "HTTP 500" in ops_messages()[0]["text"]
 
     harvest("--sources", str(sources), "crawl", "flaky", *FAST, home=home)
+    # A channel configured while the alert is open hears of it (it got only "RESOLVED",
+    # for an alert it had never seen); the webhook is not told again.
+    api.add(SLACK_PATH, lambda r: Reply.text("ok"))
+    env["HARVEST_SLACK_WEBHOOK_URL"] = api.url + SLACK_PATH
     still = notify(home=home, env=env)
     assert still.returncode == 0 and len(ops_messages()) == 1, "an open alert is sent once"
+    assert "ops alert opened" not in still.stdout  # not a new alert
+    slack = [json.loads(r.body)["text"] for r in api.hits(SLACK_PATH)]
+    assert len(slack) == 1 and slack[0].startswith("ALERT: crawl of 'flaky' failed"), slack
 
     healthy["ok"] = True
     crawl = harvest("--sources", str(sources), "crawl", "flaky", *FAST, home=home)
@@ -350,6 +357,7 @@ def test_failed_run_alert_opens_once_and_resolves_once(
     assert resolved.returncode == 0, resolved.stderr
     assert [(m["event"], m["alert"]["key"]) for m in ops_messages()] == [
         ("opened", "run_failed:flaky"), ("resolved", "run_failed:flaky")]
+    assert json.loads(api.hits(SLACK_PATH)[-1].body)["text"].startswith("RESOLVED: crawls")
     notify("--threshold", "100", home=home, env=env)
     assert len(ops_messages()) == 2, "a resolved alert is announced once"
     rows = db.execute("SELECT key, resolved_at IS NOT NULL FROM alerts").fetchall()

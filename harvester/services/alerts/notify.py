@@ -20,6 +20,8 @@ class NotifyResult:
     channels: list[str]
     signals: list[dict[str, Any]] = field(default_factory=list)  # payloads picked this run
     changes: list[ops.Change] = field(default_factory=list)
+    #: open alerts' "opened" messages, for a channel that has not had them (not printed)
+    ongoing: list[ops.Change] = field(default_factory=list)
     recorded: int = 0  # notification rows written
     delivery: DeliveryReport | None = None
 
@@ -29,7 +31,7 @@ def _record(conn: psycopg.Connection[Any], names: Sequence[str], status: str,
     for payload in result.signals:
         result.recorded += store.record_signal(conn, payload["signal"]["id"], payload, names,
                                                status)
-    for change in result.changes:
+    for change in result.changes + result.ongoing:
         result.recorded += store.record_ops(conn, change.alert_id, change.key, change.event,
                                             change.payload, names, status)
 
@@ -51,6 +53,8 @@ def notify(conn: psycopg.Connection[Any], cfg: AlertsConfig, channels: dict[str,
             crawled = None if sources is None else {s.name for s in sources}
             result.changes = ops.apply(conn, conditions, judged, dry_run=dry_run,
                                        crawled=crawled)
+            if not dry_run and channels:
+                result.ongoing = ops.ongoing(conn, conditions)
         if not dry_run:
             _record(conn, names, "pending" if channels else "recorded", result)
     if channels and not dry_run:

@@ -175,6 +175,19 @@ def _resolved_text(key: str, opened_at: datetime, crawled: bool = True) -> str:
     return f"{what} (alert open for {_duration(datetime.now(UTC) - opened_at)})"
 
 
+def ongoing(conn: psycopg.Connection[Any], conditions: dict[str, Condition]) -> list[Change]:
+    """The "opened" message of every alert open now whose condition holds, for recording
+    on the channels that lack it: a channel configured while an alert was open never heard
+    of it, then got its "RESOLVED" (the other channels have it already: not sent again)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT id, key, opened_at, details FROM alerts "
+                           "WHERE resolved_at IS NULL").fetchall()
+    return [Change(row["id"], row["key"], "opened", messages.ops_payload(
+                row["key"], "opened", conditions[row["key"]].text, row["details"] or {},
+                row["opened_at"], None))
+            for row in rows if row["key"] in conditions]
+
+
 def apply(conn: psycopg.Connection[Any], conditions: dict[str, Condition],
           judged: Sequence[str], *, dry_run: bool = False,
           crawled: Collection[str] | None = None) -> list[Change]:
