@@ -255,13 +255,13 @@ class Source(BaseModel):
         # What the browser waits for and clicks: Playwright takes plain CSS or XPath (a
         # typo failed every crawl in the browser, past `harvest sources check`).
         browser = [("wait_for", self.wait_for), ("next_click", self.next_click)]
+        named += [(option, "", expr) for option, expr in browser]
         if self.next_click:
             browser.append(("item_selector", self.item_selector))
         for option, expr in browser:
             if expr is not None and "::" in expr and not is_xpath(expr):
                 raise _OptionError(option, f"{expr!r} cannot be used: the browser takes "
                                            "plain CSS or XPath (no ::text or ::attr)")
-            named.append((option, "", expr))
         for option, prefix, expr in named:
             if expr is not None and (problem := selector_error(expr)):
                 raise _OptionError(option, f"{prefix}{expr!r} cannot be used: {problem}")
@@ -397,12 +397,9 @@ class Topic(BaseModel):
         return out
 
     def terms(self) -> list[tuple[str, float]]:
-        """``(term, weight)`` per keyword, first occurrence of a term wins."""
-        seen: dict[str, float] = {}
-        for entry in self.keywords:
-            term, weight = (entry, 1.0) if isinstance(entry, str) else (entry.term, entry.weight)
-            seen.setdefault(term.strip(), weight)
-        return list(seen.items())
+        """``(term, weight)`` per keyword (each term is listed once: see _check_keywords)."""
+        return [(entry.strip(), 1.0) if isinstance(entry, str)
+                else (entry.term.strip(), entry.weight) for entry in self.keywords]
 
 
 class SourcesFile(BaseModel):

@@ -148,5 +148,8 @@ def test_a_terminal_width_too_narrow_for_a_table_is_taken_as_unset(
                      env={"COLUMNS": columns})
     assert listed.returncode == 0, listed.stderr
     assert "│ cve " in listed.stdout and "enabled" in listed.stdout, listed.stdout
-    wrong = harvest("top", "--since", "3x", home=home, env={"COLUMNS": columns})
-    assert wrong.returncode == 2 and "is neither an age" in wrong.stderr, wrong.stderr
+    missing = tmp_path / "none.toml"
+    wrong = harvest("--sources", str(missing), "sources", "check", home=home,
+                    env={"COLUMNS": columns})
+    assert wrong.returncode == 2 and wrong.stderr.startswith(
+        f"error: {missing}: no such sources file"), wrong.stderr

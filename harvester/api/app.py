@@ -102,14 +102,6 @@ def create_app(database_url: str, sources_path: Path | None = None,
     async def metrics() -> Response:
         return Response(await shared_metrics(), media_type=prom.CONTENT_TYPE)
 
-    shared_health = _one_at_a_time(lambda: _health())  # _health is defined below
-
-    @app.api_route("/health", methods=["GET", "HEAD"],
-                   summary="Health of the database, Scrapyd, sources and alerts")
-    async def health() -> JSONResponse:
-        body, code = await shared_health()
-        return JSONResponse(body, status_code=code)
-
     def _health() -> tuple[dict[str, Any], int]:
         db_check, conn = checks.database(database_url)
         report: dict[str, checks.Check] = {"database": db_check}
@@ -129,6 +121,14 @@ def create_app(database_url: str, sources_path: Path | None = None,
         body = {"status": status, "version": __version__,
                 "checks": {name: check.as_json() for name, check in report.items()}}
         return body, 503 if status == "unhealthy" else 200
+
+    shared_health = _one_at_a_time(_health)
+
+    @app.api_route("/health", methods=["GET", "HEAD"],
+                   summary="Health of the database, Scrapyd, sources and alerts")
+    async def health() -> JSONResponse:
+        body, code = await shared_health()
+        return JSONResponse(body, status_code=code)
 
     return app
 

@@ -68,6 +68,13 @@ class _Gate:
 _GATES: WeakKeyDictionary[Crawler, dict[str, _Gate]] = WeakKeyDictionary()
 
 
+def stopping(crawler: Crawler) -> bool:
+    """Whether the crawl is shutting down (Ctrl-C, SIGTERM, Scrapyd's cancel): its crawler
+    stopped or its engine no more running. What waits for a pause gives up then."""
+    engine = crawler.engine
+    return not crawler.crawling or engine is None or not engine.running
+
+
 async def _hold(crawler: Crawler, gate: _Gate, until: float) -> None:
     """Sleep until ``until`` and the gate's pause are over; fail the request when the
     server asked for too long, drop it when the crawl is stopping."""
@@ -78,7 +85,7 @@ async def _hold(crawler: Crawler, gate: _Gate, until: float) -> None:
         end = max(until, gate.paused_until)
         if end <= now:
             return
-        if crawler.engine is None or not crawler.engine.running:
+        if stopping(crawler):
             raise NotSent("the crawl is stopping: not sent")
         await asyncio.sleep(min(_TICK_S, end - now))
 

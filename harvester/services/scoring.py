@@ -134,11 +134,9 @@ class Scorer:
         if not 0 < half_life_hours < float("inf"):  # NaN too
             raise ValueError("the recency half-life must be positive")
         self._topics = dict(topics)
-        # One term per (topic, label): "AI" and "ai" would otherwise both count.
-        unique = {(t.topic, t.label): t for t in reversed(
-            [_term(name, term, weight) for name, topic in topics.items()
-             for term, weight in topic.terms()])}
-        self._terms = list(reversed(unique.values()))
+        # A topic lists each term once, whatever its case (refused with the file).
+        self._terms = [_term(name, term, weight) for name, topic in topics.items()
+                       for term, weight in topic.terms()]
         self._negative = {name: [_term(name, t) for t in dict.fromkeys(topic.negative)]
                           for name, topic in topics.items() if topic.negative}
         self._phrases = any(" " in t.needle for t in self._terms) or any(

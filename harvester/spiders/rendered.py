@@ -43,6 +43,7 @@ from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import first_line
 from harvester.middlewares.conditional import SOURCE_META
+from harvester.middlewares.polite import stopping
 from harvester.parsers.article import parse_date as parse_article_date
 from harvester.parsers.selectors import first, is_xpath, joined, select, values
 from harvester.pipelines import numbers
@@ -314,7 +315,7 @@ class RenderedSpider(SourceSpider):
                 before = await page.evaluate(_FINGERPRINT_JS, [item_sel, xpath])
                 # A crawl told to stop (SIGTERM, Ctrl-C, Scrapyd's cancel) clicked on to
                 # max_pages, sleeping out each paced wait: 88 s after a SIGTERM.
-                if not await self._pace(source) or self._stopping():
+                if not await self._pace(source) or stopping(self.crawler):
                     logger.info("Source %s: the crawl is stopping; no click past page %d",
                                 source.name, number - 1, extra=self.log_extra)
                     return
@@ -361,16 +362,11 @@ class RenderedSpider(SourceSpider):
                   + 60.0 / source.requests_per_minute)
         self.last_action[source.name] = due
         while (left := due - time.monotonic()) > 0:
-            if self._stopping():
+            if stopping(self.crawler):
                 return False
             await asyncio.sleep(min(left, 0.25))
         return True
 
-    def _stopping(self) -> bool:
-        """Whether the crawl is shutting down (its crawler stopped, its engine no more
-        running)."""
-        engine = self.crawler.engine
-        return not self.crawler.crawling or engine is None or not engine.running
 
     # -- errors --------------------------------------------------------------------------
 

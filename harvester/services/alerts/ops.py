@@ -31,25 +31,26 @@ KINDS = ("run_failed", "stale", "reject_spike", "moved")
 #: The kinds judged from runs alone (without the sources file's intervals).
 RUN_KINDS = ("run_failed", "reject_spike", "moved")
 
-# Latest finished run per source in which that source was not skipped.
-_LATEST_RUNS = """
+# Latest finished run per source in which that source was not skipped ({items}: and in
+# which it had items, see _LATEST_RUNS_WITH_ITEMS).
+_LATEST = """
 SELECT DISTINCT ON (src) src AS source, r.id, r.finish_reason, r.errors, r.scraped,
        r.rejected, r.started_at, r.stats -> 'harvest/by_source' -> src AS row
 FROM crawl_runs r, unnest(r.sources) AS src
 WHERE r.finished_at IS NOT NULL
   AND (r.stats -> 'harvest/by_source' -> src ->> 'skipped') IS NULL
+  {items}
 ORDER BY src, r.started_at DESC
 """
-# The same, among the runs in which the source had items (new, re-seen, duplicate,
-# spooled or rejected): what a reject spike is judged on. A run with none (a 304, an empty
-# feed) rejected 0 % of nothing, and resolved the alert until the feed next changed.
-_WITH_ITEMS = """  AND CASE WHEN r.stats -> 'harvest/by_source' -> src IS NULL
-           THEN r.scraped + r.rejected > 0
-           ELSE (SELECT coalesce(sum((r.stats -> 'harvest/by_source' -> src ->> k)::bigint), 0)
-                 FROM unnest(ARRAY['new', 'reseen', 'duplicates', 'spooled', 'rejected']) k)
-                > 0 END
-"""
-_LATEST_RUNS_WITH_ITEMS = _LATEST_RUNS.replace("ORDER BY", _WITH_ITEMS + "ORDER BY")
+_LATEST_RUNS = _LATEST.format(items="")
+# What a reject spike is judged on: the latest run in which the source had items (new,
+# re-seen, duplicate, spooled or rejected). A run with none (a 304, an empty feed)
+# rejected 0 % of nothing, and resolved the alert until the feed next changed.
+_LATEST_RUNS_WITH_ITEMS = _LATEST.format(items="""AND CASE
+      WHEN r.stats -> 'harvest/by_source' -> src IS NULL THEN r.scraped + r.rejected > 0
+      ELSE (SELECT coalesce(sum((r.stats -> 'harvest/by_source' -> src ->> k)::bigint), 0)
+            FROM unnest(ARRAY['new', 'reseen', 'duplicates', 'spooled', 'rejected']) k) > 0
+      END""")
 
 
 @dataclass(frozen=True, slots=True)
