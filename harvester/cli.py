@@ -160,6 +160,12 @@ def main(ctx: click.Context, sources: Path | None) -> None:
     # the embedded server opens HARVEST_HOME's directories for traversal). Scrapyd started
     # from here inherits it. The group keeps what the user's umask gives it.
     os.umask(os.umask(0o077) | 0o007)
+    # Every time read back from PostgreSQL comes in the session's zone: the server's
+    # default (the machine's at initdb, or an external server's postgresql.conf) or the
+    # user's PGTZ. --json, the API, snapshots and archives then mixed +05:30 with the +00:00
+    # of times computed here. libpq sends PGTZ at connect, so every connection this
+    # process (and a Scrapyd or pg_dump it starts) opens reads UTC.
+    os.environ["PGTZ"] = "UTC"
     ctx.ensure_object(dict)
     try:
         ctx.obj["sources"] = sources or _config().sources
