@@ -150,6 +150,13 @@ def test_writes_need_the_bearer_token(api: str, db: psycopg.Connection[Any]) -> 
     response = requests.post(f"{api}/signals", data="{not json", timeout=30, headers={
         **W, "Content-Type": "application/json"})
     assert response.status_code == 422 and "json_invalid" in response.text
+    # A method the path does not take names every one it does: PUT /signals said
+    # "Allow: GET" (the first route that matched), hiding the POST a client looks for.
+    for method, path, allow in (("PUT", "/signals", "GET, POST"), ("DELETE", "/crawl", "POST"),
+                                ("POST", "/signals/top", "GET"), ("PUT", "/health", "GET, HEAD")):
+        response = requests.request(method, f"{api}{path}", headers=W, timeout=30)
+        assert (response.status_code, response.headers["Allow"]) == (405, allow), path
+        assert response.json()["detail"] == f"{method} is not allowed here; use {allow}"
     assert db.execute("SELECT count(*) FROM signals").fetchone() == (0,)
 
 

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.routing import Match, Router
 from starlette.types import Scope
 
 from harvester import __version__
@@ -151,10 +152,11 @@ def _one_at_a_time(compute: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 
 
 def _install(app: FastAPI, settings: ApiSettings) -> None:
-    app.include_router(routes_signals.reads_router)
-    app.include_router(routes_signals.writes_router)
-    app.include_router(routes_ops.reads_router)
-    app.include_router(routes_ops.writes_router)
+    routers = (routes_signals.reads_router, routes_signals.writes_router,
+               routes_ops.reads_router, routes_ops.writes_router)
+    for router in routers:
+        app.include_router(router)
+    app.add_exception_handler(405, _method_not_allowed((*routers, app.router)))
     app.add_exception_handler(psycopg.OperationalError, _database_down)
     app.add_exception_handler(PoolTimeout, _no_connection)
     app.add_exception_handler(RequestValidationError, limits.invalid_request)
@@ -175,6 +177,24 @@ def _install(app: FastAPI, settings: ApiSettings) -> None:
                            allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
+
+
+def _method_not_allowed(routers: tuple[Router, ...]) -> Callable[[Request, Exception],
+                                                                 Awaitable[JSONResponse]]:
+    """405 with every method the path takes: the first route whose path matched answered
+    alone, so ``PUT /signals`` said ``Allow: GET`` and hid the ``POST`` a client looks for.
+    The routers' own routes are read (an included router is one opaque route of the app's),
+    at the request: the app's own (/health, /metrics) are added after this is installed."""
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        methods: set[str] = set()
+        for route in (route for router in routers for route in router.routes):
+            if route.matches(request.scope)[0] != Match.NONE:
+                methods |= getattr(route, "methods", None) or set()
+        allow = ", ".join(sorted(methods))
+        return JSONResponse({"detail": f"{request.method} is not allowed here; use {allow}"},
+                            status_code=405, headers={"Allow": allow})
+
+    return answer
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
