@@ -22,9 +22,11 @@ from psycopg.types.json import Jsonb
 from harvester.services import alerts
 from harvester.services.alerts import messages
 from harvester.services.alerts.config import AlertsConfig
+from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiRequest, ApiServer, Reply
 from tests.conftest import free_port, harvest, write_sources
-from tests.feeds import items, rss
+from tests.feeds import items, rfc822, rss
+from tests.test_story_clusters import OTHER, STORY
 
 SLACK_PATH = "/services/T000/B000/s3cr3tSlackPath"
 TOKEN = "123456:S3cretBotTokenXYZ"
@@ -129,6 +131,54 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     assert "0 messages sent" in third.stdout
     assert {s for (_, _, s, _) in statuses(db)} == {"sent"} and len(statuses(db)) == 9
     assert_no_secrets(first, second, third)
+
+
+def test_one_alert_a_story_however_many_sources_carry_it(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, api: ApiServer, tmp_path: Path
+) -> None:
+    # Ten feeds carrying one story made ten alerts on every channel: the best copy now
+    # stands for the story, naming the other sources, and a copy that comes later adds none.
+    api.add(SLACK_PATH, lambda r: Reply.text("ok"))
+    api.add(f"/bot{TOKEN}/sendMessage", ok_telegram)
+    api.add("/hook", lambda r: Reply.json({}))
+    copy = {"title": "Hospital network hit by ransomware", "description": STORY,
+            "date": rfc822(1)}
+    (site.root / "a.xml").write_text(rss([
+        {**copy, "link": "https://a.example/1"},
+        {"title": "Ransomware and copper", "link": "https://a.example/2",
+         "description": OTHER, "date": rfc822(2)}]))
+    (site.root / "b.xml").write_text(rss([{**copy, "link": "https://b.example/1"}]))
+    (site.root / "c.xml").write_text(rss([]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "wire-a", "kind": "feed", "urls": [f"{site.url}/a.xml"]},
+        {"name": "wire-b", "kind": "feed", "urls": [f"{site.url}/b.xml"], "weight": 2.0},
+        {"name": "wire-c", "kind": "feed", "urls": [f"{site.url}/c.xml"], "weight": 3.0}],
+        {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    crawl = harvest("--sources", str(sources), "crawl", "--all", *FAST, home=home)
+    assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    env = channels_env(api)
+    first = harvest("--sources", str(sources), "notify", "--threshold", "1", "--no-ops",
+                    home=home, env={**NO_CHANNELS, **env})
+    assert first.returncode == 0, first.stdout + first.stderr
+    hooks = [json.loads(hit.body) for hit in api.hits("/hook")]
+    assert [(h["signal"]["source"], h["signal"]["also_from"]) for h in hooks] == [
+        ("wire-b", ["wire-a"]), ("wire-a", [])]  # the heavier source's copy, highest first
+    assert len(api.hits(SLACK_PATH)) == len(api.hits(f"/bot{TOKEN}/sendMessage")) == 2
+    assert "wire-b (also wire-a) · score" in json.loads(api.hits(SLACK_PATH)[0].body)["text"]
+    tg = json.loads(api.hits(f"/bot{TOKEN}/sendMessage")[0].body)["text"]
+    assert "wire-b (also wire-a) · score" in tg
+
+    (site.root / "c.xml").write_text(rss([{**copy, "link": "https://c.example/1"}]))
+    assert harvest("--sources", str(sources), "crawl", "wire-c", *FAST,
+                   home=home).returncode == 0
+    clusters = db.execute("SELECT count(DISTINCT cluster_id) FROM signals "
+                          "WHERE title = %s", (copy["title"],)).fetchone()
+    assert clusters == (1,), "the third copy joined the story"
+    again = harvest("--sources", str(sources), "notify", "--threshold", "1", "--no-ops",
+                    home=home, env={**NO_CHANNELS, **env})
+    assert again.returncode == 0 and "0 messages sent" in again.stdout, again.stdout
+    assert len(api.requests) == 6
+    assert db.execute("SELECT count(*) FROM notifications").fetchone() == (6,)
 
 
 def test_channel_answering_500_then_200_gets_the_message_once(

@@ -51,7 +51,8 @@ def signal_payload(row: dict[str, Any]) -> dict[str, Any]:
         "type": "signal",
         "signal": {"id": row["id"], "title": title, "source": row["source"], "url": url,
                    "published_at": _iso(row.get("published_at")),
-                   "first_seen": _iso(row.get("first_seen"))},
+                   "first_seen": _iso(row.get("first_seen")),
+                   "also_from": list(row.get("also_from") or [])},
         "score": round(float(row["score"]), 2),
         "breakdown": breakdown,
         "why": explain(breakdown),
@@ -78,6 +79,21 @@ OPS_TEXT_MAX = 2_000
 LINK_MAX = 1_500
 
 
+#: Other sources of a story named in a chat message; the webhook's JSON has them all.
+ALSO_SHOWN = 5
+
+
+def _sources(sig: dict[str, Any]) -> str:
+    """The signal's source, and the other sources that carried the story when picked."""
+    also = sig.get("also_from") or []  # not in payloads stored before it was
+    if not also:
+        return str(sig["source"])
+    named = ", ".join(also[:ALSO_SHOWN])
+    if len(also) > ALSO_SHOWN:
+        named += f" and {len(also) - ALSO_SHOWN} more"
+    return f"{sig['source']} (also {named})"
+
+
 def _ops_line(payload: dict[str, Any]) -> str:
     head = "RESOLVED" if payload["event"] == "resolved" else "ALERT"
     text = payload["text"]
@@ -101,7 +117,7 @@ def plain(payload: dict[str, Any]) -> str:
     if payload["type"] == "ops":
         return _ops_line(payload)
     sig = payload["signal"]
-    lines = [sig["title"], f"{sig['source']} · score {payload['score']:g}",
+    lines = [sig["title"], f"{_sources(sig)} · score {payload['score']:g}",
              f"why: {payload['why']}"]
     if payload.get("url"):
         lines.append(payload["url"])
@@ -125,7 +141,7 @@ def render_slack(payload: dict[str, Any]) -> str:
     title = _slack_escape(sig["title"])
     url, note = _chat_link(payload)
     head = f"*<{url.replace('|', '%7C').replace('>', '%3E')}|{title}>*" if url else f"*{title}*"
-    return (f"{head}\n{_slack_escape(sig['source'])} · score *{payload['score']:g}*\n"
+    return (f"{head}\n{_slack_escape(_sources(sig))} · score *{payload['score']:g}*\n"
             f"why: {_slack_escape(payload['why'])}{note}")
 
 
@@ -136,7 +152,7 @@ def render_telegram(payload: dict[str, Any]) -> str:
     title = html.escape(sig["title"], quote=False)
     url, note = _chat_link(payload)
     head = f'<b><a href="{html.escape(url)}">{title}</a></b>' if url else f"<b>{title}</b>"
-    return (f"{head}\n{html.escape(sig['source'], quote=False)} · score "
+    return (f"{head}\n{html.escape(_sources(sig), quote=False)} · score "
             f"<b>{payload['score']:g}</b>\nwhy: {html.escape(payload['why'], quote=False)}"
             f"{html.escape(note, quote=False)}")
 

@@ -12,24 +12,47 @@ from psycopg.types.json import Jsonb
 
 NO_CHANNEL = "none"  # the channel of alerts recorded while nothing was configured
 
-_CANDIDATES = """
+# One alert a story on each channel: of a story's copies (a cluster: one per source that
+# carried it) the best one above the threshold stands for it, and none is picked on a
+# channel that has had any copy of the story (ten feeds carrying one story made ten
+# alerts). A signal stored before clustering (cluster_id NULL) is a story of its own.
+_STORY = "(n.signal_id = s.id OR n.signal_id IN (SELECT m.id FROM signals m " \
+         "WHERE m.cluster_id = s.cluster_id))"
+
+_CANDIDATES = f"""
 SELECT s.id, s.title, s.source, s.url, s.link_url, s.score, s.score_breakdown,
-       s.published_at, s.first_seen
+       s.published_at, s.first_seen,
+       ARRAY(SELECT DISTINCT m.source FROM signals m
+             WHERE m.cluster_id = s.cluster_id AND m.source <> s.source
+             ORDER BY m.source) AS also_from
 FROM signals s
 WHERE s.score >= %(threshold)s::real
+  AND NOT EXISTS (SELECT 1 FROM signals b
+                  WHERE b.cluster_id = s.cluster_id AND b.id <> s.id
+                    AND b.score >= %(threshold)s::real
+                    AND (b.score, coalesce(b.published_at, b.first_seen), b.id)
+                        > (s.score, coalesce(s.published_at, s.first_seen), s.id))
   AND EXISTS (SELECT 1 FROM unnest(%(channels)s::text[]) AS c(name)
               WHERE NOT EXISTS (SELECT 1 FROM notifications n
-                                WHERE n.kind = 'signal' AND n.signal_id = s.id
-                                  AND n.channel = c.name))
+                                WHERE n.kind = 'signal' AND n.channel = c.name
+                                  AND {_STORY}))
 ORDER BY s.score DESC, coalesce(s.published_at, s.first_seen) DESC, s.id DESC
 LIMIT %(limit)s
 """
 
-_RECORD_SIGNAL = """
+# On a channel that has had a copy of the story, nothing is recorded.
+_RECORD_SIGNAL = f"""
 INSERT INTO notifications (kind, signal_id, channel, status, payload)
-VALUES ('signal', %(signal_id)s, %(channel)s, %(status)s, %(payload)s)
+SELECT 'signal', s.id, %(channel)s, %(status)s, %(payload)s FROM signals s
+WHERE s.id = %(signal_id)s
+  AND NOT EXISTS (SELECT 1 FROM notifications n
+                  WHERE n.kind = 'signal' AND n.channel = %(channel)s AND {_STORY})
 ON CONFLICT (signal_id, channel) WHERE kind = 'signal' DO NOTHING
 """
+
+# Two `harvest notify` at once each picked a different copy of one story: the picking and
+# recording of signal alerts is one run at a time (the lock ends with the transaction).
+_RECORDING_LOCK = "SELECT pg_advisory_xact_lock(hashtext('harvest notify: signal alerts'))"
 
 _RECORD_OPS = """
 INSERT INTO notifications (kind, alert_id, alert_key, event, channel, status, payload)
@@ -66,7 +89,9 @@ class Claimed:
 
 def candidates(conn: psycopg.Connection[Any], threshold: float, limit: int,
                channels: Sequence[str]) -> list[dict[str, Any]]:
-    """Signals at or above ``threshold`` missing on at least one channel, highest first."""
+    """Signals at or above ``threshold`` whose story is missing on at least one channel,
+    highest first (call inside the recording transaction)."""
+    conn.execute(_RECORDING_LOCK)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_CANDIDATES, {"threshold": threshold, "limit": limit,
                                   "channels": list(channels)})
@@ -75,7 +100,7 @@ def candidates(conn: psycopg.Connection[Any], threshold: float, limit: int,
 
 def record_signal(conn: psycopg.Connection[Any], signal_id: int, payload: dict[str, Any],
                   channels: Sequence[str], status: str) -> int:
-    """One row per channel it is missing on; returns how many were new."""
+    """One row per channel its story is missing on; returns how many were new."""
     made = 0
     for channel in channels:
         cur = conn.execute(_RECORD_SIGNAL, {"signal_id": signal_id, "channel": channel,
