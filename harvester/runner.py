@@ -17,6 +17,7 @@ from scrapy.settings import Settings
 from scrapy.utils.project import get_project_settings
 
 from harvester.messages import first_line
+from harvester.pipelines import store
 from harvester.sources import SPIDERS, Source
 from harvester.stats import per_source, succeeded
 
@@ -174,6 +175,9 @@ def run_crawls(
         with _shutdown_notice() as notice:
             process.start()
         interrupted = notice.received
+        # A forced stop left crawls unclosed: their rows go to the spool now, so that the
+        # summary below counts them as spooled.
+        store.spool_unfinished()
     for r in running:
         stats = _stats_so_far(r.crawler)
         counters = per_source(stats, [r.source])[r.source]

@@ -79,8 +79,8 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         waiting = spooled - int(outcome.counters.get("spool_stored") or 0)
         if waiting > 0:
             console.print(
-                f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the spool for "
-                f"the database; `{escape(replay_command)}` stores them")
+                f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the spool; "
+                f"`{escape(replay_command)}` (or the next crawl) stores them")
         elif spooled:
             console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
                           "the database was away and were stored when the crawl ended")

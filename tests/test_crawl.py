@@ -832,6 +832,53 @@ def test_an_interrupted_crawl_exits_1(
     assert f"Received {signals[0].name}, shutting down gracefully" in err, err
 
 
+@pytest.mark.parametrize("via", ["harvest", "scrapy"])
+def test_a_forced_stop_spools_what_it_scraped_and_the_run(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path, via: str
+) -> None:
+    # A second Ctrl-C (or a second cancel of a Scrapyd job) stops the event loop before the
+    # spider closes: the items waiting for their batch (5 s, or 500 items) and the run
+    # record were lost with the process.
+    (site.root / "fast.xml").write_text(rss(items("fast", 5)))
+    (site.root / "slow.xml").write_text(rss(items("slow", 2)))
+    site.set_delay("/slow.xml", 30.0)
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("two", [f"{site.url}/fast.xml", f"{site.url}/slow.xml"])])
+    log = home / "logs" / "crawl-forced.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = (["harvester.cli", "--sources", str(sources), "crawl", "two"] if via == "harvest"
+               else ["scrapy", "crawl", "feed", "-a", "source=two", "-s", f"LOG_FILE={log}"])
+    crawl = subprocess.Popen(
+        [sys.executable, "-m", *command, "-s", "LOG_LEVEL=DEBUG"], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=harvest_env(home, {"HARVEST_STORE_FLUSH_SECONDS": "600",
+                               "HARVEST_SOURCES": str(sources)}))
+    try:
+        wait_for(lambda: site.hits("/slow.xml") and any(
+            log.read_text().count("Scraped from") == 5
+            for log in (home / "logs").glob("crawl-*.log")),
+            "the five items of the fast feed to reach the store")
+        crawl.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        crawl.send_signal(signal.SIGINT)
+        out, err = crawl.communicate(timeout=90)
+    finally:
+        crawl.kill()
+    if via == "harvest":
+        assert crawl.returncode == 1, out + err
+        assert "stopped early two: finish reason shutdown" in out, out
+        assert "spooled two: 5 items wait in the spool; `harvest replay`" in " ".join(
+            out.split()), out
+    assert count(db, "SELECT count(*) FROM signals") == 0
+    replay = harvest("replay", home=home)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert count(db, "SELECT count(*) FROM signals WHERE source = 'two'") == 5
+    assert db.execute("SELECT finish_reason, scraped FROM crawl_runs").fetchall() == [
+        ("shutdown", 5)]
+    # No validators kept: the next crawl fetches the feed whole, not a 304.
+    assert db.execute("SELECT validators FROM sources_state").fetchall() == [({},)]
+
+
 def test_a_spider_that_raises_leaves_a_rejection_and_a_failed_source(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

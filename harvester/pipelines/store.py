@@ -4,6 +4,7 @@ to disk when the database is unreachable."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import time
@@ -113,7 +114,9 @@ class StorePipeline:
     The database work (fingerprints, cluster lookups, COPY encoding, round trips) runs in
     a store worker process (``services/store_worker.py``) so that it takes neither the
     crawl's core nor turns of its event loop; a batch stays here until the worker
-    acknowledges it and is spooled if the worker dies.
+    acknowledges it and is spooled if the worker dies. A forced stop (a second Ctrl-C stops
+    the event loop before the spider closes) spools what is left: see
+    :func:`spool_unfinished`.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -134,6 +137,8 @@ class StorePipeline:
         #: This run's spool files → their signals per source (see _spool_stored).
         self._spooled: dict[Path, Counter[str]] = {}
         self._validators: dict[str, dict[str, dict[str, str]]] = {}
+        #: Batches handed to _write and neither stored nor spooled yet, by batch id.
+        self._unsettled: dict[str, Batch] = {}
         crawler.signals.connect(self._item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self._item_error, signal=signals.item_error)
         crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
@@ -150,6 +155,7 @@ class StorePipeline:
 
     async def open_spider(self) -> None:
         self.crawler.stats.set_value("harvest/run_id", self.run_id)
+        _UNFINISHED.add(self)
         try:
             self._url = await asyncio.to_thread(database.resolve_url, get_config())
             await asyncio.to_thread(database.ensure_schema, self._url)
@@ -241,6 +247,7 @@ class StorePipeline:
             disable_after=get_config().disable_after,
         ))
         await self._write(batch, force=True)
+        _UNFINISHED.discard(self)
         await SHARED.leave(self)
 
     def _spool_stored(self) -> None:
@@ -320,20 +327,29 @@ class StorePipeline:
             return self._worker
 
     async def _write(self, batch: Batch, force: bool = False) -> None:
+        self._unsettled[batch.batch_id] = batch
+        try:
+            worker = await self._ready_worker(force)
+            outcome = (await worker.write(batch) if worker is not None
+                       else Outcome("unreachable"))
+            if outcome.status == "stored":
+                assert outcome.result is not None
+                self.crawler.stats.inc_value("harvest/store/batches")
+                self._count(outcome.result)
+                return
+            _log_failure(outcome, self._log_extra, "spooling %d rows", len(batch))
+            self._spool(batch)
+        finally:
+            self._unsettled.pop(batch.batch_id, None)
+
+    def _spool(self, batch: Batch) -> bool:
+        """Write ``batch`` to the spool and count it; False when it is lost."""
         stats = self.crawler.stats
-        worker = await self._ready_worker(force)
-        outcome = await worker.write(batch) if worker is not None else Outcome("unreachable")
-        if outcome.status == "stored":
-            assert outcome.result is not None
-            stats.inc_value("harvest/store/batches")
-            self._count(outcome.result)
-            return
-        _log_failure(outcome, self._log_extra, "spooling %d rows", len(batch))
         try:
             path = spool.write(self.config.spool_dir, batch)
         except OSError as exc:
             self._lost(batch, exc)
-            return
+            return False
         stats.inc_value("harvest/store/spool_files")
         self._spooled[path] = Counter(row["source"] for row in batch.signals)
         for row in batch.signals:
@@ -342,6 +358,40 @@ class StorePipeline:
             hstats.inc(stats, row["source"], "rejected")
         logger.warning("Spooled %d signals and %d rejections to %s",
                        len(batch.signals), len(batch.rejects), path, extra=self._log_extra)
+        return True
+
+    def forced_stop(self) -> None:
+        """Spool what a forced stop left: the buffer, the batches the worker had not
+        acknowledged (a batch it did store is recognised by its id at replay) and a run
+        record, so that the items land, the run is on record and the next crawl or `harvest
+        replay` stores them. Before, they and the run record were lost with the process.
+        The run record keeps no validators (ETag, Last-Modified) and no cursors: items of a
+        fetched page may not have reached this pipeline yet, and a 304 next time would skip
+        them for good; the next crawl fetches every page again instead."""
+        _UNFINISHED.discard(self)
+        batches = list(self._unsettled.values())
+        self._unsettled.clear()
+        while len(self._buffer):
+            batch = self._buffer.take(self.config.batch_size)
+            for source, n in Counter(row["source"] for row in batch.signals).items():
+                hstats.inc(self.crawler.stats, source, "scraped", n)
+            batches.append(batch)
+        spooled = [self._spool(batch) for batch in batches]
+        spider = self.crawler.spider
+        if not all(spooled) or spider is None or any(batch.run for batch in batches):
+            return  # the run record is among them (the stop came as the spider closed)
+        run = Batch(run=run_record(
+            run_id=self.run_id, spider=spider.name,
+            sources=getattr(spider, "source_names", []), job_id=getattr(spider, "_job", None),
+            started_at=self.started_at, reason="shutdown",
+            stats=self.crawler.stats.get_stats(), validators={},
+            unchanged=getattr(spider, "unchanged", None),
+            disable_after=get_config().disable_after))
+        if self._spool(run):
+            logger.warning("Stopped before the spider closed: %d signals, %d rejections and "
+                           "the run record are in the spool; the next crawl or `harvest "
+                           "replay` stores them", sum(len(b.signals) for b in batches),
+                           sum(len(b.rejects) for b in batches), extra=self._log_extra)
 
     def _lost(self, batch: Batch, exc: OSError) -> None:
         """Neither the database nor the spool took the batch: the one case where rows are
@@ -384,6 +434,21 @@ class StorePipeline:
             self.crawler.stats.inc_value("harvest/store/replayed", report.batches)
             logger.info("Replayed %d spooled batches (%d signals, %d already applied)",
                         report.batches, report.signals, report.already_applied)
+
+
+#: Store pipelines whose spider has not closed yet.
+_UNFINISHED: set[StorePipeline] = set()
+
+
+def spool_unfinished() -> None:
+    """A forced stop (a second Ctrl-C, or SIGINT twice to `scrapy crawl`) ends the event
+    loop before any spider closes: each open pipeline spools what it holds. Called by
+    `harvest crawl` before its summary, and at exit for every other way of running."""
+    for pipeline in list(_UNFINISHED):
+        pipeline.forced_stop()
+
+
+atexit.register(spool_unfinished)
 
 
 def _log_failure(outcome: Outcome, extra: dict[str, Any], consequence: str,
