@@ -20,9 +20,11 @@ SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen")
                    ("rejected", "rejected"), ("errors", "errors"), ("not_modified", "304s"))
 # Shown only when some source has them: entries dropped as copies of others in the run
 # (without it "entries 6, new 3" went unexplained), API items that were gone, rate-limit
-# waits, robots.txt refusals.
+# waits, robots.txt refusals, sitemap pages past a source's `limit` (a dated one is taken
+# later only if its lastmod moves: the count was only in crawl_runs.stats).
 OPTIONAL_COLUMNS = (("duplicates", "duplicates"), ("missing", "missing"), ("waits", "waits"),
-                    ("robots_forbidden", "robots.txt"), ("dropped_fields", "fields dropped"))
+                    ("robots_forbidden", "robots.txt"), ("over_limit", "over limit"),
+                    ("dropped_fields", "fields dropped"))
 
 
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,15 @@ def test_gzip_is_recognised_by_its_bytes_not_its_name() -> None:
     text = parse_sitemap(gzip.compress(b"\xef\xbb\xbfhttps://a.example/x\n\nnot a url\n"))
     assert text.kind == "text" and [u.loc for u in text.urls] == ["https://a.example/x"]
     assert [(r.reason, r.raw["line"]) for r in text.rejects] == [("not_http_url", 3)]
+    # A text sitemap whose gzip stream was cut: the URLs before the cut, not the half URL
+    # it ended in (stored as a page "…/page-number-1"), and an error that fails the source.
+    lines = "".join(f"https://a.example/page-number-{i:03d}\n" for i in range(300)).encode()
+    packed_lines = gzip.compress(lines)
+    cut = parse_sitemap(packed_lines[:len(packed_lines) // 2])
+    assert cut.error == "gzip stream is cut short or corrupt" and not cut.rejects
+    assert 0 < len(cut.urls) < 300
+    assert all(len(u.loc) == len("https://a.example/page-number-000") for u in cut.urls)
+    assert parse_sitemap(packed_lines).error is None
     # `harvest rejects` showed "-" for it: the bad line is what the operator needs.
     row = {"id": 1, "created_at": datetime(2026, 11, 29, tzinfo=UTC), "source": "s",
            "reason": "not_http_url", "field": "loc", "url": None, "raw": text.rejects[0].raw}
@@ -121,7 +130,8 @@ def test_namespaces_news_fields_and_relative_locs() -> None:
     assert entry.news_keywords == ("weather", "storm")
     assert entry.news_language == "de"
     assert entry.news_published == datetime(2024, 5, 1, 6, 30, tzinfo=UTC)
-    assert entry.lastmod == datetime(2024, 5, 2, tzinfo=UTC) and entry.lastmod_is_day
+    assert entry.lastmod == datetime(2024, 5, 2, tzinfo=UTC)
+    assert entry.lastmod_until == datetime(2024, 5, 3, 12, tzinfo=UTC)
     assert [r.reason for r in parsed.rejects] == ["missing_loc"]
     bare = parse_sitemap(b"<urlset><url><loc>https://x.example/a</loc></url></urlset>")
     assert [u.loc for u in bare.urls] == ["https://x.example/a"]
@@ -185,13 +195,29 @@ def test_index_robots_and_dates() -> None:
     robots = b"User-agent: *\nDisallow: /x\nSitemap: /s.xml\nsitemap: https://b.example/s\n"
     assert robots_sitemaps(robots, "https://a.example/robots.txt") == [
         "https://a.example/s.xml", "https://b.example/s"]
-    assert parse_lastmod("2024-05") == (datetime(2024, 5, 1, tzinfo=UTC), True)
-    assert parse_lastmod("2024-05-01T10:00:00") == (datetime(2024, 5, 1, 10, tzinfo=UTC), False)
-    assert parse_lastmod("yesterday") == (None, False)
-    # A day-only lastmod is the whole day: a page changed today is newer than this morning.
+    # A lastmod without a time is its whole year, month or day, in any zone (to UTC-12).
+    assert parse_lastmod("2024-05") == (datetime(2024, 5, 1, tzinfo=UTC),
+                                        datetime(2024, 6, 1, 12, tzinfo=UTC))
+    assert parse_lastmod("2024-12") == (datetime(2024, 12, 1, tzinfo=UTC),
+                                        datetime(2025, 1, 1, 12, tzinfo=UTC))
+    assert parse_lastmod("2024") == (datetime(2024, 1, 1, tzinfo=UTC),
+                                     datetime(2025, 1, 1, 12, tzinfo=UTC))
+    assert parse_lastmod("2024-05-01T10:00:00") == (datetime(2024, 5, 1, 10, tzinfo=UTC), None)
+    assert parse_lastmod("yesterday") == (None, None)
+    # Past what a datetime holds: an unreadable date, not an OverflowError failing the
+    # whole sitemap (the year 9999's day ended one only on the run after it was seen).
+    assert parse_lastmod("9999-12-31T23:59:59-01:00") == (None, None)
+    assert parse_lastmod("0001-01-01T00:00:00+01:00") == (None, None)
+    [last] = parse_sitemap(urlset([("https://a.example/9", "9999-12-31")]).encode()).urls
+    assert newer_than(last, datetime(2026, 11, 29, tzinfo=UTC))
+    # A page changed today is newer than this morning; "2024-05-01" written in California
+    # can mean 2024-05-02 06:59 UTC.
     [day] = parse_sitemap(urlset([("https://a.example/1", "2024-05-01")]).encode()).urls
     assert newer_than(day, datetime(2024, 5, 1, 9, tzinfo=UTC))
-    assert not newer_than(day, datetime(2024, 5, 2, 0, 1, tzinfo=UTC))
+    assert newer_than(day, datetime(2024, 5, 2, 7, tzinfo=UTC))
+    assert not newer_than(day, datetime(2024, 5, 2, 12, 1, tzinfo=UTC))
+    [month] = parse_sitemap(urlset([("https://a.example/2", "2024-05")]).encode()).urls
+    assert newer_than(month, datetime(2024, 5, 20, tzinfo=UTC))
     assert slug_title("https://a.example/news/big-storm_hits.coast.html") == "big storm hits coast"
     assert slug_title("https://a.example/2024/12345/") is None
 
@@ -266,6 +292,44 @@ def test_crawl_through_robots_index_and_gzip_then_only_what_changed(
     assert count(db, "SELECT count(*) FROM signals") == 6
     stats = last_run(db)
     assert stats["errors"] == 0 and stats["harvest/source/site/unchanged"] == 3
+
+
+def test_pages_a_partly_failed_run_missed_are_fetched_by_the_next(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A partly failed run moved the reference point (the last success) past the lastmod of
+    # a page that answered 500 and of pages on a host whose robots.txt answered 503 (a
+    # refusal that did not even count as an error): no later run asked for them again.
+    (site.root / "p").mkdir()
+    for name in ("ok", "flaky", "cdn"):
+        (site.root / "p" / f"{name}.html").write_text(
+            article(f"The {name} page", "Ana Writer", "2024-02-29T09:00:00Z"))
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    with LocalSite(site.root, host="127.0.0.2") as cdn:
+        (site.root / "s.xml").write_text(urlset([
+            (f"{site.url}/p/ok.html", hour_ago), (f"{site.url}/p/flaky.html", hour_ago),
+            (f"{cdn.url}/p/cdn.html", hour_ago)]))
+        sources = write_sources(tmp_path / "s.toml", [
+            {"name": "site", "kind": "sitemap", "urls": [f"{site.url}/s.xml"]}])
+        site.set_status("/p/flaky.html", 500)
+        cdn.set_status("/robots.txt", 503)
+        first = crawl(sources, "site", home)
+        assert "partly failed site" in first.stdout, first.stdout
+        assert "forbidden by robots.txt (it answered HTTP 503" in " ".join(first.stdout.split())
+        assert cdn.hits("/p/cdn.html") == 0
+        assert [u for (u,) in db.execute("SELECT url FROM signals").fetchall()] == [
+            f"{site.url}/p/ok.html"]
+        assert last_run(db)["errors"] == 2
+
+        site.clear_overrides()
+        cdn.clear_overrides()
+        second = crawl(sources, "site", home)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert cdn.hits("/p/cdn.html") == 1
+    assert count(db, "SELECT count(*) FROM signals") == 3
+    # A run in which nothing failed is the next reference point: nothing is taken again.
+    third = crawl(sources, "site", home)
+    assert third.returncode == 0 and site.hits("/p/ok.html") == 2, third.stdout
 
 
 def test_disallowed_path_is_never_requested(

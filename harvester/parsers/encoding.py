@@ -82,11 +82,18 @@ def gunzip_if_needed(body: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
     A truncated gzip stream yields what decompressed so far: a partial feed can still
     give entries.
     """
+    return gunzip_checked(body, limit)[0]
+
+
+def gunzip_checked(body: bytes, limit: int = MAX_DECOMPRESSED) -> tuple[bytes, bool]:
+    """:func:`gunzip_if_needed`, and whether the gzip stream was cut short or corrupt (its
+    last line may then be a fragment: a text sitemap stored half a URL)."""
     if not body.startswith(_GZIP_MAGIC):
-        return body
+        return body, False
     out: list[bytes] = []
     size = 0
     data = body
+    whole = True
     # Loop over concatenated gzip members, as gzip(1) does.
     while data.startswith(_GZIP_MAGIC):
         inflater = zlib.decompressobj(wbits=31)
@@ -94,13 +101,17 @@ def gunzip_if_needed(body: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
             chunk = inflater.decompress(data, limit - size + 1)
         except zlib.error as exc:
             logger.debug("gzip stream is corrupt after %d bytes: %s", size, exc)
+            whole = False
             break
         size += len(chunk)
         out.append(chunk)
         if size > limit or inflater.unconsumed_tail:
             raise BodyTooLarge(f"gzip body inflates beyond {limit} bytes")
+        if not inflater.eof:
+            whole = False
+            break
         data = inflater.unused_data
-    return b"".join(out)
+    return b"".join(out), not whole
 
 
 def _codec(name: str | None) -> str | None:

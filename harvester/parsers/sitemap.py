@@ -30,7 +30,7 @@ from protego import Protego
 from harvester.parsers.encoding import (
     BodyTooLarge,
     decode_document,
-    gunzip_if_needed,
+    gunzip_checked,
     to_utf8_xml,
     wide_encoding,
 )
@@ -60,8 +60,9 @@ class SitemapEntry:
 
     loc: str
     lastmod: datetime | None = None
-    #: The lastmod said only which day (``2024-05-01``): compare it by day, not instant.
-    lastmod_is_day: bool = False
+    #: The latest instant a lastmod without a time (``2024``, ``2024-05``, ``2024-05-01``)
+    #: can mean: compared by it, not by its first instant; None for a full timestamp.
+    lastmod_until: datetime | None = None
     news_title: str | None = None
     news_published: datetime | None = None
     news_keywords: tuple[str, ...] = ()
@@ -87,7 +88,7 @@ def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
     """Parse a sitemap document fetched from ``url`` (used to resolve relative locations)."""
     gzipped = body.startswith(_GZIP_MAGIC)
     try:
-        data = gunzip_if_needed(body)
+        data, cut_short = gunzip_checked(body)
     except BodyTooLarge:
         return ParsedSitemap(kind="unknown", gzipped=gzipped,
                              error="document too large once decompressed")
@@ -103,7 +104,12 @@ def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
     elif head.startswith(b"<"):
         result = _parse_xml(data, url)
     else:
-        result = _parse_text(data, url)
+        # A cut gzip stream ends mid-line: its last line is no whole URL.
+        result = _parse_text(data.rpartition(b"\n")[0] if cut_short else data, url)
+    if cut_short and not result.error:
+        # The URLs before the cut are used; the source fails so that the rest is not
+        # skipped unseen (a text sitemap stored the half URL the stream ended in).
+        result.error = "gzip stream is cut short or corrupt"
     result.gzipped = gzipped
     return result
 
@@ -122,34 +128,58 @@ def robots_sitemap_lines(body: bytes, robots_url: str) -> tuple[list[str], list[
             [u for u in found if not _HTTP_RE.match(u)])
 
 
-def parse_lastmod(value: str | None) -> tuple[datetime | None, bool]:
+#: A date without a time is a local date of an unknown zone: it ends this long after its
+#: end in UTC, in the westmost zone (UTC-12). A page of "2026-11-28" from California was
+#: written at 04:00 UTC on the 29th.
+_WESTMOST = timedelta(hours=12)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def parse_lastmod(value: str | None) -> tuple[datetime | None, datetime | None]:
     """A W3C datetime (``2024``, ``2024-05``, ``2024-05-01``, ``2024-05-01T10:00Z``…) →
-    (UTC datetime, whether only the day was given); ``(None, False)`` if it is not one."""
+    (its first instant in UTC, the latest instant it can mean when it has no time, else
+    None); ``(None, None)`` if it is no date, or one past what a datetime holds in UTC
+    (``9999-12-31T23:59:59-01:00``: it overflowed and failed the whole sitemap)."""
     text = (value or "").strip()
     if not text:
-        return None, False
+        return None, None
     if _DATE_ONLY_RE.match(text):
-        parts = [int(p) for p in text.split("-")] + [1, 1]
+        parts = [int(p) for p in text.split("-")]
         try:
-            return datetime(parts[0], parts[1], parts[2], tzinfo=UTC), True
+            start = datetime(*parts, *[1] * (3 - len(parts)), tzinfo=UTC)  # type: ignore[misc]
         except ValueError:
-            return None, False
+            return None, None
+        return start, _period_end(start, len(parts))
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        return None, False
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC), False
-    return parsed.astimezone(UTC), False
+        return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None
+                else parsed.astimezone(UTC)), None
+    except (ValueError, OverflowError):
+        return None, None
+
+
+def _period_end(start: datetime, parts: int) -> datetime:
+    """The end of the year, month or day starting at ``start``, in the westmost zone."""
+    try:
+        if parts == 1:
+            end = start.replace(year=start.year + 1)
+        elif parts == 2:
+            end = (start.replace(year=start.year + 1, month=1) if start.month == 12
+                   else start.replace(month=start.month + 1))
+        else:
+            end = start + timedelta(days=1)
+        return end + _WESTMOST
+    except (ValueError, OverflowError):  # the year 9999
+        return _LATEST
 
 
 def newer_than(entry: SitemapEntry, since: datetime) -> bool:
-    """Whether the entry changed after ``since``; a day-only lastmod counts as the whole day
-    (a page changed today after our last run must not be missed)."""
+    """Whether the entry changed after ``since``; a lastmod without a time counts as its
+    whole year, month or day in any zone (a page changed today after our last run, or this
+    month for ``2024-05``, must not be missed)."""
     if entry.lastmod is None:
         return True
-    end = entry.lastmod + timedelta(days=1) if entry.lastmod_is_day else entry.lastmod
-    return end > since
+    return (entry.lastmod_until or entry.lastmod) > since
 
 
 # -- XML -------------------------------------------------------------------------------
@@ -219,7 +249,7 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
     if not _web_address(loc):  # "http://" was joined into the sitemap's own address
         result.rejects.append(EntryReject("not_http_url", "loc", {"loc": loc[:RAW_LIMIT]}))
         return None
-    lastmod, is_day = parse_lastmod(values.get("lastmod"))
+    lastmod, until = parse_lastmod(values.get("lastmod"))
     published = parse_lastmod(values.get("news_publication_date"))[0]
     for name, text, value in (("lastmod", values.get("lastmod"), lastmod),
                               ("news:publication_date", values.get("news_publication_date"),
@@ -228,7 +258,7 @@ def _entry(element: Any, base: str, result: ParsedSitemap) -> SitemapEntry | Non
             result.bad_dates.append((loc, name, text))
     keywords = values.get("news_keywords", "")
     return SitemapEntry(
-        loc=loc, lastmod=lastmod, lastmod_is_day=is_day,
+        loc=loc, lastmod=lastmod, lastmod_until=until,
         news_title=inline_text(values.get("news_title")),  # as feed titles: no <b>, &amp;
         news_published=published,
         news_keywords=tuple(k.strip() for k in keywords.split(",") if k.strip()),

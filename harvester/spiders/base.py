@@ -241,6 +241,12 @@ class SourceSpider(Spider):
             # with nothing fetched because of it still fails its run (see runner/runs).
             self.count(source, "robots_forbidden")
             why = str(failure.value).partition(": ")[2]  # the robots.txt answered 5xx
+            if why:
+                # A server failing, not the site's wish: an error of the run, which then
+                # keeps no resume point (a sitemap source whose page host's robots.txt
+                # answered 503 once never asked for those pages again).
+                self.fail(source, request.url, f"forbidden by robots.txt ({why})")
+                return
             hstats.set_last_error(self.crawler.stats, source,
                                   f"{request.url}: forbidden by robots.txt"
                                   + (f" ({why})" if why else ""))
