@@ -427,6 +427,8 @@ def test_without_follow_news_fields_make_the_signal_and_limit_caps(
         "<news:title>Companies in merger talks</news:title>"
         "<news:keywords>business, merger</news:keywords></news:news></url>"
         f"<url><loc>{base}/n/quiet-harbour-day.html</loc><lastmod>2024-05-01</lastmod></url>"
+        # Listed twice in one sitemap: it took two of the limit's places.
+        f"<url><loc>{base}/n/merger.html</loc><lastmod>2024-05-03</lastmod></url>"
         f"<url><loc>{base}/n/oldest.html</loc><lastmod>2024-04-01</lastmod></url>"), limit=2)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = db.execute("SELECT title, tags, published_at, updated_at FROM signals "
@@ -439,6 +441,7 @@ def test_without_follow_news_fields_make_the_signal_and_limit_caps(
     ]
     assert site.hits("/n/merger.html") == 0  # follow = false: the page is not fetched
     assert last_run(db)["harvest/source/news/over_limit"] == 1  # the oldest one
+    assert "over limit" in result.stdout  # it was only in crawl_runs.stats
 
 
 def test_a_date_that_is_no_date_is_a_dropped_field_and_the_url_is_kept(

@@ -216,11 +216,14 @@ class SitemapSpider(SourceSpider):
         dated: list[SitemapEntry] = []
         undated: list[SitemapEntry] = []
         keep: list[str] = []
+        chosen: set[str] = set()
         for entry in entries:
             if run.pattern is not None and not run.pattern.search(entry.loc):
                 self.count(source, "filtered")
-            elif entry.loc in run.taken:
-                continue  # listed twice in this crawl; taken once
+            elif entry.loc in run.taken or entry.loc in chosen:
+                # Listed twice in this crawl, or in this sitemap (it was fetched twice and
+                # used up `limit` twice): taken once.
+                continue
             elif entry.lastmod is None:
                 fp = fingerprint(entry.loc)
                 if fp in run.known:
@@ -228,8 +231,10 @@ class SitemapSpider(SourceSpider):
                     self.count(source, "unchanged")
                 else:
                     undated.append(entry)
+                    chosen.add(entry.loc)
             elif run.since is None or newer_than(entry, run.since):
                 dated.append(entry)
+                chosen.add(entry.loc)
             else:
                 self.count(source, "unchanged")
         dated.sort(key=lambda e: e.lastmod or datetime.min, reverse=True)
