@@ -20,8 +20,12 @@ before a 429 went out during the pause. So :class:`PoliteDownloadHandler` asks t
 again right before a request is sent, and holds it there (or fails it) too. A crawl that is
 stopping (Ctrl-C, SIGTERM) sends no request that is still waiting (:class:`NotSent`).
 
+A host whose robots.txt has a ``Crawl-delay`` gets its requests spaced by it (at most
+``CRAWL_DELAY_MAX_S``), in the download handler, whichever source sends them.
+
 Stats: ``harvest/source/<name>/waits`` (and ``harvest/waits``), ``harvest/polite/waited_s``,
-``harvest/polite/paced`` (requests delayed by the budget), ``retry/…`` for the retries.
+``harvest/polite/paced`` (requests delayed by the budget), ``harvest/polite/crawl_delayed``
+(by a Crawl-delay), ``retry/…`` for the retries.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
+from scrapy.utils.httpobj import urlparse_cached
 
 from harvester import stats as hstats
 from harvester.exceptions import NotSent, RateLimited
@@ -66,6 +71,36 @@ class _Gate:
 
 #: Each crawler's gates, shared by the middleware and the download handler.
 _GATES: WeakKeyDictionary[Crawler, dict[str, _Gate]] = WeakKeyDictionary()
+#: The longest robots.txt ``Crawl-delay`` honoured, in seconds: some sites ask for an hour,
+#: which would hold a whole run on one page.
+CRAWL_DELAY_MAX_S = 60.0
+
+
+@dataclass(slots=True)
+class _HostPace:
+    """A host's robots.txt ``Crawl-delay``, and when its next request may start."""
+
+    delay: float
+    next_at: float = 0.0
+
+
+#: Each crawler's paced hosts (netloc → pace), set from robots.txt by
+#: :class:`~harvester.middlewares.robots.PoliteRobotsTxtMiddleware`.
+_PACES: WeakKeyDictionary[Crawler, dict[str, _HostPace]] = WeakKeyDictionary()
+
+
+def set_crawl_delay(crawler: Crawler, netloc: str, seconds: float | None) -> None:
+    """Space the requests to ``netloc`` by its robots.txt's ``Crawl-delay`` (at most
+    ``CRAWL_DELAY_MAX_S``); Scrapy reads robots.txt rules but not this one."""
+    paces = _PACES.setdefault(crawler, {})
+    if netloc in paces or not seconds or seconds <= 0:
+        return
+    delay = min(float(seconds), CRAWL_DELAY_MAX_S)
+    paces[netloc] = _HostPace(delay)
+    logger.info("robots.txt of %s asks for a Crawl-delay of %g s%s: its requests are spaced "
+                "so", netloc, seconds,
+                f" (more than {CRAWL_DELAY_MAX_S:g}; {delay:g} s is kept)"
+                if delay < seconds else "")
 
 
 def stopping(crawler: Crawler) -> bool:
@@ -98,6 +133,16 @@ class PoliteDownloadHandler(HTTP11DownloadHandler):
         gate = _GATES.get(self._crawler, {}).get(source) if source is not None else None
         if gate is not None:
             await _hold(self._crawler, gate, 0.0)
+        pace = _PACES.get(self._crawler, {}).get(urlparse_cached(request).netloc)
+        if pace is not None:
+            # Here, not in a middleware: with several requests to the host open at once
+            # (CONCURRENT_REQUESTS_PER_DOMAIN), each takes the next free moment as it goes.
+            now = time.monotonic()
+            start = max(now, pace.next_at)
+            pace.next_at = start + pace.delay
+            if start > now:
+                self._crawler.stats.inc_value("harvest/polite/crawl_delayed")
+                await _hold(self._crawler, gate or _Gate(0.0), start)
         return await super().download_request(request)
 
 

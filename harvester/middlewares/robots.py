@@ -15,6 +15,9 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request, Response
 from scrapy.robotstxt import RobotParser
 from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.python import to_unicode
+
+from harvester.middlewares.polite import set_crawl_delay
 
 _DISALLOW_ALL = b"User-agent: *\nDisallow: /\n"
 
@@ -23,6 +26,7 @@ class PoliteRobotsTxtMiddleware(RobotsTxtMiddleware):
     def __init__(self, crawler):  # type: ignore[no-untyped-def]
         super().__init__(crawler)
         self._server_errors: dict[str, int] = {}  # netloc -> the robots.txt's 5xx status
+        self._delays_read: set[str] = set()  # netlocs whose Crawl-delay was looked at
 
     async def _parse_robots(self, response: Response, netloc: str, request: Request) -> None:
         if response.status >= 500:
@@ -31,6 +35,14 @@ class PoliteRobotsTxtMiddleware(RobotsTxtMiddleware):
         await super()._parse_robots(response, netloc, request)
 
     def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
+        netloc = urlparse_cached(request).netloc
+        if rp is not None and netloc not in self._delays_read:
+            self._delays_read.add(netloc)
+            agent = self._robotstxt_useragent or request.headers.get(
+                b"User-Agent", self._default_useragent)
+            parsed = getattr(rp, "rp", None)  # Protego, behind Scrapy's ProtegoRobotParser
+            if parsed is not None and hasattr(parsed, "crawl_delay"):
+                set_crawl_delay(self.crawler, netloc, parsed.crawl_delay(to_unicode(agent)))
         try:
             super().process_request_2(rp, request)
         except IgnoreRequest:
