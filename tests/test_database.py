@@ -25,6 +25,28 @@ def test_schema_is_current_after_migrate(pg_url: str) -> None:
     assert database.ensure_schema(pg_url) is False
 
 
+def test_0012_starts_crawled_sources_from_their_last_success(
+        private_pg: tuple[Path, str]) -> None:
+    # The sitemap, Hacker News search and Reddit kinds now take what is newer than the
+    # cursor's "since"; a source crawled before the upgrade must not take everything again.
+    from alembic import command
+
+    _, url = private_pg
+    command.downgrade(database._alembic_config(url), "0011")
+    assert database.current_revision(url) == "0011"
+    last = datetime(2026, 11, 20, 6, 30, 15, 123456, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'Asia/Kolkata'")  # what a session's zone does not move
+        conn.execute("INSERT INTO sources_state (source, last_success, cursor) VALUES "
+                     "('old', %s, '{\"seen\": {}}'), ('never', NULL, '{}')", (last,))
+    database.migrate(url)
+    with psycopg.connect(url) as conn:
+        cursors = dict(conn.execute("SELECT source, cursor FROM sources_state").fetchall())
+    assert cursors["never"] == {}
+    assert cursors["old"]["seen"] == {}
+    assert datetime.fromisoformat(cursors["old"]["since"]) == last
+
+
 def test_a_role_that_may_not_create_the_schema_is_one_sentence(
         private_pg: tuple[Path, str], tmp_path: Path) -> None:
     # A 116-line SQLAlchemy traceback from `migrate` and every command that migrates.

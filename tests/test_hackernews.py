@@ -270,11 +270,14 @@ def hit(n: int, **extra: Any) -> dict[str, Any]:
             "_tags": ["story", f"author_user{n}", f"story_{41200000 + n}"], **extra}
 
 
-def algolia_api(pages: list[list[Any]], nb_hits: int) -> ApiServer:
+def algolia_api(pages: list[list[Any]], nb_hits: int,
+                failing: Callable[[ApiRequest], bool] = lambda req: False) -> ApiServer:
     api = ApiServer()
 
     @api.route("/api/v1/search_by_date")
     def search(req: ApiRequest) -> Reply:
+        if failing(req):
+            return Reply.json({"message": "internal"}, status=500)
         page = int(req.arg("page", "0") or 0)
         hits = pages[page] if page < len(pages) else []
         return Reply.json({"hits": hits, "page": page, "nbPages": len(pages),
@@ -334,6 +337,35 @@ def test_algolia_search_pages_and_only_newer_items_on_the_next_run(
     runs = db.execute("SELECT errors, stats->'harvest/source/hn-rust/unfetched' "
                       "FROM crawl_runs ORDER BY started_at").fetchall()
     assert runs == [(0, 3), (0, 3)]  # 9 hits, 6 fetched: the rest is counted, not silent
+
+
+def test_a_partly_failed_search_run_keeps_the_window(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Page 1 answered 500: the run was "partly failed", a success, and the next run asked
+    # only for hits newer than its start, so page 1's older hits were never fetched.
+    failing = {"on": True}
+    with algolia_api([[hit(1), hit(2)], [hit(3), hit(4)]], nb_hits=4,
+                     failing=lambda req: failing["on"] and req.arg("page") == "1") as api:
+        sources = write_sources(tmp_path / "s.toml", [{
+            "name": "hn-rust", "kind": "hackernews", "query": "rust", "limit": 2,
+            "max_pages": 2, "api_base": f"{api.url}/api/v1"}])
+        crawl = ("--sources", str(sources), "crawl", "hn-rust", *NO_THROTTLE,
+                 "-s", "RETRY_TIMES=0")
+        first = harvest(*crawl, home=home, timeout=60)
+        assert "partly failed hn-rust" in first.stdout, first.stdout
+        failing["on"] = False
+        second = harvest(*crawl, home=home, timeout=60)
+        assert second.returncode == 0, second.stdout + second.stderr
+        third = harvest(*crawl, home=home, timeout=60)
+        searches = [(r.arg("page"), r.arg("numericFilters"))
+                    for r in api.hits("/api/v1/search_by_date")]
+    started = one(db, "SELECT started_at FROM crawl_runs ORDER BY started_at LIMIT 1 OFFSET 1")
+    assert third.returncode == 0
+    assert searches == [("0", None), ("1", None), ("0", None), ("1", None),
+                        ("0", f"created_at_i>{int(started.timestamp()) - INDEX_LAG_S}"),
+                        ("1", f"created_at_i>{int(started.timestamp()) - INDEX_LAG_S}")]
+    assert one(db, "SELECT count(*) FROM signals") == 4
 
 
 def test_algolia_error_document_fails_and_keeps_the_window(

@@ -372,8 +372,17 @@ def test_a_run_that_lost_items_keeps_no_validators_or_resume_point() -> None:
     assert state["cursor"] == {}
     # Without the loss both are kept.
     del stats["harvest/source/f/lost"]
+    started = datetime.now(UTC)
     kept = run_record(run_id="6f1a1f4c-8c1a-4d3e-9a55-333333333334", spider="feed",
-                      sources=["f"], job_id=None, started_at=datetime.now(UTC),
+                      sources=["f"], job_id=None, started_at=started,
                       reason="finished", stats=stats, validators={"f": {url: {"etag": '"v1"'}}},
                       cursors={"f": {"since_id": "99"}})["source_states"]["f"]
-    assert kept["validators"] == {url: {"etag": '"v1"'}} and kept["cursor"] == {"since_id": "99"}
+    assert kept["validators"] == {url: {"etag": '"v1"'}}
+    assert kept["cursor"] == {"since_id": "99", "since": started.isoformat()}
+    # A run stopped early (Ctrl-C, a CLOSESPIDER_ limit) keeps no resume point: what it
+    # never asked for would be skipped for good.
+    for reason in ("shutdown", "closespider_itemcount"):
+        stopped = run_record(run_id="6f1a1f4c-8c1a-4d3e-9a55-333333333335", spider="feed",
+                             sources=["f"], job_id=None, started_at=started, reason=reason,
+                             stats=stats, validators={}, cursors={"f": {"since_id": "99"}})
+        assert stopped["source_states"]["f"]["cursor"] == {}, reason

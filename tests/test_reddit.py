@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from scrapy.settings import Settings
 
 from harvester.parsers.reddit import parse_listing
@@ -398,22 +399,29 @@ def test_new_listing_stops_paging_once_caught_up_with_the_last_run(
 
     api.add("/r/python/new.json", new)
     api.add("/r/rust/new.json", new)
+    api.add("/r/go/new.json", new)
     sources = write_sources(tmp_path / "s.toml", [
         source("fresh", api, subreddit="python", listing="new", max_pages=3),
-        source("control", api, subreddit="rust", listing="new", max_pages=3)])
-    # fresh's last run succeeded 2 h after its posts were made: page 1 already reaches
-    # posts that run stored. control has never run and pages on to max_pages.
-    db.execute("INSERT INTO sources_state (source, last_attempt, last_success) "
-               "VALUES ('fresh', %s, %s)", (CREATED + timedelta(hours=2),) * 2)
+        source("control", api, subreddit="rust", listing="new", max_pages=3),
+        source("partial", api, subreddit="go", listing="new", max_pages=3)])
+    # fresh's last run ran to its end with nothing failed 2 h after its posts were made:
+    # page 1 already reaches posts that run stored. control has never run, and partial's
+    # last run was only partly failed (it moved last_success, and a page it missed was
+    # never asked for again): both page on to max_pages.
+    since = CREATED + timedelta(hours=2)
+    db.execute("INSERT INTO sources_state (source, last_attempt, last_success, cursor) "
+               "VALUES ('fresh', %s, %s, %s), ('partial', %s, %s, '{}')",
+               (since, since, Jsonb({"since": since.isoformat()}), since, since))
 
-    result = harvest("--sources", str(sources), "crawl", "fresh", "control", *FAST, home=home)
+    result = harvest("--sources", str(sources), "crawl", "fresh", "control", "partial",
+                     *FAST, home=home)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(api.hits("/r/python/new.json")) == 1
-    assert len(api.hits("/r/rust/new.json")) == 3
+    assert len(api.hits("/r/rust/new.json")) == len(api.hits("/r/go/new.json")) == 3
     assert "page 1 reaches posts older than the last run" in logs(home)
     stored = dict(db.execute("SELECT source, count(*) FROM signals GROUP BY source"))
-    assert stored == {"fresh": 1, "control": 3}
+    assert stored == {"fresh": 1, "control": 3, "partial": 3}
 
 
 def test_429_with_retry_after_is_waited_out_then_stored(

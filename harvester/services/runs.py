@@ -56,7 +56,13 @@ def run_record(
             # URLs: the next run got 304s and the lost items were never fetched again.
             "validators": ({url: {} for url in validators.get(name, {})} if row.get("lost")
                            else validators.get(name, {})),
-            "cursor": cursors.get(name, {}) if complete(row) else {},
+            # Resume points, and "since" (this run's start: the reference point of the
+            # sitemap, Hacker News search and Reddit kinds), only from a run that ran to
+            # its end and in which nothing failed: a partly failed run moved the reference
+            # point past what it missed, and a stopped one (Ctrl-C, a CLOSESPIDER_ limit)
+            # past what it never asked for.
+            "cursor": ({**cursors.get(name, {}), "since": started_at.isoformat()}
+                       if complete(row) and reason == "finished" else {}),
             "last_error": row["last_error"],
             "disable_after": disable_after,
         }

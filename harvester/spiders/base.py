@@ -125,6 +125,16 @@ class SourceSpider(Spider):
         # (Scrapyd's jobs_dir does that).
         return self.states.get(source.name) or SourceState()
 
+    def since(self, source: Source) -> datetime | None:
+        """The start of the source's last run that ran to its end with nothing failed (the
+        cursor's ``since``, which only such a run writes; migration 0012 set it to the last
+        success for sources crawled before), or None: then everything is new."""
+        value = self.source_state(source).cursor.get("since")
+        try:
+            return datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
     def request(self, source: Source, url: str, callback: Callable[..., Any], *,
                 conditional: bool = False, **kwargs: Any) -> Request:
         """A request of this source. ``conditional=True`` sends the ETag/Last-Modified kept

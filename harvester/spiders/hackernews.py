@@ -109,8 +109,8 @@ class HackerNewsSpider(SourceSpider):
     # -- Algolia -------------------------------------------------------------------------
 
     def _since(self, source: Source) -> int | None:
-        last = self.source_state(source).last_success
-        return int(last.timestamp()) - INDEX_LAG_S if last else None
+        last = self.since(source)  # not the last success: a partly failed run's
+        return int(last.timestamp()) - INDEX_LAG_S if last else None  # misses come again
 
     def _search(self, source: Source, page: int, since: int | None) -> Request:
         params: dict[str, Any] = {}

@@ -207,7 +207,7 @@ class RedditSpider(SourceSpider):
             return False
         if self.repeats_page_token(source, parsed.after):
             return False
-        last = self.source_state(source).last_success
+        last = self.since(source)  # a partly failed run's missed pages come again
         oldest = parsed.oldest
         if _newest_first(source) and last and oldest and oldest < last - CAUGHT_UP_MARGIN:
             logger.info("Source %s: page %d reaches posts older than the last run; "

@@ -9,7 +9,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,14 +47,6 @@ _SLUG_SPLIT = re.compile(r"[-_+.]+")
 def fingerprint(url: str) -> str:
     """A short, stable stand-in for a URL in the resume cursor."""
     return hashlib.blake2b(url.encode("utf-8"), digest_size=_FP_LEN // 2).hexdigest()
-
-
-def _moment(value: Any) -> datetime | None:
-    """A cursor's ISO time; None when absent or unreadable (then everything is taken)."""
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
 
 
 def slug_title(url: str) -> str | None:
@@ -106,24 +98,18 @@ class SitemapSpider(SourceSpider):
         stored = state.cursor.get("seen")
         seen = ({k: v for k, v in stored.items() if isinstance(v, str)}
                 if isinstance(stored, dict) else {})
-        # The reference point is the start of the last run in which nothing failed: it is
-        # in the cursor, which only such a run keeps. The last success moved on after a
-        # partly failed run too, and a page or child sitemap that failed then (dated before
-        # the next run) was never fetched again. A cursor of an earlier version has only
-        # "seen": its reference point was the last success.
-        if "since" in state.cursor or "seen" not in state.cursor:
-            since = _moment(state.cursor.get("since"))
-        else:
-            since = state.last_success
+        # The reference point: the start of the last run in which nothing failed. The last
+        # success moved on after a partly failed run too, and a page or child sitemap that
+        # failed then (dated before the next run) was never fetched again.
         self.runs[source.name] = _Run(
-            since=since,
+            since=self.since(source),
             pattern=re.compile(source.url_pattern) if source.url_pattern else None,
             follow=source.follow is not False,
             limit=source.limit,
             known={v[i:i + _FP_LEN] for v in seen.values() for i in range(0, len(v), _FP_LEN)},
             seen=seen,
         )
-        self.cursors[source.name] = {"seen": seen, "since": datetime.now(UTC).isoformat()}
+        self.cursors[source.name] = {"seen": seen}
         for url in source.urls:
             request = self._sitemap_request(source, url, depth=0)
             if request is not None:
