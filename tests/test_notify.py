@@ -180,6 +180,19 @@ def test_one_alert_a_story_however_many_sources_carry_it(
     assert len(api.requests) == 6
     assert db.execute("SELECT count(*) FROM notifications").fetchone() == (6,)
 
+    # The announced copy archived (its source stopped listing it): the story was announced
+    # again through a copy that is left.
+    db.execute("UPDATE signals SET first_seen = now() - interval '61 days', "
+               "last_seen = now() - interval '60 days' WHERE source = 'wire-b'")
+    archive = harvest("archive", "--older-than", "45d", "--dir", str(tmp_path / "a"),
+                      home=home)
+    assert archive.returncode == 0, archive.stdout + archive.stderr
+    assert db.execute("SELECT count(*) FROM signals WHERE source = 'wire-b'").fetchone() == (0,)
+    after = harvest("--sources", str(sources), "notify", "--threshold", "1", "--no-ops",
+                    home=home, env={**NO_CHANNELS, **env})
+    assert after.returncode == 0 and "0 messages sent" in after.stdout, after.stdout
+    assert len(api.requests) == 6
+
 
 def test_channel_answering_500_then_200_gets_the_message_once(
     db: psycopg.Connection[Any], home: Path, api: ApiServer

@@ -15,9 +15,11 @@ NO_CHANNEL = "none"  # the channel of alerts recorded while nothing was configur
 # One alert a story on each channel: of a story's copies (a cluster: one per source that
 # carried it) the best one above the threshold stands for it, and none is picked on a
 # channel that has had any copy of the story (ten feeds carrying one story made ten
-# alerts). A signal stored before clustering (cluster_id NULL) is a story of its own.
-_STORY = "(n.signal_id = s.id OR n.signal_id IN (SELECT m.id FROM signals m " \
-         "WHERE m.cluster_id = s.cluster_id))"
+# alerts), whether that copy is still stored or was archived since (notifications keep
+# the cluster they announced). A signal stored before clustering (cluster_id NULL) is a
+# story of its own.
+_STORY = "(n.signal_id = s.id OR n.cluster_id = s.cluster_id OR n.signal_id IN " \
+         "(SELECT m.id FROM signals m WHERE m.cluster_id = s.cluster_id))"
 
 _CANDIDATES = f"""
 SELECT s.id, s.title, s.source, s.url, s.link_url, s.score, s.score_breakdown,
@@ -42,8 +44,8 @@ LIMIT %(limit)s
 
 # On a channel that has had a copy of the story, nothing is recorded.
 _RECORD_SIGNAL = f"""
-INSERT INTO notifications (kind, signal_id, channel, status, payload)
-SELECT 'signal', s.id, %(channel)s, %(status)s, %(payload)s FROM signals s
+INSERT INTO notifications (kind, signal_id, cluster_id, channel, status, payload)
+SELECT 'signal', s.id, s.cluster_id, %(channel)s, %(status)s, %(payload)s FROM signals s
 WHERE s.id = %(signal_id)s
   AND NOT EXISTS (SELECT 1 FROM notifications n
                   WHERE n.kind = 'signal' AND n.channel = %(channel)s AND {_STORY})
