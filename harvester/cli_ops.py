@@ -260,6 +260,9 @@ def prune_command(keep: int, backups: bool, directory: Path | None, force: bool)
     for path in pruning.unfinished:
         console.print(f"[yellow]left alone[/] {path.name}: no manifest names it (an "
                       "interrupted export, or not ours)", highlight=False)
+    for mpath, why in pruning.broken:
+        console.print(f"[yellow]left alone, not counted[/] {mpath.name}: {why}",
+                      highlight=False)
     if not pruning.delete:
         console.print(f"nothing to prune: {len(pruning.keep)} {kind}s in {where}, keeping "
                       f"{keep}", highlight=False)

@@ -112,6 +112,29 @@ def test_snapshot_prune_restore_round_trip(db: psycopg.Connection[Any], pg_url: 
     assert len(table(db)) == 41
 
 
+def test_prune_never_counts_an_artifact_it_could_not_restore(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    # The newest dump moved off the host (or cut short) still counted as one of the N kept:
+    # `prune --keep 1 --force` deleted the last good one, and restore had nothing left.
+    store(pg_url, [signal(n) for n in range(3)])
+    for _ in range(3):
+        assert harvest("snapshot", home=home).returncode == 0
+    shots = home / "snapshots"
+    oldest, middle, newest = sorted(shots.glob("*.ndjson"))
+    newest.unlink()
+    with middle.open("r+b") as fh:
+        fh.truncate(middle.stat().st_size - 1)
+    done = harvest("prune", "--keep", "1", "--force", home=home)
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    assert f"{newest.name!r} is missing" in out and "not the" in out, out
+    assert "nothing to prune: 1 snapshots" in out, out
+    assert oldest.exists() and middle.exists()
+    db.execute("DELETE FROM signals")
+    assert harvest("snapshot", "restore", str(oldest), home=home).returncode == 0
+    assert len(table(db)) == 3
+
+
 def test_equal_gzip_snapshots_have_equal_checksums(db: psycopg.Connection[Any], pg_url: str,
                                                    home: Path) -> None:
     # The gzip header held the file name, which carries the time: the checksums differed.
