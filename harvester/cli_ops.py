@@ -35,7 +35,7 @@ from harvester.cli import (
 )
 from harvester.config import get_config
 from harvester.messages import shown, utc_time
-from harvester.migrations import HEAD
+from harvester.migrations import HEAD, schema_advice, schema_newer
 from harvester.services import database, queries
 from harvester.services.ops import (
     OpsError,
@@ -425,6 +425,8 @@ def restore_command(file: Path, force: bool) -> None:
     console.print(f"restored {file} into {database.describe_url(url)}", highlight=False)
     _compare(comparison, "after the restore")
     revision = database.current_revision(url)
-    if revision != HEAD:
+    if schema_newer(revision):  # a manifest without its revision (written by hand)
+        console.print(f"[yellow]{escape(schema_advice(revision))}[/]", highlight=False)
+    elif revision != HEAD:
         console.print(f"the backup's schema is at {revision}; the next harvest command "
                       f"migrates it to {HEAD} (or run `harvest migrate`)", highlight=False)

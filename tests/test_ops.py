@@ -10,6 +10,7 @@ import resource
 import signal as signal_module
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from harvester.migrations import HEAD
 from harvester.services.batch import Batch
 from harvester.services.ops.files import sha256_of
 from harvester.services.store import write_batch
-from tests.conftest import ROOT, harvest, harvest_env
+from tests.conftest import ROOT, harvest, harvest_env, wait_for
 
 RUN_ID = "6f1a1f4c-8c1a-4d3e-9a55-222222222222"
 def signal(n: int, source: str = "s1") -> dict[str, Any]:
@@ -285,6 +286,54 @@ def test_a_dump_pg_restore_cannot_read_leaves_the_database_as_it_was(
             assert table(conn) == before, len(broken)
         assert done.returncode == 2, done.stdout + done.stderr
         assert "nothing was restored and the database is as it was" in done.stderr
+    # A backup of a newer harvest's schema (the nightly one after a bad release migrated)
+    # replaced the database with one no command could use, then promised a migration; a
+    # manifest without its table counts was read only after the database was replaced.
+    dump.write_bytes(whole)
+    for changed, said in (({"schema_revision": "0099"}, "holds schema 0099, which this code"),
+                          ({"tables": None}, "lists no table counts")):
+        manifest_file.write_text(json.dumps({**manifest, **changed}))
+        done = harvest("restore", str(dump), "--force", home=home, env=env)
+        assert done.returncode == 2 and said in done.stderr, done.stdout + done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        with psycopg.connect(url) as conn:
+            assert table(conn) == before
+
+
+def test_a_backup_verify_stopped_drops_its_scratch_database(
+    private_pg: tuple[Path, str], home: Path
+) -> None:
+    # SIGTERM (cron's timeout, a systemd stop) left harvest_verify_… behind, a full copy of
+    # the data that the orphaned pg_restore finished, and `harvest verify` said clean.
+    _, url = private_pg
+    env = {"HARVEST_DATABASE_URL": url}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO signals (key, source, kind, title, text, fetched_at) "
+                     "SELECT 'k' || g, 's', 'feed', 't' || g, repeat(md5(g::text), 64), now() "
+                     "FROM generate_series(1, 40000) g")
+    assert harvest("backup", home=home, env=env).returncode == 0
+    dump = next((home / "backups").glob("*.dump"))
+    scratch = ("SELECT count(*) FROM pg_database WHERE datname LIKE 'harvest_verify_%'")
+    verifying = subprocess.Popen(
+        [sys.executable, "-m", "harvester.cli", "backup", "verify", str(dump)], cwd=ROOT,
+        env=harvest_env(home, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(lambda: conn.execute(scratch).fetchone() != (0,),
+                     "the verification's scratch database", seconds=60, every=0.01)
+            verifying.send_signal(signal_module.SIGTERM)
+            verifying.communicate(timeout=60)
+            assert verifying.returncode == 128 + signal_module.SIGTERM
+            time.sleep(1)  # an orphaned pg_restore would go on restoring
+            assert conn.execute(scratch).fetchone() == (0,)
+            # What a SIGKILL leaves is reported by `harvest verify`.
+            conn.execute("CREATE DATABASE harvest_verify_0123456789")
+    finally:
+        verifying.kill()
+    checked = harvest("verify", home=home, env=env)
+    out = " ".join(checked.stdout.split())
+    assert "1 scratch databases of interrupted `backup verify` runs are left: " \
+           "harvest_verify_0123456789" in out, out
 
 
 def test_verify_finds_problems_and_does_not_migrate(private_pg: tuple[Path, str],

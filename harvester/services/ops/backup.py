@@ -17,9 +17,12 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from harvester.migrations import HEAD, schema_newer
 from harvester.services.ops import OpsError, files
 
 KIND = "backup"
@@ -121,10 +125,40 @@ def take(conn: psycopg.Connection[Any], url: str, directory: Path, *,
     })
 
 
+#: The scratch databases of `backup verify`; `harvest verify` reports any left behind.
+SCRATCH_PREFIX = "harvest_verify_"
+
+
+@contextlib.contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM (cron's `timeout`, a systemd stop, a CI cancel) as SystemExit while the block
+    runs, so its clean-up runs: killed outright, a verification left its scratch database
+    (a full copy of the data, restored on by the orphaned pg_restore) on the server."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def verify(conn: psycopg.Connection[Any], url: str, path: Path) -> Comparison:
     """Restore a backup into a scratch database on the same server, count, drop it."""
     data, manifest = files.load(path, KIND)
-    name = f"harvest_verify_{uuid.uuid4().hex[:10]}"
+    tables = _tables(data, manifest)
+    name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:10]}"
+    with _terminated_as_exit():
+        return _verify_in(conn, url, data, name, tables)
+
+
+def _verify_in(conn: psycopg.Connection[Any], url: str, data: Path, name: str,
+               tables: dict[str, Any]) -> Comparison:
     try:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -140,7 +174,7 @@ def verify(conn: psycopg.Connection[Any], url: str, path: Path) -> Comparison:
     finally:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
-    return Comparison(expected=dict(manifest["tables"]), found=found)
+    return Comparison(expected=dict(tables), found=found)
 
 
 def _with_password(url: str, dbname: str) -> str:
@@ -155,9 +189,35 @@ def stored_rows(conn: psycopg.Connection[Any]) -> int:
     return sum(n for table, n in counts.items() if table != "alembic_version")
 
 
+def _tables(data: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's row counts per table, before anything is done with the backup."""
+    tables = manifest.get("tables")
+    if not isinstance(tables, dict):
+        raise OpsError(f"the manifest of {data} lists no table counts: it is not one `harvest "
+                       "backup` wrote; nothing was done with it")
+    return tables
+
+
+def leftover_scratch(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+    """Scratch databases of verifications that did not finish (killed with SIGKILL, or a
+    server that went away): (name, bytes)."""
+    return [(name, int(size)) for name, size in conn.execute(
+        "SELECT datname, pg_database_size(datname) FROM pg_database "
+        "WHERE starts_with(datname, %s) ORDER BY datname", (SCRATCH_PREFIX,))]
+
+
 def restore(url: str, path: Path) -> Comparison:
     """Replace the database's contents with a backup, atomically (one transaction)."""
     data, manifest = files.load(path, KIND)
+    # Checked before anything is replaced: a backup of a newer harvest's schema (the
+    # nightly one taken after a bad release migrated) replaced the database with one no
+    # command of this code can use, and the manifest's table counts were read after it.
+    revision = manifest.get("schema_revision")
+    if schema_newer(revision if isinstance(revision, str) else None):
+        raise OpsError(f"{data} holds schema {revision}, which this code (schema {HEAD}) does "
+                       "not know: restore it with the harvest that took it, or pick a backup "
+                       "taken before that version; nothing was restored")
+    tables = _tables(data, manifest)
     target, env = _target(url)
     with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as sql_errors:
         dumper = subprocess.Popen(
@@ -199,4 +259,4 @@ def restore(url: str, path: Path) -> Comparison:
                            "nothing was restored and the database is as it was")
     with psycopg.connect(url, connect_timeout=5) as conn:
         found = table_counts(conn)
-    return Comparison(expected=dict(manifest["tables"]), found=found)
+    return Comparison(expected=dict(tables), found=found)

@@ -25,6 +25,7 @@ from psycopg import sql
 from harvester.messages import first_line
 from harvester.migrations import schema_advice
 from harvester.services import spool
+from harvester.services.ops.backup import leftover_scratch
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +194,25 @@ def amcheck(conn: psycopg.Connection[Any]) -> list[Finding]:
     return out
 
 
+def scratch(conn: psycopg.Connection[Any]) -> list[Finding]:
+    """Scratch databases `backup verify` left (a verification killed outright): each is a
+    full copy of the data, and every interrupted nightly run left one more."""
+    left = leftover_scratch(conn)
+    if not left:
+        return [Finding("ok", "scratch", "no scratch database of `backup verify` left")]
+    names = ", ".join(f"{name} ({size / 2**20:.0f} MB)" for name, size in left)
+    return [Finding("warning", "scratch", f"{len(left)} scratch databases of interrupted "
+                    f"`backup verify` runs are left: {names}; once no verification runs, drop "
+                    f"each with DROP DATABASE <name> WITH (FORCE) in psql")]
+
+
 def run_all(conn: psycopg.Connection[Any], *, head: str, spool_dir: Path,
             source_names: set[str] | None) -> list[Finding]:
     """Every check, in order; stops after the schema check when there is no schema."""
     found = schema(conn, head)
     if not _one(conn, "SELECT to_regclass('signals') IS NOT NULL"):
         return found
-    for check in (sequences, signal_rows, orphans, amcheck):
+    for check in (sequences, signal_rows, orphans, amcheck, scratch):
         found += check(conn)
     found += spooled(conn, spool_dir)
     found += sources(conn, source_names)
