@@ -28,6 +28,10 @@ def scrapyd_start(ctx: click.Context, deploy: bool) -> None:
     """Start Scrapyd in the background with what jobs need (database, the sources file:
     `harvest --sources PATH`, else $HARVEST_SOURCES or ./sources.toml)."""
     config = get_config().model_copy(update={"sources": _sources_path(ctx)})
+    if scrapydproc.stop_left_jobs(config):
+        console.print("stopped the jobs a Scrapyd that was killed left running (a new one "
+                      "would not list them, and their sources would be crawled twice)",
+                      highlight=False)
     pid, node = scrapydproc.start(config)
     console.print(f"Scrapyd running at {node.url} (pid {pid}), data in "
                   f"{scrapydproc.Paths.of(get_config()).root}", highlight=False)

@@ -409,13 +409,17 @@ def test_start_on_a_port_another_server_holds_is_refused(nodes: list[Node],
     assert not (tmp_path / "other" / "scrapyd" / "scrapyd.pid").exists()
 
 
-def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["stop", "start"])
+def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path, command: str) -> None:
     # Scrapyd killed: its jobs ran on in its process group, `harvest scrapyd stop` said
-    # "not running", and no harvest command could stop them. The group here is what
+    # "not running", and no harvest command could stop them; `start` (the runbook's
+    # answer to "Scrapyd is down") started a new one beside them, which listed none of
+    # them, so the scheduler crawled their sources a second time. The group here is what
     # `harvest scrapyd start` leaves (a session leader whose pid it records, and a job
     # process under it), without the cost of a Scrapyd and a deploy.
     home = tmp_path / "home"
     (home / "scrapyd").mkdir(parents=True)
+    env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(free_port())}
     leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True)
     try:
         (home / "scrapyd" / "scrapyd.pid").write_text(str(leader.pid))
@@ -427,13 +431,21 @@ def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path) -> None
         leader.wait()
         assert _group(leader.pid)  # the leader gone, its job still running
 
-        stopped = harvest("scrapyd", "stop", home=home, env=CREDENTIALS)
+        done = harvest("scrapyd", command, *(["--no-deploy"] if command == "start" else []),
+                       home=home, env=env)
 
-        assert stopped.stdout.strip() == "stopped", stopped.stdout + stopped.stderr
+        said = " ".join(done.stdout.split())
+        if command == "stop":
+            assert said == "stopped", done.stdout + done.stderr
+        else:
+            assert said.startswith("stopped the jobs a Scrapyd that was killed left running")
+            assert "Scrapyd running at" in said, done.stdout + done.stderr
         assert _group(leader.pid) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(leader.pid, signal.SIGKILL)
+        if command == "start":
+            harvest("scrapyd", "stop", home=home, env=env)
 
 
 def _group(pgid: int) -> list[int]:
@@ -465,3 +477,14 @@ def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
     state, outcome = db.execute("SELECT job_state, last_outcome FROM schedules "
                                 "WHERE source = 'handrun'").fetchone()
     assert state == "finished" and outcome, (state, outcome)
+    # Disabled after failing: "submitted", exit 0, and a job that skipped it doing nothing.
+    db.execute("INSERT INTO sources_state (source, consecutive_failures, disabled) "
+               "VALUES ('handrun', 5, true) ON CONFLICT (source) DO UPDATE "
+               "SET consecutive_failures = 5, disabled = true")
+    refused = harvest("--sources", str(path), "jobs", "run", "handrun", home=home, env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert " ".join(refused.stderr.split()) == (
+        "error: handrun is disabled after 5 failed runs in a row, so a job would skip it; "
+        "re-enable it with `harvest sources enable handrun`")
+    assert db.execute("SELECT job_id FROM schedules WHERE source = 'handrun'"
+                      ).fetchone()[0] == job

@@ -132,7 +132,8 @@ def week_brief(conn: Conn, week: str, format: BriefFormat = "json") -> Response:
     "/crawl", response_model=CrawlAccepted, status_code=status.HTTP_202_ACCEPTED,
     summary="Crawl a source now on the least loaded Scrapyd node (bearer token)",
     responses={404: {"description": "no such source"},
-               409: {"description": "its previous job is still pending or running"},
+               409: {"description": "its previous job is still pending or running, or "
+                                    "it is disabled after failing"},
                503: {"description": "no Scrapyd node accepted the job"}})
 def crawl(body: CrawlRequest, request: Request, path: SourcesPath) -> dict[str, Any]:
     try:
@@ -151,6 +152,8 @@ def crawl(body: CrawlRequest, request: Request, path: SourcesPath) -> dict[str, 
         sched = scheduler.Scheduler(conn, cluster, spider_for=lambda s: SPIDERS[s.kind])
         try:
             job_id, node = sched.run_now(source)
+        except scheduler.SourceDisabled as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except scheduler.SchedulerError as exc:
             raise HTTPException(_why_not(conn, cluster, source.name), str(exc)) from None
     return {"source": source.name, "job_id": job_id, "node": node}

@@ -52,6 +52,10 @@ class SchedulerError(RuntimeError):
     """Something an operator must fix before the scheduler can work; one sentence."""
 
 
+class SourceDisabled(SchedulerError):
+    """The source was disabled after failing: a job would skip it and say "finished"."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -292,6 +296,14 @@ class Scheduler:
             return self._run_now(source)
 
     def _run_now(self, source: Source) -> tuple[str, str]:
+        disabled = self.conn.execute(
+            "SELECT consecutive_failures FROM sources_state WHERE source = %s AND disabled",
+            (source.name,)).fetchone()
+        if disabled is not None:
+            # It was submitted, "submitted" said, and the job skipped it doing nothing.
+            raise SourceDisabled(
+                f"{source.name} is disabled after {disabled[0]} failed runs in a row, so a "
+                f"job would skip it; re-enable it with `harvest sources enable {source.name}`")
         self.cluster.refresh()
         row = load_rows(self.conn, source.name).get(source.name)
         report = TickReport()

@@ -73,7 +73,28 @@ def running_pid(paths: Paths) -> int | None:
         return None
     except PermissionError:  # alive, another user's
         return pid
-    return pid
+    return None if _zombie(pid) else pid
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited and is not reaped yet (kill -9 a moment ago, or a parent that
+    never reaps): signal 0 still reaches it, and "Scrapyd running" was said of it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def stop_left_jobs(config: HarvestConfig) -> bool:
+    """Stop the jobs a killed Scrapyd left running (its process group outlives it): a new
+    Scrapyd does not list them, so the scheduler marked them lost and crawled their sources
+    a second time alongside them, and `harvest scrapyd stop` no longer reached them.
+    True when there were some (they get SIGTERM: each ends its crawl and records its run)."""
+    paths = Paths.of(config)
+    if not paths.pid.exists() or running_pid(paths) is not None:
+        return False
+    return stop(config)
 
 
 def start(config: HarvestConfig) -> tuple[int, Node]:
