@@ -16,7 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from psycopg.types.json import Jsonb
 
+from harvester.services import scheduler
 from harvester.services.localsite import LocalSite
 from tests.conftest import ROOT, free_port, harvest, write_sources
 from tests.feeds import items, rss
@@ -176,7 +178,7 @@ def test_scheduler_spreads_jobs_and_a_stopped_node_is_skipped(
         on_stopped = sorted({j.split(".")[0] for j in placed[nodes[1].url]})
         outcomes = dict(db.execute("SELECT source, last_outcome FROM schedules "
                                    "WHERE source = ANY(%s)", (on_stopped,)).fetchall())
-        assert outcomes == dict.fromkeys(on_stopped, "finished"), outcomes
+        assert outcomes == dict.fromkeys(on_stopped, "succeeded"), outcomes
         after = [j for j in nodes[0].job_ids() if j.split(".")[0] in four]
         assert len(after) == len(placed[nodes[0].url]) + 4
         _wait_finished(nodes[0], after)
@@ -286,7 +288,7 @@ def test_running_job_blocks_its_source_missed_windows_run_once_and_pause_works(
     assert "submitted slow" in resumed.stdout
     assert len(set(_jobs_of(nodes, "slow")) - before) == 2
     outcome = db.execute("SELECT last_outcome FROM schedules WHERE source = 'slow'").fetchone()
-    assert outcome == ("finished",)
+    assert outcome == ("succeeded",)
 
 
 @pytest.mark.parametrize("user", ["", "ops"])  # an empty password: Scrapyd ran open
@@ -488,3 +490,21 @@ def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
         "re-enable it with `harvest sources enable handrun`")
     assert db.execute("SELECT job_id FROM schedules WHERE source = 'handrun'"
                       ).fetchone()[0] == job
+
+
+@pytest.mark.parametrize(("counters", "errors", "outcome"), [
+    ({"fetched": 0, "errors": 1}, 1, "failed, 1 errors"),
+    ({"fetched": 3, "entries": 30, "errors": 1}, 1, "partly failed, 1 errors"),
+    ({"skipped": "disabled after 5 failed runs in a row"}, 0, "skipped"),
+    ({"fetched": 1, "entries": 10}, 0, "succeeded"),
+])
+def test_a_jobs_outcome_is_the_runs_own_verdict(
+    db: psycopg.Connection[Any], counters: dict[str, Any], errors: int, outcome: str
+) -> None:
+    # `jobs list` and the scheduler showed Scrapy's finish reason: "finished, 1 errors" of a
+    # failed run and of a partly failed one alike, "finished" of one that skipped its source.
+    db.execute("INSERT INTO crawl_runs (id, spider, sources, job_id, started_at, finished_at, "
+               "finish_reason, errors, stats) VALUES (gen_random_uuid(), 'feed', '{src}', "
+               "'src.manual.1', now(), now(), 'finished', %s, %s)",
+               (errors, Jsonb({"harvest/by_source": {"src": counters}})))
+    assert scheduler._outcome(db, "src.manual.1") == outcome

@@ -36,6 +36,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from harvester.config import get_config
+from harvester.services import queries
 from harvester.services.scrapyd import Node, ScrapydError, ScrapydRefused
 from harvester.sources import Source
 
@@ -185,17 +186,26 @@ def catch_up(source: Source, due: datetime, now: datetime) -> datetime:
     return following if following > now else source.next_due(now)
 
 
+# The run's own verdict, as `harvest stats` judges it (a job runs one source): Scrapy's
+# finish reason said "finished, 1 errors" of a failed run and of a partly failed one alike,
+# and "finished" of a job that skipped its disabled source.
+_RECORDED_RUN = f"""
+SELECT finished_at, {queries.RUN_OUTCOME} AS outcome, errors FROM (
+    SELECT finished_at, finish_reason, errors, stats -> 'harvest/by_source' -> sources[1]
+           AS counters
+    FROM crawl_runs WHERE job_id = %s ORDER BY started_at DESC LIMIT 1) AS run
+"""
+
+
 def _recorded_run(conn: psycopg.Connection[Any],
                   job_id: str) -> tuple[datetime | None, str] | None:
     """When the job's crawl recorded its end in ``crawl_runs`` (None while it has not) and
     its outcome; None when the job recorded no run."""
-    row = conn.execute("SELECT finished_at, finish_reason, errors FROM crawl_runs "
-                       "WHERE job_id = %s ORDER BY started_at DESC LIMIT 1",
-                       (job_id,)).fetchone()
+    row = conn.execute(_RECORDED_RUN, (job_id,)).fetchone()
     if row is None:
         return None
-    finished_at, reason, errors = row
-    return finished_at, f"{reason}, {errors} errors" if errors else str(reason)
+    finished_at, outcome, errors = row
+    return finished_at, f"{outcome}, {errors} errors" if errors else str(outcome)
 
 
 def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
