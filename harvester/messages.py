@@ -34,6 +34,22 @@ def printable(text: str) -> str:
     return _UNSHOWABLE.sub("", _BREAKS.sub(" ", text))
 
 
+#: Longest URL put in front of a source's last error (`harvest sources`, ops alerts).
+URL_SHOWN = 120
+
+
+def short_url(url: str) -> str:
+    """``url`` for the front of a one-line error: an X search URL of 250 characters (its
+    query carries every field asked for) left no room for the reason behind it, which
+    `harvest sources` and ops alerts cut off. The query goes first; the log keeps it all."""
+    if len(url) <= URL_SHOWN:
+        return url
+    base, question, _ = url.partition("?")
+    if len(base) + 2 <= URL_SHOWN:
+        return base + ("?…" if question else "")
+    return base[:URL_SHOWN - 1] + "…"
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of ``exc``'s message, or its type's name when it has none.
     Imports nothing: the store worker uses it too."""

@@ -48,14 +48,19 @@ class SourceOutcome:
             # Disabled after failing: not reached, and a cron job or CI must see it (every
             # source of a `make run` offline five times over ended here with exit 0).
             return bool(self.counters.get("disabled"))
-        reached = self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
-        blocked = self.counters.get("errors", 0) + self.counters.get("robots_forbidden", 0)
-        if reached == 0:
-            return blocked > 0
+        if self._reached == 0:
+            # Nothing fetched and nothing failed is no good run either (as the source's
+            # state and `harvest stats` count it): a request dropped on the way without an
+            # error said "exit 0" five times, then the source was disabled.
+            return True
         # As the source's state counts it (toward HARVEST_DISABLE_AFTER): errors and
         # nothing usable (a listing whose selector matches nothing), or a bug of ours.
         # It said "partly failed", exit 0, while the state counted a failed run.
         return not succeeded(self.counters)
+
+    @property
+    def _reached(self) -> int:
+        return self.counters.get("fetched", 0) + self.counters.get("not_modified", 0)
 
     @property
     def lost(self) -> int:
@@ -64,7 +69,11 @@ class SourceOutcome:
 
     @property
     def error(self) -> str | None:
-        return self.config_error or self.skipped or self.counters.get("last_error")
+        said = self.config_error or self.skipped or self.counters.get("last_error")
+        if said is None and self._reached == 0 and self.finish_reason == "finished":
+            return ("nothing was fetched and no request failed (one dropped before it was "
+                    "sent?); the crawl's log says more")
+        return said
 
 
 @dataclass(slots=True)

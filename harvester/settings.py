@@ -58,7 +58,13 @@ DOWNLOAD_HANDLERS = {
 # its source (harvester/middlewares/callback_errors.py).
 SPIDER_MIDDLEWARES = {
     "harvester.middlewares.callback_errors.CallbackErrorMiddleware": 950,
+    # A request dropped for its length is an error of its source, not a silent INFO line.
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
+    "harvester.middlewares.urllength.SourceUrlLengthMiddleware": 800,
 }
+# Scrapy's 2083 is an old browser's limit; API searches (X, Reddit, Algolia) with a long
+# query in a non-Latin script pass it. Common servers take 8 KB request lines.
+URLLENGTH_LIMIT = 8192
 EXTENSIONS = {
     # Per-crawler log counts (harvest crawl runs one crawler per source side by side).
     "scrapy.extensions.logcount.LogCount": None,

@@ -311,6 +311,24 @@ def test_a_since_id_older_than_the_search_window_is_dropped(
     assert one(db, "SELECT cursor - 'since' FROM sources_state") == {"since_id": fresh}
 
 
+def test_a_search_too_long_to_send_fails_its_source_in_one_line(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Scrapy dropped the request (its URL past URLLENGTH_LIMIT) with an INFO line in the
+    # log: zeros, exit 0 and "succeeded" run after run, until the source was disabled.
+    query = " OR ".join(f"地震速報{i:03d}" for i in range(300))  # 2,700 characters
+    api.add(SEARCH, lambda req: page([tweet(snowflake(1), "never asked")]))
+    sources = write_sources(tmp_path / "s.toml", [x_source("quake", api, query=query)])
+    result = harvest("--sources", str(sources), "crawl", "quake", home=home, env=WITH_TOKEN)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = " ".join(result.stdout.split())
+    assert f"failed quake: {api.url}/2/tweets/search/recent?…: not sent: its URL is" in said
+    assert "longer than URLLENGTH_LIMIT (8,192)" in said, said
+    assert api.hits(SEARCH) == []
+    stats = json.loads(harvest("stats", "--json", home=home).stdout)
+    assert stats["sources"]["quake"]["last_run_outcome"] == "failed"
+
+
 @pytest.mark.parametrize("newest", ["9" * 40, "abc"])
 def test_a_newest_id_that_is_no_tweet_id_does_not_become_the_cursor(
     newest: str, api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path

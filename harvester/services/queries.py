@@ -20,9 +20,7 @@ RUN_OUTCOME = """CASE
         WHEN counters IS NULL THEN 'finished'
         WHEN counters ->> 'skipped' IS NOT NULL THEN 'skipped'
         WHEN coalesce((counters ->> 'fetched')::bigint, 0)
-             + coalesce((counters ->> 'not_modified')::bigint, 0) = 0
-         AND coalesce((counters ->> 'errors')::bigint, 0)
-             + coalesce((counters ->> 'robots_forbidden')::bigint, 0) > 0 THEN 'failed'
+             + coalesce((counters ->> 'not_modified')::bigint, 0) = 0 THEN 'failed'
         WHEN coalesce((counters ->> 'bugs')::bigint, 0) > 0
           OR (coalesce((counters ->> 'errors')::bigint, 0) > 0
               AND coalesce((counters ->> 'entries')::bigint, 0) = 0

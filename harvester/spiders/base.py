@@ -20,7 +20,7 @@ from harvester.config import get_config
 from harvester.exceptions import NotSent, RateLimited
 from harvester.failures import describe_failure, safe_proxy
 from harvester.items import Rejection, Signal
-from harvester.messages import printable
+from harvester.messages import printable, short_url
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
 from harvester.services.state import SourceState, fetch_states
 from harvester.signals import validators_seen
@@ -236,7 +236,7 @@ class SourceSpider(Spider):
         # reach the log, the summary, `harvest sources` and alerts).
         url, message = printable(url), printable(message)
         hstats.inc(self.crawler.stats, name, "errors")
-        hstats.set_last_error(self.crawler.stats, name, f"{url}: {message}")
+        hstats.set_last_error(self.crawler.stats, name, f"{short_url(url)}: {message}")
         logger.error("Source %s: %s failed: %s", name, url, message, extra=self.log_extra)
 
     def on_error(self, failure: Failure) -> None:
@@ -258,7 +258,7 @@ class SourceSpider(Spider):
                 self.fail(source, request.url, f"forbidden by robots.txt ({why})")
                 return
             hstats.set_last_error(self.crawler.stats, source,
-                                  f"{request.url}: forbidden by robots.txt"
+                                  f"{short_url(request.url)}: forbidden by robots.txt"
                                   + (f" ({why})" if why else ""))
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
                         request.url, extra=self.log_extra)
