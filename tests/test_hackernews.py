@@ -132,6 +132,12 @@ def test_dates_and_counts_in_a_form_hn_does_not_send_are_reported() -> None:
     assert hit is not None and hit["dropped"] == {
         "published_at": "'garbage' is not a date",
         "updated_at": "'2025-13-45T00:00:00Z' is not a date"}
+    # A count past 18 digits is none: 10**400 failed the item in the score step (an
+    # OverflowError kept as a pipeline_error rejection, the source's run failed).
+    huge = parse_item({"id": 9, "type": "story", "title": "t", "time": 1700000000,
+                       "score": 10**400, "descendants": 10**18 - 1}).fields
+    assert huge is not None and huge["engagement"] == {"comments": 10**18 - 1}
+    assert huge["dropped"]["engagement.score"].endswith("is too large to be a count")
     # Digits of other scripts are no item id (they were stored as item?id=²).
     assert reason(parse_hit({"objectID": "²", "title": "x"})) == "missing_id"
     assert reason(parse_hit({"objectID": "١٠٧", "title": "x"})) == "missing_id"

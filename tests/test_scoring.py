@@ -241,8 +241,17 @@ def test_engagement_history_is_read_per_source_from_postgresql(
         insert(db, "hn", f"story {i}", kind="hackernews", engagement_={"score": i * 10})
         insert(db, "r-python", f"post {i}", kind="reddit", engagement_={"score": i})
     insert(db, "krebs", "a feed item", engagement_={})
-    refs = engagement.load_references_sync(db, ["hn", "r-python", "krebs"], window=20)
-    assert len(refs) == 40  # the 20 most recent of each source with engagement
+    # Counts stored before 18 digits and more were refused: cast to float8 (or summed past
+    # its range) they failed the whole query, and the source's engagement stayed neutral.
+    insert(db, "x-sec", "huge", kind="x", engagement_={"like_count": 10**400})
+    insert(db, "x-sec", "inf", kind="x", engagement_={"like_count": 10**308,
+                                                      "retweet_count": 10**308})
+    for i in range(19):
+        insert(db, "x-sec", f"tweet {i}", kind="x", engagement_={"like_count": i})
+    assert engagement.engagement_value("x", {"like_count": 10**400}) is None
+    refs = engagement.load_references_sync(db, ["hn", "r-python", "krebs", "x-sec"],
+                                           window=21)
+    assert len(refs) == 21 + 21 + 19  # the 21 most recent of each with a count that counts
     assert refs.measure("hn", "hackernews", {"score": 1000}).percentile == 1.0
     assert refs.measure("r-python", "reddit", {"score": 0}).percentile == 0.0
 

@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 _WHOLE = re.compile(r"-?[0-9]{1,18}")
+#: Counts past 18 digits (as a string may have) are no counts: 10**400 failed the item in
+#: the score step (OverflowError), and two near 1e308 summed to infinity, which made every
+#: later run's engagement query overflow in PostgreSQL.
+_LARGEST = 10**18 - 1
 #: Counts that may be below zero: a score (Reddit's, of a downvoted post). Everything
 #: else counts things (comments, likes, views), and -3 of them is a broken answer.
 SIGNED = frozenset({"score"})
@@ -33,6 +37,8 @@ def engagement(values: Mapping[str, Any], dropped: dict[str, str], *,
         number = _number(value, fractions)
         if number is None:
             dropped[f"engagement.{name}"] = f"{_show(value)} is not a number"
+        elif abs(number) > _LARGEST:
+            dropped[f"engagement.{name}"] = f"{_show(value)} is too large to be a count"
         elif number < 0 and name not in SIGNED:
             dropped[f"engagement.{name}"] = f"{_show(value)} is negative: not a count"
         else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,11 @@ class Engagement:
 NEUTRAL = Engagement()
 
 
+#: Counts from 18 digits up are none (see parsers/counts.py); stored before it refused
+#: them, 10**400 raised OverflowError in the score step.
+LARGEST_COUNT = 10**18
+
+
 def engagement_value(kind: str, engagement: Mapping[str, Any] | None) -> float | None:
     """The kind's one engagement number, or None when the kind or the item has none."""
     keys = METRICS.get(kind)
@@ -70,7 +74,7 @@ def engagement_value(kind: str, engagement: Mapping[str, Any] | None) -> float |
     for key in keys:
         value = engagement.get(key)
         if (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value)):
+                and abs(value) < LARGEST_COUNT):  # NaN and infinities fail it too
             total += value
             found = True
     return total if found else None
@@ -108,12 +112,17 @@ class References:
 # The stored number of a signal: the one its last scoring saw (engagement grows while a
 # post is re-seen, and the ``engagement`` column keeps the first sighting's counts), else
 # the one computed from the column with the keys of METRICS.
+# Numbers of 18 digits or more (stored before counts.py refused them) are passed over:
+# cast to float8, or summed to past its range, they failed the whole query, and every
+# later run of the source scored its engagement as neutral.
 _VALUE = """
 CASE WHEN jsonb_typeof(e.score_breakdown #> '{engagement,value}') = 'number'
+      AND abs((e.score_breakdown #>> '{engagement,value}')::numeric) < 1e18
      THEN (e.score_breakdown #>> '{engagement,value}')::float8
      ELSE (SELECT sum((e.engagement ->> k)::float8)
            FROM jsonb_array_elements_text(%(metrics)s::jsonb -> e.kind) AS k
-           WHERE jsonb_typeof(e.engagement -> k) = 'number')
+           WHERE jsonb_typeof(e.engagement -> k) = 'number'
+             AND abs((e.engagement ->> k)::numeric) < 1e18)
 END"""
 _REFERENCE = f"""
 SELECT src.name, v.value
