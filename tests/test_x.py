@@ -329,6 +329,22 @@ def test_a_search_too_long_to_send_fails_its_source_in_one_line(
     assert stats["sources"]["quake"]["last_run_outcome"] == "failed"
 
 
+def test_a_huge_rejected_object_keeps_only_its_start_as_evidence(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # `data` as one object instead of a list: the whole of it (5 MB a page) went into
+    # rejects.raw, per page, per run.
+    api.add(SEARCH, lambda req: Reply.json(
+        {"data": {"id": "1", "text": "x" * 200_000}, "meta": {"result_count": 1}},
+        headers=limit_headers(remaining=449)))
+    sources = write_sources(tmp_path / "s.toml", [x_source("xbig", api)])
+    harvest("--sources", str(sources), "crawl", "xbig", home=home, env=WITH_TOKEN)
+    reason, raw = one(db, "SELECT reason, raw FROM rejects")
+    assert reason == "data_not_a_list"
+    assert raw["chars"] > 200_000 and len(raw["head"]) == 4_000
+    assert raw["head"].startswith('{"data": {"id": "1", "text": "xxx')
+
+
 @pytest.mark.parametrize("newest", ["9" * 40, "abc"])
 def test_a_newest_id_that_is_no_tweet_id_does_not_become_the_cursor(
     newest: str, api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path

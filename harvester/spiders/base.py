@@ -3,6 +3,7 @@ not run, resume state from earlier runs, request bookkeeping and failure reporti
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -28,6 +29,23 @@ from harvester.sourcefile import sources_path
 from harvester.sources import Source, SourcesError, load_sources
 
 logger = logging.getLogger(__name__)
+
+
+#: Characters of a rejection's evidence (its raw item as JSON) kept: an X page whose
+#: ``data`` was one object instead of a list stored the whole 5 MB of it, per page.
+RAW_MAX_CHARS = 4_000
+
+
+def bounded_raw(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw``, or when its JSON is longer than ``RAW_MAX_CHARS`` the start of that JSON
+    and its length."""
+    try:
+        text = json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # keys that are no strings: stored as they come
+        return raw
+    if len(text) <= RAW_MAX_CHARS:
+        return raw
+    return {"head": text[:RAW_MAX_CHARS], "chars": len(text)}
 
 
 def is_robots_forbidden(failure: Failure) -> bool:
@@ -204,7 +222,7 @@ class SourceSpider(Spider):
     def reject(self, source: Source, reason: str, *, field: str | None = None,
                url: str | None = None, raw: dict[str, Any] | None = None) -> Rejection:
         return Rejection(source=source.name, reason=reason, field=field, url=url,
-                         raw=raw or {})
+                         raw=bounded_raw(raw or {}))
 
     def unusable(self, source: Source | str, response: Response, error: str, *,
                  failure: str | None = None) -> Rejection:
