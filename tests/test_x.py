@@ -329,6 +329,22 @@ def test_a_search_too_long_to_send_fails_its_source_in_one_line(
     assert stats["sources"]["quake"]["last_run_outcome"] == "failed"
 
 
+def test_an_empty_page_with_a_next_token_stops_paging(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Empty pages that still carried a next_token were followed to max_pages, each a
+    # request off the rate limit.
+    pages = {None: page([tweet(snowflake(5), "one")], users={"u1": "alice"}, next_token="t2"),
+             "t2": page([], next_token="t3"), "t3": page([], next_token="t4")}
+    api.add(SEARCH, lambda req: pages.get(req.arg("next_token"), page([])))
+    sources = write_sources(tmp_path / "s.toml", [x_source("xe", api, max_pages=5)])
+    result = harvest("--sources", str(sources), "crawl", "xe", home=home, env=WITH_TOKEN)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r.arg("next_token") for r in api.hits(SEARCH)] == [None, "t2"]
+    assert one(db, "SELECT count(*) FROM signals") == 1
+    assert "X sent an empty page with a next_token; paging stopped" in all_output(result, home)
+
+
 def test_a_huge_rejected_object_keeps_only_its_start_as_evidence(
     api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

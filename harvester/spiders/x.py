@@ -149,7 +149,11 @@ class XSpider(SourceSpider):
         newest = newer_id(cursor.get("since_id"), parsed.newest_id)
         if newest:
             cursor["since_id"] = newest
-        if (parsed.next_token and page < (source.max_pages or 1)
+        if parsed.next_token and not (parsed.tweets or parsed.rejects):
+            # Each request uses up the rate limit: five pages were asked for one tweet.
+            logger.warning("Source %s: X sent an empty page with a next_token; paging "
+                           "stopped", source.name, extra=self.log_extra)
+        elif (parsed.next_token and page < (source.max_pages or 1)
                 and not self.repeats_page_token(source, parsed.next_token)):
             yield self._page(source, since_id, parsed.next_token, page + 1)
 
