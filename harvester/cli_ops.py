@@ -281,6 +281,7 @@ def prune_command(keep: int, backups: bool, directory: Path | None, force: bool)
               help="Keep signals seen within this age (30d, 12h); delete older ones.")
 @click.option("--force", is_flag=True, help="Delete; without it, only say what would go.")
 @friendly
+@_ops
 def retain_command(keep_age: str, force: bool) -> None:
     """Delete signals not seen (last_seen) for longer than AGE; a dry run without --force."""
     cutoff = _cutoff(keep_age, "--keep-age")

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from harvester.services.ops import retention
 from harvester.services.scoring import corroboration_factor
 from tests.conftest import ROOT, harvest, harvest_env, wait_for
 from tests.test_store_clusters import STORY, SYNDICATED, row, store
@@ -63,6 +65,42 @@ def test_retention_drops_a_source_whose_copies_are_gone(db: psycopg.Connection[A
     store(pg_url, [signal("from-c", STORY, "c")])  # the text the deleted copy had
     assert clusters(db) == 1 and sources(db) == [["b", "c"]]
     assert score(db, "from-c") == score(db, "from-b") == (round(BASE * two, 2), two)
+
+
+def test_retention_counts_each_signal_left_rescored_once(db: psycopg.Connection[Any],
+                                                         pg_url: str) -> None:
+    # The report summed every batch's rescoring: rows rescored again by a later batch, and
+    # rows a later batch deleted, so "6 signals rescored" with one signal left.
+    store(pg_url, [signal(f"from-{s}", STORY if s in "ac" else SYNDICATED, s)
+                   for s in "abcd"])
+    assert clusters(db) == 1 and sources(db) == [["a", "b", "c", "d"]]
+    for key in ("from-a", "from-b", "from-c"):
+        age(db, key, 60)
+    cutoff = datetime.now(UTC) - timedelta(days=30)
+    assert retention.choose(db, cutoff) == 3
+    report = retention.delete_chosen(db, cutoff, batch=1)
+    assert (report.deleted, report.batches, report.rescored) == (3, 3, 1)
+    assert score(db, "from-d") == (BASE, 1.0)
+
+
+def test_one_archive_or_retain_at_a_time(db: psycopg.Connection[Any], pg_url: str,
+                                         home: Any) -> None:
+    # Two at once each exported the same rows; the second reported them "seen again
+    # meanwhile, kept" and left an archive repeating the first's.
+    two_sources(db, pg_url)
+    age(db, "from-a", 60)
+    with psycopg.connect(pg_url, autocommit=True) as other:  # an archive under way
+        other.execute("SELECT pg_advisory_lock(hashtext('harvest archive/retain'))")
+        for args in (("archive", "--older-than", "45d"), ("retain", "--keep-age", "30d",
+                                                          "--force")):
+            done = harvest(*args, home=home)
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert done.stderr.strip() == (
+                "error: another `harvest archive` or `harvest retain` is deleting signals "
+                "from this database; run this one once it has finished")
+        assert not list((home / "archives").glob("*.csv"))
+    assert harvest("archive", "--older-than", "45d", home=home).returncode == 0
+    assert len(list((home / "archives").glob("*.csv"))) == 1
 
 
 def test_archive_and_restore_take_their_sources_along(db: psycopg.Connection[Any],

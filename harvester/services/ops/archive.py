@@ -42,6 +42,13 @@ def archive(conn: psycopg.Connection[Any], directory: Path, cutoff: datetime, *,
             compress: bool, schema_revision: str | None) -> ArchiveReport | None:
     """Export signals last seen before ``cutoff`` to CSV, then delete them in batches;
     ``None`` (and no file) when no signal is that old."""
+    with retention.one_deleter(conn):
+        return _archive(conn, directory, cutoff, compress=compress,
+                        schema_revision=schema_revision)
+
+
+def _archive(conn: psycopg.Connection[Any], directory: Path, cutoff: datetime, *,
+             compress: bool, schema_revision: str | None) -> ArchiveReport | None:
     base = files.new_base(directory, "signals-archive")
     final = base.with_name(base.name + (".csv.gz" if compress else ".csv"))
     tmp = final.with_name(final.name + ".tmp")

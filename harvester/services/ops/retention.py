@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,11 +28,13 @@ import psycopg
 
 from harvester.services import corroboration
 from harvester.services.dberrors import CONFLICTS
+from harvester.services.ops import OpsError
 
 T = TypeVar("T")
 
 BATCH = 1000
 DOOMED = "ops_doomed"
+BEFORE = "ops_scores_before"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +96,9 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
     transaction: rebuilt once at the end, a run killed between two batches left those
     clusters naming a deleted source and its members scored with the bonus, and a second
     run found nothing to delete, so nothing ever repaired them."""
-    deleted = kept = batches = rescored = 0
+    deleted = kept = batches = 0
 
-    def one_batch() -> tuple[int, int, int]:
+    def one_batch() -> tuple[int, int]:
         row = conn.execute(f"""
             WITH picked AS (
                 DELETE FROM {DOOMED} WHERE id IN (SELECT id FROM {DOOMED} ORDER BY id LIMIT %s)
@@ -109,24 +112,57 @@ def delete_chosen(conn: psycopg.Connection[Any], cutoff: datetime,
                          JOIN cluster_sources cs ON cs.cluster_id = g.cluster)""",
             (batch, cutoff)).fetchone()
         assert row is not None
-        # A source whose last member of a cluster went no longer corroborates the rest.
-        return row[0], row[1], corroboration.rebuild_sync(conn, row[2]) if row[2] else 0
+        if row[2]:
+            # The scores of the members left, before their first rescoring: the report
+            # counts the signals whose score changed, once each (the count of every
+            # batch's rescoring summed rows rescored again and rows deleted later).
+            conn.execute(f"INSERT INTO {BEFORE} SELECT id, score FROM signals "
+                         "WHERE cluster_id = ANY(%s) ON CONFLICT (id) DO NOTHING", (row[2],))
+            # A source whose last member of a cluster went no longer corroborates the rest.
+            corroboration.rebuild_sync(conn, row[2])
+        return row[0], row[1]
 
+    conn.execute(f"DROP TABLE IF EXISTS {BEFORE}")
+    conn.execute(f"CREATE TEMP TABLE {BEFORE} (id bigint PRIMARY KEY, score real)")
     while True:
-        picked, gone, changed = _retried(conn, one_batch)
+        picked, gone = _retried(conn, one_batch)
         if picked == 0:
             break
         batches += 1
         deleted += gone
         kept += picked - gone
-        rescored += changed
-    conn.execute(f"DROP TABLE IF EXISTS {DOOMED}")
+    found = conn.execute(f"SELECT count(*) FROM {BEFORE} b JOIN signals s ON s.id = b.id "
+                         "WHERE s.score IS DISTINCT FROM b.score").fetchone()
+    rescored = int(found[0]) if found else 0
+    conn.execute(f"DROP TABLE IF EXISTS {DOOMED}, {BEFORE}")
     if deleted:
         conn.execute("VACUUM (ANALYZE) signals")
     return DeleteReport(deleted=deleted, kept_reseen=kept, batches=batches, rescored=rescored)
 
 
+#: One `archive` or `retain` at a time per database (a session-level advisory lock): two
+#: archives at once each exported the same rows, and the second, finding them deleted,
+#: reported them as "seen again meanwhile, kept" next to an archive file that repeated the
+#: first's.
+_DELETER_LOCK = "SELECT pg_try_advisory_lock(hashtext('harvest archive/retain'))"
+_DELETER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('harvest archive/retain'))"
+
+
+@contextmanager
+def one_deleter(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Hold the database's archive/retain lock (autocommit connection), or refuse."""
+    row = conn.execute(_DELETER_LOCK).fetchone()
+    if not row or not row[0]:
+        raise OpsError("another `harvest archive` or `harvest retain` is deleting signals "
+                       "from this database; run this one once it has finished")
+    try:
+        yield
+    finally:
+        conn.execute(_DELETER_UNLOCK)
+
+
 def retain(conn: psycopg.Connection[Any], cutoff: datetime) -> DeleteReport:
     """Delete every signal last seen before ``cutoff`` (no copy is kept)."""
-    choose(conn, cutoff)
-    return delete_chosen(conn, cutoff)
+    with one_deleter(conn):
+        choose(conn, cutoff)
+        return delete_chosen(conn, cutoff)
