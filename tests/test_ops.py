@@ -159,6 +159,16 @@ def test_tampered_snapshot_is_refused(db: psycopg.Connection[Any], pg_url: str,
     assert "does not match the checksum in its manifest" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert table(db) == []
+    # A manifest edited by hand: a ValueError or KeyError traceback, not one sentence.
+    manifest_file = next((home / "snapshots").glob("*.manifest.json"))
+    manifest = {**json.loads(manifest_file.read_text()), "sha256": sha256_of(data)}
+    for changed, said in (({"file": ""}, "names no data file next to it ('')"),
+                          ({"file": "x/y.ndjson"}, "names no data file next to it"),
+                          ({"columns": None}, "has no columns")):
+        manifest_file.write_text(json.dumps({**manifest, **changed}))
+        done = harvest("snapshot", "restore", str(manifest_file), home=home)
+        assert done.returncode == 2 and said in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_archive_restore_round_trip_keeps_rows_identical(

@@ -119,6 +119,11 @@ def _a(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
+#: What restoring each kind reads from its manifest besides the file and its checksum.
+REQUIRED: dict[str, tuple[str, ...]] = {"snapshot": ("columns", "rows"),
+                                        "archive": ("columns", "rows")}
+
+
 def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
     """The data file and manifest named by ``path`` (either of the two), checksum verified."""
     if str(path) in ("", ".") or path.is_dir():
@@ -145,7 +150,12 @@ def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
         command = "restore" if found == "backup" else f"{found} restore"
         raise OpsError(f"{mpath} describes {_a(found)}, not {_a(kind)}; use "
                        f"`harvest {command}`")
-    data = mpath.with_name(str(manifest.get("file", "")))
+    name = manifest.get("file")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+        # "" or "x/y.ndjson" ended in a ValueError traceback: a manifest names a file next
+        # to it, nothing else.
+        raise OpsError(f"{mpath} names no data file next to it ({name!r}); restore refused")
+    data = mpath.with_name(name)
     if not data.is_file():
         raise OpsError(f"{data} named by {mpath.name} is missing; restore refused")
     digest = sha256_of(data)
@@ -153,6 +163,10 @@ def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
         raise OpsError(f"{data} does not match the checksum in its manifest (sha256 {digest[:12]}… "
                        f"instead of {str(manifest.get('sha256'))[:12]}…): it was changed or "
                        "truncated after it was written, so it is not restored")
+    for key, shape in (("columns", list), ("rows", int)):
+        if key in REQUIRED.get(kind, ()) and not isinstance(manifest.get(key), shape):
+            raise OpsError(f"{mpath} has no {key} (its {key!r} is {manifest.get(key)!r}): "
+                           "it is not one harvest wrote; restore refused")
     return data, manifest
 
 
