@@ -505,6 +505,23 @@ def test_restored_members_whose_head_is_not_in_the_file_join_no_stranger(
                       (head,)).fetchone() == (0,)
 
 
+def test_a_snapshot_restored_where_a_copy_is_stored_again_joins_its_story(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    # Between `restore` and `snapshot restore` a crawl stored one copy of a story again:
+    # the restored copies kept their own cluster, and the story showed twice.
+    store(pg_url, [signal(0, source="x"), signal(1, source="y")])
+    cluster(db, ["key-0", "key-1"])
+    assert harvest("snapshot", home=home).returncode == 0
+    snapshot_file = next((home / "snapshots").glob("*.ndjson"))
+    db.execute("DELETE FROM signals")
+    store(pg_url, [signal(1, source="y")])
+    done = harvest("snapshot", "restore", str(snapshot_file), home=home)
+    assert done.returncode == 0, done.stderr
+    stories = db.execute("SELECT DISTINCT coalesce(cluster_id, id) FROM signals").fetchall()
+    assert len(stories) == 1
+    assert db.execute("SELECT sources FROM cluster_sources").fetchall() == [(["x", "y"],)]
+
+
 def test_verify_checks_the_schema_the_tables_are_in(
         private_pg: tuple[Path, str], tmp_path: Path) -> None:
     # With search_path set to another schema every command worked there, and verify looked

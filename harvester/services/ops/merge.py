@@ -102,6 +102,29 @@ def _recluster(conn: psycopg.Connection[Any], ids: list[int]) -> None:
     clusters.assign_clusters_sync(conn, [(i, h) for i, h in rows])
 
 
+def _join_stored_copies(conn: psycopg.Connection[Any], columns: list[str]) -> None:
+    """Restored rows of a story another copy of which is stored here already (found by its
+    key: a crawl or replay stored it between `restore` and `snapshot restore`) join that
+    copy's cluster. They kept the file's cluster, their head's new id, and the story showed
+    twice in `top` and briefs, each copy without the other's corroboration."""
+    if "cluster_id" not in columns:
+        return
+    conn.execute("""
+        WITH stored AS (
+            SELECT DISTINCT ON (r.cluster_id) r.cluster_id AS old_cluster,
+                   coalesce(s.cluster_id, s.id) AS cluster
+            FROM restore_rows r
+            JOIN restore_ids m ON m.old_id = r.id AND m.present_id IS NOT NULL
+            JOIN signals s ON s.id = m.present_id
+            WHERE r.cluster_id IS NOT NULL
+            ORDER BY r.cluster_id, coalesce(s.cluster_id, s.id))
+        UPDATE signals t SET cluster_id = stored.cluster
+        FROM restore_rows r
+        JOIN restore_ids m ON m.old_id = r.id AND m.present_id IS NULL
+        JOIN stored ON stored.old_cluster = r.cluster_id
+        WHERE t.id = m.new_id AND t.cluster_id IS DISTINCT FROM stored.cluster""")
+
+
 def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
     """Insert the staged rows whose key is missing; call inside the staging transaction."""
     conn.execute(sql.SQL(
@@ -125,6 +148,7 @@ def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
         cols=column_list(columns), select=_select_list(columns), cluster_join=cluster_join))
     inserted = cur.rowcount
     _recluster(conn, orphans)
+    _join_stored_copies(conn, columns)
     # Every cluster a restored row is in now is recomputed, a lone one too: a head
     # restored without its members kept the corroboration it had when it was exported.
     restored = conn.execute("""
