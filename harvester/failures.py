@@ -79,7 +79,7 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
         # Scrapy's own words ("Expected to receive 62487774 bytes which is larger than …")
         # named no fix; a compressed answer that inflates past it says the same.
         return ("the answer is larger than DOWNLOAD_MAXSIZE (50 MB; compressed answers "
-                "count as inflated): a feed that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES "
+                "count as inflated): a document that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES "
                 "takes it")
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):
         return ("too many redirects (a redirect loop? the URL to put in the sources file is "

@@ -123,8 +123,10 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
 
 
 #: What a rejection's raw input is shown by, first found first.
-_REJECT_DETAIL = ("error", "title", "value", "text", "item", "tweet", "hit", "child",
-                  "head")
+# "loc" and "status": a sitemap's rejections (a location that is no web address, a child
+# sitemap too deep, a page gone) showed "-", and two of them looked the same.
+_REJECT_DETAIL = ("error", "title", "value", "text", "item", "tweet", "hit", "child", "loc",
+                  "status", "head")
 
 
 def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:

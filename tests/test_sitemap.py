@@ -107,6 +107,14 @@ def test_gzip_is_recognised_by_its_bytes_not_its_name() -> None:
     console = Console(width=200, record=True)
     console.print(rejects_table([{**row, "url": "https://x.org/" + "a" * 9000}]))
     assert len(console.export_text()) < 2000
+    # A sitemap's other rejections showed "-": two children too deep looked the same.
+    console = Console(width=200, record=True)
+    console.print(rejects_table([
+        {**row, "reason": "sitemap_too_deep", "raw": {"loc": "https://a.example/deep.xml",
+                                                      "max_depth": 4}},
+        {**row, "reason": "page_gone", "raw": {"status": 410, "sitemap": "https://a/s.xml"}}]))
+    shown = console.export_text()
+    assert "https://a.example/deep.xml" in shown and "410" in shown, shown
 
 
 def test_namespaces_news_fields_and_relative_locs() -> None:
