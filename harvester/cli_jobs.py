@@ -40,9 +40,9 @@ def _print_report(report: scheduler.TickReport) -> None:
     for source in report.confirmed:
         console.print(f"{stamp} {source}: an interrupted submission was found on its node",
                       highlight=False)
-    for source in report.skipped_running:
+    for source, state in report.skipped_running:
         console.print(f"{stamp} [yellow]skipped[/] {source}: its previous job is still "
-                      "running", highlight=False)
+                      f"{state}", highlight=False)
     for source, job, node in report.unanswered:
         console.print(f"{stamp} [yellow]skipped[/] {source}: its job {job} is on {node}, "
                       "which does not answer; it may still run there, so the source waits "

@@ -122,7 +122,7 @@ class Cluster:
 class TickReport:
     submitted: list[tuple[str, str, str]] = field(default_factory=list)  # source, job, node
     confirmed: list[str] = field(default_factory=list)  # interrupted submissions found on a node
-    skipped_running: list[str] = field(default_factory=list)
+    skipped_running: list[tuple[str, str]] = field(default_factory=list)  # source, state
     finished: list[tuple[str, str]] = field(default_factory=list)  # source, outcome
     not_submitted: list[tuple[str, str]] = field(default_factory=list)  # source, why
     nodes_down: list[tuple[str, str]] = field(default_factory=list)  # url, why
@@ -275,8 +275,10 @@ class Scheduler:
             if running == UNKNOWN:
                 report.unanswered.append((source.name, row["job_id"], row["job_node"]))
             else:
-                report.skipped_running.append(source.name)
-            logger.warning("%s is due but its job %s is still %s: skipped this window",
+                report.skipped_running.append((source.name, running))
+            # Info, not a warning: the report says it, and a warning also reached stderr
+            # bare (no logging configured), a second line saying "pending" to its "running".
+            logger.info("%s is due but its job %s is still %s: skipped this window",
                            source.name, row["job_id"],
                            f"unknown (its node {row['job_node']} does not answer)"
                            if running == UNKNOWN else running)
@@ -387,7 +389,7 @@ class Scheduler:
             _update(self.conn, source.name, job_state="lost",
                     last_outcome="lost (its node no longer lists it)")
             report.lost.append((source.name, job_id))
-            logger.warning("%s: job %s is listed by no node (%s restarted?): marked lost",
+            logger.info("%s: job %s is listed by no node (%s restarted?): marked lost",
                            source.name, job_id, row["job_node"])
             return None
         view, job_state = found
