@@ -91,7 +91,8 @@ def scheduler_command(ctx: click.Context, tick_s: float, once: bool) -> None:
         except SourcesError as exc:
             if sources is None:
                 raise
-            err.print(f"[red]error:[/] {shown(exc)} (keeping the previous sources)",
+            said = shown(exc).rstrip(".")  # "…document)). (keeping…" read as two sentences
+            err.print(f"[red]error:[/] {said}; the previous sources are kept meanwhile",
                       highlight=False)
         try:
             if conn is None or conn.closed:

@@ -228,6 +228,9 @@ def test_index_robots_and_dates() -> None:
     assert newer_than(month, datetime(2024, 5, 20, tzinfo=UTC))
     assert slug_title("https://a.example/news/big-storm_hits.coast.html") == "big storm hits coast"
     assert slug_title("https://a.example/2024/12345/") is None
+    # Every ?id= page was titled "article" and, with no text, they became one story.
+    assert slug_title("https://a.example/article.php?id=7") == "article 7"
+    assert slug_title("https://a.example/item?id=7&lang=de%20at") == "item 7 de at"
 
 
 # -- crawls ----------------------------------------------------------------------------------

@@ -51,11 +51,17 @@ def fingerprint(url: str) -> str:
 
 def slug_title(url: str) -> str | None:
     """``/news/2024/big-storm-hits-coast.html`` → ``big storm hits coast``; None when the
-    last path segment says nothing (empty or only digits)."""
-    segment = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
+    last path segment says nothing (empty or only digits). The query's values follow:
+    ``/article.php?id=7`` → ``article 7`` (every ``?id=`` page was titled "article", and
+    with no text to tell them apart they became one story)."""
+    parts = urlsplit(url)
+    segment = unquote(parts.path.rstrip("/").rpartition("/")[2])
     stem = segment.rsplit(".", 1)[0] if "." in segment else segment
     words = " ".join(w for w in _SLUG_SPLIT.split(stem) if w)
-    return words if words and not words.replace(" ", "").isdigit() else None
+    if not words or words.replace(" ", "").isdigit():
+        return None
+    values = [unquote(v) for _, _, v in (p.partition("=") for p in parts.query.split("&")) if v]
+    return " ".join([words, *values]) if values else words
 
 
 @dataclass(slots=True)
