@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from harvester import surrogates
@@ -79,7 +79,7 @@ def parse_search(body: bytes) -> SearchPage:
     page = SearchPage(errors=errors)
     if isinstance(meta, dict):
         newest = _str(meta.get("newest_id"))
-        if newest is not None and not is_tweet_id(newest):
+        if newest is not None and (not is_tweet_id(newest) or _from_the_future(newest)):
             # Kept as the next run's since_id it failed every run after (or was sent to X).
             page.rejects.append(TweetReject("invalid_newest_id", "meta.newest_id",
                                             {"newest_id": newest[:200]}))
@@ -208,6 +208,13 @@ def first_link(entities: dict[str, Any]) -> str | None:
         if link:
             return link
     return None
+
+
+def _from_the_future(tweet_id: str) -> bool:
+    """An id minted more than a day from now (18446744073709551615 is of the year 2150):
+    kept as since_id it would be sent on every later run, and nothing is newer."""
+    minted = snowflake_time(tweet_id)
+    return minted is not None and minted > datetime.now(UTC) + timedelta(days=1)
 
 
 def snowflake_time(tweet_id: str) -> datetime | None:
