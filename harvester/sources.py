@@ -187,6 +187,14 @@ class Source(BaseModel):
             raise ValueError(f"is {len(value)} characters long; keep it to {MAX_NAME}")
         return value
 
+    @field_validator("query")
+    @classmethod
+    def _check_query(cls, value: str | None) -> str | None:
+        # "   " passed, and a Reddit search asked for nothing at every run.
+        if value is not None and not value.strip():
+            raise ValueError("is blank; write what to search for")
+        return value
+
     @field_validator("url_pattern")
     @classmethod
     def _check_pattern(cls, value: str | None) -> str | None:

@@ -94,6 +94,9 @@ weight = 2
         ('name = "a"\nkind = "feed"\nurls = "https://x.org/f"',
          "source 'a', field 'urls': Input should be a valid list, not the string "
          "'https://x.org/f'"),
+        # Passed, and a Reddit search asked for nothing at every run.
+        ('name = "a"\nkind = "reddit"\nlisting = "search"\nquery = "   "',
+         "source 'a', field 'query': is blank; write what to search for"),
     ],
 )
 def test_bad_entry_names_file_source_and_field(tmp_path: Path, body: str, expected: str) -> None:
