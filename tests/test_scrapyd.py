@@ -114,6 +114,14 @@ def test_starting_again_on_another_port_names_the_one_running(nodes: list[Node])
                      env={**node.env, "SCRAPYD_HTTP_PORT": str(free_port())})
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"Scrapyd is already running at {node.url}" in result.stderr
+    # With another sources file it said "running", and its jobs kept reading the old one.
+    other = write_sources(node.home / "other.toml", [
+        {"name": "elsewhere", "kind": "feed", "urls": ["http://127.0.0.1:9/f.xml"]}])
+    result = harvest("--sources", str(other), "scrapyd", "start", "--no-deploy",
+                     home=node.home, env=node.env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert " ".join(result.stderr.split()).endswith(
+        f"to start it with {other}"), result.stderr
 
 
 def test_deploying_with_the_wrong_password_says_so(nodes: list[Node], home: Path) -> None:

@@ -49,6 +49,11 @@ class Paths:
         """Where the running Scrapyd listens (its port may differ from the environment's)."""
         return self.root / "scrapyd.url"
 
+    @property
+    def sources(self) -> Path:
+        """The sources file the running Scrapyd hands its jobs."""
+        return self.root / "scrapyd.sources"
+
 
 def project_dir() -> Path:
     """The project checkout (where scrapy.cfg is): deploy/ and setup.py live there."""
@@ -114,6 +119,14 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
             # "running at <the port asked for>" was said of one listening elsewhere.
             raise ScrapydError(f"Scrapyd is already running at {running} (pid {pid}); stop it "
                                f"with `harvest scrapyd stop` to start it at {node.url}")
+        given = paths.sources.read_text().strip() if paths.sources.exists() else None
+        wanted = str(config.sources.absolute())
+        if given is not None and given != wanted:
+            # "running" was said, and its jobs went on reading the other file: sources only
+            # in this one ended in config_error ("unknown source").
+            raise ScrapydError(f"Scrapyd is already running (pid {pid}) with the sources file "
+                               f"{given}; stop it with `harvest scrapyd stop` to start it "
+                               f"with {wanted}")
         return pid, node
     if problem := _port_taken(get_scrapyd_env().bind_address, get_scrapyd_env().http_port):
         # Scrapyd exited at once, and the other server's answer passed for it: "running".
@@ -137,6 +150,7 @@ def start(config: HarvestConfig) -> tuple[int, Node]:
         )
     paths.pid.write_text(str(process.pid))
     paths.url.write_text(node.url)
+    paths.sources.write_text(env["HARVEST_SOURCES"])
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
