@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "duplicates",
             "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
-            "partial_errors", "unchanged", "filtered", "over_limit", "robots_forbidden",
+            "partial_errors", "unchanged", "filtered", "over_limit", "listed_late",
+            "robots_forbidden",
             "dropped_fields", "spool_stored", "bugs")
 
 
