@@ -211,7 +211,10 @@ class SitemapSpider(SourceSpider):
                 self.count(source, "too_deep")
                 yield self.reject(source, "sitemap_too_deep", field="loc", url=url,
                                   raw={"loc": child.loc, "max_depth": MAX_DEPTH})
-            elif run.since is not None and child.lastmod and not newer_than(child, run.since):
+            elif (run.since is not None and child.lastmod
+                  and not newer_than(child, run.since - LISTING_LAG)):
+                # (Within the lag it is read again: the pages it lists late are taken, the
+                # others are known by their fingerprints.)
                 self.count(source, "unchanged")
             elif (request := self._sitemap_request(source, child.loc, depth + 1)) is not None:
                 yield request
