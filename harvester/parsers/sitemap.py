@@ -146,7 +146,7 @@ def parse_lastmod(value: str | None) -> tuple[datetime | None, datetime | None]:
     if _DATE_ONLY_RE.match(text):
         parts = [int(p) for p in text.split("-")]
         try:
-            year, month, day = (parts + [1, 1])[:3]
+            year, month, day = [*parts, 1, 1][:3]
             start = datetime(year, month, day, tzinfo=UTC)
         except ValueError:
             return None, None
