@@ -149,7 +149,8 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         ('old', now(), now() - interval '5 hours', false),
         ('broken', now(), NULL, true),
         ('tried', now(), NULL, false),
-        ('weekly', now(), now() - interval '2 days', false)""")
+        ('weekly', now(), now() - interval '2 days', false),
+        ('gone', now(), NULL, true)""")
     with serving(home, sources=sources) as base:
         status, body = _health(base)
         assert status == 200 and body["status"] == "degraded"
@@ -165,6 +166,9 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         text = requests.get(f"{base}/metrics", timeout=30).text
         assert 'harvest_source_interval_seconds{source="weekly"} 604800.0' in text
         assert "harvest_sources_file_readable 1.0" in text
+        # A source taken out of the file kept HarvestSourceDisabled firing for good.
+        assert 'harvest_source_disabled{source="broken"} 1.0' in text
+        assert 'harvest_source_disabled{source="gone"}' not in text
         # A broken file took every interval, and so every stale alert, away in silence.
         good = sources.read_text()
         sources.write_text(good + "\ninterval = \n")
@@ -187,6 +191,21 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         assert "1 refused" in body["checks"]["spool"]["detail"]
         (spool_dir / "batch.refused").unlink()
         assert _health(base)[1]["status"] == "healthy"
+        # A killed crawl's batch (.tmp, which a replay takes) waited unseen.
+        left = spool_dir / "batch.tmp"
+        left.write_text("{}\n")
+        os.utime(left, (time.time() - 1200, time.time() - 1200))
+        status, body = _health(base)
+        assert body["checks"]["spool"]["detail"].startswith("1 spooled batches wait")
+        assert "harvest_spool_pending_batches 1.0" in requests.get(f"{base}/metrics",
+                                                                  timeout=30).text
+        left.unlink()
+    # A kind switched off (HARVEST_FEED_ENABLED=false) is not crawled: its sources' stale
+    # alerts fired while /health let them be.
+    with serving(home, {"HARVEST_FEED_ENABLED": "false"}, sources) as base:
+        text = requests.get(f"{base}/metrics", timeout=30).text
+        assert "harvest_source_interval_seconds{" not in text, text
+        assert _health(base)[1]["checks"]["sources"]["sources"] == {}
 
 
 def test_metrics_after_a_crawl(site: LocalSite, db: psycopg.Connection[Any], home: Path,

@@ -443,6 +443,13 @@ def test_usernames_dates_and_languages_x_should_not_send_are_reported() -> None:
     long_id = parse_search(json.dumps({"data": [{"id": "9" * 5000, "text": "t"}],
                                        "meta": {"newest_id": "9" * 5000}}).encode())
     assert [r.reason for r in long_id.rejects] == ["invalid_newest_id", "invalid_id"]
+    # Keys X does not document became field names (labels of /metrics), one series each.
+    odd_metrics = {"like_count": 3, **{f"k{i:02d}": "lots" for i in range(12)}}
+    [fields] = parse_search(json.dumps({"data": [tweet(good, "m", public_metrics=odd_metrics)],
+                                        "meta": {}}).encode()).tweets
+    assert fields["engagement"] == {"like_count": 3}
+    assert fields["dropped"] == {
+        "engagement.other": "12 counts X does not document: k00, k01, k02, k03, k04 …"}
 
 
 

@@ -122,11 +122,11 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
 
 def spool_backlog() -> Check:
     spool_dir = get_config().spool_dir
-    pending = spool.pending(spool_dir)
+    pending = spool.backlog(spool_dir)
     aside = spool.set_aside(spool_dir)
-    data = {"batches": len(pending), **aside}
+    data = {"batches": pending, **aside}
     if pending:
-        return Check(False, f"{len(pending)} spooled batches wait; run `harvest replay`", data)
+        return Check(False, f"{pending} spooled batches wait; run `harvest replay`", data)
     if aside["refused"] or aside["unreadable"]:
         return Check(False, f"spool files set aside: {aside['refused']} refused, "
                      f"{aside['unreadable']} unreadable; run `harvest verify`", data)

@@ -20,9 +20,17 @@ from prometheus_client.registry import Collector  # noqa: E402
 
 from harvester.config import get_config  # noqa: E402
 from harvester.services import scrapyd, spool  # noqa: E402
-from harvester.sources import SourcesFile  # noqa: E402
+from harvester.sources import Source, SourcesFile  # noqa: E402
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _crawled(parsed: SourcesFile) -> list[Source]:
+    """The sources crawls run: enabled, of a kind not switched off (HARVEST_<KIND>_ENABLED),
+    as /health and notify judge staleness. A switched-off kind's sources raised stale alerts
+    that /health did not."""
+    config = get_config()
+    return [s for s in parsed.sources if s.enabled and config.kind_enabled(s.kind)]
 
 
 class DatabaseCollector(Collector):
@@ -40,9 +48,13 @@ class DatabaseCollector(Collector):
         up = GaugeMetricFamily("harvest_database_up", "Whether PostgreSQL answered the scrape")
         yield from self._spool()
         yield from self._nodes()
+        parsed = self.sources()
+        # Read without the database: they went with it, and HarvestSourcesFileUnreadable
+        # could not fire during an outage.
+        yield from self._from_file(parsed)
         try:
             with self.connect() as conn:
-                families = list(self._from_db(conn))
+                families = list(self._from_db(conn, parsed))
         except psycopg.Error:
             up.add_metric([], 0)
             yield up
@@ -51,7 +63,24 @@ class DatabaseCollector(Collector):
         yield up
         yield from families
 
-    def _from_db(self, conn: psycopg.Connection[Any]) -> Iterator[Metric]:
+    def _from_file(self, parsed: SourcesFile | None) -> Iterator[Metric]:
+        # Without it the intervals are gone, and every stale alert with them, silently.
+        readable = GaugeMetricFamily("harvest_sources_file_readable",
+                                     "1 when harvest serve can read the sources file")
+        readable.add_metric([], 0 if parsed is None else 1)
+        yield readable
+        if parsed is not None:
+            interval = GaugeMetricFamily(
+                "harvest_source_interval_seconds",
+                "Each crawled source's interval (with cron, the gap between its next two due "
+                "times)", labels=["source"])
+            now = datetime.now(UTC)
+            for source in _crawled(parsed):
+                interval.add_metric([source.name], source.period(now).total_seconds())
+            yield interval
+
+    def _from_db(self, conn: psycopg.Connection[Any],
+                 parsed: SourcesFile | None) -> Iterator[Metric]:
         signals = GaugeMetricFamily("harvest_signals", "Signals stored", labels=["source"])
         for source, count in conn.execute(
                 "SELECT source, count(*) FROM signals GROUP BY source").fetchall():
@@ -63,29 +92,17 @@ class DatabaseCollector(Collector):
         disabled = GaugeMetricFamily("harvest_source_disabled",
                                      "1 when a source was disabled after failing",
                                      labels=["source"])
+        # Disabled only of sources still crawled: one switched off or taken out of the
+        # file kept HarvestSourceDisabled firing for good (/health and notify had let it go).
+        crawled = None if parsed is None else {s.name for s in _crawled(parsed)}
         for source, success, off in conn.execute(
                 "SELECT source, last_success, disabled FROM sources_state").fetchall():
             if success is not None:
                 last.add_metric([source], success.timestamp())
-            disabled.add_metric([source], 1 if off else 0)
+            if crawled is None or source in crawled:
+                disabled.add_metric([source], 1 if off else 0)
         yield last
         yield disabled
-        parsed = self.sources()
-        # Without it the intervals are gone, and every stale alert with them, silently.
-        readable = GaugeMetricFamily("harvest_sources_file_readable",
-                                     "1 when harvest serve can read the sources file")
-        readable.add_metric([], 0 if parsed is None else 1)
-        yield readable
-        if parsed is not None:
-            interval = GaugeMetricFamily(
-                "harvest_source_interval_seconds",
-                "Each enabled source's crawl interval (with cron, the gap between its next "
-                "two due times)", labels=["source"])
-            now = datetime.now(UTC)
-            for source in parsed.sources:
-                if source.enabled:
-                    interval.add_metric([source.name], source.period(now).total_seconds())
-            yield interval
         pending = GaugeMetricFamily("harvest_notifications_pending",
                                     "Alerts waiting to be sent", labels=["channel"])
         failed = GaugeMetricFamily(
@@ -101,7 +118,7 @@ class DatabaseCollector(Collector):
     def _spool(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("harvest_spool_pending_batches",
                                   "Batches spooled while the database was away, not replayed")
-        gauge.add_metric([], len(spool.pending(get_config().spool_dir)))
+        gauge.add_metric([], spool.backlog(get_config().spool_dir))
         yield gauge
         aside = GaugeMetricFamily("harvest_spool_set_aside_files",
                                   "Spool files no replay takes until an operator acts",

@@ -269,13 +269,24 @@ def _hashtags(entities: dict[str, Any]) -> list[str]:
             if isinstance(h, dict) and (tag := _str(h.get("tag")))]
 
 
+#: The counts X documents in ``public_metrics``. Any other key is passed over and reported
+#: under one field: each became a field name (a `fields dropped` label of /metrics), and a
+#: mirror or proxy sending random keys made series without bound.
+METRICS = frozenset({"retweet_count", "reply_count", "like_count", "quote_count",
+                     "bookmark_count", "impression_count"})
+
+
 def _metrics(value: Any, dropped: dict[str, str]) -> dict[str, int | float]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         dropped["engagement"] = f"public_metrics is {type(value).__name__}, not an object"
         return {}
-    return counts.engagement(value, dropped)
+    others = sorted(str(k) for k in value if k not in METRICS)
+    if others:
+        named = ", ".join(k[:40] for k in others[:5]) + (" …" if len(others) > 5 else "")
+        dropped["engagement.other"] = f"{len(others)} counts X does not document: {named}"
+    return counts.engagement({k: v for k, v in value.items() if k in METRICS}, dropped)
 
 
 def _str(value: Any) -> str | None:

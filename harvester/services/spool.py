@@ -136,6 +136,13 @@ def pending(spool_dir: Path) -> list[Path]:
     return sorted(spool_dir.glob("*.jsonl"))
 
 
+def backlog(spool_dir: Path) -> int:
+    """Batches waiting for a replay: pending files, and the ``.tmp`` files a killed crawl
+    left (:func:`partial`), which a replay settles and takes. /health, /metrics and `harvest
+    stats` counted the first only, and a killed crawl's batches waited unseen."""
+    return len(pending(spool_dir)) + len(partial(spool_dir))
+
+
 def set_aside(spool_dir: Path) -> dict[str, int]:
     """Files no replay takes until an operator acts: ``refused`` (``*.refused``, the
     database refused the batch) and ``unreadable`` (``*.bad``)."""

@@ -56,7 +56,7 @@ def per_source(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
 def collect(conn: psycopg.Connection[Any], spool_dir: Path) -> dict[str, Any]:
     """The ``stats --json`` object: the earlier keys unchanged, new ones added."""
     data = queries.stats(conn)
-    data["spooled_batches"] = len(spool.pending(spool_dir))
+    data["spooled_batches"] = spool.backlog(spool_dir)
     data["spool_set_aside"] = spool.set_aside(spool_dir)
     data["sources"] = per_source(conn)
     row = conn.execute(
