@@ -204,10 +204,13 @@ def rescore_command(ctx: click.Context, since: str | None, source: str | None,
                      half_life_hours=half_life,
                      default_half_life=project_settings.HARVEST_SCORE_HALF_LIFE_HOURS,
                      progress=progress)
-    unchanged = report.examined - report.changed
+    unchanged = report.examined - report.changed - report.moved
     console.print(f"rescored {report.examined:,} signals: {report.changed:,} changed score, "
                   f"{unchanged:,} unchanged ({report.rewritten:,} rows written)",
                   highlight=False)
+    if report.moved:
+        console.print(f"left {report.moved:,} signals as a crawl scored them while this ran "
+                      "(it re-saw them, with the same topics)", highlight=False)
     if report.left:
         console.print(f"left {report.left:,} signals of sources the sources file does not "
                       "define as they were scored (`harvest demo`'s, removed sources); "

@@ -20,12 +20,12 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from harvester.config import get_config
-from harvester.services import engagement
+from harvester.services import engagement, rescore
 from harvester.services.corroboration import apply_corroboration_sync
 from harvester.services.engagement import Engagement, References, engagement_value
 from harvester.services.localsite import LocalSite
 from harvester.services.scoring import Scorer, corroboration_factor, engagement_factor
-from harvester.sources import Keyword, Topic
+from harvester.sources import Keyword, Topic, load_sources
 from tests.apiserver import ApiServer, Reply
 from tests.conftest import harvest, write_sources
 from tests.feeds import items, rss
@@ -489,3 +489,37 @@ def test_hacker_news_crawl_ranks_engagement_against_the_source_history(
     assert parts["1"]["percentile"] == 1.0 and parts["1"]["factor"] == 1.25
     assert parts["2"]["percentile"] == pytest.approx(0.5 / 40)
     assert parts["1"]["reference"] == 40 and parts["1"]["metric"] == "HN points"
+
+
+def test_a_rescore_leaves_rows_a_crawl_scored_again_while_it_ran(
+    db: psycopg.Connection[Any], pg_url: str, tmp_path: Path
+) -> None:
+    # The rescore read every row at its start and wrote its scores over rows a crawl had
+    # re-seen since: the crawl's new title ("ransomware") kept the old title's score, 0.
+    # Stored with weight 1; the file's 2 makes the rescore rewrite every row it reads.
+    path = write_sources(tmp_path / "s.toml", [
+        {"name": "wire", "kind": "feed", "urls": ["https://wire.example/f"], "weight": 2.0}],
+        {"security": {"keywords": ["ransomware"], "weight": 2.0}})
+    sources = load_sources(path)
+    first = insert(db, "wire", "quiet day one", scorer=Scorer(sources.topics))
+    second = insert(db, "wire", "quiet day two", scorer=Scorer(sources.topics))
+    scorer = Scorer(sources.topics)
+    crawl_score, crawl_breakdown = scorer.score(
+        title="ransomware hits a port", text="", published_at=datetime.now(UTC),
+        source="wire", source_weight=1.0, now=datetime.now(UTC))
+    assert crawl_score > 0
+    crawled = {"done": False}
+
+    def a_crawl_re_sees_the_second(report: rescore.RescoreReport) -> None:
+        if not crawled["done"]:  # after the first batch: what the store writes on re-seen
+            db.execute("UPDATE signals SET title = 'ransomware hits a port', score = %s, "
+                       "score_breakdown = %s WHERE id = %s",
+                       (crawl_score, Jsonb(crawl_breakdown), second))
+            crawled["done"] = True
+
+    report = rescore.rescore(pg_url, sources, half_life_hours=None, batch_size=1,
+                             progress=a_crawl_re_sees_the_second)
+    assert (report.examined, report.rewritten, report.moved) == (2, 1, 1)
+    stored = scores(db)
+    assert stored[second][0] == pytest.approx(crawl_score)  # the crawl's, not the rescore's
+    assert stored[first][1]["source_weight"] == 2.0

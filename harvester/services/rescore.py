@@ -44,13 +44,20 @@ WHERE ({since} OR coalesce(s.published_at, s.first_seen) >= %(since)s)
   AND s.source <> ALL(%(defined)s) AND s.kind <> 'curated'
 """
 _TEMP = """
-CREATE TEMP TABLE IF NOT EXISTS rescore_updates (id bigint, score real, breakdown jsonb)
+CREATE TEMP TABLE IF NOT EXISTS rescore_updates (id bigint, score real, breakdown jsonb,
+                                                 read jsonb, changed boolean)
 ON COMMIT DELETE ROWS
 """
-_COPY = "COPY rescore_updates (id, score, breakdown) FROM STDIN (FORMAT BINARY)"
+_COPY = ("COPY rescore_updates (id, score, breakdown, read, changed) FROM STDIN "
+         "(FORMAT BINARY)")
+# Only rows still as they were read: a crawl that re-saw an edited item while the rescore
+# ran gave it its new title and the score of that title, and the rescore then wrote the
+# score of the old title over it (the item sat at 0 with a keyword in its title).
 _UPDATE = """
 UPDATE signals s SET score = u.score, score_breakdown = u.breakdown
-FROM rescore_updates u WHERE s.id = u.id
+FROM rescore_updates u
+WHERE s.id = u.id AND s.score_breakdown IS NOT DISTINCT FROM u.read
+RETURNING u.changed
 """
 
 
@@ -61,6 +68,8 @@ class RescoreReport:
     examined: int = 0
     changed: int = 0
     rewritten: int = 0
+    #: signals a crawl scored again while the rescore ran, left as the crawl scored them
+    moved: int = 0
     #: signals of sources the file does not define, left as they were scored
     left: int = 0
 
@@ -135,15 +144,18 @@ def _select(since: datetime | None, source: str | None) -> sql.Composable:
     )
 
 
-def _write(conn: psycopg.Connection[Any], updates: list[tuple[int, float, dict[str, Any]]]
-           ) -> None:
+def _write(conn: psycopg.Connection[Any],
+           updates: list[tuple[int, float, dict[str, Any], Any, bool]]) -> tuple[int, int]:
+    """Write the batch's new scores where the rows are as read; (rows written, of them
+    scores changed)."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_TEMP)
         with cur.copy(_COPY) as copy:
-            copy.set_types(["int8", "float4", "jsonb"])
+            copy.set_types(["int8", "float4", "jsonb", "jsonb", "bool"])
             for update in updates:
                 copy.write_row(update)
-        cur.execute(_UPDATE)
+        written = cur.execute(_UPDATE).fetchall()
+    return len(written), sum(1 for (changed,) in written if changed)
 
 
 def rescore(url: str, sources: SourcesFile, *, half_life_hours: float | None,
@@ -173,15 +185,16 @@ def rescore(url: str, sources: SourcesFile, *, half_life_hours: float | None,
                 updates = []
                 for row in rows:
                     value, breakdown = rescorer.score_row(row)
-                    if abs(value - float(row[8])) >= 0.005:
-                        report.changed += 1
-                    elif breakdown == row[9]:
+                    changed = abs(value - float(row[8])) >= 0.005
+                    if not changed and breakdown == row[9]:
                         continue
-                    updates.append((row[0], value, breakdown))
+                    updates.append((row[0], value, breakdown, row[9], changed))
                 if updates:
-                    _write(writer, updates)
+                    written, changed_written = _write(writer, updates)
+                    report.rewritten += written
+                    report.changed += changed_written
+                    report.moved += len(updates) - written
                 report.examined += len(rows)
-                report.rewritten += len(updates)
                 if progress is not None:
                     progress(report)
         if source is None:
