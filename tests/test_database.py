@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from harvester.migrations import HEAD
 from harvester.services import database
@@ -25,7 +26,7 @@ def test_schema_is_current_after_migrate(pg_url: str) -> None:
     assert database.ensure_schema(pg_url) is False
 
 
-def test_0012_starts_crawled_sources_from_their_last_success(
+def test_0012_and_0013_upgrade_what_is_stored(
         private_pg: tuple[Path, str]) -> None:
     # The sitemap, Hacker News search and Reddit kinds now take what is newer than the
     # cursor's "since"; a source crawled before the upgrade must not take everything again.
@@ -38,11 +39,35 @@ def test_0012_starts_crawled_sources_from_their_last_success(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET TimeZone = 'Asia/Kolkata'")  # what a session's zone does not move
         conn.execute("INSERT INTO sources_state (source, last_success, cursor) VALUES "
-                     "('old', %s, '{\"seen\": {}}'), ('never', NULL, '{}')", (last,))
+                     "('old', %s, '{\"seen\": {}}'), ('never', NULL, '{}'), "
+                     "('partly', %s, '{}')", (last, last))
+        # 'partly': its last run (at its last success) failed in part; the one before it,
+        # a day earlier, did not: what the partly failed run missed is asked for again.
+        earlier = last - timedelta(days=1)
+        for started, errors in ((earlier, 0), (last, 1)):
+            conn.execute(
+                "INSERT INTO crawl_runs (id, spider, sources, started_at, finish_reason, stats) "
+                "VALUES (gen_random_uuid(), 'feed', '{partly}', %s, 'finished', %s)",
+                (started, Jsonb({"harvest/by_source": {"partly": {
+                    "fetched": 2, "entries": 10, "errors": errors}}})))
+        # 0013: alerts keep the story and URL they announced, of an archived signal too.
+        kept = conn.execute("INSERT INTO signals (key, source, kind, url, fetched_at) VALUES "
+                            "('k', 's', 'feed', 'https://a.example/kept', now()) "
+                            "RETURNING id").fetchone()[0]
+        conn.execute("UPDATE signals SET cluster_id = id")
+        conn.execute("INSERT INTO notifications (kind, signal_id, channel, status, payload) "
+                     "VALUES ('signal', %s, 'slack', 'sent', '{}'), ('signal', %s, 'slack', "
+                     "'sent', '{\"signal\": {\"url\": \"https://a.example/gone\"}}')",
+                     (kept, kept + 1000))
     database.migrate(url)
     with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT signal_id, cluster_id, signal_url FROM notifications "
+                            "ORDER BY signal_id").fetchall() == [
+            (kept, kept, "https://a.example/kept"),
+            (kept + 1000, None, "https://a.example/gone")]
         cursors = dict(conn.execute("SELECT source, cursor FROM sources_state").fetchall())
     assert cursors["never"] == {}
+    assert datetime.fromisoformat(cursors["partly"]["since"]) == earlier
     assert cursors["old"]["seen"] == {}
     assert datetime.fromisoformat(cursors["old"]["since"]) == last
 

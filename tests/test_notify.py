@@ -192,6 +192,20 @@ def test_one_alert_a_story_however_many_sources_carry_it(
                     home=home, env={**NO_CHANNELS, **env})
     assert after.returncode == 0 and "0 messages sent" in after.stdout, after.stdout
     assert len(api.requests) == 6
+    # Every copy archived, then its source lists the announced URL anew: a new signal of a
+    # story of its own, and no new alert for it.
+    db.execute("UPDATE signals SET first_seen = now() - interval '61 days', "
+               "last_seen = now() - interval '60 days' WHERE title = %s", (copy["title"],))
+    assert harvest("archive", "--older-than", "45d", "--dir", str(tmp_path / "a"),
+                   home=home).returncode == 0
+    (site.root / "b.xml").write_text(rss([{**copy, "link": "https://b.example/1",
+                                           "description": STORY + " Updated."}]))
+    assert harvest("--sources", str(sources), "crawl", "wire-b", *FAST,
+                   home=home).returncode == 0
+    assert db.execute("SELECT count(*) FROM signals WHERE source = 'wire-b'").fetchone() == (1,)
+    back = harvest("--sources", str(sources), "notify", "--threshold", "1", "--no-ops",
+                   home=home, env={**NO_CHANNELS, **env})
+    assert back.returncode == 0 and "0 messages sent" in back.stdout, back.stdout
 
 
 def test_channel_answering_500_then_200_gets_the_message_once(
