@@ -131,6 +131,13 @@ def test_prune_never_counts_an_artifact_it_could_not_restore(
     assert f"{newest.name!r} is missing" in out and "not the" in out, out
     assert "nothing to prune: 1 snapshots" in out, out
     assert oldest.exists() and middle.exists()
+    # A manifest naming no file next to it: a ValueError traceback (in a dry run too).
+    for name in ("", "sub/x.ndjson"):
+        manifest = shots / (middle.name.split(".")[0] + ".manifest.json")
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "file": name}))
+        done = harvest("prune", "--keep", "1", home=home)
+        assert done.returncode == 0 and "names no data file next to it" in done.stdout, \
+            done.stdout + done.stderr
     db.execute("DELETE FROM signals")
     assert harvest("snapshot", "restore", str(oldest), home=home).returncode == 0
     assert len(table(db)) == 3

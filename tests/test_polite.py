@@ -213,19 +213,23 @@ def test_robots_crawl_delay_spaces_requests_to_its_host(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
     # Scrapy reads robots.txt's rules but not its Crawl-delay: four feeds went out within
-    # a few milliseconds of each other to a site asking for one request a second.
+    # a few milliseconds of each other to a site asking for one request a second. Two
+    # sources on the host (one crawler each under `harvest crawl`) share its pace.
     paths = [f"/f{i}.xml" for i in range(4)]
     with ApiServer() as api:
         api.add("/robots.txt", lambda r: Reply.text(
             "User-agent: *\nCrawl-delay: 1\nDisallow: /private/\n"))
         for i, path in enumerate(paths):
             api.add(path, lambda r, i=i: _feed(f"f{i}"))
-        result = _crawl(api, tmp_path, home, paths)
+        sources = write_sources(tmp_path / "s.toml", [
+            {"name": "polite", "kind": "feed", "urls": [api.url + p for p in paths[:2]]},
+            {"name": "also", "kind": "feed", "urls": [api.url + p for p in paths[2:]]}])
+        result = harvest("--sources", str(sources), "crawl", "--all", *FAST, home=home)
         times = sorted(r.at for r in api.requests if r.path in paths)
     assert result.returncode == 0, result.stdout + result.stderr
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 4 and min(gaps) >= 0.9, gaps
-    assert _stored(db) == 12
+    assert _stored(db) == 6
 
 
 def test_rate_limit_window_used_up_pauses_until_reset(

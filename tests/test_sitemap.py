@@ -370,6 +370,26 @@ def test_a_page_listed_after_the_run_its_lastmod_predates_is_taken_once(
     assert count(db, "SELECT count(*) FROM signals") == 2
 
 
+def test_a_listed_url_too_long_to_send_is_a_rejection_not_a_failure(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The site's URL, not the source's settings: as an error it failed every run, and the
+    # source never kept a reference point again.
+    (site.root / "p").mkdir()
+    (site.root / "p" / "ok.html").write_text(article("Fine", "Ana Writer", "2024-02-29"))
+    long_url = f"{site.url}/p/x.html?ref=" + "y" * 8300
+    (site.root / "s.xml").write_text(urlset([(f"{site.url}/p/ok.html", OLD),
+                                             (long_url, OLD)]))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "site", "kind": "sitemap", "urls": [f"{site.url}/s.xml"]}])
+    result = crawl(sources, "site", home)
+    assert result.returncode == 0 and "failed" not in result.stdout, result.stdout
+    reason, raw = db.execute("SELECT reason, raw FROM rejects").fetchone()
+    assert (reason, raw["length"]) == ("url_too_long", len(long_url))
+    assert count(db, "SELECT count(*) FROM signals") == 1
+    assert "since" in db.execute("SELECT cursor FROM sources_state").fetchone()[0]
+
+
 def test_disallowed_path_is_never_requested(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

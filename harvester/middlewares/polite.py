@@ -21,7 +21,8 @@ again right before a request is sent, and holds it there (or fails it) too. A cr
 stopping (Ctrl-C, SIGTERM) sends no request that is still waiting (:class:`NotSent`).
 
 A host whose robots.txt has a ``Crawl-delay`` gets its requests spaced by it (at most
-``CRAWL_DELAY_MAX_S``), in the download handler, whichever source sends them.
+``CRAWL_DELAY_MAX_S``), in the download handler, whichever source (or crawler of the
+process) sends them.
 
 Stats: ``harvest/source/<name>/waits`` (and ``harvest/waits``), ``harvest/polite/waited_s``,
 ``harvest/polite/paced`` (requests delayed by the budget), ``harvest/polite/crawl_delayed``
@@ -84,19 +85,20 @@ class _HostPace:
     next_at: float = 0.0
 
 
-#: Each crawler's paced hosts (netloc → pace), set from robots.txt by
-#: :class:`~harvester.middlewares.robots.PoliteRobotsTxtMiddleware`.
-_PACES: WeakKeyDictionary[Crawler, dict[str, _HostPace]] = WeakKeyDictionary()
+#: The paced hosts of this process (netloc → pace), set from robots.txt by
+#: :class:`~harvester.middlewares.robots.PoliteRobotsTxtMiddleware`: one for every crawler
+#: in it, as `harvest crawl` runs one per source (kept per crawler, three sources on one
+#: host sent it three requests per delay).
+_PACES: dict[str, _HostPace] = {}
 
 
 def set_crawl_delay(crawler: Crawler, netloc: str, seconds: float | None) -> None:
     """Space the requests to ``netloc`` by its robots.txt's ``Crawl-delay`` (at most
     ``CRAWL_DELAY_MAX_S``); Scrapy reads robots.txt rules but not this one."""
-    paces = _PACES.setdefault(crawler, {})
-    if netloc in paces or not seconds or seconds <= 0:
+    if netloc in _PACES or not seconds or not 0 < seconds < float("inf"):
         return
     delay = min(float(seconds), CRAWL_DELAY_MAX_S)
-    paces[netloc] = _HostPace(delay)
+    _PACES[netloc] = _HostPace(delay)
     logger.info("robots.txt of %s asks for a Crawl-delay of %g s%s: its requests are spaced "
                 "so", netloc, seconds,
                 f" (more than {CRAWL_DELAY_MAX_S:g}; {delay:g} s is kept)"
@@ -133,7 +135,7 @@ class PoliteDownloadHandler(HTTP11DownloadHandler):
         gate = _GATES.get(self._crawler, {}).get(source) if source is not None else None
         if gate is not None:
             await _hold(self._crawler, gate, 0.0)
-        pace = _PACES.get(self._crawler, {}).get(urlparse_cached(request).netloc)
+        pace = _PACES.get(urlparse_cached(request).netloc)
         if pace is not None:
             # Here, not in a middleware: with several requests to the host open at once
             # (CONCURRENT_REQUESTS_PER_DOMAIN), each takes the next free moment as it goes.

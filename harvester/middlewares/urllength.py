@@ -12,18 +12,29 @@ from __future__ import annotations
 from scrapy.http import Request, Response
 from scrapy.spidermiddlewares.urllength import UrlLengthMiddleware
 
+from harvester.items import Rejection
 from harvester.middlewares.conditional import SOURCE_META
 
 
 class SourceUrlLengthMiddleware(UrlLengthMiddleware):
     def get_processed_request(self, request: Request,
-                              response: Response | None) -> Request | None:
+                              response: Response | None) -> Request | Rejection | None:
         kept = super().get_processed_request(request, response)
         source = request.meta.get(SOURCE_META)
         fail = getattr(self.crawler.spider, "fail", None)
-        if kept is None and source is not None and fail is not None:
-            fail(source, request.url,
-                 f"not sent: its URL is {len(request.url):,} characters, longer than "
-                 f"URLLENGTH_LIMIT ({self.maxlength:,}); shorten the source's query, or "
-                 "raise the limit with -s URLLENGTH_LIMIT=N if its server takes longer URLs")
-        return kept
+        if kept is not None or source is None or fail is None:
+            return kept
+        too_long = (f"its URL is {len(request.url):,} characters, longer than URLLENGTH_LIMIT "
+                    f"({self.maxlength:,})")
+        if response is not None:
+            # A link a document gave (a sitemap's page, a listing's item): the site's URL,
+            # not the source's settings. As a failure it failed every run of the source,
+            # which then kept no resume point; it is a rejection of that entry instead
+            # (yielded in the request's place, it reaches the store as an item).
+            return Rejection(source=source, reason="url_too_long", field="url",
+                             url=request.url[:2000],
+                             raw={"length": len(request.url), "found_in": response.url})
+        fail(source, request.url,
+             f"not sent: {too_long}; shorten the source's query, or raise the limit with "
+             "-s URLLENGTH_LIMIT=N if its server takes longer URLs")
+        return None
