@@ -82,7 +82,9 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         if waiting > 0:
             console.print(
                 f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the spool; "
-                f"`{escape(replay_command)}` (or the next crawl) stores them")
+                f"`{escape(replay_command)}` "
+                f"{'(or the next crawl) ' if replay_command == 'harvest replay' else ''}"
+                "stores them")
         elif spooled:
             console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
                           "the database was away and were stored when the crawl ended")
