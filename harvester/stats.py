@@ -15,7 +15,7 @@ COUNTERS = ("fetched", "not_modified", "entries", "scraped", "new", "reseen", "d
             "rejected", "errors", "spooled", "lost", "missing", "waits", "unfetched",
             "partial_errors", "unchanged", "filtered", "over_limit", "listed_late",
             "robots_forbidden",
-            "dropped_fields", "spool_stored", "bugs")
+            "dropped_fields", "spool_stored", "bugs", "run_spooled")
 
 
 def inc(stats: StatsCollector, source: str, event: str, count: int = 1) -> None:

@@ -88,6 +88,12 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
         elif spooled:
             console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
                           "the database was away and were stored when the crawl ended")
+        if outcome.counters.get("run_spooled"):
+            # A forced stop with every item stored: only the log said where the run went.
+            console.print(f"[yellow]spooled[/] {outcome.source}: the run's record is in the "
+                          f"spool; `{escape(replay_command)}` "
+                          f"{'(or the next crawl) ' if replay_command == 'harvest replay' else ''}"
+                          "stores it")
 
 
 def _errors(outcome: SourceOutcome) -> str:

@@ -867,8 +867,9 @@ def test_a_forced_stop_spools_what_it_scraped_and_the_run(
     if via == "harvest":
         assert crawl.returncode == 1, out + err
         assert "stopped early two: finish reason shutdown" in out, out
-        assert "spooled two: 5 items wait in the spool; `harvest replay`" in " ".join(
-            out.split()), out
+        said = " ".join(out.split())
+        assert "spooled two: 5 items wait in the spool; `harvest replay`" in said, out
+        assert "spooled two: the run's record is in the spool; `harvest replay`" in said
     assert count(db, "SELECT count(*) FROM signals") == 0
     replay = harvest("replay", home=home)
     assert replay.returncode == 0, replay.stdout + replay.stderr

@@ -388,6 +388,8 @@ class StorePipeline:
             unchanged=getattr(spider, "unchanged", None),
             disable_after=get_config().disable_after))
         if self._spool(run):
+            for source in getattr(spider, "source_names", []):
+                hstats.inc(self.crawler.stats, source, "run_spooled")
             logger.warning("Stopped before the spider closed: %d signals, %d rejections and "
                            "the run record are in the spool; the next crawl or `harvest "
                            "replay` stores them", sum(len(b.signals) for b in batches),
