@@ -46,6 +46,11 @@ class FeedSpider(SourceSpider):
         if parsed.truncated:
             # A 304 next run would lose the entries after the cut until the feed changes.
             self.forget_validators(source, response.url)
+            # An error of the source too: a feed that only ever arrives cut short (no entry
+            # before the cut) passed for a good run, fresh in /health, with a rejection or
+            # two no monitor would notice.
+            self.fail(source, response.url, f"the document is cut short: "
+                      f"{len(parsed.entries)} entries before the cut were kept")
         for reject in parsed.rejects:
             yield Rejection(source=source, reason=reject.reason, field=reject.field,
                             url=response.url, raw=reject.raw)
