@@ -519,8 +519,8 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     assert listed["alpha"]["moved"] == {} and listed["beta"]["moved"] == {}
     # The latest run of alpha saw its listed URL redirect for good: /sources says where to.
     db.execute("""UPDATE crawl_runs SET stats = jsonb_build_object('harvest/by_source',
-                  jsonb_build_object('alpha', jsonb_build_object('moved', jsonb_build_object(
-                  'http://127.0.0.1:9/a', 'http://127.0.0.1:9/b'))))
+                  jsonb_build_object('alpha', jsonb_build_object('fetched', 1, 'entries', 5,
+                  'moved', jsonb_build_object('http://127.0.0.1:9/a', 'http://127.0.0.1:9/b'))))
                   WHERE sources = '{alpha}'""")
     listed = {s["name"]: s for s in get(api, "/sources").json()["items"]}
     assert listed["alpha"]["moved"] == {"http://127.0.0.1:9/a": "http://127.0.0.1:9/b"}
