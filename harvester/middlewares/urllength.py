@@ -4,7 +4,9 @@ Scrapy's ``UrlLengthMiddleware`` drops a request whose URL is longer than
 ``URLLENGTH_LIMIT`` with an INFO record: an X search of 496 Japanese characters (under X's
 512, 9 bytes each once percent-encoded) was never sent, and every run showed zeros, exit 0,
 until the source was disabled with no error to say why. Here the drop is an error of the
-request's source (counted, the source's last error, `harvest crawl` says so).
+request's source (counted, the source's last error, `harvest crawl` says so) when the
+source's own settings made the URL (its URLs, its query), and a rejection of the entry when
+a document gave it (a sitemap's page URL).
 """
 
 from __future__ import annotations

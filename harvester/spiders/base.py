@@ -145,8 +145,8 @@ class SourceSpider(Spider):
 
     def since(self, source: Source) -> datetime | None:
         """The start of the source's last run that ran to its end with nothing failed (the
-        cursor's ``since``, which only such a run writes; migration 0012 set it to the last
-        success for sources crawled before), or None: then everything is new."""
+        cursor's ``since``, which only such a run writes; migration 0012 took it from
+        ``crawl_runs`` for sources crawled before), or None: then everything is new."""
         value = self.source_state(source).cursor.get("since")
         try:
             return datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -276,8 +276,7 @@ class SourceSpider(Spider):
                 self.fail(source, request.url, f"forbidden by robots.txt ({why})")
                 return
             hstats.set_last_error(self.crawler.stats, source,
-                                  f"{short_url(request.url)}: forbidden by robots.txt"
-                                  + (f" ({why})" if why else ""))
+                                  f"{short_url(request.url)}: forbidden by robots.txt")
             logger.info("Source %s: %s is forbidden by robots.txt; not fetched", source,
                         request.url, extra=self.log_extra)
             return
