@@ -34,8 +34,7 @@ def _sources(ctx: click.Context) -> list[Source] | None:
                   "time.",
                   highlight=False)
         return None
-    cfg = get_config()
-    return [s for s in parsed.sources if s.enabled and cfg.kind_enabled(s.kind)]
+    return get_config().crawled(parsed.sources)
 
 
 def _indent(text: str) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harvester.services.embedded import DEFAULT_SHARED_BUFFERS, SIZE
+
+if TYPE_CHECKING:
+    from harvester.sources import Source
 
 
 class HarvestConfig(BaseSettings):
@@ -112,6 +117,11 @@ class HarvestConfig(BaseSettings):
 
     def kind_enabled(self, kind: str) -> bool:
         return bool(getattr(self, f"{kind}_enabled", True))
+
+    def crawled(self, sources: Iterable[Source]) -> list[Source]:
+        """The sources crawls run: enabled, of a kind not switched off by
+        HARVEST_<KIND>_ENABLED. Staleness (/health, notify, /metrics) is judged of them."""
+        return [s for s in sources if s.enabled and self.kind_enabled(s.kind)]
 
     @property
     def spool_dir(self) -> Path:

@@ -89,9 +89,7 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
     now = datetime.now(UTC)
     report: dict[str, Any] = {}
     problems: list[str] = []
-    for source in sources.sources:
-        if not source.enabled or not config.kind_enabled(source.kind):
-            continue
+    for source in config.crawled(sources.sources):
         last_success, last_attempt, disabled = rows.get(source.name, (None, None, False))
         allowed = source.period(now).total_seconds() * config.stale_factor
         age = (now - last_success).total_seconds() if last_success else None

@@ -20,17 +20,9 @@ from prometheus_client.registry import Collector  # noqa: E402
 
 from harvester.config import get_config  # noqa: E402
 from harvester.services import scrapyd, spool  # noqa: E402
-from harvester.sources import Source, SourcesFile  # noqa: E402
+from harvester.sources import SourcesFile  # noqa: E402
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _crawled(parsed: SourcesFile) -> list[Source]:
-    """The sources crawls run: enabled, of a kind not switched off (HARVEST_<KIND>_ENABLED),
-    as /health and notify judge staleness. A switched-off kind's sources raised stale alerts
-    that /health did not."""
-    config = get_config()
-    return [s for s in parsed.sources if s.enabled and config.kind_enabled(s.kind)]
 
 
 class DatabaseCollector(Collector):
@@ -75,7 +67,7 @@ class DatabaseCollector(Collector):
                 "Each crawled source's interval (with cron, the gap between its next two due "
                 "times)", labels=["source"])
             now = datetime.now(UTC)
-            for source in _crawled(parsed):
+            for source in get_config().crawled(parsed.sources):
                 interval.add_metric([source.name], source.period(now).total_seconds())
             yield interval
 
@@ -94,7 +86,8 @@ class DatabaseCollector(Collector):
                                      labels=["source"])
         # Disabled only of sources still crawled: one switched off or taken out of the
         # file kept HarvestSourceDisabled firing for good (/health and notify had let it go).
-        crawled = None if parsed is None else {s.name for s in _crawled(parsed)}
+        crawled = (None if parsed is None
+                   else {s.name for s in get_config().crawled(parsed.sources)})
         for source, success, off in conn.execute(
                 "SELECT source, last_success, disabled FROM sources_state").fetchall():
             if success is not None:
