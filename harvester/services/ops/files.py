@@ -124,6 +124,15 @@ REQUIRED: dict[str, tuple[str, ...]] = {"snapshot": ("columns", "rows"),
                                         "archive": ("columns", "rows")}
 
 
+def data_file(mpath: Path, manifest: dict[str, Any]) -> Path | None:
+    """The data file ``manifest`` names next to it, or None when it names none: "" or
+    "x/y.ndjson" ended restore and prune in a ValueError traceback."""
+    name = manifest.get("file")
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
+        return None
+    return mpath.with_name(name)
+
+
 def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
     """The data file and manifest named by ``path`` (either of the two), checksum verified."""
     if str(path) in ("", ".") or path.is_dir():
@@ -150,12 +159,10 @@ def load(path: Path, kind: str) -> tuple[Path, dict[str, Any]]:
         command = "restore" if found == "backup" else f"{found} restore"
         raise OpsError(f"{mpath} describes {_a(found)}, not {_a(kind)}; use "
                        f"`harvest {command}`")
-    name = manifest.get("file")
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
-        # "" or "x/y.ndjson" ended in a ValueError traceback: a manifest names a file next
-        # to it, nothing else.
-        raise OpsError(f"{mpath} names no data file next to it ({name!r}); restore refused")
-    data = mpath.with_name(name)
+    data = data_file(mpath, manifest)
+    if data is None:
+        raise OpsError(f"{mpath} names no data file next to it ({manifest.get('file')!r}); "
+                       "restore refused")
     if not data.is_file():
         raise OpsError(f"{data} named by {mpath.name} is missing; restore refused")
     digest = sha256_of(data)

@@ -28,12 +28,11 @@ class PrunePlan:
 def _broken(mpath: Path, manifest: dict[str, Any]) -> str | None:
     """Why the artifact of ``manifest`` cannot be restored, or None (its size is checked,
     not its checksum: `harvest restore` does that, and reading every file here is slow)."""
-    name = manifest.get("file")
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name:
-        return f"it names no data file next to it ({name!r})"
-    data = mpath.with_name(name)
+    data = files.data_file(mpath, manifest)
+    if data is None:
+        return f"it names no data file next to it ({manifest.get('file')!r})"
     if not data.is_file():
-        return f"its data file {name!r} is missing"
+        return f"its data file {data.name!r} is missing"
     size = data.stat().st_size
     if size != manifest.get("bytes"):
         return f"{data.name} is {size:,} bytes, not the {manifest.get('bytes')} its manifest says"
