@@ -48,14 +48,11 @@ class SourceOutcome:
             # Disabled after failing: not reached, and a cron job or CI must see it (every
             # source of a `make run` offline five times over ended here with exit 0).
             return bool(self.counters.get("disabled"))
-        if self._reached == 0:
-            # Nothing fetched and nothing failed is no good run either (as the source's
-            # state and `harvest stats` count it): a request dropped on the way without an
-            # error said "exit 0" five times, then the source was disabled.
-            return True
         # As the source's state counts it (toward HARVEST_DISABLE_AFTER): errors and
-        # nothing usable (a listing whose selector matches nothing), or a bug of ours.
-        # It said "partly failed", exit 0, while the state counted a failed run.
+        # nothing usable (a listing whose selector matches nothing), a bug of ours, or
+        # nothing fetched at all, even with no error (a request dropped on the way said
+        # "exit 0" five times, then the source was disabled). It said "partly failed",
+        # exit 0, while the state counted a failed run.
         return not succeeded(self.counters)
 
     @property

@@ -233,7 +233,15 @@ class StorePipeline:
         if worker is not None and worker.alive:
             await self._replay()
         self._spool_stored()
-        batch = Batch(run=run_record(
+        await self._write(self._run_batch(spider, reason, self._validators), force=True)
+        _UNFINISHED.discard(self)
+        await SHARED.leave(self)
+
+    def _run_batch(self, spider: Spider, reason: str,
+                   validators: dict[str, dict[str, dict[str, str]]]) -> Batch:
+        """The batch of this run's ``crawl_runs`` row and its sources' state (cursors are
+        kept only for a run that finished with nothing failed: see ``run_record``)."""
+        return Batch(run=run_record(
             run_id=self.run_id,
             spider=spider.name,
             sources=getattr(spider, "source_names", []),
@@ -241,14 +249,11 @@ class StorePipeline:
             started_at=self.started_at,
             reason=reason,
             stats=self.crawler.stats.get_stats(),
-            validators=self._validators,
+            validators=validators,
             cursors=getattr(spider, "cursors", None),
             unchanged=getattr(spider, "unchanged", None),
             disable_after=get_config().disable_after,
         ))
-        await self._write(batch, force=True)
-        _UNFINISHED.discard(self)
-        await SHARED.leave(self)
 
     def _spool_stored(self) -> None:
         """This run's spooled signals whose files a replay took (this one at close, or
@@ -380,14 +385,7 @@ class StorePipeline:
         spider = self.crawler.spider
         if not all(spooled) or spider is None or any(batch.run for batch in batches):
             return  # the run record is among them (the stop came as the spider closed)
-        run = Batch(run=run_record(
-            run_id=self.run_id, spider=spider.name,
-            sources=getattr(spider, "source_names", []), job_id=getattr(spider, "_job", None),
-            started_at=self.started_at, reason="shutdown",
-            stats=self.crawler.stats.get_stats(), validators={},
-            unchanged=getattr(spider, "unchanged", None),
-            disable_after=get_config().disable_after))
-        if self._spool(run):
+        if self._spool(self._run_batch(spider, "shutdown", validators={})):
             for source in getattr(spider, "source_names", []):
                 hstats.inc(self.crawler.stats, source, "run_spooled")
             logger.warning("Stopped before the spider closed: %d signals, %d rejections and "
