@@ -204,6 +204,7 @@ def test_stale_disabled_sources_and_spool_degrade_health(
     # alerts fired while /health let them be.
     with serving(home, {"HARVEST_FEED_ENABLED": "false"}, sources) as base:
         text = requests.get(f"{base}/metrics", timeout=30).text
+        assert "harvest_sources_file_readable 1.0" in text  # read, and nothing crawled
         assert "harvest_source_interval_seconds{" not in text, text
         assert _health(base)[1]["checks"]["sources"]["sources"] == {}
 
