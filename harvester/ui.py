@@ -79,21 +79,20 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
                                                                       new_url)))
         spooled = int(outcome.counters.get("spooled") or 0)
         waiting = spooled - int(outcome.counters.get("spool_stored") or 0)
+        # The next crawl replays the default spool only (a spool directory of its own is
+        # the crawl's setting).
+        replays = f"`{escape(replay_command)}` " + (
+            "(or the next crawl) " if replay_command == "harvest replay" else "")
         if waiting > 0:
-            console.print(
-                f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the spool; "
-                f"`{escape(replay_command)}` "
-                f"{'(or the next crawl) ' if replay_command == 'harvest replay' else ''}"
-                "stores them")
+            console.print(f"[yellow]spooled[/] {outcome.source}: {waiting} items wait in the "
+                          f"spool; {replays}stores them")
         elif spooled:
             console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
                           "the database was away and were stored when the crawl ended")
         if outcome.counters.get("run_spooled"):
             # A forced stop with every item stored: only the log said where the run went.
             console.print(f"[yellow]spooled[/] {outcome.source}: the run's record is in the "
-                          f"spool; `{escape(replay_command)}` "
-                          f"{'(or the next crawl) ' if replay_command == 'harvest replay' else ''}"
-                          "stores it")
+                          f"spool; {replays}stores it")
 
 
 def _errors(outcome: SourceOutcome) -> str:
