@@ -27,7 +27,7 @@ DOWNLOAD_MAXSIZE = 50 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 10 * 1024 * 1024
 # getaddrinfo in a thread: IPv6 hosts and literals ("http://[::1]:8080/"), which Scrapy's
 # default resolver (gethostbyname) fails as "DNS lookup failed"; it takes no DNS_TIMEOUT.
-DNS_RESOLVER = "scrapy.resolver.CachingHostnameResolver"
+TWISTED_DNS_RESOLVER = "scrapy.resolver.CachingHostnameResolver"
 RETRY_TIMES = 2
 COOKIES_ENABLED = False
 

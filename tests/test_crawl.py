@@ -497,6 +497,8 @@ def test_scrapy_crawl_subprocess_like_scrapyd(
     # GcFreezeExtension is on by default, with the collector's documented threshold.
     assert "Froze " in result.stderr and "gen0 threshold 100000" in result.stderr
     assert "TelnetConsole" not in result.stderr  # no network console in a crawler
+    # Every job's log began with "The DNS_RESOLVER setting is deprecated" (Scrapy 2.19).
+    assert "Deprecat" not in result.stderr, result.stderr[:3000]
 
 
 def test_top_and_stats_json_contract(
@@ -787,6 +789,19 @@ def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable
     assert bad.stderr.strip().splitlines()[-1].startswith(
         "error: HARVEST_DISABLE_AFTER: Input should be a valid integer")
     assert count(db, "SELECT count(*) FROM crawl_runs") == 2  # nothing ran
+
+    # A component refusing a -s value: asyncio's "Task exception was never retrieved" and
+    # a traceback, and exit 1 as if a source had failed.
+    for setting, said in (("HARVEST_STORE_BATCH_SIZE=abc", "error: HARVEST_STORE_BATCH_SIZE "
+                           "must be a whole number of at least 1, not 'abc'"),
+                          ("HARVEST_CLUSTER_DISTANCE=99", "error: HARVEST_CLUSTER_DISTANCE "
+                           "must be between 0 and 11, not 99.")):
+        refused = scrapy("crawl", "feed", "-a", "source=up", "-s", setting, home=home,
+                         sources=sources)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr and "never retrieved" not in refused.stderr
+        assert refused.stderr.strip().splitlines()[-1] == said
+    assert count(db, "SELECT count(*) FROM crawl_runs") == 2
 
 
 def test_a_crawl_stopped_early_says_so(

@@ -8,27 +8,34 @@ unreachable. This one (what Scrapyd runs too) exits like ``harvest crawl``:
 - 1: a source failed (nothing usable came back), items were lost, or the spider could
   not be started at all (Scrapy's own case);
 - 2: the crawl could not run: a ``HARVEST_*`` variable is malformed (one sentence on
-  stderr instead of a traceback per extension), or the spider stopped at once on a
-  configuration error (unknown source, broken sources file; ``crawl_runs`` keeps it as
-  ``config_error``).
+  stderr instead of a traceback per extension), a component refused a setting given with
+  ``-s`` (one sentence, not asyncio's "Task exception was never retrieved" and a
+  traceback), or the spider stopped at once on a configuration error (unknown source,
+  broken sources file; ``crawl_runs`` keeps it as ``config_error``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+from typing import Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 
 from harvester.config import ConfigError, get_config
+from harvester.messages import first_line
 from harvester.runner import SourceOutcome
 from harvester.spiders.base import SourceSpider
 from harvester.stats import per_source
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+logger = logging.getLogger(__name__)
 
 
 class Command(ScrapyCrawlCommand):
@@ -43,12 +50,34 @@ class Command(ScrapyCrawlCommand):
             return
         assert self.crawler_process
         crawler = self._create_crawler(args[0])
-        self.crawler_process.crawl(crawler, **opts.spargs)
+        started = self.crawler_process.crawl(crawler, **opts.spargs)
         self.crawler_process.start()
+        refused = start_error(started)
+        if isinstance(refused, ValueError):
+            print(f"error: {first_line(refused)}", file=sys.stderr)
+            self.exitcode = EXIT_USAGE
+            return
+        if refused is not None:
+            print(f"error: the crawl could not start ({type(refused).__name__}: "
+                  f"{first_line(refused)}); the log has the traceback", file=sys.stderr)
+            self.exitcode = EXIT_FAILED
+            return
         if self.crawler_process.bootstrap_failed:
             self.exitcode = EXIT_FAILED
             return
         self.exitcode = exit_status(crawler)
+
+
+def start_error(started: Any) -> BaseException | None:
+    """What stopped the crawl from starting, when it raised: a component refusing a
+    setting given with ``-s`` (a ``ValueError`` that names it, shown as it is), or a fault
+    (its traceback logged). Retrieved here, asyncio no longer reports it on its own."""
+    if not isinstance(started, asyncio.Future) or not started.done() or started.cancelled():
+        return None
+    exc = started.exception()
+    if exc is not None and not isinstance(exc, ValueError):
+        logger.error("The crawl could not start", exc_info=exc)
+    return exc
 
 
 def exit_status(crawler: Crawler) -> int:
