@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import json
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,7 +73,8 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
         status = exc.response.status
         hint = ((None if listed else _FOUND_HINTS.get(status)) or _STATUS_HINTS.get(status)
                 or _STATUS_HINTS.get(status // 100, ""))
-        return f"HTTP {status}{hint}"
+        said = _api_message(exc.response.body) if 400 <= status < 500 else None
+        return f"HTTP {status}{hint}" + (f"; the server says {said!r}" if said else "")
     if isinstance(exc, RateLimited | BadRedirect):
         return str(exc)
     if "download max size" in str(exc) or "DOWNLOAD_MAXSIZE" in str(exc):
@@ -93,6 +95,30 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
     text = str(exc).strip().splitlines()
     name = type(exc).__name__
     return f"{name}: {text[0]}" if text else name
+
+
+#: Where the JSON APIs put why they refused a request: Algolia and Reddit ``message``, X
+#: ``detail``, OAuth ``error_description``, others a string ``error``.
+_API_REASONS = ("message", "detail", "error_description", "error")
+
+
+def _api_message(body: bytes) -> str | None:
+    """The reason a JSON API's 4xx answer gives (Algolia's 400 "invalid tags" was only
+    "HTTP 400"), on one line and short; None for any other answer."""
+    if len(body) > 65536 or body.lstrip()[:1] != b"{":
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    said = next((v for k in _API_REASONS if isinstance(v := data.get(k), str) and v.strip()),
+                None)
+    if said is None:
+        return None
+    said = " ".join(said.split())
+    return said if len(said) <= 160 else said[:159] + "…"
 
 
 def _connection_dropped(exc: BaseException) -> bool:

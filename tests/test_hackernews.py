@@ -116,6 +116,10 @@ def test_algolia_hits_and_pages() -> None:
     assert page.error is None and page.nb_pages == 0
     error = parse_search_page(b'{"message": "invalid numericFilters", "status": 400}')
     assert error.error == "the answer has no list of hits: invalid numericFilters"
+    # Quoted by a proxy: paging stopped after page 0. Absent: paging goes by full pages.
+    quoted = parse_search_page(b'{"hits": [], "page": "1", "nbPages": "3", "nbHits": "70"}')
+    assert (quoted.page, quoted.nb_pages, quoted.nb_hits) == (1, 3, 70)
+    assert parse_search_page(b'{"hits": []}').nb_pages is None
 
 
 def test_dates_and_counts_in_a_form_hn_does_not_send_are_reported() -> None:
@@ -345,6 +349,29 @@ def test_algolia_search_pages_and_only_newer_items_on_the_next_run(
     assert runs == [(0, 3), (0, 3)]  # 9 hits, 6 fetched: the rest is counted, not silent
 
 
+def test_search_answers_without_a_page_count_are_paged_while_pages_are_full(
+    db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A proxy or mirror that drops nbPages stopped the crawl after page 0, saying nothing.
+    pages = [[hit(1), hit(2)], [hit(3), hit(4)], [hit(5)], [hit(6)]]
+    api = ApiServer()
+
+    @api.route("/api/v1/search_by_date")
+    def search(req: ApiRequest) -> Reply:
+        return Reply.json({"hits": pages[int(req.arg("page") or 0)]})
+
+    with api:
+        sources = write_sources(tmp_path / "s.toml", [{
+            "name": "hn-mirror", "kind": "hackernews", "query": "rust", "limit": 2,
+            "max_pages": 10, "api_base": f"{api.url}/api/v1"}])
+        result = harvest("--sources", str(sources), "crawl", "hn-mirror", *NO_THROTTLE,
+                         home=home, timeout=60)
+        asked = [r.arg("page") for r in api.hits("/api/v1/search_by_date")]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert asked == ["0", "1", "2"]  # page 2 is not full: the last one
+    assert one(db, "SELECT count(*) FROM signals") == 5
+
+
 def test_a_partly_failed_search_run_keeps_the_window(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
@@ -389,6 +416,8 @@ def test_algolia_error_document_fails_and_keeps_the_window(
                          "-s", "RETRY_TIMES=0", home=home, timeout=60)
     assert result.returncode == 1
     assert "failed hn-bad:" in result.stdout and "HTTP 400" in result.stdout
+    # Why Algolia refused is what the operator fixes: it was only "HTTP 400".
+    assert "the server says 'invalid tags'" in " ".join(result.stdout.split()), result.stdout
     state = db.execute("SELECT last_success, consecutive_failures FROM sources_state "
                        "WHERE source = 'hn-bad'").fetchone()
     assert state == (None, 1)  # no success: the next run still asks for everything

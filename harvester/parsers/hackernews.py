@@ -65,7 +65,8 @@ class SearchPage:
 
     hits: list[Any] = field(default_factory=list)
     page: int = 0
-    nb_pages: int = 0
+    #: None when the answer gives no usable count: paging then goes on while pages are full.
+    nb_pages: int | None = 0
     nb_hits: int = 0
     error: str | None = None
 
@@ -155,10 +156,18 @@ def parse_search_page(body: bytes) -> SearchPage:
         return SearchPage(error=f"the answer has no list of hits{detail}")
     return SearchPage(
         hits=data["hits"],
-        page=_int(data.get("page")) or 0,
-        nb_pages=_int(data.get("nbPages")) or 0,
-        nb_hits=_int(data.get("nbHits")) or 0,
+        page=_count(data.get("page")) or 0,
+        nb_pages=_count(data.get("nbPages")),
+        nb_hits=_count(data.get("nbHits")) or 0,
     )
+
+
+def _count(value: Any) -> int | None:
+    """A paging number, also as a decimal string (a proxy in front of the API that
+    quoted it stopped the paging after page 0, saying nothing)."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        return int(value)
+    return _int(value)
 
 
 def parse_hit(hit: Any) -> ParsedItem:

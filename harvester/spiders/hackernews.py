@@ -137,14 +137,18 @@ class HackerNewsSpider(SourceSpider):
         self.fetched(source)
         for hit in parsed.hits:
             yield from self._emit(source, parse_hit(hit), response.url)
-        if page + 1 >= parsed.nb_pages or not parsed.hits:
+        limit = source.limit or DEFAULT_LIMIT
+        # Without a usable page count, a full page may have a next one.
+        more = (page + 1 < parsed.nb_pages if parsed.nb_pages is not None
+                else len(parsed.hits) >= limit)
+        if not parsed.hits or not more:
             return
         max_pages = source.max_pages or DEFAULT_MAX_PAGES
         if page + 1 < max_pages:
             yield self._search(source, page + 1, since)
             return
         # The window moves on after this run: say what it leaves behind.
-        left = max(parsed.nb_hits - (page + 1) * (source.limit or DEFAULT_LIMIT), 0)
+        left = max(parsed.nb_hits - (page + 1) * limit, 0)
         self.count(source, "unfetched", left)
         logger.warning("Source %s: %s more hits after page %d not fetched (max_pages = %d); "
                        "raise max_pages or limit, or crawl more often", source.name,
