@@ -49,7 +49,8 @@ def _print_report(report: scheduler.TickReport) -> None:
                       "for that node", highlight=False)
     for source, job in report.lost:
         console.print(f"{stamp} [yellow]lost[/] {source}: job {job} is listed by no node "
-                      "(restarted?); its outcome is unknown", highlight=False)
+                      "(cancelled before it started, or its node restarted); its outcome "
+                      "is unknown", highlight=False)
     for source, outcome in report.finished:
         console.print(f"{stamp} finished {source}: {shown(outcome)}", highlight=False)
     for source, why in report.not_submitted:

@@ -384,13 +384,15 @@ class Scheduler:
                         last_finished_at=ended)
                 report.finished.append((source.name, outcome))
                 return None
-            # Its node answers and does not list it (restarted, or it forgot its finished
-            # jobs): its outcome is unknown; do not block the source.
+            # Its node answers and does not list it (cancelled before it started, restarted,
+            # or it forgot its finished jobs): its outcome is unknown; do not block the
+            # source.
             _update(self.conn, source.name, job_state="lost",
-                    last_outcome="lost (its node no longer lists it)")
+                    last_outcome="lost (its node no longer lists it: cancelled before it "
+                                 "started, or the node restarted)")
             report.lost.append((source.name, job_id))
-            logger.info("%s: job %s is listed by no node (%s restarted?): marked lost",
-                           source.name, job_id, row["job_node"])
+            logger.info("%s: job %s is listed by no node (cancelled before it started, or "
+                        "%s restarted?): marked lost", source.name, job_id, row["job_node"])
             return None
         view, job_state = found
         if job_state in ACTIVE:
