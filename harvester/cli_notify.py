@@ -127,6 +127,10 @@ def notify_command(ctx: click.Context, threshold: float, limit: int, dry_run: bo
         _print_dry_run(result)
         return
     _print_changes(result)
+    for channel, n in result.unconfigured.items():
+        console.print(f"{n} message{'s' if n != 1 else ''} wait{'s' if n == 1 else ''} for "
+                      f"{channel}, which is not configured now: sent when it is configured "
+                      "again", highlight=False)
     if not result.channels:
         console.print(f"{NO_CHANNEL}: {result.recorded} alerts recorded, none sent",
                       highlight=False)

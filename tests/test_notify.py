@@ -335,11 +335,17 @@ def test_failures_are_given_up_and_reported_without_secrets(
     assert any("ConnectionError" in e for e in errors)
     again = notify("--no-ops", home=home, env=env)
     assert again.returncode == 0 and len(api.hits("/hook")) == 3, "given up means given up"
-    health = alerts.status(db, AlertsConfig(webhook_url=api.url + "/hook"))
-    assert health["channels"] == ["webhook"] and health["pending"] == {}
+    every = AlertsConfig(webhook_url=api.url + "/hook", slack_webhook_url=api.url + SLACK_PATH,
+                         telegram_bot_token=TOKEN, telegram_chat_id="7")
+    health = alerts.status(db, every)
+    assert health["channels"] == ["slack", "telegram", "webhook"] and health["pending"] == {}
     assert health["given_up"] == {"slack": 1, "telegram": 1, "webhook": 1}
-    assert "/hook" not in json.dumps(health)
+    assert "/hook" not in json.dumps(health) and SLACK_PATH not in json.dumps(health)
     assert_no_secrets(result, again)
+    # Slack and Telegram taken out of the configuration: their given-up messages no longer
+    # say a configured channel fails.
+    health = alerts.status(db, AlertsConfig(webhook_url=api.url + "/hook"))
+    assert health["given_up"] == {"webhook": 1} and health["unconfigured"] == {}
 
     # The webhook works again and delivers a later alert: its given-up one no longer keeps
     # /health degraded and the alert rule firing (it counted every given-up row ever).
@@ -347,8 +353,37 @@ def test_failures_are_given_up_and_reported_without_secrets(
     add_signal(db, "Another attack", 90)
     delivered = notify("--no-ops", home=home, env={"HARVEST_WEBHOOK_URL": api.url + "/hook"})
     assert delivered.returncode == 0, delivered.stderr
+    assert alerts.status(db, every)["given_up"] == {"slack": 1, "telegram": 1}
+
+
+def test_messages_waiting_for_a_channel_taken_out_wait_without_alarming(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # Their rows stayed "pending" for good: /health, the backlog gauge and its alert rule
+    # reported a channel the operator had removed, and nothing said what became of them.
+    api.add(SLACK_PATH, lambda r: Reply.text("busy", status=500))
+    api.add("/hook", lambda r: Reply.text("ok"))
+    add_signal(db, "Supply-chain attack", 88)
+    both = {"HARVEST_SLACK_WEBHOOK_URL": api.url + SLACK_PATH,
+            "HARVEST_WEBHOOK_URL": api.url + "/hook", "HARVEST_NOTIFY_MAX_WAIT": "0"}
+    first = notify("--no-ops", home=home, env=both)
+    assert first.returncode == 0, first.stderr
+    assert sorted(statuses(db)) == [("signal", "slack", "failed", 1),
+                                     ("signal", "webhook", "sent", 1)]
+    webhook_only = {"HARVEST_WEBHOOK_URL": api.url + "/hook"}
+    later = notify("--no-ops", home=home, env=webhook_only)
+    assert later.returncode == 0, later.stderr
+    assert ("1 message waits for slack, which is not configured now: sent when it is "
+            "configured again") in later.stdout
     health = alerts.status(db, AlertsConfig(webhook_url=api.url + "/hook"))
-    assert health["given_up"] == {"slack": 1, "telegram": 1}
+    assert health["pending"] == {} and health["unconfigured"] == {"slack": 1}
+    # Configured again, the channel gets it.
+    api.add(SLACK_PATH, lambda r: Reply.text("ok"))
+    db.execute("UPDATE notifications SET next_attempt_at = now()")
+    back = notify("--no-ops", home=home, env=both)
+    assert back.returncode == 0 and "sent to slack" in back.stdout, back.stdout
+    assert sorted(statuses(db)) == [("signal", "slack", "sent", 2),
+                                     ("signal", "webhook", "sent", 1)]
 
 
 def test_dry_run_prints_and_records_nothing(db: psycopg.Connection[Any], home: Path,

@@ -265,6 +265,15 @@ def test_alerts_given_up_degrade_health_and_show_in_metrics(
     assert "127.0.0.1:9/hook" not in json.dumps(body)  # the webhook URL is a secret
     assert 'harvest_notifications_failed{channel="slack"} 1.0' in text
     assert 'harvest_notifications_pending{channel="slack"} 1.0' in text
+    # Slack taken out of the configuration: no longer "degraded" or a backlog for good;
+    # the message still waiting is named.
+    with serving(home, {"HARVEST_SLACK_WEBHOOK_URL": ""}, sources) as base:
+        status, body = _health(base)
+        text = requests.get(f"{base}/metrics", timeout=30).text
+    check = body["checks"]["alerts"]
+    assert check["ok"] and check["unconfigured"] == {"slack": 1}, check
+    assert "alerts wait for channels no longer configured (1 for slack)" in check["detail"]
+    assert 'channel="slack"' not in text
 
 
 def test_nodes_that_never_answer_leave_metrics_and_health_answering(

@@ -220,17 +220,28 @@ async def _no_connection(request: Request, exc: Exception) -> JSONResponse:
 def _alerts(conn: psycopg.Connection[Any]) -> checks.Check:
     status = alerts.status(conn)
     data = {"channels": status["channels"], "pending": status["pending"],
-            "given_up": status["given_up"], "open_alerts": status["open_alerts"]}
+            "given_up": status["given_up"], "unconfigured": status["unconfigured"],
+            "open_alerts": status["open_alerts"]}
     if status["config_error"]:
         return checks.Check(False, status["config_error"], data)
     if any(status["given_up"].values()):
         listed = ", ".join(f"{ch}: {n}" for ch, n in status["given_up"].items() if n)
         return checks.Check(False, f"alerts given up after retries ({listed}); see "
                                    "docs/alerts.md and run `harvest notify`", data)
+    waiting = _unconfigured(status["unconfigured"])
     if not status["channels"]:
         return checks.Check(True, "no alert channel configured: alerts are recorded, not "
-                                  "sent", data)
-    return checks.Check(True, f"{', '.join(status['channels'])}: no failed deliveries", data)
+                                  f"sent{waiting}", data)
+    return checks.Check(True, f"{', '.join(status['channels'])}: no failed deliveries"
+                              f"{waiting}", data)
+
+
+def _unconfigured(waiting: dict[str, int]) -> str:
+    if not waiting:
+        return ""
+    listed = ", ".join(f"{n} for {ch}" for ch, n in waiting.items())
+    return (f"; alerts wait for channels no longer configured ({listed}): they are sent "
+            "if the channel is configured again")
 
 
 def build() -> FastAPI:

@@ -19,8 +19,9 @@ from harvester.services.alerts.config import AlertsConfig, AlertsConfigError, lo
 
 def status(conn: psycopg.Connection[Any], cfg: AlertsConfig | None = None) -> dict[str, Any]:
     """For /health and /metrics: configured channel names (never their URLs or tokens), and
-    per channel the notifications waiting (``pending``: not yet tried or failed and due
-    for a retry), ``retrying`` (the failed part of ``pending``), ``given_up``, and open ops
+    per configured channel the notifications waiting (``pending``: not yet tried or failed
+    and due for a retry), ``retrying`` (the failed part of ``pending``), ``given_up``;
+    ``unconfigured``: messages waiting for a channel no longer configured; and open ops
     alerts by key.
     """
     error = None
@@ -30,6 +31,17 @@ def status(conn: psycopg.Connection[Any], cfg: AlertsConfig | None = None) -> di
         except AlertsConfigError as exc:
             error = str(exc)
     counts = store.counts(conn)
+    unconfigured: dict[str, int] = {}
+    if cfg is not None:
+        # A channel taken out of the configuration: its waiting messages are not a
+        # backlog to alert on forever (nothing sends them until it is configured again),
+        # and its given-up ones no longer say a configured channel fails.
+        kept = {*configured_names(cfg), store.NO_CHANNEL}
+        for state, per_channel in counts.items():
+            for channel in [ch for ch in per_channel if ch not in kept]:
+                n = per_channel.pop(channel)
+                if state in ("pending", "failed"):
+                    unconfigured[channel] = unconfigured.get(channel, 0) + n
     pending = dict(counts["pending"])
     for channel, n in counts["failed"].items():
         pending[channel] = pending.get(channel, 0) + n
@@ -42,6 +54,7 @@ def status(conn: psycopg.Connection[Any], cfg: AlertsConfig | None = None) -> di
         "retrying": counts["failed"],
         "given_up": counts["given_up"],
         "recorded": counts["recorded"],
+        "unconfigured": dict(sorted(unconfigured.items())),
         "open_alerts": open_alerts,
     }
 

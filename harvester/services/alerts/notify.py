@@ -24,6 +24,8 @@ class NotifyResult:
     ongoing: list[ops.Change] = field(default_factory=list)
     recorded: int = 0  # notification rows written
     delivery: DeliveryReport | None = None
+    #: messages waiting for a channel configured once and not now, per channel
+    unconfigured: dict[str, int] = field(default_factory=dict)
 
 
 def _record(conn: psycopg.Connection[Any], names: Sequence[str], status: str,
@@ -61,4 +63,6 @@ def notify(conn: psycopg.Connection[Any], cfg: AlertsConfig, channels: dict[str,
         result.delivery = Deliverer(conn, channels, max_attempts=cfg.notify_max_attempts,
                                     backoff_max=cfg.notify_backoff_max,
                                     max_wait=cfg.notify_max_wait).run()
+    if not dry_run:
+        result.unconfigured = store.waiting_elsewhere(conn, list(channels))
     return result

@@ -184,6 +184,16 @@ GROUP BY status, channel
 """
 
 
+def waiting_elsewhere(conn: psycopg.Connection[Any], channels: Sequence[str]) -> dict[str, int]:
+    """Per channel not in ``channels`` (nor "none"): messages still waiting for it, which
+    no `harvest notify` sends while it is not configured."""
+    rows = conn.execute("SELECT channel, count(*) FROM notifications "
+                        "WHERE status IN ('pending', 'failed') AND channel <> ALL(%s) "
+                        "GROUP BY channel ORDER BY channel",
+                        ([*channels, NO_CHANNEL],)).fetchall()
+    return {channel: int(n) for channel, n in rows}
+
+
 def counts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
     """``{status: {channel: n}}`` for the statuses that need attention or explain a gap
     (``given_up``: those not followed by a later message the channel delivered)."""
