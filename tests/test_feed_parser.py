@@ -239,6 +239,28 @@ def test_utf8_declared_but_cp1252() -> None:
     assert feed.entries[0]["text"] == "Señor’s favourite."
 
 
+@pytest.mark.parametrize("content_type", ["application/rss+xml; charset=utf-8",
+                                          "text/xml; charset=ISO-8859-1", None])
+def test_one_stray_byte_in_a_utf8_feed_spoils_only_itself(
+    content_type: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A windows-1252 byte pasted into one entry made the whole document "not UTF-8":
+    # detection chose windows-1252, and every title read "Ã‰lection Ã  GenÃ¨ve".
+    entries = [{"title": f"Élection à Genève n°{i} : résultats",
+                "link": f"https://news.example/{i}"} for i in range(20)]
+    body = rss(entries).encode("utf-8").replace("n°5 ".encode(), b"n\x92" + b"5 ")
+    feed = parse_feed(body, "https://news.example/rss", content_type)
+    assert feed.encoding == "utf-8"
+    titles = [e["title"] for e in feed.entries]
+    assert titles[4] == "Élection à Genève n°4 : résultats"
+    assert titles[5] == "Élection à Genève n\ufffd5 : résultats"
+    assert all("Ã" not in t for t in titles)
+    assert "1 bytes are not UTF-8 in a UTF-8 document" in caplog.text
+    # A windows-1252 document that says UTF-8 is still read as windows-1252 (above).
+    assert decode_document("Crème brûlée, naïve".encode("cp1252"),
+                           "text/xml; charset=utf-8").encoding == "cp1252"
+
+
 def test_http_charset_disagreeing_with_utf8_body() -> None:
     # Servers default to ISO-8859-1; the UTF-8 bytes are the truth.
     feed = parse("rss2.xml", content_type="text/xml; charset=ISO-8859-1")

@@ -70,6 +70,8 @@ class Decoded:
 
     text: str
     encoding: str
+    #: bytes that were not the encoding's, decoded as U+FFFD (see ``_mostly_utf8``)
+    replaced: int = 0
 
 
 class BodyTooLarge(ValueError):
@@ -189,6 +191,18 @@ def _utf8_truncated(body: bytes) -> str | None:
         return None
 
 
+def _mostly_utf8(body: bytes) -> tuple[str | None, int]:
+    """UTF-8 with a few bytes that are not (a windows-1252 quote pasted into one entry),
+    decoded with U+FFFD for them, and how many there were; (None, 0) unless its valid
+    non-ASCII characters outnumber the bad bytes ten to one. Detection took such a
+    document for windows-1252 and garbled every entry ("Ã©" for "é"); text in a
+    single-byte or East Asian codepage has few valid UTF-8 sequences and many errors."""
+    text = body.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
+    good = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")
+    return (text, bad) if 0 < bad and 10 * bad <= good else (None, 0)
+
+
 def _is_single_byte(codec: str) -> bool:
     """Single-byte codecs decode any byte string, so success proves nothing."""
     return codec.startswith(("cp", "iso8859", "latin", "koi8", "mac", "windows", "tis"))
@@ -235,7 +249,8 @@ def decode_document(body: bytes, content_type: str | None = None) -> Decoded:
     declaration) when the bytes actually decode → UTF-8 → charset-normalizer.
     A declared single-byte charset loses to UTF-8 when the body is valid UTF-8 with
     non-ASCII bytes: random single-byte text is almost never valid UTF-8, so the
-    declaration is the wrong one (typically a server default of ISO-8859-1).
+    declaration is the wrong one (typically a server default of ISO-8859-1). "Valid"
+    includes UTF-8 with a few stray bytes that are not (``replaced`` counts them).
     """
     bom = _sniff_bom(body)
     if bom is not None:
@@ -248,6 +263,9 @@ def decode_document(body: bytes, content_type: str | None = None) -> Decoded:
     if body.isascii():
         return Decoded(body.decode("ascii"), "utf-8")
     utf8 = _utf8_truncated(body)
+    replaced = 0
+    if utf8 is None:
+        utf8, replaced = _mostly_utf8(body)
     for label in (charset_from_content_type(content_type), _declared_xml_encoding(body)):
         codec = _codec(label)
         if codec is None or codec.startswith("utf-16") or codec.startswith("utf-32"):
@@ -257,11 +275,15 @@ def decode_document(body: bytes, content_type: str | None = None) -> Decoded:
             if utf8 is None:
                 return Decoded(body.decode(codec, "replace"), codec)
             continue
-        text = utf8 if codec == "utf-8" else _strict(body, codec)
+        if codec == "utf-8":
+            if utf8 is not None:
+                return Decoded(utf8, codec, replaced)
+            continue
+        text = _strict(body, codec)
         if text is not None:
             return Decoded(text, codec)
     if utf8 is not None:
-        return Decoded(utf8, "utf-8")
+        return Decoded(utf8, "utf-8", replaced)
     return _guess(body)
 
 

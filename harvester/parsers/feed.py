@@ -142,6 +142,9 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     if was_gzip and not body.strip():
         return _failed("corrupt gzip body: nothing could be decompressed", None)
     decoded = decode_document(body, content_type)
+    if decoded.replaced:
+        logger.warning("Feed %s: %d bytes are not UTF-8 in a UTF-8 document; each is read "
+                       "as U+FFFD", url, decoded.replaced)
     text = decoded.text.lstrip("\ufeff \t\r\n")
     if not text:
         return _failed("empty document: the response body has no content", decoded.encoding)
