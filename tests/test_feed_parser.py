@@ -261,6 +261,41 @@ def test_one_stray_byte_in_a_utf8_feed_spoils_only_itself(
                            "text/xml; charset=utf-8").encoding == "cp1252"
 
 
+@pytest.mark.parametrize("broken", [
+    "<item><title>x</title><!-- never closed <link>https://news.example.org/b/4</link></item>",
+    "<item><title><![CDATA[x</title><link>https://news.example.org/b/4</link></item>",
+    "<item><title>oops<link>https://news.example.org/b/4</link></item>",
+])
+def test_entries_after_a_broken_item_are_rejections_not_lost(broken: str) -> None:
+    # A comment or CDATA section never closed, or an unclosed tag, made the parsers read
+    # the rest of the document as that item's content: 10 items gave 4 or 5 entries, a
+    # good run, and the rest were gone without a trace.
+    good = [f"<item><title>Story {i}</title><link>https://news.example.org/b/{i}</link>"
+            "</item>" for i in range(10)]
+    body = rss([]).replace("</channel>", "".join([*good[:4], broken, *good[5:]]) + "</channel>")
+    feed = parse_feed(body.encode(), "https://news.example.org/rss")
+    assert len(feed.entries) + len(feed.rejects) == 10, (feed.entries, feed.rejects)
+    stored = {e["url"] for e in feed.entries}
+    unread = [r.raw["entry"] for r in feed.rejects if r.reason == "unreadable_entry"]
+    # Every good item is stored or shown whole in a rejection.
+    for i in (0, 1, 2, 3, 5, 6, 7, 8, 9):
+        link = f"https://news.example.org/b/{i}"
+        assert link in stored or any(f"<link>{link}</link>" in raw for raw in unread), i
+    # The broken item's rejection shows what came in, not "{}".
+    [broken_reject] = [r for r in feed.rejects if r.reason != "unreadable_entry"]
+    assert broken_reject.raw, broken_reject
+
+
+def test_empty_items_and_markup_in_cdata_are_not_entries_lost() -> None:
+    # <item /> and an item tag inside CDATA or a comment are no entries the parsers missed.
+    body = rss(items("ok", 3)).replace(
+        "</channel>", "<item /><!-- <item>old</item> --><description><![CDATA[<item>x</item>"
+                      "]]></description></channel>")
+    feed = parse_feed(body.encode(), "https://news.example.org/rss")
+    assert len(feed.entries) == 3
+    assert not [r for r in feed.rejects if r.reason == "unreadable_entry"]
+
+
 def test_http_charset_disagreeing_with_utf8_body() -> None:
     # Servers default to ISO-8859-1; the UTF-8 bytes are the truth.
     feed = parse("rss2.xml", content_type="text/xml; charset=ISO-8859-1")

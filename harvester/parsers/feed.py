@@ -14,6 +14,8 @@ last resort re-serialise with lxml's recovering parser and try again.
 
 from __future__ import annotations
 
+import bisect
+import html
 import json
 import logging
 import re
@@ -61,8 +63,14 @@ JSONFEED = "jsonfeed"
 #: Raw strings kept in a reject are cut to this length: enough for an operator to see
 #: what the entry was, not a copy of the article.
 RAW_LIMIT = 500
+#: The item's own markup, kept on a raw entry of a broken document that has no string
+#: field to show (see ``_unread_entries``); a reject's raw calls it ``xml``.
+RAW_XML = "harvester_raw_xml"
 
 _ITEM_TAG_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s>/]")
+# The start tag of an item or entry with content (parsers rightly skip ``<item />``).
+_OPEN_ITEM_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)(?:\s[^<>]*)?(?<!/)>")
+_HIDDEN_RE = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.DOTALL)
 _HTML_HEAD_RE = re.compile(
     r"^\s*(?:<\?[^>]*>\s*|<!--.*?-->\s*)*(?:<!doctype\s+html|<html[\s>])",
     re.IGNORECASE | re.DOTALL,
@@ -116,6 +124,8 @@ class _Attempt:
     rejects: list[EntryReject] = field(default_factory=list)
     #: fastfeedparser read some date with a lenient parser (see ``_lenient_date_calls``).
     lenient_dates: bool = False
+    #: item/entry start tags in the document (an upper bound of its entries)
+    item_tags: int = 0
 
 
 def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -153,14 +163,73 @@ def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
         if problem:
             return _failed(f"not a feed: {problem}", decoded.encoding)
     else:
-        attempt = _parse_xml(clean_xml_text(text))
+        cleaned = clean_xml_text(text)
+        attempt = _parse_xml(cleaned)
         if not attempt.entries and not attempt.is_feed:
             return _failed(_not_a_feed_reason(text, attempt, url), decoded.encoding)
         _drop_truncated_tail(attempt, text)
+        attempt.rejects.extend(_unread_entries(attempt, cleaned))
         if not attempt.cut_entries and _unfinished(text):
             attempt.rejects.append(EntryReject("truncated_document", None, {
                 "entries_read": str(len(attempt.entries)), "end": text[-RAW_LIMIT:]}))
     return _build(attempt, url, decoded.encoding)
+
+
+def _unread_entries(attempt: _Attempt, text: str) -> list[EntryReject]:
+    """A rejection for each item or entry of the document that no parser handed back.
+
+    A broken element in the middle of a feed (a comment or CDATA section never closed, an
+    unclosed tag) makes the parsers read the rest of the document as its content: a feed
+    of 10 items gave 5 entries and a good run, and the other 5 were lost without a word.
+    Looked for only when the document has more item/entry start tags than entries were
+    read; a well-formed document's elements are then counted exactly, a broken one's
+    start tags outside comments and CDATA. The entries read are matched to the items in
+    document order (by link, id or title); an item none of them matches is the rejection's
+    raw text, cut to ``RAW_LIMIT``.
+    """
+    read = attempt.entries + attempt.cut_entries
+    if attempt.item_tags <= len(read):
+        return []
+    hidden = [span for match in _HIDDEN_RE.finditer(text) for span in match.span()]
+    # A start tag is hidden when an odd number of hidden-span ends lie before it.
+    starts = [m.start() for m in _OPEN_ITEM_RE.finditer(text)
+              if bisect.bisect_right(hidden, m.start()) % 2 == 0]
+    exact = _entries_in_well_formed(text)
+    missing = (len(starts) if exact is None else exact) - len(read)
+    if missing <= 0:
+        return []
+    unread: list[str] = []
+    pending = iter(read)
+    current = next(pending, None)
+    for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        piece = text[start:end]
+        if current is None:
+            unread.append(piece)
+            continue
+        values = [v for key in ("link", "id", "title") if (v := _str(current.get(key)))]
+        if not values:
+            # Read from this item with nothing to know it by: its rejection shows the item.
+            current[RAW_XML] = piece[:RAW_LIMIT]  # type: ignore[index]
+        elif not any(v in html.unescape(piece) for v in values):
+            unread.append(piece)
+            continue
+        current = next(pending, None)
+    found = [EntryReject("unreadable_entry", None, {"entry": piece[:RAW_LIMIT]})
+             for piece in unread[-missing:]]
+    counts = {"entries_in_document": str(len(read) + missing), "entries_read": str(len(read))}
+    return found + [EntryReject("unreadable_entry", None, counts)] * (missing - len(found))
+
+
+def _entries_in_well_formed(text: str) -> int | None:
+    """The item/entry elements with content of a well-formed document; None when it is
+    not well-formed."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+    try:
+        root = etree.fromstring(to_utf8_xml(text), parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    return sum(1 for element in root.iter("{*}item", "{*}entry")
+               if len(element) or (element.text or "").strip())
 
 
 def _unfinished(text: str) -> bool:
@@ -232,9 +301,16 @@ def _drop_truncated_tail(attempt: _Attempt, text: str) -> None:
 
 def _parse_xml(text: str) -> _Attempt:
     """Best attempt over fastfeedparser, feedparser and a recovered re-serialisation."""
+    tags = len(_ITEM_TAG_RE.findall(text))
+    attempt = _best_attempt(text, tags)
+    attempt.item_tags = tags
+    return attempt
+
+
+def _best_attempt(text: str, tags: int) -> _Attempt:
     data = to_utf8_xml(text)
     fast = _run_fastfeedparser(data)
-    if not _needs_fallback(fast, text):
+    if not _needs_fallback(fast, text, tags):
         if _dates_to_check(fast, text) or _guids_to_check(fast, text):
             _check_entries(fast, _run_feedparser(data))
         return fast
@@ -375,7 +451,7 @@ def _same(ours: Mapping[str, Any], theirs: Mapping[str, Any], key: str) -> bool:
     return value is not None and value == _str(dict.get(theirs, key))
 
 
-def _needs_fallback(fast: _Attempt, text: str) -> bool:
+def _needs_fallback(fast: _Attempt, text: str, tags: int) -> bool:
     """Whether feedparser should get a go after fastfeedparser.
 
     Yes when fastfeedparser failed, found no entries or fewer than the document has
@@ -388,7 +464,7 @@ def _needs_fallback(fast: _Attempt, text: str) -> bool:
         return True
     if _usable(fast) < len(fast.entries):
         return True
-    if len(fast.entries) < len(_ITEM_TAG_RE.findall(text)):
+    if len(fast.entries) < tags:
         return True
     return "xml:base" in text and any(
         _is_relative(str(e["link"])) for e in fast.entries if e.get("link"))
@@ -811,4 +887,6 @@ def _raw_strings(raw: Mapping[str, Any]) -> dict[str, Any]:
         value = raw.get(key)
         if isinstance(value, str) and value.strip():
             out[key] = value.strip()[:RAW_LIMIT]
+    if not out and isinstance(xml := raw.get(RAW_XML), str):
+        out["xml"] = xml
     return out
