@@ -200,7 +200,7 @@ def _mostly_utf8(body: bytes) -> tuple[str | None, int]:
     text = body.decode("utf-8", "replace")
     bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
     good = len(text) - len(text.encode("ascii", "ignore")) - text.count("\ufffd")
-    return (text, bad) if 0 < bad and 10 * bad <= good else (None, 0)
+    return (text, bad) if bad > 0 and 10 * bad <= good else (None, 0)
 
 
 def _is_single_byte(codec: str) -> bool:
