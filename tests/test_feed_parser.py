@@ -296,6 +296,32 @@ def test_empty_items_and_markup_in_cdata_are_not_entries_lost() -> None:
     assert not [r for r in feed.rejects if r.reason == "unreadable_entry"]
 
 
+def test_titles_and_summaries_with_markup_inside_are_read_whole() -> None:
+    # fastfeedparser kept the text before the first element: "Intro:", "The"; an Atom
+    # type="xhtml" title (RFC 4287) came out empty, and an entry with only such a title
+    # was rejected as having neither title nor text.
+    body = rss([{"title": "Intro: <em>Python</em> 3.13 released",
+                 "link": "https://news.example.org/1",
+                 "description": "The <b>new</b> release brings a JIT"}])
+    [entry] = parse_feed(body.encode(), "https://news.example.org/rss").entries
+    assert (entry["title"], entry["text"]) == ("Intro: Python 3.13 released",
+                                               "The new release brings a JIT")
+    xhtml = '<div xmlns="http://www.w3.org/1999/xhtml">{}</div>'
+    atom = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        '<id>urn:f</id><updated>2024-01-01T00:00:00Z</updated>'
+        f'<entry><title type="xhtml">{xhtml.format("Hello <b>big</b> world")}</title>'
+        '<link href="https://news.example.org/x1"/><id>urn:x1</id>'
+        '<updated>2024-01-01T00:00:00Z</updated>'
+        f'<summary type="xhtml">{xhtml.format("Sum <i>mary</i> here")}</summary></entry>'
+        f'<entry><title type="xhtml">{xhtml.format("Only a title")}</title>'
+        '<link href="https://news.example.org/x2"/><id>urn:x2</id>'
+        '<updated>2024-01-01T00:00:00Z</updated></entry></feed>')
+    feed = parse_feed(atom.encode(), "https://news.example.org/atom")
+    assert [(e["title"], e["text"]) for e in feed.entries] == [
+        ("Hello big world", "Sum mary here"), ("Only a title", None)]
+
+
 def test_http_charset_disagreeing_with_utf8_body() -> None:
     # Servers default to ISO-8859-1; the UTF-8 bytes are the truth.
     feed = parse("rss2.xml", content_type="text/xml; charset=ISO-8859-1")

@@ -70,6 +70,9 @@ RAW_XML = "harvester_raw_xml"
 _ITEM_TAG_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s>/]")
 # The start tag of an item or entry with content (parsers rightly skip ``<item />``).
 _OPEN_ITEM_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)(?:\s[^<>]*)?(?<!/)>")
+# A title or summary with an element inside (unescaped HTML in RSS, Atom's type="xhtml"):
+# fastfeedparser keeps only the text before it ("Intro:" of "Intro: <em>Python</em> 3.13").
+_MARKUP_INSIDE_RE = re.compile(r"<(?:title|description|summary)(?:\s[^<>]*)?>[^<]*<(?![/!])")
 _HIDDEN_RE = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.DOTALL)
 _HTML_HEAD_RE = re.compile(
     r"^\s*(?:<\?[^>]*>\s*|<!--.*?-->\s*)*(?:<!doctype\s+html|<html[\s>])",
@@ -315,7 +318,7 @@ def _best_attempt(text: str, tags: int) -> _Attempt:
             _check_entries(fast, _run_feedparser(data))
         return fast
     slow = _run_feedparser(data)
-    best = _better(fast, slow, prefer_slow="xml:base" in text)
+    best = _better(fast, slow, prefer_slow="xml:base" in text or _markup_inside(text))
     if best is fast:
         _check_entries(fast, slow)
     if best.entries or (fast.failure is None and slow.failure is None):
@@ -456,9 +459,10 @@ def _needs_fallback(fast: _Attempt, text: str, tags: int) -> bool:
 
     Yes when fastfeedparser failed, found no entries or fewer than the document has
     item/entry tags (it dropped some on malformed markup), returned an entry without link
-    and id (it loses ``<link>`` when an item also carries an ``atom:link``), or when the
-    document uses ``xml:base`` and some link is relative: fastfeedparser ignores
-    ``xml:base``, feedparser resolves it.
+    and id (it loses ``<link>`` when an item also carries an ``atom:link``), when a title
+    or summary has an element inside (``_markup_inside``), or when the document uses
+    ``xml:base`` and some link is relative: fastfeedparser ignores ``xml:base``,
+    feedparser resolves it.
     """
     if fast.failure is not None or not fast.entries:
         return True
@@ -466,8 +470,16 @@ def _needs_fallback(fast: _Attempt, text: str, tags: int) -> bool:
         return True
     if len(fast.entries) < tags:
         return True
+    if _markup_inside(text):
+        return True
     return "xml:base" in text and any(
         _is_relative(str(e["link"])) for e in fast.entries if e.get("link"))
+
+
+def _markup_inside(text: str) -> bool:
+    """Whether some title or summary has an element inside it, which fastfeedparser cuts
+    at (feedparser reads it whole)."""
+    return _MARKUP_INSIDE_RE.search(text) is not None
 
 
 def _is_relative(link: str) -> bool:
