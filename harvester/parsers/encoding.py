@@ -75,7 +75,21 @@ class Decoded:
 
 
 class BodyTooLarge(ValueError):
-    """The body decompresses beyond :data:`MAX_DECOMPRESSED`."""
+    """The body decompresses beyond its limit (:data:`MAX_DECOMPRESSED`, or the crawl's
+    ``DOWNLOAD_MAXSIZE``)."""
+
+
+def inflate_limit(download_maxsize: int) -> int:
+    """How far a gzip body served without ``Content-Encoding`` may inflate: as far as
+    Scrapy lets one with it (``DOWNLOAD_MAXSIZE``, which ``-s`` raised for the one and not
+    the other), :data:`MAX_DECOMPRESSED` when that is 0 (no limit: a gzip bomb's)."""
+    return download_maxsize if download_maxsize > 0 else MAX_DECOMPRESSED
+
+
+def too_large(limit: int) -> str:
+    """What the source's failure says of a body inflating beyond ``limit`` bytes."""
+    return (f"the document inflates beyond DOWNLOAD_MAXSIZE ({limit / 2**20:g} MB): a "
+            "document that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES takes it")
 
 
 def gunzip_if_needed(body: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
@@ -108,7 +122,7 @@ def gunzip_checked(body: bytes, limit: int = MAX_DECOMPRESSED) -> tuple[bytes, b
         size += len(chunk)
         out.append(chunk)
         if size > limit or inflater.unconsumed_tail:
-            raise BodyTooLarge(f"gzip body inflates beyond {limit} bytes")
+            raise BodyTooLarge(too_large(limit))
         if not inflater.eof:
             whole = False
             break

@@ -45,6 +45,7 @@ from harvester.parsers.dates import (
     zero_century,
 )
 from harvester.parsers.encoding import (
+    MAX_DECOMPRESSED,
     BodyTooLarge,
     clean_xml_text,
     decode_document,
@@ -131,10 +132,12 @@ class _Attempt:
     item_tags: int = 0
 
 
-def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
-    """Parse a feed document fetched from ``url``; never raises."""
+def parse_feed(body: bytes, url: str, content_type: str | None = None, *,
+               max_size: int = MAX_DECOMPRESSED) -> ParsedFeed:
+    """Parse a feed document fetched from ``url``; never raises. ``max_size``: how far a
+    gzip body may inflate."""
     try:
-        return _parse(body, url, content_type)
+        return _parse(body, url, content_type, max_size)
     except Exception as exc:  # one bad document must not stop a crawl
         logger.warning("Feed %s: parser crashed: %s", url, exc, exc_info=True)
         return _failed(f"parser failure: {type(exc).__name__}: {exc}", None)
@@ -144,14 +147,14 @@ def _failed(error: str, encoding: str | None) -> ParsedFeed:
     return ParsedFeed([], [], error, FASTFEEDPARSER, encoding, None)
 
 
-def _parse(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
+def _parse(body: bytes, url: str, content_type: str | None, max_size: int) -> ParsedFeed:
     if not body or not body.strip():
         return _failed("empty document: the response body has no content", None)
     was_gzip = body.startswith(b"\x1f\x8b")
     try:
-        body = gunzip_if_needed(body)
+        body = gunzip_if_needed(body, max_size)
     except BodyTooLarge as exc:
-        return _failed(f"document too large: {exc}", None)
+        return _failed(str(exc), None)
     if was_gzip and not body.strip():
         return _failed("corrupt gzip body: nothing could be decompressed", None)
     decoded = decode_document(body, content_type)

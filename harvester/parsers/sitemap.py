@@ -12,7 +12,8 @@ that cannot be used as an :class:`EntryReject`.
 * RSS/Atom feeds are valid sitemaps too (sitemaps.org, "Other formats"): their links are
   the URLs, their updated/published dates the ``lastmod``.
 * Entities are not resolved and nothing is fetched by the XML parser (no XXE); the
-  inflated size is capped (:data:`~harvester.parsers.encoding.MAX_DECOMPRESSED`).
+  inflated size is capped (the crawl's ``DOWNLOAD_MAXSIZE``, see
+  :func:`~harvester.parsers.encoding.inflate_limit`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lxml import etree
 from protego import Protego
 
 from harvester.parsers.encoding import (
+    MAX_DECOMPRESSED,
     BodyTooLarge,
     decode_document,
     gunzip_checked,
@@ -84,14 +86,15 @@ class ParsedSitemap:
     bad_dates: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def parse_sitemap(body: bytes, url: str = "") -> ParsedSitemap:
-    """Parse a sitemap document fetched from ``url`` (used to resolve relative locations)."""
+def parse_sitemap(body: bytes, url: str = "", *,
+                  max_size: int = MAX_DECOMPRESSED) -> ParsedSitemap:
+    """Parse a sitemap document fetched from ``url`` (used to resolve relative locations);
+    ``max_size``: how far a gzip body may inflate."""
     gzipped = body.startswith(_GZIP_MAGIC)
     try:
-        data, cut_short = gunzip_checked(body)
-    except BodyTooLarge:
-        return ParsedSitemap(kind="unknown", gzipped=gzipped,
-                             error="document too large once decompressed")
+        data, cut_short = gunzip_checked(body, max_size)
+    except BodyTooLarge as exc:
+        return ParsedSitemap(kind="unknown", gzipped=gzipped, error=str(exc))
     if gzipped and not data:
         return ParsedSitemap(kind="unknown", gzipped=True, error="gzip stream is corrupt")
     if wide_encoding(data):

@@ -23,6 +23,7 @@ from harvester.failures import describe_failure, safe_proxy
 from harvester.items import Rejection, Signal
 from harvester.messages import printable, short_url
 from harvester.middlewares.conditional import CONDITIONAL_META, SOURCE_META
+from harvester.parsers.encoding import MAX_DECOMPRESSED, inflate_limit
 from harvester.services.state import SourceState, fetch_states
 from harvester.signals import validators_seen
 from harvester.sourcefile import sources_path
@@ -89,6 +90,7 @@ class SourceSpider(Spider):
         self.unchanged: dict[str, list[str]] = {}
         # Paging tokens followed in this run, per source (see repeats_page_token).
         self._page_tokens: dict[str, set[str]] = {}
+        self.inflate_limit = MAX_DECOMPRESSED  # set from the crawl's settings (from_crawler)
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -104,6 +106,9 @@ class SourceSpider(Spider):
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SourceSpider:
         spider: SourceSpider = super().from_crawler(crawler, *args, **kwargs)
         spider.sources = spider._select(crawler)
+        # How far a gzip body served without Content-Encoding may inflate in our parsers:
+        # as far as Scrapy lets one with it.
+        spider.inflate_limit = inflate_limit(crawler.settings.getint("DOWNLOAD_MAXSIZE"))
         return spider
 
     def _select(self, crawler: Crawler) -> list[Source]:

@@ -34,8 +34,8 @@ class FeedSpider(SourceSpider):
             return
         content_type = response.headers.get(b"Content-Type")
         parsed = parse_feed(
-            response.body, response.url, content_type.decode("latin-1") if content_type else None
-        )
+            response.body, response.url, content_type.decode("latin-1") if content_type else None,
+            max_size=self.inflate_limit)
         if parsed.error:
             # A failure of the source, not only a rejection: a feed that turned into a parked
             # page or a login wall must fail its runs (and be disabled, go stale), as an

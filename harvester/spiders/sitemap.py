@@ -178,7 +178,7 @@ class SitemapSpider(SourceSpider):
         if urlsplit(response.url).path == "/robots.txt":
             yield from self._robots(source, response, depth)
             return
-        parsed = parse_sitemap(response.body, response.url)
+        parsed = parse_sitemap(response.body, response.url, max_size=self.inflate_limit)
         if parsed.error:
             yield self._unusable(source, response, parsed.error)
         for reject in parsed.rejects:
