@@ -40,8 +40,8 @@ from harvester.services import clustered, database, embedded, queries, spool, st
 from harvester.services.scrapyd import ScrapydError
 from harvester.sources import SourcesError, SourcesFile, ago, load_sources
 
-console = Console(soft_wrap=True, width=console_width())
-err = Console(stderr=True, soft_wrap=True, width=console_width())
+console = Console(soft_wrap=True, width=console_width(sys.stdout))
+err = Console(stderr=True, soft_wrap=True, width=console_width(sys.stderr))
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILED = 1  # the job ran and something failed (a source, a replay)

@@ -93,17 +93,32 @@ def tolerate_narrow_output() -> None:
 MIN_COLUMNS = 20
 
 
-def console_width() -> int | None:
-    """The width for rich's consoles: None (rich's own choice: ``COLUMNS``, the terminal,
-    80) unless ``COLUMNS`` says fewer than ``MIN_COLUMNS``: ``COLUMNS=0``, which some CI
-    runners set, made every command print nothing at all, warnings and errors included."""
+#: The width of output that goes to no terminal (a pipe, a file, CI's log) when
+#: ``COLUMNS`` does not set one: wide enough for every table at its natural width.
+UNBOUNDED_COLUMNS = 250
+
+
+def console_width(stream: Any = None) -> int | None:
+    """The width for rich's consoles: ``COLUMNS`` when it is a number of at least
+    ``MIN_COLUMNS`` (``COLUMNS=0``, which some CI runners set, made every command print
+    nothing at all, warnings and errors included: 80 then); else None (the terminal's)
+    when ``stream`` (default stdout) is a terminal, and ``UNBOUNDED_COLUMNS`` when it is
+    not: rich's 80 there cut `make run | tee`'s and CI's summary headers to "fetc…",
+    "re-s…", "reje…"."""
     import os
+    import sys
 
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
-        return None
-    return 80 if columns < MIN_COLUMNS else None
+        columns = None
+    if columns is not None:
+        return 80 if columns < MIN_COLUMNS else None
+    try:
+        terminal = (stream or sys.stdout).isatty()
+    except (AttributeError, ValueError):  # no stream, or a closed one
+        terminal = False
+    return None if terminal else UNBOUNDED_COLUMNS
 
 
 def utc_time(value: Any, *, seconds: bool = False, this_year: int | None = None) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.markup import escape
 from rich.style import Style
 from rich.table import Table
@@ -27,32 +28,55 @@ OPTIONAL_COLUMNS = (("duplicates", "duplicates"), ("missing", "missing"), ("wait
                     ("dropped_fields", "fields dropped"))
 
 
+def _columns(rows: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(counter, label) of the columns ``rows`` get, in order."""
+    extra = [(k, label) for k, label in OPTIONAL_COLUMNS
+             if any(row.get(k) for row in rows.values())]
+    return [*SUMMARY_COLUMNS, *extra, ("entries", "entries"), ("spooled", "spooled")]
+
+
 def crawl_table(rows: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("source", no_wrap=True)
-    for _, label in SUMMARY_COLUMNS:
+    columns = _columns(rows)
+    for _, label in columns:
         table.add_column(label, justify="right")
-    extra = [(k, label) for k, label in OPTIONAL_COLUMNS
-             if any(row.get(k) for row in rows.values())]
-    for _, label in extra:
-        table.add_column(label, justify="right")
-    table.add_column("entries", justify="right")
-    table.add_column("spooled", justify="right")
     for source, row in rows.items():
-        table.add_row(source, *(str(row.get(k, 0)) for k, _ in (*SUMMARY_COLUMNS, *extra)),
-                      str(row.get("entries", 0)), str(row.get("spooled", 0)))
+        table.add_row(source, *(str(row.get(k, 0)) for k, _ in columns))
     return table
 
 
-def live_view(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> Callable[[], Table]:
-    return lambda: crawl_table(get_rows(), "crawling…")
+class CrawlCounts:
+    """The per-source counters: a table, or one line per source where the table does not
+    fit (an 80-column terminal cut its headers to "fetc…", "re-s…", "reje…")."""
+
+    def __init__(self, rows: dict[str, dict[str, Any]], title: str) -> None:
+        self.rows = rows
+        self.title = title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = crawl_table(self.rows, self.title)
+        # Measured without the width limit, which the measurement is clamped to.
+        natural = Measurement.get(console, options.update(width=100_000), table).maximum
+        if natural <= options.max_width:
+            yield table
+            return
+        yield Text(self.title, style="italic")
+        columns = _columns(self.rows)
+        for source, row in self.rows.items():
+            counts = ", ".join(f"{label} {row.get(k, 0)}" for k, label in columns)
+            yield Text(f"{source}: {counts}")
+
+
+def live_view(get_rows: Callable[[], dict[str, dict[str, Any]]]) -> Callable[[], CrawlCounts]:
+    return lambda: CrawlCounts(get_rows(), "crawling…")
 
 
 def summary(console: Console, outcomes: Sequence[SourceOutcome],
             replay_command: str = "harvest replay") -> None:
     rows = {o.source: o.counters for o in outcomes if not o.skipped}
     if rows:
-        console.print(crawl_table(rows, "crawl summary"))
+        console.print(CrawlCounts(rows, "crawl summary"))
     for outcome in outcomes:
         if outcome.config_error:
             console.print(f"[red]not crawled[/] {outcome.source}: {shown(outcome.config_error)}")

@@ -5,6 +5,7 @@ overrides), no line breaks that forge output lines."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
 from tests.conftest import ROOT, harvest, harvest_env, write_sources
-from tests.feeds import rss
+from tests.feeds import items, rss
 
 ESC = "\x1b"
 FORGED = "line2 │ 99.9 │ fake-source"
@@ -134,6 +135,39 @@ def test_an_output_that_cannot_be_written_is_one_sentence(home: Path) -> None:
         assert done.stderr.strip() == ("error: cannot write the output (No space left on "
                                        "device); write it somewhere with room, or to the "
                                        "terminal"), done.stderr
+
+
+def test_the_crawl_summary_keeps_its_column_names_in_a_pipe_and_a_narrow_terminal(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Without COLUMNS, output to a pipe (`make run | tee`, CI's log, a script) was laid
+    # out for 80 columns: "fetc…", "re-s…", "reje…", and `harvest stats` cut source
+    # names and times. An 80-column terminal cut the headers the same way.
+    (site.root / "f.xml").write_text(rss(items("pipe", 2)))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "technology-and-science-news", "kind": "feed", "urls": [f"{site.url}/f.xml"]}])
+    piped = harvest_env(home)
+    del piped["COLUMNS"]
+    outputs = {}
+    for name, env in (("pipe", piped), ("narrow", {**piped, "COLUMNS": "72"})):
+        done = subprocess.run([sys.executable, "-m", "harvester.cli", "--sources", str(sources),
+                               "crawl", "technology-and-science-news"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs[name] = done.stdout
+    [header] = [ln for ln in outputs["pipe"].splitlines() if "source" in ln and "┃" in ln]
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "source", "fetched", "new", "re-seen", "rejected", "errors", "304s", "entries",
+        "spooled"]
+    cut = re.compile(r"\w…\s*[│┃]")  # a cell rich shortened to fit
+    assert not cut.search(outputs["pipe"]), outputs["pipe"]
+    # The second crawl got a 304.
+    assert ("technology-and-science-news: fetched 0, new 0, re-seen 0, rejected 0, errors 0, "
+            "304s 1, entries 0, spooled 0") in " ".join(outputs["narrow"].split())
+    stats = subprocess.run([sys.executable, "-m", "harvester.cli", "--sources", str(sources),
+                            "stats"], cwd=ROOT, env=piped, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert stats.returncode == 0 and not cut.search(stats.stdout), stats.stdout
 
 
 @pytest.mark.parametrize("columns", ["0", "5"])
