@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
-from rich.measure import Measurement
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
