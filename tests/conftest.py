@@ -29,7 +29,7 @@ TABLES = ("signals", "rejects", "crawl_runs", "sources_state", "applied_batches"
           "notifications", "alerts", "briefs", "cluster_sources")
 
 
-def _scratch_database(server_url: str) -> tuple[str, str]:
+def scratch_database(server_url: str) -> tuple[str, str]:
     name = f"harvest_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -43,7 +43,7 @@ def pg_url() -> Iterator[str]:
     """A migrated, empty database for the whole session."""
     external = os.environ.get("HARVEST_DATABASE_URL")
     if external:
-        url, name = _scratch_database(external)
+        url, name = scratch_database(external)
         database.migrate(url)
         yield url
         with psycopg.connect(external, autocommit=True) as conn:

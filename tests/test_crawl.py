@@ -23,7 +23,15 @@ import pytest
 
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiServer, Reply
-from tests.conftest import ROOT, free_port, harvest, harvest_env, wait_for, write_sources
+from tests.conftest import (
+    ROOT,
+    free_port,
+    harvest,
+    harvest_env,
+    scratch_database,
+    wait_for,
+    write_sources,
+)
 from tests.feeds import items, rfc822, rss
 
 TOPICS = {"security": {"keywords": ["ransomware", "zero-day"], "weight": 2.0}}
@@ -499,6 +507,29 @@ def test_scrapy_crawl_subprocess_like_scrapyd(
     assert "TelnetConsole" not in result.stderr  # no network console in a crawler
     # Every job's log began with "The DNS_RESOLVER setting is deprecated" (Scrapy 2.19).
     assert "Deprecat" not in result.stderr, result.stderr[:3000]
+
+
+def test_the_first_scrapy_crawl_of_a_new_database_does_not_warn_of_missing_history(
+    site: LocalSite, pg_url: str, home: Path, tmp_path: Path
+) -> None:
+    # The score pipeline read the engagement history before the store had migrated the
+    # database: "WARNING: No engagement history loaded (relation "signals" does not
+    # exist)" in the first job's log, as if something were broken.
+    url, name = scratch_database(pg_url)
+    try:
+        (site.root / "f.xml").write_text(rss(items("first", 2)))
+        sources = write_sources(tmp_path / "s.toml", [feed_source("first", [f"{site.url}/f.xml"])])
+        env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_SOURCES": str(sources),
+               "HARVEST_DATABASE_URL": url}
+        done = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "feed"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "No engagement history loaded" not in done.stderr, done.stderr[-3000:]
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM signals").fetchone() == (2,)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_top_and_stats_json_contract(

@@ -181,6 +181,12 @@ async def fetch_references(sources: Sequence[str], window: int = DEFAULT_WINDOW,
         url = await asyncio.to_thread(database.resolve_url, get_config())
         async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
             return await load_references(conn, sources, window, days)
+    except psycopg.errors.UndefinedTable:
+        # A database the store has not migrated yet (the first crawl of a new one): no
+        # history is what there is, not a fault to warn of.
+        logger.info("No engagement history yet (the database has no signals table); "
+                    "engagement is neutral this run")
+        return References()
     except (database.DatabaseUnavailable, psycopg.Error) as exc:
         logger.warning("No engagement history loaded (%s); engagement is neutral this run",
                        first_line(exc))
