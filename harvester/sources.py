@@ -112,7 +112,7 @@ class Source(BaseModel):
     name: str
     kind: Literal["feed", "reddit", "hackernews", "x", "pages", "sitemap", "rendered"]
     enabled: bool = True
-    weight: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
+    weight: Annotated[float, Field(ge=0.0, le=10.0, allow_inf_nan=False)] = 1.0
     interval: str = "1h"
     # When set, the scheduler follows this cron expression (UTC) instead of `interval`.
     cron: str | None = None

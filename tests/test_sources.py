@@ -89,6 +89,9 @@ weight = 2
         # TOML has types: a quoted number or a "yes" is a slip, not a value to guess at.
         ('name = "a"\nkind = "feed"\nweight = "2"\nurls = ["https://x.org/f"]',
          "source 'a', field 'weight': Input should be a valid number, not the string '2'"),
+        # It said "Input should be less than or equal to 10".
+        ('name = "a"\nkind = "feed"\nweight = nan\nurls = ["https://x.org/f"]',
+         "source 'a', field 'weight': Input should be a finite number"),
         ('name = "a"\nkind = "feed"\nenabled = "no"\nurls = ["https://x.org/f"]',
          "source 'a', field 'enabled': Input should be a valid boolean, not the string 'no'"),
         ('name = "a"\nkind = "feed"\nurls = "https://x.org/f"',
