@@ -525,15 +525,20 @@ def _check_sources(ctx: click.Context, conn: psycopg.Connection[Any],
     file still counts while its rows are kept)."""
     if not names:
         return
+    unreadable = None
     try:
         defined = {s.name for s in _load(ctx).sources}
-    except SourcesError:
-        defined = set()
+    except SourcesError as exc:
+        defined, unreadable = set(), exc
     stored = {row[0] for row in conn.execute(
         "SELECT name FROM unnest(%s::text[]) AS name"
         " WHERE EXISTS (SELECT 1 FROM signals WHERE source = name)"
         " OR EXISTS (SELECT 1 FROM rejects WHERE source = name)", [list(names)])}
     unknown = [n for n in names if n not in defined and n not in stored]
+    if unknown and unreadable is not None:
+        # "(it defines none)" of a file that could not be read at all.
+        raise SourcesError(f"unknown source {unknown[0]!r}: no stored row carries it, and "
+                           f"the sources file cannot be read to say more ({unreadable})")
     if unknown:
         known = ", ".join(sorted(defined)) or "none"
         raise SourcesError(f"unknown source {unknown[0]!r}: no stored row carries it and "

@@ -571,6 +571,15 @@ def test_top_and_stats_json_contract(
     assert " ".join(typo.stderr.split()) == (
         "error: unknown source 'nn': no stored row carries it and the sources file does "
         "not define it (it defines n)")
+    # A file that cannot be read said "(it defines none)".
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[sources]\n")
+    unread = harvest("--sources", str(broken), "top", "--source", "nn", home=home)
+    assert unread.returncode == 2
+    said = " ".join(unread.stderr.split())
+    assert said.startswith("error: unknown source 'nn': no stored row carries it, and the "
+                           "sources file cannot be read to say more (") and str(broken) in said
+    assert "defines none" not in said
 
     stats = json.loads(harvest("stats", "--json", home=home).stdout)
     assert stats["signals"] == 3
