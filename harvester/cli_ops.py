@@ -189,14 +189,25 @@ def stats_command(as_json: bool) -> None:
         table.add_row(reason, str(count))
     console.print(table)
     table = Table(title="recent runs", title_justify="left")
-    for col in ("started", "sources", "reason", "scraped", "new", "re-seen", "rejected",
+    for col in ("started", "sources", "outcome", "scraped", "new", "re-seen", "rejected",
                 "errors", "304s"):
         table.add_column(col)
     for r in runs:
         table.add_row(utc_time(r["started_at"], seconds=True), ",".join(r["sources"]),
-                      r["finish_reason"] or "-", *(str(r[k]) for k in (
+                      _run_outcome(r), *(str(r[k]) for k in (
                           "scraped", "stored", "reseen", "rejected", "errors", "not_modified")))
     console.print(table)
+
+
+def _run_outcome(run: dict[str, Any]) -> str:
+    """What became of a run's sources ("succeeded", "skipped", "2 succeeded, 1 failed");
+    the finish reason of a run that names none."""
+    counted = Counter(run["outcomes"] or [])
+    if not counted:
+        return run["finish_reason"] or "-"
+    if len(counted) == 1:
+        return next(iter(counted))
+    return ", ".join(f"{n} {outcome}" for outcome, n in counted.most_common())
 
 
 # -- snapshots, prune, retain -----------------------------------------------------------

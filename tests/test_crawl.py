@@ -532,6 +532,28 @@ def test_the_first_scrapy_crawl_of_a_new_database_does_not_warn_of_missing_histo
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def test_stats_recent_runs_say_what_became_of_their_sources(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # The table showed the finish reason: "finished" for a run whose every source was
+    # skipped, or failed, with all zeros.
+    (site.root / "f.xml").write_text(rss(items("ok", 1)))
+    sources = write_sources(tmp_path / "s.toml", [
+        feed_source("up", [f"{site.url}/f.xml"]),
+        feed_source("down", [f"http://127.0.0.1:{free_port()}/f.xml"])])
+    both = scrapy("crawl", "feed", home=home, sources=sources)  # one run, both sources
+    assert both.returncode == 1, both.stderr[-2000:]
+    off = harvest("--sources", str(sources), "crawl", "up", home=home,
+                  env={"HARVEST_FEED_ENABLED": "false"})
+    assert "skipped up" in off.stdout, off.stdout
+    shown = harvest("--sources", str(sources), "stats", home=home)
+    assert shown.returncode == 0, shown.stderr
+    runs = shown.stdout[shown.stdout.index("recent runs"):]
+    [skipped, mixed] = [ln for ln in runs.splitlines() if "│ up" in ln]
+    assert "│ skipped " in skipped and "finished" not in skipped, runs
+    assert "│ up,down │ 1 succeeded, 1 failed │" in " ".join(mixed.split()), runs
+
+
 def test_top_and_stats_json_contract(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

@@ -106,10 +106,19 @@ def moved_urls(conn: psycopg.Connection[Any], listed: Mapping[str, Iterable[str]
         return out
 
 
+_RECENT_RUNS = """
+SELECT id, spider, sources, started_at, finished_at, finish_reason, scraped, stored, reseen,
+       duplicates, rejected, errors, not_modified,
+       -- each source's outcome, as `harvest crawl` judged it ("finished" was also the
+       -- reason of a run whose sources were all skipped or all failed)
+       ARRAY(SELECT {outcome} FROM (
+                 SELECT r.finish_reason, r.stats -> 'harvest/by_source' -> src AS counters
+                 FROM unnest(r.sources) AS src) AS judged) AS outcomes
+FROM crawl_runs r ORDER BY started_at DESC LIMIT %s""".replace("{outcome}", RUN_OUTCOME)
+
+
 def recent_runs(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str, Any]]:
+    """The newest runs first, with ``outcomes``: one per source of the run."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("""
-            SELECT id, spider, sources, started_at, finished_at, finish_reason, scraped,
-                   stored, reseen, duplicates, rejected, errors, not_modified
-            FROM crawl_runs ORDER BY started_at DESC LIMIT %s""", (limit,))
+        cur.execute(_RECENT_RUNS, (limit,))  # type: ignore[arg-type]  # fixed query text
         return cur.fetchall()
