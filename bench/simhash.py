@@ -43,7 +43,8 @@ def corpus(count: int, seed: int = 1) -> list[str]:
 
 
 def plain_python(text: str) -> int:
-    """The textbook loop: what the hot path must not be (≈570 texts/s per DESIGN.md)."""
+    """The textbook loop: what the hot path must not be (≈570 texts/s on this kind of
+    machine)."""
     counts = [0] * 64
     for word in _WORD.findall(text.lower()):
         if word in STOPWORDS:
