@@ -38,6 +38,10 @@ def test_feed_titles_and_links_cannot_drive_the_terminal(
         {"title": "Ransomware [bold]here[/] &#x202E;lmth.exe&#x202C; &#x9b;2J",
          "link": "https://news.example.org/a&#27;[2J&#27;]52;c;ZXZpbA==&#7;"},
         {"title": "no link [/] &#27;[2J"},  # a rejection, listed by `harvest rejects`
+        # A bidi override in a link was stored raw: shown in an alert, the link reads
+        # backwards. A port out of range was stored too: no client can open it.
+        {"title": "Backwards", "link": "https://news.example.org/ref?q=&#x202E;exe.gpj"},
+        {"title": "Far port", "link": "https://news.example.org:99999/far"},
     ]))
     sources = write_sources(tmp_path / "s.toml", [
         {"name": "evil", "kind": "feed", "urls": [f"{site.url}/f.xml"]}],
@@ -45,7 +49,12 @@ def test_feed_titles_and_links_cannot_drive_the_terminal(
     crawl = harvest("--sources", str(sources), "crawl", "evil", home=home)
     assert crawl.returncode == 0, crawl.stdout + crawl.stderr
 
-    url, title = db.execute("SELECT url, title FROM signals").fetchone()
+    assert db.execute("SELECT url FROM signals WHERE title = 'Backwards'").fetchone() == (
+        "https://news.example.org/ref?q=%E2%80%AEexe.gpj",)
+    assert db.execute("SELECT reason FROM rejects WHERE raw::text LIKE '%99999%'").fetchall() \
+        == [("unparsable_url",)]
+    url, title = db.execute("SELECT url, title FROM signals WHERE title LIKE 'Ransomware%'"
+                            ).fetchone()
     assert url == "https://news.example.org/a%1B[2J%1B]52;c;ZXZpbA==%07"
     assert title == "Ransomware [bold]here[/] lmth.exe\u202c 2J"
     for args in (["top"], ["explain", url], ["rejects"], ["stats"]):

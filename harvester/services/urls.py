@@ -33,8 +33,10 @@ _SIMPLE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(:\d+)?(/[A-Za-z0
 
 
 _AUTHORITY = re.compile(r"[^:/?#]*:(?://[^/?#]*)?")
-#: Whitespace and control characters (C0, DEL, C1): what a URL must not hold as it is.
-UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+#: Whitespace, control characters (C0, DEL, C1) and the bidi embeddings, overrides and
+#: isolates (U+202A-U+202E, U+2066-U+2069: a link shown in an alert or the API read
+#: backwards): what a URL must not hold as it is.
+UNSAFE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _DROPPED_WHITESPACE = str.maketrans("", "", "\t\n\r")
 
 
@@ -61,7 +63,8 @@ def split_error(url: str) -> str | None:
 
 def canonical_url(url: str) -> str:
     """The URL two copies of the same item share: no fragment, no tracking parameters,
-    sorted query, lower-cased scheme and host, default port dropped (w3lib)."""
+    sorted query, lower-cased scheme and host, default port dropped (w3lib). ValueError
+    for a URL that does not parse (a port out of range)."""
     url = url.strip().partition("#")[0]
     base, _, query = url.partition("?")
     if query and _only_tracking(query):
@@ -71,6 +74,8 @@ def canonical_url(url: str) -> str:
         scheme, host, port, path = simple.groups()
         if port == ":443" or (scheme, port) == ("http", ":80"):
             port = None
+        elif port and int(port[1:]) > 65535:  # as urllib says it, for the rejection
+            raise ValueError("Port out of range 0-65535")
         return f"https://{host}{port or ''}{path}"
     return _full_canonical(url)
 
@@ -86,8 +91,11 @@ def _only_tracking(query: str) -> bool:
 
 
 def _full_canonical(url: str) -> str:
-    """:func:`canonical_url` through ``urllib`` and w3lib, for any URL."""
+    """:func:`canonical_url` through ``urllib`` and w3lib, for any URL; ValueError for
+    one that ``urllib`` cannot take apart (a port out of range: stored, no client could
+    open it)."""
     parts = urlsplit(url)
+    parts.port  # noqa: B018 - the property checks the port
     if parts.query:
         # The raw pairs, not parse_qsl's: it decoded escapes as UTF-8 and made every byte
         # that is not (a Latin-1 "caf%E9", "caf%E8") U+FFFD, so two different articles had
