@@ -56,11 +56,24 @@ def may_hold(document: str | bytes) -> bool:
     return b"\\ud" in document or b"\\uD" in document or b"\x00" in document[:4]
 
 
+#: Digits beyond which a JSON integer stays a string (Python's own limit is 4,300).
+MAX_INT_DIGITS = 4000
+
+
+def _int_or_digits(digits: str) -> int | str:
+    """A JSON integer; one too long to convert stays its digits (a string where a number
+    was due: the field is dropped as of the wrong type). Python refuses to convert it, and
+    one such id lost a whole JSON Feed ("Exceeds the limit (4300 digits) …")."""
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else digits
+
+
 def json_loads(document: str | bytes, **kwargs: Any) -> Any:
     """``json.loads``, with lone surrogates replaced; it raises what ``json.loads`` raises,
     except that a document nested too deeply for it (``[`` × 100,000) is a ``ValueError``
-    like any other broken JSON, not a ``RecursionError``. Only documents with a surrogate
-    escape are walked."""
+    like any other broken JSON, not a ``RecursionError``, and an integer of more than
+    ``MAX_INT_DIGITS`` digits is a string. Only documents with a surrogate escape are
+    walked."""
+    kwargs.setdefault("parse_int", _int_or_digits)
     try:
         data = json.loads(document, **kwargs)
     except RecursionError:

@@ -149,6 +149,18 @@ def test_one_malformed_json_feed_item_costs_only_itself(bad: object) -> None:
     assert json.loads(reject.raw["item"]) == bad
 
 
+def test_a_json_integer_too_long_for_python_costs_no_item() -> None:
+    # Python refuses to convert a 5,000-digit integer: the whole document failed with
+    # "invalid JSON (Exceeds the limit (4300 digits) … sys.set_int_max_str_digits()".
+    body = ('{"version": "https://jsonfeed.org/version/1.1", "title": "Kiln", "items": ['
+            f'{{"id": {"9" * 5000}, "url": "https://kiln.example/big", "title": "Big id"}},'
+            '{"id": "g1", "url": "https://kiln.example/g1", "title": "Good"}]}')
+    feed = parse_feed(body.encode(), "https://kiln.example/feed.json")
+    assert feed.error is None
+    assert [e["url"] for e in feed.entries] == ["https://kiln.example/big",
+                                                "https://kiln.example/g1"]
+
+
 def _json_feed(*items: dict) -> list[dict]:
     doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln", "items": items}
     feed = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json")
