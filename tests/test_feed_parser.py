@@ -161,6 +161,18 @@ def test_a_json_integer_too_long_for_python_costs_no_item() -> None:
                                                 "https://kiln.example/g1"]
 
 
+def test_a_json_feed_item_rejected_shows_what_came_in() -> None:
+    # Fields of the wrong type were dropped, and the item's rejection then had {} as its
+    # raw input: nothing for the operator to look at.
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln", "items": [
+        {"id": {"x": 1}, "url": ["https://kiln.example/a"], "title": {"t": 1}}]}
+    [reject] = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json").rejects
+    assert reject.reason == "missing_link_and_id"
+    assert reject.raw == {"dropped": {"external_id": 'id {"x": 1} is not text',
+                                      "url": 'url ["https://kiln.example/a"] is not text',
+                                      "title": 'title {"t": 1} is not text'}}
+
+
 def _json_feed(*items: dict) -> list[dict]:
     doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Kiln", "items": items}
     feed = parse_feed(json.dumps(doc).encode(), "https://kiln.example/feed.json")

@@ -902,6 +902,10 @@ def _raw_strings(raw: Mapping[str, Any]) -> dict[str, Any]:
         value = raw.get(key)
         if isinstance(value, str) and value.strip():
             out[key] = value.strip()[:RAW_LIMIT]
+    if isinstance(dropped := raw.get(DROPPED), Mapping) and dropped:
+        # What came in a form that cannot be used: without it, a JSON Feed item of the
+        # wrong types ({"url": ["…"], "id": {…}}) was a rejection whose raw input was {}.
+        out["dropped"] = {str(k): str(v)[:RAW_LIMIT] for k, v in dropped.items()}
     if not out and isinstance(xml := raw.get(RAW_XML), str):
         out["xml"] = xml
     return out
