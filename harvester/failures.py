@@ -43,8 +43,8 @@ _MESSAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     ((scrapy_errors.UnsupportedURLSchemeError,), "unsupported URL scheme"),
     ((scrapy_errors.DownloadFailedError,), "download failed"),
     (_decoder_errors(),
-     "the server marks its answer as compressed (Content-Encoding) but it is not; the "
-     "server is misconfigured"),
+     "the answer does not decode as its Content-Encoding says (it is not compressed, or "
+     "compressed another way); the server is misconfigured"),
 )
 # What an operator does about an HTTP status (by code, else by class).
 _STATUS_HINTS = {

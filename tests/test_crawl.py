@@ -1181,12 +1181,16 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
 def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
     db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
-    # br and zstd said "error: brotli: decoder failed" and "ZstdError: Unable to …".
-    encodings = ("gzip", "br", "zstd")
+    # br and zstd said "error: brotli: decoder failed" and "ZstdError: Unable to …"; a
+    # gzip body sent as "deflate" was said to be "not compressed".
+    import gzip
+
+    encodings = ("gzip", "br", "zstd", "deflate")
     with ApiServer() as server:
         for encoding in encodings:
-            server.add(f"/{encoding}.xml", lambda _, e=encoding: Reply(
-                200, rss(items("gz", 1)).encode(),
+            body = rss(items("gz", 1)).encode()
+            server.add(f"/{encoding}.xml", lambda _, e=encoding, b=body: Reply(
+                200, gzip.compress(b) if e == "deflate" else b,
                 {"Content-Type": "application/rss+xml", "Content-Encoding": e}))
         sources = write_sources(tmp_path / "s.toml", [
             feed_source(f"fake{e}", [f"{server.url}/{e}.xml"]) for e in encodings])
@@ -1194,9 +1198,10 @@ def test_a_body_marked_gzip_that_is_not_says_the_server_is_misconfigured(
         base = server.url
     assert result.returncode == 1
     for encoding in encodings:
-        assert (f"failed fake{encoding}: {base}/{encoding}.xml: the server marks its "
-                "answer as compressed (Content-Encoding) but it is not; the server is "
-                "misconfigured") in " ".join(result.stdout.split()), result.stdout
+        assert (f"failed fake{encoding}: {base}/{encoding}.xml: the answer does not decode "
+                "as its Content-Encoding says (it is not compressed, or compressed another "
+                "way); the server is misconfigured") in " ".join(result.stdout.split()), \
+            result.stdout
 
 
 def test_a_redirect_to_no_web_address_is_one_clear_line(
