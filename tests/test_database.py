@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,44 @@ from harvester.migrations import HEAD
 from harvester.services import database
 from harvester.services.batch import Batch
 from harvester.services.store import write_batch
-from tests.conftest import harvest
+from tests.conftest import harvest, scratch_database
 
 
 def test_head_constant_matches_alembic() -> None:
     assert database.head_revision() == HEAD
+
+
+def test_crawlers_of_one_process_finding_the_schema_behind_migrate_it_once(
+    pg_url: str
+) -> None:
+    # The store pipelines of a `harvest crawl` of several sources open in threads of one
+    # process: each found a new database behind and ran Alembic at once, which is not
+    # thread-safe; they deadlocked (the crawl hung for good, holding the migration's
+    # advisory lock) or failed with KeyError: 'config'.
+    url, name = scratch_database(pg_url)
+    try:
+        start = threading.Barrier(3)
+        ran: list[bool] = []
+        failed: list[BaseException] = []
+
+        def open_store() -> None:
+            start.wait()
+            try:
+                ran.append(database.ensure_schema(url))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion
+                failed.append(exc)
+
+        threads = [threading.Thread(target=open_store, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "the migrations deadlocked"
+        assert failed == [] and sorted(ran) == [False, False, True]
+        assert database.current_revision(url) == HEAD
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_schema_is_current_after_migrate(pg_url: str) -> None:

@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Several crawlers in one process resolve the URL at once: start the server only once.
 _start_lock = threading.Lock()
+# Alembic is not thread-safe (module-level state; env.py runs while being imported): the
+# store pipelines of a `harvest crawl` of several sources open in threads of one process,
+# and when each found the schema behind they migrated at once, deadlocked on each other
+# and the migration's advisory lock (the crawl hung for good, holding it), or failed with
+# KeyError: 'config'. One migration at a time per process; the others see it done.
+_migrate_lock = threading.RLock()
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -77,15 +83,20 @@ def _alembic_config(url: str):  # type: ignore[no-untyped-def]
 
 def migrate(url: str, revision: str = "head") -> None:
     """``alembic upgrade head`` against ``url``."""
+    with _migrate_lock:
+        current = current_revision(url)
+        if schema_newer(current):
+            raise SchemaUnknown(f"{describe_url(url)}: {schema_advice(current)}")
+        _upgrade(url, revision)
+
+
+def _upgrade(url: str, revision: str) -> None:
     from alembic import command
     from sqlalchemy.exc import (
         OperationalError,  # alembic reports driver errors through it
         ProgrammingError,
     )
 
-    current = current_revision(url)
-    if schema_newer(current):
-        raise SchemaUnknown(f"{describe_url(url)}: {schema_advice(current)}")
     try:
         command.upgrade(_alembic_config(url), revision)
     except OperationalError as exc:
@@ -138,7 +149,14 @@ def revision_of(conn: psycopg.Connection[Any]) -> str | None:
 
 def ensure_schema(url: str) -> bool:
     """Migrate when the schema is behind; return True when a migration ran."""
-    current = current_revision(url)
+    if current_revision(url) == HEAD:
+        return False
+    with _migrate_lock:
+        return _ensure_schema(url)
+
+
+def _ensure_schema(url: str) -> bool:
+    current = current_revision(url)  # again: another thread may have migrated meanwhile
     if current == HEAD:
         return False
     if schema_newer(current):
