@@ -39,7 +39,7 @@ def test_crawlers_of_one_process_finding_the_schema_behind_migrate_it_once(
             start.wait()
             try:
                 ran.append(database.ensure_schema(url))
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion
+            except BaseException as exc:
                 failed.append(exc)
 
         threads = [threading.Thread(target=open_store, daemon=True) for _ in range(3)]
