@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -118,6 +119,26 @@ def _shutdown_notice() -> Iterator[_EchoShutdown]:
         crawler_log.removeHandler(handler)
 
 
+def stop_on_hangup() -> None:
+    """A hangup (the terminal closed, the SSH session dropped) stops a crawl as SIGTERM
+    does: the items scraped are stored or spooled and the run recorded. Its default action
+    killed the process outright, with no summary, no run record, and the items waiting
+    for their batch lost. Left alone when SIGHUP is ignored (``nohup``)."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL:
+        signal.signal(hangup, _hung_up)
+
+
+def _hung_up(signum: int, frame: Any) -> None:
+    # Scrapy's own SIGTERM handler, installed when the crawl started: a graceful stop the
+    # first time, a forced one after (as a second Ctrl-C).
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(signum, frame)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _stats_so_far(crawler: Crawler) -> dict[str, Any]:
     try:
         return crawler.stats.get_stats()
@@ -178,6 +199,7 @@ def run_crawls(
         on_start(live)
     interrupted = False
     if running:
+        stop_on_hangup()
         with _shutdown_notice() as notice:
             process.start()
         interrupted = notice.received

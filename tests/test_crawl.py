@@ -880,7 +880,8 @@ def test_a_crawl_stopped_early_says_so(
     ]
 
 
-@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)])
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT),
+                                     (signal.SIGHUP,)])
 def test_an_interrupted_crawl_exits_1(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path,
     signals: tuple[signal.Signals, ...]
@@ -890,14 +891,20 @@ def test_an_interrupted_crawl_exits_1(
     (site.root / "slow.xml").write_text(rss(items("slow", 2)))
     site.set_delay("/slow.xml", 6.0)
     sources = write_sources(tmp_path / "s.toml", [feed_source("slow", [f"{site.url}/slow.xml"])])
+    # A hangup (the terminal closed, the SSH session dropped) killed the crawl outright:
+    # no summary, no run record, the items waiting for their batch lost. A terminal sends
+    # it to its whole process group, the store worker included.
     crawl = subprocess.Popen(
         [sys.executable, "-m", "harvester.cli", "--sources", str(sources), "crawl", "slow"],
         cwd=ROOT, env=harvest_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        text=True, start_new_session=True)
     try:
         wait_for(lambda: site.hits("/slow.xml"), "the crawl to ask for the slow feed")
         for sent in signals:
-            crawl.send_signal(sent)
+            if sent == signal.SIGHUP:
+                os.killpg(crawl.pid, sent)
+            else:
+                crawl.send_signal(sent)
             time.sleep(0.5)
         out, err = crawl.communicate(timeout=90)
     finally:
@@ -907,6 +914,9 @@ def test_an_interrupted_crawl_exits_1(
     assert "failed slow" not in out  # it said "failed slow: " with no reason at all
     # Said at once on the terminal (the log is in a file): the wait is not a hang.
     assert f"Received {signals[0].name}, shutting down gracefully" in err, err
+    if len(signals) == 1:  # a forced stop (the second) leaves the run record in the spool
+        assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [
+            ("shutdown",)]
 
 
 @pytest.mark.parametrize("via", ["harvest", "scrapy"])

@@ -28,7 +28,7 @@ from scrapy.exceptions import UsageError
 
 from harvester.config import ConfigError, get_config
 from harvester.messages import first_line
-from harvester.runner import SourceOutcome
+from harvester.runner import SourceOutcome, stop_on_hangup
 from harvester.spiders.base import SourceSpider
 from harvester.stats import per_source
 
@@ -51,6 +51,7 @@ class Command(ScrapyCrawlCommand):
         assert self.crawler_process
         crawler = self._create_crawler(args[0])
         started = self.crawler_process.crawl(crawler, **opts.spargs)
+        stop_on_hangup()
         self.crawler_process.start()
         refused = start_error(started)
         if isinstance(refused, ValueError):

@@ -444,10 +444,13 @@ async def _serve(fd: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    # Ctrl-C and SIGTERM are for the crawl, which shuts down cleanly and then closes the
-    # socket; the worker must stay to write what the crawl flushes on its way out.
+    # Ctrl-C, SIGTERM and a hangup (sent to the terminal's whole process group) are for
+    # the crawl, which shuts down cleanly and then closes the socket; the worker must stay
+    # to write what the crawl flushes on its way out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(ConnectionError):
         asyncio.run(_serve(int(argv[0])))
 
