@@ -112,7 +112,8 @@ def summary(console: Console, outcomes: Sequence[SourceOutcome],
                           f"spool; {replays}stores them")
         elif spooled:
             console.print(f"spooled {outcome.source}: {spooled} items went to the spool while "
-                          "the database was away and were stored when the crawl ended")
+                          "the database (or the store worker) was away and were stored when "
+                          "the crawl ended")
         if outcome.counters.get("run_spooled"):
             # A forced stop with every item stored: only the log said where the run went.
             console.print(f"[yellow]spooled[/] {outcome.source}: the run's record is in the "

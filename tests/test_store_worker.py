@@ -95,6 +95,9 @@ def test_worker_killed_mid_crawl_loses_nothing_and_stores_each_item_once(
     assert crawl.returncode == 0, errors[-2000:]
     log = next((home / "logs").glob("crawl-*.log")).read_text()
     assert "The store worker is gone" in log
+    # Said once with its exit status, batch under way or not (without one, the log only
+    # showed batches spooled with no reason).
+    assert "The store worker ended unexpectedly (exit status -9)" in log, log[-3000:]
 
     total, distinct, max_seen = db.execute(
         "SELECT count(*), count(DISTINCT key), max(seen_count) FROM signals").fetchone()

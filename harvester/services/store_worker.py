@@ -116,6 +116,7 @@ class StoreWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replies: deque[asyncio.Future[Outcome]] = deque()
         self._ended: asyncio.Future[None] | None = None  # set when the reply stream ends
+        self._closing = False  # close() was called: the end of the stream is expected
 
     @property
     def alive(self) -> bool:
@@ -155,6 +156,7 @@ class StoreWorker:
         """Let the worker answer what it was sent, then wait for it to exit; a worker that
         has not exited after ``timeout`` seconds is killed (what it did not answer is
         reported ``dead`` to its callers, who spool it)."""
+        self._closing = True
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 await self._send(None)  # end of file: the worker exits once it has answered
@@ -222,8 +224,16 @@ class StoreWorker:
             self._replies.popleft().set_result(outcome)
 
     def _finish(self, error: str) -> None:
-        code = self._proc.poll() if self._proc is not None else None
+        code = None
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(0.5)  # its socket closed: it exits, or has exited
         error = error or (f"exit status {code}" if code is not None else "its connection closed")
+        if not self._closing:
+            # Said even when no batch was under way (then no write reported it, and the
+            # log only showed batches spooled with no reason).
+            logger.warning("The store worker ended unexpectedly (%s): what it had not "
+                           "stored goes to the spool, and a new worker is started", error)
         while self._replies:
             self._replies.popleft().set_result(Outcome("dead", error=error))
         if self._ended is not None and not self._ended.done():
