@@ -148,6 +148,8 @@ def test_crawl_with_the_database_down_spools_everything_for_replay(
     assert result.returncode == 0, result.stderr
     assert "the database is unreachable" in result.stderr
     assert "spooled d: 3 items wait" in result.stdout
+    # It said so only after a forced stop; the log said "Spooled 0 signals and 0 rejections".
+    assert "spooled d: the run's record is in the spool" in " ".join(result.stdout.split())
     assert count_rows(db) == 0
 
     replay = harvest("replay", home=home, env={"HARVEST_DATABASE_URL": pg_url})

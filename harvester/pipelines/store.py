@@ -361,8 +361,14 @@ class StorePipeline:
             hstats.inc(stats, row["source"], "spooled")
         for row in batch.rejects:
             hstats.inc(stats, row["source"], "rejected")
-        logger.warning("Spooled %d signals and %d rejections to %s",
-                       len(batch.signals), len(batch.rejects), path, extra=self._log_extra)
+        if batch.run is not None:
+            # The summary says where the run went (it said so only after a forced stop; a
+            # database down at the close left "Spooled 0 signals and 0 rejections").
+            for source in getattr(self.crawler.spider, "source_names", []):
+                hstats.inc(stats, source, "run_spooled")
+        logger.warning("Spooled %d signals and %d rejections%s to %s", len(batch.signals),
+                       len(batch.rejects), " and the run record" if batch.run else "", path,
+                       extra=self._log_extra)
         return True
 
     def forced_stop(self) -> None:
@@ -386,8 +392,6 @@ class StorePipeline:
         if not all(spooled) or spider is None or any(batch.run for batch in batches):
             return  # the run record is among them (the stop came as the spider closed)
         if self._spool(self._run_batch(spider, "shutdown", validators={})):
-            for source in getattr(spider, "source_names", []):
-                hstats.inc(self.crawler.stats, source, "run_spooled")
             logger.warning("Stopped before the spider closed: %d signals, %d rejections and "
                            "the run record are in the spool; the next crawl or `harvest "
                            "replay` stores them", sum(len(b.signals) for b in batches),
