@@ -645,6 +645,14 @@ def replay(retry_refused: bool, spool_dir: Path | None) -> None:
                       highlight=False)
             sys.exit(EXIT_FAILED)
         return
+    if not os.access(spool_dir, os.W_OK):
+        # Each file is removed once stored: on a read-only mount the replay stored one
+        # batch and then failed, and logged files "renamed to .bad" that were not.
+        err.print(f"[red]error:[/] cannot replay {escape(str(spool_dir))}: the directory is "
+                  "not writable, and a replay removes each file it stores; make it "
+                  "writable, or copy the files to a directory that is and `harvest replay "
+                  "--dir` there", highlight=False)
+        sys.exit(EXIT_USAGE)
     url = database.resolve_url(cfg)
     database.ensure_schema(url)
 

@@ -200,8 +200,12 @@ def iter_pending(spool_dir: Path) -> Iterator[tuple[Path, Batch | None]]:
         except SpoolError as exc:
             if not path.exists():
                 continue
-            logger.error("%s; renamed to .bad", exc)
-            path.rename(path.with_suffix(".bad"))
+            try:
+                path.rename(path.with_suffix(".bad"))
+            except OSError as error:
+                logger.error("%s; it could not be renamed to .bad (%s)", exc, error.strerror)
+            else:
+                logger.error("%s; renamed to .bad", exc)
             yield path, None
         else:
             yield path, batch
