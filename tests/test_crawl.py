@@ -113,6 +113,31 @@ def test_duplicates_within_a_run_and_across_runs(
     assert count(db, "SELECT max(seen_count) FROM signals") == 3
 
 
+def test_entries_sharing_one_address_are_kept_by_their_ids(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # A podcast whose every episode links to the show's home page (each has its own guid)
+    # kept one episode of many: the others were dropped as duplicates of the first. So
+    # were posts whose permalinks differ only in their fragment.
+    episodes = [{"title": f"Episode {i}", "link": "https://podcast.example/",
+                 "guid": f"https://podcast.example/audio/{i}.mp3"} for i in range(5)]
+    posts = [{"title": f"Note at {t}", "guid": f"https://blog.example/2002/09/29#When:{t}"}
+             for t in ("12:59:01PM", "6:52:02PM")]
+    twice = [{"title": "Same story", "link": "https://news.example.org/same", "guid": "s1"}] * 2
+    (site.root / "pod.xml").write_text(rss(episodes + posts + twice))
+    sources = write_sources(tmp_path / "s.toml", [feed_source("pod", [f"{site.url}/pod.xml"])])
+    for run in (1, 2):
+        crawl = harvest("--sources", str(sources), "crawl", "pod", home=home,
+                        *(["-s", "HARVEST_CONDITIONAL_ENABLED=False"] if run == 2 else []))
+        assert crawl.returncode == 0, crawl.stdout + crawl.stderr
+    titles = db.execute("SELECT title, seen_count FROM signals ORDER BY title").fetchall()
+    # Each stored once and re-seen by the second run (its key is the same each time); the
+    # same entry listed twice is still one signal.
+    assert titles == [*[(f"Episode {i}", 2) for i in range(5)],
+                      ("Note at 12:59:01PM", 2), ("Note at 6:52:02PM", 2), ("Same story", 2)]
+    assert count(db, "SELECT count(DISTINCT url) FROM signals WHERE title LIKE 'Episode%%'") == 1
+
+
 def test_an_edited_entry_is_stored_as_its_source_last_published_it(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:

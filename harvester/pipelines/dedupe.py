@@ -17,6 +17,11 @@ def assign_key(item: Signal) -> str:
     if item.url:
         # A spider may know better (pages: an entry's anchor on the listing page itself).
         item.canonical_url = item.canonical_url or canonical_url(item.url)
+    if item.key:
+        # Keyed by its id by the spider: entries of one document that share their address
+        # (services/urls.shared_links).
+        return item.key
+    if item.canonical_url:
         item.key = url_key(item.canonical_url)
     else:
         assert item.external_id, "validate guarantees a URL or an id"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable
 from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
@@ -170,6 +171,20 @@ def in_page_anchor(url: str | None, listing_url: str) -> str | None:
 
 def url_key(canonical: str) -> str:
     return "u:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def shared_links(entries: Iterable[tuple[str | None, str | None]]) -> list[bool]:
+    """For each ``(url, external_id)`` of one document, whether its address (without its
+    fragment) is also that of another entry with another id: a podcast feed whose every
+    episode links to the show's home page, a blog whose posts are fragments of one day's
+    page. Keyed by the address, all but one of them were dropped as duplicates (122 of a
+    podcast's 131 episodes); the spider keys them by their ids instead (``id_key``)."""
+    pairs = [((url or "").partition("#")[0], external_id) for url, external_id in entries]
+    ids: dict[str, set[str]] = {}
+    for page, external_id in pairs:
+        if page and external_id:
+            ids.setdefault(page, set()).add(external_id)
+    return [bool(page and external_id) and len(ids[page]) > 1 for page, external_id in pairs]
 
 
 def id_key(source: str, external_id: str) -> str:

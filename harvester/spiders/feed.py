@@ -12,6 +12,7 @@ from scrapy.http import Response
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.feed import parse_feed
+from harvester.services.urls import id_key, shared_links
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -56,8 +57,10 @@ class FeedSpider(SourceSpider):
                             url=response.url, raw=reject.raw)
         fetched_at = datetime.now(UTC)
         self.count(source, "entries", len(parsed.entries))
-        for entry in parsed.entries:
+        by_id = shared_links((e["url"], e["external_id"]) for e in parsed.entries)
+        for entry, shared in zip(parsed.entries, by_id, strict=True):
             if "dropped" in entry:
                 self.dropped(source, entry)
             yield Signal(source=source, kind="feed", feed_url=response.url,
-                         fetched_at=fetched_at, **entry)
+                         fetched_at=fetched_at,
+                         key=id_key(source, entry["external_id"]) if shared else None, **entry)
