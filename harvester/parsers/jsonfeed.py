@@ -11,6 +11,7 @@ JSON Feeds before, failed a whole document on one odd value (a number as
 - ``title``, ``summary``, names and tags are plain text, as the spec says: ``<b>`` and
   ``&amp;`` are kept as written (handed over escaped where the normaliser reads HTML);
 - ``authors`` (1.1) or ``author`` (1.0): the first name; a plain string is taken as one;
+  an item without one has the feed's (the spec's rule);
 - ``tags``: the strings of the list; a single string is one tag.
 
 The raw dict has the keys fastfeedparser gave: ``id``, ``link``, ``title``, ``content``,
@@ -38,11 +39,14 @@ class JsonFeed:
     link: str | None
     entries: list[dict[str, Any]] = field(default_factory=list)
     malformed: list[Any] = field(default_factory=list)
+    #: the feed's own author(s): the spec gives them to items that name none
+    author: str | None = None
 
 
 def read_json_feed(data: Mapping[str, Any]) -> JsonFeed:
     """``data``: a decoded JSON document with an ``items`` list."""
-    feed = JsonFeed(title=_text(data.get("title")), link=_text(data.get("home_page_url")))
+    feed = JsonFeed(title=_text(data.get("title")), link=_text(data.get("home_page_url")),
+                    author=_author(data, {}))
     for item in data["items"]:
         if isinstance(item, Mapping):
             feed.entries.append(_entry(item))
