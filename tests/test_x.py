@@ -132,7 +132,10 @@ def test_pages_are_followed_stored_and_the_next_run_resumes_from_since_id(
     assert {h.headers["authorization"] for h in hits} == {f"Bearer {TOKEN}"}
     assert hits[0].arg("query") == "zero-day"
     assert hits[0].arg("max_results") == "10"  # limit 5 clamped to the API's minimum
-    assert hits[0].arg("expansions") == "author_id"
+    # The reposted tweet too: a repost's own text is cut at 140 characters.
+    assert hits[0].arg("expansions") == (
+        "author_id,referenced_tweets.id,referenced_tweets.id.author_id")
+    assert "referenced_tweets" in (hits[0].arg("tweet.fields") or "")
     assert "public_metrics" in (hits[0].arg("tweet.fields") or "")
     assert hits[0].arg("since_id") is None
     rows = {r[0]: r[1:] for r in db.execute(

@@ -116,6 +116,30 @@ def test_authors_are_resolved_from_the_expansions() -> None:
     assert total >= 400 and resolved == total
 
 
+def test_reposts_carry_the_whole_reposted_post() -> None:
+    """A repost's own text is "RT @user: " and the post cut at 140 characters; with the
+    reposted tweet expanded, the signal has all of it and all its hashtags."""
+    whole = total = 0
+    for entry in _entries():
+        doc = json.loads((X_DATA / entry["file"]).read_bytes())
+        included = {t["id"]: t for t in (doc.get("includes") or {}).get("tweets", [])}
+        reposts = {t["id"]: included[r["id"]] for t in doc.get("data") or []
+                   if isinstance(t, dict) for r in t.get("referenced_tweets") or []
+                   if r.get("type") == "retweeted" and r.get("id") in included}
+        if not reposts:
+            continue
+        for tweet in parse_search((X_DATA / entry["file"]).read_bytes()).tweets:
+            original = reposts.get(tweet["external_id"])
+            if original is None:
+                continue
+            total += 1
+            tags = [h["tag"] for h in (original.get("entities") or {}).get("hashtags", [])]
+            whole += bool(tweet["text"]) and not tweet["text"].endswith("…") and \
+                tweet["tags"] == tags
+    print(f"\nreposts read whole: {whole}/{total}")
+    assert total >= 150 and whole == total  # 198 of the corpus's 278 were cut before
+
+
 # -- a real crawl against the corpus served like the API ----------------------------------
 
 

@@ -27,7 +27,10 @@ logger = logging.getLogger(__name__)
 
 API_BASE = "https://api.x.com/2"
 SEARCH_PATH = "/tweets/search/recent"
-TWEET_FIELDS = "created_at,public_metrics,author_id,lang,entities,conversation_id,note_tweet"
+TWEET_FIELDS = ("created_at,public_metrics,author_id,lang,entities,conversation_id,note_tweet,"
+                "referenced_tweets")
+# The reposted tweet and its author: a repost's own text is cut at 140 characters.
+EXPANSIONS = "author_id,referenced_tweets.id,referenced_tweets.id.author_id"
 # Recent search only reaches back 7 days and answers 400 to an older since_id; a margin
 # keeps a since_id that expires while the request is under way from failing the run.
 SINCE_ID_MAX_AGE = timedelta(days=7) - timedelta(minutes=30)
@@ -47,7 +50,7 @@ def search_url(api_base: str, query: str, max_results: int, since_id: str | None
         "query": query,
         "max_results": max_results,
         "tweet.fields": TWEET_FIELDS,
-        "expansions": "author_id",
+        "expansions": EXPANSIONS,
         "user.fields": "username,name",
     }
     if since_id:
