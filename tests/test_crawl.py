@@ -48,6 +48,14 @@ def scrapy(*args: str, home: Path, sources: Path) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def up_and_down(site: LocalSite, tmp_path: Path) -> Path:
+    """A sources file of two feed sources: "up" (one entry) and "down" (nothing listens)."""
+    (site.root / "up.xml").write_text(rss(items("up", 1)))
+    return write_sources(tmp_path / "s.toml", [
+        feed_source("up", [f"{site.url}/up.xml"]),
+        feed_source("down", [f"http://127.0.0.1:{free_port()}/f.xml"])])
+
+
 def count(db: psycopg.Connection[Any], query: str, *params: Any) -> Any:
     row = db.execute(query, params).fetchone()
     assert row is not None
@@ -562,10 +570,7 @@ def test_stats_recent_runs_say_what_became_of_their_sources(
 ) -> None:
     # The table showed the finish reason: "finished" for a run whose every source was
     # skipped, or failed, with all zeros.
-    (site.root / "f.xml").write_text(rss(items("ok", 1)))
-    sources = write_sources(tmp_path / "s.toml", [
-        feed_source("up", [f"{site.url}/f.xml"]),
-        feed_source("down", [f"http://127.0.0.1:{free_port()}/f.xml"])])
+    sources = up_and_down(site, tmp_path)
     both = scrapy("crawl", "feed", home=home, sources=sources)  # one run, both sources
     assert both.returncode == 1, both.stderr[-2000:]
     off = harvest("--sources", str(sources), "crawl", "up", home=home,
@@ -857,10 +862,7 @@ def test_scrapy_crawl_with_a_broken_sources_file_stops_cleanly(
 def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
-    (site.root / "up.xml").write_text(rss(items("up", 1)))
-    sources = write_sources(tmp_path / "s.toml", [
-        feed_source("up", [f"{site.url}/up.xml"]),
-        feed_source("down", [f"http://127.0.0.1:{free_port()}/f.xml"])])
+    sources = up_and_down(site, tmp_path)
     both = scrapy("crawl", "feed", home=home, sources=sources)
     assert both.returncode == 1, both.stderr[-2000:]
     assert count(db, "SELECT count(*) FROM signals WHERE source = 'up'") == 1
