@@ -195,6 +195,20 @@ def test_jsonld_article_gives_title_author_and_date(wrap: str) -> None:
     assert "Paragraph 3 of a story" in (article.text or "")
 
 
+@pytest.mark.parametrize(("og_title", "expected"), [
+    ("Mining blasts shatter homes - Lesotho Times", "Mining blasts shatter homes"),
+    ("Getting lean with ad UX | lesotho times", "Getting lean with ad UX"),
+    ("Lesotho Times wins an award", "Lesotho Times wins an award"),  # not a suffix
+    ("Lesotho Times", "Lesotho Times"),  # nothing would be left
+])
+def test_the_site_s_name_appended_to_a_title_is_dropped(og_title: str, expected: str) -> None:
+    # "Obama admits … - BBC News" was stored as the headline (21 of the 128 corpus pages
+    # carried their site's name so).
+    head = (f'<meta property="og:title" content="{og_title}">'
+            '<meta property="og:site_name" content="Lesotho Times">')
+    assert extract_article(_page(head), "https://example.org/t").title == expected
+
+
 def test_a_year_found_alone_is_not_a_publication_date() -> None:
     # trafilatura completes a year read from a copyright line ("©1998–2015") or a CSS
     # class to January 1st: an undated page became an article of 1998 (or of 2026).
