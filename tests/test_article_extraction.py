@@ -209,6 +209,37 @@ def test_the_site_s_name_appended_to_a_title_is_dropped(og_title: str, expected:
     assert extract_article(_page(head), "https://example.org/t").title == expected
 
 
+@pytest.mark.parametrize(("head", "body", "expected"), [
+    # A meta known by its property, which no list names, and by its itemprop.
+    ('<meta property="article:published" itemprop="datePublished" '
+     'content="2016-07-29T16:42:34-04:00">', "", datetime(2016, 7, 29, 20, 42, 34, tzinfo=UTC)),
+    ("", '<time itemprop="datePublished" datetime="2017-01-18T23:00:00-0800">Jan 18</time>',
+     datetime(2017, 1, 19, 7, 0, tzinfo=UTC)),
+    ("", '<time class="entry-date published" datetime="2026-01-27T12:13:17+01:00">27.</time>',
+     datetime(2026, 1, 27, 11, 13, 17, tzinfo=UTC)),
+    # dateCreated (a record's creation) is below the page's own publication date.
+    ('<script type="application/ld+json">{"@type": "NewsArticle", "headline": "H", '
+     '"dateCreated": "2017-11-17T10:41:09Z"}</script>',
+     '<time itemprop="datePublished" datetime="2017-11-16T14:15+0000">16 Nov</time>',
+     datetime(2017, 11, 16, 14, 15, tzinfo=UTC)),
+])
+def test_the_page_s_own_publication_instant_is_read(head: str, body: str,
+                                                    expected: datetime) -> None:
+    # trafilatura gives only the day, stored as midnight UTC: nytimes 20 hours late, cnet
+    # 31 hours early; the telegraph took its JSON-LD dateCreated, a day late.
+    assert extract_article(_page(head, body), "https://example.org/d").published_at == expected
+
+
+def test_a_comment_s_published_time_is_not_the_article_s() -> None:
+    body = ('<div class="comment"><time class="published updated" '
+            'datetime="2009-04-11 18:06:36">2009</time></div>')
+    head = '<meta property="article:published_time" content="2019-10-22T08:00:00Z">'
+    assert extract_article(_page(head, body), "https://example.org/c").published_at == \
+        datetime(2019, 10, 22, 8, 0, tzinfo=UTC)
+    assert extract_article(_page("", body), "https://example.org/c").published_at != \
+        datetime(2009, 4, 11, 18, 6, 36, tzinfo=UTC)
+
+
 def test_a_year_found_alone_is_not_a_publication_date() -> None:
     # trafilatura completes a year read from a copyright line ("©1998–2015") or a CSS
     # class to January 1st: an undated page became an article of 1998 (or of 2026).

@@ -142,9 +142,10 @@ def choose(found: Candidates) -> Article:
         return None
 
     j, m, t = found.jsonld, found.meta, found.trafilatura
-    published = parse_date(j.get("published")) or parse_date(m.get("published"))
+    published = (parse_date(j.get("published")) or parse_date(m.get("published"))
+                 or parse_date(j.get("created")))
     dropped: dict[str, str] = {}
-    given = j.get("published") or m.get("published")
+    given = j.get("published") or m.get("published") or j.get("created")
     if published is None and given:
         # The page's own date is unreadable ("soon-ish", "0000-00-00", "2024"): reported,
         # and not replaced by trafilatura's reading of the same tags (2024 → January 1st).
@@ -199,7 +200,10 @@ def jsonld_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
         fields = {
             "title": _text(node.get("headline") or node.get("name")),
             "author": _names(node.get("author") or node.get("creator"), people_only=True),
-            "published": _text(node.get("datePublished") or node.get("dateCreated")),
+            "published": _text(node.get("datePublished")),
+            # Below the page's own publication date (telegraph: a day late): a record's
+            # creation, not its publication.
+            "created": _text(node.get("dateCreated")),
             "modified": _text(node.get("dateModified")),
             "language": _text(node.get("inLanguage")),
             "site_name": _names(node.get("publisher")),
@@ -298,7 +302,7 @@ _META_KEYS: dict[str, tuple[str, ...]] = {
     "published": ("article:published_time", "datepublished", "og:published_time",
                   "pubdate", "publishdate", "publish-date", "publication_date",
                   "sailthru.date", "parsely-pub-date", "dc.date.issued", "dc.date",
-                  "date", "dcterms.created"),
+                  "time.published", "date", "dcterms.created"),
     "site_name": ("og:site_name", "application-name"),
     "description": ("og:description", "description", "twitter:description"),
     "language": ("og:locale", "content-language", "dc.language"),
@@ -309,11 +313,27 @@ def meta_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
     """Fields from ``<meta name|property|itemprop=… content=…>``, ``<title>``, ``lang``."""
     seen: dict[str, str] = {}
     for element in tree.iter("meta"):
-        key = (element.get("property") or element.get("name") or element.get("itemprop")
-               or element.get("http-equiv") or "").strip().lower()
         content = element.get("content")
-        if key and content and content.strip() and key not in seen:
-            seen[key] = collapse_ws(content)
+        if not content or not content.strip():
+            continue
+        # Each of its names: <meta property="article:published" itemprop="datePublished">
+        # was known only by the property no list names.
+        for attribute in ("property", "name", "itemprop", "http-equiv"):
+            key = (element.get(attribute) or "").strip().lower()
+            if key and key not in seen:
+                seen[key] = collapse_ws(content)
+    for element in tree.iter("time"):
+        # <time itemprop="datePublished" datetime="2017-01-18T23:00:00-0800">, and
+        # WordPress's <time class="entry-date published" datetime=…>: the instant, where
+        # trafilatura gives only the day (stored as midnight UTC: 31 hours early on cnet).
+        value = element.get("datetime") or element.get("content")
+        if not value or not value.strip():
+            continue
+        names = {(element.get("itemprop") or "").strip().lower()}
+        if {"entry-date", "published"} <= set((element.get("class") or "").split()):
+            names.add("time.published")  # not any "published": comments carry one too
+        for key in names - {""}:
+            seen.setdefault(key, collapse_ws(value))
     fields: dict[str, str] = {}
     for field, keys in _META_KEYS.items():
         for key in keys:
