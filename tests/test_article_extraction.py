@@ -18,6 +18,7 @@ from dateutil import parser as dateparser
 
 from harvester.parsers.article import (
     Article,
+    clean_byline,
     extract_article,
     not_html,
     parse_date,
@@ -238,6 +239,22 @@ def test_a_comment_s_published_time_is_not_the_article_s() -> None:
         datetime(2019, 10, 22, 8, 0, tzinfo=UTC)
     assert extract_article(_page("", body), "https://example.org/c").published_at != \
         datetime(2009, 4, 11, 18, 6, 36, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("byline", "published", "expected"), [
+    ("Joshua Sokol May", datetime(2019, 5, 20, tzinfo=UTC), "Joshua Sokol"),
+    ("Theresa May", datetime(2019, 5, 20, tzinfo=UTC), "Theresa May"),  # a name of two words
+    ("Nathan Willis March", datetime(2019, 5, 20, tzinfo=UTC), "Nathan Willis March"),
+    ("View all posts by Daniel Lemire", None, "Daniel Lemire"),
+    ("Last Updated January 7", None, None),
+    (None, None, None),
+])
+def test_words_around_a_byline_are_not_the_author(
+    byline: str | None, published: datetime | None, expected: str | None
+) -> None:
+    # trafilatura took the month of the date after the byline, a link's "View all posts
+    # by", or a date line for the author (5 of the 128 corpus pages).
+    assert clean_byline(byline, published) == expected
 
 
 def test_a_year_found_alone_is_not_a_publication_date() -> None:

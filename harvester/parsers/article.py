@@ -159,7 +159,7 @@ def choose(found: Candidates) -> Article:
     return Article(
         dropped=dropped,
         title=_without_site_name(title, site_names),
-        author=first("author", j, m, t),
+        author=first("author", j, m) or clean_byline(t.get("author"), published),
         published_at=published,
         text=t.get("text") or None,
         language=first("language", m, j, t),
@@ -185,6 +185,29 @@ def _without_site_name(title: str | None, site_names: set[str]) -> str | None:
             if folded.endswith(suffix) and len(title) > len(suffix) + 3:
                 return title[:-len(suffix)].rstrip()
     return title
+
+
+_POSTS_BY_RE = re.compile(r"^\s*(?:view all posts by|all posts by|posts by|posted by|"
+                         r"written by)\s+", re.IGNORECASE)
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+
+
+def clean_byline(value: str | None, published: datetime | None) -> str | None:
+    """trafilatura's author, without what it took from around the byline: a link's
+    "View all posts by", the month of the date that follows ("Joshua Sokol May" of an
+    article of May; "Nathan Willis March"); None for a date line ("Last Updated January
+    7"): names have no digits."""
+    if not value:
+        return None
+    value = _POSTS_BY_RE.sub("", value).strip()
+    if any(char.isdigit() for char in value):
+        return None
+    words = value.split()
+    if published is not None and len(words) > 2 and (
+            words[-1].casefold() == _MONTHS[published.month - 1]):
+        value = " ".join(words[:-1])
+    return value or None
 
 
 # -- JSON-LD ---------------------------------------------------------------------------
