@@ -257,6 +257,15 @@ def test_words_around_a_byline_are_not_the_author(
     assert clean_byline(byline, published) == expected
 
 
+def test_the_language_is_a_tag() -> None:
+    # <meta http-equiv="Content-Language" content="utf-8"> was stored as the language,
+    # og:locale's "de_DE" as it was.
+    charset = '<meta http-equiv="Content-Language" content="utf-8">'
+    assert extract_article(_page(charset, lang=""), "https://example.org/l").language != "utf-8"
+    locale = '<meta property="og:locale" content="de_DE">'
+    assert extract_article(_page(locale, lang=""), "https://example.org/l").language == "de-DE"
+
+
 def test_a_year_found_alone_is_not_a_publication_date() -> None:
     # trafilatura completes a year read from a copyright line ("©1998–2015") or a CSS
     # class to January 1st: an undated page became an article of 1998 (or of 2026).

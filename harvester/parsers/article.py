@@ -27,6 +27,7 @@ from harvester import surrogates
 from harvester.parsers.dates import is_relative, localized_rfc822, read_partial, reread
 from harvester.parsers.encoding import decode_document, wide_encoding
 from harvester.parsers.html import collapse_ws
+from harvester.parsers.language import language_tag
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def choose(found: Candidates) -> Article:
         author=first("author", j, m) or clean_byline(t.get("author"), published),
         published_at=published,
         text=t.get("text") or None,
-        language=first("language", m, j, t),
+        # A tag, from the first reader that has one: Content-Language "utf-8" was stored.
+        language=next((tag for r in (m, j, t) if (tag := language_tag(r.get("language")))),
+                      None),
         site_name=first("site_name", m, j, t),
         description=first("description", m, j, t),
     )

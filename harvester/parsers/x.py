@@ -13,21 +13,16 @@ from typing import Any
 from harvester import surrogates
 from harvester.parsers import counts
 from harvester.parsers.dates import reported
+from harvester.parsers.language import is_no_language, language_tag
 
 #: Longest title cut from a tweet's first line (the whole tweet stays in ``text``).
 TITLE_MAX = 120
 #: Tweet ids are snowflakes: milliseconds since this epoch, shifted left by 22 bits.
 SNOWFLAKE_EPOCH_MS = 1288834974657
-# X's "no linguistic content" codes (und, zxx, and q* such as qme = media only, qht =
-# hashtags only, qst = very short text) carry no language; two legacy codes are renamed.
-_NO_LANGUAGE = re.compile(r"^(und|zxx|q[a-z]{2})$")
-# A BCP 47 language tag as X writes them ("en", "pt", "zh-TW").
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8}){0,3}")
 # An X username (handle): what may stand in a tweet's URL.
 _USERNAME = re.compile(r"[A-Za-z0-9_]{1,15}")
 # Tweet ids are unsigned 64-bit snowflakes, written in decimal.
 _MAX_ID = 2**64 - 1
-_LEGACY_LANGUAGE = {"in": "id", "iw": "he"}
 _SPACE = re.compile(r"\s+")
 # v2 text is HTML-escaped for exactly these three characters (& last, so "&amp;lt;" stays).
 _ESCAPES = (("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&"))
@@ -183,17 +178,13 @@ def parse_time(value: Any) -> datetime | None:
 
 def language(value: Any) -> str | None:
     """A tweet's ``lang`` as a BCP 47 tag; None for none (``und``) or no tag at all."""
-    if (not isinstance(value, str) or not value or _NO_LANGUAGE.match(value)
-            or not _LANGUAGE.fullmatch(value)):
-        return None
-    return _LEGACY_LANGUAGE.get(value, value)
+    return language_tag(value)
 
 
 def _language(value: Any, dropped: dict[str, str]) -> str | None:
     """``language(value)``; a ``lang`` that is no tag at all (5,000 ``x``) is reported."""
     tag = language(value)
-    if tag is None and value not in (None, "") and not (
-            isinstance(value, str) and _NO_LANGUAGE.match(value)):
+    if tag is None and value not in (None, "") and not is_no_language(value):
         shown = value[:80] if isinstance(value, str) else value
         dropped["language"] = f"{shown!r} is not a language tag"
     return tag
