@@ -329,9 +329,10 @@ def _best_attempt(text: str, tags: int) -> _Attempt:
             _check_entries(fast, _run_feedparser(data))
         return fast
     slow = _run_feedparser(data)
-    best = _better(fast, slow, prefer_slow="xml:base" in text or _markup_inside(text))
+    best = _better(fast, slow, prefer_slow="xml:base" in text)
     if best is fast:
-        _check_entries(fast, slow, text_too=_text_elsewhere(fast, text))
+        _check_entries(fast, slow, text_too=_text_elsewhere(fast, text),
+                       markup_inside=_markup_inside(text))
     if best.entries or (fast.failure is None and slow.failure is None):
         # Entries found, or a well-formed feed that simply has none: nothing to recover.
         return best
@@ -415,7 +416,8 @@ def _guids_to_check(fast: _Attempt, text: str) -> bool:
         "isPermaLink" in text)
 
 
-def _check_entries(fast: _Attempt, slow: _Attempt, *, text_too: bool = False) -> None:
+def _check_entries(fast: _Attempt, slow: _Attempt, *, text_too: bool = False,
+                   markup_inside: bool = False) -> None:
     """Correct fastfeedparser's entries by what feedparser found in the same document.
 
     Dates: a date fastfeedparser left out or read from a relative phrase gets
@@ -425,7 +427,8 @@ def _check_entries(fast: _Attempt, slow: _Attempt, *, text_too: bool = False) ->
     Links: a guid marked ``isPermaLink="false"`` that fastfeedparser took for the link of
     an item without one is no link (feedparser's ``guidislink``).
     Text (``text_too``, see ``_text_elsewhere``): feedparser's content, or its summary for
-    an entry with none, where fastfeedparser found none.
+    an entry with none, where fastfeedparser found none. Titles and text with markup
+    inside (``markup_inside``, see ``_markup_inside``): feedparser's, which are whole.
     Entries are matched by position and confirmed by link or id; one that does not match
     is left as it is.
     """
@@ -438,18 +441,27 @@ def _check_entries(fast: _Attempt, slow: _Attempt, *, text_too: bool = False) ->
                                   for key in ("published", "updated")})
             if dict.get(theirs, "guidislink") is False and not _str(dict.get(theirs, "link")):
                 ours["link"], ours["guidislink"] = None, False
-            if text_too:
-                _borrow_text(ours, theirs)
+            if text_too or markup_inside:
+                _borrow_text(ours, theirs, whole=markup_inside)
 
 
-def _borrow_text(ours: dict[str, Any], theirs: Mapping[str, Any]) -> None:
+def _borrow_text(ours: dict[str, Any], theirs: Mapping[str, Any], *, whole: bool) -> None:
+    """feedparser's text where fastfeedparser has none; with ``whole``, its title and text
+    in place of fastfeedparser's (cut at the first element inside them)."""
+    title = _str(dict.get(theirs, "title"))
+    if whole and title:
+        ours["title"] = title
     content = dict.get(theirs, "content")
-    if content and not ours.get("content"):
+    if content and (whole or not ours.get("content")):
         ours["content"] = [dict(part) for part in content if isinstance(part, Mapping)]
+    elif whole:
+        ours.pop("content", None)  # fastfeedparser's copy of the cut description
     summary = _str(dict.get(theirs, "summary"))
-    if summary and not (ours.get("content") or ours.get("summary") or ours.get("description")):
+    if summary and (whole or not (ours.get("content") or ours.get("summary")
+                                  or ours.get("description"))):
         ours["summary"] = summary
         ours["summary_detail"] = dict.get(theirs, "summary_detail")
+        ours.pop("description", None)
 
 
 def _correct_dates(ours: dict[str, Any], raw: dict[str, str | None]) -> None:
