@@ -381,6 +381,15 @@ def test_authors_are_names_and_a_feed_s_author_is_its_entries_author() -> None:
         "<link>https://news.example.org/m")
     [mail] = parse_feed(rss_feed.encode(), "https://news.example.org/rss").entries
     assert mail["author"] == "Mattt Thompson"
+    # Through feedparser, whose author_detail split this one into "stries (Jonas Große
+    # Sundrup".
+    based_rss = rss_feed.replace("mattt@example.org (Mattt Thompson)",
+                                 "jonas@insanity.industries (Jonas Große Sundrup)").replace(
+        '<rss version="2.0">', '<rss version="2.0" xml:base="https://news.example.org/">'
+    ).replace("<link>https://news.example.org/m", "<link>m")
+    parsed = parse_feed(based_rss.encode(), "https://news.example.org/rss")
+    assert parsed.parser == "feedparser"
+    assert parsed.entries[0]["author"] == "Jonas Große Sundrup"
 
 
 def test_text_where_fastfeedparser_does_not_look_is_read() -> None:

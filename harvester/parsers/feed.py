@@ -75,6 +75,7 @@ _OPEN_ITEM_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)(?:\s[^<>]*)?(
 # fastfeedparser keeps only the text before it ("Intro:" of "Intro: <em>Python</em> 3.13").
 _MARKUP_INSIDE_RE = re.compile(r"<(?:title|description|summary)(?:\s[^<>]*)?>[^<]*<(?![/!])")
 _EMAIL_AND_NAME_RE = re.compile(r"\s*[^\s@()]+@[^\s@()]+\s+\((.*[^\s].*)\)\s*\Z")
+_NAME_AND_EMAIL_RE = re.compile(r"\s*([^()]*[^\s()])\s+\([^\s@()]+@[^\s@()]+\)\s*\Z")
 _HIDDEN_RE = re.compile(r"<!\[CDATA\[.*?\]\]>|<!--.*?-->", re.DOTALL)
 _HTML_HEAD_RE = re.compile(
     r"^\s*(?:<\?[^>]*>\s*|<!--.*?-->\s*)*(?:<!doctype\s+html|<html[\s>])",
@@ -833,8 +834,10 @@ def _author(raw: Mapping[str, Any]) -> str | None:
     Pilgrim (f8dy@example.com)"), and RSS writes ``email (Name)``: the name is taken."""
     detail = raw.get("author_detail")
     detail = detail if isinstance(detail, Mapping) else {}
-    author = _str(detail.get("name")) or _str(raw.get("author")) or _str(detail.get("email"))
-    if author and (named := _EMAIL_AND_NAME_RE.match(author)):
+    # Not feedparser's author_detail.name first: it split "jonas@insanity.industries
+    # (Jonas Große Sundrup)" into the name "stries (Jonas Große Sundrup".
+    author = _str(raw.get("author")) or _str(detail.get("name")) or _str(detail.get("email"))
+    if author and (named := _EMAIL_AND_NAME_RE.match(author) or _NAME_AND_EMAIL_RE.match(author)):
         return named.group(1).strip()
     return author
 
