@@ -390,6 +390,11 @@ def test_authors_are_names_and_a_feed_s_author_is_its_entries_author() -> None:
     parsed = parse_feed(based_rss.encode(), "https://news.example.org/rss")
     assert parsed.parser == "feedparser"
     assert parsed.entries[0]["author"] == "Jonas Große Sundrup"
+    # Atom's form in RSS (Hugo's templates): fastfeedparser read no author at all.
+    hugo = rss_feed.replace("<author>mattt@example.org (Mattt Thompson)</author>",
+                            "<author><name>Regina Obe</name></author>")
+    [named] = parse_feed(hugo.encode(), "https://news.example.org/rss").entries
+    assert named["author"] == "Regina Obe"
 
 
 def test_text_where_fastfeedparser_does_not_look_is_read() -> None:
