@@ -526,20 +526,24 @@ def _text_elsewhere(fast: _Attempt, text: str) -> bool:
     ``content:encoded`` in RSS 1.0 (it took the teaser ``<description>``, 267 characters
     of a 2,635-character post), and for entries it found no text for, YouTube's
     ``media:description`` or RSS 1.0's ``dc:description``."""
-    if "content:encoded" in text and (_first_element(text) or "").lower().endswith("rdf"):
+    # The cheap tests first: each substring search reads the whole document.
+    if (_first_element(text) or "").lower().endswith("rdf") and "content:encoded" in text:
         return True
-    return ("media:description" in text or "dc:description" in text) and any(
-        not (e.get("content") or e.get("summary") or e.get("description"))
-        for e in fast.entries)
+    return any(not (e.get("content") or e.get("summary") or e.get("description"))
+               for e in fast.entries) and ("media:description" in text
+                                           or "dc:description" in text)
 
 
 def _authors_elsewhere(fast: _Attempt, text: str) -> bool:
     """Whether some entry's author is an RSS ``<author><name>…</name></author>`` (Hugo's
     templates write Atom's form into RSS), which fastfeedparser does not read (all 10
     entries of a corpus feed had no author)."""
-    return (_RSS_AUTHOR_NAME_RE.search(text) is not None
-            and any(not e.get("author") for e in fast.entries)
-            and (_first_element(text) or "").lower() != "feed")
+    # A document's items share one template: its first item says (reading all of a 225 KB
+    # feed for the tag cost ≈ 80 µs, 1 % of parsing it).
+    first_item = text[:text.find("</item>") + 1]
+    return (any(not e.get("author") for e in fast.entries)
+            and (_first_element(text) or "").lower() != "feed"
+            and _RSS_AUTHOR_NAME_RE.search(first_item) is not None)
 
 
 def _markup_inside(text: str) -> bool:
