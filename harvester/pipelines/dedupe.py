@@ -18,8 +18,8 @@ def assign_key(item: Signal) -> str:
         # A spider may know better (pages: an entry's anchor on the listing page itself).
         item.canonical_url = item.canonical_url or canonical_url(item.url)
     if item.key:
-        # Keyed by its id by the spider: entries of one document that share their address
-        # (services/urls.shared_links).
+        # Keyed by its id by the spider: a feed entry whose link is not its own address
+        # (services/urls.keyed_by_id).
         return item.key
     if item.canonical_url:
         item.key = url_key(item.canonical_url)

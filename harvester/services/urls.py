@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable
 from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url
@@ -173,18 +172,25 @@ def url_key(canonical: str) -> str:
     return "u:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
-def shared_links(entries: Iterable[tuple[str | None, str | None]]) -> list[bool]:
-    """For each ``(url, external_id)`` of one document, whether its address (without its
-    fragment) is also that of another entry with another id: a podcast feed whose every
-    episode links to the show's home page, a blog whose posts are fragments of one day's
-    page. Keyed by the address, all but one of them were dropped as duplicates (122 of a
-    podcast's 131 episodes); the spider keys them by their ids instead (``id_key``)."""
-    pairs = [((url or "").partition("#")[0], external_id) for url, external_id in entries]
-    ids: dict[str, set[str]] = {}
-    for page, external_id in pairs:
-        if page and external_id:
-            ids.setdefault(page, set()).add(external_id)
-    return [bool(page and external_id) and len(ids[page]) > 1 for page, external_id in pairs]
+def keyed_by_id(url: str | None, external_id: str | None) -> bool:
+    """Whether a feed entry is known by its id, not its link: when the link is not the
+    entry's own address but the site's home page (every episode of a podcast links to
+    it: keyed by the link, 122 of a podcast's 131 episodes were dropped as duplicates of
+    the first), or a fragment of a page (posts that are anchors of one day's page). Judged
+    on the entry alone, so that its key does not change when the document around it does."""
+    if not url or not external_id:
+        return False
+    page, _, fragment = url.partition("#")
+    if fragment:
+        return True
+    try:
+        parts = urlsplit(page)
+        if parts.path not in ("", "/"):
+            return False
+        # "https://show.example/?utm_source=rss" is the home page; "/?p=123" a post.
+        return not parts.query or not urlsplit(canonical_url(page)).query
+    except ValueError:  # a port that is no number: the dedupe step rejects the link
+        return False
 
 
 def id_key(source: str, external_id: str) -> str:

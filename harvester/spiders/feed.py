@@ -12,7 +12,7 @@ from scrapy.http import Response
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.feed import parse_feed
-from harvester.services.urls import id_key, shared_links
+from harvester.services.urls import id_key, keyed_by_id
 from harvester.sources import Source
 from harvester.spiders.base import SourceSpider
 
@@ -57,10 +57,10 @@ class FeedSpider(SourceSpider):
                             url=response.url, raw=reject.raw)
         fetched_at = datetime.now(UTC)
         self.count(source, "entries", len(parsed.entries))
-        by_id = shared_links((e["url"], e["external_id"]) for e in parsed.entries)
-        for entry, shared in zip(parsed.entries, by_id, strict=True):
+        for entry in parsed.entries:
             if "dropped" in entry:
                 self.dropped(source, entry)
+            by_id = keyed_by_id(entry["url"], entry["external_id"])
             yield Signal(source=source, kind="feed", feed_url=response.url,
                          fetched_at=fetched_at,
-                         key=id_key(source, entry["external_id"]) if shared else None, **entry)
+                         key=id_key(source, entry["external_id"]) if by_id else None, **entry)
