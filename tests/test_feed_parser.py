@@ -320,7 +320,9 @@ def test_a_document_of_unclosed_sections_is_read_in_one_pass() -> None:
             + "<item><title>x<![CDATA[ " * 20_000 + "</channel></rss>")
     feed = parse_feed(body.encode(), "https://news.example.org/rss")
     assert [e["url"] for e in feed.entries] == ["https://news.example.org/1"]
-    assert [r.reason for r in feed.rejects] == ["unreadable_entry"] * 20_000
+    reasons = [r.reason for r in feed.rejects]
+    assert (reasons[0], set(reasons[1:]), len(reasons)) == (
+        "missing_link_and_id", {"unreadable_entry"}, 20_000)  # the first one read as "x"
     # An author tens of thousands of characters long is taken as it is, not matched
     # against the "email (Name)" forms (quadratic: 9.6 s an entry).
     long_author = rss([{"title": "A", "link": "https://news.example.org/a"}]).replace(
