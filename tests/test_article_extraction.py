@@ -232,6 +232,16 @@ def test_the_page_s_own_publication_instant_is_read(head: str, body: str,
 
 
 def test_a_comment_s_published_time_is_not_the_article_s() -> None:
+    # schema.org Comment microdata marks a comment's date itemprop="datePublished": it
+    # became the article's publication date.
+    entry = '<time class="entry-date published" datetime="2021-03-03T09:15:00+00:00">3</time>'
+    comment = ('<div class="comment" itemscope itemtype="https://schema.org/Comment">'
+               '<time class="comment-time" itemprop="datePublished" '
+               'datetime="2024-08-09T10:00:00+00:00">9</time></div>')
+    assert extract_article(_page("", entry + comment), "https://example.org/c").published_at \
+        == datetime(2021, 3, 3, 9, 15, tzinfo=UTC)
+    assert extract_article(_page("", comment), "https://example.org/c").published_at != \
+        datetime(2024, 8, 9, 10, 0, tzinfo=UTC)
     body = ('<div class="comment"><time class="published updated" '
             'datetime="2009-04-11 18:06:36">2009</time></div>')
     head = '<meta property="article:published_time" content="2019-10-22T08:00:00Z">'

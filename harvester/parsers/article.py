@@ -328,7 +328,7 @@ _META_KEYS: dict[str, tuple[str, ...]] = {
     "published": ("article:published_time", "datepublished", "og:published_time",
                   "pubdate", "publishdate", "publish-date", "publication_date",
                   "sailthru.date", "parsely-pub-date", "dc.date.issued", "dc.date",
-                  "time.published", "date", "dcterms.created"),
+                  "time.published", "time.datepublished", "date", "dcterms.created"),
     "site_name": ("og:site_name", "application-name"),
     "description": ("og:description", "description", "twitter:description"),
     "language": ("og:locale", "content-language", "dc.language"),
@@ -353,12 +353,14 @@ def meta_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
         # WordPress's <time class="entry-date published" datetime=…>: the instant, where
         # trafilatura gives only the day (stored as midnight UTC: 31 hours early on cnet).
         value = element.get("datetime") or element.get("content")
-        if not value or not value.strip():
+        if not value or not value.strip() or _in_a_comment(element):
             continue
-        names = {(element.get("itemprop") or "").strip().lower()}
+        names = set()
+        if (element.get("itemprop") or "").strip().lower() == "datepublished":
+            names.add("time.datepublished")
         if {"entry-date", "published"} <= set((element.get("class") or "").split()):
             names.add("time.published")  # not any "published": comments carry one too
-        for key in names - {""}:
+        for key in names:
             seen.setdefault(key, collapse_ws(value))
     fields: dict[str, str] = {}
     for field, keys in _META_KEYS.items():
@@ -376,6 +378,16 @@ def meta_fields(tree: lxml_html.HtmlElement) -> dict[str, str]:
     if lang and lang.strip():
         fields["language"] = lang.strip()
     return fields
+
+
+def _in_a_comment(element: lxml_html.HtmlElement) -> bool:
+    """Whether ``element`` is part of a reader's comment (schema.org Comment microdata
+    marks its date ``itemprop="datePublished"`` too: it became the article's)."""
+    for ancestor in element.iterancestors():
+        marks = " ".join(ancestor.get(a) or "" for a in ("class", "id", "itemtype")).lower()
+        if "comment" in marks:
+            return True
+    return False
 
 
 def _author_text(value: str) -> str | None:
