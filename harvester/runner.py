@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -104,8 +105,11 @@ class _EchoShutdown(logging.Handler):
         message = record.getMessage()
         if message.startswith("Received ") and "shutting down" in message:
             self.received = True
-            sys.stderr.write(f"{message}\n")
-            sys.stderr.flush()
+            # After a hangup the terminal is gone: the write failed (EIO) inside Scrapy's
+            # log call, which then never reached the log file either.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"{message}\n")
+                sys.stderr.flush()
 
 
 @contextmanager

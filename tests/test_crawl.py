@@ -951,6 +951,39 @@ def test_an_interrupted_crawl_exits_1(
             ("shutdown",)]
 
 
+def test_a_crawl_whose_terminal_goes_away_logs_its_stop(
+    site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # Closing the terminal sends the hangup; the "Received SIGHUP" echo to the gone
+    # terminal raised EIO inside Scrapy's log call: a CRITICAL traceback in the log, and
+    # no word of why the crawl stopped.
+    import pty
+    import select
+
+    (site.root / "slow.xml").write_text(rss(items("slow", 2)))
+    site.set_delay("/slow.xml", 6.0)
+    sources = write_sources(tmp_path / "s.toml", [feed_source("slow", [f"{site.url}/slow.xml"])])
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: `harvest crawl slow` on the terminal
+        os.execve(sys.executable, [sys.executable, "-m", "harvester.cli", "--sources",
+                                   str(sources), "crawl", "slow"],
+                  {**harvest_env(home), "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while not site.hits("/slow.xml") and time.monotonic() < deadline:
+            if select.select([terminal], [], [], 0.2)[0]:
+                os.read(terminal, 65536)  # what it shows, so it never blocks on output
+    finally:
+        os.close(terminal)  # the terminal goes away
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1
+    [log] = (home / "logs").glob("crawl-*.log")
+    text = log.read_text()
+    assert "Received SIGHUP, shutting down gracefully" in text
+    assert "CRITICAL" not in text and "Input/output error" not in text, text[-3000:]
+    assert db.execute("SELECT finish_reason FROM crawl_runs").fetchall() == [("shutdown",)]
+
+
 @pytest.mark.parametrize("via", ["harvest", "scrapy"])
 def test_a_forced_stop_spools_what_it_scraped_and_the_run(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path, via: str
