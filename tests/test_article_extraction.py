@@ -257,6 +257,8 @@ def test_a_comment_s_published_time_is_not_the_article_s() -> None:
     ("Nathan Willis March", datetime(2019, 5, 20, tzinfo=UTC), "Nathan Willis March"),
     ("View all posts by Daniel Lemire", None, "Daniel Lemire"),
     ("Last Updated January 7", None, None),
+    ("Jane Roe; March 3", None, "Jane Roe"),  # "By Jane Roe, March 3, 2021"
+    ("Ann Lee, Bob Roe", None, "Ann Lee, Bob Roe"),
     (None, None, None),
 ])
 def test_words_around_a_byline_are_not_the_author(
@@ -282,9 +284,14 @@ def test_a_year_found_alone_is_not_a_publication_date() -> None:
     body = _page("<title>A page</title>").replace(
         b"<footer>Copyright</footer>",
         "<footer>\u00a91998\u20132015 by individual contributors</footer>".encode())
-    assert trafilatura_fields(parse_html(body), "https://example.org/p")["published"] == (
-        "1998-01-01")
+    assert "published" not in trafilatura_fields(parse_html(body), "https://example.org/p")
     assert extract_article(body, "https://example.org/p").published_at is None
+    # A page that shows the day keeps it.
+    new_year = _page("<title>A page</title>",
+                     "<p class='byline'>By Jane Roe, January 1, 2025</p>")
+    article = extract_article(new_year, "https://example.org/n")
+    assert article.published_at == datetime(2025, 1, 1, tzinfo=UTC)
+    assert article.author == "Jane Roe"  # trafilatura's "Jane Roe; January 1" was dropped
 
 
 def test_opengraph_and_meta_author_when_there_is_no_jsonld() -> None:

@@ -151,9 +151,7 @@ def choose(found: Candidates) -> Article:
         # The page's own date is unreadable ("soon-ish", "0000-00-00", "2024"): reported,
         # and not replaced by trafilatura's reading of the same tags (2024 → January 1st).
         dropped["published_at"] = f"{given[:80]!r} is not a date"
-    elif published is None and not t.get("published", "").endswith("-01-01"):
-        # January 1st from trafilatura is a year found alone, which it completes: a CSS
-        # class ("mjx-c2026": 2026-01-01), a copyright line ("©1998": 1998-01-01).
+    elif published is None:
         published = parse_date(t.get("published"))
     site_names = {v for v in (m.get("site_name"), j.get("site_name")) if v}
     title = first("title", m, j) or first("page_title", m) or t.get("title")
@@ -192,6 +190,7 @@ def _without_site_name(title: str | None, site_names: set[str]) -> str | None:
 
 _POSTS_BY_RE = re.compile(r"^\s*(?:view all posts by|all posts by|posts by|posted by|"
                          r"written by)\s+", re.IGNORECASE)
+_BYLINE_PARTS_RE = re.compile(r"\s*[;,|]\s*")
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
            "september", "october", "november", "december")
 
@@ -204,8 +203,11 @@ def clean_byline(value: str | None, published: datetime | None) -> str | None:
     if not value:
         return None
     value = _POSTS_BY_RE.sub("", value).strip()
-    if any(char.isdigit() for char in value):
-        return None
+    # "Jane Roe; March 3" (a byline "By Jane Roe, March 3, 2021"): the parts with a
+    # digit are the date's; a value that is nothing else ("Last Updated January 7") goes.
+    kept = [part for part in _BYLINE_PARTS_RE.split(value)
+            if part and not any(char.isdigit() for char in part)]
+    value = ("; " if ";" in value else ", ").join(kept)
     words = value.split()
     if published is not None and len(words) > 2 and (
             words[-1].casefold() == _MONTHS[published.month - 1]):
@@ -411,10 +413,29 @@ def trafilatura_fields(tree: lxml_html.HtmlElement, url: str) -> dict[str, str]:
         return {}
     if doc is None:
         return {}
-    fields = {"title": doc.title, "author": doc.author, "published": doc.date,
+    date = doc.date
+    if isinstance(date, str) and date.endswith("-01-01") and not _new_year_shown(tree, date):
+        # January 1st is what trafilatura makes of a year found alone: a CSS class
+        # ("mjx-c2026": 2026-01-01), a copyright line ("©1998–2015": 1998-01-01). Kept
+        # when the page shows that very day ("January 1, 2025").
+        date = None
+    fields = {"title": doc.title, "author": doc.author, "published": date,
               "text": doc.text, "language": doc.language, "site_name": doc.sitename,
               "description": doc.description}
     return {k: v for k, v in fields.items() if isinstance(v, str) and v.strip()}
+
+
+def _new_year_shown(tree: lxml_html.HtmlElement, date: str) -> bool:
+    """Whether the page's text shows January 1st of ``date``'s year (``2025-01-01``,
+    ``01.01.2025``, ``January 1, 2025``, ``1 Jan 2025``, ``1. Januar 2025``, ``1er janvier
+    2025``, ``1 de enero de 2025``)."""
+    year = re.escape(date[:4])
+    shown = re.compile(
+        rf"{year}-01-01|\b0?1[./]0?1[./]{year}|"
+        rf"\b(?:jan|janv|ene|gen)[a-zé]*\.?\s+0?1(?:st)?\b,?\s+{year}|"
+        rf"\b0?1(?:\.|st|er)?\s+(?:de\s+)?(?:jan|janv|ene|gen)[a-zé]*\.?,?\s+(?:de\s+)?{year}",
+        re.IGNORECASE)
+    return shown.search(tree.text_content()) is not None
 
 
 # -- dates -----------------------------------------------------------------------------
