@@ -191,6 +191,9 @@ def db_start() -> None:
         console.print("HARVEST_DATABASE_URL is set: the embedded server is not used.")
         return
     uri = embedded.start(cfg.pg_dir, cfg.pg_shared_buffers)
+    # Started on purpose: long-running commands (serve, the scheduler) may start it again
+    # on demand should it stop for another reason.
+    embedded.forget_stop(cfg.pg_dir)
     console.print(f"embedded PostgreSQL running in {cfg.pg_dir}: {uri}", highlight=False)
 
 

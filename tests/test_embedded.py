@@ -162,6 +162,11 @@ def test_a_server_stopped_on_purpose_is_not_started_again_by_a_command_already_r
     later = harvest("db", "url", home=home, env={"HARVEST_DATABASE_URL": ""})
     assert later.returncode == 0, later.stderr
     assert embedded.status(pg_dir).running
+    # Started on purpose, the stop is forgotten: a long-running command (serve, the
+    # scheduler) that lived through it may start the server again should it stop for
+    # another reason.
+    assert harvest("db", "start", home=home, env={"HARVEST_DATABASE_URL": ""}).returncode == 0
+    assert not pg_dir.with_name("pg.stopped").exists()
 
 
 def test_a_lock_file_of_another_shape_reads_as_not_running(tmp_path: Path) -> None:

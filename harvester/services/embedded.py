@@ -348,6 +348,12 @@ def _stop_marker(pg_dir: Path) -> Path:
     return pg_dir.with_name(pg_dir.name + ".stopped")
 
 
+def forget_stop(pg_dir: Path) -> None:
+    """The server was started on purpose (``harvest db start``): a stop before no longer
+    keeps any process from starting it."""
+    _stop_marker(pg_dir.absolute()).unlink(missing_ok=True)
+
+
 def _stopped_after(pg_dir: Path, began: float) -> bool:
     try:
         return float(_stop_marker(pg_dir).read_text()) > began

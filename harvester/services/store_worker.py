@@ -233,7 +233,8 @@ class StoreWorker:
             # Said even when no batch was under way (then no write reported it, and the
             # log only showed batches spooled with no reason).
             logger.warning("The store worker ended unexpectedly (%s): what it had not "
-                           "stored goes to the spool, and a new worker is started", error)
+                           "stored goes to the spool, and a new worker is started for the "
+                           "batches after HARVEST_STORE_RECONNECT_SECONDS", error)
         while self._replies:
             self._replies.popleft().set_result(Outcome("dead", error=error))
         if self._ended is not None and not self._ended.done():
