@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from w3lib.url import safe_url_string
 
+from harvester import setting_values
 from harvester.config import ConfigError, HarvestConfig, get_config
 from harvester.messages import (
     console_width,
@@ -376,6 +377,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
         key, sep, val = value.partition("=")
         if not sep:
             raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="-s")
+        if why := setting_values.refused(key, val):
+            raise click.BadParameter(why, param_hint="-s")
         out[key] = val
     return out
 

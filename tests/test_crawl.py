@@ -886,10 +886,15 @@ def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable
 
     # A component refusing a -s value: asyncio's "Task exception was never retrieved" and
     # a traceback, and exit 1 as if a source had failed.
+    # Scrapy's own settings said "invalid literal for int() with base 10: 'abc'".
     for setting, said in (("HARVEST_STORE_BATCH_SIZE=abc", "error: HARVEST_STORE_BATCH_SIZE "
                            "must be a whole number of at least 1, not 'abc'"),
                           ("HARVEST_CLUSTER_DISTANCE=99", "error: HARVEST_CLUSTER_DISTANCE "
-                           "must be between 0 and 11, not 99.")):
+                           "must be between 0 and 11, not 99."),
+                          ("DOWNLOAD_MAXSIZE=abc",
+                           "error: DOWNLOAD_MAXSIZE must be a number, not 'abc'"),
+                          ("COOKIES_ENABLED=maybe", "error: COOKIES_ENABLED must be True or "
+                           "False (or 1 or 0), not 'maybe'")):
         refused = scrapy("crawl", "feed", "-a", "source=up", "-s", setting, home=home,
                          sources=sources)
         assert refused.returncode == 2, refused.stderr[-2000:]
@@ -1244,6 +1249,11 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert said in " ".join(refused.stdout.split()), refused.stdout
     assert count(db, "SELECT count(*) FROM signals") == 0
+    # Scrapy's own: a summary of zeros and exit 1, "invalid literal for int()".
+    scrapys = harvest("--sources", str(sources), "crawl", "set", "-s",
+                      "CONCURRENT_REQUESTS=abc", home=home)
+    assert scrapys.returncode == 2, scrapys.stdout + scrapys.stderr
+    assert "CONCURRENT_REQUESTS must be a number, not 'abc'" in scrapys.stderr
     # 0 made the metrics sync loop spin a core at 100 % for the whole crawl.
     for value in ("0", "abc"):
         spin = harvest("--sources", str(sources), "crawl", "set", "-s",

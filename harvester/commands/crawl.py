@@ -26,6 +26,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.crawler import Crawler
 from scrapy.exceptions import UsageError
 
+from harvester import setting_values
 from harvester.config import ConfigError, get_config
 from harvester.messages import first_line
 from harvester.runner import SourceOutcome, stop_on_hangup
@@ -48,6 +49,11 @@ class Command(ScrapyCrawlCommand):
             print(f"error: {exc}", file=sys.stderr)
             self.exitcode = EXIT_USAGE
             return
+        for name, _, value in (given.partition("=") for given in opts.set or []):
+            if why := setting_values.refused(name, value):
+                print(f"error: {why}", file=sys.stderr)
+                self.exitcode = EXIT_USAGE
+                return
         assert self.crawler_process
         crawler = self._create_crawler(args[0])
         started = self.crawler_process.crawl(crawler, **opts.spargs)
