@@ -242,6 +242,10 @@ def test_a_comment_s_published_time_is_not_the_article_s() -> None:
         == datetime(2021, 3, 3, 9, 15, tzinfo=UTC)
     assert extract_article(_page("", comment), "https://example.org/c").published_at != \
         datetime(2024, 8, 9, 10, 0, tzinfo=UTC)
+    # A page whose <body> says comments are open is no comment.
+    open_page = _page("", entry).replace(b"<body>", b'<body class="single comments-open">')
+    assert extract_article(open_page, "https://example.org/c").published_at == \
+        datetime(2021, 3, 3, 9, 15, tzinfo=UTC)
     body = ('<div class="comment"><time class="published updated" '
             'datetime="2009-04-11 18:06:36">2009</time></div>')
     head = '<meta property="article:published_time" content="2019-10-22T08:00:00Z">'

@@ -125,9 +125,10 @@ def test_entries_whose_link_is_not_their_address_are_kept_by_their_ids(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path
 ) -> None:
     # A podcast whose every episode links to the show's home page (each has its own guid)
-    # kept one episode of many: the others were dropped as duplicates of the first. So
-    # were posts whose permalinks differ only in their fragment. The key must not depend
-    # on the rest of the document: a feed that grows or shrinks keeps its entries' keys.
+    # kept one episode of many: the others were dropped as duplicates of the first. The
+    # key must not depend on the rest of the document: a feed that grows or shrinks keeps
+    # its entries' keys (keyed by whether others shared the link, one entry was stored
+    # twice). Links that differ in their fragment are still one address ("#top").
     home_page = ["https://podcast.example/?utm_source=rss&utm_medium=ep0",
                  "http://podcast.example/", "https://podcast.example", "https://podcast.example/"]
     episodes = [{"title": f"Episode {i}", "link": link,
@@ -147,8 +148,9 @@ def test_entries_whose_link_is_not_their_address_are_kept_by_their_ids(
                         "HARVEST_CONDITIONAL_ENABLED=False", home=home)
         assert crawl.returncode == 0, crawl.stdout + crawl.stderr
     titles = db.execute("SELECT title, seen_count FROM signals ORDER BY title").fetchall()
+    # The notes are one address, stored once; it shows what the source last published.
     assert titles == [("A post", 2), ("Episode 0", 2), ("Episode 1", 2), ("Episode 2", 2),
-                      ("Episode 3", 2), ("Note a", 2), ("Note b", 2), ("Same story", 2)]
+                      ("Episode 3", 2), ("Note b", 3), ("Same story", 2)]
 
 
 def test_an_edited_entry_is_stored_as_its_source_last_published_it(

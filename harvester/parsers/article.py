@@ -386,9 +386,11 @@ def _in_a_comment(element: lxml_html.HtmlElement) -> bool:
     """Whether ``element`` is part of a reader's comment (schema.org Comment microdata
     marks its date ``itemprop="datePublished"`` too: it became the article's)."""
     for ancestor in element.iterancestors():
-        marks = " ".join(ancestor.get(a) or "" for a in ("class", "id", "itemtype")).lower()
-        if "comment" in marks:
-            return True
+        classes = (ancestor.get("class") or "").lower().split()
+        if (any(c in ("comment", "comments") or c.startswith("comment-") for c in classes)
+                or (ancestor.get("id") or "").lower().startswith(("comment", "div-comment"))
+                or "schema.org/comment" in (ancestor.get("itemtype") or "").lower()):
+            return True  # not "comments-open" on <body>: a theme's switch, not a comment
     return False
 
 

@@ -531,8 +531,9 @@ def _needs_fallback(fast: _Attempt, text: str, tags: int) -> bool:
     Yes when fastfeedparser failed, found no entries or fewer than the document has
     item/entry tags (it dropped some on malformed markup), returned an entry without link
     and id (it loses ``<link>`` when an item also carries an ``atom:link``), when a title
-    or summary has an element inside (``_markup_inside``), when the text is where it does
-    not look (``_text_elsewhere``), or when the document uses
+    or summary has an element inside (``_markup_inside``), when the text or the authors
+    are where it does not look (``_text_elsewhere``, ``_authors_elsewhere``), or when the
+    document uses
     ``xml:base`` and some link is relative: fastfeedparser ignores ``xml:base``,
     feedparser resolves it.
     """

@@ -173,16 +173,15 @@ def url_key(canonical: str) -> str:
 
 
 def keyed_by_id(url: str | None, external_id: str | None) -> bool:
-    """Whether a feed entry is known by its id, not its link: when the link is not the
-    entry's own address but the site's home page (every episode of a podcast links to
-    it: keyed by the link, 122 of a podcast's 131 episodes were dropped as duplicates of
-    the first), or a fragment of a page (posts that are anchors of one day's page). Judged
-    on the entry alone, so that its key does not change when the document around it does."""
+    """Whether a feed entry is known by its id, not its link: when its link is the site's
+    home page, not the entry's own address (every episode of a podcast links to it: keyed
+    by the link, 122 of a podcast's 131 episodes were dropped as duplicates of the first).
+    Judged on the entry alone, so that its key does not change when the document around
+    it does. (Posts that are fragments of one day's page are not told apart: a "#top" or
+    "#comments" on a link is as common, and no part of the entry's address.)"""
     if not url or not external_id:
         return False
-    page, _, fragment = url.partition("#")
-    if fragment:
-        return True
+    page = url.partition("#")[0]
     try:
         parts = urlsplit(page)
         if parts.path not in ("", "/"):
