@@ -75,6 +75,16 @@ class SourceOutcome:
         return said
 
 
+def raised(task: Any) -> BaseException | None:
+    """What a crawl's task ended in, when it raised (a component refusing a setting given
+    with ``-s``, say); None while it runs, when it ran, or when it is no asyncio task.
+    Retrieved, asyncio no longer reports it as unhandled ("Task exception was never
+    retrieved" and a traceback)."""
+    if not isinstance(task, asyncio.Future) or not task.done() or task.cancelled():
+        return None
+    return task.exception()
+
+
 @dataclass(slots=True)
 class _Running:
     source: str
@@ -84,9 +94,7 @@ class _Running:
     def start_error(self) -> str | None:
         """Why the crawl failed to start or ended in an exception (a setting given with
         ``-s`` that a component refuses, say), in one line; None when it ran."""
-        if not self.task.done() or self.task.cancelled():
-            return None
-        exc = self.task.exception()  # retrieved: asyncio no longer logs it as unhandled
+        exc = raised(self.task)
         if exc is None:
             return None
         logger.error("The crawl of %s could not run", self.source, exc_info=exc)

@@ -17,7 +17,6 @@ unreachable. This one (what Scrapyd runs too) exits like ``harvest crawl``:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from typing import Any
@@ -29,7 +28,7 @@ from scrapy.exceptions import UsageError
 from harvester import setting_values
 from harvester.config import ConfigError, get_config
 from harvester.messages import first_line
-from harvester.runner import SourceOutcome, stop_on_hangup
+from harvester.runner import SourceOutcome, raised, stop_on_hangup
 from harvester.spiders.base import SourceSpider
 from harvester.stats import per_source
 
@@ -76,12 +75,10 @@ class Command(ScrapyCrawlCommand):
 
 
 def start_error(started: Any) -> BaseException | None:
-    """What stopped the crawl from starting, when it raised: a component refusing a
+    """What stopped the crawl from starting (``runner.raised``): a component refusing a
     setting given with ``-s`` (a ``ValueError`` that names it, shown as it is), or a fault
-    (its traceback logged). Retrieved here, asyncio no longer reports it on its own."""
-    if not isinstance(started, asyncio.Future) or not started.done() or started.cancelled():
-        return None
-    exc = started.exception()
+    (its traceback logged)."""
+    exc = raised(started)
     if exc is not None and not isinstance(exc, ValueError):
         logger.error("The crawl could not start", exc_info=exc)
     return exc
