@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
+import re
 import zlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from twisted.internet import error
 from twisted.python.failure import Failure
 
 from harvester.exceptions import BadRedirect, RateLimited
+from harvester.parsers.encoding import byte_size
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:
@@ -57,6 +59,11 @@ _STATUS_HINTS = {
 }
 
 
+# Scrapy's words for an answer past DOWNLOAD_MAXSIZE, on the wire ("… larger than download
+# max size (52428800) in request …") and while inflating ("… exceeded DOWNLOAD_MAXSIZE
+# (52428800 B) during decompression").
+_MAXSIZE_RE = re.compile(r"download max size \((\d+)\)|DOWNLOAD_MAXSIZE \((\d+) B\)")
+
 # The same for a URL found on the way (a sitemap named in robots.txt, an article link).
 _FOUND_HINTS = {
     404: " (not found: what linked to it is out of date)",
@@ -79,8 +86,11 @@ def describe_failure(failure: Failure, *, listed: bool = True) -> str:
         return str(exc)
     if "download max size" in str(exc) or "DOWNLOAD_MAXSIZE" in str(exc):
         # Scrapy's own words ("Expected to receive 62487774 bytes which is larger than …")
-        # named no fix; a compressed answer that inflates past it says the same.
-        return ("the answer is larger than DOWNLOAD_MAXSIZE (50 MB; compressed answers "
+        # named no fix; a compressed answer that inflates past it says the same. The limit
+        # is the one the crawl ran with (it said 50 MB under -s DOWNLOAD_MAXSIZE=2000).
+        limit = _MAXSIZE_RE.search(str(exc))
+        size = f"{byte_size(int(limit.group(1) or limit.group(2)))}; " if limit else ""
+        return (f"the answer is larger than DOWNLOAD_MAXSIZE ({size}compressed answers "
                 "count as inflated): a document that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES "
                 "takes it")
     if isinstance(exc, scrapy_errors.IgnoreRequest) and "max redirections" in str(exc):

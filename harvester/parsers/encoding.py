@@ -88,8 +88,16 @@ def inflate_limit(download_maxsize: int) -> int:
 
 def too_large(limit: int) -> str:
     """What the source's failure says of a body inflating beyond ``limit`` bytes."""
-    return (f"the document inflates beyond DOWNLOAD_MAXSIZE ({limit / 2**20:g} MB): a "
+    return (f"the document inflates beyond DOWNLOAD_MAXSIZE ({byte_size(limit)}): a "
             "document that big is unusual; -s DOWNLOAD_MAXSIZE=BYTES takes it")
+
+
+def byte_size(size: int) -> str:
+    """A size limit as an operator set it: whole mebibytes as "50 MB" (the default), any
+    other count of bytes as it is ("200,000 bytes", not "0.190735 MB")."""
+    if size >= 2**20 and size % 2**20 == 0:
+        return f"{size // 2**20} MB"
+    return f"{size:,} bytes"
 
 
 def gunzip_if_needed(body: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
