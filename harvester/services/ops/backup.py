@@ -159,13 +159,17 @@ def verify(conn: psycopg.Connection[Any], url: str, path: Path) -> Comparison:
 
 def _verify_in(conn: psycopg.Connection[Any], url: str, data: Path, name: str,
                tables: dict[str, Any]) -> Comparison:
+    # SIGTERM waits until the clean-up below is sure to run: arriving while CREATE DATABASE
+    # was on its way, it left the database made and its DROP never reached.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise OpsError("verifying a backup needs a scratch database, and this database user "
-                       "may not create one; grant it CREATEDB or verify on another server"
-                       ) from exc
-    try:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise OpsError("verifying a backup needs a scratch database, and this database "
+                           "user may not create one; grant it CREATEDB or verify on another "
+                           "server") from exc
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         target, env = _target(url, name)
         _run([tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
               "--single-transaction", "--no-password", f"--dbname={target}", str(data)], env)
@@ -174,6 +178,7 @@ def _verify_in(conn: psycopg.Connection[Any], url: str, data: Path, name: str,
     finally:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return Comparison(expected=dict(tables), found=found)
 
 
