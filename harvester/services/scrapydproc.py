@@ -10,6 +10,8 @@ finds everything without any manual step.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,11 +226,26 @@ def _group_alive(group: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _building(root: Path) -> Iterator[None]:
+    """Hold the project's egg-building lock: setuptools builds in ``root/build`` and its
+    ``clean -a`` empties that directory, so two deploys at once (two operators, or two
+    test workers) broke each other's egg with "No such file or directory"."""
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"harvest-egg-{digest}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def build_egg() -> bytes:
     """The project egg, built by ``scrapyd-deploy --build-egg`` in the project directory."""
     root = project_dir()
     deploy = Path(sys.executable).with_name("scrapyd-deploy")
-    with tempfile.TemporaryDirectory(prefix="harvest-egg-") as tmp:
+    with _building(root), tempfile.TemporaryDirectory(prefix="harvest-egg-") as tmp:
         egg = Path(tmp) / "harvester.egg"
         result = subprocess.run(
             [str(deploy), f"--build-egg={egg}"], cwd=root, capture_output=True, text=True,
