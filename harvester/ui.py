@@ -15,6 +15,7 @@ from rich.text import Text
 
 from harvester import messages
 from harvester.messages import printable, shown, utc_time
+from harvester.parsers.html import html_to_text
 from harvester.runner import SourceOutcome
 
 SUMMARY_COLUMNS = (("fetched", "fetched"), ("new", "new"), ("reseen", "re-seen"),
@@ -156,9 +157,10 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
 
 #: What a rejection's raw input is shown by, first found first.
 # "loc" and "status": a sitemap's rejections (a location that is no web address, a child
-# sitemap too deep, a page gone) showed "-", and two of them looked the same.
-_REJECT_DETAIL = ("error", "title", "value", "text", "item", "tweet", "hit", "child", "loc",
-                  "status", "head")
+# sitemap too deep, a page gone) showed "-", and two of them looked the same; "why" (and
+# else the card's text): a listing page's cards did too.
+_REJECT_DETAIL = ("error", "why", "title", "value", "text", "item", "tweet", "hit", "child",
+                  "loc", "status", "head")
 
 
 def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
@@ -171,9 +173,13 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
     for row in rows:
         raw = row["raw"] or {}
         detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
+        if detail is None and isinstance(raw.get("html"), str):
+            detail = html_to_text(raw["html"]) or None  # a listing's card, as read
         text = " ".join(str(detail).split())[:120] if detail is not None else "-"
         if detail is not None and "line" in raw:  # a text sitemap's line
             text = f"line {raw['line']}: {text}"
+        elif isinstance(raw.get("index"), int):  # a card of a listing page, from 1
+            text = f"card {raw['index'] + 1}: {text}"
         table.add_row(str(row["id"]), utc_time(row["created_at"], this_year=year),
                       shown(row["source"]), row["reason"], row["field"] or "-",
                       # A 3,000-character URL (url_too_long) filled hundreds of lines.

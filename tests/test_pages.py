@@ -296,7 +296,8 @@ def test_a_bad_card_or_a_pdf_behind_a_card_costs_only_that_card(
     (site.root / "l" / "index.html").write_text(listing([
         card("/l/report.pdf", "The report"),
         card("http://[::1", "Broken link"),
-        card("/l/after.html", "After the broken one")]), "utf-8")
+        card("/l/after.html", "After the broken one"),
+        '<article class="card"><p class="ad">Sponsored: buy <b>now</b></p></article>']), "utf-8")
     (site.root / "l" / "report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Title (x) >>\n"
                                                  + bytes(range(256)) * 8)
     (site.root / "l" / "after.html").write_text(
@@ -313,9 +314,15 @@ def test_a_bad_card_or_a_pdf_behind_a_card_costs_only_that_card(
     assert got[f"{site.url}/l/report.pdf"][:4] == ("The report", None, None, None)
     assert got[f"{site.url}/l/after.html"][0] == "After the broken one"
     rejects = db.execute("SELECT source, reason, raw->>'why', raw ? 'html' FROM rejects "
-                         "ORDER BY source").fetchall()
+                         "ORDER BY source, id").fetchall()
     assert rejects == [("cards", "unusable_url", "'http://[::1' is not a usable link", True),
+                       ("cards", "missing_url_and_title", None, True),
                        ("png", "unusable_document", None, False)]
+    # Each card's rejection says which card and why (both showed "-", alike).
+    table = " ".join(harvest("--sources", str(sources), "rejects", "--source", "cards",
+                             home=home).stdout.split())
+    assert "card 2: 'http://[::1' is not a usable link" in table, table
+    assert "card 4: Sponsored: buy now" in table, table
     # Rejected, not "kept without fields" as the summary said.
     assert "fields dropped" not in result.stdout
     stats = db.execute("SELECT stats FROM crawl_runs WHERE 'cards' = ANY(sources)").fetchone()
