@@ -140,22 +140,27 @@ def jobs_list(ctx: click.Context) -> None:
     parsed = _load(ctx)
     cluster = scheduler.Cluster(scrapyd.nodes())
     cluster.refresh()
-    with _connect() as conn:
-        rows = scheduler.load_rows(conn)
     table = Table(title="jobs", title_justify="left")
     for col in ("source", "kind", "schedule", "next due", "paused", "last job", "node", "state",
                 "last outcome", "skipped"):
         table.add_column(col, overflow="fold")
-    for source in parsed.sources:
-        row = rows.get(source.name) or {}
-        job_id = row.get("job_id")
-        found = cluster.find(job_id) if job_id else None
-        state = found[1] if found else (row.get("job_state") or "-")
-        table.add_row(source.name, source.kind, source.cron or f"every {source.interval}",
-                      _when(row.get("next_due")) if source.enabled else "off",
-                      "yes" if row.get("paused") else "no", job_id or "-",
-                      row.get("job_node") or "-", state, row.get("last_outcome") or "-",
-                      str(row.get("skipped_running") or 0))
+    with _connect() as conn:
+        rows = scheduler.load_rows(conn)
+        for source in parsed.sources:
+            row = rows.get(source.name) or {}
+            job_id = row.get("job_id")
+            found = cluster.find(job_id) if job_id else None
+            state = found[1] if found else (row.get("job_state") or "-")
+            # The last job's own verdict once its crawl recorded it: the stored one is the
+            # scheduler's, written at its next pass, and until then the job before's
+            # ("succeeded" next to a job that failed, for a job run by hand).
+            outcome = ((scheduler.finished_outcome(conn, job_id) if job_id else None)
+                       or row.get("last_outcome") or "-")
+            table.add_row(source.name, source.kind, source.cron or f"every {source.interval}",
+                          _when(row.get("next_due")) if source.enabled else "off",
+                          "yes" if row.get("paused") else "no", job_id or "-",
+                          row.get("job_node") or "-", state, outcome,
+                          str(row.get("skipped_running") or 0))
     console.print(table)
     for view in cluster.views:
         if view.up:

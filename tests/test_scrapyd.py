@@ -488,10 +488,14 @@ def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
     assert started.returncode == 0, started.stdout + started.stderr
     job = db.execute("SELECT job_id FROM schedules WHERE source = 'handrun'").fetchone()[0]
     _wait_finished(nodes[0], [job])
+    # Its outcome is listed before a scheduler's pass (the job before's was, or "-").
+    listed = harvest("--sources", str(path), "jobs", "list", home=home, env=env)
+    [row] = [ln.split("│") for ln in listed.stdout.splitlines() if "handrun" in ln]
     harvest("--sources", str(path), "scheduler", "--once", home=home, env=env)
     state, outcome = db.execute("SELECT job_state, last_outcome FROM schedules "
                                 "WHERE source = 'handrun'").fetchone()
     assert state == "finished" and outcome, (state, outcome)
+    assert row[9].strip() == outcome, listed.stdout
     # Disabled after failing: "submitted", exit 0, and a job that skipped it doing nothing.
     db.execute("INSERT INTO sources_state (source, consecutive_failures, disabled) "
                "VALUES ('handrun', 5, true) ON CONFLICT (source) DO UPDATE "

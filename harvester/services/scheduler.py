@@ -208,6 +208,13 @@ def _recorded_run(conn: psycopg.Connection[Any],
     return finished_at, f"{outcome}, {errors} errors" if errors else str(outcome)
 
 
+def finished_outcome(conn: psycopg.Connection[Any], job_id: str) -> str | None:
+    """The outcome of a job whose crawl recorded its end, before a scheduler's pass has
+    seen it finish; None while it runs or when it recorded no run."""
+    run = _recorded_run(conn, job_id)
+    return run[1] if run and run[0] is not None else None
+
+
 def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
     run = _recorded_run(conn, job_id)
     return run[1] if run else "finished (no run recorded)"
