@@ -47,6 +47,9 @@ class Signal:
     simhash: int | None = None
     score: float | None = None
     score_breakdown: dict[str, Any] = _field(default_factory=dict)
+    #: Only part of what the source gives could be read (pages: the article page failed).
+    #: A row its source stored already then keeps its version: this is a sighting only.
+    partial: bool = False
 
 
 @dataclass(slots=True, kw_only=True)

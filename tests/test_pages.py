@@ -139,6 +139,22 @@ def test_listing_pages_followed_to_articles(
                        "FROM sources_state WHERE source = 'news'").fetchone()
     assert state == (0, True)
 
+    # Next run the article host fails: two.html is gone, gone.html asks for a pause longer
+    # than the crawl waits. The items are seen again, and keep the article text, author
+    # and date the first run read (the listing's fields alone replaced them: wiped).
+    index = site.root / "news" / "index.html"
+    index.write_text(index.read_text("utf-8") + "<!-- changed -->", "utf-8")  # not a 304
+    site.set_status("/news/a/two.html", 404)
+    site.set_status("/news/a/gone.html", 429, {"Retry-After": "100000"})
+    result = harvest("--sources", str(sources), "crawl", "news", home=home)
+
+    assert result.returncode == 0, result.stderr + result.stdout  # the listings answered
+    again = signals(db, "news")
+    for url in (f"{base}/a/two.html", f"{base}/a/gone.html"):
+        assert again[url] == got[url]
+    assert db.execute("SELECT seen_count FROM signals WHERE url = %s",
+                      (f"{base}/a/two.html",)).fetchone() == (2,)
+
 
 def test_entries_anchored_on_the_listing_page_itself_are_items_of_their_own(
     site: LocalSite, db: psycopg.Connection[Any], home: Path, tmp_path: Path

@@ -86,6 +86,7 @@ def signal_row(item: Signal, run_id: str) -> dict[str, Any]:
         "fetched_at": item.fetched_at, "language": item.language, "tags": item.tags,
         "engagement": item.engagement, "score": item.score,
         "score_breakdown": item.score_breakdown, "run_id": run_id,
+        "partial": item.partial,
     }
 
 

@@ -123,6 +123,21 @@ RETURNING key, (xmax = 0) AS is_new, id, COALESCE(cluster_id, id)
             " AND EXCLUDED.{0} IS DISTINCT FROM signals.{0}"
             " THEN EXCLUDED.{0} ELSE signals.{0} END").format(sql.Identifier(c))
     for c in LATEST_COLUMNS))
+# A partial sighting (pages: the article page could not be fetched) of a row its own source
+# stored is a sighting only: the row keeps the version its last complete read gave, with
+# the score computed from it. Taken as the latest, the listing's fields alone replaced
+# the stored article text with nothing on every outage of the article host. Its staged
+# row goes, so the upsert after this leaves it alone.
+_SEEN_ONLY = """
+WITH seen AS (
+    DELETE FROM signals_staging AS n USING signals AS s
+    WHERE n.key = ANY(%(keys)b::text[]) AND s.key = n.key AND s.source = n.source
+    RETURNING n.key, n.fetched_at)
+UPDATE signals AS s SET seen_count = s.seen_count + 1,
+                        last_seen = GREATEST(s.last_seen, seen.fetched_at)
+FROM seen WHERE s.key = seen.key
+RETURNING s.key, false, s.id, COALESCE(s.cluster_id, s.id)
+"""
 # Rows of this batch whose planned cluster is an id no row holds after all (see _repoint).
 _REPOINT = """
 UPDATE signals AS s SET cluster_id = m.cluster_id
@@ -498,6 +513,9 @@ async def _write_signals(cur: psycopg.AsyncCursor[Any], signals: list[dict[str, 
     if staged:
         await cur.execute(_STAGING_DDL)
         await _copy(cur, _COPY_SIGNALS, staged, _STAGED_COLUMNS, _STAGED_TYPES)
+        if partial := [row["key"] for row in staged if row.get("partial")]:
+            await cur.execute(_SEEN_ONLY, {"keys": partial})
+            written += await cur.fetchall()
         await cur.execute(_UPSERT)
         written += await cur.fetchall()
     by_key = {row["key"]: row for row in signals}

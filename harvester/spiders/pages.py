@@ -149,7 +149,8 @@ class PagesSpider(SourceSpider):
 
     def on_article_error(self, failure: Failure) -> Iterator[Signal]:
         # The listing answered, so the source did not fail: one unreadable article is a
-        # gap in one item, kept with what the listing said and counted.
+        # gap in one item, kept with what the listing said (partial: a row stored already
+        # keeps its article text) and counted.
         request = failure.request  # type: ignore[attr-defined]
         source: Source = request.cb_kwargs["source"]
         self.count(source, "missing")
@@ -157,7 +158,7 @@ class PagesSpider(SourceSpider):
         logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
                        "listing's fields", source.name, request.url, describe_failure(failure),
                        extra=self.log_extra)
-        yield self.signal(source, **request.cb_kwargs["listing"])
+        yield self.signal(source, **request.cb_kwargs["listing"], partial=True)
 
 
 def listing_fields(fields: dict[str, str], node: Selector, base: str,
