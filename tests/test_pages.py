@@ -141,7 +141,8 @@ def test_listing_pages_followed_to_articles(
 
     # Next run the article host fails: two.html is gone, gone.html asks for a pause longer
     # than the crawl waits. The items are seen again, and keep the article text, author
-    # and date the first run read (the listing's fields alone replaced them: wiped).
+    # and date the first run read (the listing's fields alone replaced them: wiped); the
+    # rate limit is an error of the source, as for every other kind (it was only logged).
     index = site.root / "news" / "index.html"
     index.write_text(index.read_text("utf-8") + "<!-- changed -->", "utf-8")  # not a 304
     site.set_status("/news/a/two.html", 404)
@@ -149,11 +150,16 @@ def test_listing_pages_followed_to_articles(
     result = harvest("--sources", str(sources), "crawl", "news", home=home)
 
     assert result.returncode == 0, result.stderr + result.stdout  # the listings answered
+    assert "rate limited" in result.stdout and "HARVEST_RETRY_AFTER_MAX" in result.stdout
     again = signals(db, "news")
     for url in (f"{base}/a/two.html", f"{base}/a/gone.html"):
         assert again[url] == got[url]
     assert db.execute("SELECT seen_count FROM signals WHERE url = %s",
                       (f"{base}/a/two.html",)).fetchone() == (2,)
+    state = db.execute("SELECT consecutive_failures, last_error FROM sources_state "
+                       "WHERE source = 'news'").fetchone()
+    assert state is not None and state[0] == 0  # partly failed: the listing gave its items
+    assert state[1].startswith(f"{base}/a/") and "rate limited" in state[1]
 
 
 def test_entries_anchored_on_the_listing_page_itself_are_items_of_their_own(

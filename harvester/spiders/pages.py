@@ -13,6 +13,7 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 from w3lib.html import get_base_url
 
+from harvester.exceptions import RateLimited
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.middlewares.conditional import CONDITIONAL_META
@@ -52,7 +53,8 @@ class PagesSpider(SourceSpider):
     listing lacks (:func:`extract_article`).
 
     Stats (per source): ``fetched``, ``entries``, ``not_modified``, ``errors`` (listing
-    requests that failed, listing pages matching no item, an unusable configuration), ``missing``
+    requests that failed, listing pages matching no item, an unusable configuration, article
+    requests refused by a rate limit longer than ``HARVEST_RETRY_AFTER_MAX``), ``missing``
     and ``article_failed`` (article pages that could not be fetched; the item is kept with
     what the listing had), ``empty_listing``.
     """
@@ -148,16 +150,20 @@ class PagesSpider(SourceSpider):
         yield self.signal(source, **merge(listing, article))
 
     def on_article_error(self, failure: Failure) -> Iterator[Signal]:
-        # The listing answered, so the source did not fail: one unreadable article is a
-        # gap in one item, kept with what the listing said (partial: a row stored already
-        # keeps its article text) and counted.
+        # The listing answered, so one unreadable article is a gap in one item, kept with
+        # what the listing said (partial: a row stored already keeps its article text) and
+        # counted. A host asking us to stay away longer than we wait fails the source, as
+        # it does every other kind: the rest of its articles are not sent this run.
         request = failure.request  # type: ignore[attr-defined]
         source: Source = request.cb_kwargs["source"]
         self.count(source, "missing")
         self.count(source, "article_failed")
-        logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
-                       "listing's fields", source.name, request.url, describe_failure(failure),
-                       extra=self.log_extra)
+        if failure.check(RateLimited):
+            self.fail(source, request.url, describe_failure(failure))
+        else:
+            logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
+                           "listing's fields", source.name, request.url,
+                           describe_failure(failure), extra=self.log_extra)
         yield self.signal(source, **request.cb_kwargs["listing"], partial=True)
 
 
