@@ -49,6 +49,13 @@ def bounded_raw(raw: dict[str, Any]) -> dict[str, Any]:
     return {"head": text[:RAW_MAX_CHARS], "chars": len(text)}
 
 
+def content_type(response: Response) -> str | None:
+    """The response's ``Content-Type`` header as text (its charset decides how the parsers
+    decode the body), or None without one."""
+    value = response.headers.get(b"Content-Type")
+    return value.decode("latin-1") if value else None
+
+
 def is_robots_forbidden(failure: Failure) -> bool:
     """Scrapy's RobotsTxtMiddleware refused the request (ROBOTSTXT_OBEY)."""
     return bool(failure.check(IgnoreRequest)) and not failure.check(RateLimited) and (

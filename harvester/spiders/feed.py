@@ -14,7 +14,7 @@ from harvester.middlewares.conditional import SOURCE_META
 from harvester.parsers.feed import parse_feed
 from harvester.services.urls import id_key, keyed_by_id
 from harvester.sources import Source
-from harvester.spiders.base import SourceSpider
+from harvester.spiders.base import SourceSpider, content_type
 
 
 class FeedSpider(SourceSpider):
@@ -33,10 +33,8 @@ class FeedSpider(SourceSpider):
         source = response.meta[SOURCE_META]
         if self.not_modified(source, response):
             return
-        content_type = response.headers.get(b"Content-Type")
-        parsed = parse_feed(
-            response.body, response.url, content_type.decode("latin-1") if content_type else None,
-            max_size=self.inflate_limit)
+        parsed = parse_feed(response.body, response.url, content_type(response),
+                            max_size=self.inflate_limit)
         if parsed.error:
             # A failure of the source, not only a rejection: a feed that turned into a parked
             # page or a login wall must fail its runs (and be disabled, go stale), as an

@@ -27,7 +27,7 @@ from harvester.parsers.article import (
 )
 from harvester.services.urls import in_page_anchor, item_link, web_link
 from harvester.sources import Source
-from harvester.spiders.base import SourceSpider
+from harvester.spiders.base import SourceSpider, content_type
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ def _not_html(response: Response, text: str) -> str | None:
     if not text.strip():
         return "is empty"
     head = text.lstrip()[:1]
-    content_type = _content_type(response) or ""
-    if head in "{[" and "html" not in content_type:
-        return f"is JSON, not HTML ({content_type or 'no content type'})"
-    if instead := not_html(response.body, content_type):
+    header = content_type(response) or ""
+    if head in "{[" and "html" not in header:
+        return f"is JSON, not HTML ({header or 'no content type'})"
+    if instead := not_html(response.body, header):
         return f"is {instead}"
     return None
 
@@ -77,7 +77,7 @@ class PagesSpider(SourceSpider):
                       seen: set[str]) -> Iterator[Signal | Rejection | Request]:
         if self.not_modified(source, response):
             return
-        text = decode_html(response.body, _content_type(response))
+        text = decode_html(response.body, content_type(response))
         if not_html := _not_html(response, text):
             # Not a layout change: the server sent something else.
             yield self.unusable(source, response, f"the listing page {not_html}")
@@ -138,15 +138,15 @@ class PagesSpider(SourceSpider):
     def parse_article(self, response: Response, source: Source,
                       listing: dict[str, Any]) -> Iterator[Signal]:
         self.fetched(source)
-        content_type = _content_type(response)
-        if instead := not_html(response.body, content_type):
+        header = content_type(response)
+        if instead := not_html(response.body, header):
             # A link to a PDF or an image: its bytes are no article text.
             self.count(source, "article_not_html")
             logger.warning("Source %s: article %s is %s; keeping the listing's fields",
                            source.name, response.url, instead, extra=self.log_extra)
             yield self.signal(source, **listing)
             return
-        article = extract_article(response.body, response.url, content_type)
+        article = extract_article(response.body, response.url, header)
         yield self.signal(source, **merge(listing, article))
 
     def on_article_error(self, failure: Failure) -> Iterator[Signal]:
@@ -209,8 +209,3 @@ def merge(listing: dict[str, Any], article: Article) -> dict[str, Any]:
     if dropped:
         filled["dropped"] = dropped
     return filled
-
-
-def _content_type(response: Response) -> str | None:
-    value = response.headers.get(b"Content-Type")
-    return value.decode("latin-1") if value else None
