@@ -18,6 +18,7 @@ from harvester.parsers.sitemap import newer_than, parse_lastmod, parse_sitemap, 
 from harvester.services.localsite import LocalSite
 from harvester.spiders.sitemap import MAX_SEEN, SitemapSpider, _Run, slug_title
 from harvester.ui import rejects_table
+from tests.apiserver import ApiServer, Reply
 from tests.conftest import harvest, write_sources
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -169,6 +170,17 @@ def test_utf16_sitemaps_and_a_doctype_with_an_internal_subset_are_read() -> None
     subset = urlset([("https://e.example/a", None)]).replace(
         "?>", '?><!DOCTYPE urlset [<!ENTITY x "y">]>', 1)
     assert [u.loc for u in parse_sitemap(subset.encode()).urls] == ["https://e.example/a"]
+
+
+def test_xml_is_read_as_leniently_as_a_feeds() -> None:
+    # A bare & (an unescaped query string) made the rest of the document unusable.
+    doc = (f"<urlset {NS} {NEWS_NS}><url><loc>https://e.example/a?x=1&y=2</loc><news:news>"
+           "<news:title>Tom&nbsp;&amp; Jerry\x0b</news:title></news:news></url>"
+           "<url><loc>https://e.example/b</loc></url></urlset>")
+    parsed = parse_sitemap(doc.encode())
+    assert parsed.error is None
+    assert [(u.loc, u.news_title) for u in parsed.urls] == [
+        ("https://e.example/a?x=1&y=2", "Tom & Jerry"), ("https://e.example/b", None)]
 
 
 def test_one_huge_sitemap_keeps_the_cursor_within_its_cap() -> None:
@@ -518,6 +530,38 @@ def test_a_date_that_is_no_date_is_a_dropped_field_and_the_url_is_kept(
     assert stats["harvest/by_source"]["news"]["dropped"] == {
         "lastmod": 1, "news:publication_date": 1}
     assert "(lastmod ×1, news:publication_date ×1)" in " ".join(result.stdout.split())
+
+
+def test_a_sitemaps_charset_is_decided_as_a_feeds_is(
+    api: ApiServer, db: psycopg.Connection[Any], home: Path, tmp_path: Path
+) -> None:
+    # lxml trusts the XML declaration alone: a sitemap whose charset only the HTTP header
+    # gave (valid XML, RFC 7303) failed every run and stored nothing, not even its ASCII
+    # URLs; one declared UTF-8 but written in windows-1252 lost every URL from the first
+    # bad byte on.
+    def news(charset: str, declaration: str, titles: dict[str, str]) -> Reply:
+        rows = "".join(f"<url><loc>{api.url}/p/{name}</loc><news:news><news:title>{title}"
+                       "</news:title></news:news></url>" for name, title in titles.items())
+        body = f"{declaration}<urlset {NS} {NEWS_NS}>{rows}</urlset>".encode(charset)
+        header = "application/xml" if "encoding" in declaration else f"text/xml; charset={charset}"
+        return Reply(200, body, {"Content-Type": header})
+
+    bare = '<?xml version="1.0"?>'
+    api.add("/latin.xml", lambda _: news("iso-8859-1", bare, {"a": "Café ouvert", "b": "Plain"}))
+    # The header decides: detection alone reads these bytes as "Za¿ó³æ gê¶l±".
+    api.add("/polish.xml", lambda _: news("iso-8859-2", bare, {"c": "Zażółć gęślą"}))
+    api.add("/windows.xml", lambda _: news(
+        "cp1252", '<?xml version="1.0" encoding="UTF-8"?>', {"d": "“Naïve” café", "e": "Last"}))
+    sources = write_sources(tmp_path / "s.toml", [
+        {"name": "charsets", "kind": "sitemap", "follow": False,
+         "urls": [f"{api.url}/{name}.xml" for name in ("latin", "polish", "windows")]}])
+    result = crawl(sources, "charsets", home)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert dict(db.execute("SELECT url, title FROM signals").fetchall()) == {
+        f"{api.url}/p/a": "Café ouvert", f"{api.url}/p/b": "Plain",
+        f"{api.url}/p/c": "Zażółć gęślą", f"{api.url}/p/d": "“Naïve” café",
+        f"{api.url}/p/e": "Last"}
+    assert db.execute("SELECT reason FROM rejects").fetchall() == []
 
 
 @pytest.mark.parametrize("body", [b"<urlset><url><loc>https://a.example/1</loc>",

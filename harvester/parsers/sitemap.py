@@ -8,7 +8,10 @@ that cannot be used as an :class:`EntryReject`.
   already inflated (or were never compressed), and plain names can hide gzip.
 * Elements are matched by local name, so the standard namespace, Google's old one, a
   prefixed ``sit:urlset`` or no namespace at all read the same.
-* Text sitemaps are one URL per line (a UTF-8 BOM is allowed).
+* The charset is decided as a feed's is (:func:`~harvester.parsers.encoding.decode_document`:
+  BOM, HTTP header, XML declaration, detection when they lie), and XML is cleaned as a
+  feed's is (:func:`~harvester.parsers.encoding.clean_xml_text`) before lxml reads it.
+* Text sitemaps are one URL per line (a BOM is allowed).
 * RSS/Atom feeds are valid sitemaps too (sitemaps.org, "Other formats"): their links are
   the URLs, their updated/published dates the ``lastmod``.
 * Entities are not resolved and nothing is fetched by the XML parser (no XXE); the
@@ -19,6 +22,7 @@ that cannot be used as an :class:`EntryReject`.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,13 +35,15 @@ from protego import Protego
 from harvester.parsers.encoding import (
     MAX_DECOMPRESSED,
     BodyTooLarge,
+    clean_xml_text,
     decode_document,
     gunzip_checked,
     to_utf8_xml,
-    wide_encoding,
 )
 from harvester.parsers.feed import EntryReject, parse_feed
 from harvester.parsers.html import inline_text
+
+logger = logging.getLogger(__name__)
 
 Kind = Literal["urlset", "sitemapindex", "text", "feed", "unknown"]
 
@@ -53,7 +59,6 @@ _DATE_ONLY_RE = re.compile(r"^\d{4}(?:-\d{2}(?:-\d{2})?)?$")
 _ROOT_RE = re.compile(rb"<([A-Za-z_][\w.-]*:)?([A-Za-z_][\w.-]*)")
 _PROLOG_RE = re.compile(rb"^(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>)*",
                         re.DOTALL | re.IGNORECASE)
-_XML_DECLARATION_RE = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +91,11 @@ class ParsedSitemap:
     bad_dates: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def parse_sitemap(body: bytes, url: str = "", *,
+def parse_sitemap(body: bytes, url: str = "", content_type: str | None = None, *,
                   max_size: int = MAX_DECOMPRESSED) -> ParsedSitemap:
-    """Parse a sitemap document fetched from ``url`` (used to resolve relative locations);
-    ``max_size``: how far a gzip body may inflate."""
+    """Parse a sitemap document fetched from ``url`` (used to resolve relative locations)
+    and served with the ``Content-Type`` header ``content_type`` (its charset counts, as
+    for feeds); ``max_size``: how far a gzip body may inflate."""
     gzipped = body.startswith(_GZIP_MAGIC)
     try:
         data, cut_short = gunzip_checked(body, max_size)
@@ -97,18 +103,21 @@ def parse_sitemap(body: bytes, url: str = "", *,
         return ParsedSitemap(kind="unknown", gzipped=gzipped, error=str(exc))
     if gzipped and not data:
         return ParsedSitemap(kind="unknown", gzipped=True, error="gzip stream is corrupt")
-    if wide_encoding(data):
-        # UTF-16 or UTF-32 (a BOM, or NULs between ASCII): read as text, parsed as UTF-8.
-        text = decode_document(data, None).text.lstrip("\ufeff")
-        data = to_utf8_xml(_XML_DECLARATION_RE.sub("", text, count=1))
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head:
+    # The charset is decided as a feed's is (BOM, HTTP header, XML declaration, detection):
+    # lxml trusts the declaration alone, and lost a whole ISO-8859-1 sitemap that only its
+    # header described, or every URL after the first windows-1252 byte of a "UTF-8" one.
+    decoded = decode_document(data, content_type)
+    if decoded.replaced:
+        logger.warning("Sitemap %s: %d bytes are not UTF-8 in a UTF-8 document; each is "
+                       "read as U+FFFD", url, decoded.replaced)
+    text = decoded.text.lstrip("\ufeff \t\r\n")
+    if not text:
         result = ParsedSitemap(kind="unknown", error="empty document")
-    elif head.startswith(b"<"):
-        result = _parse_xml(data, url)
+    elif text.startswith("<"):
+        result = _parse_xml(to_utf8_xml(clean_xml_text(text)), url)
     else:
         # A cut gzip stream ends mid-line: its last line is no whole URL.
-        result = _parse_text(data.rpartition(b"\n")[0] if cut_short else data, url)
+        result = _parse_text(text.rpartition("\n")[0] if cut_short else text, url)
     if cut_short and not result.error:
         # The URLs before the cut are used; the source fails so that the rest is not
         # skipped unseen (a text sitemap stored the half URL the stream ended in).
@@ -301,9 +310,9 @@ def _parse_feed(data: bytes, url: str) -> ParsedSitemap:
 # -- plain text --------------------------------------------------------------------------
 
 
-def _parse_text(data: bytes, url: str) -> ParsedSitemap:
+def _parse_text(text: str, url: str) -> ParsedSitemap:
     result = ParsedSitemap(kind="text")
-    for number, line in enumerate(decode_document(data).text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         loc = line.strip().lstrip("\ufeff")
         if not loc:
             continue

@@ -27,7 +27,7 @@ from harvester.parsers.sitemap import (
     robots_sitemap_lines,
 )
 from harvester.sources import Source
-from harvester.spiders.base import SourceSpider
+from harvester.spiders.base import SourceSpider, content_type
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ class SitemapSpider(SourceSpider):
         if urlsplit(response.url).path == "/robots.txt":
             yield from self._robots(source, response, depth)
             return
-        parsed = parse_sitemap(response.body, response.url, max_size=self.inflate_limit)
+        parsed = parse_sitemap(response.body, response.url, content_type(response),
+                               max_size=self.inflate_limit)
         if parsed.error:
             yield self._unusable(source, response, parsed.error)
         for reject in parsed.rejects:
@@ -315,16 +316,15 @@ class SitemapSpider(SourceSpider):
                                    "sitemap": response.meta[_LISTED_IN]})
             return
         self.fetched(source)
-        header = response.headers.get(b"Content-Type")
-        content_type = header.decode("latin-1") if header else None
-        if instead := not_html(response.body, content_type):
+        header = content_type(response)
+        if instead := not_html(response.body, header):
             # A PDF or an image listed in the sitemap: its bytes are no article text.
             self.count(source, "page_not_html")
             logger.warning("Source %s: %s is %s; keeping the sitemap's fields", source.name,
                            response.url, instead, extra=self.log_extra)
             yield self._signal(source, entry, response.meta[_LISTED_IN])
             return
-        article = extract_article(response.body, response.url, content_type)
+        article = extract_article(response.body, response.url, header)
         yield self._signal(source, entry, response.meta[_LISTED_IN], title=article.title,
                            text=article.text, author=article.author,
                            published_at=article.published_at, language=article.language,
