@@ -142,6 +142,13 @@ def test_dates_and_counts_in_a_form_hn_does_not_send_are_reported() -> None:
                        "score": 10**400, "descendants": 10**18 - 1}).fields
     assert huge is not None and huge["engagement"] == {"comments": 10**18 - 1}
     assert huge["dropped"]["engagement.score"].endswith("is too large to be a count")
+    # A user name sent as a number is its digits (as on X); one in no form of text was
+    # left out without a word.
+    numbered = parse_item({"id": 10, "type": "story", "title": "t", "by": 123}).fields
+    assert numbered is not None and numbered["author"] == "123" and "dropped" not in numbered
+    listed = parse_hit({"objectID": "6", "title": "x", "author": ["pg"]}).fields
+    assert listed is not None and listed["author"] is None
+    assert listed["dropped"] == {"author": '["pg"] is not a user name'}
     # Digits of other scripts are no item id (they were stored as item?id=²).
     assert reason(parse_hit({"objectID": "²", "title": "x"})) == "missing_id"
     assert reason(parse_hit({"objectID": "١٠٧", "title": "x"})) == "missing_id"
@@ -179,10 +186,11 @@ def test_firebase_top_stories_with_missing_deleted_and_odd_items(
         1: const({"id": 1, "type": "story", "title": "Pulling Linux up by its bootstraps",
                   "by": "signa11", "score": 19, "descendants": 4, "time": POSTED,
                   "url": "https://lwn.net/Articles/983340/", "kids": [11, 12]}),
-        2: const({"id": 2, "type": "story", "title": "Ask HN: Arc?", "by": "tel",
+        # A user name in no form of text: the item is kept without it, and that is said.
+        2: const({"id": 2, "type": "story", "title": "Ask HN: Arc?", "by": {"id": "tel"},
                   "score": 25, "descendants": 16, "time": POSTED,
                   "text": "<i>or</i> HN<p>second &amp; last"}),
-        3: const({"id": 3, "type": "job", "title": "Circle Medical is hiring", "by": "jb",
+        3: const({"id": 3, "type": "job", "title": "Circle Medical is hiring", "by": 1234,
                   "score": 1, "time": POSTED, "url": "https://jobs.example/3"}),
         # 4: no route → 404, like an id the list still holds but the item store lost
         5: const(None),
@@ -215,8 +223,8 @@ def test_firebase_top_stories_with_missing_deleted_and_odd_items(
     assert rows["1"] == (item_page(1), "https://lwn.net/Articles/983340/",
                          "Pulling Linux up by its bootstraps", None, "signa11", ["story"],
                          {"score": 19, "comments": 4}, "2024-08-09 02:27:21")
-    assert rows["2"][3] == "or HN\nsecond & last"
-    assert rows["3"][5:7] == (["job"], {"score": 1})
+    assert rows["2"][3:5] == ("or HN\nsecond & last", None)
+    assert rows["3"][4:7] == ("1234", ["job"], {"score": 1})  # a number: its digits
     assert len(waits) == 2 and waits[1] - waits[0] >= 0.9  # Retry-After: 1 waited out
     rejects = dict(db.execute("SELECT reason, url FROM rejects"))
     assert rejects == {"not_a_post": f"{base}/item/7.json", "invalid_json": f"{base}/item/9.json"}
@@ -225,6 +233,8 @@ def test_firebase_top_stories_with_missing_deleted_and_odd_items(
         "JOIN sources_state s ON s.source = 'hn-top'").fetchone()
     assert errors == 0 and failures == 0  # a 404 item is missing, not a failed source
     assert stats["harvest/by_source"]["hn-top"]["missing"] == 4
+    assert stats["harvest/by_source"]["hn-top"]["dropped"] == {"author": 1}
+    assert "(author ×1)" in " ".join(result.stdout.split())
     assert {k.rsplit("/", 1)[1]: v for k, v in stats.items()
             if k.startswith("harvest/source/hn-top/missing_")} == {
         "missing_not_found": 1, "missing_null": 1, "missing_deleted": 1, "missing_dead": 1}

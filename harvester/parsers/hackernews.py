@@ -136,7 +136,7 @@ def parse_item(data: Any) -> ParsedItem:
         "link_url": _text(data.get("url")),
         "title": _line(data.get("title")),
         "text": html_to_text(_text(data.get("text"))),
-        "author": _line(data.get("by")),
+        "author": _user(data.get("by"), dropped),
         "published_at": reported(_epoch, data.get("time"), "published_at", dropped),
         "tags": [kind],
     }
@@ -192,7 +192,7 @@ def parse_hit(hit: Any) -> ParsedItem:
         "link_url": _text(hit.get("url")) or _text(hit.get("story_url")),
         "title": _line(hit.get("title")) or _line(hit.get("story_title")),
         "text": html_to_text(_text(text)),
-        "author": _line(hit.get("author")),
+        "author": _user(hit.get("author"), dropped),
         "published_at": published,
         "updated_at": reported(_iso, hit.get("updated_at"), "updated_at", dropped),
         "tags": [kind, *(t for t in KEPT_TAGS if t in tags)],
@@ -220,6 +220,17 @@ def _line(value: Any) -> str | None:
     """Titles and user names: plain text in the API, so only whitespace is tidied (an
     ``&`` or ``<`` in a title is content, not markup)."""
     return collapse_ws(value) or None if isinstance(value, str) else None
+
+
+def _user(value: Any, dropped: dict[str, str]) -> str | None:
+    """A user name; a number is read as its digits, as X's are (HN names may be all
+    digits), anything else that is there goes into ``dropped`` as ``author``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is not None and not isinstance(value, str):
+        dropped["author"] = f"{json.dumps(value, default=str)[:80]} is not a user name"
+        return None
+    return _line(value)
 
 
 def _epoch(value: Any) -> datetime | None:
