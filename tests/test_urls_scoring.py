@@ -34,6 +34,11 @@ from harvester.sources import Topic
         ("https://ex.org/a?id=1&amp;utm_source=rss&amp;page=2", "https://ex.org/a?id=1&page=2"),
         ("https://ex.org/a?id=1&amp;amp;fbclid=X", "https://ex.org/a?id=1"),
         ("http://ex.org:443/a", "https://ex.org/a"),  # the key of its key is itself
+        # A tweet whatever its author is called, or if X did not say: one key per id.
+        ("https://x.com/alice/status/123", "https://x.com/i/web/status/123"),
+        ("https://x.com/alice/status/123", "https://x.com/alice_renamed/status/123"),
+        ("https://twitter.com/Alice/status/123?s=20&t=k", "https://x.com/i/web/status/123"),
+        ("http://mobile.twitter.com/a/statuses/123/photo/1#m", "https://x.com/b/status/123"),
     ],
 )
 def test_same_story_same_key(a: str, b: str) -> None:
@@ -53,6 +58,9 @@ def test_same_story_same_key(a: str, b: str) -> None:
         # the second article was dropped as a duplicate of the first.
         ("https://ex.org/s?name=caf%E9", "https://ex.org/s?name=caf%E8"),
         ("https://ex.org/s?q=%FCber", "https://ex.org/s?q=%E4ber"),
+        ("https://x.com/alice/status/123", "https://x.com/alice/status/124"),
+        ("https://x.com/alice", "https://x.com/bob"),  # profiles, no tweets
+        ("https://ex.org/alice/status/1", "https://ex.org/bob/status/1"),  # not X
     ],
 )
 def test_different_stories_different_keys(a: str, b: str) -> None:

@@ -112,7 +112,9 @@ def test_pages_are_followed_stored_and_the_next_run_resumes_from_since_id(
     pages = {
         None: page([first_tweet, tweet(second, "second one", "u2")],
                    users={"u1": "alice", "u2": "bob"}, next_token="tok-2"),
-        "tok-2": page([tweet(older, "author gone", "u9")], users={"u1": "alice"}),
+        # The first tweet again, its author renamed since: still one tweet.
+        "tok-2": page([tweet(older, "author gone", "u9"), first_tweet],
+                      users={"u1": "alice_renamed"}),
     }
 
     def search(req: ApiRequest) -> Reply:
@@ -142,6 +144,8 @@ def test_pages_are_followed_stored_and_the_next_run_resumes_from_since_id(
         "SELECT external_id, url, author, title, text, link_url, tags, language, engagement "
         "FROM signals")}
     assert set(rows) == {newest, second, older}
+    assert one(db, "SELECT count(*) FROM signals") == 3
+    assert one(db, "SELECT stored, duplicates FROM crawl_runs") == (3, 1)
     url, author, title, text, link, tags, lang, engagement = rows[newest]
     assert (url, author) == (f"https://x.com/alice/status/{newest}", "alice")
     assert title == "Zero-day in <libfoo> & friends"
