@@ -11,10 +11,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from harvester.items import Signal
 from harvester.migrations import HEAD
+from harvester.pipelines.dedupe import assign_key
 from harvester.services import database
 from harvester.services.batch import Batch
 from harvester.services.store import write_batch
+from harvester.services.urls import url_key
 from tests.conftest import harvest, scratch_database
 
 
@@ -60,7 +63,7 @@ def test_schema_is_current_after_migrate(pg_url: str) -> None:
     assert database.ensure_schema(pg_url) is False
 
 
-def test_0012_and_0013_upgrade_what_is_stored(
+def test_0012_to_0014_upgrade_what_is_stored(
         private_pg: tuple[Path, str]) -> None:
     # The sitemap, Hacker News search and Reddit kinds now take what is newer than the
     # cursor's "since"; a source crawled before the upgrade must not take everything again.
@@ -93,8 +96,12 @@ def test_0012_and_0013_upgrade_what_is_stored(
                      "VALUES ('signal', %s, 'slack', 'sent', '{}'), ('signal', %s, 'slack', "
                      "'sent', '{\"signal\": {\"url\": \"https://a.example/gone\"}}')",
                      (kept, kept + 1000))
+        # 0014: tweets keyed by their address, which names the author, as 0013 stored them.
+        tweets = store_tweets_as_0013_keyed_them(conn)
     database.migrate(url)
     with psycopg.connect(url) as conn:
+        keys = dict(conn.execute("SELECT url, key FROM signals").fetchall())
+        canonical = dict(conn.execute("SELECT url, canonical_url FROM signals").fetchall())
         assert conn.execute("SELECT signal_id, cluster_id, signal_url FROM notifications "
                             "ORDER BY signal_id").fetchall() == [
             (kept, kept, "https://a.example/kept"),
@@ -104,6 +111,37 @@ def test_0012_and_0013_upgrade_what_is_stored(
     assert datetime.fromisoformat(cursors["partly"]["since"]) == earlier
     assert cursors["old"]["seen"] == {}
     assert datetime.fromisoformat(cursors["old"]["since"]) == last
+    # 0014: each tweet stored before is found by the key a later sighting of it gets,
+    # whatever its author is called then: the same signal, not a new one.
+    for then, now in (("https://x.com/alice/status/11", "https://x.com/i/web/status/11"),
+                      ("https://x.com/i/web/status/22", "https://x.com/al/status/22"),
+                      ("https://twitter.com/alice/status/33?s=20", "https://x.com/bob/status/33")):
+        assert keys[then] == next_key(now), then
+    assert canonical["https://x.com/alice/status/11"] == "https://x.com/i/web/status/11"
+    # Copies stored before of one tweet: one takes its key, the rest keep theirs.
+    for copy in ("https://x.com/alice/status/22", "https://x.com/alice_renamed/status/22",
+                 "https://x.com/alice/status/33", "https://x.com/alice"):
+        assert (keys[copy], canonical[copy]) == tweets[copy], copy
+
+
+def store_tweets_as_0013_keyed_them(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, str]]:
+    """Signals as the code of schema 0013 stored them: ``{url: (key, canonical_url)}``.
+    Tweet 22 three times (the author's name, none, a new name), tweet 33 from a feed
+    linking it on twitter.com and then from X; an X profile, which is no tweet."""
+    rows = {url: (url_key(url), url) for url in (
+        "https://x.com/alice/status/11", "https://x.com/alice/status/22",
+        "https://x.com/i/web/status/22", "https://x.com/alice_renamed/status/22",
+        "https://twitter.com/alice/status/33?s=20", "https://x.com/alice/status/33",
+        "https://x.com/alice")}
+    for url, (key, canonical) in rows.items():
+        conn.execute("INSERT INTO signals (key, source, kind, url, canonical_url, fetched_at) "
+                     "VALUES (%s, 'x', 'x', %s, %s, now())", (key, url, canonical))
+    return rows
+
+
+def next_key(url: str) -> str:
+    """The key the dedupe step gives a signal of this URL now."""
+    return assign_key(Signal(source="x", kind="x", url=url))
 
 
 def test_a_role_that_may_not_create_the_schema_is_one_sentence(

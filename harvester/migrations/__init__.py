@@ -1,7 +1,7 @@
 """Alembic migrations (plain SQL). ``HEAD`` names the newest revision so a crawl can check
 the schema without importing Alembic; tests/test_database.py keeps the two in step."""
 
-HEAD = "0013"
+HEAD = "0014"
 
 
 def schema_advice(revision: str | None) -> str:
