@@ -47,10 +47,13 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(HARVEST) demo
 
-## make test: the whole suite (real PostgreSQL, real crawls on 127.0.0.1)
+## make test: the whole suite (real PostgreSQL, real crawls on 127.0.0.1), a test file per
+## worker at a time (pytest-xdist; each worker has its own embedded PostgreSQL or scratch
+## database); TEST_WORKERS=1 runs it in one process
+TEST_WORKERS ?= 2
 test: $(STAMP) system-packages
 	$(PY) -m ruff check harvester tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## make bench: throughput and memory figures (docs/benchmarks.md)
 bench: $(STAMP)
