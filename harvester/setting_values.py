@@ -1,20 +1,29 @@
-"""Values given with ``-s NAME=VALUE`` for Scrapy's own numeric and switch settings,
-checked before a crawl starts: Scrapy read ``-s DOWNLOAD_MAXSIZE=abc`` deep in a component
-and said only "invalid literal for int() with base 10: 'abc'", naming no setting, and
-``harvest crawl`` printed a summary of zeros. The ``HARVEST_*`` settings are checked by
-the components that read them (pipelines/numbers.py)."""
+"""Values given with ``-s NAME=VALUE``, checked before a crawl starts.
+
+Scrapy read ``-s DOWNLOAD_MAXSIZE=abc`` deep in a component and said only "invalid literal
+for int() with base 10: 'abc'", naming no setting, and ``harvest crawl`` printed a summary
+of zeros. Harvester's own ``HARVEST_*`` settings are read here as the components read them
+(pipelines/numbers.py): a wrong one stopped each source's crawl with the same sentence
+("not crawled NAME: the crawl could not run …"), or, read unchecked, was taken (a NaN
+``HARVEST_RETRY_AFTER_MAX`` waited out any ``Retry-After``).
+"""
 
 from __future__ import annotations
 
-from scrapy.settings import default_settings
+from collections.abc import Callable
+from typing import Any
+
+from scrapy.settings import BaseSettings, default_settings
 
 #: What Scrapy's ``getbool`` takes.
 _TRUE_OR_FALSE = ("0", "1", "True", "False", "true", "false")
 
 
 def refused(name: str, value: str) -> str | None:
-    """Why Scrapy cannot take ``value`` for its setting ``name``; None when it can, or
-    when the setting is not one of its numbers or switches."""
+    """Why the crawl cannot take ``value`` for the setting ``name``; None when it can, or
+    when the setting is not one of Scrapy's numbers or switches nor one of ours."""
+    if name.startswith("HARVEST_"):
+        return _harvest_refused(name, value)
     default = getattr(default_settings, name, None) if name.isupper() else None
     if isinstance(default, bool):
         if value.strip() not in _TRUE_OR_FALSE:
@@ -27,3 +36,33 @@ def refused(name: str, value: str) -> str | None:
         except ValueError:
             return f"{name} must be a number, not {value!r}"
     return None
+
+
+def _harvest_refused(name: str, value: str) -> str | None:
+    # Every component's own reader, on this value and the defaults: the sentence is the
+    # one the component would stop the crawl with, and its bounds are kept in one place.
+    settings = BaseSettings({name: value})
+    for read in _readers():
+        try:
+            read(settings)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def _readers() -> tuple[Callable[[BaseSettings], Any], ...]:
+    """What reads the ``HARVEST_*`` settings of a crawl (README's settings table)."""
+    # Imported here: they bring Scrapy's components, Playwright and the database layer,
+    # which the CLI's other commands do without.
+    from harvester.extensions.gc import gc_threshold
+    from harvester.extensions.metrics import sync_seconds
+    from harvester.middlewares.conditional import enabled
+    from harvester.middlewares.polite import PoliteConfig
+    from harvester.pipelines.score import ScoreConfig
+    from harvester.pipelines.store import StoreConfig
+    from harvester.pipelines.validate import ValidateConfig
+    from harvester.spiders.rendered import RenderedConfig
+
+    return (StoreConfig.from_settings, ValidateConfig.from_settings, ScoreConfig.from_settings,
+            PoliteConfig.from_settings, RenderedConfig.from_settings, gc_threshold,
+            sync_seconds, enabled)

@@ -3,12 +3,14 @@ never a traceback and never the value of a secret."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, harvest
+from harvester import setting_values
+from tests.conftest import ROOT, free_port, harvest
 
 
 @pytest.mark.parametrize(("env", "says"), [
@@ -188,3 +190,20 @@ def test_scrapyd_s_port_moves_the_default_node_and_is_checked(tmp_path: Path) ->
                     env={**env, "SCRAPYD_HTTP_PORT": "99999"})
     assert wrong.returncode == 2
     assert wrong.stderr.startswith("error: SCRAPYD_HTTP_PORT: Input should be less than")
+
+
+def test_every_number_and_switch_of_a_crawl_is_checked_before_it_starts() -> None:
+    # HARVEST_RETRY_AFTER_MAX and HARVEST_RATE_LIMIT_RETRIES were read unchecked (NaN turned
+    # the cap off), switches by Scrapy's getbool, whose error named no setting. README's
+    # settings table lists them all; those of free text are the exceptions.
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings (Scrapy")[1].split("\n## ")[0]
+    names = {n for row in re.findall(r"^\| (`HARVEST_[^|]*)\|", table, re.MULTILINE)
+             for n in re.findall(r"`(HARVEST_\w+)`", row)}
+    texts = {"HARVEST_STORE_SPOOL_DIR", "HARVEST_SOURCES_FILE", "HARVEST_CHROMIUM_PATH",
+             "HARVEST_REDDIT_USERNAME"}
+    assert texts < names and len(names) > 20, names
+    for name in sorted(names - texts):
+        said = setting_values.refused(name, "nan")
+        assert said is not None and said.startswith(f"{name} must be "), (name, said)
+        assert said.endswith("not 'nan'"), said

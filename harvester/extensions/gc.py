@@ -8,10 +8,19 @@ import logging
 from scrapy import Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
+from scrapy.settings import BaseSettings
 
+from harvester.pipelines.numbers import number, switch
 from harvester.services import gcfreeze
 
 logger = logging.getLogger(__name__)
+
+
+def gc_threshold(settings: BaseSettings) -> int | None:
+    """``HARVEST_GC_THRESHOLD``, or None with ``HARVEST_GC_FREEZE_ENABLED`` off; the store
+    worker's collector is tuned as the crawl's."""
+    threshold = number(settings, "HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD, low=1)
+    return threshold if switch(settings, "HARVEST_GC_FREEZE_ENABLED", True) else None
 
 
 class GcFreezeExtension:
@@ -27,10 +36,10 @@ class GcFreezeExtension:
     """
 
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool("HARVEST_GC_FREEZE_ENABLED", True):
+        threshold = gc_threshold(crawler.settings)
+        if threshold is None:
             raise NotConfigured
-        self.threshold = crawler.settings.getint("HARVEST_GC_THRESHOLD",
-                                                 gcfreeze.DEFAULT_THRESHOLD)
+        self.threshold = threshold
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
 
     @classmethod

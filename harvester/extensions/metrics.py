@@ -4,7 +4,8 @@ Counts arrive two ways: per event (rejections by reason, HTTP statuses, retried
 responses) and from the per-source harvest stats (items handed to the store step, stored,
 re-seen, duplicates, spooled, errors, rate-limit waits, fields dropped), which are pushed
 as deltas every ``HARVEST_METRICS_SYNC_SECONDS`` (10) and when the spider closes, together
-with each source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True).
+with each source's run outcome and duration. Settings: ``HARVEST_METRICS_ENABLED`` (True),
+``HARVEST_METRICS_SYNC_SECONDS`` (10; above 0, at most 3600).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from scrapy import Request, Spider, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 
 from harvester.exceptions import InvalidSignal, StoredRejection
 from harvester.middlewares.conditional import SOURCE_META
+from harvester.pipelines.numbers import number, switch
 from harvester.services.metrics import CrawlMetrics, crawl_metrics, prepare_directory
 from harvester.stats import complete, per_source, succeeded
 
@@ -47,9 +50,17 @@ def _free_bytes(path: Path) -> int:
         return MIN_FREE_BYTES  # cannot tell: as before
 
 
+def sync_seconds(settings: BaseSettings) -> float | None:
+    """``HARVEST_METRICS_SYNC_SECONDS``, or None with ``HARVEST_METRICS_ENABLED`` off. 0 made
+    the sync loop spin a core at 100 %."""
+    seconds = number(settings, "HARVEST_METRICS_SYNC_SECONDS", 10.0, float, above=0,
+                     high=3600)
+    return seconds if switch(settings, "HARVEST_METRICS_ENABLED", True) else None
+
+
 class MetricsExtension:
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool("HARVEST_METRICS_ENABLED", True):
+        if (seconds := sync_seconds(crawler.settings)) is None:
             raise NotConfigured
         if (free := _free_bytes(prepare_directory())) < MIN_FREE_BYTES:
             # prometheus-client writes its files through mmap: on a full disk a write to a
@@ -62,7 +73,7 @@ class MetricsExtension:
             raise NotConfigured
         self.crawler = crawler
         self.metrics: CrawlMetrics = crawl_metrics()
-        self.sync_seconds = _seconds(crawler.settings.get("HARVEST_METRICS_SYNC_SECONDS", 10.0))
+        self.sync_seconds = seconds
         self._pushed: dict[tuple[str, str], float] = {}
         self._started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
@@ -150,15 +161,3 @@ class MetricsExtension:
                 "succeeded" if complete(row) else "partial")
             self.metrics.runs.labels(*labels, outcome).inc()
             self.metrics.duration.labels(*labels).observe(elapsed)
-
-
-def _seconds(value: object) -> float:
-    """``HARVEST_METRICS_SYNC_SECONDS``: 0 made the sync loop spin a core at 100 %."""
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"HARVEST_METRICS_SYNC_SECONDS must be a number of seconds above 0, "
-                         f"not {value!r}")
-    return seconds

@@ -9,9 +9,11 @@ import psycopg
 from scrapy.crawler import Crawler
 from scrapy.exceptions import NotConfigured
 from scrapy.http import Request, Response
+from scrapy.settings import BaseSettings
 
 from harvester.config import get_config
 from harvester.messages import first_line
+from harvester.pipelines.numbers import switch
 from harvester.services import database
 from harvester.services.store import load_validators
 from harvester.signals import validators_seen
@@ -21,6 +23,10 @@ logger = logging.getLogger(__name__)
 SOURCE_META = "harvest_source"
 # Set by spiders whose callback understands a 304 (SourceSpider.request(conditional=True)).
 CONDITIONAL_META = "harvest_conditional"
+
+
+def enabled(settings: BaseSettings) -> bool:
+    return switch(settings, "HARVEST_CONDITIONAL_ENABLED", True)
 
 
 class ConditionalGetMiddleware:
@@ -35,7 +41,7 @@ class ConditionalGetMiddleware:
     """
 
     def __init__(self, crawler: Crawler) -> None:
-        if not crawler.settings.getbool("HARVEST_CONDITIONAL_ENABLED", True):
+        if not enabled(crawler.settings):
             raise NotConfigured
         self.crawler = crawler
         self._validators: dict[str, dict[str, str]] | None = None

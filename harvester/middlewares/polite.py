@@ -42,11 +42,13 @@ from scrapy.core.downloader.handlers.http11 import HTTP11DownloadHandler
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
+from scrapy.settings import BaseSettings
 from scrapy.utils.httpobj import urlparse_cached
 
 from harvester import stats as hstats
 from harvester.exceptions import NotSent, RateLimited
 from harvester.middlewares.conditional import SOURCE_META
+from harvester.pipelines.numbers import number
 from harvester.services import ratelimit
 from harvester.sourcefile import sources_path
 from harvester.sources import SourcesError, load_sources
@@ -148,12 +150,27 @@ class PoliteDownloadHandler(HTTP11DownloadHandler):
         return await super().download_request(request)
 
 
+@dataclass(frozen=True, slots=True)
+class PoliteConfig:
+    max_wait: float  # HARVEST_RETRY_AFTER_MAX, seconds
+    max_retries: int  # HARVEST_RATE_LIMIT_RETRIES
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> PoliteConfig:
+        # NaN compared false with every wait (a Retry-After of 1000 s was waited out), a
+        # negative one failed every rate-limited source at once, saying "(-5 s)". 0 retries
+        # is a choice: a rate-limited request fails at once.
+        return cls(max_wait=number(settings, "HARVEST_RETRY_AFTER_MAX", 300.0, float, above=0,
+                                   high=86400),
+                   max_retries=number(settings, "HARVEST_RATE_LIMIT_RETRIES", 5, low=0))
+
+
 class PoliteMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        settings = crawler.settings
-        self.max_wait = settings.getfloat("HARVEST_RETRY_AFTER_MAX", 300.0)
-        self.max_retries = settings.getint("HARVEST_RATE_LIMIT_RETRIES", 5)
+        config = PoliteConfig.from_settings(crawler.settings)
+        self.max_wait = config.max_wait
+        self.max_retries = config.max_retries
         self._gates: dict[str, _Gate] = _GATES.setdefault(crawler, {})
         self._budgets: dict[str, float] | None = None
 

@@ -3,8 +3,9 @@
 Scrapy's ``getint``/``getfloat`` take ``nan``, ``inf`` and any sign: a half-life of NaN
 stored NaN scores (and ``harvest notify`` failed on each later run), a title limit of -1
 cut every title's last character, a future tolerance of ``inf`` stopped the crawl with an
-OverflowError. Each value is checked when the pipeline is built, and a wrong one is the
-crawl's one sentence ("not crawled NAME: …"), naming the setting.
+OverflowError. Each value is checked when the component is built (and, given with ``-s``,
+before the crawl starts: setting_values.py), and a wrong one is one sentence naming the
+setting.
 """
 
 from __future__ import annotations
@@ -42,3 +43,12 @@ def _wanted(kind: type[int] | type[float], low: float | None, high: float | None
     if high is not None:
         what += f"{',' if above is not None or low is not None else ''} at most {high:g}"
     return what
+
+
+def switch(settings: BaseSettings, name: str, default: bool) -> bool:
+    """``name`` as True or False; Scrapy's own error for ``-s NAME=maybe`` named no setting."""
+    try:
+        return settings.getbool(name, default)
+    except ValueError:
+        raise ValueError(f"{name} must be True or False (or 1 or 0), not "
+                         f"{settings.get(name)!r}") from None

@@ -10,7 +10,7 @@ from scrapy.crawler import Crawler
 from scrapy.settings import BaseSettings
 
 from harvester.items import Signal
-from harvester.pipelines.numbers import number
+from harvester.pipelines.numbers import number, switch
 from harvester.services import engagement
 from harvester.services.scoring import DEFAULT_HALF_LIFE_HOURS, HALF_LIFE_MAX, Scorer
 from harvester.sourcefile import sources_path
@@ -31,7 +31,7 @@ class ScoreConfig:
             half_life_hours=number(settings, "HARVEST_SCORE_HALF_LIFE_HOURS",
                                    DEFAULT_HALF_LIFE_HOURS, float, above=0,
                                    high=HALF_LIFE_MAX),
-            engagement_enabled=settings.getbool("HARVEST_SCORE_ENGAGEMENT_ENABLED", True),
+            engagement_enabled=switch(settings, "HARVEST_SCORE_ENGAGEMENT_ENABLED", True),
             engagement_window=number(settings, "HARVEST_SCORE_ENGAGEMENT_WINDOW",
                                      engagement.DEFAULT_WINDOW, low=1),
             engagement_days=number(settings, "HARVEST_SCORE_ENGAGEMENT_DAYS",

@@ -22,11 +22,12 @@ from scrapy.settings import BaseSettings
 from harvester import stats as hstats
 from harvester.config import get_config
 from harvester.exceptions import InvalidSignal, StoredRejection
+from harvester.extensions.gc import gc_threshold
 from harvester.failures import describe_failure
 from harvester.items import Rejection, Signal
 from harvester.messages import first_line
 from harvester.pipelines import numbers
-from harvester.services import clusters, database, gcfreeze, spool
+from harvester.services import clusters, database, spool
 from harvester.services.batch import Batch, BatchResult
 from harvester.services.dberrors import DB_DOWN
 from harvester.services.runs import run_record
@@ -69,9 +70,7 @@ class StoreConfig:
             spool_dir=Path(spool_dir) if spool_dir else get_config().spool_dir,
             cluster_distance=clusters.check_distance(number(
                 "HARVEST_CLUSTER_DISTANCE", clusters.DEFAULT_DISTANCE)),
-            # The store worker's collector is tuned as the crawl's (extensions/gc.py).
-            gc_threshold=number("HARVEST_GC_THRESHOLD", gcfreeze.DEFAULT_THRESHOLD, low=1)
-            if settings.getbool("HARVEST_GC_FREEZE_ENABLED", True) else None,
+            gc_threshold=gc_threshold(settings),
         )
 
 
