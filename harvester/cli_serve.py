@@ -31,9 +31,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from harvester.api.settings import get_api_settings
 
     config = get_config()
-    get_api_settings()  # a wrong HARVEST_API_* is one sentence now, not after "serving on"
-    host = host or config.api_host
-    port = port or config.api_port
+    api = get_api_settings()  # a wrong HARVEST_API_* is one sentence now, not after "serving on"
+    host = host or api.host
+    port = port or api.port
     sock = _listen(host, port)  # before "serving on": a port in use is one sentence
     url = database.resolve_url(config)
     try:
@@ -47,7 +47,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         err.print(f"[yellow]warning:[/] the database {database.describe_url(url)} cannot be "
                   f"used ({first_line(exc)}); serving anyway: /health answers 503 until it "
                   "is fixed", highlight=False)
-    if not get_api_settings().read_keys and not is_loopback(host):
+    if not api.read_keys and not is_loopback(host):
         err.print(f"[yellow]warning:[/] reads are open to anyone who reaches {host}:{port} "
                   "(HARVEST_API_KEYS is not set); set it, or serve on 127.0.0.1",
                   highlight=False)

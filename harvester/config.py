@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -15,6 +15,13 @@ from harvester.services.embedded import DEFAULT_SHARED_BUFFERS, SIZE
 
 if TYPE_CHECKING:
     from harvester.sources import Source
+
+
+#: ``HARVEST_STALE_FACTOR``: a source is stale when its last success is older than this many
+#: intervals. Read by what judges staleness, each with its own settings: the API's /health
+#: and /sources, and harvest notify's ops alerts.
+StaleFactor = Annotated[float, Field(gt=0, le=1000)]
+DEFAULT_STALE_FACTOR = 3.0
 
 
 class HarvestConfig(BaseSettings):
@@ -32,11 +39,12 @@ class HarvestConfig(BaseSettings):
                               until ``harvest sources enable NAME``; 0 = never (default 5)
     ``HARVEST_SCRAPYD_URLS``  Scrapyd nodes, comma-separated (default: the local one,
                               http://127.0.0.1:$SCRAPYD_HTTP_PORT)
-    ``HARVEST_STALE_FACTOR``  a source is stale when its last success is older than this many
-                              intervals (default 3)
-    ``HARVEST_API_HOST``, ``HARVEST_API_PORT``  where `harvest serve` listens (127.0.0.1:8000)
     ``PROMETHEUS_MULTIPROC_DIR`` metrics files shared by crawl processes and `harvest serve`
                               (default ``$HARVEST_HOME/metrics``)
+
+    Those only a few commands read are theirs, so that a typo there stops only them: the
+    API's (``HARVEST_API_*``, ``HARVEST_STALE_FACTOR``) in api/settings.py, the alerts' in
+    services/alerts/config.py.
 
     API credentials keep their vendors' usual names and are never logged:
     ``X_BEARER_TOKEN``, ``REDDIT_CLIENT_ID``, ``REDDIT_CLIENT_SECRET``, and Scrapyd's own
@@ -51,9 +59,6 @@ class HarvestConfig(BaseSettings):
     sources: Path = Field(default=Path("sources.toml"))
     disable_after: int = Field(default=5, ge=0)
     scrapyd_urls: str = "http://127.0.0.1:6800"
-    stale_factor: float = Field(default=3.0, gt=0, le=1000)
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=1, le=65535)
     # prometheus-client's own variable; default $HARVEST_HOME/metrics.
     prometheus_multiproc_dir: Path | None = Field(
         default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
@@ -65,7 +70,7 @@ class HarvestConfig(BaseSettings):
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
 
-    @field_validator("home", "sources", "prometheus_multiproc_dir", "api_host", mode="before")
+    @field_validator("home", "sources", "prometheus_multiproc_dir", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
         # "HARVEST_HOME=" was Path("") = the current directory: a server under ./pg and
@@ -172,7 +177,9 @@ def settings_error(exc: ValidationError, prefix: str = "HARVEST_") -> str:
     (pydantic's message; never the value, which may be a secret)."""
     first = exc.errors()[0]
     name = "_".join(str(p) for p in first["loc"]).upper()
-    where = f"{name if name.startswith('PROMETHEUS_') else prefix + name}: " if name else ""
+    # A field read under its own name (an alias) is named so, without the class's prefix.
+    aliased = name.startswith(("PROMETHEUS_", "HARVEST_"))
+    where = f"{name if aliased else prefix + name}: " if name else ""
     return f"{where}{first['msg'].removeprefix('Value error, ')}"
 
 

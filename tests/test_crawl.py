@@ -886,6 +886,14 @@ def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable
     assert bad.stderr.strip().splitlines()[-1].startswith(
         "error: HARVEST_DISABLE_AFTER: Input should be a valid integer")
     assert count(db, "SELECT count(*) FROM crawl_runs") == 2  # nothing ran
+    # Only `harvest serve` reads the API's settings: a typo in its port (or in the stale
+    # factor of /health and alerts) stopped every crawl, Scrapyd's jobs with them.
+    env.update(HARVEST_DISABLE_AFTER="5", HARVEST_API_PORT="abc", HARVEST_STALE_FACTOR="0")
+    api_typo = subprocess.run([sys.executable, "-m", "scrapy", "crawl", "feed", "-a",
+                               "source=up"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert api_typo.returncode == 0, api_typo.stderr[-2000:]
+    assert count(db, "SELECT count(*) FROM crawl_runs") == 3
 
     # A component refusing a -s value: asyncio's "Task exception was never retrieved" and
     # a traceback, and exit 1 as if a source had failed.
@@ -906,7 +914,7 @@ def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert "Traceback" not in refused.stderr and "never retrieved" not in refused.stderr
         assert refused.stderr.strip().splitlines()[-1] == said
-    assert count(db, "SELECT count(*) FROM crawl_runs") == 2
+    assert count(db, "SELECT count(*) FROM crawl_runs") == 3
 
 
 def test_a_crawl_stopped_early_says_so(

@@ -200,6 +200,12 @@ def test_stale_disabled_sources_and_spool_degrade_health(
         assert "harvest_spool_pending_batches 1.0" in requests.get(f"{base}/metrics",
                                                                   timeout=30).text
         left.unlink()
+    # The stale factor is the API's to read (not every command's): 6 intervals of an hour.
+    db.execute("UPDATE sources_state SET last_success = now() - interval '5 hours' "
+               "WHERE source = 'old'")
+    with serving(home, {"HARVEST_STALE_FACTOR": "6"}, sources) as base:
+        old = _health(base)[1]["checks"]["sources"]["sources"]["old"]
+        assert old["state"] == "fresh" and old["allowed_s"] == 6 * 3600, old
     # A kind switched off (HARVEST_FEED_ENABLED=false) is not crawled: its sources' stale
     # alerts fired while /health let them be.
     with serving(home, {"HARVEST_FEED_ENABLED": "false"}, sources) as base:

@@ -15,10 +15,6 @@ from tests.conftest import ROOT, free_port, harvest
 
 @pytest.mark.parametrize(("env", "says"), [
     ({"HARVEST_DISABLE_AFTER": "abc"}, "HARVEST_DISABLE_AFTER: Input should be a valid integer"),
-    ({"HARVEST_STALE_FACTOR": "0"}, "HARVEST_STALE_FACTOR: Input should be greater than 0"),
-    # Passed, then /health and /sources answered 500 and notify failed on an OverflowError.
-    ({"HARVEST_STALE_FACTOR": "inf"},
-     "HARVEST_STALE_FACTOR: Input should be less than or equal to 1000"),
     ({"HARVEST_FEED_ENABLED": "maybe"}, "HARVEST_FEED_ENABLED: Input should be a valid boolean"),
     ({"HARVEST_DATABASE_URL": "postgres//admin:S3cretPW@db.example/harvest"},
      "HARVEST_DATABASE_URL: not a PostgreSQL connection string"),
@@ -95,6 +91,28 @@ def test_serve_with_a_wrong_api_setting_says_so_before_serving(tmp_path: Path) -
     # A burst of 0 was taken as 1 without a word.
     zero = harvest("serve", home=tmp_path / "home", env={"HARVEST_API_RATE": "10/s burst 0"})
     assert zero.returncode == 2 and "the burst must be at least 1 request" in zero.stderr
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HARVEST_API_PORT": "abc"}, "HARVEST_API_PORT: Input should be a valid integer"),
+    ({"HARVEST_API_PORT": "99999"}, "HARVEST_API_PORT: Input should be less than or equal to "
+                                    "65535"),
+    ({"HARVEST_STALE_FACTOR": "0"}, "HARVEST_STALE_FACTOR: Input should be greater than 0"),
+    # Passed, then /health and /sources answered 500 and notify failed on an OverflowError.
+    ({"HARVEST_STALE_FACTOR": "inf"},
+     "HARVEST_STALE_FACTOR: Input should be less than or equal to 1000"),
+])
+def test_the_api_s_settings_stop_only_serve(env: dict[str, str], says: str,
+                                           tmp_path: Path) -> None:
+    result = harvest("serve", home=tmp_path / "home", env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {says}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "serving on" not in result.stdout
+    # They lived in the configuration every command reads: `harvest stats`, `top` and every
+    # crawl (tests/test_crawl.py) stopped on the API's port.
+    for command in (["stats"], ["top"]):
+        other = harvest(*command, home=tmp_path / "home", env=env)
+        assert other.returncode == 0, other.stdout + other.stderr
 
 
 @pytest.mark.parametrize(("env", "says"), [

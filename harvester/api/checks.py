@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import psycopg
 
+from harvester.api.settings import get_api_settings
 from harvester.config import get_config
 from harvester.messages import first_line
 from harvester.migrations import HEAD, schema_advice
@@ -84,6 +85,7 @@ def scrapyd_nodes() -> Check | None:
 def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
     """Every enabled source has succeeded within HARVEST_STALE_FACTOR × its interval."""
     config = get_config()
+    stale_factor = get_api_settings().stale_factor
     rows = {r[0]: r[1:] for r in conn.execute(
         "SELECT source, last_success, last_attempt, disabled FROM sources_state").fetchall()}
     now = datetime.now(UTC)
@@ -91,7 +93,7 @@ def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
     problems: list[str] = []
     for source in config.crawled(sources.sources):
         last_success, last_attempt, disabled = rows.get(source.name, (None, None, False))
-        allowed = source.period(now).total_seconds() * config.stale_factor
+        allowed = source.period(now).total_seconds() * stale_factor
         age = (now - last_success).total_seconds() if last_success else None
         if disabled:
             state = "disabled"

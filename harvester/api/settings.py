@@ -8,6 +8,12 @@
 ``HARVEST_API_RATE``          per-client token bucket, ``10/s burst 20`` (default); ``N/s``,
                               ``N/min``, ``N/h``; ``off`` disables it.
 ``HARVEST_API_CORS_ORIGINS``  comma-separated origins allowed by CORS; unset = no CORS headers.
+``HARVEST_API_HOST``, ``HARVEST_API_PORT``  where it listens (127.0.0.1:8000)
+``HARVEST_STALE_FACTOR``      /health and /sources call a source stale when its last success
+                              is older than this many intervals (3); alerts read it too.
+
+Only ``harvest serve`` reads them: a typo in the API's port stopped every crawl (cron's,
+Scrapyd's jobs) when they lived in HarvestConfig.
 
 Keys and tokens are ``SecretStr``: never printed, logged or shown in ``/health``.
 """
@@ -18,10 +24,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harvester.config import ConfigError, settings_error
+from harvester.config import DEFAULT_STALE_FACTOR, ConfigError, StaleFactor, settings_error
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*"
                    r"(?:burst\s+(\d+))?\s*$", re.IGNORECASE)
@@ -60,15 +66,26 @@ def _split(value: SecretStr | None) -> tuple[bytes, ...]:
 
 
 class ApiSettings(BaseSettings):
-    """``HARVEST_API_*`` settings of the HTTP API (host and port stay in HarvestConfig)."""
+    """``HARVEST_API_*`` settings of the HTTP API, and the stale factor it judges by."""
 
     model_config = SettingsConfigDict(env_prefix="HARVEST_API_", extra="ignore", frozen=True)
 
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
     keys: SecretStr | None = None
     tokens: SecretStr | None = None
     token: SecretStr | None = None
     rate: str = "10/s burst 20"
     cors_origins: str = ""
+    stale_factor: StaleFactor = Field(default=DEFAULT_STALE_FACTOR,
+                                      validation_alias="HARVEST_STALE_FACTOR")
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
+        return value
 
     @field_validator("rate")
     @classmethod

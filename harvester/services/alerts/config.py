@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harvester.config import settings_error
+from harvester.config import DEFAULT_STALE_FACTOR, StaleFactor, settings_error
 from harvester.services.urls import split_error
 
 
@@ -49,7 +49,7 @@ class AlertsConfig(BaseSettings):
     notify_backoff_max: float = Field(default=300.0, gt=0, le=86400)
     notify_max_wait: float = Field(default=10.0, ge=0, le=3600)
     notify_timeout: float = Field(default=10.0, gt=0, le=600)
-    stale_factor: float = Field(default=3.0, gt=0, le=1000)
+    stale_factor: StaleFactor = DEFAULT_STALE_FACTOR
     reject_spike_percent: float = Field(default=50.0, ge=0, le=100)
 
     @field_validator("slack_webhook_url", "webhook_url", "telegram_bot_token",
