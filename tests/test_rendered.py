@@ -271,12 +271,13 @@ def test_missing_chromium_is_one_clear_failure(
             "`sudo apt-get install -y chromium`") in result.stdout
     assert not api.hits("/nc/registry")
     # 0 is "no timeout" to Playwright: a page that never shows wait_for hung the crawl.
+    # Refused before the crawl starts, as every wrong -s value is.
     for wait in ("0", "-5", "nan"):
         refused = harvest("--sources", str(sources), "crawl", "nochrome",
                           "-s", f"HARVEST_RENDERED_WAIT_SECONDS={wait}", home=home, timeout=60)
-        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.returncode == 2, refused.stdout + refused.stderr
         assert ("HARVEST_RENDERED_WAIT_SECONDS must be a number above 0, at most 3600"
-                in " ".join(refused.stdout.split())), refused.stdout
+                in " ".join(refused.stderr.split())), refused.stderr
     assert not api.hits("/nc/registry")
 
 
