@@ -89,6 +89,26 @@ def walk(base: str, **params: Any) -> list[list[int]]:
             return pages
 
 
+#: The fields of the responses that hold a time.
+TIME_FIELDS = frozenset({"published_at", "first_seen", "last_seen", "updated_at", "fetched_at",
+                         "last_success", "last_attempt", "last_signal_at", "next_due",
+                         "started_at", "finished_at", "created_at", "generated_at"})
+
+
+def utc_times(body: Any) -> list[str]:
+    """Every time in a response body, at any depth, after checking each is written as the
+    docs say, ISO 8601 ending "+00:00" (they said "Z", unlike /health and `--json`)."""
+    if isinstance(body, list):
+        return [t for value in body for t in utc_times(value)]
+    if not isinstance(body, dict):
+        return []
+    found = [t for name, value in body.items()
+             for t in ([value] if name in TIME_FIELDS and value else utc_times(value))]
+    for text in found:
+        assert text.endswith("+00:00") and datetime.fromisoformat(text).tzinfo, text
+    return found
+
+
 def loc_of(response: requests.Response) -> list[list[Any]]:
     assert response.status_code == 422, response.text
     return [e["loc"] for e in response.json()["detail"]]
@@ -365,13 +385,19 @@ def test_top_and_one_signal_with_its_cluster(api: str, db: psycopg.Connection[An
 
     top = get(api, "/signals/top").json()["items"]
     assert [s["id"] for s in top] == [twin, alone]  # one per story, best first
+    assert top[0]["published_at"] == "2026-11-20T01:00:00+00:00"
+    assert len(utc_times(top)) == 6  # published, first and last seen of each
     assert top[0]["cluster_id"] == lead and top[0]["cluster_size"] == 3
     assert top[0]["cluster_sources"] == ["alpha", "beta"]
-    assert [s["id"] for s in get(api, "/signals", cluster=lead).json()["items"]] == [
-        twin, other, lead]
+    listed = get(api, "/signals", cluster=lead).json()["items"]
+    assert [s["id"] for s in listed] == [twin, other, lead]
+    assert listed[1]["published_at"] == "2026-11-20T00:00:00+00:00"
+    assert len(utc_times(listed)) == 9
 
     one = get(api, f"/signals/{lead}").json()
     assert one["score_breakdown"]["topics"]["security"]["keywords"] == ["zero-day"]
+    assert one["fetched_at"] == "2026-11-20T00:00:00+00:00"
+    assert len(utc_times(one)) == 4 + 2 * 3  # its own with fetched_at, its siblings'
     assert {s["id"] for s in one["siblings"]} == {twin, other}
     assert one["cluster_size"] == 3 and one["cluster_sources"] == ["alpha", "beta"]
     assert get(api, f"/signals/{alone}").json()["siblings"] == []
@@ -525,8 +551,10 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     listed = {s["name"]: s for s in get(api, "/sources").json()["items"]}
     assert listed["alpha"]["moved"] == {"http://127.0.0.1:9/a": "http://127.0.0.1:9/b"}
     assert listed["beta"]["state"] == "off" and listed["beta"]["enabled"] is False
+    assert len(utc_times(listed["alpha"])) == 3  # last success, last attempt, last signal
     runs = get(api, "/runs").json()["items"]
     assert [r["sources"] for r in runs] == [["beta"], ["alpha"]]
+    assert len(utc_times(runs)) == 4  # started and finished
     only = get(api, "/runs", source="alpha").json()["items"]
     assert len(only) == 1 and only[0]["scraped"] == 5 and only[0]["stored"] == 4
     # A run that skipped its source looked like an empty successful one: each run says what
@@ -543,6 +571,7 @@ def test_sources_and_runs(api: str, db: psycopg.Connection[Any]) -> None:
     rejects = get(api, "/rejects").json()["items"]
     assert [(r["source"], r["reason"]) for r in rejects[:2]] == [
         ("beta", "not_http_url"), ("alpha", "missing_link_and_id")]
+    assert len(utc_times(rejects)) == len(rejects)
     alpha = get(api, "/rejects", source="alpha", reason="missing_link_and_id").json()["items"]
     assert [(r["field"], r["url"], r["raw"]) for r in alpha] == [
         ("link", "https://a.example/feed", {"title": "No link"})]
@@ -560,6 +589,8 @@ def test_briefs_current_or_204(api: str, db: psycopg.Connection[Any]) -> None:
     current = get(api, "/briefs/current")
     assert current.status_code == 200
     assert current.json()["week"] == week and current.json()["signal_ids"] == [1, 2]
+    assert len(utc_times(current.json())) == 1
+    assert len(utc_times(get(api, "/briefs/2026-W01").json())) == 1
     assert get(api, "/briefs/current", format="markdown").text == "# Weekly brief"
     assert get(api, "/briefs/2026-W01", format="html").text == "<h1>old</h1>"
     assert get(api, "/briefs/2026-W02").status_code == 404

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+#: A time in a response: pydantic writes UTC as "Z", and /health, `--json`, snapshots and
+#: archives write "+00:00", as the docs promise; the schema still says date-time.
+UtcTime = Annotated[datetime, PlainSerializer(_iso_utc, when_used="json"),
+                    WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 class SignalSummary(BaseModel):
@@ -19,9 +29,9 @@ class SignalSummary(BaseModel):
     link_url: str | None = None
     title: str | None
     author: str | None = None
-    published_at: datetime | None
-    first_seen: datetime
-    last_seen: datetime
+    published_at: UtcTime | None
+    first_seen: UtcTime
+    last_seen: UtcTime
     seen_count: int
     score: float
     tags: list[str]
@@ -51,8 +61,8 @@ class SignalDetail(SignalSummary):
     feed_url: str | None = None
     external_id: str | None = None
     text: str | None = None
-    updated_at: datetime | None = None
-    fetched_at: datetime
+    updated_at: UtcTime | None = None
+    fetched_at: UtcTime
     engagement: dict[str, Any]
     score_breakdown: dict[str, Any] = Field(description="topics and keywords matched, "
                                                         "points, relevance, freshness, weight")
@@ -104,15 +114,15 @@ class SourceInfo(BaseModel):
     cron: str | None = None
     weight: float
     state: str = Field(description="fresh, stale, disabled, never run, never succeeded, or off")
-    last_success: datetime | None = None
-    last_attempt: datetime | None = None
+    last_success: UtcTime | None = None
+    last_attempt: UtcTime | None = None
     age_s: int | None = None
     allowed_s: int | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
     signals: int = 0
-    last_signal_at: datetime | None = None
-    next_due: datetime | None = None
+    last_signal_at: UtcTime | None = None
+    next_due: UtcTime | None = None
     paused: bool = False
     last_job: str | None = None
     last_outcome: str | None = None
@@ -130,8 +140,8 @@ class Run(BaseModel):
     spider: str
     sources: list[str]
     job_id: str | None
-    started_at: datetime
-    finished_at: datetime | None
+    started_at: UtcTime
+    finished_at: UtcTime | None
     finish_reason: str | None
     scraped: int
     stored: int
@@ -153,7 +163,7 @@ class RunList(BaseModel):
 
 class Reject(BaseModel):
     id: int
-    created_at: datetime
+    created_at: UtcTime
     source: str
     reason: str
     field: str | None
@@ -167,7 +177,7 @@ class RejectList(BaseModel):
 
 class Brief(BaseModel):
     week: str
-    generated_at: datetime
+    generated_at: UtcTime
     markdown: str
     html: str
     signal_ids: list[int]
