@@ -7,6 +7,7 @@ import base64
 import http.client
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -148,6 +149,11 @@ def test_reads_need_a_key_and_refusals_say_nothing(api: str, db: psycopg.Connect
     paths = requests.get(f"{api}/openapi.json", timeout=30).json()["paths"]
     assert {"/signals", "/signals/top", "/signals/{signal_id}", "/sources", "/runs",
             "/rejects", "/briefs/current", "/briefs/{week}", "/crawl"} <= set(paths)
+    # GET and HEAD /health shared one operationId (and serve warned of it): clients
+    # generated from the schema lose one of the two.
+    op_ids = Counter(op["operationId"] for ops in paths.values() for op in ops.values())
+    assert [op_id for op_id, n in op_ids.items() if n > 1] == []
+    assert {"health_health_get", "health_health_head"} <= set(op_ids)
 
 
 def test_writes_need_the_bearer_token(api: str, db: psycopg.Connection[Any]) -> None:
