@@ -32,8 +32,8 @@ from harvester.messages import (
     console_width,
     first_line,
     shown,
+    table_time,
     tolerate_narrow_output,
-    utc_time,
     utf8_output,
 )
 from harvester.messages import moved as moved_message
@@ -310,7 +310,7 @@ def sources_list(ctx: click.Context) -> None:
         error = state.get("last_error")
         table.add_row(s.name, s.kind, status, f"{s.weight:g}",
                       f"cron {s.cron}" if s.cron else s.interval,
-                      utc_time(last),
+                      table_time(last),
                       str(state.get("consecutive_failures", "-")),
                       # Whole words: a cut mid-word hid the advice at the end. A server's
                       # text: no markup ("Forbidden [/]" crashed this), no control codes.

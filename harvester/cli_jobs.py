@@ -15,7 +15,7 @@ from rich.table import Table
 
 from harvester.cli import EXIT_FAILED, EXIT_USAGE, _load, console, err, friendly, main
 from harvester.config import get_config
-from harvester.messages import first_line, shown, utc_time
+from harvester.messages import first_line, shown, table_time
 from harvester.services import database, scheduler, scrapyd
 from harvester.sources import SPIDERS, Source, SourcesError, SourcesFile
 
@@ -129,7 +129,7 @@ def jobs() -> None:
 
 
 def _when(value: datetime | None) -> str:
-    return utc_time(value, seconds=True)
+    return table_time(value, seconds=True)
 
 
 @jobs.command("list")

@@ -34,7 +34,7 @@ from harvester.cli import (
     main,
 )
 from harvester.config import get_config
-from harvester.messages import shown, utc_time
+from harvester.messages import shown, table_time, utc_time
 from harvester.migrations import HEAD, schema_advice, schema_newer
 from harvester.services import database, queries
 from harvester.services.ops import (
@@ -99,6 +99,7 @@ def _size(n: int) -> str:
 
 
 def _when(value: Any) -> str:
+    """A time in a sentence: with its year, unlike a table's (a cut-off is a date to act on)."""
     return utc_time(value)
 
 
@@ -162,17 +163,18 @@ def stats_command(as_json: bool) -> None:
                   f"spooled batches: {data['spooled_batches']}   "
                   f"set aside: {sum(data['spool_set_aside'].values())}   "
                   f"database: {_size(data['database_size_bytes'])}   "
-                  f"oldest: {_when(data['oldest_signal'])}   "
-                  f"newest: {_when(data['newest_signal'])}", highlight=False)
+                  f"oldest: {table_time(data['oldest_signal'])}   "
+                  f"newest: {table_time(data['newest_signal'])}", highlight=False)
     table = Table(title="sources", title_justify="left")
     for col in ("source", "signals", "rejects", "first seen", "last run", "outcome",
                 "last success"):
         table.add_column(col, justify="right" if col in ("signals", "rejects") else "left")
     for name, s in data["sources"].items():
         table.add_row(name + (" (disabled)" if s["disabled"] else ""), str(s["signals"]),
-                      str(s["rejects"]), f"{_when(s['oldest'])} … {_when(s['newest'])}",
-                      _when(s["last_run_started_at"]), s["last_run_outcome"] or "-",
-                      _when(s["last_success"]))
+                      str(s["rejects"]),
+                      f"{table_time(s['oldest'])} … {table_time(s['newest'])}",
+                      table_time(s["last_run_started_at"]), s["last_run_outcome"] or "-",
+                      table_time(s["last_success"]))
     console.print(table)
     for name, s in data["sources"].items():
         if s["last_run_dropped_fields"]:
@@ -193,7 +195,7 @@ def stats_command(as_json: bool) -> None:
                 "errors", "304s"):
         table.add_column(col)
     for r in runs:
-        table.add_row(utc_time(r["started_at"], seconds=True), ",".join(r["sources"]),
+        table.add_row(table_time(r["started_at"], seconds=True), ",".join(r["sources"]),
                       _run_outcome(r), *(str(r[k]) for k in (
                           "scraped", "stored", "reseen", "rejected", "errors", "not_modified")))
     console.print(table)

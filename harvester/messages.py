@@ -140,3 +140,13 @@ def utc_time(value: Any, *, seconds: bool = False, this_year: int | None = None)
     if this_year is None:
         return text
     return text[5:] if when.year == this_year else text[:10]
+
+
+def table_time(value: Any, *, seconds: bool = False) -> str:
+    """A stored time as every table shows it: :func:`utc_time` of the current year, so
+    `top` and `rejects` no longer wrote "11-29 14:05" where `stats`, `sources` and
+    `jobs list` wrote "2026-11-29 14:05" (sentences, such as a retention cut-off, keep
+    the year)."""
+    from datetime import UTC, datetime
+
+    return utc_time(value, seconds=seconds, this_year=datetime.now(UTC).year)

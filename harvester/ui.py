@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -14,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harvester import messages
-from harvester.messages import printable, shown, utc_time
+from harvester.messages import printable, shown, table_time
 from harvester.parsers.html import html_to_text
 from harvester.runner import SourceOutcome
 
@@ -137,11 +136,10 @@ def top_table(rows: Sequence[dict[str, Any]]) -> Table:
     table.add_column("published")
     table.add_column("title")
     table.add_column("why")
-    year = datetime.now(UTC).year
     for row in rows:
         topics = (row.get("score_breakdown") or {}).get("topics") or {}
         why = "; ".join(f"{name}: {', '.join(t['keywords'])}" for name, t in topics.items())
-        published = utc_time(row["published_at"], this_year=year)
+        published = table_time(row["published_at"])
         # A Text with a link style, not markup: a URL or title may hold "[" and "]". No
         # link for a URL with a control code: it would end the terminal's link sequence.
         url = row["url"]
@@ -169,7 +167,6 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
     for col in ("id", "when", "source", "reason", "field", "url", "detail"):
         table.add_column(col, justify="right" if col == "id" else "left",
                          overflow="fold" if col in ("url", "detail") else "ellipsis")
-    year = datetime.now(UTC).year
     for row in rows:
         raw = row["raw"] or {}
         detail = next((raw[k] for k in _REJECT_DETAIL if raw.get(k)), None)
@@ -180,7 +177,7 @@ def rejects_table(rows: Sequence[dict[str, Any]]) -> Table:
             text = f"line {raw['line']}: {text}"
         elif isinstance(raw.get("index"), int):  # a card of a listing page, from 1
             text = f"card {raw['index'] + 1}: {text}"
-        table.add_row(str(row["id"]), utc_time(row["created_at"], this_year=year),
+        table.add_row(str(row["id"]), table_time(row["created_at"]),
                       shown(row["source"]), row["reason"], row["field"] or "-",
                       # A 3,000-character URL (url_too_long) filled hundreds of lines.
                       shown(_cut(row["url"] or "-", 200)), shown(text))
