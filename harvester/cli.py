@@ -397,9 +397,13 @@ def crawl(ctx: click.Context, names: tuple[str, ...], all_: bool, overrides: tup
           verbose: bool, progress: bool | None) -> None:
     """Crawl the named sources (or --all enabled ones) and print a summary per source.
 
-    Exit status: 0 when every source was reached, 1 when one was unreachable, 2 when the
-    crawl could not start (bad sources file, unknown source). With the database down the
-    crawl still runs and spools its items.
+    Exit status: 0 when every source was reached (a source switched off or without
+    credentials is skipped); 1 when a source failed (nothing usable came back, or our code
+    raised on it), is disabled after failing (`harvest sources enable NAME`), could not run
+    (a -s setting refused) or lost items (neither the database nor the spool took them), or
+    when the crawl was interrupted (Ctrl-C, SIGTERM, a hangup); 2 when the crawl could not
+    start (bad sources file, unknown source). With the database down the crawl still runs
+    and spools its items.
     """
     outcomes = run_crawl_command(ctx, names, all_, _parse_set(overrides), verbose, progress)
     if any(o.failed for o in outcomes):

@@ -718,6 +718,13 @@ def test_every_command_has_help(home: Path) -> None:
                  ["demo", "--help"], ["rejects", "--help"]):
         result = harvest(*args, home=home)
         assert result.returncode == 0 and "Usage:" in result.stdout, args
+    # It gave exit 1 for an unreachable source only: a cron job's author read a disabled
+    # source or a stopped crawl as 0.
+    said = " ".join(harvest("crawl", "--help", home=home).stdout.split())
+    for status in ("0 when every source was reached", "1 when a source failed",
+                   "is disabled after failing", "lost items", "when the crawl was interrupted",
+                   "2 when the crawl could not start"):
+        assert status in said, (status, said)
 
 
 def test_rss_dates_survive_as_utc(
