@@ -79,6 +79,10 @@ def _print_delivery(result: NotifyResult) -> bool:
                             for ch, s in sorted(report.deferred.items()))
         console.print(f"retries left for the next `harvest notify`: {waiting}",
                       highlight=False)
+    for channel, n in sorted(report.held_back.items()):
+        console.print(f"{channel} failed, so its {n} other message{'s' if n != 1 else ''} "
+                      f"wait{'s' if n == 1 else ''} for the next `harvest notify`",
+                      highlight=False)
     for given in report.given_up:
         tries = f"{given.attempts} attempt" + ("s" if given.attempts != 1 else "")
         err.print(f"given up: {printable(given.summary)} on {given.channel} after {tries}: "

@@ -25,7 +25,7 @@ from harvester.services.alerts import messages
 from harvester.services.alerts.config import AlertsConfig
 from harvester.services.localsite import LocalSite
 from tests.apiserver import ApiRequest, ApiServer, Reply
-from tests.conftest import free_port, harvest, write_sources
+from tests.conftest import free_port, harvest, wait_for, write_sources
 from tests.feeds import items, rfc822, rss
 from tests.test_story_clusters import OTHER, STORY
 
@@ -315,7 +315,7 @@ def test_failures_are_given_up_and_reported_without_secrets(
            # Nothing listens on port 9: the connection error names the URL with the token.
            "HARVEST_TELEGRAM_BOT_TOKEN": TOKEN, "HARVEST_TELEGRAM_CHAT_ID": "7",
            "HARVEST_TELEGRAM_API_BASE": "http://127.0.0.1:9",
-           "HARVEST_NOTIFY_MAX_ATTEMPTS": "3"}
+           "HARVEST_NOTIFY_MAX_ATTEMPTS": "3", "HARVEST_NOTIFY_BACKOFF_MAX": "1"}
     result = notify("--no-ops", home=home, env=env)
     assert result.returncode == 1
     given_up = [line for line in result.stderr.splitlines() if line.startswith("given up")]
@@ -639,8 +639,8 @@ def test_long_links_and_long_ops_texts_fit_the_chat_limits() -> None:
         assert len(messages.render_telegram(payload)) < 4096
     assert "`harvest explain 42` shows it" in messages.render_slack(signal)
     assert long_url not in messages.render_telegram(signal)
-    assert messages.render_webhook(signal)["url"] == long_url  # the JSON keeps it whole
-    assert messages.render_webhook(ops)["text"] == ops["text"]
+    assert messages.render_webhook(signal, 1)["url"] == long_url  # the JSON keeps it whole
+    assert messages.render_webhook(ops, 2)["text"] == ops["text"]
 
 
 def test_a_score_shown_as_the_threshold_meets_it(
@@ -662,11 +662,11 @@ def test_backoff_counts_from_the_failure_and_a_telegram_wait_of_0_backs_off(
     db: psycopg.Connection[Any], home: Path, api: ApiServer
 ) -> None:
     # The next attempt was set from when the run claimed the row, before a post that
-    # waited out its timeout: a slow receiver got every retry back to back. Telegram's
+    # waited for its answer: a slow receiver got every retry back to back. Telegram's
     # "retry_after": 0 was taken as it was: a retry a second, until given up.
     def slow(request: ApiRequest) -> Reply:
-        time.sleep(1.5)
-        return Reply.text("late")
+        time.sleep(1.0)
+        return Reply.text("late", status=500)
     api.add("/hook", slow)
     api.add(f"/bot{TOKEN}/sendMessage", lambda r: Reply.json(
         {"ok": False, "error_code": 429, "parameters": {"retry_after": 0}}, status=429))
@@ -674,15 +674,84 @@ def test_backoff_counts_from_the_failure_and_a_telegram_wait_of_0_backs_off(
     # A token from a mounted secret file ends in a newline: it went into the path as %0A.
     env = {**channels_env(api), "HARVEST_SLACK_WEBHOOK_URL": "",
            "HARVEST_TELEGRAM_BOT_TOKEN": TOKEN + "\n", "HARVEST_WEBHOOK_URL": f" {api.url}/hook\n",
-           "HARVEST_NOTIFY_TIMEOUT": "1", "HARVEST_NOTIFY_MAX_ATTEMPTS": "3"}
+           "HARVEST_NOTIFY_MAX_ATTEMPTS": "3", "HARVEST_NOTIFY_BACKOFF_MAX": "2"}
     result = notify("--no-ops", home=home, env=env)
     assert result.returncode == 1, result.stderr
     for path in ("/hook", f"/bot{TOKEN}/sendMessage"):
         hits = [h.at for h in api.hits(path)]
         assert len(hits) == 3, path
         gaps = [later - earlier for earlier, later in pairwise(hits)]
-        timeout = 1 if path == "/hook" else 0  # the webhook's posts each waited 1 s
-        assert gaps[0] >= timeout + 0.9 and gaps[1] >= timeout + 1.9, (path, gaps)
+        answer = 1 if path == "/hook" else 0  # the webhook took 1 s to answer each post
+        assert gaps[0] >= answer + 0.9 and gaps[1] >= answer + 1.9, (path, gaps)
+
+
+def test_a_channel_that_keeps_failing_is_not_hammered_and_its_alerts_wait(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # Every retry of every queued message was spent in one run (1, 2, 4, 8 s backoffs were
+    # due by the time the loop came back to each): a channel down for a minute lost all of
+    # them, 10 messages making 50 posts. Now a failing channel is sent nothing else in the
+    # run, only its failed message once more, and the backoffs reach across runs.
+    up = {"ok": False}
+    api.add("/hook", lambda r: Reply.json({}) if up["ok"] else Reply.text("down", status=500))
+    for n in range(3):
+        add_signal(db, f"Breach {n}", 90 + n)
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook"}
+    down = notify("--no-ops", home=home, env=env)
+    assert down.returncode == 0, down.stderr
+    hits = api.hits("/hook")
+    assert len(hits) == 2 and hits[0].body == hits[1].body, "one message, retried once"
+    assert "webhook failed, so its 2 other messages wait for the next `harvest notify`" in (
+        down.stdout), down.stdout
+    assert sorted(statuses(db)) == [("signal", "webhook", "failed", 2),
+                                     ("signal", "webhook", "pending", 0),
+                                     ("signal", "webhook", "pending", 0)]
+    due = db.execute("SELECT extract(epoch FROM next_attempt_at - clock_timestamp()) "
+                     "FROM notifications WHERE status = 'failed'").fetchone()
+    assert due is not None and 5 < due[0] <= 10, "the third attempt waits 10 s"
+
+    up["ok"] = True  # the next run (cron's, minutes later: not waiting for the retry)
+    back = notify("--no-ops", home=home, env={**env, "HARVEST_NOTIFY_MAX_WAIT": "0"})
+    assert back.returncode == 0, back.stderr
+    assert "2 messages sent (webhook 2)" in back.stdout, back.stdout
+    assert "retries left for the next `harvest notify`: webhook in" in back.stdout
+    assert sorted(statuses(db)) == [("signal", "webhook", "failed", 2),
+                                     ("signal", "webhook", "sent", 1),
+                                     ("signal", "webhook", "sent", 1)]
+
+
+def test_a_receiver_slower_than_the_timeout_is_not_retried_in_the_same_run(
+    db: psycopg.Connection[Any], home: Path, api: ApiServer
+) -> None:
+    # It got the message five times, and harvest said it had given up: a timeout after the
+    # post may have delivered it. Each attempt carries the same delivery id for the
+    # receiver to drop repeats, and the run does not post it again.
+    def slow(request: ApiRequest) -> Reply:
+        time.sleep(1.5)
+        return Reply.json({})
+    api.add("/hook", slow)
+    signal = add_signal(db, "Breach at a bank", 99)
+    env = {"HARVEST_WEBHOOK_URL": api.url + "/hook", "HARVEST_NOTIFY_TIMEOUT": "1",
+           "HARVEST_NOTIFY_MAX_ATTEMPTS": "2"}
+    first = notify("--no-ops", home=home, env=env)
+    assert first.returncode == 0, first.stderr
+    assert len(api.hits("/hook")) == 1, "a timeout after the post is not retried at once"
+    assert statuses(db) == [("signal", "webhook", "failed", 1)]
+    wait_for(lambda: db.execute("SELECT next_attempt_at <= clock_timestamp() "
+                                "FROM notifications").fetchone() == (True,), "retry due", 10)
+    second = notify("--no-ops", home=home, env=env)
+    assert second.returncode == 1
+    assert second.stderr.strip().endswith(
+        "on webhook after 2 attempts: ReadTimeout: no answer within 1 s (it may have arrived "
+        "all the same); raise HARVEST_NOTIFY_TIMEOUT if the receiver is this slow"), (
+        second.stderr)
+    [(delivery,)] = db.execute("SELECT id FROM notifications").fetchall()
+    hits = api.hits("/hook")
+    assert len(hits) == 2 and hits[0].body == hits[1].body
+    for hit in hits:
+        assert hit.headers["x-harvest-delivery"] == str(delivery)
+        body = json.loads(hit.body)
+        assert body["delivery_id"] == delivery and body["signal"]["id"] == signal
 
 
 def test_a_429_holds_its_channel_across_runs(

@@ -35,6 +35,7 @@ class SendResult:
     error: str | None = None
     retry_after: float | None = None  # seconds the server asked us to wait
     permanent: bool = False  # retrying cannot help (revoked webhook, unknown chat)
+    maybe_delivered: bool = False  # sent, and no answer in time: it may have arrived
 
 
 def _host(url: str) -> str:
@@ -69,17 +70,25 @@ class Channel:
             text = text.replace(secret, "***")
         return text
 
-    def body(self, payload: dict[str, Any]) -> bytes:
+    def body(self, payload: dict[str, Any], delivery_id: int) -> bytes:
         raise NotImplementedError
 
-    def headers(self, body: bytes) -> dict[str, str]:
+    def headers(self, body: bytes, delivery_id: int) -> dict[str, str]:
         return {"Content-Type": "application/json; charset=utf-8"}
 
-    def send(self, payload: dict[str, Any]) -> SendResult:
-        data = self.body(payload)
+    def send(self, payload: dict[str, Any], delivery_id: int) -> SendResult:
+        """Post one message; ``delivery_id`` (the notification's id) is the same on every
+        attempt, for a receiver to drop a repeat."""
+        data = self.body(payload, delivery_id)
         try:
-            response = self._session.post(self._url, data=data, headers=self.headers(data),
+            response = self._session.post(self._url, data=data,
+                                          headers=self.headers(data, delivery_id),
                                           timeout=self._timeout, allow_redirects=False)
+        except requests.ReadTimeout:
+            # The request went out: a slow receiver may have taken it all the same.
+            return SendResult(False, f"ReadTimeout: no answer within {self._timeout:g} s (it "
+                              "may have arrived all the same); raise HARVEST_NOTIFY_TIMEOUT "
+                              "if the receiver is this slow", maybe_delivered=True)
         except requests.RequestException as exc:
             return SendResult(False, self.redact(f"{type(exc).__name__}: {exc}"))
         return self._result(response)
@@ -120,7 +129,7 @@ class SlackChannel(Channel):
     def __init__(self, url: str, timeout: float) -> None:
         super().__init__(url, (url, urlsplit(url).path), timeout)
 
-    def body(self, payload: dict[str, Any]) -> bytes:
+    def body(self, payload: dict[str, Any], delivery_id: int) -> bytes:
         text = messages.render_slack(payload)
         blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
         return json.dumps({"text": messages.slack_fallback(payload), "blocks": blocks}).encode()
@@ -137,7 +146,7 @@ class TelegramChannel(Channel):
         super().__init__(f"{base}/bot{token}/sendMessage", (token,), timeout)
         self._chat_id = chat_id
 
-    def body(self, payload: dict[str, Any]) -> bytes:
+    def body(self, payload: dict[str, Any], delivery_id: int) -> bytes:
         return json.dumps({"chat_id": self._chat_id, "text": messages.render_telegram(payload),
                            "parse_mode": "HTML", "disable_web_page_preview": True}).encode()
 
@@ -159,8 +168,9 @@ class TelegramChannel(Channel):
 
 
 class WebhookChannel(Channel):
-    """Generic JSON webhook; with a secret, ``X-Harvest-Signature: sha256=<hex HMAC>`` of the
-    exact body bytes."""
+    """Generic JSON webhook; ``X-Harvest-Delivery`` (and ``delivery_id`` in the body) is the
+    same on every attempt of a message; with a secret, ``X-Harvest-Signature: sha256=<hex
+    HMAC>`` of the exact body bytes."""
 
     name = "webhook"
 
@@ -169,11 +179,13 @@ class WebhookChannel(Channel):
                          timeout)
         self._secret = secret
 
-    def body(self, payload: dict[str, Any]) -> bytes:
-        return json.dumps(messages.render_webhook(payload), ensure_ascii=False).encode()
+    def body(self, payload: dict[str, Any], delivery_id: int) -> bytes:
+        return json.dumps(messages.render_webhook(payload, delivery_id),
+                          ensure_ascii=False).encode()
 
-    def headers(self, body: bytes) -> dict[str, str]:
-        headers = super().headers(body)
+    def headers(self, body: bytes, delivery_id: int) -> dict[str, str]:
+        headers = super().headers(body, delivery_id)
+        headers["X-Harvest-Delivery"] = str(delivery_id)
         if self._secret:
             digest = hmac.new(self._secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Harvest-Signature"] = f"sha256={digest}"

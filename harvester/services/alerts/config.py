@@ -8,10 +8,11 @@ Channels (any combination; none configured → alerts are recorded, not sent):
 ``HARVEST_WEBHOOK_URL``            generic JSON webhook (treated as a secret)
 ``HARVEST_WEBHOOK_SECRET``         optional: signs each body, ``X-Harvest-Signature``
 
-Delivery: ``HARVEST_NOTIFY_MAX_ATTEMPTS`` (5), ``HARVEST_NOTIFY_BACKOFF_MAX`` (300 s, the
-longest pause between two attempts), ``HARVEST_NOTIFY_MAX_WAIT`` (10 s: how long one
-``harvest notify`` waits for retries that fall due), ``HARVEST_NOTIFY_TIMEOUT`` (10 s per
-HTTP request). Ops alerts: ``HARVEST_STALE_FACTOR`` (3 × the source's interval) and
+Delivery: ``HARVEST_NOTIFY_MAX_ATTEMPTS`` (6), ``HARVEST_NOTIFY_BACKOFF_MAX`` (1,800 s, the
+longest pause between two attempts; with the defaults a message is tried for about 50
+minutes), ``HARVEST_NOTIFY_MAX_WAIT`` (10 s: how long one ``harvest notify`` spends on
+retries of messages that failed in it), ``HARVEST_NOTIFY_TIMEOUT`` (10 s per HTTP request).
+Ops alerts: ``HARVEST_STALE_FACTOR`` (3 × the source's interval) and
 ``HARVEST_REJECT_SPIKE_PERCENT`` (50 % of a run's items rejected).
 """
 
@@ -44,9 +45,9 @@ class AlertsConfig(BaseSettings):
                                    pattern=r"^https?://[^/\s]+")
     webhook_url: SecretStr | None = None
     webhook_secret: SecretStr | None = None
-    notify_max_attempts: int = Field(default=5, ge=1, le=100)
+    notify_max_attempts: int = Field(default=6, ge=1, le=100)
     # Bounded: "inf" passed and failed in time arithmetic or socket timeouts (a traceback).
-    notify_backoff_max: float = Field(default=300.0, gt=0, le=86400)
+    notify_backoff_max: float = Field(default=1800.0, gt=0, le=86400)
     notify_max_wait: float = Field(default=10.0, ge=0, le=3600)
     notify_timeout: float = Field(default=10.0, gt=0, le=600)
     stale_factor: StaleFactor = DEFAULT_STALE_FACTOR

@@ -6,8 +6,14 @@ row, and a sent row is never sent again (a crash between the 2xx and the commit 
 window where a message can go out twice: delivery is at-least-once).
 
 Pacing: Slack and Telegram take about one message per second; a 429 holds its whole channel
-for ``Retry-After``. Retries back off 1, 2, 4 … s (capped); one invocation waits for retries
-falling due within ``max_wait`` seconds in total, later ones are left for the next run.
+for ``Retry-After``. Retries back off 1, 10, 100 … s (capped), so they spread over runs.
+
+Within one run a channel that fails is sent nothing else: only the message it failed is tried
+again, when it falls due, and the channel resumes if that succeeds. Waiting for such a retry,
+and the retry's own request, count against ``max_wait`` seconds a run. A timeout after the
+request went out is not retried in the run at all (the receiver is slow, and may have the
+message already). A dead channel costs a run one or two requests, not every queued message's
+every attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ from harvester.services.alerts.channels import Channel, SendResult
 logger = logging.getLogger(__name__)
 
 BUSY_PAUSE = 0.2
+#: Each pause between attempts is this many times the one before (1, 10, 100, 1,000 s, then
+#: ``backoff_max``): with the default six attempts a message is tried for about 50 minutes,
+#: so a channel down for minutes still gets it. 1, 2, 4, 8 s gave everything up in one run.
+BACKOFF_FACTOR = 10.0
+#: For ``store.claim``: no row has this id (a channel sent nothing more this run).
+NO_RETRY = 0
 #: A channel asking to wait longer than this (Retry-After of a day and more, or a date in
 #: year 9999) is given up on: the alert would be stale, and the wait overflowed
 #: PostgreSQL's interval and stopped every later `harvest notify`.
@@ -56,6 +68,8 @@ class DeliveryReport:
     given_up: list[Outcome] = field(default_factory=list)
     failures: int = 0  # failed attempts that will be retried
     deferred: dict[str, float] = field(default_factory=dict)  # channel -> seconds until due
+    #: channels that failed this run -> their other messages, not tried this run
+    held_back: dict[str, int] = field(default_factory=dict)
 
 
 def summary(payload: dict[str, Any]) -> str:
@@ -99,16 +113,21 @@ class Deliverer:
         self.max_attempts = max_attempts
         self.backoff_max = backoff_max
         self.max_wait = max_wait
+        self._clock = clock
         self._sleep = sleep
         self._pacer = _Pacer(clock)
+        #: channel that failed this run -> the notification it failed, the one it may be
+        #: sent again this run, unless the channel is in ``_done``
+        self._failing: dict[str, int] = {}
+        self._done: set[str] = set()
+        self._spent = 0.0  # seconds of this run spent on retries, against max_wait
 
     def backoff(self, attempts: int) -> float:
-        """Seconds before attempt ``attempts + 1``: 1, 2, 4 … capped."""
-        return min(self.backoff_max, 2.0 ** max(0, attempts - 1))
+        """Seconds before attempt ``attempts + 1``: 1, 10, 100 … capped."""
+        return min(self.backoff_max, BACKOFF_FACTOR ** max(0, attempts - 1))
 
     def run(self) -> DeliveryReport:
         report = DeliveryReport()
-        waited = 0.0
         while True:
             ready = [n for n in self.channels
                      if self._pacer.pace_wait(n) == 0 and self._pacer.hold_wait(n) == 0]
@@ -121,18 +140,25 @@ class Deliverer:
                 # Due but not claimable: another `harvest notify` holds it. Look again soon,
                 # and count the pause so this cannot spin for ever.
                 wait = charged = BUSY_PAUSE
-            if waited + charged > self.max_wait:
-                report.deferred = {ch: max(0.0, s) for ch, s in
-                                   store.due_in(self.conn, list(self.channels)).items()}
+            if self._spent + charged > self.max_wait:
                 break
             self._sleep(wait)
-            waited += charged
+            self._spent += charged
+        channels = list(self.channels)
+        report.deferred = {ch: max(0.0, s) for ch, s in store.due_in(self.conn, channels).items()}
+        if self._failing:
+            report.held_back = store.held_back(self.conn, self._failing)
         return report
+
+    def _held(self) -> dict[str, int]:
+        """For ``store.claim``: per failing channel, the one row it may be sent."""
+        return {ch: NO_RETRY if ch in self._done else row
+                for ch, row in self._failing.items()}
 
     def _next_wait(self) -> tuple[float | None, float]:
         """(seconds until some channel can send a due row, of which retry waits)."""
         best: tuple[float, float] | None = None
-        for name, due in store.due_in(self.conn, list(self.channels)).items():
+        for name, due in store.due_in(self.conn, list(self.channels), self._held()).items():
             retry = max(0.0, due, self._pacer.hold_wait(name))
             wait = max(retry, self._pacer.pace_wait(name))
             if best is None or wait < best[0]:
@@ -141,11 +167,14 @@ class Deliverer:
 
     def _send_one(self, ready: list[str], report: DeliveryReport) -> bool:
         with self.conn.transaction():
-            row = store.claim(self.conn, ready)
+            row = store.claim(self.conn, ready, self._held())
             if row is None:
                 return False
             channel = self.channels[row.channel]
-            result = _bounded(channel.send(row.payload))
+            started = self._clock()
+            result = _bounded(channel.send(row.payload, row.id))
+            if self._failing.get(row.channel) == row.id:
+                self._spent += self._clock() - started
             self._pacer.sent(channel, result.retry_after)
             self._mark(row, result, report)
         return True
@@ -156,8 +185,16 @@ class Deliverer:
         if result.ok:
             store.mark_sent(self.conn, row.id)
             report.sent.append(Outcome(row.id, row.channel, line, attempts))
+            self._failing.pop(row.channel, None)  # it works (again)
+            self._done.discard(row.channel)
             return
         error = result.error or "unknown error"
+        if not result.permanent:
+            # The channel fails, not this message (a 4xx is about the message): it is sent
+            # nothing else this run, and at most this message again.
+            self._failing[row.channel] = row.id
+            if result.maybe_delivered:
+                self._done.add(row.channel)
         if result.permanent or attempts >= self.max_attempts:
             store.mark_failed(self.conn, row.id, error, None)
             report.given_up.append(Outcome(row.id, row.channel, line, attempts, error))

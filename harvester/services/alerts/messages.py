@@ -157,9 +157,11 @@ def render_telegram(payload: dict[str, Any]) -> str:
             f"{html.escape(note, quote=False)}")
 
 
-def render_webhook(payload: dict[str, Any]) -> dict[str, Any]:
+def render_webhook(payload: dict[str, Any], delivery_id: int) -> dict[str, Any]:
+    """The whole message; ``delivery_id`` is the same on every attempt of it."""
     if payload["type"] == "ops":
-        return {"type": "ops", "event": payload["event"], "alert": payload["alert"],
-                "text": payload["text"]}
-    return {"type": "signal", "signal": payload["signal"], "score": payload["score"],
-            "breakdown": payload["breakdown"], "url": payload["url"]}
+        return {"type": "ops", "delivery_id": delivery_id, "event": payload["event"],
+                "alert": payload["alert"], "text": payload["text"]}
+    return {"type": "signal", "delivery_id": delivery_id, "signal": payload["signal"],
+            "score": payload["score"], "breakdown": payload["breakdown"],
+            "url": payload["url"]}

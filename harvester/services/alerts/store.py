@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,20 +71,23 @@ VALUES ('ops', %(alert_id)s, %(key)s, %(event)s, %(channel)s, %(status)s, %(payl
 ON CONFLICT (alert_id, event, channel) WHERE kind = 'ops' DO NOTHING
 """
 
+# A channel that failed in this run is sent only the message it failed (see delivery).
+_SENDABLE = """status IN ('pending', 'failed') AND channel = ANY(%(channels)s)
+  AND (channel <> ALL(%(failing)s::text[]) OR id = ANY(%(retrying)s::bigint[]))"""
+
 # Oldest due first; a row another `harvest notify` is sending is skipped, not waited for.
-_CLAIM = """
+_CLAIM = f"""
 SELECT id, kind, channel, attempts, payload FROM notifications
-WHERE status IN ('pending', 'failed') AND next_attempt_at <= clock_timestamp()
-  AND channel = ANY(%s)
+WHERE {_SENDABLE} AND next_attempt_at <= clock_timestamp()
 ORDER BY next_attempt_at, id
 LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 
-_DUE_IN = """
+_DUE_IN = f"""
 SELECT channel, extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8
 FROM notifications
-WHERE status IN ('pending', 'failed') AND channel = ANY(%s)
+WHERE {_SENDABLE}
 GROUP BY channel
 """
 
@@ -131,9 +134,17 @@ def record_ops(conn: psycopg.Connection[Any], alert_id: int, key: str, event: st
     return made
 
 
-def claim(conn: psycopg.Connection[Any], channels: Sequence[str]) -> Claimed | None:
-    """Lock one due row (call inside a transaction; the lock lasts until it ends)."""
-    row = conn.execute(_CLAIM, (list(channels),)).fetchone()
+def _sendable(channels: Sequence[str], failing: Mapping[str, int] | None) -> dict[str, Any]:
+    failing = failing or {}
+    return {"channels": list(channels), "failing": list(failing),
+            "retrying": list(failing.values())}
+
+
+def claim(conn: psycopg.Connection[Any], channels: Sequence[str],
+          failing: Mapping[str, int] | None = None) -> Claimed | None:
+    """Lock one due row (call inside a transaction; the lock lasts until it ends); of a
+    channel in ``failing`` (channel -> notification id) only that row."""
+    row = conn.execute(_CLAIM, _sendable(channels, failing)).fetchone()
     return Claimed(*row) if row else None
 
 
@@ -167,9 +178,21 @@ def hold_channel(conn: psycopg.Connection[Any], channel: str, seconds: float) ->
                  "WHERE channel = %s AND status IN ('pending', 'failed')", (seconds, channel))
 
 
-def due_in(conn: psycopg.Connection[Any], channels: Sequence[str]) -> dict[str, float]:
-    """Per channel with undelivered rows: seconds until the earliest is due (≤ 0: now)."""
-    return {ch: float(s) for ch, s in conn.execute(_DUE_IN, (list(channels),)).fetchall()}
+def due_in(conn: psycopg.Connection[Any], channels: Sequence[str],
+           failing: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Per channel with undelivered rows: seconds until the earliest is due (≤ 0: now);
+    ``failing`` as for :func:`claim`."""
+    rows = conn.execute(_DUE_IN, _sendable(channels, failing)).fetchall()
+    return {ch: float(s) for ch, s in rows}
+
+
+def held_back(conn: psycopg.Connection[Any], failing: Mapping[str, int]) -> dict[str, int]:
+    """Per channel in ``failing``: its undelivered rows other than the one it failed."""
+    rows = conn.execute("SELECT channel, count(*) FROM notifications "
+                        "WHERE status IN ('pending', 'failed') AND channel = ANY(%s) "
+                        "AND id <> ALL(%s::bigint[]) GROUP BY channel",
+                        (list(failing), list(failing.values()))).fetchall()
+    return {channel: int(n) for channel, n in rows}
 
 
 # A message given up counts until its channel delivers a later one: then the channel works
