@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import re
 import subprocess
@@ -89,7 +90,9 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     api.add(SLACK_PATH, lambda r: Reply.text("ok"))
     api.add(f"/bot{TOKEN}/sendMessage", ok_telegram)
     api.add("/hook", lambda r: Reply.json({}))
-    top = add_signal(db, "Ransomware hits <Acme> & co <!channel>", 95)
+    # A long title: chat messages cut it, the webhook had it cut at 300 characters too.
+    title = "Ransomware hits <Acme> & co <!channel> " + "and all of its suppliers " * 20
+    top = add_signal(db, title, 95)
     add_signal(db, "CVE-2026-1 in a router", 85)
     add_signal(db, "Patch Tuesday roundup", 81)
     add_signal(db, "Cat pictures", 40)
@@ -101,7 +104,9 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     assert len(slack) == 2 and len(api.hits("/hook")) == 2
     assert len(api.hits(f"/bot{TOKEN}/sendMessage")) == 2
     body = json.loads(slack[0].body)
-    assert "Ransomware hits &lt;Acme&gt; &amp; co" in body["blocks"][0]["text"]["text"]
+    section = body["blocks"][0]["text"]["text"]
+    assert "Ransomware hits &lt;Acme&gt; &amp; co" in section
+    assert len(section.split("|", 1)[1].split(">*")[0]) == 300, "the title cut, with '…'"
     # The fallback text (what notifications show) too: a raw <!channel> pinged everyone.
     assert "&lt;!channel&gt;" in body["text"] and "<!channel>" not in body["text"]
     assert "security (cve, ransomware; 6 pts)" in body["text"]
@@ -118,6 +123,7 @@ def test_each_signal_is_announced_once_per_channel_highest_first(
     assert hook.headers["x-harvest-signature"] == f"sha256={signature}"
     data = json.loads(hook.body)
     assert data["type"] == "signal" and data["signal"]["id"] == top
+    assert data["signal"]["title"] == title
     assert data["score"] == 95 and data["breakdown"]["topics"]["security"]["points"] == 6.0
     assert data["url"].startswith("https://news.example.org/")
 
@@ -641,6 +647,20 @@ def test_long_links_and_long_ops_texts_fit_the_chat_limits() -> None:
     assert long_url not in messages.render_telegram(signal)
     assert messages.render_webhook(signal, 1)["url"] == long_url  # the JSON keeps it whole
     assert messages.render_webhook(ops, 2)["text"] == ops["text"]
+
+    # Cut before escaping, a text of moved URLs whose queries hold '&' made a section of
+    # 3,787 characters (each '&' sent as '&amp;'): Slack refuses it, and it was given up.
+    moved = "; ".join(f"https://old.example.org/{i}?{'&'.join(['a=&b'] * 12)} → "
+                      f"https://new.example.org/{i}" for i in range(25))
+    ampersands = messages.ops_payload("moved:adv", "opened", f"'adv': URLs redirect ({moved})",
+                                      {}, datetime.now(UTC), None)
+    slack = messages.render_slack(ampersands)
+    assert len(slack) < 3000, len(slack)
+    assert slack.startswith("ALERT: 'adv': URLs redirect (https://old.example.org/0?a=&amp;")
+    cut = slack.split("… (")[0].removeprefix("ALERT: ")
+    assert 1995 <= len(cut) <= 2000
+    assert ampersands["text"].startswith(html.unescape(cut)), "never half an escape"
+    assert len(messages.render_telegram(ampersands)) < 4096
 
 
 def test_a_score_shown_as_the_threshold_meets_it(

@@ -7,9 +7,12 @@ an ops payload: ``{"type": "ops", "event": "opened"|"resolved", "alert": {...}, 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+#: Longest title in a chat message (escapes included); the payload and the webhook keep the
+#: whole title.
 TITLE_MAX = 300
 #: Keywords named per topic in "why": an item matching 700 of a topic's keywords made a
 #: Telegram message past its 4,096 characters, refused ("message is too long") and given up.
@@ -45,7 +48,7 @@ def explain(breakdown: dict[str, Any]) -> str:
 def signal_payload(row: dict[str, Any]) -> dict[str, Any]:
     """From a ``signals`` row (id, title, source, url, link_url, score, score_breakdown...)."""
     breakdown = row.get("score_breakdown") or {}
-    title = (row.get("title") or row.get("url") or "(untitled)")[:TITLE_MAX]
+    title = row.get("title") or row.get("url") or "(untitled)"
     url = row.get("url") or row.get("link_url")
     return {
         "type": "signal",
@@ -94,33 +97,60 @@ def _sources(sig: dict[str, Any]) -> str:
     return f"{sig['source']} (also {named})"
 
 
-def _ops_line(payload: dict[str, Any]) -> str:
+Escape = Callable[[str], str]
+
+
+def _unescaped(text: str) -> str:
+    return text
+
+
+def _cut(text: str, limit: int, escape: Escape) -> tuple[str, int]:
+    """``escape(text)`` within ``limit`` characters, cut between two escaped characters
+    (never inside an escape), and how many characters of ``text`` were left off. Cut
+    before escaping, 2,000 characters of '&' made a Slack section of 10,000."""
+    pieces, size = [], 0
+    for i, char in enumerate(text):
+        piece = escape(char)
+        if size + len(piece) > limit:
+            return "".join(pieces), len(text) - i
+        pieces.append(piece)
+        size += len(piece)
+    return "".join(pieces), 0
+
+
+def _title(sig: dict[str, Any], escape: Escape) -> str:
+    title, left = _cut(sig["title"], TITLE_MAX - 1, escape)
+    return f"{title}…" if left else title
+
+
+def _ops_line(payload: dict[str, Any], escape: Escape = _unescaped) -> str:
     head = "RESOLVED" if payload["event"] == "resolved" else "ALERT"
-    text = payload["text"]
-    if len(text) > OPS_TEXT_MAX:
-        text = (f"{text[:OPS_TEXT_MAX]}… ({len(text) - OPS_TEXT_MAX:,} characters more: "
-                "`harvest notify --dry-run` or the alerts table has the whole text)")
+    text, left = _cut(payload["text"], OPS_TEXT_MAX, escape)
+    if left:
+        text += (f"… ({left:,} characters more: `harvest notify --dry-run` or the alerts "
+                 "table has the whole text)")
     return f"{head}: {text}"
 
 
-def _chat_link(payload: dict[str, Any]) -> tuple[str | None, str]:
-    """The link for a chat message's title, and a line to add when it is too long."""
+def _chat_link(payload: dict[str, Any], form: Escape = _unescaped) -> tuple[str | None, str]:
+    """The link for a chat message's title (in the channel's ``form``), and a line to add
+    when it is too long."""
     url = payload.get("url")
-    if url and len(url) > LINK_MAX:
+    if url and len(form(url)) > LINK_MAX:
         return None, (f"\n(its link is {len(url):,} characters long: `harvest explain "
                       f"{payload['signal']['id']}` shows it)")
-    return url, ""
+    return (form(url) if url else None), ""
 
 
-def plain(payload: dict[str, Any]) -> str:
-    """Plain text (terminal, Slack's notification fallback)."""
+def plain(payload: dict[str, Any], escape: Escape = _unescaped) -> str:
+    """Plain text (terminal, Slack's notification fallback), each part ``escape``d."""
     if payload["type"] == "ops":
-        return _ops_line(payload)
+        return _ops_line(payload, escape)
     sig = payload["signal"]
-    lines = [sig["title"], f"{_sources(sig)} · score {payload['score']:g}",
-             f"why: {payload['why']}"]
+    lines = [_title(sig, escape), escape(f"{_sources(sig)} · score {payload['score']:g}"),
+             escape(f"why: {payload['why']}")]
     if payload.get("url"):
-        lines.append(payload["url"])
+        lines.append(escape(payload["url"]))
     return "\n".join(lines)
 
 
@@ -128,28 +158,37 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _html_escape(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _slack_link(url: str) -> str:
+    return url.replace("|", "%7C").replace(">", "%3E")
+
+
 def slack_fallback(payload: dict[str, Any]) -> str:
     """:func:`plain`, escaped for Slack: its ``text`` is what notifications show, and a
     title's ``<!channel>`` there pinged the whole channel."""
-    return _slack_escape(plain(payload))
+    return plain(payload, _slack_escape)
 
 
 def render_slack(payload: dict[str, Any]) -> str:
+    # Slack counts a section's 3,000 characters with the escapes: cut after escaping.
     if payload["type"] == "ops":
-        return _slack_escape(_ops_line(payload))
+        return _ops_line(payload, _slack_escape)
     sig = payload["signal"]
-    title = _slack_escape(sig["title"])
-    url, note = _chat_link(payload)
-    head = f"*<{url.replace('|', '%7C').replace('>', '%3E')}|{title}>*" if url else f"*{title}*"
+    title = _title(sig, _slack_escape)
+    url, note = _chat_link(payload, _slack_link)
+    head = f"*<{url}|{title}>*" if url else f"*{title}*"
     return (f"{head}\n{_slack_escape(_sources(sig))} · score *{payload['score']:g}*\n"
             f"why: {_slack_escape(payload['why'])}{note}")
 
 
 def render_telegram(payload: dict[str, Any]) -> str:
     if payload["type"] == "ops":
-        return html.escape(_ops_line(payload), quote=False)
+        return _ops_line(payload, _html_escape)
     sig = payload["signal"]
-    title = html.escape(sig["title"], quote=False)
+    title = _title(sig, _html_escape)
     url, note = _chat_link(payload)
     head = f'<b><a href="{html.escape(url)}">{title}</a></b>' if url else f"<b>{title}</b>"
     return (f"{head}\n{html.escape(_sources(sig), quote=False)} · score "
