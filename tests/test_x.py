@@ -423,16 +423,21 @@ def test_a_stored_since_id_that_is_no_tweet_id_is_passed_over(
 
 
 def test_usernames_dates_and_languages_x_should_not_send_are_reported() -> None:
-    good, odd = snowflake(3), snowflake(2)
+    good, odd, third = snowflake(3), snowflake(2), snowflake(1)
     parsed = parse_search(json.dumps({
         "data": [tweet(good, "one", author_id="u1"),
                  tweet(odd, "two", author_id="u2", created_at="2025-02-30T00:00:00Z",
-                       lang="x" * 5000)],
+                       lang="x" * 5000),
+                 tweet(third, "three", author_id="u3")],
         "includes": {"users": [{"id": "u1", "username": 123},
-                               {"id": "u2", "username": "a b?c#d"}]},
+                               {"id": "u2", "username": "a b?c#d"},
+                               {"id": "u3", "username": {"name": "x"}}]},
         "errors": ["something went wrong"],
-        "meta": {"result_count": 2}}).encode())
-    first, second = parsed.tweets
+        "meta": {"result_count": 3}}).encode())
+    first, second, last = parsed.tweets
+    # No form of text at all: reported too (it was left out without a word).
+    assert (last["author"], last["dropped"]) == (
+        None, {"author": """'{"name": "x"}' is not an X username"""})
     # A number as username is text; one that is no username leaves the URL on the id.
     assert (first["author"], first["url"]) == ("123", f"https://x.com/123/status/{good}")
     assert (second["author"], second["url"]) == (None, f"https://x.com/i/web/status/{odd}")

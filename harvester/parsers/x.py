@@ -5,6 +5,7 @@ next to the data, the paging meta, or one sentence saying why the body is an err
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,7 +103,7 @@ def parse_search(body: bytes) -> SearchPage:
     return page
 
 
-def tweet_fields(tweet: dict[str, Any], users: dict[str, str],
+def tweet_fields(tweet: dict[str, Any], users: dict[str, Any],
                  referenced: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Signal fields of one tweet; ``users`` maps author ids to usernames and ``referenced``
     tweet ids to the tweets they name (expansions)."""
@@ -113,15 +114,18 @@ def tweet_fields(tweet: dict[str, Any], users: dict[str, str],
         # its hashtags those of the cut: the whole post, and all its tags, are the
         # reposted tweet's (198 of the corpus's 278 reposts were cut).
         name = users.get(str(original.get("author_id")))
+        name = name if isinstance(name, str) and _USERNAME.fullmatch(name) else None
         whole = _full_text(original)
         if whole:
             tweet = {**tweet, "text": f"RT @{name}: {whole}" if name else whole,
                      "note_tweet": None, "entities": original.get("entities")}
     username = users.get(str(tweet.get("author_id")))
     dropped: dict[str, str] = {}
-    if username is not None and not _USERNAME.fullmatch(username):
+    if username is not None and not (isinstance(username, str)
+                                     and _USERNAME.fullmatch(username)):
         # "a b?c#d" put a query and a fragment in the URL, and lost the id from the key.
-        dropped["author"] = f"{username[:80]!r} is not an X username"
+        said = username if isinstance(username, str) else json.dumps(username, default=str)
+        dropped["author"] = f"{said[:80]!r} is not an X username"
         username = None
     text = unescape(_full_text(tweet) or "") or None
     entities = tweet.get("entities") if isinstance(tweet.get("entities"), dict) else {}
@@ -279,12 +283,20 @@ def _retweeted(tweet: dict[str, Any], referenced: dict[str, dict[str, Any]]
     return None
 
 
-def _users(includes: Any) -> dict[str, str]:
+def _users(includes: Any) -> dict[str, Any]:
     if not isinstance(includes, dict):
         return {}
-    # The text form: a number there reached validate as an int.
     return {str(u["id"]): name for u in _list(includes.get("users"))
-            if isinstance(u, dict) and u.get("id") and (name := _str(u.get("username")))}
+            if isinstance(u, dict) and u.get("id")
+            and (name := _username(u.get("username"))) is not None}
+
+
+def _username(value: Any) -> Any:
+    """The text form (a number there reached validate as an int); any other value as it is,
+    for tweet_fields to report as a dropped author (an object was left out without a word)."""
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return _str(value)
+    return value
 
 
 def _hashtags(entities: dict[str, Any]) -> list[str]:
