@@ -28,6 +28,11 @@ def refused(name: str, value: str) -> str | None:
     if isinstance(default, bool):
         if value.strip() not in _TRUE_OR_FALSE:
             return f"{name} must be True or False (or 1 or 0), not {value!r}"
+    elif name in _WHOLE:
+        try:
+            int(value)
+        except ValueError:
+            return f"{name} must be a whole number, not {value!r}"
     elif isinstance(default, int | float):
         # A number, not always a whole one: some whose default is whole are read as
         # fractions (DOWNLOAD_DELAY = 0, read with getfloat).
@@ -36,6 +41,19 @@ def refused(name: str, value: str) -> str | None:
         except ValueError:
             return f"{name} must be a number, not {value!r}"
     return None
+
+
+#: Scrapy's settings it reads with ``getint``: "1.5" passed as a number, and the crawl said
+#: only "invalid literal for int() with base 10: '1.5'".
+_WHOLE = frozenset({
+    "CONCURRENT_ITEMS", "CONCURRENT_REQUESTS", "CONCURRENT_REQUESTS_PER_DOMAIN",
+    "CONCURRENT_REQUESTS_PER_IP", "DEPTH_LIMIT", "DEPTH_PRIORITY", "DNSCACHE_SIZE",
+    "DOWNLOAD_MAXSIZE", "DOWNLOAD_WARNSIZE", "CLOSESPIDER_ERRORCOUNT", "CLOSESPIDER_ITEMCOUNT",
+    "CLOSESPIDER_PAGECOUNT", "CLOSESPIDER_TIMEOUT_NO_ITEM", "HTTPCACHE_EXPIRATION_SECS",
+    "MEMUSAGE_LIMIT_MB", "MEMUSAGE_WARNING_MB", "METAREFRESH_MAXDELAY",
+    "REACTOR_THREADPOOL_MAXSIZE", "REDIRECT_MAX_TIMES", "REDIRECT_PRIORITY_ADJUST",
+    "RETRY_PRIORITY_ADJUST", "RETRY_TIMES", "SCRAPER_SLOT_MAX_ACTIVE_SIZE", "URLLENGTH_LIMIT",
+})
 
 
 def _harvest_refused(name: str, value: str) -> str | None:

@@ -225,3 +225,8 @@ def test_every_number_and_switch_of_a_crawl_is_checked_before_it_starts() -> Non
         said = setting_values.refused(name, "nan")
         assert said is not None and said.startswith(f"{name} must be "), (name, said)
         assert said.endswith("not 'nan'"), said
+    # Scrapy's counts take no fraction ("invalid literal for int()"), its delays do.
+    assert setting_values.refused("CONCURRENT_REQUESTS", "1.5") == (
+        "CONCURRENT_REQUESTS must be a whole number, not '1.5'")
+    assert setting_values.refused("CONCURRENT_REQUESTS_PER_DOMAIN", "4") is None
+    assert setting_values.refused("DOWNLOAD_DELAY", "1.5") is None
