@@ -225,6 +225,12 @@ def test_every_number_and_switch_of_a_crawl_is_checked_before_it_starts() -> Non
         said = setting_values.refused(name, "nan")
         assert said is not None and said.startswith(f"{name} must be "), (name, said)
         assert said.endswith("not 'nan'"), said
+    # 400 digits raised an OverflowError (a traceback) and were echoed whole.
+    huge = "9" * 400
+    for name in ("HARVEST_STORE_BATCH_SIZE", "HARVEST_RETRY_AFTER_MAX"):
+        said = setting_values.refused(name, huge)
+        assert said is not None and said.startswith(f"{name} must be "), said
+        assert said.endswith(f"not '{'9' * 39}…'"), said
     # Scrapy's counts take no fraction ("invalid literal for int()"), its delays do.
     assert setting_values.refused("CONCURRENT_REQUESTS", "1.5") == (
         "CONCURRENT_REQUESTS must be a whole number, not '1.5'")

@@ -264,6 +264,16 @@ def _detect(sample: bytes) -> str | None:
     return _codec(plausible[0].encoding)
 
 
+def document_text(body: bytes, content_type: str | None, what: str) -> Decoded:
+    """:func:`decode_document` of a whole document (``what``: "Feed URL", for the log),
+    leading BOM and blanks dropped; stray bytes in a UTF-8 one are logged."""
+    decoded = decode_document(body, content_type)
+    if decoded.replaced:
+        logger.warning("%s: %d bytes are not UTF-8 in a UTF-8 document; each is read as "
+                       "U+FFFD", what, decoded.replaced)
+    return Decoded(decoded.text.lstrip("\ufeff \t\r\n"), decoded.encoding, decoded.replaced)
+
+
 def decode_document(body: bytes, content_type: str | None = None) -> Decoded:
     """Decide the document's encoding and decode it.
 

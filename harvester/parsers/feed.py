@@ -48,7 +48,7 @@ from harvester.parsers.encoding import (
     MAX_DECOMPRESSED,
     BodyTooLarge,
     clean_xml_text,
-    decode_document,
+    document_text,
     gunzip_if_needed,
     to_utf8_xml,
 )
@@ -164,11 +164,8 @@ def _parse(body: bytes, url: str, content_type: str | None, max_size: int) -> Pa
         return _failed(str(exc), None)
     if was_gzip and not body.strip():
         return _failed("corrupt gzip body: nothing could be decompressed", None)
-    decoded = decode_document(body, content_type)
-    if decoded.replaced:
-        logger.warning("Feed %s: %d bytes are not UTF-8 in a UTF-8 document; each is read "
-                       "as U+FFFD", url, decoded.replaced)
-    text = decoded.text.lstrip("\ufeff \t\r\n")
+    decoded = document_text(body, content_type, f"Feed {url}")
+    text = decoded.text
     if not text:
         return _failed("empty document: the response body has no content", decoded.encoding)
     if text[0] in "{[":

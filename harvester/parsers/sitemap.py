@@ -22,7 +22,6 @@ that cannot be used as an :class:`EntryReject`.
 from __future__ import annotations
 
 import io
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,14 +35,12 @@ from harvester.parsers.encoding import (
     MAX_DECOMPRESSED,
     BodyTooLarge,
     clean_xml_text,
-    decode_document,
+    document_text,
     gunzip_checked,
     to_utf8_xml,
 )
 from harvester.parsers.feed import EntryReject, parse_feed
 from harvester.parsers.html import inline_text
-
-logger = logging.getLogger(__name__)
 
 Kind = Literal["urlset", "sitemapindex", "text", "feed", "unknown"]
 
@@ -106,11 +103,7 @@ def parse_sitemap(body: bytes, url: str = "", content_type: str | None = None, *
     # The charset is decided as a feed's is (BOM, HTTP header, XML declaration, detection):
     # lxml trusts the declaration alone, and lost a whole ISO-8859-1 sitemap that only its
     # header described, or every URL after the first windows-1252 byte of a "UTF-8" one.
-    decoded = decode_document(data, content_type)
-    if decoded.replaced:
-        logger.warning("Sitemap %s: %d bytes are not UTF-8 in a UTF-8 document; each is "
-                       "read as U+FFFD", url, decoded.replaced)
-    text = decoded.text.lstrip("\ufeff \t\r\n")
+    text = document_text(data, content_type, f"Sitemap {url}").text
     if not text:
         result = ParsedSitemap(kind="unknown", error="empty document")
     elif text.startswith("<"):

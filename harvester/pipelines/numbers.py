@@ -25,12 +25,19 @@ def number(settings: BaseSettings, name: str, default: float, kind: type[int] | 
         value = (settings.getint if kind is int else settings.getfloat)(name, default)
     except (ValueError, OverflowError):  # OverflowError: getint("inf")
         value = None
-    if value is None or math.isnan(value) or (
+    # A whole number past 64 bits is no count anything takes (and math.isnan raised an
+    # OverflowError on it: a traceback where a sentence belonged).
+    if value is None or (math.isnan(value) if isinstance(value, float) else
+                         abs(value) > _LARGEST) or (
             low is not None and value < low) or (above is not None and value <= above) or (
             high is not None and not value <= high):
+        given = str(settings.get(name))
         raise ValueError(f"{name} must be {_wanted(kind, low, high, above)}, not "
-                         f"{settings.get(name)!r}")
+                         f"{given if len(given) <= 40 else given[:39] + '…'!r}")
     return value
+
+
+_LARGEST = 2**63 - 1
 
 
 def _wanted(kind: type[int] | type[float], low: float | None, high: float | None,
