@@ -116,7 +116,8 @@ def create_app(database_url: str, sources_path: Path | None = None,
         if conn is not None:
             with conn:
                 if parsed is not None:
-                    report["sources"] = checks.freshness(conn, parsed)
+                    report["sources"] = checks.freshness(conn, parsed,
+                                                         settings.stale_factor)
                 report["alerts"] = _alerts(conn)
         status = checks.overall(report)
         body = {"status": status, "version": __version__,

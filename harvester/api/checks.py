@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 import psycopg
 
-from harvester.api.settings import get_api_settings
 from harvester.config import get_config
 from harvester.messages import first_line
 from harvester.migrations import HEAD, schema_advice
@@ -82,10 +81,11 @@ def scrapyd_nodes() -> Check | None:
     return Check(not down, detail, {"nodes": nodes})
 
 
-def freshness(conn: psycopg.Connection[Any], sources: SourcesFile) -> Check:
-    """Every enabled source has succeeded within HARVEST_STALE_FACTOR × its interval."""
+def freshness(conn: psycopg.Connection[Any], sources: SourcesFile,
+              stale_factor: float) -> Check:
+    """Every enabled source has succeeded within ``stale_factor`` (HARVEST_STALE_FACTOR, the
+    app's settings) × its interval."""
     config = get_config()
-    stale_factor = get_api_settings().stale_factor
     rows = {r[0]: r[1:] for r in conn.execute(
         "SELECT source, last_success, last_attempt, disabled FROM sources_state").fetchall()}
     now = datetime.now(UTC)

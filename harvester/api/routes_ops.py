@@ -46,9 +46,10 @@ def _sources(path: Path) -> SourcesFile:
 
 @reads_router.get("/sources", response_model=SourceList, tags=["operations"],
                   summary="Every configured source: state, freshness, counts, schedule")
-def list_sources(conn: Conn, path: SourcesPath) -> dict[str, Any]:
+def list_sources(request: Request, conn: Conn, path: SourcesPath) -> dict[str, Any]:
     parsed = _sources(path)
-    fresh = checks.freshness(conn, parsed).data["sources"]
+    stale_factor = request.app.state.api_settings.stale_factor
+    fresh = checks.freshness(conn, parsed, stale_factor).data["sources"]
     state = reads.source_rows(conn, "sources_state", _STATE)
     plan = reads.source_rows(conn, "schedules", _SCHEDULE)
     counts = reads.source_counts(conn)
