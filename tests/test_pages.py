@@ -160,6 +160,19 @@ def test_listing_pages_followed_to_articles(
                        "WHERE source = 'news'").fetchone()
     assert state is not None and state[0] == 0  # partly failed: the listing gave its items
     assert state[1].startswith(f"{base}/a/") and "rate limited" in state[1]
+    # One error for the one 429: the articles after it, refused on the same closed gate,
+    # are missing, not an error each.
+    errors = db.execute("SELECT errors FROM crawl_runs ORDER BY started_at DESC LIMIT 1")
+    assert errors.fetchone() == (1,)
+
+    # The host is back, the listing unchanged: it is asked for whole again (a 304 left the
+    # failed articles unread for as long as the listing did not change).
+    site.clear_overrides()
+    before = site.hits("/news/a/two.html")
+    result = harvest("--sources", str(sources), "crawl", "news", home=home)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert site.hits("/news/a/two.html") == before + 1
+    assert signals(db, "news")[f"{base}/a/two.html"] == got[f"{base}/a/two.html"]
 
 
 def test_entries_anchored_on_the_listing_page_itself_are_items_of_their_own(

@@ -62,6 +62,10 @@ class PagesSpider(SourceSpider):
     name = "pages"
     kind = "pages"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rate_limited: set[str] = set()  # sources whose article host said "stay away"
+
     async def start_source(self, source: Source) -> AsyncIterator[Request]:
         for url in source.urls:
             yield self._listing(source, url, page=1, seen={url})
@@ -158,8 +162,16 @@ class PagesSpider(SourceSpider):
         source: Source = request.cb_kwargs["source"]
         self.count(source, "missing")
         self.count(source, "article_failed")
+        # The listing keeps no ETag/Last-Modified this run: its next answer was a 304, and
+        # the articles that failed were never asked for again.
+        for url in source.urls:
+            self.forget_validators(source.name, url)
         if failure.check(RateLimited):
-            self.fail(source, request.url, describe_failure(failure))
+            # Once a source: the articles after it fail on the same closed gate, and each
+            # was an error of its own (50 links, 50 errors for one 429).
+            if source.name not in self._rate_limited:
+                self._rate_limited.add(source.name)
+                self.fail(source, request.url, describe_failure(failure))
         else:
             logger.warning("Source %s: article %s could not be fetched (%s); keeping the "
                            "listing's fields", source.name, request.url,
