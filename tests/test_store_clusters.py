@@ -368,3 +368,19 @@ def test_a_deadlock_with_another_writer_writes_the_batch_again(
     assert db.execute("SELECT key, seen_count FROM signals ORDER BY key").fetchall() == [
         ("x", 2), ("y", 2)]
     assert "deadlock detected; writing the batch again" in caplog.text
+
+
+def test_a_partial_sighting_never_replaces_a_complete_read(
+    db: psycopg.Connection[Any], pg_url: str
+) -> None:
+    # A partial row (pages: the article page failed, the listing's fields alone) is a
+    # sighting of a stored row, not its new version; and in one batch holding the same key
+    # twice it lost the complete row's text when it came last.
+    store(pg_url, [row("kept", "the article")],
+          [row("kept", "the listing", partial=True)],
+          [row("twice", "the article"), row("twice", "the listing", partial=True)],
+          [row("edited", "the article")],
+          [row("edited", "an edit"), row("edited", "the listing", partial=True)])
+    texts = dict(db.execute("SELECT key, text || ' ×' || seen_count FROM signals").fetchall())
+    assert texts == {"kept": "the article ×2", "twice": "the article ×1",
+                     "edited": "an edit ×2"}

@@ -189,8 +189,13 @@ WHERE s.last_attempt IS NULL OR EXCLUDED.last_attempt >= s.last_attempt
 
 
 def _unique(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Last row per key: the pipeline dedupes within a run, this guards other writers."""
-    by_key = {row["key"]: row for row in rows}
+    """Last row per key, a complete one over a partial one (the article read beats the
+    listing's fields alone): the pipeline dedupes within a run, this guards other writers."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        kept = by_key.get(row["key"])
+        if kept is None or not row.get("partial") or kept.get("partial"):
+            by_key[row["key"]] = row
     return list(by_key.values()) if len(by_key) != len(rows) else list(rows)
 
 
