@@ -424,6 +424,25 @@ def test_start_on_a_port_another_server_holds_is_refused(nodes: list[Node],
     assert not (tmp_path / "other" / "scrapyd" / "scrapyd.pid").exists()
 
 
+def test_a_pid_file_naming_another_process_is_not_our_scrapyd(tmp_path: Path) -> None:
+    # A Scrapyd gone long ago left its pid file, and its number came back as another
+    # process (a group leader: a shell, a daemon): `harvest scrapyd stop` killed that
+    # process group, `status`-like checks said "Scrapyd running (pid …)".
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    home = tmp_path / "home"
+    (home / "scrapyd").mkdir(parents=True)
+    (home / "scrapyd" / "scrapyd.pid").write_text(str(other.pid))
+    try:
+        stopped = harvest("scrapyd", "stop", home=home, env=CREDENTIALS)
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "not running", (
+            stopped.stdout + stopped.stderr)
+        assert other.poll() is None  # alive: not ours to stop
+        assert not (home / "scrapyd" / "scrapyd.pid").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.parametrize("command", ["stop", "start"])
 def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path, command: str) -> None:
     # Scrapyd killed: its jobs ran on in its process group, `harvest scrapyd stop` said
@@ -435,7 +454,8 @@ def test_stop_ends_the_jobs_of_a_scrapyd_that_was_killed(tmp_path: Path, command
     home = tmp_path / "home"
     (home / "scrapyd").mkdir(parents=True)
     env = {**CREDENTIALS, "SCRAPYD_HTTP_PORT": str(free_port())}
-    leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True)
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True,
+                              cwd=home / "scrapyd")  # Scrapyd and its jobs run there
     try:
         (home / "scrapyd" / "scrapyd.pid").write_text(str(leader.pid))
         deadline = time.monotonic() + 10

@@ -76,12 +76,33 @@ def local_node() -> Node:
 def running_pid(paths: Paths) -> int | None:
     try:
         pid = int(paths.pid.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (FileNotFoundError, ValueError):
         return None
-    except PermissionError:  # alive, another user's
-        return pid
-    return None if _zombie(pid) else pid
+    return pid if _ours(pid, paths) and not _zombie(pid) else None
+
+
+def _ours(pid: int, paths: Paths) -> bool:
+    """Whether ``pid`` is a process of this Scrapyd: it, or a job it started, runs in its
+    directory. A pid file outlives the process it named (a reboot, kill -9), and its number
+    comes back as any other process: "Scrapyd running" was said of that one, and `harvest
+    scrapyd stop` killed its process group."""
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == paths.root.resolve()
+    except OSError:  # gone, or another user's
+        return False
+
+
+def _our_group(group: int, paths: Paths) -> bool:
+    """Whether a live process of process group ``group`` is this Scrapyd's (its jobs
+    outlive a Scrapyd that was killed)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[2]) == group and fields[0] != "Z" and _ours(int(entry.name),
+                                                                          paths):
+                    return True
+    return False
 
 
 def _zombie(pid: int) -> bool:
@@ -192,7 +213,7 @@ def stop(config: HarvestConfig, timeout: float = 60.0) -> bool:
         group = int(paths.pid.read_text().strip())
     except (FileNotFoundError, ValueError):
         group = None
-    if group is None or not _group_alive(group):
+    if group is None or not _group_alive(group) or not _our_group(group, paths):
         paths.pid.unlink(missing_ok=True)
         return False
     with contextlib.suppress(ProcessLookupError):
