@@ -153,9 +153,12 @@ def jobs_list(ctx: click.Context) -> None:
             state = found[1] if found else (row.get("job_state") or "-")
             # The last job's own verdict once its crawl recorded it: the stored one is the
             # scheduler's, written at its next pass, and until then the job before's
-            # ("succeeded" next to a job that failed, for a job run by hand).
-            outcome = ((scheduler.finished_outcome(conn, job_id) if job_id else None)
-                       or row.get("last_outcome") or "-")
+            # ("succeeded" next to a job that failed, or that was killed and recorded
+            # nothing, for a job run by hand).
+            outcome = scheduler.finished_outcome(conn, job_id) if job_id else None
+            if outcome is None and state == "finished" and row.get("job_state") != "finished":
+                outcome = scheduler.NO_RUN
+            outcome = outcome or row.get("last_outcome") or "-"
             table.add_row(source.name, source.kind, source.cron or f"every {source.interval}",
                           _when(row.get("next_due")) if source.enabled else "off",
                           "yes" if row.get("paused") else "no", job_id or "-",

@@ -516,6 +516,14 @@ def test_a_job_run_by_hand_for_a_source_off_in_the_file_gets_its_outcome(
                                 "WHERE source = 'handrun'").fetchone()
     assert state == "finished" and outcome, (state, outcome)
     assert row[9].strip() == outcome, listed.stdout
+    # A finished job that recorded no run (killed by the OOM killer, cancelled before it
+    # started) showed the job before's outcome until a scheduler's pass: "succeeded".
+    db.execute("UPDATE schedules SET job_state = 'submitted', last_outcome = 'succeeded' "
+               "WHERE source = 'handrun'")
+    db.execute("DELETE FROM crawl_runs WHERE job_id = %s", (job,))
+    listed = harvest("--sources", str(path), "jobs", "list", home=home, env=env)
+    [row] = [ln.split("│") for ln in listed.stdout.splitlines() if "handrun" in ln]
+    assert row[9].strip() == "finished (no run recorded)", listed.stdout
     # Disabled after failing: "submitted", exit 0, and a job that skipped it doing nothing.
     db.execute("INSERT INTO sources_state (source, consecutive_failures, disabled) "
                "VALUES ('handrun', 5, true) ON CONFLICT (source) DO UPDATE "

@@ -208,6 +208,11 @@ def _recorded_run(conn: psycopg.Connection[Any],
     return finished_at, f"{outcome}, {errors} errors" if errors else str(outcome)
 
 
+#: The outcome of a finished job whose crawl recorded no run (killed, cancelled before it
+#: started, or its record still in the spool).
+NO_RUN = "finished (no run recorded)"
+
+
 def finished_outcome(conn: psycopg.Connection[Any], job_id: str) -> str | None:
     """The outcome of a job whose crawl recorded its end, before a scheduler's pass has
     seen it finish; None while it runs or when it recorded no run."""
@@ -217,7 +222,7 @@ def finished_outcome(conn: psycopg.Connection[Any], job_id: str) -> str | None:
 
 def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
     run = _recorded_run(conn, job_id)
-    return run[1] if run else "finished (no run recorded)"
+    return run[1] if run else NO_RUN
 
 
 class Scheduler:
