@@ -126,6 +126,14 @@ def test_serve_starts_while_its_database_is_down_and_health_says_what_to_run(
                              env={"HARVEST_DATABASE_URL": blank})
             assert result.returncode != 0 and said in result.stdout + result.stderr, command
             assert "Traceback" not in result.stderr
+        # A crawl said it would spool, then wrote its run (and items) into the schema it
+        # does not know: everything goes to the spool, for the newer harvest to replay.
+        crawled = harvest("--sources", str(sources), "crawl", "a", home=home,
+                          env={"HARVEST_DATABASE_URL": blank})
+        assert said in crawled.stdout + crawled.stderr, crawled.stdout + crawled.stderr
+        with psycopg.connect(blank, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM crawl_runs").fetchone() == (0,)
+        assert list((home / "spool").glob("*.jsonl")), crawled.stdout
     with serving(home, {"HARVEST_DATABASE_URL": blank}, sources) as base:
         status, body = _health(base)
         assert status == 503 and body["checks"]["database"]["detail"] == said, body

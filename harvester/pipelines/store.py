@@ -130,6 +130,7 @@ class StorePipeline:
         self._worker: StoreWorker | None = None
         self._config_for_worker: Config | None = None
         self._url: str | None = None
+        self._schema_refused = False  # the database has a schema this code does not know
         self._next_start = 0.0
         self._ticker: asyncio.Task[None] | None = None
         # Batches being written while the crawl goes on: at most HARVEST_STORE_MAX_IN_FLIGHT.
@@ -159,6 +160,12 @@ class StorePipeline:
         try:
             self._url = await asyncio.to_thread(database.resolve_url, get_config())
             await asyncio.to_thread(database.ensure_schema, self._url)
+        except database.SchemaUnknown as exc:
+            # A newer harvest's schema: nothing of this run is written into it (the store
+            # worker was started on it all the same, and stored the run "spooled").
+            self._schema_refused = True
+            logger.error("Database unusable (%s): items will be spooled to %s",
+                         first_line(exc), self.config.spool_dir, extra=self._log_extra)
         except (database.DatabaseUnavailable, *DB_DOWN) as exc:
             logger.error("Database unavailable (%s): items will be spooled to %s",
                          first_line(exc), self.config.spool_dir, extra=self._log_extra)
@@ -303,6 +310,8 @@ class StorePipeline:
         tried at most every ``HARVEST_STORE_RECONNECT_SECONDS`` unless ``force`` (the run
         record)."""
         async with self._lock:
+            if self._schema_refused:
+                return None
             if self._config_for_worker is not None and (
                     worker := SHARED.running(self._config_for_worker, self)):
                 self._worker = worker
