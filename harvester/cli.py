@@ -203,6 +203,11 @@ def db_start() -> None:
 def db_stop() -> None:
     """Stop the embedded PostgreSQL."""
     cfg = _config()
+    if cfg.database_url:
+        # As `db start` says: the database in use is another one, and stopping this one
+        # ("stopped") took down a server crawls without the variable were using.
+        console.print("HARVEST_DATABASE_URL is set: the embedded server is not used.")
+        return
     stopped = embedded.stop(cfg.pg_dir)
     console.print("stopped" if stopped else f"not running ({cfg.pg_dir})", highlight=False)
 

@@ -167,6 +167,12 @@ def test_a_server_stopped_on_purpose_is_not_started_again_by_a_command_already_r
     # another reason.
     assert harvest("db", "start", home=home, env={"HARVEST_DATABASE_URL": ""}).returncode == 0
     assert not pg_dir.with_name("pg.stopped").exists()
+    # With HARVEST_DATABASE_URL set, `db stop` leaves the embedded server alone, as
+    # `db start` does (it stopped it, saying "stopped").
+    elsewhere = harvest("db", "stop", home=home, env={"HARVEST_DATABASE_URL": "postgresql:///x"})
+    assert elsewhere.stdout.strip() == ("HARVEST_DATABASE_URL is set: the embedded server is "
+                                        "not used."), elsewhere.stdout + elsewhere.stderr
+    assert embedded.status(pg_dir).running
 
 
 def test_a_lock_file_of_another_shape_reads_as_not_running(tmp_path: Path) -> None:
