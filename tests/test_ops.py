@@ -484,6 +484,16 @@ def test_an_export_the_disk_cannot_hold_is_one_sentence_and_leaves_no_part(
         assert "choose another --dir" in " ".join(result.stderr.split())
         assert list(out.iterdir()) == []
     assert db.execute("SELECT count(*) FROM signals").fetchone() == (300,)  # none archived
+    # pg_dump is killed by the signal instead ("pg_dump failed: exit status -25").
+    dumped = subprocess.run(
+        [sys.executable, "-m", "harvester.cli", "backup", "--dir", str(out)],
+        cwd=ROOT, env=harvest_env(home), capture_output=True, text=True, timeout=180,
+        preexec_fn=lambda: _file_size_limited(20_000), check=False)
+    assert dumped.returncode != 0 and "Traceback" not in dumped.stderr
+    assert " ".join(dumped.stderr.split()) == (
+        "error: pg_dump failed: killed by SIGXFSZ: the file grew past the file size limit "
+        "(`ulimit -f`); raise the limit"), dumped.stderr
+    assert list(out.iterdir()) == []
 
 
 def test_restored_members_whose_head_is_not_in_the_file_join_no_stranger(

@@ -87,7 +87,20 @@ def _run(args: list[str], env: dict[str, str], **kwargs: Any) -> None:
     if result.returncode != 0:
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         raise OpsError(f"{Path(args[0]).name} failed: "
-                       f"{lines[0] if lines else f'exit status {result.returncode}'}")
+                       f"{lines[0] if lines else ended(result.returncode)}")
+
+
+def ended(status: int) -> str:
+    """How a tool's process ended, as a reason ("exit status -25" named no signal)."""
+    if status >= 0:
+        return f"exit status {status}"
+    if -status == signal.SIGXFSZ:
+        return ("killed by SIGXFSZ: the file grew past the file size limit (`ulimit -f`); "
+                "raise the limit")
+    try:
+        return f"killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"
 
 
 def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -254,7 +267,7 @@ def restore(url: str, path: Path) -> Comparison:
             dump_errors.seek(0)
             first = dump_errors.read().decode(errors="replace").strip().splitlines()
             raise OpsError(f"pg_restore could not read {data} "
-                           f"({first[0] if first else f'exit status {dumper.returncode}'}); "
+                           f"({first[0] if first else ended(dumper.returncode)}); "
                            "nothing was restored and the database is as it was")
         if loader.returncode != 0:
             sql_errors.seek(0)
