@@ -22,6 +22,7 @@ from harvester.migrations import HEAD
 from harvester.services.batch import Batch
 from harvester.services.ops.files import sha256_of
 from harvester.services.store import write_batch
+from harvester.services.urls import canonical_url, url_key
 from tests.conftest import ROOT, harvest, harvest_env, wait_for
 
 RUN_ID = "6f1a1f4c-8c1a-4d3e-9a55-222222222222"
@@ -537,6 +538,24 @@ def test_a_snapshot_restored_where_a_copy_is_stored_again_joins_its_story(
     stories = db.execute("SELECT DISTINCT coalesce(cluster_id, id) FROM signals").fetchall()
     assert len(stories) == 1
     assert db.execute("SELECT sources FROM cluster_sources").fetchall() == [(["x", "y"],)]
+
+
+def test_a_tweet_from_a_snapshot_before_its_key_changed_is_restored_once(
+        db: psycopg.Connection[Any], pg_url: str, home: Path) -> None:
+    # Exported under its address as written (schema 0013), a tweet came back under that
+    # key beside the copy today's key holds: one tweet, two signals.
+    written = "https://x.com/alice/status/1234567890"
+    old = {**signal(0), "url": written, "canonical_url": written, "key": url_key(written)}
+    store(pg_url, [old])
+    assert harvest("snapshot", home=home).returncode == 0
+    snapshot_file = next((home / "snapshots").glob("*.ndjson"))
+    db.execute("DELETE FROM signals")
+    today = canonical_url(written)
+    store(pg_url, [{**old, "canonical_url": today, "key": url_key(today)}])
+    done = harvest("snapshot", "restore", str(snapshot_file), home=home)
+    assert done.returncode == 0, done.stderr
+    assert db.execute("SELECT key, canonical_url FROM signals").fetchall() == [
+        (url_key(today), "https://x.com/i/web/status/1234567890")]
 
 
 def test_verify_checks_the_schema_the_tables_are_in(
