@@ -913,7 +913,7 @@ def test_scrapy_crawl_exits_1_when_a_source_failed_and_2_on_a_malformed_variable
                           ("HARVEST_RETRY_AFTER_MAX=abc", "error: HARVEST_RETRY_AFTER_MAX "
                            "must be a number above 0, at most 86400, not 'abc'"),
                           ("DOWNLOAD_MAXSIZE=abc",
-                           "error: DOWNLOAD_MAXSIZE must be a number, not 'abc'"),
+                           "error: DOWNLOAD_MAXSIZE must be a whole number, not 'abc'"),
                           ("COOKIES_ENABLED=maybe", "error: COOKIES_ENABLED must be True or "
                            "False (or 1 or 0), not 'maybe'")):
         refused = scrapy("crawl", "feed", "-a", "source=up", "-s", setting, home=home,
@@ -1268,7 +1268,7 @@ def test_a_setting_a_component_refuses_fails_the_crawl_out_loud(
             ("HARVEST_VALIDATE_MAX_TITLE=-1",
              "HARVEST_VALIDATE_MAX_TITLE must be a whole number of at least 1, not '-1'"),
             # Scrapy's own: a summary of zeros and exit 1, "invalid literal for int()".
-            ("CONCURRENT_REQUESTS=abc", "CONCURRENT_REQUESTS must be a number, not 'abc'"),
+            ("CONCURRENT_REQUESTS=abc", "CONCURRENT_REQUESTS must be a whole number, not 'abc'"),
             # 0 made the metrics sync loop spin a core at 100 % for the whole crawl.
             ("HARVEST_METRICS_SYNC_SECONDS=0",
              "HARVEST_METRICS_SYNC_SECONDS must be a number above 0, at most 3600, not '0'"),
