@@ -146,6 +146,8 @@ def jobs_list(ctx: click.Context) -> None:
         table.add_column(col, overflow="fold")
     with _connect() as conn:
         rows = scheduler.load_rows(conn)
+        finished = scheduler.finished_outcomes(
+            conn, [row["job_id"] for row in rows.values() if row.get("job_id")])
         for source in parsed.sources:
             row = rows.get(source.name) or {}
             job_id = row.get("job_id")
@@ -155,7 +157,7 @@ def jobs_list(ctx: click.Context) -> None:
             # scheduler's, written at its next pass, and until then the job before's
             # ("succeeded" next to a job that failed, or that was killed and recorded
             # nothing, for a job run by hand).
-            outcome = scheduler.finished_outcome(conn, job_id) if job_id else None
+            outcome = finished.get(job_id) if job_id else None
             if outcome is None and state == "finished" and row.get("job_state") != "finished":
                 outcome = scheduler.NO_RUN
             outcome = outcome or row.get("last_outcome") or "-"

@@ -197,6 +197,20 @@ SELECT finished_at, {queries.RUN_OUTCOME} AS outcome, errors FROM (
 """
 
 
+# The same for many jobs at once, those whose run recorded its end (`harvest jobs list`).
+_FINISHED_RUNS = f"""
+SELECT job_id, {queries.RUN_OUTCOME} AS outcome, errors FROM (
+    SELECT DISTINCT ON (job_id) job_id, finished_at, finish_reason, errors,
+           stats -> 'harvest/by_source' -> sources[1] AS counters
+    FROM crawl_runs WHERE job_id = ANY(%s) ORDER BY job_id, started_at DESC) AS run
+WHERE finished_at IS NOT NULL
+"""
+
+
+def _said(outcome: str, errors: int) -> str:
+    return f"{outcome}, {errors} errors" if errors else str(outcome)
+
+
 def _recorded_run(conn: psycopg.Connection[Any],
                   job_id: str) -> tuple[datetime | None, str] | None:
     """When the job's crawl recorded its end in ``crawl_runs`` (None while it has not) and
@@ -205,7 +219,7 @@ def _recorded_run(conn: psycopg.Connection[Any],
     if row is None:
         return None
     finished_at, outcome, errors = row
-    return finished_at, f"{outcome}, {errors} errors" if errors else str(outcome)
+    return finished_at, _said(outcome, errors)
 
 
 #: The outcome of a finished job whose crawl recorded no run (killed, cancelled before it
@@ -213,11 +227,11 @@ def _recorded_run(conn: psycopg.Connection[Any],
 NO_RUN = "finished (no run recorded)"
 
 
-def finished_outcome(conn: psycopg.Connection[Any], job_id: str) -> str | None:
-    """The outcome of a job whose crawl recorded its end, before a scheduler's pass has
-    seen it finish; None while it runs or when it recorded no run."""
-    run = _recorded_run(conn, job_id)
-    return run[1] if run and run[0] is not None else None
+def finished_outcomes(conn: psycopg.Connection[Any], job_ids: list[str]) -> dict[str, str]:
+    """Per job whose crawl recorded its end, its outcome, before a scheduler's pass has
+    seen it finish (one query for them all); jobs running or with no run are not in it."""
+    return {job: _said(outcome, errors)
+            for job, outcome, errors in conn.execute(_FINISHED_RUNS, (job_ids,)).fetchall()}
 
 
 def _outcome(conn: psycopg.Connection[Any], job_id: str) -> str:
