@@ -24,6 +24,15 @@ StaleFactor = Annotated[float, Field(gt=0, le=1000)]
 DEFAULT_STALE_FACTOR = 3.0
 
 
+def empty_is_default(cls: type[BaseSettings], value: object, info: ValidationInfo) -> object:
+    """A settings field's documented default for an empty value (a ``before`` validator):
+    "HARVEST_HOME=" was Path("") = the current directory, a server under ./pg and metrics
+    files in the checkout."""
+    if isinstance(value, str) and not value.strip():
+        return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
+    return value
+
+
 class HarvestConfig(BaseSettings):
     """Process-wide configuration read once from the environment.
 
@@ -70,14 +79,8 @@ class HarvestConfig(BaseSettings):
     sitemap_enabled: bool = True
     rendered_enabled: bool = True
 
-    @field_validator("home", "sources", "prometheus_multiproc_dir", mode="before")
-    @classmethod
-    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
-        # "HARVEST_HOME=" was Path("") = the current directory: a server under ./pg and
-        # metrics files in the checkout. Empty means the documented default.
-        if isinstance(value, str) and not value.strip():
-            return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
-        return value
+    _empty_is_default = field_validator("home", "sources", "prometheus_multiproc_dir",
+                                        mode="before")(classmethod(empty_is_default))
 
     @field_validator("prometheus_multiproc_dir")
     @classmethod

@@ -24,10 +24,16 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harvester.config import DEFAULT_STALE_FACTOR, ConfigError, StaleFactor, settings_error
+from harvester.config import (
+    DEFAULT_STALE_FACTOR,
+    ConfigError,
+    StaleFactor,
+    empty_is_default,
+    settings_error,
+)
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*"
                    r"(?:burst\s+(\d+))?\s*$", re.IGNORECASE)
@@ -80,12 +86,7 @@ class ApiSettings(BaseSettings):
     stale_factor: StaleFactor = Field(default=DEFAULT_STALE_FACTOR,
                                       validation_alias="HARVEST_STALE_FACTOR")
 
-    @field_validator("host", mode="before")
-    @classmethod
-    def _empty_is_default(cls, value: object, info: ValidationInfo) -> object:
-        if isinstance(value, str) and not value.strip():
-            return cls.model_fields[info.field_name].get_default()  # type: ignore[index]
-        return value
+    _empty_is_default = field_validator("host", mode="before")(classmethod(empty_is_default))
 
     @field_validator("rate")
     @classmethod
