@@ -18,6 +18,7 @@ from psycopg import sql
 
 from harvester.services import corroboration
 from harvester.services.ops import OpsError
+from harvester.services.urls import tweet_canonical, url_key
 
 TABLE = "signals"
 STAGING = "restore_rows"
@@ -125,28 +126,26 @@ def _join_stored_copies(conn: psycopg.Connection[Any], columns: list[str]) -> No
         WHERE t.id = m.new_id AND t.cluster_id IS DISTINCT FROM stored.cluster""")
 
 
-# A tweet keyed by its address as written (before schema 0014): keyed as services/urls
-# keys it now, by its id (what migration 0014 does to stored rows). Restored under its old
-# key from a snapshot or archive taken before, it was stored a second time beside itself.
-_TWEET = (r"^https://(www\.|mobile\.)?(x|twitter)\.com/(i/web|[^/?]+)"
-          r"/status(es)?/([0-9]{1,20})([/?][^#]*)?$")
-_REKEY_TWEETS = """
-UPDATE restore_rows SET canonical_url = t.canonical,
-       key = 'u:' || left(encode(sha256(convert_to(t.canonical, 'UTF8')), 'hex'), 32)
-FROM (SELECT id, 'https://x.com/i/web/status/' || (regexp_match(canonical_url, %(re)s))[5]
-             AS canonical
-      FROM restore_rows
-      WHERE canonical_url ~ %(re)s
-        AND key = 'u:' || left(encode(sha256(convert_to(canonical_url, 'UTF8')), 'hex'), 32)
-     ) AS t
-WHERE restore_rows.id = t.id
-"""
+def _rekey_tweets(conn: psycopg.Connection[Any]) -> None:
+    """A tweet exported keyed by its address as written (before schema 0014) is keyed as
+    services/urls keys it now, by its id (what migration 0014 did to stored rows): restored
+    under its old key, it was stored a second time beside itself. Only rows keyed by their
+    canonical URL are candidates (a feed entry keyed by its id is not)."""
+    rows = conn.execute("SELECT id, key, canonical_url FROM restore_rows "
+                        "WHERE canonical_url LIKE %s", ("%/status%",)).fetchall()
+    moved = [(url_key(now), now, row_id) for row_id, key, canonical in rows
+             if key == url_key(canonical)
+             and (now := tweet_canonical(canonical)) is not None and now != canonical]
+    if moved:
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE restore_rows SET key = %s, canonical_url = %s "
+                            "WHERE id = %s", moved)
 
 
 def merge(conn: psycopg.Connection[Any], columns: list[str]) -> MergeResult:
     """Insert the staged rows whose key is missing; call inside the staging transaction."""
     if "canonical_url" in columns:
-        conn.execute(_REKEY_TWEETS, {"re": _TWEET})
+        _rekey_tweets(conn)
     conn.execute(sql.SQL(
         "SELECT setval({seq}, greatest((SELECT max(id) FROM signals), "
         "(SELECT max(id) FROM restore_rows), pg_sequence_last_value({seq})))").format(seq=_SEQ))
